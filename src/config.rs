@@ -1,0 +1,493 @@
+//! The TOML configuration: listeners, shards, ring, batching, queues, pools and tables.
+//!
+//! Loading is three steps: parse (unknown keys are refused), apply environment overrides for URLs
+//! (so secrets need not live in the file), then [`Config::validate`], which reports every problem
+//! at once with the key path that caused it (`tables[0].partition_key[1]`). Nothing here talks to
+//! a database.
+
+use crate::schema::{ColumnType, DefaultValue, is_valid_identifier};
+use crate::units::{ByteSize, duration};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Environment variable that replaces `catalog.url`.
+pub const CATALOG_URL_ENV: &str = "SHARDGATE_CATALOG_URL";
+
+/// Most tokens one shard may own (`vnodes × weight`): keeps the ring table a few hundred KiB.
+const MAX_TOKENS_PER_SHARD: u64 = 65_536;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners and per-request limits.
+    pub server: ServerConfig,
+    /// Consistent-hash ring parameters.
+    pub routing: RoutingConfig,
+    /// When a per-shard batch is flushed.
+    pub batch: BatchConfig,
+    /// Bounds of the per-(shard, table) queues.
+    pub queue: QueueConfig,
+    /// Connections to each shard.
+    pub pool: PoolConfig,
+    /// Where routing state is stored.
+    pub catalog: CatalogConfig,
+    /// The shards, in ring order of declaration.
+    pub shards: Vec<ShardConfig>,
+    /// The logical tables that exist on every shard.
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[server]`: listeners and request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the write API (`/v1/...`).
+    pub listen: String,
+    /// Address of the admin API (`/admin/...`), kept apart from application traffic.
+    pub admin_listen: String,
+    /// Largest accepted request body.
+    pub max_body_size: ByteSize,
+    /// How long a write may wait for its rows to commit before it is answered 503.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            max_body_size: ByteSize(16 << 20),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[routing]`: the ring.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Tokens per unit of shard weight.
+    pub vnodes: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { vnodes: 256 }
+    }
+}
+
+/// `[batch]`: flush triggers of a per-shard batch; whichever comes first.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Flush when a batch holds this many rows (≈ 5,000 reaches the COPY ceiling).
+    pub max_rows: usize,
+    /// Flush when a batch holds this many encoded bytes.
+    pub max_bytes: ByteSize,
+    /// Flush when the oldest row of a batch has waited this long.
+    #[serde(with = "duration")]
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 5_000,
+            max_bytes: ByteSize(8 << 20),
+            max_delay: Duration::from_millis(10),
+        }
+    }
+}
+
+/// `[queue]`: bounds of each per-(shard, table) queue, counting rows not yet committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Rows a queue may hold before writes to it are answered 429.
+    pub max_rows: usize,
+    /// Encoded bytes a queue may hold before writes to it are answered 429.
+    pub max_bytes: ByteSize,
+    /// The `Retry-After` a 429 carries.
+    #[serde(with = "duration")]
+    pub retry_after: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 200_000,
+            max_bytes: ByteSize(128 << 20),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[pool]`: connections to each shard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// COPY connections per shard, each flushing batches in parallel.
+    pub connections_per_shard: usize,
+    /// Longest wait to open a connection to a shard.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            connections_per_shard: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[catalog]`: the database holding routing state.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Postgres URL; the first shard's when absent.
+    pub url: Option<String>,
+}
+
+/// One `[[shards]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Short stable name (`s0`): the ring is built from it, so never rename a shard.
+    pub name: String,
+    /// Postgres URL of the shard's database.
+    pub url: String,
+    /// Relative share of the key space.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// One `[[tables]]` entry: a logical table present on every shard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name on every shard.
+    pub name: String,
+    /// Column whose value identifies a row; makes retries idempotent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Ordered columns whose values choose the shard.
+    pub partition_key: Vec<String>,
+    /// Every column, in table order.
+    pub columns: Vec<ColumnConfig>,
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    /// Column name.
+    pub name: String,
+    /// Postgres type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether the column accepts NULL (absent values become NULL).
+    #[serde(default)]
+    pub nullable: bool,
+    /// Value used when a row omits the column: `"now()"` or a literal of the column's type.
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key of the wrong shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// The values do not make a working configuration.
+    #[error("invalid config:\n{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One validation failure: the key path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `tables[0].partition_key[1]`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {}: {}", p.key, p.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut config =
+            Config::parse(&text).map_err(|message| ConfigError::Parse { path: shown, message })?;
+        config.apply_env(|name| std::env::var(name).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text without validating it.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Replaces URLs from the environment: `SHARDGATE_CATALOG_URL` and
+    /// `SHARDGATE_SHARD_<NAME>_URL` (name upper-cased).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = lookup(CATALOG_URL_ENV) {
+            self.catalog.url = Some(url);
+        }
+        for shard in &mut self.shards {
+            if let Some(url) = lookup(&shard_url_env(&shard.name)) {
+                shard.url = url;
+            }
+        }
+    }
+
+    /// The catalog database URL: `catalog.url`, else the first shard's.
+    pub fn catalog_url(&self) -> Option<&str> {
+        self.catalog
+            .url
+            .as_deref()
+            .or_else(|| self.shards.first().map(|s| s.url.as_str()))
+    }
+
+    /// Checks every value; returns all problems found, each with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        self.validate_server(&mut problems);
+        self.validate_limits(&mut problems);
+        self.validate_shards(&mut problems);
+        if self.tables.is_empty() {
+            problems.add("tables", "declare at least one table");
+        }
+        let mut names = HashSet::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            if !names.insert(table.name.as_str()) {
+                problems.add(format!("tables[{i}].name"), "table declared twice");
+            }
+            validate_table(&format!("tables[{i}]"), table, &mut problems);
+        }
+        problems.finish()
+    }
+
+    fn validate_server(&self, problems: &mut Problems) {
+        let listen = self.server.listen.parse::<SocketAddr>();
+        let admin = self.server.admin_listen.parse::<SocketAddr>();
+        if let Err(e) = &listen {
+            problems.add("server.listen", format!("not a socket address: {e}"));
+        }
+        if let Err(e) = &admin {
+            problems.add("server.admin_listen", format!("not a socket address: {e}"));
+        }
+        if let (Ok(a), Ok(b)) = (listen, admin)
+            && a == b
+            && a.port() != 0
+        {
+            problems.add("server.admin_listen", "must differ from server.listen");
+        }
+        if self.server.max_body_size.0 == 0 {
+            problems.add("server.max_body_size", "must be positive");
+        }
+        if self.server.request_timeout.is_zero() {
+            problems.add("server.request_timeout", "must be positive");
+        }
+    }
+
+    fn validate_limits(&self, problems: &mut Problems) {
+        if !(1..=4096).contains(&self.routing.vnodes) {
+            problems.add("routing.vnodes", "must be between 1 and 4096");
+        }
+        if self.batch.max_rows == 0 {
+            problems.add("batch.max_rows", "must be positive");
+        }
+        if self.batch.max_bytes.0 < 1024 {
+            problems.add("batch.max_bytes", "must be at least 1KiB");
+        }
+        if self.queue.max_rows < self.batch.max_rows {
+            problems.add("queue.max_rows", "must be at least batch.max_rows");
+        }
+        if self.queue.max_bytes < self.batch.max_bytes {
+            problems.add("queue.max_bytes", "must be at least batch.max_bytes");
+        }
+        if u32::try_from(self.queue.max_rows).is_err() || u32::try_from(self.queue.max_bytes.0).is_err() {
+            problems.add("queue", "max_rows and max_bytes must each stay below 4Gi");
+        }
+        if !(1..=64).contains(&self.pool.connections_per_shard) {
+            problems.add("pool.connections_per_shard", "must be between 1 and 64");
+        }
+    }
+
+    fn validate_shards(&self, problems: &mut Problems) {
+        if self.shards.is_empty() {
+            problems.add("shards", "declare at least one shard");
+        }
+        let mut names = HashSet::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let key = format!("shards[{i}]");
+            if !is_valid_identifier(&shard.name) {
+                problems.add(
+                    format!("{key}.name"),
+                    "must match [a-z_][a-z0-9_]* (at most 63 characters)",
+                );
+            } else if !names.insert(shard.name.as_str()) {
+                problems.add(
+                    format!("{key}.name"),
+                    format!("shard `{}` declared twice", shard.name),
+                );
+            }
+            if let Err(e) = shard.url.parse::<tokio_postgres::Config>() {
+                problems.add(format!("{key}.url"), format!("not a Postgres URL: {e}"));
+            }
+            let tokens = u64::from(shard.weight) * u64::from(self.routing.vnodes);
+            if shard.weight == 0 || tokens > MAX_TOKENS_PER_SHARD {
+                problems.add(
+                    format!("{key}.weight"),
+                    format!("must be positive and weight × vnodes at most {MAX_TOKENS_PER_SHARD}"),
+                );
+            }
+        }
+        if let Some(url) = &self.catalog.url
+            && let Err(e) = url.parse::<tokio_postgres::Config>()
+        {
+            problems.add("catalog.url", format!("not a Postgres URL: {e}"));
+        }
+    }
+}
+
+/// The environment variable that overrides the URL of shard `name`.
+pub fn shard_url_env(name: &str) -> String {
+    format!("SHARDGATE_SHARD_{}_URL", name.to_ascii_uppercase())
+}
+
+fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
+    if !is_valid_identifier(&table.name) || table.name.starts_with("shardgate") {
+        problems.add(
+            format!("{key}.name"),
+            "must match [a-z_][a-z0-9_]* (at most 63 characters) and not start with `shardgate`",
+        );
+    }
+    if table.columns.is_empty() {
+        problems.add(format!("{key}.columns"), "declare at least one column");
+    }
+    let mut seen = HashSet::new();
+    for (i, column) in table.columns.iter().enumerate() {
+        validate_column(&format!("{key}.columns[{i}]"), column, &mut seen, problems);
+    }
+    let find = |name: &str| table.columns.iter().find(|c| c.name == name);
+    if table.partition_key.is_empty() {
+        problems.add(format!("{key}.partition_key"), "name at least one column");
+    }
+    let mut key_seen = HashSet::new();
+    for (i, name) in table.partition_key.iter().enumerate() {
+        let at = format!("{key}.partition_key[{i}]");
+        match find(name) {
+            None => problems.add(at, format!("column `{name}` is not declared")),
+            Some(_) if !key_seen.insert(name) => problems.add(at, format!("column `{name}` named twice")),
+            Some(c) if c.nullable => {
+                problems.add(at, format!("partition-key column `{name}` cannot be nullable"))
+            }
+            Some(c) if !c.ty.can_be_partition_key() => {
+                problems.add(at, format!("a {} column cannot be part of a partition key", c.ty))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(id) = &table.id {
+        let at = format!("{key}.id");
+        match find(id) {
+            None => problems.add(at, format!("column `{id}` is not declared")),
+            Some(c) if c.nullable => problems.add(at, format!("id column `{id}` cannot be nullable")),
+            Some(c) if !c.ty.can_be_id() => problems.add(
+                at,
+                format!(
+                    "a {} column cannot be an id (use uuid, bigint, integer or text)",
+                    c.ty
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn validate_column<'a>(
+    key: &str,
+    column: &'a ColumnConfig,
+    seen: &mut HashSet<&'a str>,
+    problems: &mut Problems,
+) {
+    if !is_valid_identifier(&column.name) || column.name.starts_with("_sg_") {
+        problems.add(
+            format!("{key}.name"),
+            "must match [a-z_][a-z0-9_]* (at most 63 characters) and not start with `_sg_`",
+        );
+    } else if !seen.insert(column.name.as_str()) {
+        problems.add(
+            format!("{key}.name"),
+            format!("column `{}` declared twice", column.name),
+        );
+    }
+    if let Some(value) = &column.default
+        && let Err(reason) = DefaultValue::from_config(column.ty, value)
+    {
+        problems.add(format!("{key}.default"), reason);
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

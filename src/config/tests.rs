@@ -1,0 +1,147 @@
+use super::*;
+
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+admin_listen = "127.0.0.1:9001"
+
+[[shards]]
+name = "s0"
+url = "postgres://app:secret@db0:5432/events"
+
+[[shards]]
+name = "s1"
+url = "postgres://app@db1/events"
+weight = 2
+
+[[tables]]
+name = "events"
+id = "event_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "event_id", type = "uuid" },
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::parse(text).unwrap().validate() {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+fn has(problems: &[Problem], key: &str, reason: &str) -> bool {
+    problems.iter().any(|p| p.key == key && p.reason.contains(reason))
+}
+
+#[test]
+fn a_complete_config_validates_with_defaults_filled_in() {
+    let config = Config::parse(VALID).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.routing.vnodes, 256);
+    assert_eq!(config.batch.max_rows, 5_000);
+    assert_eq!(config.shards[0].weight, 1);
+    assert_eq!(config.shards[1].weight, 2);
+    assert_eq!(
+        config.catalog_url(),
+        Some("postgres://app:secret@db0:5432/events")
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_by_name() {
+    let err = Config::parse(&VALID.replace("[server]", "[server]\nlisten_adress = \"x\"")).unwrap_err();
+    assert!(err.contains("unknown field `listen_adress`"), "{err}");
+}
+
+#[test]
+fn environment_overrides_urls() {
+    let mut config = Config::parse(VALID).unwrap();
+    config.apply_env(|name| match name {
+        "SHARDGATE_SHARD_S1_URL" => Some("postgres://app:other@db9/events".into()),
+        "SHARDGATE_CATALOG_URL" => Some("postgres://cat/catalog".into()),
+        _ => None,
+    });
+    assert_eq!(config.shards[1].url, "postgres://app:other@db9/events");
+    assert_eq!(config.shards[0].url, "postgres://app:secret@db0:5432/events");
+    assert_eq!(config.catalog_url(), Some("postgres://cat/catalog"));
+}
+
+#[test]
+fn table_problems_name_the_key_path() {
+    let text = VALID
+        .replace(
+            "[\"tenant_id\", \"event_type\"]",
+            "[\"tenant_id\", \"kind\", \"payload\"]",
+        )
+        .replace("id = \"event_id\"", "id = \"missing\"");
+    let found = problems(&text);
+    assert!(
+        has(
+            &found,
+            "tables[0].partition_key[1]",
+            "column `kind` is not declared"
+        ),
+        "{found:?}"
+    );
+    assert!(has(&found, "tables[0].partition_key[2]", "nullable"), "{found:?}");
+    assert!(
+        has(&found, "tables[0].id", "column `missing` is not declared"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = VALID
+        .replace("name = \"s1\"", "name = \"s0\"")
+        .replace("weight = 2", "weight = 0")
+        .replace("\"127.0.0.1:9001\"", "\"nowhere\"")
+        .replace(
+            "type = \"timestamptz\", default = \"now()\"",
+            "type = \"integer\", default = \"now()\"",
+        );
+    let found = problems(&text);
+    assert!(has(&found, "shards[1].name", "declared twice"), "{found:?}");
+    assert!(has(&found, "shards[1].weight", "must be positive"), "{found:?}");
+    assert!(
+        has(&found, "server.admin_listen", "not a socket address"),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, "tables[0].columns[3].default", "expected an integer"),
+        "{found:?}"
+    );
+    let message = ConfigError::Invalid(found).to_string();
+    assert!(
+        message.contains("shards[1].name: shard `s0` declared twice"),
+        "{message}"
+    );
+}
+
+#[test]
+fn reserved_and_malformed_names_are_refused() {
+    let text = VALID
+        .replace("name = \"events\"", "name = \"Events\"")
+        .replace("name = \"ts\"", "name = \"_sg_hash\"");
+    let found = problems(&text);
+    assert!(has(&found, "tables[0].name", "[a-z_][a-z0-9_]*"), "{found:?}");
+    assert!(has(&found, "tables[0].columns[3].name", "_sg_"), "{found:?}");
+}
+
+#[test]
+fn queue_must_hold_at_least_one_batch() {
+    let text = format!("{VALID}\n[queue]\nmax_rows = 10\n");
+    assert!(has(&problems(&text), "queue.max_rows", "at least batch.max_rows"));
+}
+
+#[test]
+fn a_bad_type_names_the_column() {
+    let err = Config::parse(&VALID.replace("type = \"jsonb\"", "type = \"json\"")).unwrap_err();
+    assert!(err.contains("unknown variant `json`"), "{err}");
+    assert!(err.contains("line 24"), "{err}");
+}

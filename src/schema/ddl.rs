@@ -1,0 +1,115 @@
+//! The SQL text that creates a declared table and the fence table on a shard, and the column
+//! list a shard's existing table is checked against. Only text here; `shards` runs it.
+
+use super::{DefaultValue, TableSchema, quote_ident};
+
+/// The hidden column holding the ring position that routed each row (invariant 2).
+pub const HASH_COLUMN: &str = "_sg_hash";
+
+/// The one-row table holding the routing epoch a shard accepts writes for (invariant 9).
+pub const FENCE_TABLE: &str = "shardgate_fence";
+
+/// A column as a shard's catalog must show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedColumn {
+    /// Column name.
+    pub name: String,
+    /// Type as `format_type` prints it.
+    pub sql_type: String,
+    /// Whether the column is `NOT NULL`.
+    pub not_null: bool,
+}
+
+/// Every column a shard's copy of `table` has, the hidden hash column last.
+pub fn expected_columns(table: &TableSchema) -> Vec<ExpectedColumn> {
+    let declared = table.columns.iter().enumerate().map(|(i, c)| ExpectedColumn {
+        name: c.name.clone(),
+        sql_type: c.ty.sql_name().to_string(),
+        not_null: !c.nullable || table.id == Some(i) || table.is_partition_key(i),
+    });
+    let hidden = ExpectedColumn {
+        name: HASH_COLUMN.to_string(),
+        sql_type: "bigint".to_string(),
+        not_null: true,
+    };
+    declared.chain(std::iter::once(hidden)).collect()
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a declared table, with its id as primary key.
+pub fn create_table_sql(table: &TableSchema) -> String {
+    let mut parts: Vec<String> = expected_columns(table)
+        .iter()
+        .zip(table.columns.iter().map(Some).chain(std::iter::once(None)))
+        .map(|(expected, column)| {
+            let mut part = format!("{} {}", quote_ident(&expected.name), expected.sql_type);
+            if expected.not_null {
+                part.push_str(" NOT NULL");
+            }
+            if let Some(column) = column
+                && column.default == Some(DefaultValue::Now)
+            {
+                // Server-side default for rows written to the shard directly; shardgate stamps its own.
+                part.push_str(" DEFAULT now()");
+            }
+            part
+        })
+        .collect();
+    if let Some(id) = table.id {
+        parts.push(format!("PRIMARY KEY ({})", quote_ident(&table.columns[id].name)));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        quote_ident(&table.name),
+        parts.join(", ")
+    )
+}
+
+/// Creates the fence table, constrained to one row.
+pub fn create_fence_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {FENCE_TABLE} (epoch bigint NOT NULL);
+         CREATE UNIQUE INDEX IF NOT EXISTS {FENCE_TABLE}_one_row ON {FENCE_TABLE} ((true));"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const EVENTS: &str = r#"
+        [[tables]]
+        name = "events"
+        id = "event_id"
+        partition_key = ["tenant_id"]
+        columns = [
+          { name = "event_id", type = "uuid" },
+          { name = "tenant_id", type = "text" },
+          { name = "ts", type = "timestamptz", default = "now()" },
+          { name = "payload", type = "jsonb", nullable = true },
+        ]
+    "#;
+
+    fn events() -> TableSchema {
+        let config = Config::parse(EVENTS).unwrap();
+        TableSchema::from_config(&config.tables[0]).unwrap()
+    }
+
+    #[test]
+    fn create_table_has_hidden_hash_and_primary_key() {
+        assert_eq!(
+            create_table_sql(&events()),
+            "CREATE TABLE IF NOT EXISTS \"events\" (\"event_id\" uuid NOT NULL, \"tenant_id\" text NOT NULL, \
+             \"ts\" timestamp with time zone NOT NULL DEFAULT now(), \"payload\" jsonb, \
+             \"_sg_hash\" bigint NOT NULL, PRIMARY KEY (\"event_id\"))"
+        );
+    }
+
+    #[test]
+    fn expected_columns_end_with_the_hash_column() {
+        let columns = expected_columns(&events());
+        let names: Vec<_> = columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["event_id", "tenant_id", "ts", "payload", "_sg_hash"]);
+        assert!(!columns[3].not_null);
+    }
+}

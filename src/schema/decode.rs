@@ -1,0 +1,518 @@
+//! Request body → binary COPY tuples grouped by shard, in one pass.
+//!
+//! Each row is decoded once, straight into Postgres binary field bytes in a reused scratch
+//! buffer; defaults are stamped, the partition key hashed, the shard chosen from the request's
+//! routing snapshot, and the finished tuple (with its `_sg_hash`) appended to that shard's
+//! buffer. No per-row maps or strings. Problems with individual rows are collected (up to
+//! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
+
+use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
+use crate::routing::{RoutingTable, hash_key};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// Most row problems reported for one request.
+pub const MAX_ERROR_DETAILS: usize = 100;
+
+/// How the body lists its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json`: one array of objects.
+    Json,
+    /// `application/x-ndjson`: one object per line.
+    Ndjson,
+}
+
+/// The rows of one request bound for one shard: concatenated binary COPY tuples.
+#[derive(Debug, Default)]
+pub struct ShardRows {
+    /// Tuples, without the COPY header or trailer.
+    pub tuples: Vec<u8>,
+    /// Number of tuples.
+    pub rows: usize,
+}
+
+/// A decoded request: per-shard tuples, indexed like the routing snapshot's shards.
+#[derive(Debug)]
+pub struct EncodedRows {
+    /// Rows per shard index.
+    pub shards: Vec<ShardRows>,
+    /// Rows in the request.
+    pub rows: usize,
+}
+
+/// One problem with one row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    /// Zero-based position of the row in the body.
+    pub row: usize,
+    /// The column concerned, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Why a body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not parseable as the declared format.
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// Parseable, but rows break the table's schema.
+    #[error("{total} invalid value(s) in the rows")]
+    InvalidRows {
+        /// The first problems found.
+        errors: Vec<RowError>,
+        /// All problems found.
+        total: usize,
+    },
+}
+
+/// Decodes `body` for `table`, routing each row with `routing`. `now_micros` (Unix time) stamps
+/// `now()` defaults, so every row of a request gets the same time.
+pub fn decode_rows(
+    table: &TableSchema,
+    routing: &RoutingTable,
+    format: BodyFormat,
+    body: &[u8],
+    now_micros: i64,
+) -> Result<EncodedRows, DecodeError> {
+    let mut encoder = RowEncoder::new(table, routing, now_micros);
+    match format {
+        BodyFormat::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            de.deserialize_seq(RowsVisitor(&mut encoder)).map_err(malformed)?;
+            de.end().map_err(malformed)?;
+        }
+        BodyFormat::Ndjson => {
+            for (number, line) in body.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let mut de = serde_json::Deserializer::from_slice(line);
+                let parsed = RowSeed(&mut encoder).deserialize(&mut de).and_then(|()| de.end());
+                parsed.map_err(|e| DecodeError::Malformed(format!("line {}: {e}", number + 1)))?;
+            }
+        }
+    }
+    encoder.finish()
+}
+
+fn malformed(e: serde_json::Error) -> DecodeError {
+    DecodeError::Malformed(e.to_string())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Missing,
+    /// Given, but refused (already reported).
+    Invalid,
+    Null,
+    Value {
+        start: usize,
+        len: usize,
+    },
+}
+
+struct RowEncoder<'a> {
+    table: &'a TableSchema,
+    routing: &'a RoutingTable,
+    now_micros: i64,
+    scratch: Vec<u8>,
+    slots: Vec<Slot>,
+    key_scratch: Vec<u8>,
+    out: Vec<ShardRows>,
+    row: usize,
+    errors: Vec<RowError>,
+    error_total: usize,
+}
+
+impl<'a> RowEncoder<'a> {
+    fn new(table: &'a TableSchema, routing: &'a RoutingTable, now_micros: i64) -> Self {
+        RowEncoder {
+            table,
+            routing,
+            now_micros,
+            scratch: Vec::with_capacity(512),
+            slots: vec![Slot::Missing; table.columns.len()],
+            key_scratch: Vec::with_capacity(64),
+            out: routing.shards.iter().map(|_| ShardRows::default()).collect(),
+            row: 0,
+            errors: Vec::new(),
+            error_total: 0,
+        }
+    }
+
+    fn reject(&mut self, column: usize, reason: impl Into<String>) {
+        self.slots[column] = Slot::Invalid;
+        self.fail(Some(column), reason);
+    }
+
+    fn fail(&mut self, column: Option<usize>, reason: impl Into<String>) {
+        self.error_total += 1;
+        if self.errors.len() < MAX_ERROR_DETAILS {
+            self.errors.push(RowError {
+                row: self.row,
+                column: column.map(|c| self.table.columns[c].name.clone()),
+                reason: reason.into(),
+            });
+        }
+    }
+
+    fn begin_row(&mut self) {
+        self.scratch.clear();
+        self.slots.fill(Slot::Missing);
+    }
+
+    /// Records that `column` was given; false (with an error) when it already was.
+    fn claim(&mut self, column: usize) -> bool {
+        if matches!(self.slots[column], Slot::Missing) {
+            true
+        } else {
+            self.fail(Some(column), "column given twice");
+            false
+        }
+    }
+
+    fn put_scalar(&mut self, column: usize, value: JsonScalar<'_>) {
+        let start = self.scratch.len();
+        match encode_scalar(self.table.columns[column].ty, value, &mut self.scratch) {
+            Ok(()) => {
+                self.slots[column] = Slot::Value {
+                    start,
+                    len: self.scratch.len() - start,
+                }
+            }
+            Err(reason) => {
+                self.scratch.truncate(start);
+                self.reject(column, reason);
+            }
+        }
+    }
+
+    fn put_jsonb(&mut self, column: usize, raw: &str) {
+        if raw == "null" {
+            self.slots[column] = Slot::Null;
+            return;
+        }
+        let start = self.scratch.len();
+        match encode_jsonb(raw, &mut self.scratch) {
+            Ok(()) => {
+                self.slots[column] = Slot::Value {
+                    start,
+                    len: self.scratch.len() - start,
+                }
+            }
+            Err(reason) => self.reject(column, reason),
+        }
+    }
+
+    fn put_bytes(&mut self, column: usize, bytes: &[u8]) {
+        let start = self.scratch.len();
+        self.scratch.extend_from_slice(bytes);
+        self.slots[column] = Slot::Value {
+            start,
+            len: bytes.len(),
+        };
+    }
+
+    fn put_default(&mut self, column: usize, default: &DefaultValue) {
+        match (default, self.table.columns[column].ty) {
+            (DefaultValue::Now, ColumnType::Date) => {
+                self.put_bytes(column, &super::types::date_from_unix_micros(self.now_micros))
+            }
+            (DefaultValue::Now, _) => self.put_bytes(
+                column,
+                &super::types::timestamptz_from_unix_micros(self.now_micros),
+            ),
+            (DefaultValue::UuidV7, _) => self.put_bytes(column, uuid::Uuid::now_v7().as_bytes()),
+            (DefaultValue::Literal(bytes), _) => self.put_bytes(column, bytes),
+        }
+    }
+
+    /// Fills absent columns, checks nulls, and appends the row to its shard's tuples.
+    fn finish_row(&mut self) {
+        let table = self.table;
+        for (i, column) in table.columns.iter().enumerate() {
+            match (self.slots[i], &column.default) {
+                (Slot::Missing, Some(default)) => self.put_default(i, default),
+                (Slot::Missing, None) if column.nullable => self.slots[i] = Slot::Null,
+                (Slot::Missing, None) if table.is_partition_key(i) => {
+                    self.fail(Some(i), "missing partition-key value")
+                }
+                (Slot::Missing, None) => self.fail(Some(i), "missing value for a non-null column"),
+                (Slot::Null, _) if table.is_partition_key(i) => {
+                    self.fail(Some(i), "partition-key value cannot be null")
+                }
+                (Slot::Null, _) if !column.nullable => self.fail(Some(i), "null for a non-null column"),
+                _ => {}
+            }
+        }
+        if self.error_total == 0 {
+            self.emit_row();
+        }
+        self.row += 1;
+    }
+
+    fn value(&self, column: usize) -> Option<&[u8]> {
+        slot_bytes(self.slots[column], &self.scratch)
+    }
+
+    fn emit_row(&mut self) {
+        let table = self.table;
+        let (slots, scratch) = (&self.slots, &self.scratch);
+        let key_parts = table.partition_key.iter().map(|&i| {
+            let value =
+                slot_bytes(slots[i], scratch).expect("finish_row checked that key values are present");
+            (table.columns[i].ty, value)
+        });
+        let hash = hash_key(key_parts, &mut self.key_scratch);
+        let shard = self.routing.shard_for(hash);
+        let field_count =
+            i16::try_from(table.columns.len() + 1).expect("Postgres tables have at most 1600 columns");
+        let mut tuples = std::mem::take(&mut self.out[shard.0].tuples);
+        tuples.extend_from_slice(&field_count.to_be_bytes());
+        for i in 0..table.columns.len() {
+            match self.value(i) {
+                Some(bytes) => {
+                    let len = i32::try_from(bytes.len()).expect("a value is smaller than the body limit");
+                    tuples.extend_from_slice(&len.to_be_bytes());
+                    tuples.extend_from_slice(bytes);
+                }
+                None => tuples.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        tuples.extend_from_slice(&8i32.to_be_bytes());
+        tuples.extend_from_slice(&hash.as_i64().to_be_bytes());
+        let out = &mut self.out[shard.0];
+        out.tuples = tuples;
+        out.rows += 1;
+    }
+
+    fn finish(self) -> Result<EncodedRows, DecodeError> {
+        if self.error_total > 0 {
+            return Err(DecodeError::InvalidRows {
+                errors: self.errors,
+                total: self.error_total,
+            });
+        }
+        Ok(EncodedRows {
+            shards: self.out,
+            rows: self.row,
+        })
+    }
+}
+
+fn slot_bytes(slot: Slot, scratch: &[u8]) -> Option<&[u8]> {
+    match slot {
+        Slot::Value { start, len } => Some(&scratch[start..start + len]),
+        Slot::Null | Slot::Missing | Slot::Invalid => None,
+    }
+}
+
+struct RowsVisitor<'e, 'a>(&'e mut RowEncoder<'a>);
+
+impl<'de> Visitor<'de> for RowsVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of row objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(RowSeed(self.0))?.is_some() {}
+        Ok(())
+    }
+}
+
+struct RowSeed<'e, 'a>(&'e mut RowEncoder<'a>);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(RowVisitor(self.0))
+    }
+}
+
+struct RowVisitor<'e, 'a>(&'e mut RowEncoder<'a>);
+
+impl RowVisitor<'_, '_> {
+    fn not_an_object<E>(self, what: &str) -> Result<(), E> {
+        self.0.fail(None, format!("expected a JSON object, got {what}"));
+        self.0.row += 1;
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let encoder = self.0;
+        encoder.begin_row();
+        while let Some(key) = map.next_key_seed(ColumnSeed(encoder.table))? {
+            match key {
+                ColumnKey::Known(column) if encoder.claim(column) => map.next_value_seed(ValueSeed {
+                    encoder: &mut *encoder,
+                    column,
+                })?,
+                ColumnKey::Known(_) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                ColumnKey::Unknown(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    encoder.fail(None, format!("unknown column `{name}`"));
+                }
+            }
+        }
+        encoder.finish_row();
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.not_an_object("an array")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object("a string")
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object("a boolean")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_an_object("null")
+    }
+}
+
+enum ColumnKey {
+    Known(usize),
+    Unknown(String),
+}
+
+struct ColumnSeed<'a>(&'a TableSchema);
+
+impl<'de> DeserializeSeed<'de> for ColumnSeed<'_> {
+    type Value = ColumnKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ColumnKey, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnSeed<'_> {
+    type Value = ColumnKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<ColumnKey, E> {
+        Ok(match self.0.column_index(name) {
+            Some(index) => ColumnKey::Known(index),
+            None => ColumnKey::Unknown(name.to_string()),
+        })
+    }
+}
+
+struct ValueSeed<'e, 'a> {
+    encoder: &'e mut RowEncoder<'a>,
+    column: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        if self.encoder.table.columns[self.column].ty == ColumnType::Jsonb {
+            let raw = <&RawValue>::deserialize(deserializer)?;
+            self.encoder.put_jsonb(self.column, raw.get());
+            Ok(())
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+impl ValueSeed<'_, '_> {
+    fn wrong_shape<E>(self, what: &str) -> Result<(), E> {
+        let expected = self.encoder.table.columns[self.column].ty;
+        self.encoder
+            .reject(self.column, format!("expected a {expected} value, got {what}"));
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a column value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.encoder.put_scalar(self.column, JsonScalar::Str(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.encoder.put_scalar(self.column, JsonScalar::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        let scalar = i64::try_from(v).map_or(JsonScalar::UInt(v), JsonScalar::Int);
+        self.encoder.put_scalar(self.column, scalar);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.encoder.put_scalar(self.column, JsonScalar::Float(v));
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.encoder.put_scalar(self.column, JsonScalar::Bool(v));
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.encoder.slots[self.column] = Slot::Null;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.wrong_shape("an object")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.wrong_shape("an array")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The declared tables as the write path uses them: columns, types, defaults, id and partition
+//! key, plus identifier rules and the DDL every shard must carry.
+//!
+//! Built once from the validated config; immutable afterwards and shared by reference.
+
+mod ddl;
+pub mod decode;
+mod types;
+
+pub use ddl::{
+    ExpectedColumn, FENCE_TABLE, HASH_COLUMN, create_fence_sql, create_table_sql, expected_columns,
+};
+pub use types::{ColumnType, JsonScalar, encode_jsonb, encode_scalar};
+
+use crate::config::{ColumnConfig, TableConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Longest identifier Postgres keeps without truncating (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Whether `name` is an identifier shardgate accepts: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+/// Such names never need escaping, but are still quoted in SQL (invariant 8).
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        && name.len() <= MAX_IDENTIFIER_LEN
+}
+
+/// Double-quotes a validated identifier for SQL text.
+pub fn quote_ident(name: &str) -> String {
+    debug_assert!(
+        is_valid_identifier(name),
+        "identifiers are validated at config load"
+    );
+    format!("\"{name}\"")
+}
+
+/// What fills a column a row leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DefaultValue {
+    /// The request's arrival time (`now()` for timestamptz, today for date).
+    Now,
+    /// A fresh time-ordered UUIDv7 per row.
+    UuidV7,
+    /// A constant, already in binary COPY form.
+    Literal(Vec<u8>),
+}
+
+impl DefaultValue {
+    /// Reads a column's `default` from the config, checking it against the column type.
+    pub fn from_config(ty: ColumnType, value: &toml::Value) -> Result<DefaultValue, String> {
+        match (ty, value.as_str()) {
+            (ColumnType::Timestamptz | ColumnType::Date, Some("now()")) => return Ok(DefaultValue::Now),
+            (ColumnType::Uuid, Some("uuidv7()")) => return Ok(DefaultValue::UuidV7),
+            _ => {}
+        }
+        let mut bytes = Vec::new();
+        if ty == ColumnType::Jsonb {
+            let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+            encode_jsonb(&text, &mut bytes)?;
+        } else {
+            let datetime_text;
+            let scalar = match value {
+                toml::Value::String(s) => JsonScalar::Str(s),
+                toml::Value::Integer(n) => JsonScalar::Int(*n),
+                toml::Value::Float(x) => JsonScalar::Float(*x),
+                toml::Value::Boolean(b) => JsonScalar::Bool(*b),
+                toml::Value::Datetime(d) => {
+                    datetime_text = d.to_string();
+                    JsonScalar::Str(&datetime_text)
+                }
+                _ => return Err(format!("expected a {ty} literal, \"now()\" or \"uuidv7()\"")),
+            };
+            encode_scalar(ty, scalar, &mut bytes)?;
+        }
+        Ok(DefaultValue::Literal(bytes))
+    }
+}
+
+/// One column of a declared table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Column name (a validated identifier).
+    pub name: String,
+    /// Declared type.
+    pub ty: ColumnType,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+    /// Value for rows that omit the column.
+    pub default: Option<DefaultValue>,
+}
+
+/// A declared table, ready for decoding and routing rows.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    /// Table name on every shard.
+    pub name: String,
+    /// Columns in table order (the hidden `_sg_hash` is not among them).
+    pub columns: Vec<Column>,
+    /// Index of the id column, when the table has one.
+    pub id: Option<usize>,
+    /// Indexes of the partition-key columns, in key order.
+    pub partition_key: Vec<usize>,
+}
+
+impl TableSchema {
+    /// Builds a table from its validated config entry.
+    pub fn from_config(table: &TableConfig) -> Result<TableSchema, String> {
+        let position = |name: &str| {
+            table
+                .columns
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| format!("table {}: column `{name}` is not declared", table.name))
+        };
+        let id = table.id.as_deref().map(position).transpose()?;
+        let partition_key = table
+            .partition_key
+            .iter()
+            .map(|n| position(n))
+            .collect::<Result<_, _>>()?;
+        let columns = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| column_from_config(c, id == Some(i)))
+            .collect::<Result<_, _>>()?;
+        Ok(TableSchema {
+            name: table.name.clone(),
+            columns,
+            id,
+            partition_key,
+        })
+    }
+
+    /// Index of the column called `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// Whether a retried row is deduplicated (the table has an id).
+    pub fn is_idempotent(&self) -> bool {
+        self.id.is_some()
+    }
+
+    /// Whether column `index` is part of the partition key.
+    pub fn is_partition_key(&self, index: usize) -> bool {
+        self.partition_key.contains(&index)
+    }
+}
+
+fn column_from_config(column: &ColumnConfig, is_id: bool) -> Result<Column, String> {
+    let default = match &column.default {
+        Some(value) => Some(DefaultValue::from_config(column.ty, value)?),
+        None if is_id && column.ty == ColumnType::Uuid => Some(DefaultValue::UuidV7),
+        None => None,
+    };
+    Ok(Column {
+        name: column.name.clone(),
+        ty: column.ty,
+        nullable: column.nullable,
+        default,
+    })
+}
+
+/// Every declared table, by name; shared by the API, batcher and shard setup.
+#[derive(Debug, Default)]
+pub struct Tables {
+    tables: Vec<Arc<TableSchema>>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Position of a table in [`Tables`]; stable for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableId(pub usize);
+
+impl Tables {
+    /// Builds every table of a validated config.
+    pub fn from_config(tables: &[TableConfig]) -> Result<Tables, String> {
+        let tables: Vec<Arc<TableSchema>> = tables
+            .iter()
+            .map(|t| TableSchema::from_config(t).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        let by_name = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Tables { tables, by_name })
+    }
+
+    /// The table called `name`.
+    pub fn lookup(&self, name: &str) -> Option<(TableId, &Arc<TableSchema>)> {
+        let index = *self.by_name.get(name)?;
+        Some((TableId(index), &self.tables[index]))
+    }
+
+    /// The table with id `id`.
+    pub fn get(&self, id: TableId) -> &Arc<TableSchema> {
+        &self.tables[id.0]
+    }
+
+    /// Every table with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (TableId, &Arc<TableSchema>)> {
+        self.tables.iter().enumerate().map(|(i, t)| (TableId(i), t))
+    }
+
+    /// Number of tables.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Whether no table is declared.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_follow_the_lowercase_rule() {
+        for good in ["events", "_x", "a1_b2", &"a".repeat(63)] {
+            assert!(is_valid_identifier(good), "{good}");
+        }
+        for bad in ["", "Events", "1a", "a-b", "a b", "ä", "a\"", &"a".repeat(64)] {
+            assert!(!is_valid_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_checked_against_the_column_type() {
+        let now = toml::Value::String("now()".into());
+        assert_eq!(
+            DefaultValue::from_config(ColumnType::Timestamptz, &now),
+            Ok(DefaultValue::Now)
+        );
+        assert_eq!(
+            DefaultValue::from_config(ColumnType::Text, &now),
+            Ok(DefaultValue::Literal(b"now()".to_vec()))
+        );
+        assert_eq!(
+            DefaultValue::from_config(ColumnType::Integer, &toml::Value::Integer(7)),
+            Ok(DefaultValue::Literal(7i32.to_be_bytes().to_vec()))
+        );
+        let err = DefaultValue::from_config(ColumnType::Integer, &now).unwrap_err();
+        assert_eq!(err, "expected an integer, got \"now()\"");
+    }
+}

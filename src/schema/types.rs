@@ -1,0 +1,372 @@
+//! Column types and the conversion of one JSON value into Postgres binary COPY field bytes.
+//!
+//! Every accepted spelling of a value converts to the same bytes (`5` and `5.0` for a bigint, any
+//! case of a UUID, a timestamp in any offset), which is what makes the key hash canonical.
+
+use base64::Engine;
+use chrono::{DateTime, NaiveDate};
+use serde::Deserialize;
+use std::fmt;
+
+/// Microseconds between the Unix epoch and Postgres's epoch (2000-01-01 UTC).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
+/// Version byte that starts the binary form of jsonb.
+const JSONB_VERSION: u8 = 1;
+
+/// A column type shardgate can decode from JSON and send in binary COPY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum ColumnType {
+    /// `text`: a JSON string.
+    #[serde(rename = "text")]
+    Text,
+    /// `bigint`: an integral JSON number or decimal string.
+    #[serde(rename = "bigint", alias = "int8")]
+    BigInt,
+    /// `integer`: an integral JSON number or decimal string.
+    #[serde(rename = "integer", alias = "int", alias = "int4")]
+    Integer,
+    /// `smallint`: an integral JSON number or decimal string.
+    #[serde(rename = "smallint", alias = "int2")]
+    SmallInt,
+    /// `double precision`: a JSON number or numeric string.
+    #[serde(rename = "double precision", alias = "float8")]
+    Double,
+    /// `boolean`: `true` or `false`.
+    #[serde(rename = "boolean", alias = "bool")]
+    Boolean,
+    /// `uuid`: a UUID string in any case, with or without hyphens.
+    #[serde(rename = "uuid")]
+    Uuid,
+    /// `timestamptz`: an RFC 3339 string with an offset.
+    #[serde(rename = "timestamptz", alias = "timestamp with time zone")]
+    Timestamptz,
+    /// `date`: a `YYYY-MM-DD` string.
+    #[serde(rename = "date")]
+    Date,
+    /// `jsonb`: any JSON value, stored as given.
+    #[serde(rename = "jsonb")]
+    Jsonb,
+    /// `bytea`: a base64 string.
+    #[serde(rename = "bytea")]
+    Bytea,
+}
+
+impl ColumnType {
+    /// The type as Postgres's `format_type` prints it; used in DDL and when verifying a table.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::BigInt => "bigint",
+            ColumnType::Integer => "integer",
+            ColumnType::SmallInt => "smallint",
+            ColumnType::Double => "double precision",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Uuid => "uuid",
+            ColumnType::Timestamptz => "timestamp with time zone",
+            ColumnType::Date => "date",
+            ColumnType::Jsonb => "jsonb",
+            ColumnType::Bytea => "bytea",
+        }
+    }
+
+    /// The tag that precedes a value of this type in the canonical key encoding.
+    /// Fixed forever: changing one moves every key.
+    pub fn key_tag(self) -> u8 {
+        match self {
+            ColumnType::Text => 1,
+            ColumnType::BigInt => 2,
+            ColumnType::Integer => 3,
+            ColumnType::SmallInt => 4,
+            ColumnType::Double => 5,
+            ColumnType::Boolean => 6,
+            ColumnType::Uuid => 7,
+            ColumnType::Timestamptz => 8,
+            ColumnType::Date => 9,
+            ColumnType::Bytea => 10,
+            ColumnType::Jsonb => 11,
+        }
+    }
+
+    /// Whether values of this type have one canonical form and so can place rows.
+    pub fn can_be_partition_key(self) -> bool {
+        self != ColumnType::Jsonb
+    }
+
+    /// Whether this type may be a table's id (primary key).
+    pub fn can_be_id(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Uuid | ColumnType::BigInt | ColumnType::Integer | ColumnType::Text
+        )
+    }
+
+    fn expectation(self) -> &'static str {
+        match self {
+            ColumnType::Text => "a string",
+            ColumnType::BigInt | ColumnType::Integer | ColumnType::SmallInt => "an integer",
+            ColumnType::Double => "a number",
+            ColumnType::Boolean => "true or false",
+            ColumnType::Uuid => "a UUID string",
+            ColumnType::Timestamptz => "an RFC 3339 timestamp with offset",
+            ColumnType::Date => "a YYYY-MM-DD date",
+            ColumnType::Jsonb => "a JSON value",
+            ColumnType::Bytea => "a base64 string",
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.sql_name())
+    }
+}
+
+/// One JSON scalar as the decoder sees it, before conversion to a column type.
+#[derive(Debug, Clone, Copy)]
+pub enum JsonScalar<'a> {
+    /// A JSON string (unescaped).
+    Str(&'a str),
+    /// A JSON integer that fits i64.
+    Int(i64),
+    /// A JSON integer above i64::MAX.
+    UInt(u64),
+    /// A JSON number with a fraction or exponent.
+    Float(f64),
+    /// `true` / `false`.
+    Bool(bool),
+}
+
+impl fmt::Display for JsonScalar<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonScalar::Str(s) if s.chars().count() > 40 => {
+                let head: String = s.chars().take(40).collect();
+                write!(f, "\"{head}...\"")
+            }
+            JsonScalar::Str(s) => write!(f, "\"{s}\""),
+            JsonScalar::Int(n) => write!(f, "{n}"),
+            JsonScalar::UInt(n) => write!(f, "{n}"),
+            JsonScalar::Float(x) => write!(f, "{x}"),
+            JsonScalar::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// Appends the binary COPY bytes of `value` as a `ty` to `out`, or says why it does not fit.
+/// `jsonb` values do not come through here (see [`encode_jsonb`]).
+pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let mismatch = || format!("expected {}, got {value}", ty.expectation());
+    match (ty, value) {
+        (ColumnType::Text, JsonScalar::Str(s)) => {
+            if s.contains('\0') {
+                return Err("text cannot contain the NUL character".into());
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+        (ColumnType::BigInt, v) => out.extend_from_slice(&integer(v).ok_or_else(mismatch)?.to_be_bytes()),
+        (ColumnType::Integer, v) => {
+            let n = i32::try_from(integer(v).ok_or_else(mismatch)?).map_err(|_| out_of_range(ty, value))?;
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        (ColumnType::SmallInt, v) => {
+            let n = i16::try_from(integer(v).ok_or_else(mismatch)?).map_err(|_| out_of_range(ty, value))?;
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        (ColumnType::Double, v) => out.extend_from_slice(&float(v).ok_or_else(mismatch)?.to_be_bytes()),
+        (ColumnType::Boolean, JsonScalar::Bool(b)) => out.push(u8::from(b)),
+        (ColumnType::Uuid, JsonScalar::Str(s)) => {
+            let uuid = uuid::Uuid::try_parse(s).map_err(|_| mismatch())?;
+            out.extend_from_slice(uuid.as_bytes());
+        }
+        (ColumnType::Timestamptz, JsonScalar::Str(s)) => {
+            let ts = DateTime::parse_from_rfc3339(s).map_err(|_| mismatch())?;
+            out.extend_from_slice(&(ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS).to_be_bytes());
+        }
+        (ColumnType::Date, JsonScalar::Str(s)) => {
+            let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| mismatch())?;
+            let days = date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
+            let days = i32::try_from(days).map_err(|_| out_of_range(ty, value))?;
+            out.extend_from_slice(&days.to_be_bytes());
+        }
+        (ColumnType::Bytea, JsonScalar::Str(s)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| mismatch())?;
+            out.extend_from_slice(&bytes);
+        }
+        _ => return Err(mismatch()),
+    }
+    Ok(())
+}
+
+/// Appends the binary jsonb form of a raw JSON text.
+pub fn encode_jsonb(raw_json: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    // Postgres refuses \u0000 inside jsonb strings; refuse it here, with the row's index.
+    if raw_json.contains("\\u0000") {
+        return Err("jsonb cannot contain \\u0000".into());
+    }
+    out.push(JSONB_VERSION);
+    out.extend_from_slice(raw_json.as_bytes());
+    Ok(())
+}
+
+/// The binary timestamptz value of a Unix time in microseconds.
+pub fn timestamptz_from_unix_micros(micros: i64) -> [u8; 8] {
+    (micros - PG_EPOCH_UNIX_MICROS).to_be_bytes()
+}
+
+/// The binary date value of a Unix time in microseconds (UTC day).
+pub fn date_from_unix_micros(micros: i64) -> [u8; 4] {
+    let days = micros.div_euclid(86_400_000_000) - PG_EPOCH_UNIX_DAYS;
+    i32::try_from(days).unwrap_or(i32::MAX).to_be_bytes()
+}
+
+fn out_of_range(ty: ColumnType, value: JsonScalar<'_>) -> String {
+    format!("{value} is out of range for {ty}")
+}
+
+fn integer(value: JsonScalar<'_>) -> Option<i64> {
+    match value {
+        JsonScalar::Int(n) => Some(n),
+        JsonScalar::UInt(_) => None,
+        // 2^63 is exactly representable; anything at or above it does not fit.
+        JsonScalar::Float(x) if x.fract() == 0.0 && x >= -(2f64.powi(63)) && x < 2f64.powi(63) => {
+            Some(x as i64)
+        }
+        JsonScalar::Str(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn float(value: JsonScalar<'_>) -> Option<f64> {
+    match value {
+        JsonScalar::Int(n) => Some(n as f64),
+        JsonScalar::UInt(n) => Some(n as f64),
+        JsonScalar::Float(x) => Some(x),
+        JsonScalar::Str(s) => s.parse().ok(),
+        JsonScalar::Bool(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ColumnType::*;
+    use JsonScalar::*;
+
+    fn encode(ty: ColumnType, value: JsonScalar<'_>) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        encode_scalar(ty, value, &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn spellings_of_one_value_encode_identically() {
+        let groups: &[(ColumnType, &[JsonScalar])] = &[
+            (BigInt, &[Int(5), Float(5.0), Str("5")]),
+            (Integer, &[Int(-7), Float(-7.0), Str("-7")]),
+            (Double, &[Int(2), Float(2.0), Str("2")]),
+            (
+                Uuid,
+                &[
+                    Str("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+                    Str("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"),
+                    Str("0190a1b2c3d47e5f8a9b0c1d2e3f4a5b"),
+                ],
+            ),
+            (
+                Timestamptz,
+                &[
+                    Str("2024-05-01T12:00:00Z"),
+                    Str("2024-05-01T14:00:00+02:00"),
+                    Str("2024-05-01T07:30:00.000-04:30"),
+                ],
+            ),
+        ];
+        for (ty, spellings) in groups {
+            let first = encode(*ty, spellings[0]).unwrap();
+            for spelling in &spellings[1..] {
+                assert_eq!(encode(*ty, *spelling).unwrap(), first, "{ty} {spelling}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_encode_to_postgres_binary_form() {
+        let cases: &[(ColumnType, JsonScalar, &[u8])] = &[
+            (Text, Str("héllo"), "héllo".as_bytes()),
+            (BigInt, Int(1), &[0, 0, 0, 0, 0, 0, 0, 1]),
+            (Integer, Int(-1), &[0xff, 0xff, 0xff, 0xff]),
+            (SmallInt, Int(258), &[1, 2]),
+            (Boolean, Bool(true), &[1]),
+            (
+                Timestamptz,
+                Str("2000-01-01T00:00:01Z"),
+                &[0, 0, 0, 0, 0, 0x0f, 0x42, 0x40],
+            ),
+            (Date, Str("2000-01-02"), &[0, 0, 0, 1]),
+            (Date, Str("1999-12-31"), &[0xff, 0xff, 0xff, 0xff]),
+            (Bytea, Str("AAEC"), &[0, 1, 2]),
+        ];
+        for (ty, value, bytes) in cases {
+            assert_eq!(encode(*ty, *value).unwrap(), *bytes, "{ty} {value}");
+        }
+    }
+
+    #[test]
+    fn wrong_values_are_refused_with_a_reason() {
+        let cases: &[(ColumnType, JsonScalar, &str)] = &[
+            (Text, Int(3), "expected a string, got 3"),
+            (Text, Str("a\0b"), "text cannot contain the NUL character"),
+            (BigInt, Float(5.5), "expected an integer, got 5.5"),
+            (
+                BigInt,
+                UInt(u64::MAX),
+                "expected an integer, got 18446744073709551615",
+            ),
+            (Integer, Int(1 << 40), "1099511627776 is out of range for integer"),
+            (SmallInt, Str("40000"), "\"40000\" is out of range for smallint"),
+            (Boolean, Str("yes"), "expected true or false, got \"yes\""),
+            (
+                Uuid,
+                Str("not-a-uuid"),
+                "expected a UUID string, got \"not-a-uuid\"",
+            ),
+            (
+                Timestamptz,
+                Str("yesterday"),
+                "expected an RFC 3339 timestamp with offset, got \"yesterday\"",
+            ),
+            (
+                Timestamptz,
+                Str("2024-05-01T12:00:00"),
+                "expected an RFC 3339 timestamp with offset",
+            ),
+            (Date, Str("2024-13-01"), "expected a YYYY-MM-DD date"),
+            (Bytea, Str("***"), "expected a base64 string"),
+        ];
+        for (ty, value, reason) in cases {
+            let err = encode(*ty, *value).unwrap_err();
+            assert!(err.starts_with(reason), "{ty} {value}: {err}");
+        }
+    }
+
+    #[test]
+    fn jsonb_keeps_the_text_behind_a_version_byte() {
+        let mut out = Vec::new();
+        encode_jsonb("{\"a\": 1}", &mut out).unwrap();
+        assert_eq!(out, b"\x01{\"a\": 1}");
+        assert!(encode_jsonb("\"a\\u0000\"", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn server_time_encodes_as_timestamp_and_day() {
+        let micros = 946_684_800_000_000 + 86_400_000_000 + 5;
+        assert_eq!(
+            timestamptz_from_unix_micros(micros),
+            (86_400_000_005i64).to_be_bytes()
+        );
+        assert_eq!(date_from_unix_micros(micros), 1i32.to_be_bytes());
+    }
+}
