@@ -20,6 +20,9 @@ pub const CATALOG_URL_ENV: &str = "SHARDGATE_CATALOG_URL";
 /// Most tokens one shard may own (`vnodes × weight`): keeps the ring table a few hundred KiB.
 const MAX_TOKENS_PER_SHARD: u64 = 65_536;
 
+/// Longest table name: its staging table adds `shardgate_stage_` within Postgres's 63 bytes.
+const MAX_TABLE_NAME_LEN: usize = 47;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -396,10 +399,13 @@ pub fn shard_url_env(name: &str) -> String {
 }
 
 fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
-    if !is_valid_identifier(&table.name) || table.name.starts_with("shardgate") {
+    if !is_valid_identifier(&table.name)
+        || table.name.starts_with("shardgate")
+        || table.name.len() > MAX_TABLE_NAME_LEN
+    {
         problems.add(
             format!("{key}.name"),
-            "must match [a-z_][a-z0-9_]* (at most 63 characters) and not start with `shardgate`",
+            "must match [a-z_][a-z0-9_]*, have at most 47 characters and not start with `shardgate`",
         );
     }
     if table.columns.is_empty() {

@@ -1,0 +1,80 @@
+//! Operator endpoints: liveness and readiness (on both listeners) and, on the admin listener
+//! only, `GET /admin/shards`. Read-only: nothing here changes routing or data.
+
+use crate::server::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// One shard as `/admin/shards` lists it.
+#[derive(Debug, Serialize)]
+pub struct ShardStatus {
+    /// Stable name.
+    pub name: String,
+    /// Connection URL with the password redacted.
+    pub url: String,
+    /// Whether the shard answered a probe just now.
+    pub up: bool,
+    /// Configured weight.
+    pub weight: u32,
+    /// Share of the hash space the current ring gives it.
+    pub owned_fraction: f64,
+    /// Rows queued or being written to it.
+    pub queued_rows: usize,
+    /// Encoded bytes queued or being written to it.
+    pub queued_bytes: usize,
+}
+
+/// `GET /healthz`: the process is alive and serving HTTP.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the catalog is loaded (always, once serving) and every shard answers.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let probes = state
+        .shards
+        .iter()
+        .map(|(_, shard)| async move { (shard.id.0.clone(), shard.is_up().await) });
+    let down: Vec<serde_json::Value> = futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| json!({"shard": name, "reason": "unreachable"}))
+        .collect();
+    if down.is_empty() {
+        Json(json!({"status": "ready", "epoch": state.routing.load().epoch.0})).into_response()
+    } else {
+        let body = json!({"error": "not ready: some shards are unreachable", "details": down});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// `GET /admin/shards`: every shard with its health, weight, ring share and queue depth.
+pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardStatus>> {
+    let routing = state.routing.load();
+    let depths = state.batcher.queue_depths();
+    let statuses = state.shards.iter().map(|(index, shard)| {
+        let (queued_rows, queued_bytes) = depths
+            .iter()
+            .find(|(id, _, _)| *id == shard.id)
+            .map_or((0, 0), |(_, rows, bytes)| (*rows, *bytes));
+        let owned_fraction = routing.ring.owned_fraction(index);
+        async move {
+            ShardStatus {
+                name: shard.id.0.clone(),
+                url: shard.redacted_url.clone(),
+                up: shard.is_up().await,
+                weight: shard.weight,
+                owned_fraction,
+                queued_rows,
+                queued_bytes,
+            }
+        }
+    });
+    Json(futures_util::future::join_all(statuses).await)
+}

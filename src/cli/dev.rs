@@ -1,0 +1,175 @@
+//! `shardgate dev`: start N local PostgreSQL clusters, write a config for them, and serve.
+//!
+//! Data lives under `--dir` (git-ignored `.shardgate/dev` by default) and is kept between runs;
+//! `--fresh` starts from empty clusters. Ctrl-C stops the proxy, then the clusters.
+
+use anyhow::{Context, Result, bail};
+use shardgate::catalog::CatalogError;
+use shardgate::config::Config;
+use shardgate::devcluster::{ClusterOptions, LocalCluster, PgBinaries};
+use shardgate::server::StartError;
+use std::path::{Path, PathBuf};
+
+/// Database created on every dev cluster.
+const DEV_DATABASE: &str = "shardgate";
+
+/// The example table a newcomer can write to at once.
+const DEV_TABLES: &str = r#"
+# The example table: events partitioned by (tenant_id, event_type), deduplicated by event_id.
+[[tables]]
+name = "events"
+id = "event_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "event_id", type = "uuid" },
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
+"#;
+
+/// Options of `shardgate dev`.
+#[derive(clap::Args)]
+pub struct DevArgs {
+    /// Number of local shards.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    shards: u16,
+    /// Directory holding the clusters' data and the generated config.
+    #[arg(long, default_value = ".shardgate/dev")]
+    dir: PathBuf,
+    /// Delete existing dev data and start from empty clusters.
+    #[arg(long)]
+    fresh: bool,
+    /// Address of the write API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Address of the admin API.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    admin_listen: String,
+}
+
+/// Runs the dev environment until Ctrl-C.
+pub async fn run(args: DevArgs) -> Result<()> {
+    let bins = PgBinaries::locate()?;
+    if args.fresh && args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot delete {}", args.dir.display()))?;
+    }
+    let clusters = start_clusters(&bins, &args).await?;
+    let result = serve(&args, &clusters).await;
+    for cluster in &clusters {
+        if let Err(e) = cluster.stop() {
+            eprintln!("warning: {e}");
+        }
+    }
+    result
+}
+
+async fn start_clusters(bins: &PgBinaries, args: &DevArgs) -> Result<Vec<LocalCluster>> {
+    let mut clusters = Vec::new();
+    for i in 0..args.shards {
+        let dir = args.dir.join(format!("s{i}"));
+        eprintln!("starting PostgreSQL shard s{i} in {}", dir.display());
+        match LocalCluster::start(bins, &dir, &ClusterOptions::default()) {
+            Ok(cluster) => clusters.push(cluster),
+            Err(e) => {
+                clusters.iter().for_each(|c: &LocalCluster| drop(c.stop()));
+                return Err(e.into());
+            }
+        }
+    }
+    for cluster in &clusters {
+        if let Err(e) = create_database(cluster).await {
+            clusters.iter().for_each(|c| drop(c.stop()));
+            return Err(e);
+        }
+    }
+    Ok(clusters)
+}
+
+async fn create_database(cluster: &LocalCluster) -> Result<()> {
+    let (client, connection) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to the cluster on port {}", cluster.port()))?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DEV_DATABASE])
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {DEV_DATABASE}"))
+            .await?;
+    }
+    drop(client);
+    driver.await??;
+    Ok(())
+}
+
+async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
+    let config_path = args.dir.join("shardgate.toml");
+    let text = dev_config(args, clusters);
+    std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = Config::parse(&text).map_err(anyhow::Error::msg)?;
+    let server = match shardgate::server::start(config).await {
+        Ok(server) => server,
+        Err(StartError::Catalog(e @ CatalogError::Disagrees(_))) => {
+            bail!(
+                "{e}\nThe dev data in {} was made with other shards; run with --fresh to start over",
+                args.dir.display()
+            )
+        }
+        Err(e) => return Err(e).context("cannot start shardgate"),
+    };
+    print_welcome(&config_path, server.write_addr(), server.admin_addr(), clusters);
+    super::shutdown_signal().await;
+    server.shutdown();
+    server.wait().await;
+    eprintln!("stopping the local shards");
+    Ok(())
+}
+
+fn dev_config(args: &DevArgs, clusters: &[LocalCluster]) -> String {
+    let mut text = format!(
+        "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n",
+        args.listen, args.admin_listen
+    );
+    for (i, cluster) in clusters.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n",
+            cluster.url(DEV_DATABASE)
+        ));
+    }
+    text.push_str(DEV_TABLES);
+    text
+}
+
+fn print_welcome(
+    config: &Path,
+    write: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    clusters: &[LocalCluster],
+) {
+    println!();
+    println!(
+        "shardgate is running on {} local shard(s); config: {}",
+        clusters.len(),
+        config.display()
+    );
+    println!();
+    println!("  write API:  http://{write}/v1/tables/events/rows");
+    println!("  admin API:  http://{admin}/admin/shards");
+    println!();
+    println!("  try:");
+    println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");
+    println!(
+        "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
+    );
+    println!();
+    for (i, cluster) in clusters.iter().enumerate() {
+        println!("  shard s{i}:  psql {}", cluster.url(DEV_DATABASE));
+    }
+    println!();
+    println!("Press Ctrl-C to stop shardgate and the shards.");
+}

@@ -1,0 +1,17 @@
+//! `shardgate serve`: run with a config file until SIGINT or SIGTERM.
+
+use anyhow::{Context, Result};
+use shardgate::config::Config;
+use std::path::Path;
+
+/// Loads the config, serves, and shuts down gracefully on a signal.
+pub async fn run(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let server = shardgate::server::start(config)
+        .await
+        .context("cannot start shardgate")?;
+    super::shutdown_signal().await;
+    server.shutdown();
+    server.wait().await;
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! Local PostgreSQL clusters started from the installed server binaries, for `shardgate dev`
+//! and for the integration tests.
+//!
+//! Each cluster has its own data directory, a free loopback port, its unix socket in its own
+//! directory and trust authentication on loopback. Postgres refuses to run as root, so when this
+//! process is root every server command runs as the `postgres` user, which also owns the data.
+//! This module only manages processes; it never holds a connection.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use thiserror::Error;
+
+/// Environment variable naming the directory that holds `initdb` and `pg_ctl`.
+pub const PG_BIN_ENV: &str = "SHARDGATE_PG_BIN";
+
+/// The OS user that runs Postgres when this process is root.
+const POSTGRES_USER: &str = "postgres";
+
+/// How many times a start is retried when the chosen port was taken in the meantime.
+const PORT_ATTEMPTS: usize = 3;
+
+/// A local cluster could not be set up or controlled.
+#[derive(Debug, Error)]
+pub enum DevClusterError {
+    /// No server binaries were found.
+    #[error(
+        "PostgreSQL server binaries not found (looked in ${PG_BIN_ENV}, `pg_config --bindir` and \
+         /usr/lib/postgresql/*/bin). Install them with `apt-get install postgresql`, or set \
+         {PG_BIN_ENV} to the directory holding initdb and pg_ctl"
+    )]
+    BinariesNotFound,
+    /// A file-system step failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The step.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A server command exited with an error.
+    #[error("{what} failed ({status}):\n{output}")]
+    Command {
+        /// The command.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// Its output, and the server log's tail when there is one.
+        output: String,
+    },
+}
+
+/// The directory of the server binaries.
+#[derive(Debug, Clone)]
+pub struct PgBinaries {
+    dir: PathBuf,
+}
+
+impl PgBinaries {
+    /// Finds `initdb` and `pg_ctl`: `$SHARDGATE_PG_BIN`, then `pg_config --bindir`, then the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub fn locate() -> Result<PgBinaries, DevClusterError> {
+        let from_env = std::env::var_os(PG_BIN_ENV).map(PathBuf::from);
+        let from_pg_config = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+        from_env
+            .into_iter()
+            .chain(from_pg_config)
+            .chain(debian_bin_dirs())
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+            .map(|dir| PgBinaries { dir })
+            .ok_or(DevClusterError::BinariesNotFound)
+    }
+
+    fn tool(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// `/usr/lib/postgresql/<version>/bin`, newest version first.
+fn debian_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    dirs.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    dirs.into_iter().map(|(_, dir)| dir).collect()
+}
+
+/// How a cluster runs.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Whether commits are flushed to disk. Tests turn it off for speed; benchmarks must not.
+    pub fsync: bool,
+    /// `max_connections` of the server.
+    pub max_connections: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            max_connections: 200,
+        }
+    }
+}
+
+/// A running local cluster. Stop it with [`LocalCluster::stop`]; dropping it does not.
+#[derive(Debug, Clone)]
+pub struct LocalCluster {
+    bins: PgBinaries,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl LocalCluster {
+    /// Starts the cluster kept in `dir`, creating it first when `dir` holds none.
+    pub fn start(
+        bins: &PgBinaries,
+        dir: &Path,
+        options: &ClusterOptions,
+    ) -> Result<LocalCluster, DevClusterError> {
+        let dir = absolute(dir)?;
+        let data = dir.join("data");
+        create_dir(&dir)?;
+        if !data.join("PG_VERSION").is_file() {
+            create_dir(&data)?;
+            give_to_postgres(&dir)?;
+            initdb(bins, &data, options)?;
+        }
+        give_to_postgres(&dir)?;
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port(&dir)?;
+            let cluster = LocalCluster {
+                bins: bins.clone(),
+                dir: dir.clone(),
+                port,
+            };
+            match cluster.pg_ctl_start(options) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("PORT_ATTEMPTS is positive"))
+    }
+
+    /// The loopback port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the cluster's data, socket and log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A URL for `database` as the `postgres` superuser over loopback.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{POSTGRES_USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the server, waiting for it to exit (fast shutdown: open sessions are ended).
+    pub fn stop(&self) -> Result<(), DevClusterError> {
+        let data = self.dir.join("data");
+        let mut command = server_command(&self.bins.tool("pg_ctl"));
+        command.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
+        run(command, "pg_ctl stop", None)
+    }
+
+    fn pg_ctl_start(&self, options: &ClusterOptions) -> Result<(), DevClusterError> {
+        let log = self.dir.join("postgres.log");
+        let settings = format!(
+            "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync={fsync} \
+             -c max_connections={max} -c logging_collector=off",
+            port = self.port,
+            socket = self.dir.display(),
+            fsync = if options.fsync { "on" } else { "off" },
+            max = options.max_connections,
+        );
+        let mut command = server_command(&self.bins.tool("pg_ctl"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &settings, "start"]);
+        run(command, "pg_ctl start", Some(&log))
+    }
+}
+
+fn initdb(bins: &PgBinaries, data: &Path, options: &ClusterOptions) -> Result<(), DevClusterError> {
+    let mut command = server_command(&bins.tool("initdb"));
+    command
+        .arg("-D")
+        .arg(data)
+        .args(["-U", POSTGRES_USER, "-A", "trust", "-E", "UTF8", "--locale=C"]);
+    if !options.fsync {
+        command.arg("--no-sync");
+    }
+    run(command, "initdb", None)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command for a server binary, run as `postgres` when this process is root.
+fn server_command(tool: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", POSTGRES_USER, "--"]).arg(tool);
+        command
+    } else {
+        Command::new(tool)
+    }
+}
+
+fn give_to_postgres(dir: &Path) -> Result<(), DevClusterError> {
+    if !is_root() {
+        return Ok(());
+    }
+    let mut command = Command::new("chown");
+    command.arg("-R").arg(format!("{POSTGRES_USER}:")).arg(dir);
+    run(command, "chown of the cluster directory", None)
+}
+
+fn run(mut command: Command, what: &str, log: Option<&Path>) -> Result<(), DevClusterError> {
+    let output: Output = command.output().map_err(|source| DevClusterError::Io {
+        what: format!("cannot run {what}"),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    if let Some(log) = log.and_then(|l| std::fs::read_to_string(l).ok()) {
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        text.push_str("\nserver log (last lines):\n");
+        text.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    Err(DevClusterError::Command {
+        what: what.to_string(),
+        status: output.status.to_string(),
+        output: text,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), DevClusterError> {
+    std::fs::create_dir_all(dir).map_err(|source| DevClusterError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source,
+    })
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf, DevClusterError> {
+    std::path::absolute(dir).map_err(|source| DevClusterError::Io {
+        what: format!("cannot resolve {}", dir.display()),
+        source,
+    })
+}
+
+fn free_port(dir: &Path) -> Result<u16, DevClusterError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| DevClusterError::Io {
+        what: format!("cannot find a free port for {}", dir.display()),
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| DevClusterError::Io {
+            what: "cannot read the free port".into(),
+            source,
+        })
+}

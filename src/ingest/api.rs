@@ -1,0 +1,295 @@
+//! The write API: `POST /v1/tables/{table}/rows`.
+//!
+//! A handler checks the table, content type and size, decodes and routes the rows with one
+//! routing snapshot, queues them, and answers only after every shard's batch committed
+//! (invariant 5). Each refusal has its own status and a JSON body
+//! `{"error": ..., "details": [...]}`; a refused request stores nothing, except that rows bound
+//! for other shards may have committed when one shard fails late (503, 422).
+
+use super::batcher::{PendingWrite, SubmitError, WriteError};
+use crate::schema::decode::{BodyFormat, DecodeError, RowError, decode_rows};
+use crate::server::AppState;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// The answer to a write whose rows all committed.
+#[derive(Debug, Serialize)]
+pub struct WriteAck {
+    /// Rows in the request.
+    pub rows: usize,
+    /// Rows per shard name.
+    pub shards: BTreeMap<String, usize>,
+}
+
+/// Why a request was refused; each kind maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404: the path names no declared table.
+    #[error("unknown table `{0}`")]
+    UnknownTable(String),
+    /// 404: no such endpoint.
+    #[error("no such endpoint")]
+    NoRoute,
+    /// 415: the body is neither JSON nor NDJSON.
+    #[error(
+        "unsupported content type {0}; send application/json (an array of objects) or application/x-ndjson"
+    )]
+    UnsupportedMediaType(String),
+    /// 413: the body exceeds `server.max_body_size`.
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    /// 413: the rows for one shard exceed its whole queue.
+    #[error(transparent)]
+    TooLargeForQueue(SubmitError),
+    /// 400: the body could not be read or parsed.
+    #[error("{0}")]
+    Malformed(String),
+    /// 400: some rows break the schema.
+    #[error("{total} invalid value(s); nothing was stored")]
+    InvalidRows {
+        /// The first problems.
+        errors: Vec<RowError>,
+        /// All problems.
+        total: usize,
+    },
+    /// 429: a target queue is full.
+    #[error("{source}; retry after {retry_after:?}")]
+    Overloaded {
+        /// Which queue.
+        source: SubmitError,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// 422 or 503: some shard did not commit its rows.
+    #[error("{}", write_failure_message(.failures))]
+    WriteFailed {
+        /// One entry per failed shard.
+        failures: Vec<WriteError>,
+        /// Rows per shard that did commit.
+        committed: BTreeMap<String, usize>,
+        /// `Retry-After` for a 503.
+        retry_after: Duration,
+    },
+}
+
+fn write_failure_message(failures: &[WriteError]) -> String {
+    if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+        "a shard rejected the rows; rows for other shards may have committed".into()
+    } else {
+        "a shard could not commit the rows before the deadline; rows for other shards may have \
+         committed, and retrying is safe for tables with an id"
+            .into()
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownTable(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTooLarge(_) | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WriteFailed { failures, .. } => {
+                if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }
+    }
+
+    fn details(&self) -> serde_json::Value {
+        match self {
+            ApiError::InvalidRows { errors, .. } => json!(errors),
+            ApiError::WriteFailed {
+                failures, committed, ..
+            } => {
+                let mut details: Vec<serde_json::Value> = failures.iter().map(failure_detail).collect();
+                details.extend(
+                    committed
+                        .iter()
+                        .map(|(shard, rows)| json!({"shard": shard, "committed": rows})),
+                );
+                json!(details)
+            }
+            _ => json!([]),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ApiError::WriteFailed { retry_after, .. } if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn failure_detail(failure: &WriteError) -> serde_json::Value {
+    match failure {
+        WriteError::Unavailable { shard, reason } | WriteError::RoutingChanged { shard, reason } => {
+            json!({"shard": shard.0, "reason": reason})
+        }
+        WriteError::Rejected { shard, message } => json!({"shard": shard.0, "reason": message}),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"error": self.to_string(), "details": self.details()});
+        let mut response = (status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after() {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::Malformed(message) => ApiError::Malformed(format!("malformed body: {message}")),
+            DecodeError::InvalidRows { errors, total } => ApiError::InvalidRows { errors, total },
+        }
+    }
+}
+
+/// `POST /v1/tables/{table}/rows`.
+pub async fn write_rows(
+    State(state): State<Arc<AppState>>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<WriteAck>, ApiError> {
+    let (table_id, schema) = state.tables.lookup(&table).ok_or(ApiError::UnknownTable(table))?;
+    let format = body_format(&headers)?;
+    let body = read_body(body, &headers, state.limits.max_body_size).await?;
+    let routing = state.routing.load();
+    let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
+    drop(body);
+    let rows = encoded.rows;
+    let deadline = Instant::now() + state.limits.request_timeout;
+    let pending = state
+        .batcher
+        .submit(&routing, table_id, encoded, deadline)
+        .map_err(|e| match e {
+            SubmitError::QueueFull { .. } => ApiError::Overloaded {
+                source: e,
+                retry_after: state.limits.retry_after,
+            },
+            SubmitError::TooLarge { .. } => ApiError::TooLargeForQueue(e),
+        })?;
+    let shards = wait_for_commit(pending, deadline, &state).await?;
+    Ok(Json(WriteAck { rows, shards }))
+}
+
+/// Waits for every shard's rows; succeeds only when all committed.
+async fn wait_for_commit(
+    pending: Vec<PendingWrite>,
+    deadline: Instant,
+    state: &AppState,
+) -> Result<BTreeMap<String, usize>, ApiError> {
+    let outcomes = futures_util::future::join_all(pending.into_iter().map(|write| async move {
+        let (shard, rows) = (write.shard_id().clone(), write.rows);
+        let timeout = state.limits.request_timeout;
+        let outcome = tokio::time::timeout_at(deadline, write.outcome())
+            .await
+            .unwrap_or_else(|_| {
+                Err(WriteError::Unavailable {
+                    shard: shard.clone(),
+                    reason: format!(
+                        "no commit within the request timeout of {}",
+                        crate::units::format_duration(timeout)
+                    ),
+                })
+            });
+        (shard, rows, outcome)
+    }))
+    .await;
+    let mut committed = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (shard, rows, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                committed.insert(shard.0, rows);
+            }
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if failures.is_empty() {
+        Ok(committed)
+    } else {
+        Err(ApiError::WriteFailed {
+            failures,
+            committed,
+            retry_after: state.limits.retry_after,
+        })
+    }
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let Some(value) = value else {
+        return Err(ApiError::UnsupportedMediaType("(none)".into()));
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/ndjson" => Ok(BodyFormat::Ndjson),
+        _ => Err(ApiError::UnsupportedMediaType(value)),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::BodyTooLarge(limit)
+        } else {
+            ApiError::Malformed(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn unix_micros_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}

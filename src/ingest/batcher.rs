@@ -1,0 +1,490 @@
+//! Per-shard queues and group commit.
+//!
+//! A request's rows for one shard travel as one [`Chunk`] of encoded tuples. Each shard has one
+//! queue, bounded per (shard, table) in rows and bytes by semaphores whose permits a chunk holds
+//! until it is answered (invariant 7): a full queue refuses the request before anything is
+//! enqueued. Each shard has `connections_per_shard` writer tasks; the one holding the queue
+//! collects chunks until `max_rows`, `max_bytes` or `max_delay`, then releases the queue to the
+//! next writer and flushes, so many requests share one COPY while other connections keep
+//! flushing. One slow shard never blocks another's queue. A batch Postgres rejects for its data
+//! is split until the offending request is isolated; the others still commit.
+
+use super::copy::{CopyError, TableStatements, write_batch};
+use crate::catalog::RoutingSource;
+use crate::config::BatchConfig;
+use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
+use crate::schema::TableId;
+use crate::schema::decode::EncodedRows;
+use crate::shards::Shards;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// First pause before retrying a transient failure; doubles up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why rows bound for one shard did not commit.
+#[derive(Debug, Clone, Error)]
+pub enum WriteError {
+    /// The shard could not commit before the request's deadline.
+    #[error("shard {shard} could not commit the rows: {reason}")]
+    Unavailable {
+        /// The shard.
+        shard: ShardId,
+        /// The last failure seen.
+        reason: String,
+    },
+    /// Postgres refused this request's rows for their data.
+    #[error("shard {shard} rejected the rows: {message}")]
+    Rejected {
+        /// The shard.
+        shard: ShardId,
+        /// Postgres's message.
+        message: String,
+    },
+    /// The shard's ownership changed after the rows were routed; retrying routes them anew.
+    #[error("shard {shard} refused the rows: {reason}; retry the request")]
+    RoutingChanged {
+        /// The shard.
+        shard: ShardId,
+        /// The fence mismatch.
+        reason: String,
+    },
+}
+
+/// Rows could not be queued.
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    /// A queue is full; the client should retry later.
+    #[error("the queue of shard {shard} for table {table} is full")]
+    QueueFull {
+        /// The shard.
+        shard: ShardId,
+        /// The table.
+        table: String,
+    },
+    /// The request alone is larger than a whole queue.
+    #[error(
+        "the request holds {rows} rows ({bytes} bytes) for shard {shard}, more than its queue can ever hold"
+    )]
+    TooLarge {
+        /// The shard.
+        shard: ShardId,
+        /// Rows for that shard.
+        rows: usize,
+        /// Encoded bytes for that shard.
+        bytes: usize,
+    },
+}
+
+/// One request's rows for one shard, waiting to be written.
+struct Chunk {
+    table: TableId,
+    epoch: Epoch,
+    tuples: Bytes,
+    rows: usize,
+    enqueued_at: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<(), WriteError>>,
+    /// Queue space held until the chunk is answered.
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// A queued write to one shard; resolves when its rows have committed or failed.
+pub struct PendingWrite {
+    /// The shard.
+    pub shard: ShardIndex,
+    /// Rows sent to it.
+    pub rows: usize,
+    reply: oneshot::Receiver<Result<(), WriteError>>,
+    shard_id: ShardId,
+}
+
+impl PendingWrite {
+    /// Waits for the rows' batch to commit or fail.
+    pub async fn outcome(self) -> Result<(), WriteError> {
+        self.reply.await.unwrap_or_else(|_| {
+            Err(WriteError::Unavailable {
+                shard: self.shard_id,
+                reason: "the write was abandoned while shutting down".into(),
+            })
+        })
+    }
+
+    /// The shard's name.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.shard_id
+    }
+}
+
+/// Space left in one (shard, table) queue.
+struct QueueBudget {
+    rows: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+struct ShardQueue {
+    id: ShardId,
+    sender: mpsc::UnboundedSender<Chunk>,
+    budgets: Vec<QueueBudget>,
+}
+
+/// Queue limits of every (shard, table) queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Rows per queue.
+    pub max_rows: usize,
+    /// Encoded bytes per queue.
+    pub max_bytes: usize,
+}
+
+/// Everything the writer tasks need.
+pub struct BatcherSetup {
+    /// The shards and their pools.
+    pub shards: Arc<Shards>,
+    /// Statements per table, indexed by [`TableId`].
+    pub statements: Arc<Vec<TableStatements>>,
+    /// Table names, indexed by [`TableId`], for logs and errors.
+    pub table_names: Arc<Vec<String>>,
+    /// Flush triggers.
+    pub batch: BatchConfig,
+    /// Queue bounds.
+    pub queue: QueueLimits,
+    /// Writer tasks per shard.
+    pub connections_per_shard: usize,
+    /// Where to reload routing when a fence disagrees.
+    pub routing_source: Arc<RoutingSource>,
+}
+
+/// The sending side of every shard queue. Dropping it lets the writers drain and stop.
+pub struct Batcher {
+    queues: Vec<ShardQueue>,
+    table_names: Arc<Vec<String>>,
+}
+
+impl Batcher {
+    /// Starts the writer tasks. They flush at once, without waiting for `max_delay`, after
+    /// `drain` is cancelled, and stop when the `Batcher` is dropped and their queue is empty.
+    pub fn start(setup: BatcherSetup, drain: CancellationToken) -> (Batcher, JoinSet<()>) {
+        let mut tasks = JoinSet::new();
+        let mut queues = Vec::new();
+        for (index, shard) in setup.shards.iter() {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let receiver = Arc::new(Mutex::new(receiver));
+            let writer = Arc::new(ShardWriter {
+                index,
+                id: shard.id.clone(),
+                shards: setup.shards.clone(),
+                statements: setup.statements.clone(),
+                table_names: setup.table_names.clone(),
+                batch: setup.batch.clone(),
+                routing_source: setup.routing_source.clone(),
+            });
+            for connection in 0..setup.connections_per_shard {
+                let span = tracing::info_span!("writer", shard = %shard.id, connection);
+                let task = run_writer(writer.clone(), receiver.clone(), drain.clone());
+                tasks.spawn(task.instrument(span));
+            }
+            queues.push(ShardQueue {
+                id: shard.id.clone(),
+                sender,
+                budgets: setup
+                    .table_names
+                    .iter()
+                    .map(|_| QueueBudget::new(setup.queue))
+                    .collect(),
+            });
+        }
+        let batcher = Batcher {
+            queues,
+            table_names: setup.table_names,
+        };
+        (batcher, tasks)
+    }
+
+    /// Queues a decoded request's rows; all or nothing. Fails at once when any target queue
+    /// lacks room, before anything is queued.
+    pub fn submit(
+        &self,
+        routing: &RoutingTable,
+        table: TableId,
+        rows: EncodedRows,
+        deadline: Instant,
+    ) -> Result<Vec<PendingWrite>, SubmitError> {
+        let mut reserved = Vec::new();
+        for (index, shard_rows) in rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0) {
+            let queue = &self.queues[index];
+            let permits = queue.budgets[table.0].reserve(shard_rows.rows, shard_rows.tuples.len(), || {
+                (queue.id.clone(), self.table_names[table.0].clone())
+            })?;
+            reserved.push((index, shard_rows, permits));
+        }
+        let now = Instant::now();
+        let pending = reserved
+            .into_iter()
+            .map(|(index, shard_rows, permits)| {
+                let (reply, receiver) = oneshot::channel();
+                let chunk = Chunk {
+                    table,
+                    epoch: routing.epoch,
+                    rows: shard_rows.rows,
+                    tuples: Bytes::from(shard_rows.tuples),
+                    enqueued_at: now,
+                    deadline,
+                    reply,
+                    _permits: permits,
+                };
+                // A send fails only while shutting down; the dropped reply then reports it.
+                let _ = self.queues[index].sender.send(chunk);
+                PendingWrite {
+                    shard: ShardIndex(index),
+                    rows: shard_rows.rows,
+                    reply: receiver,
+                    shard_id: self.queues[index].id.clone(),
+                }
+            })
+            .collect();
+        Ok(pending)
+    }
+
+    /// Rows and bytes waiting or being written, per shard name.
+    pub fn queue_depths(&self) -> Vec<(ShardId, usize, usize)> {
+        self.queues
+            .iter()
+            .map(|q| {
+                let (rows, bytes) = q.budgets.iter().fold((0, 0), |(r, b), budget| {
+                    let (used_rows, used_bytes) = budget.used();
+                    (r + used_rows, b + used_bytes)
+                });
+                (q.id.clone(), rows, bytes)
+            })
+            .collect()
+    }
+}
+
+impl QueueBudget {
+    fn new(limits: QueueLimits) -> QueueBudget {
+        QueueBudget {
+            rows: Arc::new(Semaphore::new(limits.max_rows)),
+            bytes: Arc::new(Semaphore::new(limits.max_bytes)),
+            max_rows: limits.max_rows,
+            max_bytes: limits.max_bytes,
+        }
+    }
+
+    fn reserve(
+        &self,
+        rows: usize,
+        bytes: usize,
+        names: impl Fn() -> (ShardId, String),
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), SubmitError> {
+        if rows > self.max_rows || bytes > self.max_bytes {
+            return Err(SubmitError::TooLarge {
+                shard: names().0,
+                rows,
+                bytes,
+            });
+        }
+        let full = || {
+            let (shard, table) = names();
+            SubmitError::QueueFull { shard, table }
+        };
+        // Both counts fit u32: the config caps queue limits below 4Gi.
+        let row_permit = self
+            .rows
+            .clone()
+            .try_acquire_many_owned(rows as u32)
+            .map_err(|_| full())?;
+        let byte_permit = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(bytes as u32)
+            .map_err(|_| full())?;
+        Ok((row_permit, byte_permit))
+    }
+
+    fn used(&self) -> (usize, usize) {
+        (
+            self.max_rows - self.rows.available_permits(),
+            self.max_bytes - self.bytes.available_permits(),
+        )
+    }
+}
+
+/// Flushes batches of one shard; shared by that shard's writer tasks.
+struct ShardWriter {
+    index: ShardIndex,
+    id: ShardId,
+    shards: Arc<Shards>,
+    statements: Arc<Vec<TableStatements>>,
+    table_names: Arc<Vec<String>>,
+    batch: BatchConfig,
+    routing_source: Arc<RoutingSource>,
+}
+
+async fn run_writer(
+    writer: Arc<ShardWriter>,
+    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Chunk>>>,
+    drain: CancellationToken,
+) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            collect_batch(&mut receiver, &writer.batch, &drain).await
+        };
+        match batch {
+            Some(chunks) => writer.flush(chunks).await,
+            None => return,
+        }
+    }
+}
+
+/// Takes chunks until a flush trigger fires; `None` once the queue is closed and empty.
+async fn collect_batch(
+    receiver: &mut mpsc::UnboundedReceiver<Chunk>,
+    limits: &BatchConfig,
+    drain: &CancellationToken,
+) -> Option<Vec<Chunk>> {
+    let first = receiver.recv().await?;
+    let flush_at = first.enqueued_at + limits.max_delay;
+    let (mut rows, mut bytes) = (first.rows, first.tuples.len());
+    let mut chunks = vec![first];
+    while rows < limits.max_rows && bytes < limits.max_bytes.as_usize() {
+        let next = if drain.is_cancelled() {
+            receiver.try_recv().ok()
+        } else {
+            tokio::select! {
+                biased;
+                chunk = receiver.recv() => chunk,
+                _ = tokio::time::sleep_until(flush_at) => None,
+                _ = drain.cancelled() => receiver.try_recv().ok(),
+            }
+        };
+        let Some(chunk) = next else { break };
+        rows += chunk.rows;
+        bytes += chunk.tuples.len();
+        chunks.push(chunk);
+    }
+    Some(chunks)
+}
+
+impl ShardWriter {
+    async fn flush(&self, chunks: Vec<Chunk>) {
+        let mut groups: Vec<((TableId, Epoch), Vec<Chunk>)> = Vec::new();
+        for chunk in chunks {
+            let key = (chunk.table, chunk.epoch);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(chunk),
+                None => groups.push((key, vec![chunk])),
+            }
+        }
+        for ((table, epoch), group) in groups {
+            let rows: usize = group.iter().map(|c| c.rows).sum();
+            let span = tracing::debug_span!("flush", table = %self.table_names[table.0], rows, requests = group.len());
+            self.flush_group(table, epoch, group).instrument(span).await;
+        }
+    }
+
+    /// Writes one (table, epoch) group, splitting it when Postgres refuses some request's data.
+    async fn flush_group(&self, table: TableId, epoch: Epoch, group: Vec<Chunk>) {
+        let mut pending = vec![group];
+        while let Some(mut group) = pending.pop() {
+            match self.write_until_deadline(table, epoch, &mut group).await {
+                Ok(()) => answer(group, || Ok(())),
+                Err(CopyError::Data(message)) if group.len() == 1 => {
+                    tracing::info!(%message, "rows rejected by the shard");
+                    let shard = self.id.clone();
+                    answer(group, || {
+                        Err(WriteError::Rejected {
+                            shard: shard.clone(),
+                            message: message.clone(),
+                        })
+                    });
+                }
+                Err(CopyError::Data(_)) => {
+                    let second_half = group.split_off(group.len() / 2);
+                    pending.push(second_half);
+                    pending.push(group);
+                }
+                Err(error @ CopyError::Fence { .. }) => {
+                    tracing::warn!(%error, "fence refused the batch; reloading routing");
+                    if let Err(reload) = self.routing_source.refresh().await {
+                        tracing::error!(error = %reload, "cannot reload routing from the catalog");
+                    }
+                    let shard = self.id.clone();
+                    let reason = error.to_string();
+                    answer(group, || {
+                        Err(WriteError::RoutingChanged {
+                            shard: shard.clone(),
+                            reason: reason.clone(),
+                        })
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "batch failed");
+                    let shard = self.id.clone();
+                    let reason = error.to_string();
+                    answer(group, || {
+                        Err(WriteError::Unavailable {
+                            shard: shard.clone(),
+                            reason: reason.clone(),
+                        })
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes `group`, retrying transient failures with backoff until the latest deadline among
+    /// its requests. Requests that stopped waiting are dropped before each attempt.
+    async fn write_until_deadline(
+        &self,
+        table: TableId,
+        epoch: Epoch,
+        group: &mut Vec<Chunk>,
+    ) -> Result<(), CopyError> {
+        let pool = &self.shards.get(self.index).pool;
+        let statements = &self.statements[table.0];
+        let mut backoff = INITIAL_BACKOFF;
+        loop {
+            group.retain(|chunk| !chunk.reply.is_closed());
+            let Some(deadline) = group.iter().map(|c| c.deadline).max() else {
+                return Ok(());
+            };
+            let parts: Vec<Bytes> = group.iter().map(|c| c.tuples.clone()).collect();
+            let reason =
+                match tokio::time::timeout_at(deadline, write_batch(pool, statements, epoch, &parts)).await {
+                    Ok(Err(CopyError::Transient(reason))) => reason,
+                    Ok(result) => return result,
+                    Err(_) => {
+                        return Err(CopyError::Transient(
+                            "no commit before the request deadline".into(),
+                        ));
+                    }
+                };
+            if Instant::now() + backoff >= deadline {
+                return Err(CopyError::Transient(reason));
+            }
+            tracing::warn!(%reason, retry_in = ?backoff, "transient failure; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn answer(group: Vec<Chunk>, outcome: impl Fn() -> Result<(), WriteError>) {
+    for chunk in group {
+        // The requester may have stopped waiting; its rows' fate is then reported by the deadline.
+        let _ = chunk.reply.send(outcome());
+    }
+}

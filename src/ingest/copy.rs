@@ -1,0 +1,237 @@
+//! One batch into one shard: a single transaction that checks the fence, streams the batch with
+//! binary COPY and, for tables with an id, moves it from a per-connection staging table with
+//! `INSERT ... ON CONFLICT DO NOTHING` (invariant 6).
+//!
+//! The batch arrives already encoded; a connection is checked out only to send it. Statements
+//! are prepared once per connection. Any failure other than a data error discards the
+//! connection, so a half-finished COPY can never leave a session in an unknown state.
+
+use crate::routing::Epoch;
+use crate::schema::{FENCE_TABLE, HASH_COLUMN, TableSchema, quote_ident};
+use bytes::Bytes;
+use deadpool_postgres::{Object, Pool};
+use futures_util::SinkExt;
+use thiserror::Error;
+use tokio_postgres::error::SqlState;
+
+/// Binary COPY signature, flags and header-extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Binary COPY trailer: a tuple with field count -1.
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// Why a batch did not commit.
+#[derive(Debug, Error)]
+pub enum CopyError {
+    /// Postgres refused the rows themselves (a constraint, a value); splitting may isolate them.
+    #[error("{0}")]
+    Data(String),
+    /// The shard is unreachable or failed in a way worth retrying.
+    #[error("{0}")]
+    Transient(String),
+    /// The shard failed in a way a retry will not mend.
+    #[error("{0}")]
+    Fatal(String),
+    /// The shard's fence holds another epoch than the batch was routed with.
+    #[error("shard fence is at epoch {found}, the batch was routed with epoch {expected}")]
+    Fence {
+        /// Epoch of the batch's routing snapshot.
+        expected: Epoch,
+        /// Epoch in the shard's fence table.
+        found: Epoch,
+    },
+}
+
+impl CopyError {
+    fn from_pg(error: tokio_postgres::Error) -> CopyError {
+        let Some(db) = error.as_db_error() else {
+            return CopyError::Transient(error.to_string());
+        };
+        let message = match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        };
+        match &db.code().code()[..2] {
+            // data exception, integrity constraint violation
+            "22" | "23" => CopyError::Data(message),
+            // connection exception, transaction rollback, insufficient resources,
+            // object not in prerequisite state (lock timeouts), operator intervention
+            "08" | "40" | "53" | "55" | "57" => CopyError::Transient(message),
+            _ => CopyError::Fatal(message),
+        }
+    }
+}
+
+/// The SQL text a table's batches use, built once at start.
+#[derive(Debug)]
+pub struct TableStatements {
+    copy: String,
+    create_staging: Option<String>,
+    insert_from_staging: Option<String>,
+}
+
+impl TableStatements {
+    /// Builds the COPY (and, for tables with an id, staging) statements of `table`.
+    pub fn new(table: &TableSchema) -> TableStatements {
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .chain(std::iter::once(quote_ident(HASH_COLUMN)))
+            .collect();
+        let columns = columns.join(", ");
+        let target = quote_ident(&table.name);
+        if !table.is_idempotent() {
+            return TableStatements {
+                copy: format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
+                create_staging: None,
+                insert_from_staging: None,
+            };
+        }
+        let staging = quote_ident(&format!("shardgate_stage_{}", table.name));
+        TableStatements {
+            copy: format!("COPY pg_temp.{staging} ({columns}) FROM STDIN (FORMAT binary)"),
+            create_staging: Some(format!(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (LIKE {target}) ON COMMIT DELETE ROWS"
+            )),
+            insert_from_staging: Some(format!(
+                "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} ON CONFLICT DO NOTHING"
+            )),
+        }
+    }
+}
+
+/// Writes the tuples of `parts` (each a run of encoded tuples) as one transaction on `pool`'s
+/// shard, after checking its fence holds `epoch`.
+pub async fn write_batch(
+    pool: &Pool,
+    statements: &TableStatements,
+    epoch: Epoch,
+    parts: &[Bytes],
+) -> Result<(), CopyError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| CopyError::Transient(e.to_string()))?;
+    let result = write_on(&mut client, statements, epoch, parts).await;
+    if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
+        // Unknown session state: never hand this connection to another batch.
+        drop(Object::take(client));
+    }
+    result
+}
+
+async fn write_on(
+    client: &mut Object,
+    statements: &TableStatements,
+    epoch: Epoch,
+    parts: &[Bytes],
+) -> Result<(), CopyError> {
+    let insert = match &statements.insert_from_staging {
+        Some(sql) => Some(prepare_staged_insert(client, statements, sql).await?),
+        None => None,
+    };
+    let fence = client
+        .prepare_cached(&format!("SELECT epoch FROM {FENCE_TABLE} FOR KEY SHARE"))
+        .await
+        .map_err(CopyError::from_pg)?;
+    let copy = client
+        .prepare_cached(&statements.copy)
+        .await
+        .map_err(CopyError::from_pg)?;
+    let tx = client.transaction().await.map_err(CopyError::from_pg)?;
+    let found = Epoch(
+        tx.query_one(&fence, &[])
+            .await
+            .map_err(CopyError::from_pg)?
+            .get(0),
+    );
+    if found != epoch {
+        return Err(CopyError::Fence {
+            expected: epoch,
+            found,
+        });
+    }
+    let sink = tx.copy_in::<_, Bytes>(&copy).await.map_err(CopyError::from_pg)?;
+    futures_util::pin_mut!(sink);
+    sink.feed(Bytes::from_static(COPY_HEADER))
+        .await
+        .map_err(CopyError::from_pg)?;
+    for part in parts {
+        sink.feed(part.clone()).await.map_err(CopyError::from_pg)?;
+    }
+    sink.feed(Bytes::from_static(COPY_TRAILER))
+        .await
+        .map_err(CopyError::from_pg)?;
+    sink.finish().await.map_err(CopyError::from_pg)?;
+    if let Some(insert) = insert {
+        tx.execute(&insert, &[]).await.map_err(CopyError::from_pg)?;
+    }
+    tx.commit().await.map_err(CopyError::from_pg)
+}
+
+/// Prepares the staging insert, creating the connection's staging table on first use: a
+/// successful prepare proves the table exists for the connection's lifetime.
+async fn prepare_staged_insert(
+    client: &mut Object,
+    statements: &TableStatements,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, CopyError> {
+    match client.prepare_cached(sql).await {
+        Ok(statement) => Ok(statement),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            let create = statements
+                .create_staging
+                .as_deref()
+                .expect("tables with a staging insert have a staging table");
+            client.batch_execute(create).await.map_err(CopyError::from_pg)?;
+            client.prepare_cached(sql).await.map_err(CopyError::from_pg)
+        }
+        Err(e) => Err(CopyError::from_pg(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn idempotent_tables_load_through_staging() {
+        let config = Config::parse(
+            r#"[[tables]]
+            name = "events"
+            id = "id"
+            partition_key = ["k"]
+            columns = [{ name = "id", type = "uuid" }, { name = "k", type = "text" }]
+            [[tables]]
+            name = "logs"
+            partition_key = ["k"]
+            columns = [{ name = "k", type = "text" }]"#,
+        )
+        .unwrap();
+        let events = TableStatements::new(&TableSchema::from_config(&config.tables[0]).unwrap());
+        assert_eq!(
+            events.copy,
+            "COPY pg_temp.\"shardgate_stage_events\" (\"id\", \"k\", \"_sg_hash\") FROM STDIN (FORMAT binary)"
+        );
+        assert_eq!(
+            events.insert_from_staging.as_deref(),
+            Some(
+                "INSERT INTO \"events\" (\"id\", \"k\", \"_sg_hash\") SELECT \"id\", \"k\", \"_sg_hash\" \
+                 FROM pg_temp.\"shardgate_stage_events\" ON CONFLICT DO NOTHING"
+            )
+        );
+        let logs = TableStatements::new(&TableSchema::from_config(&config.tables[1]).unwrap());
+        assert_eq!(
+            logs.copy,
+            "COPY \"logs\" (\"k\", \"_sg_hash\") FROM STDIN (FORMAT binary)"
+        );
+        assert!(logs.insert_from_staging.is_none());
+    }
+
+    #[test]
+    fn header_is_the_binary_copy_signature() {
+        assert_eq!(COPY_HEADER.len(), 19);
+        assert_eq!(&COPY_HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+    }
+}

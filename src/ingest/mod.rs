@@ -1,0 +1,6 @@
+//! The write path after decoding: per-shard queues and group commit ([`batcher`]), the binary
+//! COPY transaction on one shard ([`copy`]), and the HTTP handlers that feed them ([`api`]).
+
+pub mod api;
+pub mod batcher;
+pub mod copy;

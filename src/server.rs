@@ -1,0 +1,238 @@
+//! Start-up and lifecycle: builds the shared state in one place, binds the write and admin
+//! listeners, and shuts down gracefully.
+//!
+//! Start-up order: validate config → connect pools → load (or initialise) routing from the
+//! catalog → create or verify tables and fences on every shard → start the writers → listen.
+//! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
+//! let the writers drain their queues and exit. No acknowledged row is left in memory.
+
+use crate::admin;
+use crate::catalog::{Catalog, CatalogError, RoutingSource};
+use crate::config::{Config, ConfigError};
+use crate::ingest::api::{self, ApiError};
+use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
+use crate::ingest::copy::TableStatements;
+use crate::routing::Routing;
+use crate::schema::Tables;
+use crate::shards::{ShardError, Shards};
+use axum::Router;
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// shardgate could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A table declaration could not be built.
+    #[error("table declaration: {0}")]
+    Schema(String),
+    /// The catalog could not be loaded.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A shard could not be set up.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Per-request limits from `[server]` and `[queue]`.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Largest body accepted.
+    pub max_body_size: usize,
+    /// How long a write waits for its commit.
+    pub request_timeout: Duration,
+    /// `Retry-After` of 429 and 503 answers.
+    pub retry_after: Duration,
+}
+
+/// State shared by every handler; built once in [`start`].
+pub struct AppState {
+    /// Declared tables.
+    pub tables: Arc<Tables>,
+    /// Current routing snapshot.
+    pub routing: Arc<Routing>,
+    /// Queues into the shard writers.
+    pub batcher: Batcher,
+    /// Shard pools.
+    pub shards: Arc<Shards>,
+    /// Request limits.
+    pub limits: RequestLimits,
+}
+
+/// A started shardgate; call [`RunningServer::shutdown`] then [`RunningServer::wait`].
+pub struct RunningServer {
+    write_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Address the write API listens on.
+    pub fn write_addr(&self) -> SocketAddr {
+        self.write_addr
+    }
+
+    /// Address the admin API listens on.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Begins a graceful shutdown: stop accepting, flush every queue, exit.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until shutdown has finished.
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "server task failed");
+        }
+    }
+}
+
+/// Starts shardgate with `config`: sets up the shards and begins serving.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let tables = Arc::new(Tables::from_config(&config.tables).map_err(StartError::Schema)?);
+    let shards = Arc::new(Shards::from_config(&config)?);
+    let catalog = Catalog::connect(&config)?;
+    let routing_table = catalog.load_or_init(&config).await?;
+    let epoch = routing_table.epoch;
+    shards.prepare(&tables, epoch).await?;
+    let routing = Arc::new(Routing::new(routing_table));
+    let write_listener = bind(&config.server.listen).await?;
+    let admin_listener = bind(&config.server.admin_listen).await?;
+    let shutdown = CancellationToken::new();
+    let (batcher, writers) = Batcher::start(
+        batcher_setup(&config, &tables, &shards, catalog, &routing),
+        shutdown.clone(),
+    );
+    let state = Arc::new(AppState {
+        tables,
+        routing,
+        batcher,
+        shards,
+        limits: RequestLimits {
+            max_body_size: config.server.max_body_size.as_usize(),
+            request_timeout: config.server.request_timeout,
+            retry_after: config.queue.retry_after,
+        },
+    });
+    let write_addr = local_addr(&write_listener, &config.server.listen)?;
+    let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
+    tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = config.shards.len(), "shardgate is serving");
+    let apps = (write_router(state.clone()), admin_router(state));
+    let task = tokio::spawn(serve(
+        write_listener,
+        admin_listener,
+        apps,
+        writers,
+        shutdown.clone(),
+    ));
+    Ok(RunningServer {
+        write_addr,
+        admin_addr,
+        shutdown,
+        task,
+    })
+}
+
+fn batcher_setup(
+    config: &Arc<Config>,
+    tables: &Tables,
+    shards: &Arc<Shards>,
+    catalog: Catalog,
+    routing: &Arc<Routing>,
+) -> BatcherSetup {
+    BatcherSetup {
+        shards: shards.clone(),
+        statements: Arc::new(tables.iter().map(|(_, t)| TableStatements::new(t)).collect()),
+        table_names: Arc::new(tables.iter().map(|(_, t)| t.name.clone()).collect()),
+        batch: config.batch.clone(),
+        queue: QueueLimits {
+            max_rows: config.queue.max_rows,
+            max_bytes: config.queue.max_bytes.as_usize(),
+        },
+        connections_per_shard: config.pool.connections_per_shard,
+        routing_source: Arc::new(RoutingSource {
+            catalog,
+            config: config.clone(),
+            routing: routing.clone(),
+        }),
+    }
+}
+
+fn write_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/tables/{table}/rows", post(api::write_rows))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(state)
+}
+
+fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/admin/shards", get(admin::list_shards))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(state)
+}
+
+async fn serve(
+    write_listener: TcpListener,
+    admin_listener: TcpListener,
+    (write_app, admin_app): (Router, Router),
+    writers: tokio::task::JoinSet<()>,
+    shutdown: CancellationToken,
+) {
+    let write =
+        axum::serve(write_listener, write_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let admin =
+        axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let (write, admin) = tokio::join!(write, admin);
+    for result in [write, admin] {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "listener failed");
+        }
+    }
+    // Both routers, and with them the batcher's senders, are gone: the writers drain and stop.
+    tracing::info!("listeners closed; flushing queues");
+    writers.join_all().await;
+    tracing::info!("shutdown complete");
+}
+
+async fn bind(address: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener, address: &str) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        address: address.to_string(),
+        source,
+    })
+}

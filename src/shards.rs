@@ -1,0 +1,424 @@
+//! The shards: one connection pool each, health checks, and the start-up step that creates or
+//! verifies every declared table and the fence table on every shard.
+//!
+//! Pools are ordered like the config's `[[shards]]`, which is also the order of the routing
+//! table's shard list, so a [`ShardIndex`] names the same shard everywhere.
+
+use crate::config::{Config, PoolConfig, ShardConfig};
+use crate::routing::{Epoch, ShardId, ShardIndex};
+use crate::schema::{
+    ExpectedColumn, FENCE_TABLE, TableSchema, Tables, create_fence_sql, create_table_sql, expected_columns,
+    quote_ident,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use thiserror::Error;
+use tokio_postgres::NoTls;
+
+/// Longest a health probe waits for `SELECT 1`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Key of the advisory lock that serialises schema set-up between proxies starting together.
+const SETUP_LOCK_KEY: i64 = 0x5347_5345_5455_5031;
+
+/// A shard could not be reached or set up.
+#[derive(Debug, Error)]
+pub enum ShardError {
+    /// A pool could not be built from the URL.
+    #[error("shard {shard}: invalid connection settings: {reason}")]
+    Settings {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        reason: String,
+    },
+    /// No connection could be opened.
+    #[error("shard {shard}: cannot connect: {reason}")]
+    Connect {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        reason: String,
+    },
+    /// A set-up statement failed.
+    #[error("shard {shard}: {context}: {source}")]
+    Query {
+        /// The shard.
+        shard: ShardId,
+        /// What was being done.
+        context: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// An existing table does not match its declaration.
+    #[error("shard {shard}: table {table} differs from the config: {}", .differences.join("; "))]
+    SchemaMismatch {
+        /// The shard.
+        shard: ShardId,
+        /// The table.
+        table: String,
+        /// Each difference, in words.
+        differences: Vec<String>,
+    },
+    /// The shard's fence is at a newer epoch than the catalog: routing state is inconsistent.
+    #[error("shard {shard}: fence epoch {fence} is ahead of the catalog epoch {catalog}")]
+    FenceAhead {
+        /// The shard.
+        shard: ShardId,
+        /// Epoch in the shard's fence table.
+        fence: Epoch,
+        /// Epoch in the catalog.
+        catalog: Epoch,
+    },
+}
+
+/// One shard: its name, redacted URL, weight and pool.
+pub struct Shard {
+    /// Stable name.
+    pub id: ShardId,
+    /// URL with any password replaced by `***`, safe to log and show.
+    pub redacted_url: String,
+    /// Share of the ring.
+    pub weight: u32,
+    /// Connections to the shard.
+    pub pool: Pool,
+}
+
+/// Every shard, indexed by [`ShardIndex`].
+pub struct Shards {
+    shards: Vec<Shard>,
+}
+
+impl Shards {
+    /// Builds a pool per shard; connections open lazily.
+    pub fn from_config(config: &Config) -> Result<Shards, ShardError> {
+        let shards = config
+            .shards
+            .iter()
+            .map(|s| build_shard(s, &config.pool))
+            .collect::<Result<_, _>>()?;
+        Ok(Shards { shards })
+    }
+
+    /// The shard at `index`.
+    pub fn get(&self, index: ShardIndex) -> &Shard {
+        &self.shards[index.0]
+    }
+
+    /// Every shard with its index.
+    pub fn iter(&self) -> impl Iterator<Item = (ShardIndex, &Shard)> {
+        self.shards.iter().enumerate().map(|(i, s)| (ShardIndex(i), s))
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there are no shards (never, for a validated config).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Creates or verifies every table and the fence on every shard, setting the fence to `epoch`.
+    pub async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
+        for shard in &self.shards {
+            shard.prepare(tables, epoch).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Shard {
+    /// Whether the shard answers `SELECT 1` within a short timeout.
+    pub async fn is_up(&self) -> bool {
+        let probe = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
+    }
+
+    async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
+        let mut client = self.pool.get().await.map_err(|e| ShardError::Connect {
+            shard: self.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.query_error("begin", e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK_KEY])
+            .await
+            .map_err(|e| self.query_error("take the set-up lock", e))?;
+        for (_, table) in tables.iter() {
+            self.prepare_table(&tx, table).await?;
+        }
+        self.prepare_fence(&tx, epoch).await?;
+        tx.commit()
+            .await
+            .map_err(|e| self.query_error("commit set-up", e))
+    }
+
+    async fn prepare_table(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &TableSchema,
+    ) -> Result<(), ShardError> {
+        let name = quote_ident(&table.name);
+        let found = tx
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.query_error(&format!("read columns of {}", table.name), e))?;
+        if found.is_empty() {
+            let create = create_table_sql(table);
+            return tx
+                .batch_execute(&create)
+                .await
+                .map_err(|e| self.query_error(&format!("create table {}", table.name), e));
+        }
+        let columns: Vec<ExpectedColumn> = found
+            .iter()
+            .map(|row| ExpectedColumn {
+                name: row.get(0),
+                sql_type: row.get(1),
+                not_null: row.get(2),
+            })
+            .collect();
+        let primary_key: Vec<String> = tx
+            .query(
+                "SELECT a.attname::text FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.query_error(&format!("read primary key of {}", table.name), e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let differences = table_differences(table, &columns, &primary_key);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(ShardError::SchemaMismatch {
+                shard: self.id.clone(),
+                table: table.name.clone(),
+                differences,
+            })
+        }
+    }
+
+    async fn prepare_fence(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        epoch: Epoch,
+    ) -> Result<(), ShardError> {
+        tx.batch_execute(&create_fence_sql())
+            .await
+            .map_err(|e| self.query_error("create the fence table", e))?;
+        let insert = format!(
+            "INSERT INTO {FENCE_TABLE} (epoch) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM {FENCE_TABLE})"
+        );
+        tx.execute(&insert, &[&epoch.0])
+            .await
+            .map_err(|e| self.query_error("initialise the fence", e))?;
+        let fence: i64 = tx
+            .query_one(&format!("SELECT epoch FROM {FENCE_TABLE}"), &[])
+            .await
+            .map_err(|e| self.query_error("read the fence", e))?
+            .get(0);
+        if fence > epoch.0 {
+            return Err(ShardError::FenceAhead {
+                shard: self.id.clone(),
+                fence: Epoch(fence),
+                catalog: epoch,
+            });
+        }
+        tx.execute(
+            &format!("UPDATE {FENCE_TABLE} SET epoch = $1 WHERE epoch < $1"),
+            &[&epoch.0],
+        )
+        .await
+        .map_err(|e| self.query_error("advance the fence", e))?;
+        Ok(())
+    }
+
+    fn query_error(&self, context: &str, source: tokio_postgres::Error) -> ShardError {
+        ShardError::Query {
+            shard: self.id.clone(),
+            context: context.to_string(),
+            source,
+        }
+    }
+}
+
+/// Every way the columns and primary key found on a shard differ from the declaration.
+fn table_differences(table: &TableSchema, found: &[ExpectedColumn], primary_key: &[String]) -> Vec<String> {
+    let expected = expected_columns(table);
+    let mut differences = Vec::new();
+    for want in &expected {
+        match found.iter().find(|c| c.name == want.name) {
+            None => differences.push(format!("column {} is missing", want.name)),
+            Some(have) if have.sql_type != want.sql_type => differences.push(format!(
+                "column {} has type {}, the config says {}",
+                want.name, have.sql_type, want.sql_type
+            )),
+            Some(have) if have.not_null != want.not_null => differences.push(format!(
+                "column {} is {}, the config says {}",
+                want.name,
+                null_word(have.not_null),
+                null_word(want.not_null)
+            )),
+            Some(_) => {}
+        }
+    }
+    for have in found
+        .iter()
+        .filter(|c| !expected.iter().any(|e| e.name == c.name))
+    {
+        differences.push(format!("column {} is not in the config", have.name));
+    }
+    let want_key: Vec<String> = table.id.iter().map(|&i| table.columns[i].name.clone()).collect();
+    if primary_key != want_key.as_slice() {
+        differences.push(format!(
+            "primary key is ({}), the config says ({})",
+            primary_key.join(", "),
+            want_key.join(", ")
+        ));
+    }
+    differences
+}
+
+fn null_word(not_null: bool) -> &'static str {
+    if not_null { "NOT NULL" } else { "nullable" }
+}
+
+fn build_shard(shard: &ShardConfig, pool: &PoolConfig) -> Result<Shard, ShardError> {
+    let settings_error = |reason: String| ShardError::Settings {
+        shard: ShardId(shard.name.clone()),
+        reason,
+    };
+    let mut pg_config: tokio_postgres::Config = shard
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| settings_error(e.to_string()))?;
+    pg_config
+        .connect_timeout(pool.connect_timeout)
+        .application_name("shardgate")
+        .keepalives_idle(Duration::from_secs(30));
+    let manager = Manager::from_config(
+        pg_config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(pool.connections_per_shard)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(pool.connect_timeout))
+        .build()
+        .map_err(|e| settings_error(e.to_string()))?;
+    Ok(Shard {
+        id: ShardId(shard.name.clone()),
+        redacted_url: redact_url(&shard.url),
+        weight: shard.weight,
+        pool,
+    })
+}
+
+/// Replaces the password of a Postgres URL or key-value connection string with `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            return format!("{}***{}", &url[..start], &url[scheme_end + 3 + at..]);
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn passwords_are_redacted_in_both_url_forms() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db:5432/ev",
+                "postgres://app:***@db:5432/ev",
+            ),
+            ("postgresql://app@db/ev", "postgresql://app@db/ev"),
+            ("postgres://db/ev?user=a", "postgres://db/ev?user=a"),
+            (
+                "host=db user=app password=s3cret dbname=ev",
+                "host=db user=app password=*** dbname=ev",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want);
+        }
+    }
+
+    fn events() -> TableSchema {
+        let config = Config::parse(
+            r#"[[tables]]
+            name = "events"
+            id = "id"
+            partition_key = ["k"]
+            columns = [{ name = "id", type = "bigint" }, { name = "k", type = "text" }, { name = "note", type = "text", nullable = true }]"#,
+        )
+        .unwrap();
+        TableSchema::from_config(&config.tables[0]).unwrap()
+    }
+
+    fn column(name: &str, sql_type: &str, not_null: bool) -> ExpectedColumn {
+        ExpectedColumn {
+            name: name.into(),
+            sql_type: sql_type.into(),
+            not_null,
+        }
+    }
+
+    #[test]
+    fn differences_name_each_column_and_the_key() {
+        let found = [
+            column("id", "integer", true),
+            column("k", "text", false),
+            column("extra", "text", false),
+            column("_sg_hash", "bigint", true),
+        ];
+        assert_eq!(
+            table_differences(&events(), &found, &[]),
+            [
+                "column id has type integer, the config says bigint",
+                "column k is nullable, the config says NOT NULL",
+                "column note is missing",
+                "column extra is not in the config",
+                "primary key is (), the config says (id)",
+            ]
+        );
+        let matching: Vec<ExpectedColumn> = expected_columns(&events());
+        assert!(table_differences(&events(), &matching, &["id".into()]).is_empty());
+    }
+}

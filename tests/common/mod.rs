@@ -1,0 +1,257 @@
+//! Test support: one set of local PostgreSQL clusters per test binary (stopped when the binary
+//! exits), a fresh database per test on each cluster, and a shardgate started against them.
+#![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+use shardgate::config::Config;
+use shardgate::devcluster::{ClusterOptions, LocalCluster, PgBinaries};
+use shardgate::server::RunningServer;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::NoTls;
+
+/// Shared clusters of this test binary.
+const SHARED_CLUSTERS: usize = 2;
+
+static CLUSTERS: OnceLock<Vec<LocalCluster>> = OnceLock::new();
+static PRIVATE_CLUSTERS: std::sync::Mutex<Vec<LocalCluster>> = std::sync::Mutex::new(Vec::new());
+static DATABASE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Root directory of this binary's clusters.
+fn clusters_root() -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tests".into());
+    std::env::temp_dir().join(format!("shardgate-{binary}-{}", std::process::id()))
+}
+
+extern "C" fn stop_clusters_at_exit() {
+    let private = PRIVATE_CLUSTERS
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    for cluster in CLUSTERS.get().into_iter().flatten().chain(private.iter()) {
+        let _ = cluster.stop();
+    }
+    let _ = std::fs::remove_dir_all(clusters_root());
+}
+
+fn test_options() -> ClusterOptions {
+    ClusterOptions {
+        fsync: false,
+        max_connections: 300,
+    }
+}
+
+/// The shared clusters, started on first use.
+pub fn clusters() -> &'static [LocalCluster] {
+    CLUSTERS.get_or_init(|| {
+        let bins = PgBinaries::locate().expect("PostgreSQL server binaries are installed");
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(stop_clusters_at_exit) };
+        (0..SHARED_CLUSTERS)
+            .map(|i| {
+                let dir = clusters_root().join(format!("c{i}"));
+                LocalCluster::start(&bins, &dir, &test_options()).expect("local cluster starts")
+            })
+            .collect()
+    })
+}
+
+/// Starts a cluster only this test uses, so it may stop it; stopped at exit if still running.
+pub fn private_cluster(name: &str) -> LocalCluster {
+    clusters();
+    let bins = PgBinaries::locate().expect("PostgreSQL server binaries are installed");
+    let cluster =
+        LocalCluster::start(&bins, &clusters_root().join(name), &test_options()).expect("cluster starts");
+    PRIVATE_CLUSTERS.lock().unwrap().push(cluster.clone());
+    cluster
+}
+
+/// Creates a fresh database on `cluster` and returns its URL.
+pub async fn fresh_database(cluster: &LocalCluster, test: &str) -> String {
+    let n = DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("t_{test}_{n}");
+    let admin = connect(&cluster.url("postgres")).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    cluster.url(&name)
+}
+
+/// One fresh database on each shared cluster.
+pub async fn fresh_shards(test: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for cluster in clusters() {
+        urls.push(fresh_database(cluster, test).await);
+    }
+    urls
+}
+
+/// A client whose connection is driven in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to test cluster");
+    tokio::spawn(connection);
+    client
+}
+
+/// The table most tests write to.
+pub const EVENTS_TABLE: &str = r#"
+[[tables]]
+name = "events"
+id = "event_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "event_id", type = "uuid" },
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "n", type = "bigint", default = 0 },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
+
+[[tables]]
+name = "logs"
+partition_key = ["source"]
+columns = [
+  { name = "source", type = "text" },
+  { name = "line", type = "text" },
+]
+"#;
+
+/// A config for `shard_urls` (named s0, s1, ...) on ephemeral ports, plus `extra` TOML.
+pub fn config_for(shard_urls: &[String], extra: &str) -> Config {
+    let mut text = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nrequest_timeout = \"5s\"\n",
+    );
+    text.push_str(extra);
+    for (i, url) in shard_urls.iter().enumerate() {
+        text.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    text.push_str(EVENTS_TABLE);
+    Config::parse(&text).expect("test config parses")
+}
+
+/// A running shardgate and the shards it writes to.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub shard_urls: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts shardgate on fresh databases of the shared clusters.
+    pub async fn start(test: &str, extra: &str) -> TestServer {
+        let shard_urls = fresh_shards(test).await;
+        Self::start_on(shard_urls, extra).await
+    }
+
+    /// Starts shardgate on the given shard databases.
+    pub async fn start_on(shard_urls: Vec<String>, extra: &str) -> TestServer {
+        let server = shardgate::server::start(config_for(&shard_urls, extra))
+            .await
+            .expect("shardgate starts");
+        TestServer {
+            server,
+            shard_urls,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.write_addr())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.admin_addr())
+    }
+
+    /// POSTs `body` with `content_type` to the rows endpoint of `table`.
+    pub async fn post(&self, table: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/tables/{table}/rows")))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request is sent");
+        Reply::read(response).await
+    }
+
+    /// POSTs a JSON array of rows to `events`.
+    pub async fn post_events(&self, rows: &serde_json::Value) -> Reply {
+        self.post("events", "application/json", rows.to_string()).await
+    }
+
+    /// Rows of `table` on shard `index`.
+    pub async fn count(&self, index: usize, table: &str) -> i64 {
+        let client = connect(&self.shard_urls[index]).await;
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .expect("count rows")
+            .get(0)
+    }
+
+    /// Rows of `table` over all shards.
+    pub async fn total(&self, table: &str) -> i64 {
+        let mut total = 0;
+        for index in 0..self.shard_urls.len() {
+            total += self.count(index, table).await;
+        }
+        total
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown();
+        self.server.wait().await;
+    }
+}
+
+/// A response read whole: status, headers and JSON body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("response body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON response, got {status}: {text}"));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The `error` message of an error reply.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+}
+
+/// `n` events for `tenants` tenants and two event types, each with a fixed id.
+pub fn events(n: usize, tenants: usize) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "event_id": uuid::Uuid::now_v7().to_string(),
+                "tenant_id": format!("tenant-{}", i % tenants),
+                "event_type": if i % 2 == 0 { "click" } else { "view" },
+                "n": i,
+                "payload": {"i": i},
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}

@@ -1,0 +1,374 @@
+//! The write path against real PostgreSQL shards: placement, counts, deduplication, formats,
+//! defaults, and every refusal with its status, message and nothing stored.
+
+mod common;
+
+use common::{TestServer, connect, events};
+use serde_json::json;
+use shardgate::routing::{KeyHash, Ring, ShardIndex, hash_key};
+use shardgate::schema::{ColumnType, JsonScalar, encode_scalar};
+use std::time::Duration;
+
+/// The hash of a `(tenant_id, event_type)` key, computed independently of the server.
+fn key_hash(tenant: &str, event_type: &str) -> KeyHash {
+    let encode = |s: &str| {
+        let mut out = Vec::new();
+        encode_scalar(ColumnType::Text, JsonScalar::Str(s), &mut out).unwrap();
+        out
+    };
+    let (t, e) = (encode(tenant), encode(event_type));
+    hash_key(
+        [(ColumnType::Text, t.as_slice()), (ColumnType::Text, e.as_slice())],
+        &mut Vec::new(),
+    )
+}
+
+#[tokio::test]
+async fn each_row_lands_on_the_shard_its_key_hashes_to() {
+    let gate = TestServer::start("placement", "").await;
+    let reply = gate.post_events(&events(600, 37)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["rows"], 600);
+
+    let ring = Ring::build([("s0", 1), ("s1", 1)], 256).unwrap();
+    let mut total = 0;
+    for (index, url) in gate.shard_urls.iter().enumerate() {
+        let client = connect(url).await;
+        let rows = client
+            .query("SELECT tenant_id, event_type, _sg_hash FROM events", &[])
+            .await
+            .unwrap();
+        for row in &rows {
+            let hash = key_hash(row.get(0), row.get(1));
+            assert_eq!(
+                KeyHash::from_i64(row.get(2)),
+                hash,
+                "stored _sg_hash is the key's hash"
+            );
+            assert_eq!(
+                ring.shard_for(hash),
+                ShardIndex(index),
+                "row sits on the shard owning its hash"
+            );
+        }
+        assert_eq!(
+            reply.body["shards"][format!("s{index}")],
+            rows.len(),
+            "ack counts match shard {index}"
+        );
+        assert!(!rows.is_empty(), "37 tenants spread over both shards");
+        total += rows.len();
+    }
+    assert_eq!(total, 600);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_request_stores_nothing_twice() {
+    let gate = TestServer::start("dedup", "").await;
+    let rows = events(250, 9);
+    for _ in 0..3 {
+        let reply = gate.post_events(&rows).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["rows"], 250);
+    }
+    assert_eq!(gate.total("events").await, 250);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn ndjson_and_json_bodies_both_store_every_row() {
+    let gate = TestServer::start("formats", "").await;
+    let lines: Vec<String> = events(40, 5)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let reply = gate
+        .post("events", "application/x-ndjson", lines.join("\n") + "\n")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["rows"], 40);
+    let reply = gate
+        .post(
+            "events",
+            "application/json; charset=utf-8",
+            events(60, 5).to_string(),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(gate.total("events").await, 100);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn tables_without_id_use_plain_copy_and_may_duplicate_on_retry() {
+    let gate = TestServer::start("no_id", "").await;
+    let body = json!([{"source": "api", "line": "started"}, {"source": "db", "line": "ready"}]);
+    for _ in 0..2 {
+        let reply = gate.post("logs", "application/json", body.to_string()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(
+        gate.total("logs").await,
+        4,
+        "no id: a retry writes the rows again"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn absent_columns_take_their_defaults() {
+    let gate = TestServer::start("defaults", "").await;
+    let reply = gate
+        .post_events(&json!([{"tenant_id": "a", "event_type": "x"}, {"tenant_id": "a", "event_type": "x"}]))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let mut found = Vec::new();
+    for url in &gate.shard_urls {
+        let client = connect(url).await;
+        let rows = client
+            .query(
+                "SELECT event_id::text, n, payload IS NULL, abs(extract(epoch FROM now() - ts)) < 60 FROM events",
+                &[],
+            )
+            .await
+            .unwrap();
+        found.extend(rows.iter().map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, bool>(2),
+                r.get::<_, bool>(3),
+            )
+        }));
+    }
+    assert_eq!(found.len(), 2);
+    assert_ne!(found[0].0, found[1].0, "each row gets its own generated id");
+    assert!(
+        found
+            .iter()
+            .all(|(id, n, null, recent)| id.as_bytes()[14] == b'7' && *n == 0 && *null && *recent)
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn bad_rows_are_refused_with_row_column_and_reason_and_nothing_is_stored() {
+    let gate = TestServer::start("bad_rows", "").await;
+    let body = json!([
+        {"tenant_id": "a", "event_type": "x"},
+        {"tenant_id": "a", "event_type": "x", "n": "seven"},
+        {"event_type": "x"},
+        {"tenant_id": "a", "event_type": "x", "colour": "red"},
+    ]);
+    let reply = gate.post_events(&body).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.error(), "3 invalid value(s); nothing was stored");
+    assert_eq!(
+        reply.body["details"],
+        json!([
+            {"row": 1, "column": "n", "reason": "expected an integer, got \"seven\""},
+            {"row": 2, "column": "tenant_id", "reason": "missing partition-key value"},
+            {"row": 3, "reason": "unknown column `colour`"},
+        ])
+    );
+    assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_bodies_unknown_tables_and_wrong_media_types_are_refused() {
+    let gate = TestServer::start("refusals", "").await;
+    let reply = gate.post("events", "application/json", "[{\"tenant_id\": ").await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().starts_with("malformed body: EOF while parsing"),
+        "{}",
+        reply.error()
+    );
+
+    let reply = gate
+        .post("events", "application/json", "{\"tenant_id\": \"a\"}")
+        .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().contains("expected a JSON array of row objects"),
+        "{}",
+        reply.error()
+    );
+
+    let reply = gate.post("nope", "application/json", "[]").await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.error(), "unknown table `nope`");
+
+    let reply = gate.post("events", "text/csv", "tenant_id\na").await;
+    assert_eq!(reply.status, 415);
+    assert!(
+        reply.error().starts_with("unsupported content type text/csv"),
+        "{}",
+        reply.error()
+    );
+
+    let response = gate.http.get(gate.url("/v2/whatever")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413() {
+    let gate = TestServer::start("too_large", "max_body_size = \"2KiB\"\n").await;
+    let reply = gate.post_events(&events(100, 3)).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.error(), "request body exceeds the limit of 2048 bytes");
+
+    let chunks: Vec<Result<String, std::io::Error>> = (0..10).map(|_| Ok(events(5, 1).to_string())).collect();
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let reply = gate.post("events", "application/json", streamed).await;
+    assert_eq!(
+        reply.status, 413,
+        "a chunked body without Content-Length is cut off too"
+    );
+    assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
+    let extra =
+        "[batch]\nmax_rows = 10\nmax_delay = \"1500ms\"\n[queue]\nmax_rows = 10\nretry_after = \"2s\"\n";
+    let gate = TestServer::start("queue_full", extra).await;
+    let one_key = |n: usize| {
+        let rows: Vec<_> = (0..n)
+            .map(|i| json!({"tenant_id": "hot", "event_type": "x", "n": i}))
+            .collect();
+        json!(rows)
+    };
+    let first = {
+        let body = one_key(8).to_string();
+        let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            common::Reply::read(response.unwrap()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = gate.post_events(&one_key(8)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "2");
+    assert!(refused.error().contains("queue of shard"), "{}", refused.error());
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        gate.total("events").await,
+        8,
+        "only the accepted request's rows are stored"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn rows_postgres_rejects_fail_only_their_own_request() {
+    let gate = TestServer::start("reject", "[batch]\nmax_delay = \"400ms\"\n").await;
+    for url in &gate.shard_urls {
+        let client = connect(url).await;
+        client
+            .batch_execute("ALTER TABLE events ADD CONSTRAINT n_not_negative CHECK (n >= 0)")
+            .await
+            .unwrap();
+    }
+    let good_rows = |tag: &str| {
+        let rows: Vec<_> = (0..20)
+            .map(|i| json!({"tenant_id": "t", "event_type": tag, "n": i}))
+            .collect();
+        json!(rows)
+    };
+    let bad = json!([{"tenant_id": "t", "event_type": "a", "n": 1}, {"tenant_id": "t", "event_type": "a", "n": -5}]);
+    let (first, second) = (good_rows("a"), good_rows("a"));
+    let (a, b, c) = tokio::join!(
+        gate.post_events(&first),
+        gate.post_events(&bad),
+        gate.post_events(&second)
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(b.status, 422, "{}", b.body);
+    let reason = b.body["details"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("violates check constraint \"n_not_negative\""),
+        "{reason}"
+    );
+    assert_eq!(
+        gate.total("events").await,
+        40,
+        "both good requests committed, none of the bad one"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn admin_lists_shards_with_redacted_urls_and_ring_shares() {
+    let gate = TestServer::start("admin", "").await;
+    let shards: serde_json::Value = gate
+        .http
+        .get(gate.admin_url("/admin/shards"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shards = shards.as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    assert_eq!(shards[0]["name"], "s0");
+    assert_eq!(shards[0]["url"], gate.shard_urls[0].as_str());
+    assert!(shards.iter().all(|s| s["up"] == true && s["weight"] == 1));
+    let share: f64 = shards.iter().map(|s| s["owned_fraction"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-9, "ring shares sum to 1, got {share}");
+
+    for url in [gate.url("/readyz"), gate.admin_url("/readyz")] {
+        let ready = gate.http.get(url).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    let alive = gate.http.get(gate.url("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    let not_on_write_port = gate.http.get(gate.url("/admin/shards")).send().await.unwrap();
+    assert_eq!(not_on_write_port.status(), 404);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_flushes_rows_still_waiting_for_their_batch() {
+    let gate = TestServer::start("drain", "[batch]\nmax_delay = \"30s\"\n").await;
+    let body = events(30, 4).to_string();
+    let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
+    let request = tokio::spawn(async move {
+        let response = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        common::Reply::read(response.unwrap()).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!request.is_finished(), "rows wait for max_delay before shutdown");
+    let started = std::time::Instant::now();
+    gate.server.shutdown();
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown flushed without waiting for max_delay"
+    );
+    let total = gate.total("events").await;
+    assert_eq!(total, 30);
+    gate.server.wait().await;
+}
