@@ -43,12 +43,12 @@ pub enum CatalogError {
     #[error("catalog: cannot connect: {0}")]
     Connect(String),
     /// A catalog statement failed.
-    #[error("catalog: {context}: {source}")]
+    #[error("catalog: {context}: {cause}")]
     Query {
         /// What was being done.
         context: &'static str,
         /// The driver's error.
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// The config and the stored routing state disagree.
     #[error(
@@ -134,7 +134,7 @@ impl Catalog {
 }
 
 fn query(context: &'static str) -> impl Fn(tokio_postgres::Error) -> CatalogError {
-    move |source| CatalogError::Query { context, source }
+    move |cause| CatalogError::Query { context, cause }
 }
 
 async fn write_initial(

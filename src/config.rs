@@ -212,12 +212,12 @@ pub struct ColumnConfig {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has a key of the wrong shape.
     #[error("config file {path}: {message}")]
@@ -253,9 +253,9 @@ impl Config {
     /// Reads, overrides from the process environment, and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         let mut config =
             Config::parse(&text).map_err(|message| ConfigError::Parse { path: shown, message })?;

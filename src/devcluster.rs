@@ -31,12 +31,12 @@ pub enum DevClusterError {
     )]
     BinariesNotFound,
     /// A file-system step failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// The step.
         what: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A server command exited with an error.
     #[error("{what} failed ({status}):\n{output}")]
@@ -236,9 +236,9 @@ fn give_to_postgres(dir: &Path) -> Result<(), DevClusterError> {
 }
 
 fn run(mut command: Command, what: &str, log: Option<&Path>) -> Result<(), DevClusterError> {
-    let output: Output = command.output().map_err(|source| DevClusterError::Io {
+    let output: Output = command.output().map_err(|cause| DevClusterError::Io {
         what: format!("cannot run {what}"),
-        source,
+        cause,
     })?;
     if output.status.success() {
         return Ok(());
@@ -258,29 +258,29 @@ fn run(mut command: Command, what: &str, log: Option<&Path>) -> Result<(), DevCl
 }
 
 fn create_dir(dir: &Path) -> Result<(), DevClusterError> {
-    std::fs::create_dir_all(dir).map_err(|source| DevClusterError::Io {
+    std::fs::create_dir_all(dir).map_err(|cause| DevClusterError::Io {
         what: format!("cannot create {}", dir.display()),
-        source,
+        cause,
     })
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf, DevClusterError> {
-    std::path::absolute(dir).map_err(|source| DevClusterError::Io {
+    std::path::absolute(dir).map_err(|cause| DevClusterError::Io {
         what: format!("cannot resolve {}", dir.display()),
-        source,
+        cause,
     })
 }
 
 fn free_port(dir: &Path) -> Result<u16, DevClusterError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| DevClusterError::Io {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|cause| DevClusterError::Io {
         what: format!("cannot find a free port for {}", dir.display()),
-        source,
+        cause,
     })?;
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|source| DevClusterError::Io {
+        .map_err(|cause| DevClusterError::Io {
             what: "cannot read the free port".into(),
-            source,
+            cause,
         })
 }

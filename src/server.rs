@@ -41,12 +41,12 @@ pub enum StartError {
     #[error(transparent)]
     Shard(#[from] ShardError),
     /// A listener could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {cause}")]
     Bind {
         /// The configured address.
         address: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -224,15 +224,15 @@ async fn serve(
 async fn bind(address: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(address)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|cause| StartError::Bind {
             address: address.to_string(),
-            source,
+            cause,
         })
 }
 
 fn local_addr(listener: &TcpListener, address: &str) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind {
+    listener.local_addr().map_err(|cause| StartError::Bind {
         address: address.to_string(),
-        source,
+        cause,
     })
 }

@@ -41,14 +41,14 @@ pub enum ShardError {
         reason: String,
     },
     /// A set-up statement failed.
-    #[error("shard {shard}: {context}: {source}")]
+    #[error("shard {shard}: {context}: {cause}")]
     Query {
         /// The shard.
         shard: ShardId,
         /// What was being done.
         context: String,
         /// The driver's error.
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// An existing table does not match its declaration.
     #[error("shard {shard}: table {table} differs from the config: {}", .differences.join("; "))]
@@ -250,11 +250,11 @@ impl Shard {
         Ok(())
     }
 
-    fn query_error(&self, context: &str, source: tokio_postgres::Error) -> ShardError {
+    fn query_error(&self, context: &str, cause: tokio_postgres::Error) -> ShardError {
         ShardError::Query {
             shard: self.id.clone(),
             context: context.to_string(),
-            source,
+            cause,
         }
     }
 }

@@ -145,3 +145,21 @@ fn a_bad_type_names_the_column() {
     assert!(err.contains("unknown variant `json`"), "{err}");
     assert!(err.contains("line 24"), "{err}");
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../config/shardgate.example.toml");
+    let config = Config::parse(text).unwrap();
+    config.validate().unwrap();
+    let defaults = Config::default();
+    assert_eq!(
+        config.server.max_body_size, defaults.server.max_body_size,
+        "example shows the defaults"
+    );
+    assert_eq!(config.batch.max_rows, defaults.batch.max_rows);
+    assert_eq!(config.queue.max_rows, defaults.queue.max_rows);
+    assert_eq!(
+        config.pool.connections_per_shard,
+        defaults.pool.connections_per_shard
+    );
+}

@@ -125,9 +125,7 @@ columns = [
 
 /// A config for `shard_urls` (named s0, s1, ...) on ephemeral ports, plus `extra` TOML.
 pub fn config_for(shard_urls: &[String], extra: &str) -> Config {
-    let mut text = String::from(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nrequest_timeout = \"5s\"\n",
-    );
+    let mut text = String::from("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n");
     text.push_str(extra);
     for (i, url) in shard_urls.iter().enumerate() {
         text.push_str(&format!("\n[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));

@@ -1,0 +1,217 @@
+//! Start-up checks, shard outages and shutdown of the real binary.
+
+mod common;
+
+use common::{Reply, TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting() {
+    let doomed = private_cluster("outage");
+    let healthy_url = fresh_database(&common::clusters()[0], "outage").await;
+    let doomed_url = fresh_database(&doomed, "outage").await;
+    let gate = TestServer::start_on(
+        vec![healthy_url, doomed_url],
+        "request_timeout = \"2s\"\n[batch]\nmax_delay = \"5ms\"\n",
+    )
+    .await;
+    // Find one key per shard by writing and looking at the ack.
+    let mut key_for = [None, None];
+    for i in 0..50 {
+        let reply = gate
+            .post_events(&json!([{"tenant_id": format!("t{i}"), "event_type": "x"}]))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let shard = if reply.body["shards"]["s0"] == 1 { 0 } else { 1 };
+        key_for[shard].get_or_insert(format!("t{i}"));
+    }
+    let [Some(healthy_key), Some(doomed_key)] = key_for else {
+        panic!("50 keys reach both shards")
+    };
+    let before = gate.count(0, "events").await;
+
+    doomed.stop().unwrap();
+    let row = |tenant: &str| json!([{"tenant_id": tenant, "event_type": "x"}]);
+    let refused = gate.post_events(&row(&doomed_key)).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(refused.body["details"][0]["shard"], "s1", "{}", refused.body);
+    assert!(
+        refused.error().contains("retrying is safe for tables with an id"),
+        "{}",
+        refused.error()
+    );
+
+    let accepted = gate.post_events(&row(&healthy_key)).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    assert_eq!(gate.count(0, "events").await, before + 1);
+
+    let ready = gate.http.get(gate.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        ready["details"],
+        json!([{"shard": "s1", "reason": "unreachable"}])
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_shard_whose_fence_moved_to_another_epoch_refuses_stale_batches() {
+    let gate = TestServer::start("fence", "").await;
+    let fence = connect(&gate.shard_urls[1]).await;
+    fence
+        .batch_execute("UPDATE shardgate_fence SET epoch = epoch + 1")
+        .await
+        .unwrap();
+    let rows = events(40, 40);
+    let reply = gate.post_events(&rows).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    let detail = &reply.body["details"][0];
+    assert_eq!(detail["shard"], "s1");
+    assert_eq!(
+        detail["reason"],
+        "shard fence is at epoch 2, the batch was routed with epoch 1"
+    );
+    assert_eq!(gate.count(1, "events").await, 0, "the fenced shard took no rows");
+    let committed = reply.body["details"][1]["committed"].as_i64().unwrap();
+    assert_eq!(
+        gate.count(0, "events").await,
+        committed,
+        "the other shard's rows committed and are reported"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_shard_table_that_differs_from_the_config_stops_start_up() {
+    let urls = fresh_shards("differs").await;
+    let shard = connect(&urls[1]).await;
+    shard
+        .batch_execute("CREATE TABLE logs (source text NOT NULL, line integer, _sg_hash bigint NOT NULL)")
+        .await
+        .unwrap();
+    let error = shardgate::server::start(config_for(&urls, ""))
+        .await
+        .err()
+        .expect("start-up fails");
+    assert_eq!(
+        error.to_string(),
+        "shard s1: table logs differs from the config: column line has type integer, the config says text"
+    );
+}
+
+#[tokio::test]
+async fn a_config_whose_shards_differ_from_the_catalog_stops_start_up() {
+    let urls = fresh_shards("catalog").await;
+    let gate = TestServer::start_on(urls.clone(), "").await;
+    gate.stop().await;
+    let error = shardgate::server::start(config_for(&urls[..1], ""))
+        .await
+        .err()
+        .expect("start-up fails");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "the config disagrees with the catalog: shard s1 is in the catalog but not in the config"
+        ),
+        "{message}"
+    );
+    let error = shardgate::server::start(config_for(&urls, "[routing]\nvnodes = 64\n"))
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(
+        error
+            .to_string()
+            .contains("routing.vnodes is 64 but the catalog's ring was built with 256"),
+        "{error}"
+    );
+    let restarted = TestServer::start_on(urls, "").await;
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_flushes_pending_rows_before_the_process_exits() {
+    let urls = fresh_shards("sigterm").await;
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n[batch]\nmax_delay = \"60s\"\n",
+        ports[0], ports[1]
+    );
+    for (i, url) in urls.iter().enumerate() {
+        text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    text.push_str(common::EVENTS_TABLE);
+    let dir = std::env::temp_dir().join(format!("shardgate-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("shardgate.toml");
+    std::fs::write(&config_path, text).unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", ports[0]);
+    let mut up = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "shardgate serve came up");
+
+    let body = events(25, 3).to_string();
+    let request = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/v1/tables/events/rows"));
+        async move {
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            Reply::read(response.unwrap()).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!request.is_finished(), "rows wait for their batch");
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let reply = request.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    let mut total = 0;
+    for url in &urls {
+        let count: i64 = connect(url)
+            .await
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0);
+        total += count;
+    }
+    assert_eq!(total, 25);
+    let _ = std::fs::remove_dir_all(dir);
+}
