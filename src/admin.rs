@@ -1,10 +1,10 @@
 //! Operator endpoints: liveness and readiness (on both listeners) and, on the admin listener
-//! only, `GET /admin/shards`. Read-only: nothing here changes routing or data.
+//! only, `GET /admin/shards` and `GET /metrics`. Read-only: nothing here changes routing or data.
 
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -77,4 +77,26 @@ pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardSt
         }
     });
     Json(futures_util::future::join_all(statuses).await)
+}
+
+/// `GET /metrics`: Prometheus text format, with queue depth, shard health and epoch read now.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let metrics = &state.metrics;
+    for (shard, rows, bytes) in state.batcher.queue_depths() {
+        metrics.queue_rows.with_label_values(&[&shard.0]).set(rows as i64);
+        metrics
+            .queue_bytes
+            .with_label_values(&[&shard.0])
+            .set(bytes as i64);
+    }
+    let probes = state
+        .shards
+        .iter()
+        .map(|(_, shard)| async move { (shard.id.0.as_str(), shard.is_up().await) });
+    for (name, up) in futures_util::future::join_all(probes).await {
+        metrics.shard_up.with_label_values(&[name]).set(i64::from(up));
+    }
+    metrics.routing_epoch.set(state.routing.load().epoch.0);
+    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    (content_type, metrics.render()).into_response()
 }

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod devcluster;
 pub mod ingest;
+pub mod metrics;
 pub mod routing;
 pub mod schema;
 pub mod server;

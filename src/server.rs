@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::ingest::api::{self, ApiError};
 use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
 use crate::ingest::copy::TableStatements;
+use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::schema::Tables;
 use crate::shards::{ShardError, Shards};
@@ -73,6 +74,8 @@ pub struct AppState {
     pub shards: Arc<Shards>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A started shardgate; call [`RunningServer::shutdown`] then [`RunningServer::wait`].
@@ -121,10 +124,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
-    let (batcher, writers) = Batcher::start(
-        batcher_setup(&config, &tables, &shards, catalog, &routing),
-        shutdown.clone(),
-    );
+    let metrics = Arc::new(Metrics::new());
+    let setup = batcher_setup(&config, &tables, &shards, catalog, &routing, &metrics);
+    let (batcher, writers) = Batcher::start(setup, shutdown.clone());
     let state = Arc::new(AppState {
         tables,
         routing,
@@ -135,6 +137,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             request_timeout: config.server.request_timeout,
             retry_after: config.queue.retry_after,
         },
+        metrics,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
@@ -161,6 +164,7 @@ fn batcher_setup(
     shards: &Arc<Shards>,
     catalog: Catalog,
     routing: &Arc<Routing>,
+    metrics: &Arc<Metrics>,
 ) -> BatcherSetup {
     BatcherSetup {
         shards: shards.clone(),
@@ -177,6 +181,7 @@ fn batcher_setup(
             config: config.clone(),
             routing: routing.clone(),
         }),
+        metrics: metrics.clone(),
     }
 }
 
@@ -192,6 +197,7 @@ fn write_router(state: Arc<AppState>) -> Router {
 fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/admin/shards", get(admin::list_shards))
+        .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })

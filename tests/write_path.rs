@@ -372,3 +372,70 @@ async fn shutdown_flushes_rows_still_waiting_for_their_batch() {
     assert_eq!(total, 30);
     gate.server.wait().await;
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text page.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in\n{page}"))
+}
+
+#[tokio::test]
+async fn metrics_count_committed_rows_per_shard_and_requests_per_status() {
+    let gate = TestServer::start("metrics", "").await;
+    assert_eq!(gate.post_events(&events(300, 11)).await.status, 200);
+    assert_eq!(
+        gate.post("events", "application/json", "[{\"n\": 1}]")
+            .await
+            .status,
+        400
+    );
+    let page = gate
+        .http
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for shard in 0..2 {
+        let committed = sample(
+            &page,
+            &format!("shardgate_rows_committed_total{{shard=\"s{shard}\",table=\"events\"}}"),
+        );
+        assert_eq!(
+            committed as i64,
+            gate.count(shard, "events").await,
+            "shard s{shard}"
+        );
+        assert_eq!(
+            sample(&page, &format!("shardgate_shard_up{{shard=\"s{shard}\"}}")),
+            1.0
+        );
+    }
+    assert_eq!(
+        sample(&page, "shardgate_rows_accepted_total{table=\"events\"}"),
+        300.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "shardgate_request_duration_seconds_count{status=\"200\",table=\"events\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            "shardgate_request_duration_seconds_count{status=\"400\",table=\"events\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&page, "shardgate_routing_epoch"), 1.0);
+    assert_eq!(sample(&page, "shardgate_requests_in_flight"), 0.0);
+    gate.stop().await;
+}

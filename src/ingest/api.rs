@@ -7,6 +7,7 @@
 //! for other shards may have committed when one shard fails late (503, 422).
 
 use super::batcher::{PendingWrite, SubmitError, WriteError};
+use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError, decode_rows};
 use crate::server::AppState;
 use axum::Json;
@@ -171,32 +172,85 @@ impl From<DecodeError> for ApiError {
     }
 }
 
-/// `POST /v1/tables/{table}/rows`.
+/// `POST /v1/tables/{table}/rows`: accepts the rows, answers once they committed, and records
+/// the request in the metrics.
 pub async fn write_rows(
     State(state): State<Arc<AppState>>,
     Path(table): Path<String>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let started = Instant::now();
+    let in_flight = InFlight::enter(&state.metrics);
+    let response = accept_rows(&state, &table, &headers, body).await.into_response();
+    drop(in_flight);
+    let label = if state.tables.lookup(&table).is_some() {
+        table.as_str()
+    } else {
+        "unknown"
+    };
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[label, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Counts a request in flight until dropped, also when the client goes away mid-request.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> Self {
+        metrics.requests_in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.dec();
+    }
+}
+
+async fn accept_rows(
+    state: &AppState,
+    table: &str,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Json<WriteAck>, ApiError> {
-    let (table_id, schema) = state.tables.lookup(&table).ok_or(ApiError::UnknownTable(table))?;
-    let format = body_format(&headers)?;
-    let body = read_body(body, &headers, state.limits.max_body_size).await?;
+    let (table_id, schema) = state
+        .tables
+        .lookup(table)
+        .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
+    let format = body_format(headers)?;
+    let body = read_body(body, headers, state.limits.max_body_size).await?;
     let routing = state.routing.load();
     let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
     drop(body);
     let rows = encoded.rows;
     let deadline = Instant::now() + state.limits.request_timeout;
-    let pending = state
-        .batcher
-        .submit(&routing, table_id, encoded, deadline)
-        .map_err(|e| match e {
-            SubmitError::QueueFull { .. } => ApiError::Overloaded {
+    let pending = match state.batcher.submit(&routing, table_id, encoded, deadline) {
+        Ok(pending) => pending,
+        Err(e @ SubmitError::QueueFull { .. }) => {
+            state
+                .metrics
+                .rows_rejected
+                .with_label_values(&[table, "queue_full"])
+                .inc_by(rows as u64);
+            return Err(ApiError::Overloaded {
                 source: e,
                 retry_after: state.limits.retry_after,
-            },
-            SubmitError::TooLarge { .. } => ApiError::TooLargeForQueue(e),
-        })?;
-    let shards = wait_for_commit(pending, deadline, &state).await?;
+            });
+        }
+        Err(e @ SubmitError::TooLarge { .. }) => return Err(ApiError::TooLargeForQueue(e)),
+    };
+    state
+        .metrics
+        .rows_accepted
+        .with_label_values(&[table])
+        .inc_by(rows as u64);
+    let shards = wait_for_commit(pending, deadline, state, table).await?;
     Ok(Json(WriteAck { rows, shards }))
 }
 
@@ -205,6 +259,7 @@ async fn wait_for_commit(
     pending: Vec<PendingWrite>,
     deadline: Instant,
     state: &AppState,
+    table: &str,
 ) -> Result<BTreeMap<String, usize>, ApiError> {
     let outcomes = futures_util::future::join_all(pending.into_iter().map(|write| async move {
         let (shard, rows) = (write.shard_id().clone(), write.rows);
@@ -230,7 +285,19 @@ async fn wait_for_commit(
             Ok(()) => {
                 committed.insert(shard.0, rows);
             }
-            Err(failure) => failures.push(failure),
+            Err(failure) => {
+                let reason = match failure {
+                    WriteError::Unavailable { .. } => "unavailable",
+                    WriteError::Rejected { .. } => "rejected",
+                    WriteError::RoutingChanged { .. } => "routing_changed",
+                };
+                state
+                    .metrics
+                    .rows_rejected
+                    .with_label_values(&[table, reason])
+                    .inc_by(rows as u64);
+                failures.push(failure);
+            }
         }
     }
     if failures.is_empty() {

@@ -12,6 +12,7 @@
 use super::copy::{CopyError, TableStatements, write_batch};
 use crate::catalog::RoutingSource;
 use crate::config::BatchConfig;
+use crate::metrics::Metrics;
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
 use crate::schema::TableId;
 use crate::schema::decode::EncodedRows;
@@ -164,6 +165,8 @@ pub struct BatcherSetup {
     pub connections_per_shard: usize,
     /// Where to reload routing when a fence disagrees.
     pub routing_source: Arc<RoutingSource>,
+    /// Batch and commit metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The sending side of every shard queue. Dropping it lets the writers drain and stop.
@@ -189,6 +192,7 @@ impl Batcher {
                 table_names: setup.table_names.clone(),
                 batch: setup.batch.clone(),
                 routing_source: setup.routing_source.clone(),
+                metrics: setup.metrics.clone(),
             });
             for connection in 0..setup.connections_per_shard {
                 let span = tracing::info_span!("writer", shard = %shard.id, connection);
@@ -330,6 +334,7 @@ struct ShardWriter {
     table_names: Arc<Vec<String>>,
     batch: BatchConfig,
     routing_source: Arc<RoutingSource>,
+    metrics: Arc<Metrics>,
 }
 
 async fn run_writer(
@@ -400,7 +405,15 @@ impl ShardWriter {
         let mut pending = vec![group];
         while let Some(mut group) = pending.pop() {
             match self.write_until_deadline(table, epoch, &mut group).await {
-                Ok(()) => answer(group, || Ok(())),
+                Ok(()) => {
+                    let rows: usize = group.iter().map(|c| c.rows).sum();
+                    let labels = [self.table_names[table.0].as_str(), self.id.0.as_str()];
+                    self.metrics
+                        .rows_committed
+                        .with_label_values(&labels)
+                        .inc_by(rows as u64);
+                    answer(group, || Ok(()));
+                }
                 Err(CopyError::Data(message)) if group.len() == 1 => {
                     tracing::info!(%message, "rows rejected by the shard");
                     let shard = self.id.clone();
@@ -453,7 +466,6 @@ impl ShardWriter {
         epoch: Epoch,
         group: &mut Vec<Chunk>,
     ) -> Result<(), CopyError> {
-        let pool = &self.shards.get(self.index).pool;
         let statements = &self.statements[table.0];
         let mut backoff = INITIAL_BACKOFF;
         loop {
@@ -462,16 +474,17 @@ impl ShardWriter {
                 return Ok(());
             };
             let parts: Vec<Bytes> = group.iter().map(|c| c.tuples.clone()).collect();
-            let reason =
-                match tokio::time::timeout_at(deadline, write_batch(pool, statements, epoch, &parts)).await {
-                    Ok(Err(CopyError::Transient(reason))) => reason,
-                    Ok(result) => return result,
-                    Err(_) => {
-                        return Err(CopyError::Transient(
-                            "no commit before the request deadline".into(),
-                        ));
-                    }
-                };
+            let rows = group.iter().map(|c| c.rows).sum();
+            let attempt = self.timed_write(statements, epoch, &parts, rows);
+            let reason = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Err(CopyError::Transient(reason))) => reason,
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(CopyError::Transient(
+                        "no commit before the request deadline".into(),
+                    ));
+                }
+            };
             if Instant::now() + backoff >= deadline {
                 return Err(CopyError::Transient(reason));
             }
@@ -479,6 +492,42 @@ impl ShardWriter {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// One attempt at writing a batch, recorded in the batch and flush metrics.
+    async fn timed_write(
+        &self,
+        statements: &TableStatements,
+        epoch: Epoch,
+        parts: &[Bytes],
+        rows: usize,
+    ) -> Result<(), CopyError> {
+        let shard = self.id.0.as_str();
+        let started = Instant::now();
+        let result = write_batch(&self.shards.get(self.index).pool, statements, epoch, parts).await;
+        let outcome = match &result {
+            Ok(()) => "committed",
+            Err(CopyError::Data(_)) => "data_error",
+            Err(CopyError::Fence { .. }) => "fenced",
+            Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .flush_duration
+            .with_label_values(&[shard, outcome])
+            .observe(seconds);
+        if result.is_ok() {
+            let bytes: usize = parts.iter().map(Bytes::len).sum();
+            self.metrics
+                .batch_rows
+                .with_label_values(&[shard])
+                .observe(rows as f64);
+            self.metrics
+                .batch_bytes
+                .with_label_values(&[shard])
+                .observe(bytes as f64);
+        }
+        result
     }
 }
 

@@ -1,0 +1,175 @@
+//! Prometheus metrics, served at `/metrics` on the admin listener.
+//!
+//! One [`Metrics`] value per server, owning its own registry (so servers in one process, as in
+//! the tests, never mix their numbers). Counters are updated per request and per batch, never
+//! per row. Gauges of queue depth, shard health and routing epoch are read at scrape time.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from a lone group commit (~ms) to the request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Batch size buckets in rows, around the 5,000-row default.
+const ROW_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0];
+/// Batch size buckets in bytes.
+const BYTE_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 5e5, 1e6, 2e6, 4e6, 8e6, 16e6, 64e6];
+
+/// Every metric shardgate exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Rows decoded and queued, by table.
+    pub rows_accepted: IntCounterVec,
+    /// Rows whose batch committed, by table and shard.
+    pub rows_committed: IntCounterVec,
+    /// Rows refused after decoding, by table and reason.
+    pub rows_rejected: IntCounterVec,
+    /// Write request latency, by table and status code.
+    pub request_duration: HistogramVec,
+    /// Write requests being handled.
+    pub requests_in_flight: IntGauge,
+    /// Rows per flushed batch, by shard.
+    pub batch_rows: HistogramVec,
+    /// Encoded bytes per flushed batch, by shard.
+    pub batch_bytes: HistogramVec,
+    /// Time to write one batch (checkout, COPY, commit), by shard and outcome.
+    pub flush_duration: HistogramVec,
+    /// Rows queued or being written, by shard.
+    pub queue_rows: IntGaugeVec,
+    /// Encoded bytes queued or being written, by shard.
+    pub queue_bytes: IntGaugeVec,
+    /// 1 when the shard answered a probe at the last scrape, by shard.
+    pub shard_up: IntGaugeVec,
+    /// Epoch of the routing table in use.
+    pub routing_epoch: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let gauge_vec = |name: &str, help: &str| {
+            let metric =
+                IntGaugeVec::new(Opts::new(name, help), &["shard"]).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        Metrics {
+            rows_accepted: counter(
+                "shardgate_rows_accepted_total",
+                "Rows decoded and queued.",
+                &["table"],
+            ),
+            rows_committed: counter(
+                "shardgate_rows_committed_total",
+                "Rows whose batch committed on a shard.",
+                &["table", "shard"],
+            ),
+            rows_rejected: counter(
+                "shardgate_rows_rejected_total",
+                "Rows refused after decoding (queue_full, rejected, unavailable, routing_changed).",
+                &["table", "reason"],
+            ),
+            request_duration: histogram(
+                "shardgate_request_duration_seconds",
+                "Write request latency from arrival to answer.",
+                &["table", "status"],
+                LATENCY_BUCKETS,
+            ),
+            requests_in_flight: gauge("shardgate_requests_in_flight", "Write requests being handled."),
+            batch_rows: histogram(
+                "shardgate_batch_rows",
+                "Rows per flushed batch.",
+                &["shard"],
+                ROW_BUCKETS,
+            ),
+            batch_bytes: histogram(
+                "shardgate_batch_bytes",
+                "Encoded bytes per flushed batch.",
+                &["shard"],
+                BYTE_BUCKETS,
+            ),
+            flush_duration: histogram(
+                "shardgate_flush_duration_seconds",
+                "Time to write one batch: connection checkout, COPY and commit.",
+                &["shard", "outcome"],
+                LATENCY_BUCKETS,
+            ),
+            queue_rows: gauge_vec("shardgate_queue_rows", "Rows queued or being written."),
+            queue_bytes: gauge_vec("shardgate_queue_bytes", "Encoded bytes queued or being written."),
+            shard_up: gauge_vec(
+                "shardgate_shard_up",
+                "1 when the shard answered a probe at the last scrape.",
+            ),
+            routing_epoch: gauge("shardgate_routing_epoch", "Epoch of the routing table in use."),
+            registry,
+        }
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding gathered metrics into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_metrics_follow_prometheus_naming() {
+        let metrics = Metrics::new();
+        metrics
+            .rows_committed
+            .with_label_values(&["events", "s0"])
+            .inc_by(5);
+        metrics.batch_rows.with_label_values(&["s0"]).observe(5.0);
+        let text = metrics.render();
+        assert!(
+            text.contains("shardgate_rows_committed_total{shard=\"s0\",table=\"events\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shardgate_batch_rows_bucket{shard=\"s0\",le=\"10\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE shardgate_routing_epoch gauge"), "{text}");
+    }
+}
