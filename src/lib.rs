@@ -8,6 +8,7 @@
 //! development and tests.
 
 pub mod admin;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod devcluster;

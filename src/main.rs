@@ -29,6 +29,8 @@ enum Command {
     },
     /// Start local PostgreSQL shards and run shardgate against them (for trying it out).
     Dev(cli::dev::DevArgs),
+    /// Measure ingest throughput and ack latency (through shardgate, or the baselines).
+    Bench(Box<cli::bench::BenchArgs>),
     /// Validate a config file and print every problem found.
     CheckConfig {
         /// Path of the TOML config.
@@ -64,6 +66,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve { config } => cli::serve::run(&config).await,
         Command::Dev(args) => cli::dev::run(args).await,
+        Command::Bench(args) => cli::bench::run(*args).await,
         Command::CheckConfig { config } => {
             shardgate::config::Config::load(&config)?;
             println!("{}: ok", config.display());

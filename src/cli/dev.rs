@@ -27,6 +27,17 @@ columns = [
   { name = "ts", type = "timestamptz", default = "now()" },
   { name = "payload", type = "jsonb", nullable = true },
 ]
+
+# The same rows without an id: plain COPY, no deduplication (used by `shardgate bench --no-ids`).
+[[tables]]
+name = "events_no_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
 "#;
 
 /// Options of `shardgate dev`.

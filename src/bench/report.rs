@@ -1,0 +1,213 @@
+//! What a benchmark run measured: throughput, an HDR histogram of ack latency, errors by kind,
+//! and optionally the router's peak memory and a row count on the shards.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Highest latency the histogram tracks, in microseconds (one minute).
+const MAX_LATENCY_MICROS: u64 = 60_000_000;
+
+/// One worker's measurements; merged at the end.
+pub struct Recorder {
+    latency: Histogram<u64>,
+    rows: u64,
+    requests: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> Recorder {
+        Recorder {
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+                .expect("histogram bounds are valid"),
+            rows: 0,
+            requests: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    /// A request (or batch, or row) of `rows` rows acknowledged after `latency`.
+    pub fn acknowledged(&mut self, rows: u64, latency: Duration) {
+        self.rows += rows;
+        self.requests += 1;
+        self.latency
+            .saturating_record(latency.as_micros().clamp(1, u128::from(MAX_LATENCY_MICROS)) as u64);
+    }
+
+    /// A request that failed with `kind` (an HTTP status or an error class).
+    pub fn failed(&mut self, kind: &str) {
+        self.requests += 1;
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Adds another worker's measurements.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.latency.add(&other.latency).expect("histograms share bounds");
+        self.rows += other.rows;
+        self.requests += other.requests;
+        for (kind, count) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += count;
+        }
+    }
+
+    /// Rows acknowledged so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct LatencySummary {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Rows counted on the shards before and after the run.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// Rows the run added to the shards.
+    pub rows_added: i64,
+    /// Rows the run had acknowledged.
+    pub rows_acknowledged: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `shardgate`, `direct` or `insert`.
+    pub target: String,
+    /// What one latency sample covers.
+    pub latency_of: String,
+    /// Rows acknowledged.
+    pub rows: u64,
+    /// Requests (batches for `direct`, statements for `insert`) sent.
+    pub requests: u64,
+    /// Wall time of the run.
+    pub elapsed_seconds: f64,
+    /// Acknowledged rows per second.
+    pub rows_per_second: f64,
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Ack latency.
+    pub latency_ms: LatencySummary,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Peak resident memory of the watched process, in MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Row count check on the shards.
+    pub verification: Option<Verification>,
+}
+
+impl Report {
+    /// Summarises a merged recorder.
+    pub fn new(target: &str, latency_of: &str, recorder: &Recorder, elapsed: Duration) -> Report {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let quantile = |q: f64| ms(recorder.latency.value_at_quantile(q));
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        Report {
+            target: target.to_string(),
+            latency_of: latency_of.to_string(),
+            rows: recorder.rows,
+            requests: recorder.requests,
+            elapsed_seconds: seconds,
+            rows_per_second: recorder.rows as f64 / seconds,
+            requests_per_second: recorder.requests as f64 / seconds,
+            latency_ms: LatencySummary {
+                p50: quantile(0.5),
+                p90: quantile(0.9),
+                p99: quantile(0.99),
+                p999: quantile(0.999),
+                max: ms(recorder.latency.max()),
+            },
+            errors: recorder.errors.clone(),
+            peak_rss_mib: None,
+            verification: None,
+        }
+    }
+
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let l = &self.latency_ms;
+        let mut out = format!(
+            "target        {}\nrows          {} in {:.1} s\nrows/s        {:.0}\nrequests/s    {:.1}\n\
+             latency (ms)  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}   (per {})\n",
+            self.target,
+            self.rows,
+            self.elapsed_seconds,
+            self.rows_per_second,
+            self.requests_per_second,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            self.latency_of,
+        );
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!("errors        {errors}\n"));
+        if let Some(rss) = self.peak_rss_mib {
+            out.push_str(&format!("peak RSS      {rss:.1} MiB\n"));
+        }
+        if let Some(v) = &self.verification {
+            out.push_str(&format!(
+                "on shards     +{} rows ({} acknowledged)\n",
+                v.rows_added, v.rows_acknowledged
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_recorders_give_exact_counts_and_ordered_percentiles() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        for i in 1..=100u64 {
+            a.acknowledged(10, Duration::from_millis(i));
+        }
+        b.acknowledged(5, Duration::from_secs(2));
+        b.failed("429");
+        b.failed("429");
+        a.merge(&b);
+        let report = Report::new("shardgate", "request", &a, Duration::from_secs(2));
+        assert_eq!(report.rows, 1005);
+        assert_eq!(report.requests, 103);
+        assert_eq!(report.errors["429"], 2);
+        assert!((report.rows_per_second - 502.5).abs() < 1e-9);
+        let l = &report.latency_ms;
+        assert!((50.0..=51.1).contains(&l.p50), "51st of 101 samples: {l:?}");
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max);
+        assert!((l.max - 2000.0).abs() < 2.0, "{l:?}");
+        assert!(report.render().contains("errors        429: 2"));
+    }
+}

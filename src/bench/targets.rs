@@ -1,0 +1,264 @@
+//! The three ways a benchmark writes the same rows: through shardgate over HTTP, straight to
+//! the shards with binary COPY (same batch size, connections and staged load as shardgate), and
+//! one autocommit INSERT per row. Each runs concurrent workers that draw tickets from a
+//! [`Plan`]; with a target rate the tickets are scheduled (open loop) and latency is measured
+//! from each ticket's scheduled time, so a stalled target shows up as latency, not as fewer
+//! samples.
+
+use super::report::Recorder;
+use super::workload::{BenchRow, RowGenerator, WorkloadSpec, encode_tuple, key_texts, place};
+use crate::ingest::copy::{TableStatements, write_batch};
+use crate::routing::{Epoch, RoutingTable};
+use crate::shards::Shards;
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// When the run stops and how fast tickets are issued.
+pub struct Plan {
+    start: Instant,
+    rows_per_ticket: u64,
+    total_rows: Option<u64>,
+    duration: Option<Duration>,
+    rate: Option<f64>,
+    issued: AtomicU64,
+}
+
+impl Plan {
+    /// A plan of tickets of `rows_per_ticket` rows, until `total_rows` or `duration`, at `rate`
+    /// rows per second (as fast as possible when `None`).
+    pub fn new(
+        rows_per_ticket: u64,
+        total_rows: Option<u64>,
+        duration: Option<Duration>,
+        rate: Option<f64>,
+    ) -> Plan {
+        Plan {
+            start: Instant::now(),
+            rows_per_ticket,
+            total_rows,
+            duration,
+            rate,
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for the next ticket: its scheduled time and row count, or `None` when the run is over.
+    pub async fn next(&self) -> Option<(Instant, usize)> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        let first_row = n * self.rows_per_ticket;
+        let rows = match self.total_rows {
+            Some(total) if first_row >= total => return None,
+            Some(total) => (total - first_row).min(self.rows_per_ticket),
+            None => self.rows_per_ticket,
+        };
+        let scheduled = match self.rate {
+            Some(rate) => self.start + Duration::from_secs_f64(first_row as f64 / rate),
+            None => Instant::now(),
+        };
+        if self.duration.is_some_and(|d| scheduled > self.start + d) {
+            return None;
+        }
+        tokio::time::sleep_until(scheduled).await;
+        Some((scheduled, rows as usize))
+    }
+}
+
+/// Posts JSON bodies to a shardgate write URL until the plan ends.
+pub async fn http_worker(
+    plan: Arc<Plan>,
+    client: reqwest::Client,
+    url: String,
+    mut generator: RowGenerator,
+    progress: ProgressBar,
+) -> Recorder {
+    let mut recorder = Recorder::new();
+    while let Some((scheduled, rows)) = plan.next().await {
+        let body = generator.json_body(rows);
+        let sent = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                // Read the whole answer so the connection is reused.
+                let _ = response.bytes().await;
+                if status.is_success() {
+                    recorder.acknowledged(rows as u64, scheduled.elapsed());
+                    progress.inc(rows as u64);
+                } else {
+                    recorder.failed(status.as_str());
+                }
+            }
+            Err(e) if e.is_connect() => recorder.failed("connect"),
+            Err(_) => recorder.failed("transport"),
+        }
+    }
+    recorder
+}
+
+/// What the straight-COPY workers share.
+pub struct DirectTarget {
+    /// Shard pools, sized like shardgate's.
+    pub shards: Arc<Shards>,
+    /// Routing, to send each row where shardgate would.
+    pub routing: Arc<RoutingTable>,
+    /// The table's COPY statements.
+    pub statements: Arc<TableStatements>,
+    /// Fence epoch the batches check.
+    pub epoch: Epoch,
+    /// Rows per COPY batch (shardgate's `batch.max_rows`).
+    pub batch_rows: usize,
+}
+
+/// Routes rows into per-shard buffers and COPYs each buffer when it holds a batch.
+pub async fn direct_worker(
+    plan: Arc<Plan>,
+    target: Arc<DirectTarget>,
+    mut generator: RowGenerator,
+    progress: ProgressBar,
+) -> Recorder {
+    let mut recorder = Recorder::new();
+    let mut buffers: Vec<(Vec<u8>, usize)> = (0..target.shards.len()).map(|_| (Vec::new(), 0)).collect();
+    let mut scratch = Vec::new();
+    while let Some((_, rows)) = plan.next().await {
+        for _ in 0..rows {
+            let row = generator.next_row();
+            let (hash, shard) = place(&row, &target.routing, &mut scratch);
+            let payload = generator.payload(&row);
+            let (tuples, count) = &mut buffers[shard.0];
+            encode_tuple(&row, &payload, hash, unix_micros(), tuples);
+            *count += 1;
+            if *count >= target.batch_rows {
+                let batch = std::mem::take(tuples);
+                let rows = std::mem::take(count);
+                copy_batch(&target, shard.0, batch, rows, &mut recorder, &progress).await;
+            }
+        }
+    }
+    for (shard, (tuples, rows)) in buffers.into_iter().enumerate() {
+        if rows > 0 {
+            copy_batch(&target, shard, tuples, rows, &mut recorder, &progress).await;
+        }
+    }
+    recorder
+}
+
+async fn copy_batch(
+    target: &DirectTarget,
+    shard: usize,
+    tuples: Vec<u8>,
+    rows: usize,
+    recorder: &mut Recorder,
+    progress: &ProgressBar,
+) {
+    let pool = &target.shards.get(crate::routing::ShardIndex(shard)).pool;
+    let started = Instant::now();
+    match write_batch(pool, &target.statements, target.epoch, &[Bytes::from(tuples)]).await {
+        Ok(()) => {
+            recorder.acknowledged(rows as u64, started.elapsed());
+            progress.inc(rows as u64);
+        }
+        Err(e) => recorder.failed(&format!("copy: {e}")),
+    }
+}
+
+/// Sends one autocommit INSERT per row, over one connection per shard; latency is per row.
+pub async fn insert_worker(
+    plan: Arc<Plan>,
+    clients: Vec<tokio_postgres::Client>,
+    table: String,
+    routing: Arc<RoutingTable>,
+    spec: WorkloadSpec,
+    mut generator: RowGenerator,
+    progress: ProgressBar,
+) -> Recorder {
+    let mut recorder = Recorder::new();
+    let sql = insert_sql(&table, spec.with_ids);
+    let mut statements = Vec::new();
+    for client in &clients {
+        match client.prepare(&sql).await {
+            Ok(statement) => statements.push(statement),
+            Err(e) => {
+                recorder.failed(&format!("prepare: {e}"));
+                return recorder;
+            }
+        }
+    }
+    let mut scratch = Vec::new();
+    while let Some((_, rows)) = plan.next().await {
+        for _ in 0..rows {
+            let row = generator.next_row();
+            let (hash, shard) = place(&row, &routing, &mut scratch);
+            let payload = generator.payload(&row);
+            let started = Instant::now();
+            let result = insert_row(
+                &clients[shard.0],
+                &statements[shard.0],
+                &row,
+                &payload,
+                hash.as_i64(),
+            )
+            .await;
+            match result {
+                Ok(_) => {
+                    recorder.acknowledged(1, started.elapsed());
+                    progress.inc(1);
+                }
+                Err(e) => recorder.failed(&format!("insert: {e}")),
+            }
+        }
+    }
+    recorder
+}
+
+fn insert_sql(table: &str, with_ids: bool) -> String {
+    let table = crate::schema::quote_ident(table);
+    if with_ids {
+        format!(
+            "INSERT INTO {table} (event_id, tenant_id, event_type, ts, payload, _sg_hash) \
+             VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)"
+        )
+    } else {
+        format!(
+            "INSERT INTO {table} (tenant_id, event_type, ts, payload, _sg_hash) \
+             VALUES ($1, $2, $3, $4::text::jsonb, $5)"
+        )
+    }
+}
+
+async fn insert_row(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    row: &BenchRow,
+    payload: &str,
+    hash: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let (tenant, event_type) = key_texts(row);
+    let now = SystemTime::now();
+    match row.id {
+        Some(id) => {
+            client
+                .execute(statement, &[&id, &tenant, &event_type, &now, &payload, &hash])
+                .await
+        }
+        None => {
+            client
+                .execute(statement, &[&tenant, &event_type, &now, &payload, &hash])
+                .await
+        }
+    }
+}
+
+fn unix_micros() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_micros() as i64
+}

@@ -1,0 +1,214 @@
+//! The rows a benchmark writes: events of the `shardgate dev` shape
+//! `(event_id uuid, tenant_id text, event_type text, ts timestamptz, payload jsonb)`, keyed by
+//! `(tenant_id, event_type)` drawn uniformly or from a Zipf distribution, and their three wire
+//! forms: a JSON body for shardgate, binary COPY tuples for straight COPY, and INSERT parameters.
+
+use crate::routing::{KeyHash, RoutingTable, ShardIndex, hash_key};
+use crate::schema::ColumnType;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use std::io::Write;
+
+/// Unix microseconds at Postgres's epoch (2000-01-01).
+const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+
+/// How keys are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum KeyDistribution {
+    /// Every tenant and event type equally likely.
+    Uniform,
+    /// Zipf-distributed with exponent `--zipf-s`: a few keys get most rows.
+    Zipf,
+}
+
+/// Parameters of the generated rows.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// Number of distinct tenants (K).
+    pub tenants: u32,
+    /// Number of distinct event types (M).
+    pub event_types: u32,
+    /// Key distribution.
+    pub distribution: KeyDistribution,
+    /// Zipf exponent.
+    pub zipf_s: f64,
+    /// Bytes of padding in each payload.
+    pub payload_bytes: usize,
+    /// Whether rows carry an `event_id`.
+    pub with_ids: bool,
+}
+
+/// One generated row.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    /// The id, when the workload has ids.
+    pub id: Option<uuid::Uuid>,
+    /// Tenant number.
+    pub tenant: u32,
+    /// Event type number.
+    pub event_type: u32,
+    /// Sequence number within the generator.
+    pub seq: u64,
+}
+
+/// Draws rows; one per worker, seeded from the worker number so runs repeat.
+pub struct RowGenerator {
+    spec: WorkloadSpec,
+    rng: SmallRng,
+    tenant_zipf: Option<Zipf<f64>>,
+    type_zipf: Option<Zipf<f64>>,
+    seq: u64,
+    padding: String,
+}
+
+impl RowGenerator {
+    /// A generator for worker `worker`.
+    pub fn new(spec: &WorkloadSpec, worker: u64) -> Result<RowGenerator, String> {
+        let zipf = |n: u32| match spec.distribution {
+            KeyDistribution::Uniform => Ok(None),
+            KeyDistribution::Zipf => Zipf::new(f64::from(n), spec.zipf_s)
+                .map(Some)
+                .map_err(|e| format!("invalid Zipf parameters: {e}")),
+        };
+        Ok(RowGenerator {
+            tenant_zipf: zipf(spec.tenants)?,
+            type_zipf: zipf(spec.event_types)?,
+            rng: SmallRng::seed_from_u64(0x5eed_0000 + worker),
+            seq: worker << 40,
+            padding: "x".repeat(spec.payload_bytes),
+            spec: spec.clone(),
+        })
+    }
+
+    /// The next row.
+    pub fn next_row(&mut self) -> BenchRow {
+        self.seq += 1;
+        let tenant = draw(&mut self.rng, self.tenant_zipf.as_ref(), self.spec.tenants);
+        let event_type = draw(&mut self.rng, self.type_zipf.as_ref(), self.spec.event_types);
+        BenchRow {
+            id: self.spec.with_ids.then(uuid::Uuid::now_v7),
+            tenant,
+            event_type,
+            seq: self.seq,
+        }
+    }
+
+    /// The payload JSON of `row`.
+    pub fn payload(&self, row: &BenchRow) -> String {
+        format!("{{\"seq\":{},\"data\":\"{}\"}}", row.seq, self.padding)
+    }
+
+    /// Appends `rows` rows as a JSON array body.
+    pub fn json_body(&mut self, rows: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(rows * (self.spec.payload_bytes + 160));
+        body.push(b'[');
+        for i in 0..rows {
+            if i > 0 {
+                body.push(b',');
+            }
+            let row = self.next_row();
+            body.push(b'{');
+            if let Some(id) = row.id {
+                let _ = write!(body, "\"event_id\":\"{id}\",");
+            }
+            let _ = write!(
+                body,
+                "\"tenant_id\":\"tenant-{}\",\"event_type\":\"type-{}\",\"payload\":{}}}",
+                row.tenant,
+                row.event_type,
+                self.payload(&row)
+            );
+        }
+        body.push(b']');
+        body
+    }
+}
+
+fn draw(rng: &mut SmallRng, zipf: Option<&Zipf<f64>>, n: u32) -> u32 {
+    match zipf {
+        // Zipf samples lie in [1, n].
+        Some(zipf) => zipf.sample(rng) as u32 - 1,
+        None => rng.random_range(0..n),
+    }
+}
+
+/// The tenant and event-type texts of a row.
+pub fn key_texts(row: &BenchRow) -> (String, String) {
+    (
+        format!("tenant-{}", row.tenant),
+        format!("type-{}", row.event_type),
+    )
+}
+
+/// The ring position and shard of a row, computed as shardgate computes them.
+pub fn place(row: &BenchRow, routing: &RoutingTable, scratch: &mut Vec<u8>) -> (KeyHash, ShardIndex) {
+    let (tenant, event_type) = key_texts(row);
+    let parts = [
+        (ColumnType::Text, tenant.as_bytes()),
+        (ColumnType::Text, event_type.as_bytes()),
+    ];
+    let hash = hash_key(parts, scratch);
+    (hash, routing.shard_for(hash))
+}
+
+/// Appends `row` as a binary COPY tuple in the column order
+/// `(event_id, tenant_id, event_type, ts, payload, _sg_hash)`, without `event_id` when the
+/// workload has no ids.
+pub fn encode_tuple(row: &BenchRow, payload: &str, hash: KeyHash, now_micros: i64, out: &mut Vec<u8>) {
+    let (tenant, event_type) = key_texts(row);
+    let fields: i16 = if row.id.is_some() { 6 } else { 5 };
+    out.extend_from_slice(&fields.to_be_bytes());
+    let mut field = |bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    if let Some(id) = row.id {
+        field(id.as_bytes());
+    }
+    field(tenant.as_bytes());
+    field(event_type.as_bytes());
+    field(&(now_micros - PG_EPOCH_UNIX_MICROS).to_be_bytes());
+    let mut jsonb = Vec::with_capacity(payload.len() + 1);
+    jsonb.push(1);
+    jsonb.extend_from_slice(payload.as_bytes());
+    field(&jsonb);
+    field(&hash.as_i64().to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(distribution: KeyDistribution) -> WorkloadSpec {
+        WorkloadSpec {
+            tenants: 100,
+            event_types: 5,
+            distribution,
+            zipf_s: 1.2,
+            payload_bytes: 10,
+            with_ids: true,
+        }
+    }
+
+    #[test]
+    fn zipf_concentrates_rows_on_the_first_keys_and_uniform_does_not() {
+        let share_of_tenant_zero = |distribution| {
+            let mut generator = RowGenerator::new(&spec(distribution), 0).unwrap();
+            (0..20_000).filter(|_| generator.next_row().tenant == 0).count() as f64 / 20_000.0
+        };
+        assert!(share_of_tenant_zero(KeyDistribution::Zipf) > 0.15);
+        assert!(share_of_tenant_zero(KeyDistribution::Uniform) < 0.03);
+    }
+
+    #[test]
+    fn json_body_is_an_array_of_event_rows() {
+        let mut generator = RowGenerator::new(&spec(KeyDistribution::Uniform), 1).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&generator.json_body(3)).unwrap();
+        let rows = body.as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0]["event_id"].as_str().unwrap().len() == 36);
+        assert!(rows[0]["tenant_id"].as_str().unwrap().starts_with("tenant-"));
+        assert_eq!(rows[0]["payload"]["data"], "xxxxxxxxxx");
+    }
+}

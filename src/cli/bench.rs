@@ -1,0 +1,370 @@
+//! `shardgate bench`: the load generator, with baselines in the same tool so ratios come from
+//! one run on the same shards and rows.
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use shardgate::bench::report::{Recorder, Report, Verification};
+use shardgate::bench::targets::{DirectTarget, Plan, direct_worker, http_worker, insert_worker};
+use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
+use shardgate::catalog::Catalog;
+use shardgate::config::Config;
+use shardgate::ingest::copy::TableStatements;
+use shardgate::schema::{TableSchema, quote_ident};
+use shardgate::shards::Shards;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Rows written when neither `--rows` nor `--duration` is given.
+const DEFAULT_ROWS: u64 = 1_000_000;
+
+/// Where the rows go.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Target {
+    /// Through shardgate's HTTP write API.
+    Shardgate,
+    /// Straight to the shards with binary COPY, batched and staged as shardgate does.
+    Direct,
+    /// One autocommit INSERT per row.
+    Insert,
+}
+
+/// Options of `shardgate bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// shardgate config: listen address, shards, batch size and connections.
+    #[arg(long, default_value = ".shardgate/dev/shardgate.toml")]
+    config: PathBuf,
+    /// Where to write.
+    #[arg(long, value_enum, default_value_t = Target::Shardgate)]
+    target: Target,
+    /// Base URL of shardgate (default: http:// + the config's server.listen).
+    #[arg(long)]
+    url: Option<String>,
+    /// Table to write: columns event_id (unless --no-ids), tenant_id, event_type, ts, payload
+    /// [default: events, or events_no_id with --no-ids].
+    #[arg(long)]
+    table: Option<String>,
+    /// Concurrent workers (HTTP keep-alive connections, or INSERT connections). `direct` uses
+    /// the config's connections per shard instead.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rows per HTTP request.
+    #[arg(long, default_value_t = 1000)]
+    rows_per_request: u64,
+    /// Total rows to write [default: 1000000 unless --duration is given].
+    #[arg(long, conflicts_with = "duration")]
+    rows: Option<u64>,
+    /// How long to write, e.g. 30s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Distinct tenants (K).
+    #[arg(long, default_value_t = 1000)]
+    tenants: u32,
+    /// Distinct event types (M).
+    #[arg(long, default_value_t = 20)]
+    event_types: u32,
+    /// Key distribution over tenants and event types.
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
+    distribution: KeyDistribution,
+    /// Exponent of the Zipf distribution.
+    #[arg(long, default_value_t = 1.1)]
+    zipf_s: f64,
+    /// Bytes of padding in each row's payload.
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Write rows without ids (plain COPY, no deduplication).
+    #[arg(long)]
+    no_ids: bool,
+    /// Offered load in rows per second (open loop); as fast as possible when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Report peak resident memory of this process (e.g. the shardgate server).
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// Count the table's rows on every shard before and after, and report the difference.
+    #[arg(long)]
+    verify: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs one benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let table_name = args.table.clone().unwrap_or_else(|| {
+        if args.no_ids {
+            "events_no_id".into()
+        } else {
+            "events".into()
+        }
+    });
+    let table = bench_table(&config, &table_name, !args.no_ids)?;
+    let spec = WorkloadSpec {
+        tenants: args.tenants,
+        event_types: args.event_types,
+        distribution: args.distribution,
+        zipf_s: args.zipf_s,
+        payload_bytes: args.payload_bytes,
+        with_ids: !args.no_ids,
+    };
+    let total_rows = match (args.rows, args.duration) {
+        (None, None) => Some(DEFAULT_ROWS),
+        (rows, _) => rows,
+    };
+    let rows_before = if args.verify {
+        Some(count_rows(&config, &table_name).await?)
+    } else {
+        None
+    };
+    let rss = args.watch_pid.map(RssWatch::start);
+    let progress = progress_bar(total_rows);
+    let plan = Arc::new(Plan::new(
+        args.rows_per_request,
+        total_rows,
+        args.duration,
+        args.rate,
+    ));
+    let started = Instant::now();
+    let (recorder, latency_of) = match args.target {
+        Target::Shardgate => (
+            run_http(&args, &config, &table_name, &spec, &plan, &progress).await?,
+            "request",
+        ),
+        Target::Direct => (
+            run_direct(&config, &table, &spec, &plan, &progress).await?,
+            "COPY batch",
+        ),
+        Target::Insert => (
+            run_insert(&args, &config, &table_name, &spec, &plan, &progress).await?,
+            "row",
+        ),
+    };
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    let target = format!("{:?}", args.target).to_lowercase();
+    let mut report = Report::new(&target, latency_of, &recorder, elapsed);
+    if let Some(rss) = rss {
+        report.peak_rss_mib = Some(rss.finish().await);
+    }
+    if let Some(before) = rows_before {
+        let after = count_rows(&config, &table_name).await?;
+        report.verification = Some(Verification {
+            rows_added: after - before,
+            rows_acknowledged: recorder.rows(),
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+/// The declared table, checked to have the columns the generator writes.
+fn bench_table(config: &Config, name: &str, with_ids: bool) -> Result<TableSchema> {
+    let declared = config
+        .tables
+        .iter()
+        .find(|t| t.name == name)
+        .with_context(|| format!("table `{name}` is not declared in the config"))?;
+    let table = TableSchema::from_config(declared).map_err(anyhow::Error::msg)?;
+    let mut want = vec!["tenant_id", "event_type", "ts", "payload"];
+    if with_ids {
+        want.insert(0, "event_id");
+    }
+    let have: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    if have != want || table.is_idempotent() != with_ids {
+        bail!(
+            "table `{name}` has columns ({}){}; the benchmark writes ({}){}",
+            have.join(", "),
+            if table.is_idempotent() {
+                " with an id"
+            } else {
+                " without an id"
+            },
+            want.join(", "),
+            if with_ids {
+                " with id event_id"
+            } else {
+                " without an id (--no-ids)"
+            },
+        );
+    }
+    Ok(table)
+}
+
+async fn run_http(
+    args: &BenchArgs,
+    config: &Config,
+    table: &str,
+    spec: &WorkloadSpec,
+    plan: &Arc<Plan>,
+    progress: &ProgressBar,
+) -> Result<Recorder> {
+    let base = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let url = format!("{}/v1/tables/{table}/rows", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(config.server.request_timeout + Duration::from_secs(5))
+        .build()?;
+    let mut workers = JoinSet::new();
+    for worker in 0..args.concurrency {
+        let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
+        workers.spawn(http_worker(
+            plan.clone(),
+            client.clone(),
+            url.clone(),
+            generator,
+            progress.clone(),
+        ));
+    }
+    Ok(merge(workers).await)
+}
+
+async fn run_direct(
+    config: &Config,
+    table: &TableSchema,
+    spec: &WorkloadSpec,
+    plan: &Arc<Plan>,
+    progress: &ProgressBar,
+) -> Result<Recorder> {
+    let routing = Arc::new(Catalog::connect(config)?.load(config).await?);
+    let target = Arc::new(DirectTarget {
+        shards: Arc::new(Shards::from_config(config)?),
+        epoch: routing.epoch,
+        routing,
+        statements: Arc::new(TableStatements::new(table)),
+        batch_rows: config.batch.max_rows,
+    });
+    let mut workers = JoinSet::new();
+    for worker in 0..config.shards.len() * config.pool.connections_per_shard {
+        let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
+        workers.spawn(direct_worker(
+            plan.clone(),
+            target.clone(),
+            generator,
+            progress.clone(),
+        ));
+    }
+    Ok(merge(workers).await)
+}
+
+async fn run_insert(
+    args: &BenchArgs,
+    config: &Config,
+    table: &str,
+    spec: &WorkloadSpec,
+    plan: &Arc<Plan>,
+    progress: &ProgressBar,
+) -> Result<Recorder> {
+    let routing = Arc::new(Catalog::connect(config)?.load(config).await?);
+    let mut workers = JoinSet::new();
+    for worker in 0..args.concurrency {
+        let mut clients = Vec::new();
+        for shard in &config.shards {
+            clients.push(connect(&shard.url).await?);
+        }
+        let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
+        workers.spawn(insert_worker(
+            plan.clone(),
+            clients,
+            table.to_string(),
+            routing.clone(),
+            spec.clone(),
+            generator,
+            progress.clone(),
+        ));
+    }
+    Ok(merge(workers).await)
+}
+
+async fn merge(mut workers: JoinSet<Recorder>) -> Recorder {
+    let mut total = Recorder::new();
+    while let Some(result) = workers.join_next().await {
+        match result {
+            Ok(recorder) => total.merge(&recorder),
+            Err(e) => total.failed(&format!("worker: {e}")),
+        }
+    }
+    total
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {}", shardgate::shards::redact_url(url)))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn count_rows(config: &Config, table: &str) -> Result<i64> {
+    let mut total = 0;
+    for shard in &config.shards {
+        let client = connect(&shard.url).await?;
+        let count: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
+            .await?
+            .get(0);
+        total += count;
+    }
+    Ok(total)
+}
+
+fn progress_bar(total_rows: Option<u64>) -> ProgressBar {
+    let bar = match total_rows {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::no_length(),
+    };
+    let template = "{elapsed_precise} [{bar:40}] {human_pos}/{human_len} rows  {per_sec}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Samples a process's resident memory until finished; reports the peak.
+struct RssWatch {
+    task: tokio::task::JoinHandle<f64>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> RssWatch {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            while !token.is_cancelled() {
+                if let Some(kib) = rss_kib(pid) {
+                    peak = peak.max(kib as f64 / 1024.0);
+                }
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            peak
+        });
+        RssWatch { task, stop }
+    }
+
+    async fn finish(self) -> f64 {
+        self.stop.cancel();
+        self.task.await.unwrap_or(0.0)
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
