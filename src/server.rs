@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
 use crate::ingest::api::{self, ApiError};
 use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
-use crate::ingest::copy::TableStatements;
+use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::schema::Tables;
@@ -115,7 +115,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     config.validate()?;
     let config = Arc::new(config);
     let tables = Arc::new(Tables::from_config(&config.tables).map_err(StartError::Schema)?);
-    let shards = Arc::new(Shards::from_config(&config)?);
+    let statements: Vec<TableStatements> = tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
+    let shards = Arc::new(Shards::from_config(&config, &session_setup_sql(&statements))?);
     let catalog = Catalog::connect(&config)?;
     let routing_table = catalog.load_or_init(&config).await?;
     let epoch = routing_table.epoch;
@@ -125,7 +126,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
-    let setup = batcher_setup(&config, &tables, &shards, catalog, &routing, &metrics);
+    let setup = batcher_setup(&config, &tables, statements, &shards, catalog, &routing, &metrics);
     let (batcher, writers) = Batcher::start(setup, shutdown.clone());
     let state = Arc::new(AppState {
         tables,
@@ -161,6 +162,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 fn batcher_setup(
     config: &Arc<Config>,
     tables: &Tables,
+    statements: Vec<TableStatements>,
     shards: &Arc<Shards>,
     catalog: Catalog,
     routing: &Arc<Routing>,
@@ -168,7 +170,7 @@ fn batcher_setup(
 ) -> BatcherSetup {
     BatcherSetup {
         shards: shards.clone(),
-        statements: Arc::new(tables.iter().map(|(_, t)| TableStatements::new(t)).collect()),
+        statements: Arc::new(statements),
         table_names: Arc::new(tables.iter().map(|(_, t)| t.name.clone()).collect()),
         batch: config.batch.clone(),
         queue: QueueLimits {

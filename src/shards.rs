@@ -10,7 +10,8 @@ use crate::schema::{
     ExpectedColumn, FENCE_TABLE, TableSchema, Tables, create_fence_sql, create_table_sql, expected_columns,
     quote_ident,
 };
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_postgres::NoTls;
@@ -90,12 +91,13 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Builds a pool per shard; connections open lazily.
-    pub fn from_config(config: &Config) -> Result<Shards, ShardError> {
+    /// Builds a pool per shard; connections open lazily and run `session_setup` (SQL, may be
+    /// empty) once when opened.
+    pub fn from_config(config: &Config, session_setup: &str) -> Result<Shards, ShardError> {
         let shards = config
             .shards
             .iter()
-            .map(|s| build_shard(s, &config.pool))
+            .map(|s| build_shard(s, &config.pool, session_setup))
             .collect::<Result<_, _>>()?;
         Ok(Shards { shards })
     }
@@ -300,7 +302,7 @@ fn null_word(not_null: bool) -> &'static str {
     if not_null { "NOT NULL" } else { "nullable" }
 }
 
-fn build_shard(shard: &ShardConfig, pool: &PoolConfig) -> Result<Shard, ShardError> {
+fn build_shard(shard: &ShardConfig, pool: &PoolConfig, session_setup: &str) -> Result<Shard, ShardError> {
     let settings_error = |reason: String| ShardError::Settings {
         shard: ShardId(shard.name.clone()),
         reason,
@@ -320,12 +322,18 @@ fn build_shard(shard: &ShardConfig, pool: &PoolConfig) -> Result<Shard, ShardErr
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager)
+    let mut builder = Pool::builder(manager)
         .max_size(pool.connections_per_shard)
         .runtime(Runtime::Tokio1)
-        .create_timeout(Some(pool.connect_timeout))
-        .build()
-        .map_err(|e| settings_error(e.to_string()))?;
+        .create_timeout(Some(pool.connect_timeout));
+    if !session_setup.is_empty() {
+        let setup: Arc<str> = session_setup.into();
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            let setup = setup.clone();
+            Box::pin(async move { client.batch_execute(&setup).await.map_err(HookError::Backend) })
+        }));
+    }
+    let pool = builder.build().map_err(|e| settings_error(e.to_string()))?;
     Ok(Shard {
         id: ShardId(shard.name.clone()),
         redacted_url: redact_url(&shard.url),

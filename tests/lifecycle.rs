@@ -145,7 +145,8 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
         })
         .collect();
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n[batch]\nmax_delay = \"60s\"\n",
+        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n[batch]\nmax_delay = \"60s\"\n\
+         [pool]\nconnections_per_shard = 1\n",
         ports[0], ports[1]
     );
     for (i, url) in urls.iter().enumerate() {

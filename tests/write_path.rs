@@ -237,8 +237,9 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
-    let extra =
-        "[batch]\nmax_rows = 10\nmax_delay = \"1500ms\"\n[queue]\nmax_rows = 10\nretry_after = \"2s\"\n";
+    // One connection per shard: a lone batch waits for max_delay instead of leaving at once.
+    let extra = "[batch]\nmax_rows = 10\nmax_delay = \"1500ms\"\n[queue]\nmax_rows = 10\nretry_after = \"2s\"\n\
+                 [pool]\nconnections_per_shard = 1\n";
     let gate = TestServer::start("queue_full", extra).await;
     let one_key = |n: usize| {
         let rows: Vec<_> = (0..n)
@@ -276,7 +277,8 @@ async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
 
 #[tokio::test]
 async fn rows_postgres_rejects_fail_only_their_own_request() {
-    let gate = TestServer::start("reject", "[batch]\nmax_delay = \"400ms\"\n").await;
+    let extra = "[batch]\nmax_delay = \"400ms\"\n[pool]\nconnections_per_shard = 1\n";
+    let gate = TestServer::start("reject", extra).await;
     for url in &gate.shard_urls {
         let client = connect(url).await;
         client
@@ -346,7 +348,8 @@ async fn admin_lists_shards_with_redacted_urls_and_ring_shares() {
 
 #[tokio::test]
 async fn shutdown_flushes_rows_still_waiting_for_their_batch() {
-    let gate = TestServer::start("drain", "[batch]\nmax_delay = \"30s\"\n").await;
+    let extra = "[batch]\nmax_delay = \"30s\"\n[pool]\nconnections_per_shard = 1\n";
+    let gate = TestServer::start("drain", extra).await;
     let body = events(30, 4).to_string();
     let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
     let request = tokio::spawn(async move {
@@ -437,5 +440,19 @@ async fn metrics_count_committed_rows_per_shard_and_requests_per_status() {
     );
     assert_eq!(sample(&page, "shardgate_routing_epoch"), 1.0);
     assert_eq!(sample(&page, "shardgate_requests_in_flight"), 0.0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_lone_request_does_not_wait_for_max_delay_while_a_connection_is_idle() {
+    let gate = TestServer::start("natural", "[batch]\nmax_delay = \"60s\"\n").await;
+    let started = std::time::Instant::now();
+    let reply = gate.post_events(&events(10, 2)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answered without waiting for the 60 s max_delay"
+    );
+    assert_eq!(gate.total("events").await, 10);
     gate.stop().await;
 }

@@ -8,7 +8,7 @@ use shardgate::bench::targets::{DirectTarget, Plan, direct_worker, http_worker, 
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
 use shardgate::catalog::Catalog;
 use shardgate::config::Config;
-use shardgate::ingest::copy::TableStatements;
+use shardgate::ingest::copy::{TableStatements, session_setup_sql};
 use shardgate::schema::{TableSchema, quote_ident};
 use shardgate::shards::Shards;
 use std::path::PathBuf;
@@ -237,11 +237,13 @@ async fn run_direct(
     progress: &ProgressBar,
 ) -> Result<Recorder> {
     let routing = Arc::new(Catalog::connect(config)?.load(config).await?);
+    let statements = TableStatements::new(table);
+    let session_setup = session_setup_sql(std::slice::from_ref(&statements));
     let target = Arc::new(DirectTarget {
-        shards: Arc::new(Shards::from_config(config)?),
+        shards: Arc::new(Shards::from_config(config, &session_setup)?),
         epoch: routing.epoch,
         routing,
-        statements: Arc::new(TableStatements::new(table)),
+        statements: Arc::new(statements),
         batch_rows: config.batch.max_rows,
     });
     let mut workers = JoinSet::new();

@@ -4,10 +4,12 @@
 //! queue, bounded per (shard, table) in rows and bytes by semaphores whose permits a chunk holds
 //! until it is answered (invariant 7): a full queue refuses the request before anything is
 //! enqueued. Each shard has `connections_per_shard` writer tasks; the one holding the queue
-//! collects chunks until `max_rows`, `max_bytes` or `max_delay`, then releases the queue to the
-//! next writer and flushes, so many requests share one COPY while other connections keep
-//! flushing. One slow shard never blocks another's queue. A batch Postgres rejects for its data
-//! is split until the offending request is isolated; the others still commit.
+//! collects chunks, releases the queue to the next writer and flushes. Batching is natural: a
+//! batch leaves at once while another writer is idle, and grows (up to `max_rows`, `max_bytes`
+//! or `max_delay`) only while every other connection is busy, so a lightly loaded shard answers
+//! in one commit and a saturated one writes large COPYs. One slow shard never blocks another's
+//! queue. A batch Postgres rejects for its data is split until the offending request is
+//! isolated; the others still commit.
 
 use super::copy::{CopyError, TableStatements, write_batch};
 use crate::catalog::RoutingSource;
@@ -19,9 +21,10 @@ use crate::schema::decode::EncodedRows;
 use crate::shards::Shards;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -183,7 +186,12 @@ impl Batcher {
         let mut queues = Vec::new();
         for (index, shard) in setup.shards.iter() {
             let (sender, receiver) = mpsc::unbounded_channel();
-            let receiver = Arc::new(Mutex::new(receiver));
+            let queue = Arc::new(SharedQueue {
+                receiver: Mutex::new(receiver),
+                writers: setup.connections_per_shard,
+                flushing: AtomicUsize::new(0),
+                writer_freed: Notify::new(),
+            });
             let writer = Arc::new(ShardWriter {
                 index,
                 id: shard.id.clone(),
@@ -196,7 +204,7 @@ impl Batcher {
             });
             for connection in 0..setup.connections_per_shard {
                 let span = tracing::info_span!("writer", shard = %shard.id, connection);
-                let task = run_writer(writer.clone(), receiver.clone(), drain.clone());
+                let task = run_writer(writer.clone(), queue.clone(), drain.clone());
                 tasks.spawn(task.instrument(span));
             }
             queues.push(ShardQueue {
@@ -337,50 +345,106 @@ struct ShardWriter {
     metrics: Arc<Metrics>,
 }
 
-async fn run_writer(
-    writer: Arc<ShardWriter>,
-    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Chunk>>>,
-    drain: CancellationToken,
-) {
-    loop {
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            collect_batch(&mut receiver, &writer.batch, &drain).await
-        };
-        match batch {
-            Some(chunks) => writer.flush(chunks).await,
-            None => return,
-        }
+/// The receiving side of one shard's queue, shared by that shard's writers.
+struct SharedQueue {
+    receiver: Mutex<mpsc::UnboundedReceiver<Chunk>>,
+    writers: usize,
+    flushing: AtomicUsize,
+    writer_freed: Notify,
+}
+
+impl SharedQueue {
+    /// Whether a writer other than the collecting one is free to take the next batch.
+    fn another_writer_is_idle(&self) -> bool {
+        self.flushing.load(Ordering::Acquire) + 1 < self.writers
     }
 }
 
-/// Takes chunks until a flush trigger fires; `None` once the queue is closed and empty.
+async fn run_writer(writer: Arc<ShardWriter>, queue: Arc<SharedQueue>, drain: CancellationToken) {
+    loop {
+        let batch = {
+            let mut receiver = queue.receiver.lock().await;
+            collect_batch(&mut receiver, &queue, &writer.batch, &drain).await
+        };
+        let Some(chunks) = batch else { return };
+        queue.flushing.fetch_add(1, Ordering::AcqRel);
+        writer.flush(chunks).await;
+        queue.flushing.fetch_sub(1, Ordering::AcqRel);
+        // Wakes a collector waiting for a free writer; stores nothing when none waits.
+        queue.writer_freed.notify_waiters();
+    }
+}
+
+/// Chunks collected for one flush.
+struct PendingBatch {
+    chunks: Vec<Chunk>,
+    rows: usize,
+    bytes: usize,
+    flush_at: Instant,
+}
+
+impl PendingBatch {
+    fn new(first: Chunk, max_delay: Duration) -> PendingBatch {
+        PendingBatch {
+            flush_at: first.enqueued_at + max_delay,
+            rows: 0,
+            bytes: 0,
+            chunks: Vec::new(),
+        }
+        .with(first)
+    }
+
+    fn with(mut self, chunk: Chunk) -> PendingBatch {
+        self.push(chunk);
+        self
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        self.rows += chunk.rows;
+        self.bytes += chunk.tuples.len();
+        self.chunks.push(chunk);
+    }
+
+    fn is_full(&self, limits: &BatchConfig) -> bool {
+        self.rows >= limits.max_rows || self.bytes >= limits.max_bytes.as_usize()
+    }
+}
+
+/// Takes chunks for one flush; `None` once the queue is closed and empty.
+///
+/// Natural batching: a batch leaves as soon as another writer is free to collect the next one,
+/// so a lightly loaded shard answers without waiting. Only while every other writer is busy does
+/// the batch keep growing, until `max_rows`, `max_bytes`, `max_delay`, or a writer frees up.
 async fn collect_batch(
     receiver: &mut mpsc::UnboundedReceiver<Chunk>,
+    queue: &SharedQueue,
     limits: &BatchConfig,
     drain: &CancellationToken,
 ) -> Option<Vec<Chunk>> {
-    let first = receiver.recv().await?;
-    let flush_at = first.enqueued_at + limits.max_delay;
-    let (mut rows, mut bytes) = (first.rows, first.tuples.len());
-    let mut chunks = vec![first];
-    while rows < limits.max_rows && bytes < limits.max_bytes.as_usize() {
-        let next = if drain.is_cancelled() {
-            receiver.try_recv().ok()
-        } else {
-            tokio::select! {
-                biased;
-                chunk = receiver.recv() => chunk,
-                _ = tokio::time::sleep_until(flush_at) => None,
-                _ = drain.cancelled() => receiver.try_recv().ok(),
+    let mut batch = PendingBatch::new(receiver.recv().await?, limits.max_delay);
+    loop {
+        while !batch.is_full(limits) {
+            match receiver.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
             }
-        };
-        let Some(chunk) = next else { break };
-        rows += chunk.rows;
-        bytes += chunk.tuples.len();
-        chunks.push(chunk);
+        }
+        // Registered before the check, so a writer freed in between still wakes us.
+        let writer_freed = queue.writer_freed.notified();
+        if batch.is_full(limits) || drain.is_cancelled() || queue.another_writer_is_idle() {
+            return Some(batch.chunks);
+        }
+        tokio::select! {
+            biased;
+            chunk = receiver.recv() => match chunk {
+                Some(chunk) => batch.push(chunk),
+                None => return Some(batch.chunks),
+            },
+            _ = writer_freed => return Some(batch.chunks),
+            _ = tokio::time::sleep_until(batch.flush_at) => return Some(batch.chunks),
+            _ = drain.cancelled() => {}
+        }
     }
-    Some(chunks)
 }
 
 impl ShardWriter {

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
 use thiserror::Error;
-use tokio_postgres::error::SqlState;
 
 /// Binary COPY signature, flags and header-extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -61,6 +60,16 @@ impl CopyError {
     }
 }
 
+/// The statements every new shard connection runs: the staging tables of all tables with an id.
+/// Staging tables live as long as their connection, so each is created once, at connect time.
+pub fn session_setup_sql(statements: &[TableStatements]) -> String {
+    statements
+        .iter()
+        .filter_map(|s| s.create_staging.as_deref())
+        .collect::<Vec<_>>()
+        .join(";\n")
+}
+
 /// The SQL text a table's batches use, built once at start.
 #[derive(Debug)]
 pub struct TableStatements {
@@ -88,10 +97,17 @@ impl TableStatements {
             };
         }
         let staging = quote_ident(&format!("shardgate_stage_{}", table.name));
+        let typed_columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sql_name()))
+            .chain(std::iter::once(format!("{} bigint", quote_ident(HASH_COLUMN))))
+            .collect();
         TableStatements {
             copy: format!("COPY pg_temp.{staging} ({columns}) FROM STDIN (FORMAT binary)"),
             create_staging: Some(format!(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (LIKE {target}) ON COMMIT DELETE ROWS"
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({}) ON COMMIT DELETE ROWS",
+                typed_columns.join(", ")
             )),
             insert_from_staging: Some(format!(
                 "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} ON CONFLICT DO NOTHING"
@@ -127,7 +143,7 @@ async fn write_on(
     parts: &[Bytes],
 ) -> Result<(), CopyError> {
     let insert = match &statements.insert_from_staging {
-        Some(sql) => Some(prepare_staged_insert(client, statements, sql).await?),
+        Some(sql) => Some(client.prepare_cached(sql).await.map_err(CopyError::from_pg)?),
         None => None,
     };
     let fence = client
@@ -169,27 +185,6 @@ async fn write_on(
     tx.commit().await.map_err(CopyError::from_pg)
 }
 
-/// Prepares the staging insert, creating the connection's staging table on first use: a
-/// successful prepare proves the table exists for the connection's lifetime.
-async fn prepare_staged_insert(
-    client: &mut Object,
-    statements: &TableStatements,
-    sql: &str,
-) -> Result<tokio_postgres::Statement, CopyError> {
-    match client.prepare_cached(sql).await {
-        Ok(statement) => Ok(statement),
-        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-            let create = statements
-                .create_staging
-                .as_deref()
-                .expect("tables with a staging insert have a staging table");
-            client.batch_execute(create).await.map_err(CopyError::from_pg)?;
-            client.prepare_cached(sql).await.map_err(CopyError::from_pg)
-        }
-        Err(e) => Err(CopyError::from_pg(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +204,13 @@ mod tests {
             columns = [{ name = "k", type = "text" }]"#,
         )
         .unwrap();
+        let events = TableStatements::new(&TableSchema::from_config(&config.tables[0]).unwrap());
+        let logs = TableStatements::new(&TableSchema::from_config(&config.tables[1]).unwrap());
+        assert_eq!(
+            session_setup_sql(&[events, logs]),
+            "CREATE TEMPORARY TABLE IF NOT EXISTS \"shardgate_stage_events\" \
+             (\"id\" uuid, \"k\" text, \"_sg_hash\" bigint) ON COMMIT DELETE ROWS"
+        );
         let events = TableStatements::new(&TableSchema::from_config(&config.tables[0]).unwrap());
         assert_eq!(
             events.copy,
