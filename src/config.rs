@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub admin_listen: String,
     /// Largest accepted request body.
     pub max_body_size: ByteSize,
+    /// Bytes of request bodies read and decoded at once, over all requests; beyond it, 429.
+    pub max_inflight_body_bytes: ByteSize,
     /// How long a write may wait for its rows to commit before it is answered 503.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:8081".into(),
             max_body_size: ByteSize(16 << 20),
+            max_inflight_body_bytes: ByteSize(256 << 20),
             request_timeout: Duration::from_secs(10),
         }
     }
@@ -326,6 +329,14 @@ impl Config {
         }
         if self.server.max_body_size.0 == 0 {
             problems.add("server.max_body_size", "must be positive");
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_size
+            || u32::try_from(self.server.max_inflight_body_bytes.0).is_err()
+        {
+            problems.add(
+                "server.max_inflight_body_bytes",
+                "must be at least server.max_body_size and below 4Gi",
+            );
         }
         if self.server.request_timeout.is_zero() {
             problems.add("server.request_timeout", "must be positive");

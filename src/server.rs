@@ -76,6 +76,8 @@ pub struct AppState {
     pub limits: RequestLimits,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Bytes of request bodies that may be read and decoded at once.
+    pub body_budget: tokio::sync::Semaphore,
 }
 
 /// A started shardgate; call [`RunningServer::shutdown`] then [`RunningServer::wait`].
@@ -139,6 +141,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             retry_after: config.queue.retry_after,
         },
         metrics,
+        body_budget: tokio::sync::Semaphore::new(config.server.max_inflight_body_bytes.as_usize()),
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;

@@ -456,3 +456,52 @@ async fn a_lone_request_does_not_wait_for_max_delay_while_a_connection_is_idle()
     assert_eq!(gate.total("events").await, 10);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
+    let extra = "max_body_size = \"64KiB\"\nmax_inflight_body_bytes = \"64KiB\"\n";
+    let gate = TestServer::start("body_budget", extra).await;
+    // A chunked body (no Content-Length) reserves the whole body limit while it is read.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(1);
+    let stream =
+        futures_util::stream::unfold(
+            receiver,
+            |mut r| async move { r.recv().await.map(|item| (item, r)) },
+        );
+    let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
+    let slow = tokio::spawn(async move {
+        let body = reqwest::Body::wrap_stream(stream);
+        let response = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        common::Reply::read(response.unwrap()).await
+    });
+    sender.send(Ok("[".into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let refused = gate.post_events(&events(5, 1)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(
+        refused
+            .error()
+            .starts_with("too many request bodies are being read"),
+        "{}",
+        refused.error()
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+
+    sender
+        .send(Ok(r#"{"tenant_id": "a", "event_type": "b"}]"#.into()))
+        .await
+        .unwrap();
+    drop(sender);
+    let finished = slow.await.unwrap();
+    assert_eq!(finished.status, 200, "{}", finished.body);
+    let admitted = gate.post_events(&events(5, 1)).await;
+    assert_eq!(admitted.status, 200, "room is free again: {}", admitted.body);
+    assert_eq!(gate.total("events").await, 6);
+    gate.stop().await;
+}

@@ -20,6 +20,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 
 /// The answer to a write whose rows all committed.
@@ -62,11 +63,11 @@ pub enum ApiError {
         /// All problems.
         total: usize,
     },
-    /// 429: a target queue is full.
-    #[error("{source}; retry after {retry_after:?}")]
+    /// 429: a target queue, or the budget of request bodies in flight, is full.
+    #[error("{reason}; retry after {}", crate::units::format_duration(*.retry_after))]
     Overloaded {
-        /// Which queue.
-        source: SubmitError,
+        /// What is full.
+        reason: String,
         /// When to retry.
         retry_after: Duration,
     },
@@ -224,10 +225,11 @@ async fn accept_rows(
         .lookup(table)
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
     let format = body_format(headers)?;
+    let body_permit = reserve_body_memory(state, headers)?;
     let body = read_body(body, headers, state.limits.max_body_size).await?;
     let routing = state.routing.load();
     let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
-    drop(body);
+    drop((body, body_permit));
     let rows = encoded.rows;
     let deadline = Instant::now() + state.limits.request_timeout;
     let pending = match state.batcher.submit(&routing, table_id, encoded, deadline) {
@@ -239,7 +241,7 @@ async fn accept_rows(
                 .with_label_values(&[table, "queue_full"])
                 .inc_by(rows as u64);
             return Err(ApiError::Overloaded {
-                source: e,
+                reason: e.to_string(),
                 retry_after: state.limits.retry_after,
             });
         }
@@ -326,12 +328,38 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    let declared = headers
+/// Reserves room for the body among all bodies being read and decoded
+/// (`server.max_inflight_body_bytes`): the declared length, or the body limit when none is
+/// declared. Refuses with 429 when the room is taken, before anything is read.
+fn reserve_body_memory<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<SemaphorePermit<'a>, ApiError> {
+    let limit = state.limits.max_body_size;
+    let declared = content_length(headers);
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    let wanted = declared.map_or(limit, |len| len as usize).max(1);
+    // Fits u32: the config caps both limits below 4Gi.
+    state
+        .body_budget
+        .try_acquire_many(wanted as u32)
+        .map_err(|_| ApiError::Overloaded {
+            reason: "too many request bodies are being read".into(),
+            retry_after: state.limits.retry_after,
+        })
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    if content_length(headers).is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
