@@ -17,13 +17,16 @@ pub const PG_BIN_ENV: &str = "SHARDGATE_PG_BIN";
 /// The OS user that runs Postgres when this process is root.
 const POSTGRES_USER: &str = "postgres";
 
-/// Server settings for sustained ingest, measured at half of the maximum ingest rate:
+/// Server settings for sustained ingest, measured at half of the maximum ingest rate
+/// (docs/benchmarks.md):
 /// - the default 1GB `max_wal_size` makes a shard taking ~100 MB/s of WAL checkpoint every few
-///   seconds (p99 ack latency 260-360 ms; 61 ms with 8GB);
+///   seconds, and the full-page images after each checkpoint double the WAL volume for a while
+///   (p99 ack latency 260-360 ms); a larger `max_wal_size` and `wal_compression` make both rare
+///   and small;
 /// - COPY writes table pages from the backend, which piles up gigabytes of dirty OS pages whose
-///   writeback then stalls WAL fsyncs; `backend_flush_after` writes them back as they go
-///   (p99 190 ms without it, 17-38 ms with it, same throughput).
-const INGEST_SETTINGS: &str = "-c max_wal_size=4GB -c checkpoint_timeout=15min -c backend_flush_after=1MB";
+///   writeback then stalls WAL fsyncs; `backend_flush_after` writes them back as they go.
+const INGEST_SETTINGS: &str =
+    "-c max_wal_size=8GB -c checkpoint_timeout=15min -c wal_compression=lz4 -c backend_flush_after=1MB";
 
 /// How many times a start is retried when the chosen port was taken in the meantime.
 const PORT_ATTEMPTS: usize = 3;
