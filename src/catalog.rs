@@ -7,10 +7,10 @@
 
 use crate::config::Config;
 use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Token};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use crate::shards::{PoolSettings, build_pool};
+use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use thiserror::Error;
-use tokio_postgres::NoTls;
 
 /// Key of the advisory lock that serialises catalog initialisation between proxies.
 const CATALOG_LOCK_KEY: i64 = 0x5347_4341_5441_4c47;
@@ -72,25 +72,14 @@ impl Catalog {
         let url = config
             .catalog_url()
             .ok_or_else(|| CatalogError::Settings("no catalog URL and no shard".into()))?;
-        let mut pg_config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| CatalogError::Settings(e.to_string()))?;
-        pg_config
-            .connect_timeout(config.pool.connect_timeout)
-            .application_name("shardgate-catalog");
-        let manager = Manager::from_config(
-            pg_config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(2)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(config.pool.connect_timeout))
-            .build()
-            .map_err(|e| CatalogError::Settings(e.to_string()))?;
+        let pool = build_pool(&PoolSettings {
+            url,
+            max_size: 2,
+            connect_timeout: config.pool.connect_timeout,
+            application_name: "shardgate-catalog",
+            session_setup: "",
+        })
+        .map_err(CatalogError::Settings)?;
         Ok(Catalog { pool })
     }
 

@@ -107,6 +107,34 @@ fn debian_bin_dirs() -> Vec<PathBuf> {
     dirs.into_iter().map(|(_, dir)| dir).collect()
 }
 
+/// The tables of the config `shardgate dev` writes: the example `events` table a newcomer can
+/// write to at once, and the same rows without an id (used by `shardgate bench --no-ids`).
+pub const DEV_TABLES: &str = r#"
+# The example table: events partitioned by (tenant_id, event_type), deduplicated by event_id.
+[[tables]]
+name = "events"
+id = "event_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "event_id", type = "uuid" },
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
+
+# The same rows without an id: plain COPY, no deduplication (used by `shardgate bench --no-ids`).
+[[tables]]
+name = "events_no_id"
+partition_key = ["tenant_id", "event_type"]
+columns = [
+  { name = "tenant_id", type = "text" },
+  { name = "event_type", type = "text" },
+  { name = "ts", type = "timestamptz", default = "now()" },
+  { name = "payload", type = "jsonb", nullable = true },
+]
+"#;
+
 /// How a cluster runs.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -168,11 +196,6 @@ impl LocalCluster {
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The directory holding the cluster's data, socket and log.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// A URL for `database` as the `postgres` superuser over loopback.

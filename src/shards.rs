@@ -303,17 +303,48 @@ fn null_word(not_null: bool) -> &'static str {
 }
 
 fn build_shard(shard: &ShardConfig, pool: &PoolConfig, session_setup: &str) -> Result<Shard, ShardError> {
-    let settings_error = |reason: String| ShardError::Settings {
+    let pool = build_pool(&PoolSettings {
+        url: &shard.url,
+        max_size: pool.connections_per_shard,
+        connect_timeout: pool.connect_timeout,
+        application_name: "shardgate",
+        session_setup,
+    })
+    .map_err(|reason| ShardError::Settings {
         shard: ShardId(shard.name.clone()),
         reason,
-    };
-    let mut pg_config: tokio_postgres::Config = shard
+    })?;
+    Ok(Shard {
+        id: ShardId(shard.name.clone()),
+        redacted_url: redact_url(&shard.url),
+        weight: shard.weight,
+        pool,
+    })
+}
+
+/// How to open connections to one Postgres database.
+pub struct PoolSettings<'a> {
+    /// Postgres URL.
+    pub url: &'a str,
+    /// Most connections open at once.
+    pub max_size: usize,
+    /// Longest wait to open one.
+    pub connect_timeout: Duration,
+    /// `application_name` the server shows for them.
+    pub application_name: &'a str,
+    /// SQL each new connection runs once (may be empty).
+    pub session_setup: &'a str,
+}
+
+/// Builds a pool that connects lazily; the error says why the settings are unusable.
+pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
+    let mut pg_config: tokio_postgres::Config = settings
         .url
         .parse()
-        .map_err(|e: tokio_postgres::Error| settings_error(e.to_string()))?;
+        .map_err(|e: tokio_postgres::Error| e.to_string())?;
     pg_config
-        .connect_timeout(pool.connect_timeout)
-        .application_name("shardgate")
+        .connect_timeout(settings.connect_timeout)
+        .application_name(settings.application_name)
         .keepalives_idle(Duration::from_secs(30));
     let manager = Manager::from_config(
         pg_config,
@@ -323,23 +354,17 @@ fn build_shard(shard: &ShardConfig, pool: &PoolConfig, session_setup: &str) -> R
         },
     );
     let mut builder = Pool::builder(manager)
-        .max_size(pool.connections_per_shard)
+        .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
-        .create_timeout(Some(pool.connect_timeout));
-    if !session_setup.is_empty() {
-        let setup: Arc<str> = session_setup.into();
+        .create_timeout(Some(settings.connect_timeout));
+    if !settings.session_setup.is_empty() {
+        let setup: Arc<str> = settings.session_setup.into();
         builder = builder.post_create(Hook::async_fn(move |client, _| {
             let setup = setup.clone();
             Box::pin(async move { client.batch_execute(&setup).await.map_err(HookError::Backend) })
         }));
     }
-    let pool = builder.build().map_err(|e| settings_error(e.to_string()))?;
-    Ok(Shard {
-        id: ShardId(shard.name.clone()),
-        redacted_url: redact_url(&shard.url),
-        weight: shard.weight,
-        pool,
-    })
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// Replaces the password of a Postgres URL or key-value connection string with `***`.

@@ -6,20 +6,6 @@ mod common;
 use common::{connect, fresh_shards};
 use shardgate::routing::{KeyHash, Ring, ShardIndex};
 
-const BENCH_TABLE: &str = r#"
-[[tables]]
-name = "events"
-id = "event_id"
-partition_key = ["tenant_id", "event_type"]
-columns = [
-  { name = "event_id", type = "uuid" },
-  { name = "tenant_id", type = "text" },
-  { name = "event_type", type = "text" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-]
-"#;
-
 fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
         .arg("bench")
@@ -55,7 +41,7 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
     }
-    text.push_str(BENCH_TABLE);
+    text.push_str(shardgate::devcluster::DEV_TABLES);
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shardgate.toml");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Reply, TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
+use common::{TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
 use serde_json::json;
 use std::time::Duration;
 
@@ -179,18 +179,7 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
     assert!(up, "shardgate serve came up");
 
     let body = events(25, 3).to_string();
-    let request = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/v1/tables/events/rows"));
-        async move {
-            let response = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            Reply::read(response.unwrap()).await
-        }
-    });
+    let request = common::spawn_post(&http, format!("{base}/v1/tables/events/rows"), body);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!request.is_finished(), "rows wait for their batch");
     // SAFETY: sends a signal to our own child process.

@@ -247,19 +247,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
             .collect();
         json!(rows)
     };
-    let first = {
-        let body = one_key(8).to_string();
-        let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            common::Reply::read(response.unwrap()).await
-        })
-    };
+    let first = gate.spawn_post_events(one_key(8).to_string());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = gate.post_events(&one_key(8)).await;
     assert_eq!(refused.status, 429, "{}", refused.body);
@@ -350,17 +338,7 @@ async fn admin_lists_shards_with_redacted_urls_and_ring_shares() {
 async fn shutdown_flushes_rows_still_waiting_for_their_batch() {
     let extra = "[batch]\nmax_delay = \"30s\"\n[pool]\nconnections_per_shard = 1\n";
     let gate = TestServer::start("drain", extra).await;
-    let body = events(30, 4).to_string();
-    let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
-    let request = tokio::spawn(async move {
-        let response = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        common::Reply::read(response.unwrap()).await
-    });
+    let request = gate.spawn_post_events(events(30, 4).to_string());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!request.is_finished(), "rows wait for max_delay before shutdown");
     let started = std::time::Instant::now();
@@ -468,17 +446,7 @@ async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
             receiver,
             |mut r| async move { r.recv().await.map(|item| (item, r)) },
         );
-    let (http, url) = (gate.http.clone(), gate.url("/v1/tables/events/rows"));
-    let slow = tokio::spawn(async move {
-        let body = reqwest::Body::wrap_stream(stream);
-        let response = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        common::Reply::read(response.unwrap()).await
-    });
+    let slow = gate.spawn_post_events(reqwest::Body::wrap_stream(stream));
     sender.send(Ok("[".into())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -6,39 +6,12 @@
 use anyhow::{Context, Result, bail};
 use shardgate::catalog::CatalogError;
 use shardgate::config::Config;
-use shardgate::devcluster::{ClusterOptions, LocalCluster, PgBinaries};
+use shardgate::devcluster::{ClusterOptions, DEV_TABLES, LocalCluster, PgBinaries};
 use shardgate::server::StartError;
 use std::path::{Path, PathBuf};
 
 /// Database created on every dev cluster.
 const DEV_DATABASE: &str = "shardgate";
-
-/// The example table a newcomer can write to at once.
-const DEV_TABLES: &str = r#"
-# The example table: events partitioned by (tenant_id, event_type), deduplicated by event_id.
-[[tables]]
-name = "events"
-id = "event_id"
-partition_key = ["tenant_id", "event_type"]
-columns = [
-  { name = "event_id", type = "uuid" },
-  { name = "tenant_id", type = "text" },
-  { name = "event_type", type = "text" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-]
-
-# The same rows without an id: plain COPY, no deduplication (used by `shardgate bench --no-ids`).
-[[tables]]
-name = "events_no_id"
-partition_key = ["tenant_id", "event_type"]
-columns = [
-  { name = "tenant_id", type = "text" },
-  { name = "event_type", type = "text" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-]
-"#;
 
 /// Options of `shardgate dev`.
 #[derive(clap::Args)]

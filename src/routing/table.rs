@@ -46,11 +46,6 @@ impl RoutingTable {
     pub fn shard_for(&self, hash: KeyHash) -> ShardIndex {
         self.ring.shard_for(hash)
     }
-
-    /// The name of shard `index`.
-    pub fn shard_name(&self, index: ShardIndex) -> &ShardId {
-        &self.shards[index.0]
-    }
 }
 
 /// A newer routing table was expected than the one offered.

@@ -197,24 +197,9 @@ impl Tables {
         Some((TableId(index), &self.tables[index]))
     }
 
-    /// The table with id `id`.
-    pub fn get(&self, id: TableId) -> &Arc<TableSchema> {
-        &self.tables[id.0]
-    }
-
     /// Every table with its id.
     pub fn iter(&self) -> impl Iterator<Item = (TableId, &Arc<TableSchema>)> {
         self.tables.iter().enumerate().map(|(i, t)| (TableId(i), t))
-    }
-
-    /// Number of tables.
-    pub fn len(&self) -> usize {
-        self.tables.len()
-    }
-
-    /// Whether no table is declared.
-    pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
     }
 }
 

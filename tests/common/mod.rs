@@ -160,6 +160,14 @@ impl TestServer {
         }
     }
 
+    /// Starts a POST of `body` to the rows endpoint of `events` in the background.
+    pub fn spawn_post_events(
+        &self,
+        body: impl Into<reqwest::Body> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Reply> {
+        spawn_post(&self.http, self.url("/v1/tables/events/rows"), body)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.server.write_addr())
     }
@@ -209,6 +217,19 @@ impl TestServer {
         self.server.shutdown();
         self.server.wait().await;
     }
+}
+
+/// Starts a JSON POST of `body` to `url` in the background; the handle yields its reply.
+pub fn spawn_post(
+    http: &reqwest::Client,
+    url: String,
+    body: impl Into<reqwest::Body> + Send + 'static,
+) -> tokio::task::JoinHandle<Reply> {
+    let request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    tokio::spawn(async move { Reply::read(request.send().await.expect("request is sent")).await })
 }
 
 /// A response read whole: status, headers and JSON body.
