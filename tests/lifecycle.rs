@@ -205,3 +205,37 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
     assert_eq!(total, 25);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn check_config_names_every_bad_key_and_fails() {
+    let dir = std::env::temp_dir().join(format!("shardgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    let text = common::EVENTS_TABLE.replace("partition_key = [\"source\"]", "partition_key = [\"sauce\"]");
+    std::fs::write(
+        &path,
+        format!("[routing]\nvnodes = 0\n[[shards]]\nname = \"S0\"\nurl = \"postgres://h/db\"\n{text}"),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("routing.vnodes: must be between 1 and 4096"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("shards[0].name: must match [a-z_][a-z0-9_]*"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tables[1].partition_key[0]: column `sauce` is not declared"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -255,6 +255,22 @@ async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
     assert!(refused.error().contains("queue of shard"), "{}", refused.error());
     let first = first.await.unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
+    let page = gate
+        .http
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &page,
+            "shardgate_rows_rejected_total{reason=\"queue_full\",table=\"events\"}"
+        ),
+        8.0
+    );
     assert_eq!(
         gate.total("events").await,
         8,
