@@ -1,0 +1,327 @@
+//! The writer tasks of one shard: collect queued chunks into a batch (natural batching), write
+//! it, split it when Postgres refuses some request's data, retry transient failures until the
+//! requests' deadlines, and answer every chunk.
+
+use super::{BatcherSetup, Chunk, WriteError};
+use crate::catalog::RoutingSource;
+use crate::config::BatchConfig;
+use crate::ingest::copy::{CopyError, TableStatements, write_batch};
+use crate::metrics::Metrics;
+use crate::routing::{Epoch, ShardId, ShardIndex};
+use crate::schema::TableId;
+use crate::shards::Shards;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// First pause before retrying a transient failure; doubles up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Starts the `connections_per_shard` writers of shard `index`, all taking from `receiver`.
+pub(super) fn spawn_writers(
+    setup: &BatcherSetup,
+    index: ShardIndex,
+    receiver: mpsc::UnboundedReceiver<Chunk>,
+    drain: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let id = setup.shards.get(index).id.clone();
+    let queue = Arc::new(SharedQueue {
+        receiver: Mutex::new(receiver),
+        writers: setup.connections_per_shard,
+        flushing: AtomicUsize::new(0),
+        writer_freed: Notify::new(),
+    });
+    let writer = Arc::new(ShardWriter {
+        index,
+        id: id.clone(),
+        shards: setup.shards.clone(),
+        statements: setup.statements.clone(),
+        table_names: setup.table_names.clone(),
+        batch: setup.batch.clone(),
+        routing_source: setup.routing_source.clone(),
+        metrics: setup.metrics.clone(),
+    });
+    for connection in 0..setup.connections_per_shard {
+        let span = tracing::info_span!("writer", shard = %id, connection);
+        let task = run_writer(writer.clone(), queue.clone(), drain.clone());
+        tasks.spawn(task.instrument(span));
+    }
+}
+
+/// Flushes batches of one shard; shared by that shard's writer tasks.
+struct ShardWriter {
+    index: ShardIndex,
+    id: ShardId,
+    shards: Arc<Shards>,
+    statements: Arc<Vec<TableStatements>>,
+    table_names: Arc<Vec<String>>,
+    batch: BatchConfig,
+    routing_source: Arc<RoutingSource>,
+    metrics: Arc<Metrics>,
+}
+
+/// The receiving side of one shard's queue, shared by that shard's writers.
+struct SharedQueue {
+    receiver: Mutex<mpsc::UnboundedReceiver<Chunk>>,
+    writers: usize,
+    flushing: AtomicUsize,
+    writer_freed: Notify,
+}
+
+impl SharedQueue {
+    /// Whether a writer other than the collecting one is free to take the next batch.
+    fn another_writer_is_idle(&self) -> bool {
+        self.flushing.load(Ordering::Acquire) + 1 < self.writers
+    }
+}
+
+async fn run_writer(writer: Arc<ShardWriter>, queue: Arc<SharedQueue>, drain: CancellationToken) {
+    loop {
+        let batch = {
+            let mut receiver = queue.receiver.lock().await;
+            collect_batch(&mut receiver, &queue, &writer.batch, &drain).await
+        };
+        let Some(chunks) = batch else { return };
+        queue.flushing.fetch_add(1, Ordering::AcqRel);
+        writer.flush(chunks).await;
+        queue.flushing.fetch_sub(1, Ordering::AcqRel);
+        // Wakes a collector waiting for a free writer; stores nothing when none waits.
+        queue.writer_freed.notify_waiters();
+    }
+}
+
+/// Chunks collected for one flush.
+struct PendingBatch {
+    chunks: Vec<Chunk>,
+    rows: usize,
+    bytes: usize,
+    flush_at: Instant,
+}
+
+impl PendingBatch {
+    fn new(first: Chunk, max_delay: Duration) -> PendingBatch {
+        PendingBatch {
+            flush_at: first.enqueued_at + max_delay,
+            rows: 0,
+            bytes: 0,
+            chunks: Vec::new(),
+        }
+        .with(first)
+    }
+
+    fn with(mut self, chunk: Chunk) -> PendingBatch {
+        self.push(chunk);
+        self
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        self.rows += chunk.rows;
+        self.bytes += chunk.tuples.len();
+        self.chunks.push(chunk);
+    }
+
+    fn is_full(&self, limits: &BatchConfig) -> bool {
+        self.rows >= limits.max_rows || self.bytes >= limits.max_bytes.as_usize()
+    }
+}
+
+/// Takes chunks for one flush; `None` once the queue is closed and empty.
+///
+/// Natural batching: a batch leaves as soon as another writer is free to collect the next one,
+/// so a lightly loaded shard answers without waiting. Only while every other writer is busy does
+/// the batch keep growing, until `max_rows`, `max_bytes`, `max_delay`, or a writer frees up.
+async fn collect_batch(
+    receiver: &mut mpsc::UnboundedReceiver<Chunk>,
+    queue: &SharedQueue,
+    limits: &BatchConfig,
+    drain: &CancellationToken,
+) -> Option<Vec<Chunk>> {
+    let mut batch = PendingBatch::new(receiver.recv().await?, limits.max_delay);
+    loop {
+        while !batch.is_full(limits) {
+            match receiver.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        // Registered before the check, so a writer freed in between still wakes us.
+        let writer_freed = queue.writer_freed.notified();
+        if batch.is_full(limits) || drain.is_cancelled() || queue.another_writer_is_idle() {
+            return Some(batch.chunks);
+        }
+        tokio::select! {
+            biased;
+            chunk = receiver.recv() => match chunk {
+                Some(chunk) => batch.push(chunk),
+                None => return Some(batch.chunks),
+            },
+            _ = writer_freed => return Some(batch.chunks),
+            _ = tokio::time::sleep_until(batch.flush_at) => return Some(batch.chunks),
+            _ = drain.cancelled() => {}
+        }
+    }
+}
+
+impl ShardWriter {
+    async fn flush(&self, chunks: Vec<Chunk>) {
+        let mut groups: Vec<((TableId, Epoch), Vec<Chunk>)> = Vec::new();
+        for chunk in chunks {
+            let key = (chunk.table, chunk.epoch);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(chunk),
+                None => groups.push((key, vec![chunk])),
+            }
+        }
+        for ((table, epoch), group) in groups {
+            let rows: usize = group.iter().map(|c| c.rows).sum();
+            let span = tracing::debug_span!("flush", table = %self.table_names[table.0], rows, requests = group.len());
+            self.flush_group(table, epoch, group).instrument(span).await;
+        }
+    }
+
+    /// Writes one (table, epoch) group, splitting it when Postgres refuses some request's data.
+    async fn flush_group(&self, table: TableId, epoch: Epoch, group: Vec<Chunk>) {
+        let mut pending = vec![group];
+        while let Some(mut group) = pending.pop() {
+            match self.write_until_deadline(table, epoch, &mut group).await {
+                Ok(()) => {
+                    let rows: usize = group.iter().map(|c| c.rows).sum();
+                    let labels = [self.table_names[table.0].as_str(), self.id.0.as_str()];
+                    self.metrics
+                        .rows_committed
+                        .with_label_values(&labels)
+                        .inc_by(rows as u64);
+                    answer(group, || Ok(()));
+                }
+                Err(CopyError::Data(message)) if group.len() == 1 => {
+                    tracing::info!(%message, "rows rejected by the shard");
+                    let shard = self.id.clone();
+                    answer(group, || {
+                        Err(WriteError::Rejected {
+                            shard: shard.clone(),
+                            message: message.clone(),
+                        })
+                    });
+                }
+                Err(CopyError::Data(_)) => {
+                    let second_half = group.split_off(group.len() / 2);
+                    pending.push(second_half);
+                    pending.push(group);
+                }
+                Err(error @ CopyError::Fence { .. }) => {
+                    tracing::warn!(%error, "fence refused the batch; reloading routing");
+                    if let Err(reload) = self.routing_source.refresh().await {
+                        tracing::error!(error = %reload, "cannot reload routing from the catalog");
+                    }
+                    let shard = self.id.clone();
+                    let reason = error.to_string();
+                    answer(group, || {
+                        Err(WriteError::RoutingChanged {
+                            shard: shard.clone(),
+                            reason: reason.clone(),
+                        })
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "batch failed");
+                    let shard = self.id.clone();
+                    let reason = error.to_string();
+                    answer(group, || {
+                        Err(WriteError::Unavailable {
+                            shard: shard.clone(),
+                            reason: reason.clone(),
+                        })
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes `group`, retrying transient failures with backoff until the latest deadline among
+    /// its requests. Requests that stopped waiting are dropped before each attempt.
+    async fn write_until_deadline(
+        &self,
+        table: TableId,
+        epoch: Epoch,
+        group: &mut Vec<Chunk>,
+    ) -> Result<(), CopyError> {
+        let statements = &self.statements[table.0];
+        let mut backoff = INITIAL_BACKOFF;
+        loop {
+            group.retain(|chunk| !chunk.reply.is_closed());
+            let Some(deadline) = group.iter().map(|c| c.deadline).max() else {
+                return Ok(());
+            };
+            let parts: Vec<Bytes> = group.iter().map(|c| c.tuples.clone()).collect();
+            let rows = group.iter().map(|c| c.rows).sum();
+            let attempt = self.timed_write(statements, epoch, &parts, rows);
+            let reason = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Err(CopyError::Transient(reason))) => reason,
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(CopyError::Transient(
+                        "no commit before the request deadline".into(),
+                    ));
+                }
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(CopyError::Transient(reason));
+            }
+            tracing::warn!(%reason, retry_in = ?backoff, "transient failure; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One attempt at writing a batch, recorded in the batch and flush metrics.
+    async fn timed_write(
+        &self,
+        statements: &TableStatements,
+        epoch: Epoch,
+        parts: &[Bytes],
+        rows: usize,
+    ) -> Result<(), CopyError> {
+        let shard = self.id.0.as_str();
+        let started = Instant::now();
+        let result = write_batch(&self.shards.get(self.index).pool, statements, epoch, parts).await;
+        let outcome = match &result {
+            Ok(()) => "committed",
+            Err(CopyError::Data(_)) => "data_error",
+            Err(CopyError::Fence { .. }) => "fenced",
+            Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .flush_duration
+            .with_label_values(&[shard, outcome])
+            .observe(seconds);
+        if result.is_ok() {
+            let bytes: usize = parts.iter().map(Bytes::len).sum();
+            self.metrics
+                .batch_rows
+                .with_label_values(&[shard])
+                .observe(rows as f64);
+            self.metrics
+                .batch_bytes
+                .with_label_values(&[shard])
+                .observe(bytes as f64);
+        }
+        result
+    }
+}
+
+fn answer(group: Vec<Chunk>, outcome: impl Fn() -> Result<(), WriteError>) {
+    for chunk in group {
+        // The requester may have stopped waiting; its rows' fate is then reported by the deadline.
+        let _ = chunk.reply.send(outcome());
+    }
+}
