@@ -39,6 +39,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Where routing state is stored.
     pub catalog: CatalogConfig,
+    /// Reporting queries.
+    pub query: QueryConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -150,6 +152,29 @@ impl Default for PoolConfig {
         Self {
             connections_per_shard: 4,
             connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[query]`: scatter-gather reporting queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Longest a query may run on a shard.
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
+    /// Most rows a query without LIMIT may return.
+    pub max_rows: usize,
+    /// Query connections per shard, apart from the COPY connections.
+    pub connections_per_shard: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(30),
+            max_rows: 100_000,
+            connections_per_shard: 2,
         }
     }
 }
@@ -364,6 +389,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.pool.connections_per_shard) {
             problems.add("pool.connections_per_shard", "must be between 1 and 64");
+        }
+        if !(1..=64).contains(&self.query.connections_per_shard) {
+            problems.add("query.connections_per_shard", "must be between 1 and 64");
+        }
+        if self.query.max_rows == 0 || self.query.statement_timeout.is_zero() {
+            problems.add("query", "max_rows and statement_timeout must be positive");
         }
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devcluster;
 pub mod ingest;
 pub mod metrics;
+pub mod query;
 pub mod routing;
 pub mod schema;
 pub mod server;

@@ -13,6 +13,7 @@ use crate::ingest::api::{self, ApiError};
 use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::metrics::Metrics;
+use crate::query::QueryEngine;
 use crate::routing::Routing;
 use crate::schema::Tables;
 use crate::shards::{ShardError, Shards};
@@ -41,6 +42,9 @@ pub enum StartError {
     /// A shard could not be set up.
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// The query pools could not be built.
+    #[error("query pools: {0}")]
+    Query(String),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -78,6 +82,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bytes of request bodies that may be read and decoded at once.
     pub body_budget: tokio::sync::Semaphore,
+    /// Runs reporting queries.
+    pub queries: QueryEngine,
 }
 
 /// A started shardgate; call [`RunningServer::shutdown`] then [`RunningServer::wait`].
@@ -124,6 +130,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let epoch = routing_table.epoch;
     shards.prepare(&tables, epoch).await?;
     let routing = Arc::new(Routing::new(routing_table));
+    let urls: Vec<String> = config.shards.iter().map(|s| s.url.clone()).collect();
+    let queries = QueryEngine::new(
+        tables.clone(),
+        routing.clone(),
+        &shards,
+        &urls,
+        config.query.clone(),
+        config.pool.connect_timeout,
+    )
+    .map_err(StartError::Query)?;
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
@@ -142,6 +158,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         },
         metrics,
         body_budget: tokio::sync::Semaphore::new(config.server.max_inflight_body_bytes.as_usize()),
+        queries,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
@@ -193,6 +210,7 @@ fn batcher_setup(
 fn write_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/tables/{table}/rows", post(api::write_rows))
+        .route("/v1/query", post(crate::query::api::query))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })

@@ -112,6 +112,7 @@ columns = [
   { name = "n", type = "bigint", default = 0 },
   { name = "ts", type = "timestamptz", default = "now()" },
   { name = "payload", type = "jsonb", nullable = true },
+  { name = "score", type = "double precision", nullable = true },
 ]
 
 [[tables]]
