@@ -6,9 +6,11 @@
 //! Postgres does): ORDER BY is a k-way merge of the shards' sorted rows, each shard returning at
 //! most LIMIT + OFFSET rows. A shard that fails fails the whole query, naming the shard.
 //!
-//! Supported so far: plain columns (or `*`) of one table, WHERE over columns, literals, `$n`
-//! parameters and an allow-list of operators, ORDER BY output columns, LIMIT and OFFSET.
-//! Aggregates, GROUP BY, HAVING and DISTINCT are refused as "not supported yet".
+//! Supported so far: columns (or `*`) of one table; `count`, `sum` (of smallint, integer and
+//! double precision), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from
+//! the shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list
+//! of operators; ORDER BY output columns; LIMIT and OFFSET. `avg`, `sum` of bigint,
+//! `count(DISTINCT)`, HAVING and DISTINCT are refused as "not supported yet".
 
 pub mod api;
 pub mod parse;
@@ -19,10 +21,11 @@ use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
 use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
-use parse::{QueryPlan, Unsupported, plan_query};
+use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
 use sqlparser::ast::{Expr, Value};
 use std::cmp::Ordering;
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
@@ -117,15 +120,16 @@ impl QueryEngine {
     /// Plans, runs and merges `sql` with `params` bound to `$1..$n`.
     pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryResult, QueryError> {
         let plan = plan_query(sql, params.len(), &self.tables)?;
-        self.check_order_by(&plan).await?;
+        self.check_ordering(&plan).await?;
         let routing = self.routing.load();
         let targets = match pruned_shard(&plan, &params, &routing) {
             Some(shard) => vec![shard],
             None => (0..self.pools.len()).map(ShardIndex).collect(),
         };
         let per_shard_limit = match plan.limit {
-            Some(limit) => limit + plan.offset,
-            None => self.limits.max_rows as u64 + 1,
+            Some(limit) if !plan.aggregated => Some(limit + plan.offset),
+            Some(_) => None,
+            None => Some(self.limits.max_rows as u64 + 1),
         };
         let sql = render(&plan, per_shard_limit);
         let params: Vec<JsonParam> = params.into_iter().map(JsonParam).collect();
@@ -133,15 +137,15 @@ impl QueryEngine {
             .iter()
             .map(|&shard| self.fetch(shard, &sql, &params, &plan));
         let per_shard = futures_util::future::try_join_all(fetches).await?;
-        let rows = merge(&plan, per_shard);
+        let rows = if plan.aggregated {
+            merge_groups(&plan, per_shard)?
+        } else {
+            merge(&plan, per_shard)
+        };
         if plan.limit.is_none() && rows.len() > self.limits.max_rows {
             return Err(QueryError::TooManyRows(self.limits.max_rows));
         }
-        let columns = plan
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), plan.table.columns[c.column].ty))
-            .collect();
+        let columns = plan.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
         Ok(QueryResult {
             columns,
             rows,
@@ -149,18 +153,24 @@ impl QueryEngine {
         })
     }
 
-    /// ORDER BY keys must be merged exactly: no jsonb, and text only when every shard compares
-    /// text bytewise (collation C), as the merge does.
-    async fn check_order_by(&self, plan: &QueryPlan) -> Result<(), QueryError> {
-        for key in &plan.order_by {
-            let ty = plan.table.columns[plan.columns[key.output].column].ty;
+    /// ORDER BY keys and min/max must compare exactly as Postgres: no jsonb, and text only when
+    /// every shard compares text bytewise (collation C), as the merge does.
+    async fn check_ordering(&self, plan: &QueryPlan) -> Result<(), QueryError> {
+        let sort_types = plan.order_by.iter().map(|key| plan.columns[key.output].ty);
+        let min_max_types = plan
+            .columns
+            .iter()
+            .filter(|c| matches!(c.output, Output::Aggregate(Aggregate::Min | Aggregate::Max, _)))
+            .map(|c| c.ty);
+        for ty in sort_types.chain(min_max_types).collect::<Vec<_>>() {
             if !parse::sorts_exactly(ty) {
                 return Err(Unsupported(format!("cannot ORDER BY a {ty} column")).into());
             }
             if ty == ColumnType::Text && !self.text_sorts_bytewise().await? {
-                return Err(
-                    Unsupported("ORDER BY a text column needs shards whose collation is C".into()).into(),
-                );
+                return Err(Unsupported(
+                    "ordering text (ORDER BY, min, max) needs shards whose collation is C".into(),
+                )
+                .into());
             }
         }
         Ok(())
@@ -234,12 +244,18 @@ impl QueryEngine {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         let rows = tx.query(sql, &refs).await.map_err(classify)?;
         tx.commit().await.map_err(classify)?;
+        let types: Vec<ColumnType> = plan
+            .columns
+            .iter()
+            .map(|c| c.ty)
+            .chain(hidden_group_columns(plan).map(|g| plan.table.columns[g].ty))
+            .collect();
         rows.iter()
             .map(|row| {
-                plan.columns
+                types
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| Cell::read(row, i, plan.table.columns[c.column].ty))
+                    .map(|(i, ty)| Cell::read(row, i, *ty))
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<_, _>>()
@@ -247,22 +263,42 @@ impl QueryEngine {
     }
 }
 
-/// The SQL each shard runs: the checked plan re-rendered, limited to `limit` rows.
-fn render(plan: &QueryPlan, limit: u64) -> String {
-    let columns: Vec<String> = plan
+/// Group columns a shard returns after the output columns, to key the merge: all of them.
+fn hidden_group_columns(plan: &QueryPlan) -> impl Iterator<Item = usize> + '_ {
+    plan.group_by.iter().copied()
+}
+
+/// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group
+/// on each shard (their partial results have the final types) with the GROUP BY columns
+/// appended; ordering and limits of aggregated queries are applied after the merge.
+fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
+    let column = |index: usize| quote_ident(&plan.table.columns[index].name);
+    let mut select: Vec<String> = plan
         .columns
         .iter()
-        .map(|c| quote_ident(&plan.table.columns[c.column].name))
+        .map(|c| match c.output {
+            Output::Column(index) => column(index),
+            Output::Aggregate(Aggregate::CountRows, _) => "count(*)".into(),
+            Output::Aggregate(aggregate, Some(index)) => {
+                format!("{}({})", aggregate_sql(aggregate), column(index))
+            }
+            Output::Aggregate(_, None) => unreachable!("only count(*) has no argument"),
+        })
         .collect();
+    select.extend(hidden_group_columns(plan).map(column));
     let mut sql = format!(
         "SELECT {} FROM {}",
-        columns.join(", "),
+        select.join(", "),
         quote_ident(&plan.table.name)
     );
     if let Some(filter) = &plan.filter {
         sql.push_str(&format!(" WHERE {filter}"));
     }
-    if !plan.order_by.is_empty() {
+    if !plan.group_by.is_empty() {
+        let keys: Vec<String> = plan.group_by.iter().map(|&g| column(g)).collect();
+        sql.push_str(&format!(" GROUP BY {}", keys.join(", ")));
+    }
+    if !plan.order_by.is_empty() && !plan.aggregated {
         let keys: Vec<String> = plan
             .order_by
             .iter()
@@ -274,8 +310,21 @@ fn render(plan: &QueryPlan, limit: u64) -> String {
             .collect();
         sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     }
-    sql.push_str(&format!(" LIMIT {limit}"));
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
     sql
+}
+
+fn aggregate_sql(aggregate: Aggregate) -> &'static str {
+    match aggregate {
+        Aggregate::CountRows | Aggregate::Count => "count",
+        Aggregate::Sum => "sum",
+        Aggregate::Min => "min",
+        Aggregate::Max => "max",
+        Aggregate::BoolAnd => "bool_and",
+        Aggregate::BoolOr => "bool_or",
+    }
 }
 
 /// The one shard to visit when the filter fixes every partition-key column by equality.
@@ -343,6 +392,78 @@ fn merge(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Vec<Vec<Cell>> {
         merged.push(row);
     }
     merged.into_iter().skip(plan.offset as usize).collect()
+}
+
+/// Combines the shards' per-group partial results, then orders and limits the groups.
+/// Holds one row per group.
+fn merge_groups(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Result<Vec<Vec<Cell>>, QueryError> {
+    let outputs = plan.columns.len();
+    let mut groups: HashMap<Vec<u8>, Vec<Cell>> = HashMap::new();
+    for row in per_shard.into_iter().flatten() {
+        let key = group_key(&row[outputs..]);
+        match groups.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(row[..outputs].to_vec());
+            }
+            Entry::Occupied(mut slot) => {
+                let merged = slot.get_mut();
+                for (i, column) in plan.columns.iter().enumerate() {
+                    if let Output::Aggregate(aggregate, _) = column.output {
+                        merged[i] = combine(aggregate, &merged[i], &row[i])?;
+                    }
+                }
+            }
+        }
+    }
+    let mut rows: Vec<Vec<Cell>> = groups.into_values().collect();
+    rows.sort_by(|a, b| compare_rows(plan, a, b));
+    let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
+    Ok(rows.into_iter().skip(plan.offset as usize).take(limit).collect())
+}
+
+/// Two partial results of one aggregate, combined as the aggregate over both inputs would be.
+fn combine(aggregate: Aggregate, a: &Cell, b: &Cell) -> Result<Cell, QueryError> {
+    let overflow = || QueryError::Unsupported(Unsupported("bigint out of range while merging a sum".into()));
+    Ok(match (aggregate, a, b) {
+        (_, Cell::Null, other) | (_, other, Cell::Null) => other.clone(),
+        (Aggregate::CountRows | Aggregate::Count | Aggregate::Sum, Cell::Int(x), Cell::Int(y)) => {
+            Cell::Int(x.checked_add(*y).ok_or_else(overflow)?)
+        }
+        (Aggregate::Sum, Cell::Float(x), Cell::Float(y)) => Cell::Float(x + y),
+        (Aggregate::Min, x, y) => {
+            if y.compare(x, false, false) == Ordering::Less {
+                y.clone()
+            } else {
+                x.clone()
+            }
+        }
+        (Aggregate::Max, x, y) => {
+            if y.compare(x, false, false) == Ordering::Greater {
+                y.clone()
+            } else {
+                x.clone()
+            }
+        }
+        (Aggregate::BoolAnd, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x && *y),
+        (Aggregate::BoolOr, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x || *y),
+        (_, x, _) => x.clone(),
+    })
+}
+
+/// A byte key for a group's values; equal values (including 0.0 and -0.0, and all NaNs, as
+/// Postgres groups them) give equal keys.
+fn group_key(cells: &[Cell]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for cell in cells {
+        let text = match cell {
+            Cell::Float(x) if *x == 0.0 => "f:0".to_string(),
+            Cell::Float(x) if x.is_nan() => "f:nan".to_string(),
+            other => format!("{other:?}"),
+        };
+        key.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        key.extend_from_slice(text.as_bytes());
+    }
+    key
 }
 
 fn compare_rows(plan: &QueryPlan, a: &[Cell], b: &[Cell]) -> Ordering {

@@ -5,8 +5,9 @@
 
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart, OrderByKind,
-    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
+    Statement, TableFactor, UnaryOperator, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -21,13 +22,43 @@ fn unsupported<T>(message: impl Into<String>) -> Result<T, Unsupported> {
     Err(Unsupported(message.into()))
 }
 
+/// An aggregate shardgate merges exactly from per-shard partial results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// `count(*)`.
+    CountRows,
+    /// `count(x)`.
+    Count,
+    /// `sum(x)` of a smallint, integer or double precision column.
+    Sum,
+    /// `min(x)`.
+    Min,
+    /// `max(x)`.
+    Max,
+    /// `bool_and(x)`.
+    BoolAnd,
+    /// `bool_or(x)`.
+    BoolOr,
+}
+
+/// What an output column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A table column.
+    Column(usize),
+    /// An aggregate over a table column (none for `count(*)`).
+    Aggregate(Aggregate, Option<usize>),
+}
+
 /// One output column.
 #[derive(Debug, Clone)]
 pub struct OutputColumn {
-    /// Name in the answer (the alias, else the column name).
+    /// Name in the answer (the alias, else the column or function name).
     pub name: String,
-    /// The table column it reads.
-    pub column: usize,
+    /// What it holds.
+    pub output: Output,
+    /// Its type, as Postgres types it.
+    pub ty: ColumnType,
 }
 
 /// One ORDER BY key, as a position in the output.
@@ -60,6 +91,10 @@ pub struct QueryPlan {
     pub offset: u64,
     /// Values the filter fixes by equality, per partition-key column (for pruning).
     pub key_equalities: Vec<(usize, Expr)>,
+    /// GROUP BY columns (table column indexes).
+    pub group_by: Vec<usize>,
+    /// Whether the query aggregates (has aggregates or GROUP BY).
+    pub aggregated: bool,
 }
 
 /// Parses and checks `sql`, which may use `$1..$params` placeholders.
@@ -81,6 +116,12 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     check_select_clauses(select)?;
     let (table_id, table) = from_table(select, tables)?;
     let columns = projection(select, &table)?;
+    let group_by = group_by(select, &table, &columns)?;
+    let aggregated =
+        !group_by.is_empty() || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
+    if aggregated {
+        check_grouped_outputs(&columns, &group_by, &table)?;
+    }
     if let Some(filter) = &select.selection {
         check_expr(filter, &table, params)?;
     }
@@ -100,6 +141,8 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         limit,
         offset,
         key_equalities,
+        group_by,
+        aggregated,
     })
 }
 
@@ -120,12 +163,8 @@ fn check_select_clauses(select: &Select) -> Result<(), Unsupported> {
     if select.distinct.is_some() {
         return unsupported("DISTINCT is not supported yet");
     }
-    let grouped = match &select.group_by {
-        GroupByExpr::Expressions(expressions, modifiers) => !expressions.is_empty() || !modifiers.is_empty(),
-        GroupByExpr::All(_) => true,
-    };
-    if grouped || select.having.is_some() {
-        return unsupported("GROUP BY and HAVING are not supported yet");
+    if select.having.is_some() {
+        return unsupported("HAVING is not supported yet");
     }
     if select.top.is_some() || select.into.is_some() || select.prewhere.is_some() || select.qualify.is_some()
     {
@@ -207,23 +246,13 @@ fn projection(select: &Select, table: &TableSchema) -> Result<Vec<OutputColumn>,
             SelectItem::Wildcard(options) if options.to_string().is_empty() => {
                 columns.extend(table.columns.iter().enumerate().map(|(i, c)| OutputColumn {
                     name: c.name.clone(),
-                    column: i,
+                    output: Output::Column(i),
+                    ty: c.ty,
                 }))
             }
-            SelectItem::UnnamedExpr(expr) => {
-                check_not_aggregate(expr)?;
-                let column = column_of(expr, table)?;
-                columns.push(OutputColumn {
-                    name: table.columns[column].name.clone(),
-                    column,
-                });
-            }
+            SelectItem::UnnamedExpr(expr) => columns.push(output_column(expr, None, table)?),
             SelectItem::ExprWithAlias { expr, alias } => {
-                check_not_aggregate(expr)?;
-                columns.push(OutputColumn {
-                    name: identifier(alias),
-                    column: column_of(expr, table)?,
-                });
+                columns.push(output_column(expr, Some(alias), table)?)
             }
             _ => return unsupported(format!("unsupported select item {item}")),
         }
@@ -231,11 +260,130 @@ fn projection(select: &Select, table: &TableSchema) -> Result<Vec<OutputColumn>,
     Ok(columns)
 }
 
-fn check_not_aggregate(expr: &Expr) -> Result<(), Unsupported> {
-    match expr {
-        Expr::Function(function) => unsupported(format!("function {} is not supported yet", function.name)),
-        _ => Ok(()),
+fn output_column(
+    expr: &Expr,
+    alias: Option<&Ident>,
+    table: &TableSchema,
+) -> Result<OutputColumn, Unsupported> {
+    let (output, default_name, ty) = match expr {
+        Expr::Function(function) => {
+            let (aggregate, column, ty) = aggregate(function, table)?;
+            (Output::Aggregate(aggregate, column), function_name(function), ty)
+        }
+        _ => {
+            let column = column_of(expr, table)?;
+            (
+                Output::Column(column),
+                table.columns[column].name.clone(),
+                table.columns[column].ty,
+            )
+        }
+    };
+    Ok(OutputColumn {
+        name: alias.map_or(default_name, identifier),
+        output,
+        ty,
+    })
+}
+
+fn function_name(function: &Function) -> String {
+    function.name.to_string().to_lowercase()
+}
+
+/// An aggregate call: its kind, argument column and result type.
+fn aggregate(
+    function: &Function,
+    table: &TableSchema,
+) -> Result<(Aggregate, Option<usize>, ColumnType), Unsupported> {
+    let name = function_name(function);
+    if function.over.is_some() {
+        return unsupported("window functions are not supported");
     }
+    if function.filter.is_some() || !function.within_group.is_empty() || function.null_treatment.is_some() {
+        return unsupported(format!(
+            "{name}: FILTER, WITHIN GROUP and null treatment are not supported"
+        ));
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return unsupported(format!("function {name} is not supported"));
+    };
+    if list.duplicate_treatment.is_some() {
+        return unsupported(format!("{name}(DISTINCT ...) is not supported yet"));
+    }
+    if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
+        return unsupported(format!("{name}: clauses inside the call are not supported"));
+    }
+    let argument = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))] => Some(column_of(expr, table)?),
+        _ => return unsupported(format!("{name} takes one column")),
+    };
+    let Some(column) = argument else {
+        return Ok((Aggregate::CountRows, None, ColumnType::BigInt));
+    };
+    let ty = table.columns[column].ty;
+    let (aggregate, result) = match (name.as_str(), ty) {
+        ("count", _) => (Aggregate::Count, ColumnType::BigInt),
+        ("sum", ColumnType::SmallInt | ColumnType::Integer) => (Aggregate::Sum, ColumnType::BigInt),
+        ("sum", ColumnType::Double) => (Aggregate::Sum, ColumnType::Double),
+        ("sum", ColumnType::BigInt) => {
+            return unsupported("sum of a bigint column (a numeric) is not supported yet");
+        }
+        ("min" | "max", ColumnType::Jsonb | ColumnType::Boolean) => {
+            return unsupported(format!("{name} of a {ty} column is not supported"));
+        }
+        ("min", _) => (Aggregate::Min, ty),
+        ("max", _) => (Aggregate::Max, ty),
+        ("bool_and", ColumnType::Boolean) => (Aggregate::BoolAnd, ty),
+        ("bool_or", ColumnType::Boolean) => (Aggregate::BoolOr, ty),
+        ("avg", _) => return unsupported("avg is not supported yet"),
+        ("sum" | "bool_and" | "bool_or", _) => {
+            return unsupported(format!("{name} of a {ty} column is not supported"));
+        }
+        _ => return unsupported(format!("function {name} is not supported")),
+    };
+    Ok((aggregate, Some(column), result))
+}
+
+/// GROUP BY columns: table columns, or positions of output columns that are table columns.
+fn group_by(
+    select: &Select,
+    table: &TableSchema,
+    columns: &[OutputColumn],
+) -> Result<Vec<usize>, Unsupported> {
+    let expressions = match &select.group_by {
+        GroupByExpr::Expressions(expressions, modifiers) if modifiers.is_empty() => expressions,
+        _ => return unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are not supported"),
+    };
+    expressions
+        .iter()
+        .map(|expr| match output_position(expr, columns) {
+            Ok(position) => match columns[position].output {
+                Output::Column(column) => Ok(column),
+                Output::Aggregate(..) => unsupported("cannot GROUP BY an aggregate"),
+            },
+            Err(_) => column_of(expr, table),
+        })
+        .collect()
+}
+
+/// Outside aggregates, only GROUP BY columns may be selected (as Postgres requires).
+fn check_grouped_outputs(
+    columns: &[OutputColumn],
+    group_by: &[usize],
+    table: &TableSchema,
+) -> Result<(), Unsupported> {
+    for column in columns {
+        if let Output::Column(index) = column.output
+            && !group_by.contains(&index)
+        {
+            return unsupported(format!(
+                "column {} must appear in the GROUP BY clause or be used in an aggregate function",
+                table.columns[index].name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a WHERE expression: columns of the table, literals, `$n` parameters and an

@@ -49,12 +49,29 @@ fn unsupported_constructs_are_named() {
             "subqueries are not supported",
         ),
         (
-            "SELECT tenant_id, count(*) FROM events GROUP BY tenant_id",
-            "GROUP BY and HAVING are not supported yet",
+            "SELECT tenant_id FROM events GROUP BY tenant_id HAVING count(*) > 1",
+            "HAVING is not supported yet",
+        ),
+        ("SELECT avg(n) FROM events", "avg is not supported yet"),
+        (
+            "SELECT count(DISTINCT n) FROM events",
+            "count(DISTINCT ...) is not supported yet",
         ),
         (
-            "SELECT count(*) FROM events",
-            "function count is not supported yet",
+            "SELECT sum(n) FROM events",
+            "sum of a bigint column (a numeric) is not supported yet",
+        ),
+        (
+            "SELECT n, count(*) FROM events GROUP BY tenant_id",
+            "column n must appear in the GROUP BY clause",
+        ),
+        (
+            "SELECT count(*) OVER () FROM events",
+            "window functions are not supported",
+        ),
+        (
+            "SELECT lower(tenant_id) FROM events",
+            "function lower is not supported",
         ),
         (
             "SELECT * FROM events WHERE lower(tenant_id) = 'a'",
