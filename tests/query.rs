@@ -267,6 +267,16 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT DISTINCT tenant_id, event_type FROM events",
+            vec![],
+            Compare::Unordered,
+        ),
+        (
+            "SELECT DISTINCT score FROM events ORDER BY score DESC NULLS LAST LIMIT 6 OFFSET 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
             "SELECT tenant_id, sum(score) FROM events GROUP BY tenant_id ORDER BY tenant_id",
             vec![],
             Compare::Exact,

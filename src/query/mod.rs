@@ -10,7 +10,8 @@
 //! double precision), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from
 //! the shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list
 //! of operators; ORDER BY output columns; LIMIT and OFFSET. `avg`, `sum` of bigint,
-//! `count(DISTINCT)`, HAVING and DISTINCT are refused as "not supported yet".
+//! `count(DISTINCT)` and HAVING are refused as "not supported yet". `SELECT DISTINCT` is a
+//! GROUP BY of the selected columns.
 
 pub mod api;
 pub mod parse;

@@ -5,9 +5,9 @@
 
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
-    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr,
-    Statement, TableFactor, UnaryOperator, Value,
+    BinaryOperator, Distinct, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    Ident, InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort, Query, Select, SelectItem,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -116,7 +116,10 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     check_select_clauses(select)?;
     let (table_id, table) = from_table(select, tables)?;
     let columns = projection(select, &table)?;
-    let group_by = group_by(select, &table, &columns)?;
+    let group_by = match select.distinct {
+        Some(Distinct::Distinct) => distinct_groups(select, &columns)?,
+        _ => group_by(select, &table, &columns)?,
+    };
     let aggregated =
         !group_by.is_empty() || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
     if aggregated {
@@ -160,8 +163,8 @@ fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {
 }
 
 fn check_select_clauses(select: &Select) -> Result<(), Unsupported> {
-    if select.distinct.is_some() {
-        return unsupported("DISTINCT is not supported yet");
+    if let Some(Distinct::On(_)) = &select.distinct {
+        return unsupported("DISTINCT ON is not supported");
     }
     if select.having.is_some() {
         return unsupported("HAVING is not supported yet");
@@ -363,6 +366,20 @@ fn group_by(
                 Output::Aggregate(..) => unsupported("cannot GROUP BY an aggregate"),
             },
             Err(_) => column_of(expr, table),
+        })
+        .collect()
+}
+
+/// `SELECT DISTINCT` of columns is a GROUP BY all of them.
+fn distinct_groups(select: &Select, columns: &[OutputColumn]) -> Result<Vec<usize>, Unsupported> {
+    if !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty()) {
+        return unsupported("DISTINCT with GROUP BY is not supported yet");
+    }
+    columns
+        .iter()
+        .map(|c| match c.output {
+            Output::Column(column) => Ok(column),
+            Output::Aggregate(..) => unsupported("DISTINCT over aggregates is not supported yet"),
         })
         .collect()
 }

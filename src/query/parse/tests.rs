@@ -78,8 +78,8 @@ fn unsupported_constructs_are_named() {
             "function lower is not supported",
         ),
         (
-            "SELECT DISTINCT tenant_id FROM events",
-            "DISTINCT is not supported yet",
+            "SELECT DISTINCT ON (tenant_id) n FROM events",
+            "DISTINCT ON is not supported",
         ),
         (
             "SELECT * FROM events; SELECT * FROM events",
