@@ -31,6 +31,8 @@ enum Command {
     Dev(cli::dev::DevArgs),
     /// Measure ingest throughput and ack latency (through shardgate, or the baselines).
     Bench(Box<cli::bench::BenchArgs>),
+    /// Run a reporting query through a running shardgate and print the answer.
+    Query(cli::query::QueryArgs),
     /// Validate a config file and print every problem found.
     CheckConfig {
         /// Path of the TOML config.
@@ -67,6 +69,7 @@ async fn main() -> Result<()> {
         Command::Serve { config } => cli::serve::run(&config).await,
         Command::Dev(args) => cli::dev::run(args).await,
         Command::Bench(args) => cli::bench::run(*args).await,
+        Command::Query(args) => cli::query::run(args).await,
         Command::CheckConfig { config } => {
             shardgate::config::Config::load(&config)?;
             println!("{}: ok", config.display());

@@ -372,3 +372,46 @@ async fn bad_queries_get_400_naming_the_problem() {
     assert_eq!(malformed.status(), 400);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
+    let gate = TestServer::start("query_cli", "").await;
+    load_rows(&gate).await;
+    let sql = "SELECT tenant_id, count(*) AS events FROM events WHERE tenant_id IN ('t1', 't2') GROUP BY 1 ORDER BY 1";
+    let response = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines[0]["columns"][1],
+        json!({"name": "events", "type": "bigint"})
+    );
+    assert_eq!(lines[1..], [json!(["t1", 40]), json!(["t2", 40])]);
+
+    let url = gate.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["query", sql, "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "tenant_id | events\n----------+-------\nt1        | 40\nt2        | 40\n(2 rows)\n"
+    );
+    gate.stop().await;
+}

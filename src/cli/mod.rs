@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dev;
+pub mod query;
 pub mod serve;
 
 /// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
