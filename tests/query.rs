@@ -415,3 +415,20 @@ async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_query_over_a_stopped_shard_fails_with_502_naming_it() {
+    let doomed = common::private_cluster("query_outage");
+    let urls = vec![
+        fresh_database(&common::clusters()[0], "query_outage").await,
+        fresh_database(&doomed, "query_outage").await,
+    ];
+    let gate = TestServer::start_on(urls, "[pool]\nconnect_timeout = \"2s\"\n").await;
+    load_rows(&gate).await;
+    doomed.stop().unwrap();
+    let reply = ask(&gate, "SELECT count(*) FROM events", &[]).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert!(reply.error().starts_with("shard s1 failed"), "{}", reply.error());
+    assert_eq!(reply.body["details"], json!([{"shard": "s1"}]));
+    gate.stop().await;
+}
