@@ -6,11 +6,11 @@
 //! Postgres does): ORDER BY is a k-way merge of the shards' sorted rows, each shard returning at
 //! most LIMIT + OFFSET rows. A shard that fails fails the whole query, naming the shard.
 //!
-//! Supported so far: columns (or `*`) of one table; `count`, `sum` (of smallint, integer and
-//! double precision), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from
-//! the shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list
-//! of operators; ORDER BY output columns; LIMIT and OFFSET. `avg`, `sum` of bigint,
-//! `count(DISTINCT)` and HAVING are refused as "not supported yet". `SELECT DISTINCT` is a
+//! Supported so far: columns (or `*`) of one table; `count`, `sum`, `avg` (pushed down as a sum
+//! and a count), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from the
+//! shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list of
+//! operators; ORDER BY output columns; LIMIT and OFFSET. `count(DISTINCT)` and HAVING are
+//! refused as "not supported yet". `SELECT DISTINCT` is a
 //! GROUP BY of the selected columns.
 
 pub mod api;
@@ -22,6 +22,7 @@ use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
 use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
+use parse::OutputColumn;
 use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
 use sqlparser::ast::{Expr, Value};
 use std::cmp::Ordering;
@@ -30,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
-use value::{Cell, JsonParam};
+use value::{Cell, Decimal, JsonParam, ResultType};
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ pub enum QueryError {
 #[derive(Debug)]
 pub struct QueryResult {
     /// Output columns with their types.
-    pub columns: Vec<(String, ColumnType)>,
+    pub columns: Vec<(String, ResultType)>,
     /// Rows in output order.
     pub rows: Vec<Vec<Cell>>,
     /// Shards the query ran on.
@@ -167,7 +168,7 @@ impl QueryEngine {
             if !parse::sorts_exactly(ty) {
                 return Err(Unsupported(format!("cannot ORDER BY a {ty} column")).into());
             }
-            if ty == ColumnType::Text && !self.text_sorts_bytewise().await? {
+            if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise().await? {
                 return Err(Unsupported(
                     "ordering text (ORDER BY, min, max) needs shards whose collation is C".into(),
                 )
@@ -245,11 +246,12 @@ impl QueryEngine {
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         let rows = tx.query(sql, &refs).await.map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        let types: Vec<ColumnType> = plan
+        let types: Vec<ResultType> = plan
             .columns
             .iter()
-            .map(|c| c.ty)
-            .chain(hidden_group_columns(plan).map(|g| plan.table.columns[g].ty))
+            .flat_map(|c| partials(plan, c))
+            .map(|p| p.ty)
+            .chain(hidden_group_columns(plan).map(|g| ResultType::Column(plan.table.columns[g].ty)))
             .collect();
         rows.iter()
             .map(|row| {
@@ -277,14 +279,8 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
     let mut select: Vec<String> = plan
         .columns
         .iter()
-        .map(|c| match c.output {
-            Output::Column(index) => column(index),
-            Output::Aggregate(Aggregate::CountRows, _) => "count(*)".into(),
-            Output::Aggregate(aggregate, Some(index)) => {
-                format!("{}({})", aggregate_sql(aggregate), column(index))
-            }
-            Output::Aggregate(_, None) => unreachable!("only count(*) has no argument"),
-        })
+        .flat_map(|c| partials(plan, c))
+        .map(|p| p.sql)
         .collect();
     select.extend(hidden_group_columns(plan).map(column));
     let mut sql = format!(
@@ -317,14 +313,61 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
     sql
 }
 
-fn aggregate_sql(aggregate: Aggregate) -> &'static str {
-    match aggregate {
-        Aggregate::CountRows | Aggregate::Count => "count",
-        Aggregate::Sum => "sum",
-        Aggregate::Min => "min",
-        Aggregate::Max => "max",
-        Aggregate::BoolAnd => "bool_and",
-        Aggregate::BoolOr => "bool_or",
+/// How a partial result combines with another shard's for the same group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Combine {
+    /// A GROUP BY value: equal on every shard.
+    Keep,
+    /// Added (counts, sums).
+    Add,
+    /// The smaller.
+    Min,
+    /// The larger.
+    Max,
+    /// Logical AND.
+    And,
+    /// Logical OR.
+    Or,
+}
+
+/// One column a shard returns for an output.
+struct Partial {
+    sql: String,
+    ty: ResultType,
+    combine: Combine,
+}
+
+/// The columns each shard returns for output `c`: the column, or the aggregate's partial
+/// results (an average needs a sum and a count).
+fn partials(plan: &QueryPlan, c: &OutputColumn) -> Vec<Partial> {
+    let column = |index: usize| quote_ident(&plan.table.columns[index].name);
+    let partial = |sql: String, ty: ResultType, combine: Combine| Partial { sql, ty, combine };
+    let bigint = ResultType::Column(ColumnType::BigInt);
+    match c.output {
+        Output::Column(index) => vec![partial(column(index), c.ty, Combine::Keep)],
+        Output::Aggregate(Aggregate::CountRows, _) => vec![partial("count(*)".into(), bigint, Combine::Add)],
+        Output::Aggregate(aggregate, Some(index)) => {
+            let x = column(index);
+            match aggregate {
+                Aggregate::CountRows | Aggregate::Count => {
+                    vec![partial(format!("count({x})"), bigint, Combine::Add)]
+                }
+                Aggregate::Sum => vec![partial(format!("sum({x})"), c.ty, Combine::Add)],
+                Aggregate::Min => vec![partial(format!("min({x})"), c.ty, Combine::Min)],
+                Aggregate::Max => vec![partial(format!("max({x})"), c.ty, Combine::Max)],
+                Aggregate::BoolAnd => vec![partial(format!("bool_and({x})"), c.ty, Combine::And)],
+                Aggregate::BoolOr => vec![partial(format!("bool_or({x})"), c.ty, Combine::Or)],
+                Aggregate::Avg if c.ty == ResultType::Numeric => vec![
+                    partial(format!("sum({x})::numeric"), ResultType::Numeric, Combine::Add),
+                    partial(format!("count({x})"), bigint, Combine::Add),
+                ],
+                Aggregate::Avg => vec![
+                    partial(format!("sum({x})"), c.ty, Combine::Add),
+                    partial(format!("count({x})"), bigint, Combine::Add),
+                ],
+            }
+        }
+        Output::Aggregate(_, None) => unreachable!("only count(*) has no argument"),
     }
 }
 
@@ -395,58 +438,98 @@ fn merge(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Vec<Vec<Cell>> {
     merged.into_iter().skip(plan.offset as usize).collect()
 }
 
-/// Combines the shards' per-group partial results, then orders and limits the groups.
-/// Holds one row per group.
+/// Combines the shards' per-group partial results, finishes each group's outputs, then orders
+/// and limits the groups. Holds one row per group.
 fn merge_groups(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Result<Vec<Vec<Cell>>, QueryError> {
-    let outputs = plan.columns.len();
+    let layout: Vec<Vec<Combine>> = plan
+        .columns
+        .iter()
+        .map(|c| partials(plan, c).into_iter().map(|p| p.combine).collect())
+        .collect();
+    let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
+    let width = combines.len();
     let mut groups: HashMap<Vec<u8>, Vec<Cell>> = HashMap::new();
     for row in per_shard.into_iter().flatten() {
-        let key = group_key(&row[outputs..]);
-        match groups.entry(key) {
+        match groups.entry(group_key(&row[width..])) {
             Entry::Vacant(slot) => {
-                slot.insert(row[..outputs].to_vec());
+                slot.insert(row[..width].to_vec());
             }
             Entry::Occupied(mut slot) => {
                 let merged = slot.get_mut();
-                for (i, column) in plan.columns.iter().enumerate() {
-                    if let Output::Aggregate(aggregate, _) = column.output {
-                        merged[i] = combine(aggregate, &merged[i], &row[i])?;
-                    }
+                for (i, combine) in combines.iter().enumerate() {
+                    merged[i] = combine_partials(*combine, &merged[i], &row[i])?;
                 }
             }
         }
     }
-    let mut rows: Vec<Vec<Cell>> = groups.into_values().collect();
+    let mut rows: Vec<Vec<Cell>> = groups
+        .into_values()
+        .map(|partials| finish_group(plan, &layout, partials))
+        .collect::<Result<_, _>>()?;
     rows.sort_by(|a, b| compare_rows(plan, a, b));
     let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
     Ok(rows.into_iter().skip(plan.offset as usize).take(limit).collect())
 }
 
-/// Two partial results of one aggregate, combined as the aggregate over both inputs would be.
-fn combine(aggregate: Aggregate, a: &Cell, b: &Cell) -> Result<Cell, QueryError> {
-    let overflow = || QueryError::Unsupported(Unsupported("bigint out of range while merging a sum".into()));
-    Ok(match (aggregate, a, b) {
-        (_, Cell::Null, other) | (_, other, Cell::Null) => other.clone(),
-        (Aggregate::CountRows | Aggregate::Count | Aggregate::Sum, Cell::Int(x), Cell::Int(y)) => {
-            Cell::Int(x.checked_add(*y).ok_or_else(overflow)?)
+/// A group's outputs from its combined partial results.
+fn finish_group(
+    plan: &QueryPlan,
+    layout: &[Vec<Combine>],
+    partials: Vec<Cell>,
+) -> Result<Vec<Cell>, QueryError> {
+    let mut cells = partials.into_iter();
+    let mut row = Vec::with_capacity(plan.columns.len());
+    for (column, parts) in plan.columns.iter().zip(layout) {
+        let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
+        let cell = match (column.output, parts.as_slice()) {
+            (Output::Aggregate(Aggregate::Avg, _), [sum, Cell::Int(count)]) => average(sum, *count)?,
+            _ => parts.swap_remove(0),
+        };
+        row.push(cell);
+    }
+    Ok(row)
+}
+
+/// `sum / count` as Postgres's `avg` gives it; NULL for no input.
+fn average(sum: &Cell, count: i64) -> Result<Cell, QueryError> {
+    let too_large = || QueryError::Unsupported(Unsupported("an average too large to compute exactly".into()));
+    Ok(match sum {
+        _ if count == 0 => Cell::Null,
+        Cell::Numeric(d) if d.scale == 0 => {
+            Cell::Numeric(Decimal::average(d.unscaled, i128::from(count)).ok_or_else(too_large)?)
         }
-        (Aggregate::Sum, Cell::Float(x), Cell::Float(y)) => Cell::Float(x + y),
-        (Aggregate::Min, x, y) => {
+        Cell::Float(x) => Cell::Float(x / count as f64),
+        _ => return Err(too_large()),
+    })
+}
+
+/// Two partial results for one group, combined as the aggregate over both inputs would be.
+fn combine_partials(combine: Combine, a: &Cell, b: &Cell) -> Result<Cell, QueryError> {
+    let overflow = || QueryError::Unsupported(Unsupported("a sum out of range while merging".into()));
+    Ok(match (combine, a, b) {
+        (Combine::Keep, x, _) => x.clone(),
+        (_, Cell::Null, other) | (_, other, Cell::Null) => other.clone(),
+        (Combine::Add, Cell::Int(x), Cell::Int(y)) => Cell::Int(x.checked_add(*y).ok_or_else(overflow)?),
+        (Combine::Add, Cell::Float(x), Cell::Float(y)) => Cell::Float(x + y),
+        (Combine::Add, Cell::Numeric(x), Cell::Numeric(y)) => {
+            Cell::Numeric(x.checked_add(*y).ok_or_else(overflow)?)
+        }
+        (Combine::Min, x, y) => {
             if y.compare(x, false, false) == Ordering::Less {
                 y.clone()
             } else {
                 x.clone()
             }
         }
-        (Aggregate::Max, x, y) => {
+        (Combine::Max, x, y) => {
             if y.compare(x, false, false) == Ordering::Greater {
                 y.clone()
             } else {
                 x.clone()
             }
         }
-        (Aggregate::BoolAnd, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x && *y),
-        (Aggregate::BoolOr, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x || *y),
+        (Combine::And, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x && *y),
+        (Combine::Or, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x || *y),
         (_, x, _) => x.clone(),
     })
 }

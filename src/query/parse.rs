@@ -3,6 +3,7 @@
 //! Anything else is refused with the construct named (invariant 8: nothing from the user's text
 //! reaches a shard except through the checked syntax tree).
 
+use super::value::ResultType;
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
     BinaryOperator, Distinct, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
@@ -29,7 +30,7 @@ pub enum Aggregate {
     CountRows,
     /// `count(x)`.
     Count,
-    /// `sum(x)` of a smallint, integer or double precision column.
+    /// `sum(x)` of an integer or double precision column.
     Sum,
     /// `min(x)`.
     Min,
@@ -39,6 +40,8 @@ pub enum Aggregate {
     BoolAnd,
     /// `bool_or(x)`.
     BoolOr,
+    /// `avg(x)` of an integer or double precision column.
+    Avg,
 }
 
 /// What an output column holds.
@@ -58,7 +61,7 @@ pub struct OutputColumn {
     /// What it holds.
     pub output: Output,
     /// Its type, as Postgres types it.
-    pub ty: ColumnType,
+    pub ty: ResultType,
 }
 
 /// One ORDER BY key, as a position in the output.
@@ -250,7 +253,7 @@ fn projection(select: &Select, table: &TableSchema) -> Result<Vec<OutputColumn>,
                 columns.extend(table.columns.iter().enumerate().map(|(i, c)| OutputColumn {
                     name: c.name.clone(),
                     output: Output::Column(i),
-                    ty: c.ty,
+                    ty: ResultType::Column(c.ty),
                 }))
             }
             SelectItem::UnnamedExpr(expr) => columns.push(output_column(expr, None, table)?),
@@ -278,7 +281,7 @@ fn output_column(
             (
                 Output::Column(column),
                 table.columns[column].name.clone(),
-                table.columns[column].ty,
+                ResultType::Column(table.columns[column].ty),
             )
         }
     };
@@ -297,7 +300,7 @@ fn function_name(function: &Function) -> String {
 fn aggregate(
     function: &Function,
     table: &TableSchema,
-) -> Result<(Aggregate, Option<usize>, ColumnType), Unsupported> {
+) -> Result<(Aggregate, Option<usize>, ResultType), Unsupported> {
     let name = function_name(function);
     if function.over.is_some() {
         return unsupported("window functions are not supported");
@@ -322,25 +325,25 @@ fn aggregate(
         _ => return unsupported(format!("{name} takes one column")),
     };
     let Some(column) = argument else {
-        return Ok((Aggregate::CountRows, None, ColumnType::BigInt));
+        return Ok((Aggregate::CountRows, None, ResultType::Column(ColumnType::BigInt)));
     };
     let ty = table.columns[column].ty;
+    use ColumnType::{BigInt, Boolean, Double, Integer, Jsonb, SmallInt};
     let (aggregate, result) = match (name.as_str(), ty) {
-        ("count", _) => (Aggregate::Count, ColumnType::BigInt),
-        ("sum", ColumnType::SmallInt | ColumnType::Integer) => (Aggregate::Sum, ColumnType::BigInt),
-        ("sum", ColumnType::Double) => (Aggregate::Sum, ColumnType::Double),
-        ("sum", ColumnType::BigInt) => {
-            return unsupported("sum of a bigint column (a numeric) is not supported yet");
-        }
-        ("min" | "max", ColumnType::Jsonb | ColumnType::Boolean) => {
+        ("count", _) => (Aggregate::Count, ResultType::Column(BigInt)),
+        ("sum", SmallInt | Integer) => (Aggregate::Sum, ResultType::Column(BigInt)),
+        ("sum", BigInt) => (Aggregate::Sum, ResultType::Numeric),
+        ("sum", Double) => (Aggregate::Sum, ResultType::Column(Double)),
+        ("avg", SmallInt | Integer | BigInt) => (Aggregate::Avg, ResultType::Numeric),
+        ("avg", Double) => (Aggregate::Avg, ResultType::Column(Double)),
+        ("min" | "max", Jsonb | Boolean) => {
             return unsupported(format!("{name} of a {ty} column is not supported"));
         }
-        ("min", _) => (Aggregate::Min, ty),
-        ("max", _) => (Aggregate::Max, ty),
-        ("bool_and", ColumnType::Boolean) => (Aggregate::BoolAnd, ty),
-        ("bool_or", ColumnType::Boolean) => (Aggregate::BoolOr, ty),
-        ("avg", _) => return unsupported("avg is not supported yet"),
-        ("sum" | "bool_and" | "bool_or", _) => {
+        ("min", _) => (Aggregate::Min, ResultType::Column(ty)),
+        ("max", _) => (Aggregate::Max, ResultType::Column(ty)),
+        ("bool_and", Boolean) => (Aggregate::BoolAnd, ResultType::Column(ty)),
+        ("bool_or", Boolean) => (Aggregate::BoolOr, ResultType::Column(ty)),
+        ("sum" | "avg" | "bool_and" | "bool_or", _) => {
             return unsupported(format!("{name} of a {ty} column is not supported"));
         }
         _ => return unsupported(format!("function {name} is not supported")),
@@ -598,8 +601,8 @@ fn key_equalities(filter: &Expr, table: &TableSchema) -> Vec<(usize, Expr)> {
 }
 
 /// Whether values of `ty` sort the same in the proxy as in Postgres (for ORDER BY merging).
-pub fn sorts_exactly(ty: ColumnType) -> bool {
-    ty != ColumnType::Jsonb
+pub fn sorts_exactly(ty: ResultType) -> bool {
+    ty != ResultType::Column(ColumnType::Jsonb)
 }
 
 #[cfg(test)]

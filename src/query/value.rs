@@ -68,6 +68,159 @@ impl ToSql for JsonParam {
     to_sql_checked!();
 }
 
+/// The type of a result column: a declared column type, or `numeric` (a sum of bigint, an
+/// average of integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultType {
+    /// A type columns can have.
+    Column(ColumnType),
+    /// Postgres `numeric`.
+    Numeric,
+}
+
+impl ResultType {
+    /// The type's name as Postgres prints it.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ResultType::Column(ty) => ty.sql_name(),
+            ResultType::Numeric => "numeric",
+        }
+    }
+}
+
+impl std::fmt::Display for ResultType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sql_name())
+    }
+}
+
+/// Postgres's minimum significant digits of a numeric quotient (`NUMERIC_MIN_SIG_DIGITS`).
+const NUMERIC_MIN_SIG_DIGITS: i64 = 16;
+
+/// An exact decimal `unscaled × 10^-scale`, for numeric results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    /// The digits as one integer.
+    pub unscaled: i128,
+    /// Digits after the decimal point.
+    pub scale: u32,
+}
+
+impl Decimal {
+    /// An integer.
+    pub fn integer(value: i128) -> Decimal {
+        Decimal {
+            unscaled: value,
+            scale: 0,
+        }
+    }
+
+    /// `self + other` for integers (scale 0), as sums of integers are.
+    pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
+        (self.scale == 0 && other.scale == 0).then_some(())?;
+        Some(Decimal::integer(self.unscaled.checked_add(other.unscaled)?))
+    }
+
+    /// `sum / count` as Postgres's `numeric` division gives it (the scale of `select_div_scale`,
+    /// rounded half away from zero), for an integer sum and a positive count.
+    pub fn average(sum: i128, count: i128) -> Option<Decimal> {
+        let (w1, d1) = base_10000_head(sum.unsigned_abs());
+        let (w2, d2) = base_10000_head(count.unsigned_abs());
+        let mut quotient_weight = w1 - w2;
+        if d1 <= d2 {
+            quotient_weight -= 1;
+        }
+        let scale = (NUMERIC_MIN_SIG_DIGITS - quotient_weight * 4).clamp(0, 1000) as u32;
+        let scaled = sum.unsigned_abs().checked_mul(10u128.checked_pow(scale)?)?;
+        let divisor = count.unsigned_abs();
+        let rounded = scaled.checked_mul(2)?.checked_add(divisor)? / divisor.checked_mul(2)?;
+        let unscaled = i128::try_from(rounded).ok()?;
+        let negative = (sum < 0) != (count < 0);
+        Some(Decimal {
+            unscaled: if negative { -unscaled } else { unscaled },
+            scale,
+        })
+    }
+
+    fn compare(&self, other: &Decimal) -> Ordering {
+        let scale = self.scale.max(other.scale);
+        let widen = |d: &Decimal| d.unscaled.checked_mul(10i128.checked_pow(scale - d.scale)?);
+        match (widen(self), widen(other)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.to_f64().total_cmp(&other.to_f64()),
+        }
+    }
+
+    fn to_f64(self) -> f64 {
+        self.unscaled as f64 / 10f64.powi(self.scale as i32)
+    }
+}
+
+/// Weight (index of the leading base-10000 digit) and leading digit of an integer; `(0, 0)` for 0.
+fn base_10000_head(mut value: u128) -> (i64, u128) {
+    if value == 0 {
+        return (0, 0);
+    }
+    let mut weight = 0;
+    while value >= 10_000 {
+        value /= 10_000;
+        weight += 1;
+    }
+    (weight, value)
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = self.unscaled.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        let sign = if self.unscaled < 0 { "-" } else { "" };
+        if scale == 0 {
+            return write!(f, "{sign}{digits}");
+        }
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        write!(f, "{sign}{whole}.{fraction}")
+    }
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Decimal {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let word = |i: usize| -> Result<u16, String> {
+            raw.get(i * 2..i * 2 + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .ok_or_else(|| "truncated numeric".to_string())
+        };
+        let (ndigits, weight, sign, dscale) = (word(0)?, word(1)? as i16, word(2)?, word(3)?);
+        if sign == 0xC000 {
+            return Err("NaN numerics are not supported".into());
+        }
+        let mut unscaled: i128 = 0;
+        for i in 0..ndigits as usize {
+            let digit = i128::from(word(4 + i)?);
+            let exponent = 4 * (i64::from(weight) - i as i64) + i64::from(dscale);
+            let term = if exponent >= 0 {
+                10i128
+                    .checked_pow(exponent as u32)
+                    .and_then(|p| digit.checked_mul(p))
+            } else {
+                Some(digit / 10i128.pow((-exponent) as u32))
+            };
+            unscaled = term
+                .and_then(|t| unscaled.checked_add(t))
+                .ok_or("numeric out of range")?;
+        }
+        let unscaled = if sign == 0x4000 { -unscaled } else { unscaled };
+        Ok(Decimal {
+            unscaled,
+            scale: u32::from(dscale),
+        })
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
 /// One result value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -91,11 +244,22 @@ pub enum Cell {
     Json(serde_json::Value),
     /// `bytea`.
     Bytes(Vec<u8>),
+    /// `numeric`.
+    Numeric(Decimal),
 }
 
 impl Cell {
-    /// Reads column `index` of `row`, declared as `ty`.
-    pub fn read(row: &Row, index: usize, ty: ColumnType) -> Result<Cell, tokio_postgres::Error> {
+    /// Reads column `index` of `row`, of type `ty`.
+    pub fn read(row: &Row, index: usize, ty: ResultType) -> Result<Cell, tokio_postgres::Error> {
+        match ty {
+            ResultType::Column(ty) => Cell::read_column(row, index, ty),
+            ResultType::Numeric => Ok(row
+                .try_get::<_, Option<Decimal>>(index)?
+                .map_or(Cell::Null, Cell::Numeric)),
+        }
+    }
+
+    fn read_column(row: &Row, index: usize, ty: ColumnType) -> Result<Cell, tokio_postgres::Error> {
         fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
             row: &'a Row,
             index: usize,
@@ -139,6 +303,7 @@ impl Cell {
             Cell::Date(d) => J::String(d.to_string()),
             Cell::Json(v) => v.clone(),
             Cell::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            Cell::Numeric(d) => J::String(d.to_string()),
         }
     }
 
@@ -156,6 +321,7 @@ impl Cell {
             (Cell::Timestamp(a), Cell::Timestamp(b)) => a.cmp(b),
             (Cell::Date(a), Cell::Date(b)) => a.cmp(b),
             (Cell::Bytes(a), Cell::Bytes(b)) => a.cmp(b),
+            (Cell::Numeric(a), Cell::Numeric(b)) => a.compare(b),
             _ => Ordering::Equal,
         }
     }
@@ -214,6 +380,26 @@ mod tests {
             Ordering::Less,
             "C collation: bytes"
         );
+    }
+
+    #[test]
+    fn averages_take_postgres_numeric_scale_and_rounding() {
+        // Expected strings are what PostgreSQL 15 prints for avg() over the same inputs.
+        let cases = [
+            ((3, 2), "1.5000000000000000"),
+            ((2, 3), "0.66666666666666666667"),
+            ((0, 5), "0.00000000000000000000"),
+            ((-7, 2), "-3.5000000000000000"),
+            ((123_456_789_012, 3), "41152263004.00000000"),
+            ((10_000, 1), "10000.0000000000000000"),
+        ];
+        for ((sum, count), want) in cases {
+            assert_eq!(
+                Decimal::average(sum, count).unwrap().to_string(),
+                want,
+                "{sum}/{count}"
+            );
+        }
     }
 
     #[test]
