@@ -290,6 +290,26 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT count(DISTINCT tenant_id), count(*), min(score) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(DISTINCT n), count(*), avg(n), max(score) FROM events GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT score), count(*), sum(n) FROM events WHERE tenant_id = 'nobody'",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, count(DISTINCT event_type) AS kinds FROM events WHERE n > 30 GROUP BY 1 ORDER BY kinds DESC, 1 LIMIT 4",
+            vec![],
+            Compare::Exact,
+        ),
+        (
             "SELECT event_type, avg(n) AS mean FROM events WHERE n < 5 GROUP BY 1 ORDER BY mean DESC, 1",
             vec![],
             Compare::Exact,

@@ -9,8 +9,8 @@
 //! Supported so far: columns (or `*`) of one table; `count`, `sum`, `avg` (pushed down as a sum
 //! and a count), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from the
 //! shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list of
-//! operators; ORDER BY output columns; LIMIT and OFFSET. `count(DISTINCT)` and HAVING are
-//! refused as "not supported yet". `SELECT DISTINCT` is a
+//! operators; ORDER BY output columns; LIMIT and OFFSET; `count(DISTINCT x)` of one column.
+//! HAVING is refused as "not supported yet". `SELECT DISTINCT` is a
 //! GROUP BY of the selected columns.
 
 pub mod api;
@@ -27,7 +27,7 @@ use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
 use sqlparser::ast::{Expr, Value};
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
@@ -267,8 +267,10 @@ impl QueryEngine {
 }
 
 /// Group columns a shard returns after the output columns, to key the merge: all of them.
+/// With `count(DISTINCT x)`, `x` follows them: shards group by it too, and the merge counts its
+/// distinct values per group.
 fn hidden_group_columns(plan: &QueryPlan) -> impl Iterator<Item = usize> + '_ {
-    plan.group_by.iter().copied()
+    plan.group_by.iter().copied().chain(plan.distinct_column)
 }
 
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group
@@ -291,9 +293,9 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
     if let Some(filter) = &plan.filter {
         sql.push_str(&format!(" WHERE {filter}"));
     }
-    if !plan.group_by.is_empty() {
-        let keys: Vec<String> = plan.group_by.iter().map(|&g| column(g)).collect();
-        sql.push_str(&format!(" GROUP BY {}", keys.join(", ")));
+    let group_keys: Vec<String> = hidden_group_columns(plan).map(column).collect();
+    if !group_keys.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", group_keys.join(", ")));
     }
     if !plan.order_by.is_empty() && !plan.aggregated {
         let keys: Vec<String> = plan
@@ -365,6 +367,8 @@ fn partials(plan: &QueryPlan, c: &OutputColumn) -> Vec<Partial> {
                     partial(format!("sum({x})"), c.ty, Combine::Add),
                     partial(format!("count({x})"), bigint, Combine::Add),
                 ],
+                // Counted from the distinct values the shards group by.
+                Aggregate::CountDistinct => Vec::new(),
             }
         }
         Output::Aggregate(_, None) => unreachable!("only count(*) has no argument"),
@@ -448,34 +452,59 @@ fn merge_groups(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Result<Vec<
         .collect();
     let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
     let width = combines.len();
-    let mut groups: HashMap<Vec<u8>, Vec<Cell>> = HashMap::new();
+    let keys_end = width + plan.group_by.len();
+    let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
     for row in per_shard.into_iter().flatten() {
-        match groups.entry(group_key(&row[width..])) {
-            Entry::Vacant(slot) => {
-                slot.insert(row[..width].to_vec());
-            }
-            Entry::Occupied(mut slot) => {
-                let merged = slot.get_mut();
+        let (_, distinct) = match groups.entry(group_key(&row[width..keys_end])) {
+            Entry::Vacant(slot) => slot.insert((row[..width].to_vec(), HashSet::new())),
+            Entry::Occupied(slot) => {
+                let group = slot.into_mut();
                 for (i, combine) in combines.iter().enumerate() {
-                    merged[i] = combine_partials(*combine, &merged[i], &row[i])?;
+                    group.0[i] = combine_partials(*combine, &group.0[i], &row[i])?;
                 }
+                group
             }
+        };
+        if let Some(value) = row.get(keys_end).filter(|v| **v != Cell::Null) {
+            distinct.insert(group_key(std::slice::from_ref(value)));
         }
     }
     let mut rows: Vec<Vec<Cell>> = groups
         .into_values()
-        .map(|partials| finish_group(plan, &layout, partials))
+        .map(|(partials, distinct)| finish_group(plan, &layout, partials, distinct.len()))
         .collect::<Result<_, _>>()?;
+    if rows.is_empty() && plan.group_by.is_empty() {
+        // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
+        rows.push(empty_input_row(plan));
+    }
     rows.sort_by(|a, b| compare_rows(plan, a, b));
     let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
     Ok(rows.into_iter().skip(plan.offset as usize).take(limit).collect())
 }
+
+/// The aggregates of no rows: counts are 0, everything else NULL.
+fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
+    plan.columns
+        .iter()
+        .map(|c| match c.output {
+            Output::Aggregate(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct, _) => {
+                Cell::Int(0)
+            }
+            _ => Cell::Null,
+        })
+        .collect()
+}
+
+/// A group being merged: its combined partial results, and the keys of the distinct values of
+/// the `count(DISTINCT x)` column seen so far.
+type GroupState = (Vec<Cell>, HashSet<Vec<u8>>);
 
 /// A group's outputs from its combined partial results.
 fn finish_group(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
     partials: Vec<Cell>,
+    distinct_values: usize,
 ) -> Result<Vec<Cell>, QueryError> {
     let mut cells = partials.into_iter();
     let mut row = Vec::with_capacity(plan.columns.len());
@@ -483,6 +512,7 @@ fn finish_group(
         let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
         let cell = match (column.output, parts.as_slice()) {
             (Output::Aggregate(Aggregate::Avg, _), [sum, Cell::Int(count)]) => average(sum, *count)?,
+            (Output::Aggregate(Aggregate::CountDistinct, _), []) => Cell::Int(distinct_values as i64),
             _ => parts.swap_remove(0),
         };
         row.push(cell);

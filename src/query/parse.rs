@@ -6,9 +6,9 @@
 use super::value::ResultType;
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    Ident, InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort, Query, Select, SelectItem,
-    SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    BinaryOperator, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -42,6 +42,8 @@ pub enum Aggregate {
     BoolOr,
     /// `avg(x)` of an integer or double precision column.
     Avg,
+    /// `count(DISTINCT x)`.
+    CountDistinct,
 }
 
 /// What an output column holds.
@@ -98,6 +100,8 @@ pub struct QueryPlan {
     pub group_by: Vec<usize>,
     /// Whether the query aggregates (has aggregates or GROUP BY).
     pub aggregated: bool,
+    /// The column of `count(DISTINCT x)`, when the query has one.
+    pub distinct_column: Option<usize>,
 }
 
 /// Parses and checks `sql`, which may use `$1..$params` placeholders.
@@ -128,6 +132,7 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     if aggregated {
         check_grouped_outputs(&columns, &group_by, &table)?;
     }
+    let distinct_column = distinct_column(&columns, &table)?;
     if let Some(filter) = &select.selection {
         check_expr(filter, &table, params)?;
     }
@@ -149,7 +154,27 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         key_equalities,
         group_by,
         aggregated,
+        distinct_column,
     })
+}
+
+/// The one column all `count(DISTINCT x)` of the query count.
+fn distinct_column(columns: &[OutputColumn], table: &TableSchema) -> Result<Option<usize>, Unsupported> {
+    let mut found: Option<usize> = None;
+    for column in columns {
+        if let Output::Aggregate(Aggregate::CountDistinct, Some(x)) = column.output {
+            match found {
+                Some(other) if other != x => {
+                    return unsupported(format!(
+                        "count(DISTINCT ...) of both {} and {} is not supported",
+                        table.columns[other].name, table.columns[x].name
+                    ));
+                }
+                _ => found = Some(x),
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {
@@ -313,9 +338,13 @@ fn aggregate(
     let FunctionArguments::List(list) = &function.args else {
         return unsupported(format!("function {name} is not supported"));
     };
-    if list.duplicate_treatment.is_some() {
-        return unsupported(format!("{name}(DISTINCT ...) is not supported yet"));
-    }
+    let distinct = match list.duplicate_treatment {
+        None | Some(DuplicateTreatment::All) => false,
+        Some(DuplicateTreatment::Distinct) if name == "count" => true,
+        Some(DuplicateTreatment::Distinct) => {
+            return unsupported(format!("{name}(DISTINCT ...) is not supported"));
+        }
+    };
     if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
         return unsupported(format!("{name}: clauses inside the call are not supported"));
     }
@@ -328,6 +357,13 @@ fn aggregate(
         return Ok((Aggregate::CountRows, None, ResultType::Column(ColumnType::BigInt)));
     };
     let ty = table.columns[column].ty;
+    if distinct {
+        return Ok((
+            Aggregate::CountDistinct,
+            Some(column),
+            ResultType::Column(ColumnType::BigInt),
+        ));
+    }
     use ColumnType::{BigInt, Boolean, Double, Integer, Jsonb, SmallInt};
     let (aggregate, result) = match (name.as_str(), ty) {
         ("count", _) => (Aggregate::Count, ResultType::Column(BigInt)),

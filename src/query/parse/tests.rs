@@ -53,8 +53,12 @@ fn unsupported_constructs_are_named() {
             "HAVING is not supported yet",
         ),
         (
-            "SELECT count(DISTINCT n) FROM events",
-            "count(DISTINCT ...) is not supported yet",
+            "SELECT count(DISTINCT n), count(DISTINCT tenant_id) FROM events",
+            "count(DISTINCT ...) of both n and tenant_id",
+        ),
+        (
+            "SELECT sum(DISTINCT n) FROM events",
+            "sum(DISTINCT ...) is not supported",
         ),
         (
             "SELECT avg(tenant_id) FROM events",
