@@ -295,6 +295,36 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT tenant_id, count(*) FROM events WHERE n > 30 GROUP BY 1 HAVING count(*) >= 7 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type FROM events GROUP BY event_type HAVING max(n) = 36 AND min(score) < $1 ORDER BY 1",
+            vec![json!(1.0)],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, avg(n) FROM events GROUP BY 1 HAVING avg(n) > 18 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT score FROM events GROUP BY score HAVING score IS NULL OR count(*) > 9 ORDER BY 1 NULLS FIRST",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FROM events WHERE tenant_id = 'nobody' HAVING count(*) > 0",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id FROM events GROUP BY 1 HAVING NOT (sum(n) < 700) ORDER BY 1 LIMIT 3",
+            vec![],
+            Compare::Exact,
+        ),
+        (
             "SELECT event_type, count(DISTINCT n), count(*), avg(n), max(score) FROM events GROUP BY 1 ORDER BY 1",
             vec![],
             Compare::Exact,
@@ -376,8 +406,8 @@ async fn bad_queries_get_400_naming_the_problem() {
             "joins are not supported",
         ),
         (
-            "SELECT tenant_id FROM events GROUP BY 1 HAVING count(*) > 3",
-            "HAVING is not supported yet",
+            "SELECT tenant_id FROM events GROUP BY 1 HAVING lower(tenant_id) = 't1'",
+            "function lower is not supported",
         ),
         (
             "SELECT tenant_id, n FROM events GROUP BY tenant_id",

@@ -9,11 +9,12 @@
 //! Supported so far: columns (or `*`) of one table; `count`, `sum`, `avg` (pushed down as a sum
 //! and a count), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from the
 //! shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list of
-//! operators; ORDER BY output columns; LIMIT and OFFSET; `count(DISTINCT x)` of one column.
-//! HAVING is refused as "not supported yet". `SELECT DISTINCT` is a
+//! operators; ORDER BY output columns; LIMIT and OFFSET; `count(DISTINCT x)` of one column;
+//! HAVING, evaluated on the merged groups ([`having`]). `SELECT DISTINCT` is a
 //! GROUP BY of the selected columns.
 
 pub mod api;
+pub mod having;
 pub mod parse;
 pub mod value;
 
@@ -24,7 +25,7 @@ use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
 use parse::OutputColumn;
 use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
-use sqlparser::ast::{Expr, Value};
+use sqlparser::ast::{Expr, InTarget, Value};
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -133,21 +134,25 @@ impl QueryEngine {
             Some(_) => None,
             None => Some(self.limits.max_rows as u64 + 1),
         };
-        let sql = render(&plan, per_shard_limit);
-        let params: Vec<JsonParam> = params.into_iter().map(JsonParam).collect();
+        let (filter, used) = shard_filter(&plan);
+        let sql = render(&plan, filter.as_ref(), per_shard_limit);
+        let bound: Vec<JsonParam> = used.iter().map(|n| JsonParam(params[n - 1].clone())).collect();
         let fetches = targets
             .iter()
-            .map(|&shard| self.fetch(shard, &sql, &params, &plan));
+            .map(|&shard| self.fetch(shard, &sql, &bound, &plan));
         let per_shard = futures_util::future::try_join_all(fetches).await?;
         let rows = if plan.aggregated {
-            merge_groups(&plan, per_shard)?
+            merge_groups(&plan, per_shard, &params)?
         } else {
             merge(&plan, per_shard)
         };
         if plan.limit.is_none() && rows.len() > self.limits.max_rows {
             return Err(QueryError::TooManyRows(self.limits.max_rows));
         }
-        let columns = plan.columns.iter().map(|c| (c.name.clone(), c.ty)).collect();
+        let columns = plan.columns[..plan.visible]
+            .iter()
+            .map(|c| (c.name.clone(), c.ty))
+            .collect();
         Ok(QueryResult {
             columns,
             rows,
@@ -276,7 +281,7 @@ fn hidden_group_columns(plan: &QueryPlan) -> impl Iterator<Item = usize> + '_ {
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group
 /// on each shard (their partial results have the final types) with the GROUP BY columns
 /// appended; ordering and limits of aggregated queries are applied after the merge.
-fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
+fn render(plan: &QueryPlan, filter: Option<&Expr>, limit: Option<u64>) -> String {
     let column = |index: usize| quote_ident(&plan.table.columns[index].name);
     let mut select: Vec<String> = plan
         .columns
@@ -290,7 +295,7 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> String {
         select.join(", "),
         quote_ident(&plan.table.name)
     );
-    if let Some(filter) = &plan.filter {
+    if let Some(filter) = filter {
         sql.push_str(&format!(" WHERE {filter}"));
     }
     let group_keys: Vec<String> = hidden_group_columns(plan).map(column).collect();
@@ -375,6 +380,64 @@ fn partials(plan: &QueryPlan, c: &OutputColumn) -> Vec<Partial> {
     }
 }
 
+/// The WHERE condition as shards run it, its parameters renumbered `$1..` in order of use (a
+/// parameter used only by HAVING is not sent), with the original numbers of those it uses.
+fn shard_filter(plan: &QueryPlan) -> (Option<Expr>, Vec<usize>) {
+    let mut filter = plan.filter.clone();
+    let mut used = Vec::new();
+    if let Some(filter) = &mut filter {
+        renumber_parameters(filter, &mut used);
+    }
+    (filter, used)
+}
+
+/// Renumbers the `$n` of a checked WHERE expression (only the forms `parse` accepts occur).
+fn renumber_parameters(expr: &mut Expr, used: &mut Vec<usize>) {
+    match expr {
+        Expr::Value(value) => {
+            if let Value::Placeholder(name) = &mut value.value
+                && let Some(n) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            {
+                let position = used.iter().position(|u| *u == n).unwrap_or_else(|| {
+                    used.push(n);
+                    used.len() - 1
+                });
+                *name = format!("${}", position + 1);
+            }
+        }
+        Expr::Nested(inner)
+        | Expr::IsNull(inner)
+        | Expr::IsNotNull(inner)
+        | Expr::IsTrue(inner)
+        | Expr::IsFalse(inner)
+        | Expr::IsNotTrue(inner)
+        | Expr::IsNotFalse(inner)
+        | Expr::UnaryOp { expr: inner, .. } => renumber_parameters(inner, used),
+        Expr::BinaryOp { left, right, .. } => {
+            renumber_parameters(left, used);
+            renumber_parameters(right, used);
+        }
+        Expr::Between { expr, low, high, .. } => {
+            for part in [expr, low, high] {
+                renumber_parameters(part, used);
+            }
+        }
+        Expr::In {
+            expr,
+            target: InTarget::List(list),
+            ..
+        } => {
+            renumber_parameters(expr, used);
+            list.iter_mut().for_each(|item| renumber_parameters(item, used));
+        }
+        Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
+            renumber_parameters(expr, used);
+            renumber_parameters(pattern, used);
+        }
+        _ => {}
+    }
+}
+
 /// The one shard to visit when the filter fixes every partition-key column by equality.
 fn pruned_shard(
     plan: &QueryPlan,
@@ -444,7 +507,11 @@ fn merge(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Vec<Vec<Cell>> {
 
 /// Combines the shards' per-group partial results, finishes each group's outputs, then orders
 /// and limits the groups. Holds one row per group.
-fn merge_groups(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Result<Vec<Vec<Cell>>, QueryError> {
+fn merge_groups(
+    plan: &QueryPlan,
+    per_shard: Vec<Vec<Vec<Cell>>>,
+    params: &[serde_json::Value],
+) -> Result<Vec<Vec<Cell>>, QueryError> {
     let layout: Vec<Vec<Combine>> = plan
         .columns
         .iter()
@@ -477,9 +544,27 @@ fn merge_groups(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Result<Vec<
         // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
         rows.push(empty_input_row(plan));
     }
+    if let Some(having) = &plan.having {
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            if having.keeps(&row, params)? {
+                kept.push(row);
+            }
+        }
+        rows = kept;
+    }
     rows.sort_by(|a, b| compare_rows(plan, a, b));
     let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
-    Ok(rows.into_iter().skip(plan.offset as usize).take(limit).collect())
+    let visible = |mut row: Vec<Cell>| {
+        row.truncate(plan.visible);
+        row
+    };
+    Ok(rows
+        .into_iter()
+        .skip(plan.offset as usize)
+        .take(limit)
+        .map(visible)
+        .collect())
 }
 
 /// The aggregates of no rows: counts are 0, everything else NULL.

@@ -3,6 +3,7 @@
 //! Anything else is refused with the construct named (invariant 8: nothing from the user's text
 //! reaches a shard except through the checked syntax tree).
 
+use super::having::{Condition, plan_having};
 use super::value::ResultType;
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
@@ -102,6 +103,10 @@ pub struct QueryPlan {
     pub aggregated: bool,
     /// The column of `count(DISTINCT x)`, when the query has one.
     pub distinct_column: Option<usize>,
+    /// The HAVING condition, applied to merged groups.
+    pub having: Option<Condition>,
+    /// Outputs the answer shows; those after it serve HAVING only.
+    pub visible: usize,
 }
 
 /// Parses and checks `sql`, which may use `$1..$params` placeholders.
@@ -122,13 +127,20 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     };
     check_select_clauses(select)?;
     let (table_id, table) = from_table(select, tables)?;
-    let columns = projection(select, &table)?;
+    let mut columns = projection(select, &table)?;
+    let visible = columns.len();
+    let having = select
+        .having
+        .as_ref()
+        .map(|h| plan_having(h, &table, &mut columns, params))
+        .transpose()?;
     let group_by = match select.distinct {
         Some(Distinct::Distinct) => distinct_groups(select, &columns)?,
-        _ => group_by(select, &table, &columns)?,
+        _ => group_by(select, &table, &columns[..visible])?,
     };
-    let aggregated =
-        !group_by.is_empty() || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
+    let aggregated = !group_by.is_empty()
+        || having.is_some()
+        || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
     if aggregated {
         check_grouped_outputs(&columns, &group_by, &table)?;
     }
@@ -137,7 +149,7 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         check_expr(filter, &table, params)?;
     }
     let (limit, offset) = limit_offset(query)?;
-    let order_by = order_by(query, &columns)?;
+    let order_by = order_by(query, &columns[..visible])?;
     let key_equalities = select
         .selection
         .as_ref()
@@ -155,6 +167,8 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         group_by,
         aggregated,
         distinct_column,
+        having,
+        visible,
     })
 }
 
@@ -193,9 +207,6 @@ fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {
 fn check_select_clauses(select: &Select) -> Result<(), Unsupported> {
     if let Some(Distinct::On(_)) = &select.distinct {
         return unsupported("DISTINCT ON is not supported");
-    }
-    if select.having.is_some() {
-        return unsupported("HAVING is not supported yet");
     }
     if select.top.is_some() || select.into.is_some() || select.prewhere.is_some() || select.qualify.is_some()
     {
@@ -248,14 +259,14 @@ fn from_table(select: &Select, tables: &Tables) -> Result<(TableId, Arc<TableSch
 }
 
 /// An identifier as Postgres folds it: unquoted names are lower-cased.
-fn identifier(ident: &Ident) -> String {
+pub(super) fn identifier(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),
     }
 }
 
-fn column_of(expr: &Expr, table: &TableSchema) -> Result<usize, Unsupported> {
+pub(super) fn column_of(expr: &Expr, table: &TableSchema) -> Result<usize, Unsupported> {
     let ident = match expr {
         Expr::Identifier(ident) => ident,
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -317,12 +328,12 @@ fn output_column(
     })
 }
 
-fn function_name(function: &Function) -> String {
+pub(super) fn function_name(function: &Function) -> String {
     function.name.to_string().to_lowercase()
 }
 
 /// An aggregate call: its kind, argument column and result type.
-fn aggregate(
+pub(super) fn aggregate(
     function: &Function,
     table: &TableSchema,
 ) -> Result<(Aggregate, Option<usize>, ResultType), Unsupported> {

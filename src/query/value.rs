@@ -142,7 +142,8 @@ impl Decimal {
         })
     }
 
-    fn compare(&self, other: &Decimal) -> Ordering {
+    /// Orders two decimals by value.
+    pub fn compare(&self, other: &Decimal) -> Ordering {
         let scale = self.scale.max(other.scale);
         let widen = |d: &Decimal| d.unscaled.checked_mul(10i128.checked_pow(scale - d.scale)?);
         match (widen(self), widen(other)) {
@@ -151,7 +152,8 @@ impl Decimal {
         }
     }
 
-    fn to_f64(self) -> f64 {
+    /// The nearest float.
+    pub fn to_f64(self) -> f64 {
         self.unscaled as f64 / 10f64.powi(self.scale as i32)
     }
 }

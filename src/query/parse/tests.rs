@@ -49,8 +49,8 @@ fn unsupported_constructs_are_named() {
             "subqueries are not supported",
         ),
         (
-            "SELECT tenant_id FROM events GROUP BY tenant_id HAVING count(*) > 1",
-            "HAVING is not supported yet",
+            "SELECT tenant_id FROM events GROUP BY tenant_id HAVING count(*) + 1 > 2",
+            "HAVING operand count(*) + 1 is not supported",
         ),
         (
             "SELECT count(DISTINCT n), count(DISTINCT tenant_id) FROM events",
