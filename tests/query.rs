@@ -325,6 +325,16 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT event_id FROM events WHERE upper(tenant_id) = 'T7' AND coalesce(score, -1) < 0 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(*) FROM events WHERE date_trunc('hour', ts) = $1 GROUP BY 1 ORDER BY 1",
+            vec![json!("2024-05-01T03:00:00Z")],
+            Compare::Exact,
+        ),
+        (
             "SELECT event_type, count(DISTINCT n), count(*), avg(n), max(score) FROM events GROUP BY 1 ORDER BY 1",
             vec![],
             Compare::Exact,

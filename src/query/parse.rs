@@ -506,10 +506,40 @@ fn check_expr(expr: &Expr, table: &TableSchema, params: usize) -> Result<(), Uns
             check(expr)?;
             check(pattern)
         }
-        Expr::Function(function) => unsupported(format!("function {} is not supported", function.name)),
+        Expr::Function(function) => check_filter_function(function, table, params),
         Expr::Subquery(_) | Expr::Exists { .. } => unsupported("subqueries are not supported"),
         other => unsupported(format!("expression {other} is not supported")),
     }
+}
+
+/// Scalar functions a WHERE may call: deterministic, and the same on every shard.
+const FILTER_FUNCTIONS: &[&str] = &["lower", "upper", "length", "abs", "coalesce", "date_trunc"];
+
+fn check_filter_function(function: &Function, table: &TableSchema, params: usize) -> Result<(), Unsupported> {
+    let name = function_name(function);
+    if !FILTER_FUNCTIONS.contains(&name.as_str()) {
+        return unsupported(format!(
+            "function {name} is not supported (allowed in WHERE: {})",
+            FILTER_FUNCTIONS.join(", ")
+        ));
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return unsupported(format!("{name} needs arguments"));
+    };
+    let plain = function.over.is_none()
+        && function.filter.is_none()
+        && function.within_group.is_empty()
+        && function.null_treatment.is_none()
+        && list.duplicate_treatment.is_none()
+        && list.clauses.is_empty()
+        && matches!(function.parameters, FunctionArguments::None);
+    if !plain {
+        return unsupported(format!("{name}: only plain arguments are supported"));
+    }
+    list.args.iter().try_for_each(|arg| match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => check_expr(expr, table, params),
+        other => unsupported(format!("{name}: argument {other} is not supported")),
+    })
 }
 
 fn is_allowed_operator(op: &BinaryOperator) -> bool {
