@@ -8,8 +8,9 @@ use super::value::ResultType;
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
     BinaryOperator, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart, OrderByKind, OrderBySort,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator, Value,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart,
+    OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
+    Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -333,11 +334,8 @@ pub(super) fn function_name(function: &Function) -> String {
 }
 
 /// An aggregate call: its kind, argument column and result type.
-pub(super) fn aggregate(
-    function: &Function,
-    table: &TableSchema,
-) -> Result<(Aggregate, Option<usize>, ResultType), Unsupported> {
-    let name = function_name(function);
+/// The argument list of a call without OVER, FILTER, WITHIN GROUP, null treatment or clauses.
+fn plain_call<'f>(function: &'f Function, name: &str) -> Result<&'f FunctionArgumentList, Unsupported> {
     if function.over.is_some() {
         return unsupported("window functions are not supported");
     }
@@ -349,6 +347,18 @@ pub(super) fn aggregate(
     let FunctionArguments::List(list) = &function.args else {
         return unsupported(format!("function {name} is not supported"));
     };
+    if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
+        return unsupported(format!("{name}: clauses inside the call are not supported"));
+    }
+    Ok(list)
+}
+
+pub(super) fn aggregate(
+    function: &Function,
+    table: &TableSchema,
+) -> Result<(Aggregate, Option<usize>, ResultType), Unsupported> {
+    let name = function_name(function);
+    let list = plain_call(function, &name)?;
     let distinct = match list.duplicate_treatment {
         None | Some(DuplicateTreatment::All) => false,
         Some(DuplicateTreatment::Distinct) if name == "count" => true,
@@ -356,9 +366,6 @@ pub(super) fn aggregate(
             return unsupported(format!("{name}(DISTINCT ...) is not supported"));
         }
     };
-    if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
-        return unsupported(format!("{name}: clauses inside the call are not supported"));
-    }
     let argument = match list.args.as_slice() {
         [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => None,
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))] => Some(column_of(expr, table)?),
@@ -523,18 +530,9 @@ fn check_filter_function(function: &Function, table: &TableSchema, params: usize
             FILTER_FUNCTIONS.join(", ")
         ));
     }
-    let FunctionArguments::List(list) = &function.args else {
-        return unsupported(format!("{name} needs arguments"));
-    };
-    let plain = function.over.is_none()
-        && function.filter.is_none()
-        && function.within_group.is_empty()
-        && function.null_treatment.is_none()
-        && list.duplicate_treatment.is_none()
-        && list.clauses.is_empty()
-        && matches!(function.parameters, FunctionArguments::None);
-    if !plain {
-        return unsupported(format!("{name}: only plain arguments are supported"));
+    let list = plain_call(function, &name)?;
+    if list.duplicate_treatment.is_some() {
+        return unsupported(format!("{name}: DISTINCT is not supported"));
     }
     list.args.iter().try_for_each(|arg| match arg {
         FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => check_expr(expr, table, params),
