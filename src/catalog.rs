@@ -11,6 +11,7 @@ use crate::shards::{PoolSettings, build_pool};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use thiserror::Error;
+use tokio_postgres::IsolationLevel;
 
 /// Key of the advisory lock that serialises catalog initialisation between proxies.
 const CATALOG_LOCK_KEY: i64 = 0x5347_4341_5441_4c47;
@@ -85,11 +86,7 @@ impl Catalog {
 
     /// Loads the routing table, first writing it from the config when the catalog is empty.
     pub async fn load_or_init(&self, config: &Config) -> Result<RoutingTable, CatalogError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| CatalogError::Connect(e.to_string()))?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query("begin"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK_KEY])
             .await
@@ -97,8 +94,7 @@ impl Catalog {
         tx.batch_execute(CREATE_CATALOG)
             .await
             .map_err(query("create the catalog schema"))?;
-        let stored = read_routing(&tx, config).await?;
-        let table = match stored {
+        let table = match read_routing(&tx, config).await? {
             Some(table) => table,
             None => write_initial(&tx, config).await?,
         };
@@ -106,19 +102,29 @@ impl Catalog {
         Ok(table)
     }
 
-    /// Reads the stored routing table (after a fence reported a newer epoch).
+    /// Reads the stored routing table (after a fence reported a newer epoch). The epoch, shards
+    /// and tokens are read from one snapshot, so a concurrent change is seen whole or not at all.
     pub async fn load(&self, config: &Config) -> Result<RoutingTable, CatalogError> {
-        let mut client = self
-            .pool
-            .get()
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
-            .map_err(|e| CatalogError::Connect(e.to_string()))?;
-        let tx = client.transaction().await.map_err(query("begin"))?;
+            .map_err(query("begin"))?;
         let table = read_routing(&tx, config)
             .await?
             .ok_or_else(|| CatalogError::Disagrees("the catalog holds no routing table".into()))?;
         tx.commit().await.map_err(query("commit"))?;
         Ok(table)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| CatalogError::Connect(e.to_string()))
     }
 }
 
