@@ -6,7 +6,7 @@
 //! samples.
 
 use super::report::Recorder;
-use super::workload::{BenchRow, RowGenerator, WorkloadSpec, encode_tuple, key_texts, place};
+use super::workload::{BenchRow, RowGenerator, RowText, WorkloadSpec, encode_tuple, place};
 use crate::ingest::copy::{TableStatements, write_batch};
 use crate::routing::{Epoch, RoutingTable};
 use crate::shards::Shards;
@@ -126,14 +126,16 @@ pub async fn direct_worker(
 ) -> Recorder {
     let mut recorder = Recorder::new();
     let mut buffers: Vec<(Vec<u8>, usize)> = (0..target.shards.len()).map(|_| (Vec::new(), 0)).collect();
-    let mut scratch = Vec::new();
+    let (mut scratch, mut text) = (Vec::new(), RowText::default());
     while let Some((_, rows)) = plan.next().await {
+        // One timestamp per ticket, as shardgate stamps one per request.
+        let now = unix_micros();
         for _ in 0..rows {
             let row = generator.next_row();
-            let (hash, shard) = place(&row, &target.routing, &mut scratch);
-            let payload = generator.payload(&row);
+            generator.fill_text(&row, &mut text);
+            let (hash, shard) = place(&text, &target.routing, &mut scratch);
             let (tuples, count) = &mut buffers[shard.0];
-            encode_tuple(&row, &payload, hash, unix_micros(), tuples);
+            encode_tuple(&row, &text, hash, now, tuples);
             *count += 1;
             if *count >= target.batch_rows {
                 let batch = std::mem::take(tuples);
@@ -191,18 +193,18 @@ pub async fn insert_worker(
             }
         }
     }
-    let mut scratch = Vec::new();
+    let (mut scratch, mut text) = (Vec::new(), RowText::default());
     while let Some((_, rows)) = plan.next().await {
         for _ in 0..rows {
             let row = generator.next_row();
-            let (hash, shard) = place(&row, &routing, &mut scratch);
-            let payload = generator.payload(&row);
+            generator.fill_text(&row, &mut text);
+            let (hash, shard) = place(&text, &routing, &mut scratch);
             let started = Instant::now();
             let result = insert_row(
                 &clients[shard.0],
                 &statements[shard.0],
                 &row,
-                &payload,
+                &text,
                 hash.as_i64(),
             )
             .await;
@@ -237,10 +239,10 @@ async fn insert_row(
     client: &tokio_postgres::Client,
     statement: &tokio_postgres::Statement,
     row: &BenchRow,
-    payload: &str,
+    text: &RowText,
     hash: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    let (tenant, event_type) = key_texts(row);
+    let (tenant, event_type, payload) = (&text.tenant, &text.event_type, &text.payload);
     let now = SystemTime::now();
     match row.id {
         Some(id) => {

@@ -94,30 +94,40 @@ impl RowGenerator {
         }
     }
 
-    /// The payload JSON of `row`.
-    pub fn payload(&self, row: &BenchRow) -> String {
-        format!("{{\"seq\":{},\"data\":\"{}\"}}", row.seq, self.padding)
+    /// Writes the texts of `row` into `text`, reusing its buffers.
+    pub fn fill_text(&self, row: &BenchRow, text: &mut RowText) {
+        use std::fmt::Write as _;
+        text.tenant.clear();
+        text.event_type.clear();
+        text.payload.clear();
+        let _ = write!(text.tenant, "tenant-{}", row.tenant);
+        let _ = write!(text.event_type, "type-{}", row.event_type);
+        let _ = write!(
+            text.payload,
+            "{{\"seq\":{},\"data\":\"{}\"}}",
+            row.seq, self.padding
+        );
     }
 
     /// Appends `rows` rows as a JSON array body.
     pub fn json_body(&mut self, rows: usize) -> Vec<u8> {
         let mut body = Vec::with_capacity(rows * (self.spec.payload_bytes + 160));
+        let mut text = RowText::default();
         body.push(b'[');
         for i in 0..rows {
             if i > 0 {
                 body.push(b',');
             }
             let row = self.next_row();
+            self.fill_text(&row, &mut text);
             body.push(b'{');
             if let Some(id) = row.id {
                 let _ = write!(body, "\"event_id\":\"{id}\",");
             }
             let _ = write!(
                 body,
-                "\"tenant_id\":\"tenant-{}\",\"event_type\":\"type-{}\",\"payload\":{}}}",
-                row.tenant,
-                row.event_type,
-                self.payload(&row)
+                "\"tenant_id\":\"{}\",\"event_type\":\"{}\",\"payload\":{}}}",
+                text.tenant, text.event_type, text.payload
             );
         }
         body.push(b']');
@@ -133,47 +143,47 @@ fn draw(rng: &mut SmallRng, zipf: Option<&Zipf<f64>>, n: u32) -> u32 {
     }
 }
 
-/// The tenant and event-type texts of a row.
-pub fn key_texts(row: &BenchRow) -> (String, String) {
-    (
-        format!("tenant-{}", row.tenant),
-        format!("type-{}", row.event_type),
-    )
+/// The texts of one row (key values and payload), in buffers reused from row to row.
+#[derive(Debug, Default)]
+pub struct RowText {
+    /// `tenant_id`.
+    pub tenant: String,
+    /// `event_type`.
+    pub event_type: String,
+    /// `payload`, as JSON.
+    pub payload: String,
 }
 
 /// The ring position and shard of a row, computed as shardgate computes them.
-pub fn place(row: &BenchRow, routing: &RoutingTable, scratch: &mut Vec<u8>) -> (KeyHash, ShardIndex) {
-    let (tenant, event_type) = key_texts(row);
+pub fn place(text: &RowText, routing: &RoutingTable, scratch: &mut Vec<u8>) -> (KeyHash, ShardIndex) {
     let parts = [
-        (ColumnType::Text, tenant.as_bytes()),
-        (ColumnType::Text, event_type.as_bytes()),
+        (ColumnType::Text, text.tenant.as_bytes()),
+        (ColumnType::Text, text.event_type.as_bytes()),
     ];
     let hash = hash_key(parts, scratch);
     (hash, routing.shard_for(hash))
 }
 
-/// Appends `row` as a binary COPY tuple in the column order
+/// Appends a row as a binary COPY tuple in the column order
 /// `(event_id, tenant_id, event_type, ts, payload, _sg_hash)`, without `event_id` when the
 /// workload has no ids.
-pub fn encode_tuple(row: &BenchRow, payload: &str, hash: KeyHash, now_micros: i64, out: &mut Vec<u8>) {
-    let (tenant, event_type) = key_texts(row);
+pub fn encode_tuple(row: &BenchRow, text: &RowText, hash: KeyHash, now_micros: i64, out: &mut Vec<u8>) {
     let fields: i16 = if row.id.is_some() { 6 } else { 5 };
     out.extend_from_slice(&fields.to_be_bytes());
-    let mut field = |bytes: &[u8]| {
-        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-        out.extend_from_slice(bytes);
+    let mut field = |parts: &[&[u8]]| {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        out.extend_from_slice(&(len as i32).to_be_bytes());
+        parts.iter().for_each(|p| out.extend_from_slice(p));
     };
     if let Some(id) = row.id {
-        field(id.as_bytes());
+        field(&[id.as_bytes()]);
     }
-    field(tenant.as_bytes());
-    field(event_type.as_bytes());
-    field(&(now_micros - PG_EPOCH_UNIX_MICROS).to_be_bytes());
-    let mut jsonb = Vec::with_capacity(payload.len() + 1);
-    jsonb.push(1);
-    jsonb.extend_from_slice(payload.as_bytes());
-    field(&jsonb);
-    field(&hash.as_i64().to_be_bytes());
+    field(&[text.tenant.as_bytes()]);
+    field(&[text.event_type.as_bytes()]);
+    field(&[&(now_micros - PG_EPOCH_UNIX_MICROS).to_be_bytes()]);
+    // jsonb's binary form: version byte 1, then the JSON text.
+    field(&[&[1], text.payload.as_bytes()]);
+    field(&[&hash.as_i64().to_be_bytes()]);
 }
 
 #[cfg(test)]
