@@ -489,3 +489,25 @@ async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
     assert_eq!(gate.total("events").await, 6);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_request_larger_than_a_whole_queue_gets_413_and_stores_nothing() {
+    let gate = TestServer::start(
+        "queue_too_large",
+        "[batch]\nmax_rows = 10\n[queue]\nmax_rows = 10\n",
+    )
+    .await;
+    let rows: Vec<_> = (0..12)
+        .map(|i| json!({"tenant_id": "one", "event_type": "key", "n": i}))
+        .collect();
+    let reply = gate.post_events(&json!(rows)).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert!(
+        reply.error().contains("holds 12 rows")
+            && reply.error().contains("more than its queue can ever hold"),
+        "{}",
+        reply.error()
+    );
+    assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
