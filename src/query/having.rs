@@ -107,13 +107,10 @@ fn operand(
                 columns,
             ))
         }
-        Expr::Identifier(ident) if columns.iter().any(|c| c.name == identifier(ident)) => {
-            Ok(Operand::Output(
-                columns
-                    .iter()
-                    .position(|c| c.name == identifier(ident))
-                    .unwrap_or_default(),
-            ))
+        Expr::Identifier(ident)
+            if let Some(index) = columns.iter().position(|c| c.name == identifier(ident)) =>
+        {
+            Ok(Operand::Output(index))
         }
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
             let index = column_of(expr, table)?;
