@@ -384,8 +384,11 @@ impl Config {
         if self.queue.max_bytes < self.batch.max_bytes {
             problems.add("queue.max_bytes", "must be at least batch.max_bytes");
         }
-        if u32::try_from(self.queue.max_rows).is_err() || u32::try_from(self.queue.max_bytes.0).is_err() {
-            problems.add("queue", "max_rows and max_bytes must each stay below 4Gi");
+        if u32::try_from(self.queue.max_rows).is_err() {
+            problems.add("queue.max_rows", "must stay below 4Gi");
+        }
+        if u32::try_from(self.queue.max_bytes.0).is_err() {
+            problems.add("queue.max_bytes", "must stay below 4Gi");
         }
         if !(1..=64).contains(&self.pool.connections_per_shard) {
             problems.add("pool.connections_per_shard", "must be between 1 and 64");
@@ -393,8 +396,11 @@ impl Config {
         if !(1..=64).contains(&self.query.connections_per_shard) {
             problems.add("query.connections_per_shard", "must be between 1 and 64");
         }
-        if self.query.max_rows == 0 || self.query.statement_timeout.is_zero() {
-            problems.add("query", "max_rows and statement_timeout must be positive");
+        if self.query.max_rows == 0 {
+            problems.add("query.max_rows", "must be positive");
+        }
+        if self.query.statement_timeout < Duration::from_millis(1) {
+            problems.add("query.statement_timeout", "must be at least 1ms");
         }
     }
 

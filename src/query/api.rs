@@ -1,14 +1,15 @@
 //! `POST /v1/query` with `{"sql": "...", "params": [...]}`; answers
 //! `{"columns": [{"name", "type"}], "rows": [[...]], "shards": N}`.
 
-use super::value::Cell;
-use super::{QueryError, QueryResult};
+use super::value::{Cell, ResultType};
+use super::{QueryError, QueryStream};
 use crate::server::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -34,11 +35,10 @@ impl QueryError {
             QueryError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
-}
 
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        let details = match &self {
+    /// `{"error": message, "details": [{"shard": name}]}`.
+    fn body(&self) -> serde_json::Value {
+        let details = match self {
             QueryError::Invalid { shard, .. }
             | QueryError::ShardFailed { shard, .. }
             | QueryError::Timeout { shard } => {
@@ -46,13 +46,22 @@ impl IntoResponse for QueryError {
             }
             _ => json!([]),
         };
-        let body = json!({"error": self.to_string(), "details": details});
-        (self.status(), Json(body)).into_response()
+        json!({"error": self.to_string(), "details": details})
     }
 }
 
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+/// NDJSON lines written to the connection at once, at most (lines that are ready together).
+const LINES_PER_WRITE: usize = 512;
+
 /// `POST /v1/query`. With `Accept: application/x-ndjson` the answer is one JSON object
-/// `{"columns": [...], "shards": N}` per line, then one JSON array per row.
+/// `{"columns": [...], "shards": N}` on the first line, then one JSON array per row as rows are
+/// merged; an error after the first line ends the answer with an `{"error": ...}` line.
 pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -62,12 +71,15 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         }
     };
     match state.queries.run(&request.sql, request.params).await {
-        Ok(result) if wants_ndjson(&headers) => ndjson_response(result),
-        Ok(result) => {
-            let rows: Vec<Vec<serde_json::Value>> = result.rows.iter().map(|row| row_json(row)).collect();
-            Json(json!({"columns": columns_json(&result), "rows": rows, "shards": result.shards}))
-                .into_response()
-        }
+        Ok(stream) if wants_ndjson(&headers) => ndjson_response(stream),
+        Ok(stream) => match stream.collect().await {
+            Ok(result) => {
+                let rows: Vec<Vec<serde_json::Value>> = result.rows.iter().map(|row| row_json(row)).collect();
+                let columns = columns_json(&result.columns);
+                Json(json!({"columns": columns, "rows": rows, "shards": result.shards})).into_response()
+            }
+            Err(e) => e.into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }
@@ -79,9 +91,8 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("application/x-ndjson"))
 }
 
-fn columns_json(result: &QueryResult) -> Vec<serde_json::Value> {
-    result
-        .columns
+fn columns_json(columns: &[(String, ResultType)]) -> Vec<serde_json::Value> {
+    columns
         .iter()
         .map(|(name, ty)| json!({"name": name, "type": ty.sql_name()}))
         .collect()
@@ -91,19 +102,27 @@ fn row_json(row: &[Cell]) -> Vec<serde_json::Value> {
     row.iter().map(Cell::to_json).collect()
 }
 
-/// Streams the merged rows one line each, so a client can start reading before the last one.
-fn ndjson_response(result: QueryResult) -> Response {
-    let head = json!({"columns": columns_json(&result), "shards": result.shards}).to_string();
-    let lines = std::iter::once(head).chain(
-        result
-            .rows
-            .into_iter()
-            .map(|row| serde_json::Value::from(row_json(&row)).to_string()),
-    );
-    let stream = futures_util::stream::iter(lines.map(|line| Ok::<_, std::convert::Infallible>(line + "\n")));
+/// Streams the rows one line each as they are merged; lines ready together go out in one write.
+fn ndjson_response(stream: QueryStream) -> Response {
+    let head = json!({"columns": columns_json(&stream.columns), "shards": stream.shards}).to_string() + "\n";
+    let rows = futures_util::stream::unfold(Some(stream), |state| async move {
+        let mut stream = state?;
+        match stream.next_row().await {
+            Ok(Some(row)) => Some((
+                serde_json::Value::from(row_json(&row)).to_string() + "\n",
+                Some(stream),
+            )),
+            Ok(None) => None,
+            Err(e) => Some((e.body().to_string() + "\n", None)),
+        }
+    });
+    let lines = futures_util::stream::once(std::future::ready(head))
+        .chain(rows)
+        .ready_chunks(LINES_PER_WRITE)
+        .map(|lines| Ok::<_, std::convert::Infallible>(lines.concat()));
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        axum::body::Body::from_stream(stream),
+        axum::body::Body::from_stream(lines),
     )
         .into_response()
 }

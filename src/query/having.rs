@@ -2,8 +2,9 @@
 //! three-valued logic. Aggregates it uses that are not selected become hidden outputs, computed
 //! and merged like the others and dropped from the answer.
 
-use super::parse::{OutputColumn, Unsupported, aggregate, column_of, function_name, identifier};
-use super::value::{Cell, Decimal, ResultType};
+use super::expr::{checked, identifier};
+use super::parse::{Output, OutputColumn, Unsupported, aggregate, function_name, is_aggregate};
+use super::value::{Cell, Decimal};
 use crate::schema::TableSchema;
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 use std::cmp::Ordering;
@@ -95,14 +96,13 @@ fn operand(
     };
     match expr {
         Expr::Nested(inner) => operand(inner, table, columns, params),
-        Expr::Function(function) => {
-            let (aggregate, column, ty) = aggregate(function, table)?;
+        Expr::Function(function) if is_aggregate(function) => {
+            let (aggregate, column) = aggregate(function, table)?;
             let name = function_name(function);
             Ok(output(
                 OutputColumn {
                     name,
-                    output: super::parse::Output::Aggregate(aggregate, column),
-                    ty,
+                    output: Output::Aggregate(aggregate, column),
                 },
                 columns,
             ))
@@ -112,26 +112,22 @@ fn operand(
         {
             Ok(Operand::Output(index))
         }
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
-            let index = column_of(expr, table)?;
-            let column = &table.columns[index];
-            let hidden = OutputColumn {
-                name: column.name.clone(),
-                output: super::parse::Output::Column(index),
-                ty: ResultType::Column(column.ty),
-            };
-            Ok(output(hidden, columns))
-        }
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
-            expr,
-        } => match operand(expr, table, columns, params)? {
+            expr: inner,
+        } if matches!(inner.as_ref(), Expr::Value(_)) => match operand(inner, table, columns, params)? {
             Operand::Literal(Cell::Int(n)) => Ok(Operand::Literal(Cell::Int(-n))),
             Operand::Literal(Cell::Float(x)) => Ok(Operand::Literal(Cell::Float(-x))),
             _ => Err(Unsupported(format!("HAVING {expr}: only numbers can be negated"))),
         },
         Expr::Value(value) => literal(&value.value, params),
-        other => Err(Unsupported(format!("HAVING operand {other} is not supported"))),
+        scalar => {
+            let hidden = OutputColumn {
+                name: "?column?".to_string(),
+                output: Output::Value(Box::new(checked(scalar, table, params)?)),
+            };
+            Ok(output(hidden, columns))
+        }
     }
 }
 

@@ -1,21 +1,19 @@
 //! Scatter-gather reporting queries: `POST /v1/query`.
 //!
-//! A query is parsed and checked ([`parse`]), re-rendered from the checked syntax tree for every
-//! shard it needs (one shard when the WHERE fixes the whole partition key), run on each in a
-//! read-only transaction with a statement timeout, and merged ([`value`] orders cells as
-//! Postgres does): ORDER BY is a k-way merge of the shards' sorted rows, each shard returning at
-//! most LIMIT + OFFSET rows. A shard that fails fails the whole query, naming the shard.
-//!
-//! Supported so far: columns (or `*`) of one table; `count`, `sum`, `avg` (pushed down as a sum
-//! and a count), `min`, `max`, `bool_and`, `bool_or` with GROUP BY, combined per group from the
-//! shards' partial results; WHERE over columns, literals, `$n` parameters and an allow-list of
-//! operators; ORDER BY output columns; LIMIT and OFFSET; `count(DISTINCT x)` of one column;
-//! HAVING, evaluated on the merged groups ([`having`]). `SELECT DISTINCT` is a
-//! GROUP BY of the selected columns.
+//! A query is parsed and checked ([`parse`], [`expr`]), re-rendered from the checked syntax tree
+//! for every shard it needs (one shard when the WHERE fixes the whole partition key), run on
+//! each in a read-only transaction with a statement timeout ([`shard`]), and merged ([`merge`]):
+//! ORDER BY is a streaming k-way merge of the shards' sorted rows, each shard returning at most
+//! LIMIT + OFFSET rows; aggregates are computed per group on each shard and combined per group.
+//! Result types are the ones the shards' statement describes, so expressions are typed exactly
+//! as Postgres types them. A shard that fails fails the whole query, naming the shard.
 
 pub mod api;
+pub mod expr;
 pub mod having;
+pub mod merge;
 pub mod parse;
+pub mod shard;
 pub mod value;
 
 use crate::config::QueryConfig;
@@ -23,16 +21,14 @@ use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
 use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
-use parse::OutputColumn;
+use expr::Parameters;
+use merge::{Combine, OrderedMerge, merge_groups};
 use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
-use sqlparser::ast::{Expr, InTarget, Value};
-use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use shard::{ShardRows, ShardStatement};
+use sqlparser::ast::{Expr, Value};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
-use tokio_postgres::error::SqlState;
-use value::{Cell, Decimal, JsonParam, ResultType};
+use value::{Cell, JsonParam, ResultType};
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +63,7 @@ pub enum QueryError {
     TooManyRows(usize),
 }
 
-/// A merged answer.
+/// A merged answer, collected.
 #[derive(Debug)]
 pub struct QueryResult {
     /// Output columns with their types.
@@ -76,6 +72,45 @@ pub struct QueryResult {
     pub rows: Vec<Vec<Cell>>,
     /// Shards the query ran on.
     pub shards: usize,
+}
+
+/// A merged answer whose rows are produced as they are merged.
+pub struct QueryStream {
+    /// Output columns with their types.
+    pub columns: Vec<(String, ResultType)>,
+    /// Shards the query runs on.
+    pub shards: usize,
+    rows: Rows,
+}
+
+enum Rows {
+    /// Merged groups of an aggregated query, ready.
+    Grouped(std::vec::IntoIter<Vec<Cell>>),
+    /// A non-aggregated query, merged as it is read.
+    Merging(OrderedMerge),
+}
+
+impl QueryStream {
+    /// The next row, `None` after the last.
+    pub async fn next_row(&mut self) -> Result<Option<Vec<Cell>>, QueryError> {
+        match &mut self.rows {
+            Rows::Grouped(rows) => Ok(rows.next()),
+            Rows::Merging(merge) => merge.next().await,
+        }
+    }
+
+    /// Every row, or the first error.
+    pub async fn collect(mut self) -> Result<QueryResult, QueryError> {
+        let mut rows = Vec::new();
+        while let Some(row) = self.next_row().await? {
+            rows.push(row);
+        }
+        Ok(QueryResult {
+            columns: self.columns,
+            rows,
+            shards: self.shards,
+        })
+    }
 }
 
 /// Runs reporting queries over the shards; its pools are apart from the COPY writers'.
@@ -120,10 +155,11 @@ impl QueryEngine {
         })
     }
 
-    /// Plans, runs and merges `sql` with `params` bound to `$1..$n`.
-    pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryResult, QueryError> {
-        let plan = plan_query(sql, params.len(), &self.tables)?;
-        self.check_ordering(&plan).await?;
+    /// Plans `sql` with `params` bound to `$1..$n`, starts it on the shards and returns the
+    /// answer's columns and its rows as they are merged. Errors found before the first row (a
+    /// refused query, a shard down or timing out on an aggregate) come back here.
+    pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
+        let plan = Arc::new(plan_query(sql, params.len(), &self.tables)?);
         let routing = self.routing.load();
         let targets = match pruned_shard(&plan, &params, &routing) {
             Some(shard) => vec![shard],
@@ -134,26 +170,41 @@ impl QueryEngine {
             Some(_) => None,
             None => Some(self.limits.max_rows as u64 + 1),
         };
-        let (filter, used) = shard_filter(&plan);
-        let sql = render(&plan, filter.as_ref(), per_shard_limit);
-        let bound: Vec<JsonParam> = used.iter().map(|n| JsonParam(params[n - 1].clone())).collect();
-        let fetches = targets
-            .iter()
-            .map(|&shard| self.fetch(shard, &sql, &bound, &plan));
-        let per_shard = futures_util::future::try_join_all(fetches).await?;
-        let rows = if plan.aggregated {
-            merge_groups(&plan, per_shard, &params)?
-        } else {
-            merge(&plan, per_shard)
-        };
-        if plan.limit.is_none() && rows.len() > self.limits.max_rows {
-            return Err(QueryError::TooManyRows(self.limits.max_rows));
-        }
+        let rendered = render(&plan, per_shard_limit);
+        let statement = Arc::new(ShardStatement {
+            sql: rendered.sql,
+            params: rendered
+                .parameters
+                .iter()
+                .map(|n| JsonParam(params[n - 1].clone()))
+                .collect(),
+            timeout: self.limits.statement_timeout,
+        });
+        let opened = targets.iter().map(|&shard| {
+            ShardRows::open(
+                &self.names[shard.0],
+                self.pools[shard.0].clone(),
+                statement.clone(),
+            )
+        });
+        let inputs = futures_util::future::try_join_all(opened).await?;
+        let types = result_types(&plan, &rendered.layout, &inputs)?;
+        self.check_ordering(&plan, &types).await?;
         let columns = plan.columns[..plan.visible]
             .iter()
-            .map(|c| (c.name.clone(), c.ty))
+            .zip(types)
+            .map(|(c, ty)| (c.name.clone(), ty))
             .collect();
-        Ok(QueryResult {
+        let rows = if plan.aggregated {
+            let groups = merge_groups(&plan, &rendered.layout, inputs, &params).await?;
+            if plan.limit.is_none() && groups.len() > self.limits.max_rows {
+                return Err(QueryError::TooManyRows(self.limits.max_rows));
+            }
+            Rows::Grouped(groups.into_iter())
+        } else {
+            Rows::Merging(OrderedMerge::new(plan, inputs, self.limits.max_rows))
+        };
+        Ok(QueryStream {
             columns,
             rows,
             shards: targets.len(),
@@ -162,15 +213,16 @@ impl QueryEngine {
 
     /// ORDER BY keys and min/max must compare exactly as Postgres: no jsonb, and text only when
     /// every shard compares text bytewise (collation C), as the merge does.
-    async fn check_ordering(&self, plan: &QueryPlan) -> Result<(), QueryError> {
-        let sort_types = plan.order_by.iter().map(|key| plan.columns[key.output].ty);
+    async fn check_ordering(&self, plan: &QueryPlan, types: &[ResultType]) -> Result<(), QueryError> {
+        let sort_types = plan.order_by.iter().map(|key| types[key.output]);
         let min_max_types = plan
             .columns
             .iter()
-            .filter(|c| matches!(c.output, Output::Aggregate(Aggregate::Min | Aggregate::Max, _)))
-            .map(|c| c.ty);
+            .zip(types)
+            .filter(|(c, _)| matches!(c.output, Output::Aggregate(Aggregate::Min | Aggregate::Max, _)))
+            .map(|(_, ty)| *ty);
         for ty in sort_types.chain(min_max_types).collect::<Vec<_>>() {
-            if !parse::sorts_exactly(ty) {
+            if ty == ResultType::Column(ColumnType::Jsonb) {
                 return Err(Unsupported(format!("cannot ORDER BY a {ty} column")).into());
             }
             if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise().await? {
@@ -213,94 +265,47 @@ impl QueryEngine {
             message,
         }
     }
+}
 
-    async fn fetch(
-        &self,
-        shard: ShardIndex,
-        sql: &str,
-        params: &[JsonParam],
-        plan: &QueryPlan,
-    ) -> Result<Vec<Vec<Cell>>, QueryError> {
-        let name = &self.names[shard.0];
-        let classify = |e: tokio_postgres::Error| match e.code() {
-            Some(code) if *code == SqlState::QUERY_CANCELED => QueryError::Timeout { shard: name.clone() },
-            Some(code) if code.code().starts_with("42") || code.code().starts_with("22") => {
-                QueryError::Invalid {
-                    shard: name.clone(),
-                    message: e
-                        .as_db_error()
-                        .map_or_else(|| e.to_string(), |db| db.message().to_string()),
-                }
-            }
-            _ => self.failed(shard, e.to_string()),
-        };
-        let mut client = self.pools[shard.0]
-            .get()
-            .await
-            .map_err(|e| self.failed(shard, e.to_string()))?;
-        let tx = client
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .await
-            .map_err(classify)?;
-        let timeout_ms = self.limits.statement_timeout.as_millis();
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
-            .await
-            .map_err(classify)?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        let rows = tx.query(sql, &refs).await.map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        let types: Vec<ResultType> = plan
-            .columns
-            .iter()
-            .flat_map(|c| partials(plan, c))
-            .map(|p| p.ty)
-            .chain(hidden_group_columns(plan).map(|g| ResultType::Column(plan.table.columns[g].ty)))
-            .collect();
-        rows.iter()
-            .map(|row| {
-                types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ty)| Cell::read(row, i, *ty))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.failed(shard, e.to_string()))
+/// The statement each shard runs, with the parameters it binds and how its columns combine.
+struct RenderedQuery {
+    sql: String,
+    /// Original numbers of the parameters it binds, in the order of its `$1..$n`.
+    parameters: Vec<usize>,
+    /// Per output, how each of its partial columns combines across shards.
+    layout: Vec<Vec<Combine>>,
+}
+
+/// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
+/// each shard (their partial results have the final types), with the group keys, and the
+/// `count(DISTINCT x)` column, appended and grouped by position; ordering and limits of
+/// aggregated queries are applied after the merge.
+fn render(plan: &QueryPlan, limit: Option<u64>) -> RenderedQuery {
+    let mut parameters = Parameters::default();
+    let mut select = Vec::new();
+    let mut layout = Vec::new();
+    for column in &plan.columns {
+        let parts = partials(plan, &column.output, &mut parameters);
+        layout.push(parts.iter().map(|(_, combine)| *combine).collect());
+        select.extend(parts.into_iter().map(|(sql, _)| sql));
     }
-}
-
-/// Group columns a shard returns after the output columns, to key the merge: all of them.
-/// With `count(DISTINCT x)`, `x` follows them: shards group by it too, and the merge counts its
-/// distinct values per group.
-fn hidden_group_columns(plan: &QueryPlan) -> impl Iterator<Item = usize> + '_ {
-    plan.group_by.iter().copied().chain(plan.distinct_column)
-}
-
-/// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group
-/// on each shard (their partial results have the final types) with the GROUP BY columns
-/// appended; ordering and limits of aggregated queries are applied after the merge.
-fn render(plan: &QueryPlan, filter: Option<&Expr>, limit: Option<u64>) -> String {
-    let column = |index: usize| quote_ident(&plan.table.columns[index].name);
-    let mut select: Vec<String> = plan
-        .columns
-        .iter()
-        .flat_map(|c| partials(plan, c))
-        .map(|p| p.sql)
-        .collect();
-    select.extend(hidden_group_columns(plan).map(column));
+    let first_key = select.len() + 1;
+    select.extend(plan.group_by.iter().map(|key| parameters.render(key)));
+    select.extend(
+        plan.distinct_column
+            .map(|c| quote_ident(&plan.table.columns[c].name)),
+    );
     let mut sql = format!(
         "SELECT {} FROM {}",
         select.join(", "),
         quote_ident(&plan.table.name)
     );
-    if let Some(filter) = filter {
-        sql.push_str(&format!(" WHERE {filter}"));
+    if let Some(filter) = &plan.filter {
+        sql.push_str(&format!(" WHERE {}", parameters.render(filter)));
     }
-    let group_keys: Vec<String> = hidden_group_columns(plan).map(column).collect();
-    if !group_keys.is_empty() {
-        sql.push_str(&format!(" GROUP BY {}", group_keys.join(", ")));
+    let group_positions: Vec<String> = (first_key..=select.len()).map(|p| p.to_string()).collect();
+    if !group_positions.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", group_positions.join(", ")));
     }
     if !plan.order_by.is_empty() && !plan.aggregated {
         let keys: Vec<String> = plan
@@ -317,125 +322,89 @@ fn render(plan: &QueryPlan, filter: Option<&Expr>, limit: Option<u64>) -> String
     if let Some(limit) = limit {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
-    sql
-}
-
-/// How a partial result combines with another shard's for the same group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Combine {
-    /// A GROUP BY value: equal on every shard.
-    Keep,
-    /// Added (counts, sums).
-    Add,
-    /// The smaller.
-    Min,
-    /// The larger.
-    Max,
-    /// Logical AND.
-    And,
-    /// Logical OR.
-    Or,
-}
-
-/// One column a shard returns for an output.
-struct Partial {
-    sql: String,
-    ty: ResultType,
-    combine: Combine,
-}
-
-/// The columns each shard returns for output `c`: the column, or the aggregate's partial
-/// results (an average needs a sum and a count).
-fn partials(plan: &QueryPlan, c: &OutputColumn) -> Vec<Partial> {
-    let column = |index: usize| quote_ident(&plan.table.columns[index].name);
-    let partial = |sql: String, ty: ResultType, combine: Combine| Partial { sql, ty, combine };
-    let bigint = ResultType::Column(ColumnType::BigInt);
-    match c.output {
-        Output::Column(index) => vec![partial(column(index), c.ty, Combine::Keep)],
-        Output::Aggregate(Aggregate::CountRows, _) => vec![partial("count(*)".into(), bigint, Combine::Add)],
-        Output::Aggregate(aggregate, Some(index)) => {
-            let x = column(index);
-            match aggregate {
-                Aggregate::CountRows | Aggregate::Count => {
-                    vec![partial(format!("count({x})"), bigint, Combine::Add)]
-                }
-                Aggregate::Sum => vec![partial(format!("sum({x})"), c.ty, Combine::Add)],
-                Aggregate::Min => vec![partial(format!("min({x})"), c.ty, Combine::Min)],
-                Aggregate::Max => vec![partial(format!("max({x})"), c.ty, Combine::Max)],
-                Aggregate::BoolAnd => vec![partial(format!("bool_and({x})"), c.ty, Combine::And)],
-                Aggregate::BoolOr => vec![partial(format!("bool_or({x})"), c.ty, Combine::Or)],
-                Aggregate::Avg if c.ty == ResultType::Numeric => vec![
-                    partial(format!("sum({x})::numeric"), ResultType::Numeric, Combine::Add),
-                    partial(format!("count({x})"), bigint, Combine::Add),
-                ],
-                Aggregate::Avg => vec![
-                    partial(format!("sum({x})"), c.ty, Combine::Add),
-                    partial(format!("count({x})"), bigint, Combine::Add),
-                ],
-                // Counted from the distinct values the shards group by.
-                Aggregate::CountDistinct => Vec::new(),
-            }
-        }
-        Output::Aggregate(_, None) => unreachable!("only count(*) has no argument"),
+    RenderedQuery {
+        sql,
+        parameters: parameters.used,
+        layout,
     }
 }
 
-/// The WHERE condition as shards run it, its parameters renumbered `$1..` in order of use (a
-/// parameter used only by HAVING is not sent), with the original numbers of those it uses.
-fn shard_filter(plan: &QueryPlan) -> (Option<Expr>, Vec<usize>) {
-    let mut filter = plan.filter.clone();
-    let mut used = Vec::new();
-    if let Some(filter) = &mut filter {
-        renumber_parameters(filter, &mut used);
+/// The columns each shard returns for an output, with how each combines: the value, or the
+/// aggregate's partial results (an average needs a sum and a count; `count(DISTINCT x)` is
+/// counted from the distinct values of `x` the shards group by).
+fn partials(plan: &QueryPlan, output: &Output, parameters: &mut Parameters) -> Vec<(String, Combine)> {
+    let Output::Aggregate(aggregate, argument) = output else {
+        let Output::Value(value) = output else {
+            unreachable!()
+        };
+        return vec![(parameters.render(value), Combine::Keep)];
+    };
+    let Some(index) = *argument else {
+        return vec![("count(*)".into(), Combine::Add)];
+    };
+    let x = quote_ident(&plan.table.columns[index].name);
+    match aggregate {
+        Aggregate::CountRows | Aggregate::Count => vec![(format!("count({x})"), Combine::Add)],
+        Aggregate::Sum => vec![(format!("sum({x})"), Combine::Add)],
+        Aggregate::Min => vec![(format!("min({x})"), Combine::Min)],
+        Aggregate::Max => vec![(format!("max({x})"), Combine::Max)],
+        Aggregate::BoolAnd => vec![(format!("bool_and({x})"), Combine::And)],
+        Aggregate::BoolOr => vec![(format!("bool_or({x})"), Combine::Or)],
+        Aggregate::Avg => {
+            let exact = if plan.table.columns[index].ty.is_integer() {
+                "::numeric"
+            } else {
+                ""
+            };
+            vec![
+                (format!("sum({x}){exact}"), Combine::Add),
+                (format!("count({x})"), Combine::Add),
+            ]
+        }
+        Aggregate::CountDistinct => Vec::new(),
     }
-    (filter, used)
 }
 
-/// Renumbers the `$n` of a checked WHERE expression (only the forms `parse` accepts occur).
-fn renumber_parameters(expr: &mut Expr, used: &mut Vec<usize>) {
-    match expr {
-        Expr::Value(value) => {
-            if let Value::Placeholder(name) = &mut value.value
-                && let Some(n) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-            {
-                let position = used.iter().position(|u| *u == n).unwrap_or_else(|| {
-                    used.push(n);
-                    used.len() - 1
-                });
-                *name = format!("${}", position + 1);
-            }
-        }
-        Expr::Nested(inner)
-        | Expr::IsNull(inner)
-        | Expr::IsNotNull(inner)
-        | Expr::IsTrue(inner)
-        | Expr::IsFalse(inner)
-        | Expr::IsNotTrue(inner)
-        | Expr::IsNotFalse(inner)
-        | Expr::UnaryOp { expr: inner, .. } => renumber_parameters(inner, used),
-        Expr::BinaryOp { left, right, .. } => {
-            renumber_parameters(left, used);
-            renumber_parameters(right, used);
-        }
-        Expr::Between { expr, low, high, .. } => {
-            for part in [expr, low, high] {
-                renumber_parameters(part, used);
-            }
-        }
-        Expr::In {
-            expr,
-            target: InTarget::List(list),
-            ..
-        } => {
-            renumber_parameters(expr, used);
-            list.iter_mut().for_each(|item| renumber_parameters(item, used));
-        }
-        Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
-            renumber_parameters(expr, used);
-            renumber_parameters(pattern, used);
-        }
-        _ => {}
+/// The answer's column types, from the result description the shards gave (which must agree):
+/// each output, hidden ones included, has the type of its first partial column (a sum's type is its aggregate's, an
+/// average's sum is cast to its type), and `count(DISTINCT x)` is a bigint.
+fn result_types(
+    plan: &QueryPlan,
+    layout: &[Vec<Combine>],
+    inputs: &[ShardRows],
+) -> Result<Vec<ResultType>, QueryError> {
+    let first = &inputs[0];
+    if let Some(other) = inputs.iter().find(|i| i.types() != first.types()) {
+        return Err(QueryError::ShardFailed {
+            shard: other.name().to_string(),
+            message: format!(
+                "its result columns have other types than shard {}'s; are the tables the same?",
+                first.name()
+            ),
+        });
     }
+    let mut position = 0;
+    let mut types = Vec::with_capacity(plan.columns.len());
+    for (column, parts) in plan.columns.iter().zip(layout) {
+        let ty = match &column.output {
+            Output::Aggregate(Aggregate::CountDistinct, _) => ResultType::Column(ColumnType::BigInt),
+            output => {
+                let described = &first.types()[position];
+                ResultType::of(described).ok_or_else(|| {
+                    let what = match output {
+                        Output::Value(value) => value.to_string(),
+                        Output::Aggregate(..) => column.name.clone(),
+                    };
+                    Unsupported(format!(
+                        "{what} has type {described}, which shardgate cannot return"
+                    ))
+                })?
+            }
+        };
+        position += parts.len();
+        types.push(ty);
+    }
+    Ok(types)
 }
 
 /// The one shard to visit when the filter fixes every partition-key column by equality.
@@ -480,195 +449,4 @@ fn pruned_shard(
     }
     let hash = hash_key(encoded.iter().map(|(ty, b)| (*ty, b.as_slice())), &mut Vec::new());
     Some(routing.shard_for(hash))
-}
-
-/// Merges the shards' rows: a k-way merge on the ORDER BY keys (each input already sorted),
-/// else concatenation; then OFFSET and LIMIT.
-fn merge(plan: &QueryPlan, per_shard: Vec<Vec<Vec<Cell>>>) -> Vec<Vec<Cell>> {
-    let wanted = plan.limit.map_or(usize::MAX, |l| (l + plan.offset) as usize);
-    let mut inputs: Vec<VecDeque<Vec<Cell>>> = per_shard.into_iter().map(VecDeque::from).collect();
-    let mut merged = Vec::new();
-    while merged.len() < wanted {
-        let mut best: Option<usize> = None;
-        for (shard, rows) in inputs.iter().enumerate() {
-            let Some(row) = rows.front() else { continue };
-            let better = best.is_none_or(|b| compare_rows(plan, row, &inputs[b][0]) == Ordering::Less);
-            if better {
-                best = Some(shard);
-            }
-        }
-        let Some(row) = best.and_then(|shard| inputs[shard].pop_front()) else {
-            break;
-        };
-        merged.push(row);
-    }
-    merged.into_iter().skip(plan.offset as usize).collect()
-}
-
-/// Combines the shards' per-group partial results, finishes each group's outputs, then orders
-/// and limits the groups. Holds one row per group.
-fn merge_groups(
-    plan: &QueryPlan,
-    per_shard: Vec<Vec<Vec<Cell>>>,
-    params: &[serde_json::Value],
-) -> Result<Vec<Vec<Cell>>, QueryError> {
-    let layout: Vec<Vec<Combine>> = plan
-        .columns
-        .iter()
-        .map(|c| partials(plan, c).into_iter().map(|p| p.combine).collect())
-        .collect();
-    let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
-    let width = combines.len();
-    let keys_end = width + plan.group_by.len();
-    let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
-    for row in per_shard.into_iter().flatten() {
-        let (_, distinct) = match groups.entry(group_key(&row[width..keys_end])) {
-            Entry::Vacant(slot) => slot.insert((row[..width].to_vec(), HashSet::new())),
-            Entry::Occupied(slot) => {
-                let group = slot.into_mut();
-                for (i, combine) in combines.iter().enumerate() {
-                    group.0[i] = combine_partials(*combine, &group.0[i], &row[i])?;
-                }
-                group
-            }
-        };
-        if let Some(value) = row.get(keys_end).filter(|v| **v != Cell::Null) {
-            distinct.insert(group_key(std::slice::from_ref(value)));
-        }
-    }
-    let mut rows: Vec<Vec<Cell>> = groups
-        .into_values()
-        .map(|(partials, distinct)| finish_group(plan, &layout, partials, distinct.len()))
-        .collect::<Result<_, _>>()?;
-    if rows.is_empty() && plan.group_by.is_empty() {
-        // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
-        rows.push(empty_input_row(plan));
-    }
-    if let Some(having) = &plan.having {
-        let mut kept = Vec::with_capacity(rows.len());
-        for row in rows {
-            if having.keeps(&row, params)? {
-                kept.push(row);
-            }
-        }
-        rows = kept;
-    }
-    rows.sort_by(|a, b| compare_rows(plan, a, b));
-    let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
-    let visible = |mut row: Vec<Cell>| {
-        row.truncate(plan.visible);
-        row
-    };
-    Ok(rows
-        .into_iter()
-        .skip(plan.offset as usize)
-        .take(limit)
-        .map(visible)
-        .collect())
-}
-
-/// The aggregates of no rows: counts are 0, everything else NULL.
-fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
-    plan.columns
-        .iter()
-        .map(|c| match c.output {
-            Output::Aggregate(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct, _) => {
-                Cell::Int(0)
-            }
-            _ => Cell::Null,
-        })
-        .collect()
-}
-
-/// A group being merged: its combined partial results, and the keys of the distinct values of
-/// the `count(DISTINCT x)` column seen so far.
-type GroupState = (Vec<Cell>, HashSet<Vec<u8>>);
-
-/// A group's outputs from its combined partial results.
-fn finish_group(
-    plan: &QueryPlan,
-    layout: &[Vec<Combine>],
-    partials: Vec<Cell>,
-    distinct_values: usize,
-) -> Result<Vec<Cell>, QueryError> {
-    let mut cells = partials.into_iter();
-    let mut row = Vec::with_capacity(plan.columns.len());
-    for (column, parts) in plan.columns.iter().zip(layout) {
-        let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
-        let cell = match (column.output, parts.as_slice()) {
-            (Output::Aggregate(Aggregate::Avg, _), [sum, Cell::Int(count)]) => average(sum, *count)?,
-            (Output::Aggregate(Aggregate::CountDistinct, _), []) => Cell::Int(distinct_values as i64),
-            _ => parts.swap_remove(0),
-        };
-        row.push(cell);
-    }
-    Ok(row)
-}
-
-/// `sum / count` as Postgres's `avg` gives it; NULL for no input.
-fn average(sum: &Cell, count: i64) -> Result<Cell, QueryError> {
-    let too_large = || QueryError::Unsupported(Unsupported("an average too large to compute exactly".into()));
-    Ok(match sum {
-        _ if count == 0 => Cell::Null,
-        Cell::Numeric(d) if d.scale == 0 => {
-            Cell::Numeric(Decimal::average(d.unscaled, i128::from(count)).ok_or_else(too_large)?)
-        }
-        Cell::Float(x) => Cell::Float(x / count as f64),
-        _ => return Err(too_large()),
-    })
-}
-
-/// Two partial results for one group, combined as the aggregate over both inputs would be.
-fn combine_partials(combine: Combine, a: &Cell, b: &Cell) -> Result<Cell, QueryError> {
-    let overflow = || QueryError::Unsupported(Unsupported("a sum out of range while merging".into()));
-    Ok(match (combine, a, b) {
-        (Combine::Keep, x, _) => x.clone(),
-        (_, Cell::Null, other) | (_, other, Cell::Null) => other.clone(),
-        (Combine::Add, Cell::Int(x), Cell::Int(y)) => Cell::Int(x.checked_add(*y).ok_or_else(overflow)?),
-        (Combine::Add, Cell::Float(x), Cell::Float(y)) => Cell::Float(x + y),
-        (Combine::Add, Cell::Numeric(x), Cell::Numeric(y)) => {
-            Cell::Numeric(x.checked_add(*y).ok_or_else(overflow)?)
-        }
-        (Combine::Min, x, y) => {
-            if y.compare(x, false, false) == Ordering::Less {
-                y.clone()
-            } else {
-                x.clone()
-            }
-        }
-        (Combine::Max, x, y) => {
-            if y.compare(x, false, false) == Ordering::Greater {
-                y.clone()
-            } else {
-                x.clone()
-            }
-        }
-        (Combine::And, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x && *y),
-        (Combine::Or, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x || *y),
-        (_, x, _) => x.clone(),
-    })
-}
-
-/// A byte key for a group's values; equal values (including 0.0 and -0.0, and all NaNs, as
-/// Postgres groups them) give equal keys.
-fn group_key(cells: &[Cell]) -> Vec<u8> {
-    let mut key = Vec::new();
-    for cell in cells {
-        let text = match cell {
-            Cell::Float(x) if *x == 0.0 => "f:0".to_string(),
-            Cell::Float(x) if x.is_nan() => "f:nan".to_string(),
-            other => format!("{other:?}"),
-        };
-        key.extend_from_slice(&(text.len() as u32).to_be_bytes());
-        key.extend_from_slice(text.as_bytes());
-    }
-    key
-}
-
-fn compare_rows(plan: &QueryPlan, a: &[Cell], b: &[Cell]) -> Ordering {
-    plan.order_by
-        .iter()
-        .map(|k| a[k.output].compare(&b[k.output], k.descending, k.nulls_first))
-        .find(|o| *o != Ordering::Equal)
-        .unwrap_or(Ordering::Equal)
 }

@@ -3,14 +3,13 @@
 //! Anything else is refused with the construct named (invariant 8: nothing from the user's text
 //! reaches a shard except through the checked syntax tree).
 
+use super::expr::{checked, column_expr, column_of, identifier, ungrouped_column};
 use super::having::{Condition, plan_having};
-use super::value::ResultType;
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::{
     BinaryOperator, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart,
-    OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
-    Value,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectNamePart, OrderByKind,
+    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 #[error("{0}")]
 pub struct Unsupported(pub String);
 
-fn unsupported<T>(message: impl Into<String>) -> Result<T, Unsupported> {
+pub(super) fn unsupported<T>(message: impl Into<String>) -> Result<T, Unsupported> {
     Err(Unsupported(message.into()))
 }
 
@@ -48,11 +47,14 @@ pub enum Aggregate {
     CountDistinct,
 }
 
-/// What an output column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The aggregate functions shardgate merges.
+const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "bool_and", "bool_or"];
+
+/// What an output column holds. Its type is the one the shards' statement describes.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// A table column.
-    Column(usize),
+    /// A checked scalar expression computed per row (a column is the simplest).
+    Value(Box<Expr>),
     /// An aggregate over a table column (none for `count(*)`).
     Aggregate(Aggregate, Option<usize>),
 }
@@ -60,12 +62,10 @@ pub enum Output {
 /// One output column.
 #[derive(Debug, Clone)]
 pub struct OutputColumn {
-    /// Name in the answer (the alias, else the column or function name).
+    /// Name in the answer (the alias, else the column or function name, else `?column?`).
     pub name: String,
     /// What it holds.
     pub output: Output,
-    /// Its type, as Postgres types it.
-    pub ty: ResultType,
 }
 
 /// One ORDER BY key, as a position in the output.
@@ -98,8 +98,8 @@ pub struct QueryPlan {
     pub offset: u64,
     /// Values the filter fixes by equality, per partition-key column (for pruning).
     pub key_equalities: Vec<(usize, Expr)>,
-    /// GROUP BY columns (table column indexes).
-    pub group_by: Vec<usize>,
+    /// GROUP BY keys, checked expressions (a column is the simplest).
+    pub group_by: Vec<Expr>,
     /// Whether the query aggregates (has aggregates or GROUP BY).
     pub aggregated: bool,
     /// The column of `count(DISTINCT x)`, when the query has one.
@@ -128,7 +128,7 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     };
     check_select_clauses(select)?;
     let (table_id, table) = from_table(select, tables)?;
-    let mut columns = projection(select, &table)?;
+    let mut columns = projection(select, &table, params)?;
     let visible = columns.len();
     let having = select
         .having
@@ -137,22 +137,23 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         .transpose()?;
     let group_by = match select.distinct {
         Some(Distinct::Distinct) => distinct_groups(select, &columns)?,
-        _ => group_by(select, &table, &columns[..visible])?,
+        _ => group_by(select, &table, &columns[..visible], params)?,
     };
     let aggregated = !group_by.is_empty()
         || having.is_some()
         || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
     if aggregated {
-        check_grouped_outputs(&columns, &group_by, &table)?;
+        check_grouped_outputs(&columns, &group_by)?;
     }
     let distinct_column = distinct_column(&columns, &table)?;
-    if let Some(filter) = &select.selection {
-        check_expr(filter, &table, params)?;
-    }
-    let (limit, offset) = limit_offset(query)?;
-    let order_by = order_by(query, &columns[..visible])?;
-    let key_equalities = select
+    let filter = select
         .selection
+        .as_ref()
+        .map(|f| checked(f, &table, params))
+        .transpose()?;
+    let (limit, offset) = limit_offset(query)?;
+    let order_by = order_by(query, &columns[..visible], &table, params)?;
+    let key_equalities = filter
         .as_ref()
         .map(|f| key_equalities(f, &table))
         .unwrap_or_default();
@@ -160,7 +161,7 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         table_id,
         table,
         columns,
-        filter: select.selection.clone(),
+        filter,
         order_by,
         limit,
         offset,
@@ -259,43 +260,19 @@ fn from_table(select: &Select, tables: &Tables) -> Result<(TableId, Arc<TableSch
     }
 }
 
-/// An identifier as Postgres folds it: unquoted names are lower-cased.
-pub(super) fn identifier(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
-pub(super) fn column_of(expr: &Expr, table: &TableSchema) -> Result<usize, Unsupported> {
-    let ident = match expr {
-        Expr::Identifier(ident) => ident,
-        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-            [qualifier, ident] if identifier(qualifier) == table.name => ident,
-            _ => return unsupported(format!("unknown column {expr}")),
-        },
-        _ => return unsupported(format!("only plain columns can be selected, not {expr}")),
-    };
-    let name = identifier(ident);
-    table
-        .column_index(&name)
-        .ok_or_else(|| Unsupported(format!("unknown column {name} in table {}", table.name)))
-}
-
-fn projection(select: &Select, table: &TableSchema) -> Result<Vec<OutputColumn>, Unsupported> {
+fn projection(select: &Select, table: &TableSchema, params: usize) -> Result<Vec<OutputColumn>, Unsupported> {
     let mut columns = Vec::new();
     for item in &select.projection {
         match item {
             SelectItem::Wildcard(options) if options.to_string().is_empty() => {
                 columns.extend(table.columns.iter().enumerate().map(|(i, c)| OutputColumn {
                     name: c.name.clone(),
-                    output: Output::Column(i),
-                    ty: ResultType::Column(c.ty),
+                    output: Output::Value(Box::new(column_expr(table, i))),
                 }))
             }
-            SelectItem::UnnamedExpr(expr) => columns.push(output_column(expr, None, table)?),
+            SelectItem::UnnamedExpr(expr) => columns.push(output_column(expr, None, table, params)?),
             SelectItem::ExprWithAlias { expr, alias } => {
-                columns.push(output_column(expr, Some(alias), table)?)
+                columns.push(output_column(expr, Some(alias), table, params)?)
             }
             _ => return unsupported(format!("unsupported select item {item}")),
         }
@@ -307,35 +284,46 @@ fn output_column(
     expr: &Expr,
     alias: Option<&Ident>,
     table: &TableSchema,
+    params: usize,
 ) -> Result<OutputColumn, Unsupported> {
-    let (output, default_name, ty) = match expr {
-        Expr::Function(function) => {
-            let (aggregate, column, ty) = aggregate(function, table)?;
-            (Output::Aggregate(aggregate, column), function_name(function), ty)
+    let output = match expr {
+        Expr::Function(function) if is_aggregate(function) => {
+            let (aggregate, column) = aggregate(function, table)?;
+            Output::Aggregate(aggregate, column)
         }
-        _ => {
-            let column = column_of(expr, table)?;
-            (
-                Output::Column(column),
-                table.columns[column].name.clone(),
-                ResultType::Column(table.columns[column].ty),
-            )
-        }
+        _ => Output::Value(Box::new(checked(expr, table, params)?)),
     };
     Ok(OutputColumn {
-        name: alias.map_or(default_name, identifier),
+        name: alias.map_or_else(|| default_name(expr), identifier),
         output,
-        ty,
     })
+}
+
+/// The name Postgres gives an unaliased output: the column's, the function's, else `?column?`.
+fn default_name(expr: &Expr) -> String {
+    match expr {
+        Expr::Identifier(ident) => identifier(ident),
+        Expr::CompoundIdentifier(parts) => parts.last().map_or_else(String::new, identifier),
+        Expr::Function(function) => function_name(function),
+        Expr::Nested(inner) => default_name(inner),
+        _ => "?column?".to_string(),
+    }
+}
+
+/// Whether `function` is one of the aggregates shardgate merges.
+pub(super) fn is_aggregate(function: &Function) -> bool {
+    AGGREGATES.contains(&function_name(function).as_str())
 }
 
 pub(super) fn function_name(function: &Function) -> String {
     function.name.to_string().to_lowercase()
 }
 
-/// An aggregate call: its kind, argument column and result type.
 /// The argument list of a call without OVER, FILTER, WITHIN GROUP, null treatment or clauses.
-fn plain_call<'f>(function: &'f Function, name: &str) -> Result<&'f FunctionArgumentList, Unsupported> {
+pub(super) fn plain_call<'f>(
+    function: &'f Function,
+    name: &str,
+) -> Result<&'f FunctionArgumentList, Unsupported> {
     if function.over.is_some() {
         return unsupported("window functions are not supported");
     }
@@ -353,10 +341,11 @@ fn plain_call<'f>(function: &'f Function, name: &str) -> Result<&'f FunctionArgu
     Ok(list)
 }
 
+/// An aggregate call: its kind and argument column.
 pub(super) fn aggregate(
     function: &Function,
     table: &TableSchema,
-) -> Result<(Aggregate, Option<usize>, ResultType), Unsupported> {
+) -> Result<(Aggregate, Option<usize>), Unsupported> {
     let name = function_name(function);
     let list = plain_call(function, &name)?;
     let distinct = match list.duplicate_treatment {
@@ -372,203 +361,95 @@ pub(super) fn aggregate(
         _ => return unsupported(format!("{name} takes one column")),
     };
     let Some(column) = argument else {
-        return Ok((Aggregate::CountRows, None, ResultType::Column(ColumnType::BigInt)));
+        return Ok((Aggregate::CountRows, None));
     };
-    let ty = table.columns[column].ty;
     if distinct {
-        return Ok((
-            Aggregate::CountDistinct,
-            Some(column),
-            ResultType::Column(ColumnType::BigInt),
-        ));
+        return Ok((Aggregate::CountDistinct, Some(column)));
     }
-    use ColumnType::{BigInt, Boolean, Double, Integer, Jsonb, SmallInt};
-    let (aggregate, result) = match (name.as_str(), ty) {
-        ("count", _) => (Aggregate::Count, ResultType::Column(BigInt)),
-        ("sum", SmallInt | Integer) => (Aggregate::Sum, ResultType::Column(BigInt)),
-        ("sum", BigInt) => (Aggregate::Sum, ResultType::Numeric),
-        ("sum", Double) => (Aggregate::Sum, ResultType::Column(Double)),
-        ("avg", SmallInt | Integer | BigInt) => (Aggregate::Avg, ResultType::Numeric),
-        ("avg", Double) => (Aggregate::Avg, ResultType::Column(Double)),
+    let ty = table.columns[column].ty;
+    use ColumnType::{Boolean, Double, Jsonb};
+    let aggregate = match (name.as_str(), ty) {
+        ("count", _) => Aggregate::Count,
+        ("sum", _) if ty.is_integer() || ty == Double => Aggregate::Sum,
+        ("avg", _) if ty.is_integer() || ty == Double => Aggregate::Avg,
         ("min" | "max", Jsonb | Boolean) => {
             return unsupported(format!("{name} of a {ty} column is not supported"));
         }
-        ("min", _) => (Aggregate::Min, ResultType::Column(ty)),
-        ("max", _) => (Aggregate::Max, ResultType::Column(ty)),
-        ("bool_and", Boolean) => (Aggregate::BoolAnd, ResultType::Column(ty)),
-        ("bool_or", Boolean) => (Aggregate::BoolOr, ResultType::Column(ty)),
+        ("min", _) => Aggregate::Min,
+        ("max", _) => Aggregate::Max,
+        ("bool_and", Boolean) => Aggregate::BoolAnd,
+        ("bool_or", Boolean) => Aggregate::BoolOr,
         ("sum" | "avg" | "bool_and" | "bool_or", _) => {
             return unsupported(format!("{name} of a {ty} column is not supported"));
         }
         _ => return unsupported(format!("function {name} is not supported")),
     };
-    Ok((aggregate, Some(column), result))
+    Ok((aggregate, Some(column)))
 }
 
-/// GROUP BY columns: table columns, or positions of output columns that are table columns.
+/// GROUP BY keys, resolved as Postgres does: a number is an output position, a name is a
+/// table column before an output alias, anything else an expression.
 fn group_by(
     select: &Select,
     table: &TableSchema,
     columns: &[OutputColumn],
-) -> Result<Vec<usize>, Unsupported> {
+    params: usize,
+) -> Result<Vec<Expr>, Unsupported> {
     let expressions = match &select.group_by {
         GroupByExpr::Expressions(expressions, modifiers) if modifiers.is_empty() => expressions,
         _ => return unsupported("GROUP BY ALL, ROLLUP, CUBE and GROUPING SETS are not supported"),
     };
-    expressions
-        .iter()
-        .map(|expr| match output_position(expr, columns) {
-            Ok(position) => match columns[position].output {
-                Output::Column(column) => Ok(column),
-                Output::Aggregate(..) => unsupported("cannot GROUP BY an aggregate"),
-            },
-            Err(_) => column_of(expr, table),
-        })
-        .collect()
+    let mut keys: Vec<Expr> = Vec::new();
+    for expr in expressions {
+        let output = match expr {
+            Expr::Value(_) => Some(output_position(expr, columns)?),
+            Expr::Identifier(ident) if column_of(expr, table).is_err() => {
+                columns.iter().position(|c| c.name == identifier(ident))
+            }
+            _ => None,
+        };
+        let key = match output.map(|position| &columns[position].output) {
+            Some(Output::Value(value)) => value.as_ref().clone(),
+            Some(Output::Aggregate(..)) => {
+                return unsupported("aggregate functions are not allowed in GROUP BY");
+            }
+            None => checked(expr, table, params)?,
+        };
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
-/// `SELECT DISTINCT` of columns is a GROUP BY all of them.
-fn distinct_groups(select: &Select, columns: &[OutputColumn]) -> Result<Vec<usize>, Unsupported> {
+/// `SELECT DISTINCT` is a GROUP BY of every output.
+fn distinct_groups(select: &Select, columns: &[OutputColumn]) -> Result<Vec<Expr>, Unsupported> {
     if !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty()) {
         return unsupported("DISTINCT with GROUP BY is not supported yet");
     }
-    columns
-        .iter()
-        .map(|c| match c.output {
-            Output::Column(column) => Ok(column),
-            Output::Aggregate(..) => unsupported("DISTINCT over aggregates is not supported yet"),
-        })
-        .collect()
+    let mut keys: Vec<Expr> = Vec::new();
+    for column in columns {
+        match &column.output {
+            Output::Value(value) if !keys.contains(value) => keys.push(value.as_ref().clone()),
+            Output::Value(_) => {}
+            Output::Aggregate(..) => return unsupported("DISTINCT over aggregates is not supported yet"),
+        }
+    }
+    Ok(keys)
 }
 
-/// Outside aggregates, only GROUP BY columns may be selected (as Postgres requires).
-fn check_grouped_outputs(
-    columns: &[OutputColumn],
-    group_by: &[usize],
-    table: &TableSchema,
-) -> Result<(), Unsupported> {
+/// Outside aggregates, outputs may use only GROUP BY keys (as Postgres requires).
+fn check_grouped_outputs(columns: &[OutputColumn], group_by: &[Expr]) -> Result<(), Unsupported> {
     for column in columns {
-        if let Output::Column(index) = column.output
-            && !group_by.contains(&index)
+        if let Output::Value(value) = &column.output
+            && let Some(name) = ungrouped_column(value, group_by)
         {
             return unsupported(format!(
-                "column {} must appear in the GROUP BY clause or be used in an aggregate function",
-                table.columns[index].name
+                "column {name} must appear in the GROUP BY clause or be used in an aggregate function"
             ));
         }
     }
     Ok(())
-}
-
-/// Checks a WHERE expression: columns of the table, literals, `$n` parameters and an
-/// allow-list of operators.
-fn check_expr(expr: &Expr, table: &TableSchema, params: usize) -> Result<(), Unsupported> {
-    let check = |e: &Expr| check_expr(e, table, params);
-    match expr {
-        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => column_of(expr, table).map(drop),
-        Expr::Value(value) => check_value(&value.value, params),
-        Expr::Nested(inner) | Expr::IsNull(inner) | Expr::IsNotNull(inner) => check(inner),
-        Expr::IsTrue(inner) | Expr::IsFalse(inner) | Expr::IsNotTrue(inner) | Expr::IsNotFalse(inner) => {
-            check(inner)
-        }
-        Expr::UnaryOp { op, expr } => match op {
-            UnaryOperator::Not | UnaryOperator::Minus | UnaryOperator::Plus => check(expr),
-            _ => unsupported(format!("operator {op} is not supported")),
-        },
-        Expr::BinaryOp { left, op, right } => {
-            if !is_allowed_operator(op) {
-                return unsupported(format!("operator {op} is not supported"));
-            }
-            check(left)?;
-            check(right)
-        }
-        Expr::Between { expr, low, high, .. } => {
-            check(expr)?;
-            check(low)?;
-            check(high)
-        }
-        Expr::In {
-            expr,
-            target: InTarget::List(list),
-            ..
-        } => {
-            check(expr)?;
-            list.iter().try_for_each(check)
-        }
-        Expr::In { .. } => unsupported("IN with a subquery is not supported"),
-        Expr::Like {
-            expr,
-            pattern,
-            escape_char: None,
-            any: false,
-            ..
-        }
-        | Expr::ILike {
-            expr,
-            pattern,
-            escape_char: None,
-            any: false,
-            ..
-        } => {
-            check(expr)?;
-            check(pattern)
-        }
-        Expr::Function(function) => check_filter_function(function, table, params),
-        Expr::Subquery(_) | Expr::Exists { .. } => unsupported("subqueries are not supported"),
-        other => unsupported(format!("expression {other} is not supported")),
-    }
-}
-
-/// Scalar functions a WHERE may call: deterministic, and the same on every shard.
-const FILTER_FUNCTIONS: &[&str] = &["lower", "upper", "length", "abs", "coalesce", "date_trunc"];
-
-fn check_filter_function(function: &Function, table: &TableSchema, params: usize) -> Result<(), Unsupported> {
-    let name = function_name(function);
-    if !FILTER_FUNCTIONS.contains(&name.as_str()) {
-        return unsupported(format!(
-            "function {name} is not supported (allowed in WHERE: {})",
-            FILTER_FUNCTIONS.join(", ")
-        ));
-    }
-    let list = plain_call(function, &name)?;
-    if list.duplicate_treatment.is_some() {
-        return unsupported(format!("{name}: DISTINCT is not supported"));
-    }
-    list.args.iter().try_for_each(|arg| match arg {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => check_expr(expr, table, params),
-        other => unsupported(format!("{name}: argument {other} is not supported")),
-    })
-}
-
-fn is_allowed_operator(op: &BinaryOperator) -> bool {
-    use BinaryOperator::*;
-    matches!(
-        op,
-        Eq | NotEq
-            | Lt
-            | LtEq
-            | Gt
-            | GtEq
-            | And
-            | Or
-            | Plus
-            | Minus
-            | Multiply
-            | Divide
-            | Modulo
-            | StringConcat
-    )
-}
-
-fn check_value(value: &Value, params: usize) -> Result<(), Unsupported> {
-    match value {
-        Value::Number(..) | Value::SingleQuotedString(_) | Value::Boolean(_) | Value::Null => Ok(()),
-        Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if (1..=params).contains(&n) => Ok(()),
-            _ => unsupported(format!("parameter {p} has no value ({params} given)")),
-        },
-        other => unsupported(format!("literal {other} is not supported")),
-    }
 }
 
 fn limit_offset(query: &Query) -> Result<(Option<u64>, u64), Unsupported> {
@@ -597,7 +478,12 @@ fn limit_offset(query: &Query) -> Result<(Option<u64>, u64), Unsupported> {
     }
 }
 
-fn order_by(query: &Query, columns: &[OutputColumn]) -> Result<Vec<SortKey>, Unsupported> {
+fn order_by(
+    query: &Query,
+    columns: &[OutputColumn],
+    table: &TableSchema,
+    params: usize,
+) -> Result<Vec<SortKey>, Unsupported> {
     let Some(order_by) = &query.order_by else {
         return Ok(Vec::new());
     };
@@ -611,8 +497,12 @@ fn order_by(query: &Query, columns: &[OutputColumn]) -> Result<Vec<SortKey>, Uns
                 Some(OrderBySort::Desc) => true,
                 Some(OrderBySort::Using(_)) => return unsupported("ORDER BY ... USING is not supported"),
             };
+            let output = match output_position(&key.expr, columns) {
+                Ok(position) => position,
+                Err(refused) => same_expression(&key.expr, columns, table, params).ok_or(refused)?,
+            };
             Ok(SortKey {
-                output: output_position(&key.expr, columns)?,
+                output,
                 descending,
                 nulls_first: key.options.nulls_first.unwrap_or(descending),
             })
@@ -644,6 +534,17 @@ fn output_position(expr: &Expr, columns: &[OutputColumn]) -> Result<usize, Unsup
     }
 }
 
+/// The output computing the same expression as `expr`, for `ORDER BY date_trunc('day', ts)`.
+fn same_expression(
+    expr: &Expr,
+    columns: &[OutputColumn],
+    table: &TableSchema,
+    params: usize,
+) -> Option<usize> {
+    let wanted = Output::Value(Box::new(checked(expr, table, params).ok()?));
+    columns.iter().position(|c| c.output == wanted)
+}
+
 /// The `key_column = value` terms of the top-level AND of the filter.
 fn key_equalities(filter: &Expr, table: &TableSchema) -> Vec<(usize, Expr)> {
     match filter {
@@ -673,11 +574,6 @@ fn key_equalities(filter: &Expr, table: &TableSchema) -> Vec<(usize, Expr)> {
         }
         _ => Vec::new(),
     }
-}
-
-/// Whether values of `ty` sort the same in the proxy as in Postgres (for ORDER BY merging).
-pub fn sorts_exactly(ty: ResultType) -> bool {
-    ty != ResultType::Column(ColumnType::Jsonb)
 }
 
 #[cfg(test)]

@@ -79,6 +79,14 @@ pub enum ResultType {
 }
 
 impl ResultType {
+    /// The result type of a column a statement describes, when shardgate can return it.
+    pub fn of(ty: &Type) -> Option<ResultType> {
+        match *ty {
+            Type::NUMERIC => Some(ResultType::Numeric),
+            _ => column_type_of(ty).map(ResultType::Column),
+        }
+    }
+
     /// The type's name as Postgres prints it.
     pub fn sql_name(self) -> &'static str {
         match self {
@@ -140,6 +148,15 @@ impl Decimal {
             unscaled: if negative { -unscaled } else { unscaled },
             scale,
         })
+    }
+
+    /// The same value with no trailing zeros after the point.
+    pub fn normalized(mut self) -> Decimal {
+        while self.scale > 0 && self.unscaled % 10 == 0 {
+            self.unscaled /= 10;
+            self.scale -= 1;
+        }
+        self
     }
 
     /// Orders two decimals by value.

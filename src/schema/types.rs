@@ -94,6 +94,14 @@ impl ColumnType {
         self != ColumnType::Jsonb
     }
 
+    /// Whether this is `smallint`, `integer` or `bigint`.
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            ColumnType::SmallInt | ColumnType::Integer | ColumnType::BigInt
+        )
+    }
+
     /// Whether this type may be a table's id (primary key).
     pub fn can_be_id(self) -> bool {
         matches!(

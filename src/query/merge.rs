@@ -1,0 +1,270 @@
+//! Merging the shards' answers into one: an ordered k-way merge that streams rows holding one
+//! per shard, and a group merge that combines every shard's partial aggregates per group.
+
+use super::QueryError;
+use super::parse::{Aggregate, Output, QueryPlan, Unsupported};
+use super::shard::ShardRows;
+use super::value::{Cell, Decimal};
+use futures_util::StreamExt;
+use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How a partial result combines with another shard's for the same group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// A value computed from the group keys: equal on every shard.
+    Keep,
+    /// Added (counts, sums).
+    Add,
+    /// The smaller.
+    Min,
+    /// The larger.
+    Max,
+    /// Logical AND.
+    And,
+    /// Logical OR.
+    Or,
+}
+
+/// The rows of a non-aggregated query in ORDER BY order (each shard's rows arrive sorted),
+/// OFFSET skipped and LIMIT applied, one at a time.
+pub struct OrderedMerge {
+    plan: Arc<QueryPlan>,
+    inputs: Vec<ShardRows>,
+    heads: Vec<Option<Vec<Cell>>>,
+    primed: bool,
+    to_skip: u64,
+    left: u64,
+    cap: Option<usize>,
+    emitted: usize,
+}
+
+impl OrderedMerge {
+    /// Merges `inputs`; without LIMIT more than `cap` rows is an error.
+    pub fn new(plan: Arc<QueryPlan>, inputs: Vec<ShardRows>, cap: usize) -> OrderedMerge {
+        OrderedMerge {
+            to_skip: plan.offset,
+            left: plan.limit.unwrap_or(u64::MAX),
+            cap: plan.limit.is_none().then_some(cap),
+            heads: inputs.iter().map(|_| None).collect(),
+            inputs,
+            plan,
+            primed: false,
+            emitted: 0,
+        }
+    }
+
+    /// The next row, `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Cell>>, QueryError> {
+        if !self.primed {
+            for (head, input) in self.heads.iter_mut().zip(&mut self.inputs) {
+                *head = input.next().await?;
+            }
+            self.primed = true;
+        }
+        while self.left > 0 {
+            let Some(best) = self.best() else {
+                return Ok(None);
+            };
+            let row = self.heads[best].take();
+            self.heads[best] = self.inputs[best].next().await?;
+            if self.to_skip > 0 {
+                self.to_skip -= 1;
+                continue;
+            }
+            if self.cap == Some(self.emitted) {
+                return Err(QueryError::TooManyRows(self.emitted));
+            }
+            self.emitted += 1;
+            self.left -= 1;
+            return Ok(row);
+        }
+        Ok(None)
+    }
+
+    /// The shard whose next row comes first.
+    fn best(&self) -> Option<usize> {
+        let mut best: Option<(usize, &Vec<Cell>)> = None;
+        for (shard, head) in self.heads.iter().enumerate() {
+            let Some(row) = head else { continue };
+            if best.is_none_or(|(_, b)| compare_rows(&self.plan, row, b) == Ordering::Less) {
+                best = Some((shard, row));
+            }
+        }
+        best.map(|(shard, _)| shard)
+    }
+}
+
+/// Combines the shards' per-group partial results (`layout` says how, per output), finishes
+/// each group's outputs, applies HAVING, then orders and limits the groups. Reads every shard
+/// at once and holds one row per group.
+pub async fn merge_groups(
+    plan: &QueryPlan,
+    layout: &[Vec<Combine>],
+    inputs: Vec<ShardRows>,
+    params: &[serde_json::Value],
+) -> Result<Vec<Vec<Cell>>, QueryError> {
+    let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
+    let width = combines.len();
+    let keys_end = width + plan.group_by.len();
+    let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
+    let mut rows = futures_util::stream::select_all(inputs.into_iter().map(|input| {
+        Box::pin(futures_util::stream::unfold(input, |mut input| async move {
+            input.next().await.transpose().map(|row| (row, input))
+        }))
+    }));
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let (_, distinct) = match groups.entry(group_key(&row[width..keys_end])) {
+            Entry::Vacant(slot) => slot.insert((row[..width].to_vec(), HashSet::new())),
+            Entry::Occupied(slot) => {
+                let group = slot.into_mut();
+                for (i, combine) in combines.iter().enumerate() {
+                    group.0[i] = combine_partials(*combine, &group.0[i], &row[i])?;
+                }
+                group
+            }
+        };
+        if let Some(value) = row.get(keys_end).filter(|v| **v != Cell::Null) {
+            distinct.insert(group_key(std::slice::from_ref(value)));
+        }
+    }
+    let mut rows: Vec<Vec<Cell>> = groups
+        .into_values()
+        .map(|(partials, distinct)| finish_group(plan, layout, partials, distinct.len()))
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() && plan.group_by.is_empty() {
+        // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
+        rows.push(empty_input_row(plan));
+    }
+    if let Some(having) = &plan.having {
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows {
+            if having.keeps(&row, params)? {
+                kept.push(row);
+            }
+        }
+        rows = kept;
+    }
+    rows.sort_by(|a, b| compare_rows(plan, a, b));
+    let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
+    let visible = |mut row: Vec<Cell>| {
+        row.truncate(plan.visible);
+        row
+    };
+    Ok(rows
+        .into_iter()
+        .skip(plan.offset as usize)
+        .take(limit)
+        .map(visible)
+        .collect())
+}
+
+/// The aggregates of no rows: counts are 0, everything else NULL.
+fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
+    plan.columns
+        .iter()
+        .map(|c| match c.output {
+            Output::Aggregate(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct, _) => {
+                Cell::Int(0)
+            }
+            _ => Cell::Null,
+        })
+        .collect()
+}
+
+/// A group being merged: its combined partial results, and the keys of the distinct values of
+/// the `count(DISTINCT x)` column seen so far.
+type GroupState = (Vec<Cell>, HashSet<Vec<u8>>);
+
+/// A group's outputs from its combined partial results.
+fn finish_group(
+    plan: &QueryPlan,
+    layout: &[Vec<Combine>],
+    partials: Vec<Cell>,
+    distinct_values: usize,
+) -> Result<Vec<Cell>, QueryError> {
+    let mut cells = partials.into_iter();
+    let mut row = Vec::with_capacity(plan.columns.len());
+    for (column, parts) in plan.columns.iter().zip(layout) {
+        let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
+        let cell = match (&column.output, parts.as_slice()) {
+            (Output::Aggregate(Aggregate::Avg, _), [sum, Cell::Int(count)]) => average(sum, *count)?,
+            (Output::Aggregate(Aggregate::CountDistinct, _), []) => Cell::Int(distinct_values as i64),
+            _ => parts.swap_remove(0),
+        };
+        row.push(cell);
+    }
+    Ok(row)
+}
+
+/// `sum / count` as Postgres's `avg` gives it; NULL for no input.
+fn average(sum: &Cell, count: i64) -> Result<Cell, QueryError> {
+    let too_large = || QueryError::Unsupported(Unsupported("an average too large to compute exactly".into()));
+    Ok(match sum {
+        _ if count == 0 => Cell::Null,
+        Cell::Numeric(d) if d.scale == 0 => {
+            Cell::Numeric(Decimal::average(d.unscaled, i128::from(count)).ok_or_else(too_large)?)
+        }
+        Cell::Float(x) => Cell::Float(x / count as f64),
+        _ => return Err(too_large()),
+    })
+}
+
+/// Two partial results for one group, combined as the aggregate over both inputs would be.
+fn combine_partials(combine: Combine, a: &Cell, b: &Cell) -> Result<Cell, QueryError> {
+    let overflow = || QueryError::Unsupported(Unsupported("a sum out of range while merging".into()));
+    Ok(match (combine, a, b) {
+        (Combine::Keep, x, _) => x.clone(),
+        (_, Cell::Null, other) | (_, other, Cell::Null) => other.clone(),
+        (Combine::Add, Cell::Int(x), Cell::Int(y)) => Cell::Int(x.checked_add(*y).ok_or_else(overflow)?),
+        (Combine::Add, Cell::Float(x), Cell::Float(y)) => Cell::Float(x + y),
+        (Combine::Add, Cell::Numeric(x), Cell::Numeric(y)) => {
+            Cell::Numeric(x.checked_add(*y).ok_or_else(overflow)?)
+        }
+        (Combine::Min, x, y) => {
+            if y.compare(x, false, false) == Ordering::Less {
+                y.clone()
+            } else {
+                x.clone()
+            }
+        }
+        (Combine::Max, x, y) => {
+            if y.compare(x, false, false) == Ordering::Greater {
+                y.clone()
+            } else {
+                x.clone()
+            }
+        }
+        (Combine::And, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x && *y),
+        (Combine::Or, Cell::Bool(x), Cell::Bool(y)) => Cell::Bool(*x || *y),
+        (_, x, _) => x.clone(),
+    })
+}
+
+/// A byte key for a group's values; equal values (including 0.0 and -0.0, all NaNs, and
+/// numerics of different scales, as Postgres groups them) give equal keys.
+fn group_key(cells: &[Cell]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for cell in cells {
+        let text = match cell {
+            Cell::Float(x) if *x == 0.0 => "f:0".to_string(),
+            Cell::Float(x) if x.is_nan() => "f:nan".to_string(),
+            Cell::Numeric(d) => format!("n:{}", d.normalized()),
+            other => format!("{other:?}"),
+        };
+        key.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        key.extend_from_slice(text.as_bytes());
+    }
+    key
+}
+
+fn compare_rows(plan: &QueryPlan, a: &[Cell], b: &[Cell]) -> Ordering {
+    plan.order_by
+        .iter()
+        .map(|k| a[k.output].compare(&b[k.output], k.descending, k.nulls_first))
+        .find(|o| *o != Ordering::Equal)
+        .unwrap_or(Ordering::Equal)
+}

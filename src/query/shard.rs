@@ -1,0 +1,179 @@
+//! One shard's part of a query: a task runs the rendered statement in a read-only transaction
+//! with a statement timeout and passes the decoded rows through a bounded channel, so a merge
+//! holds a few rows per shard however many the shard returns, and every shard reads at once.
+
+use super::QueryError;
+use super::value::{Cell, JsonParam, ResultType};
+use deadpool_postgres::Pool;
+use futures_util::{TryStreamExt, pin_mut};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+
+/// Rows buffered per shard between its reader task and the merge.
+const ROWS_IN_FLIGHT: usize = 256;
+
+/// The statement every visited shard runs.
+pub struct ShardStatement {
+    /// SQL rendered from the checked plan.
+    pub sql: String,
+    /// Values of its `$1..$n`.
+    pub params: Vec<JsonParam>,
+    /// `statement_timeout` for the shard transaction.
+    pub timeout: Duration,
+}
+
+enum Message {
+    Columns(Vec<Type>),
+    Row(Vec<Cell>),
+    Done,
+    Failed(QueryError),
+}
+
+/// A shard's result rows, read as the merge asks for them. Dropping it stops the reader, which
+/// rolls its transaction back.
+pub struct ShardRows {
+    name: String,
+    types: Vec<Type>,
+    receiver: mpsc::Receiver<Message>,
+    finished: bool,
+}
+
+impl ShardRows {
+    /// Starts the statement on the shard behind `pool` and waits for its result description.
+    pub async fn open(
+        name: &str,
+        pool: Pool,
+        statement: Arc<ShardStatement>,
+    ) -> Result<ShardRows, QueryError> {
+        let (sender, mut receiver) = mpsc::channel(ROWS_IN_FLIGHT);
+        tokio::spawn(read_shard(name.to_string(), pool, statement, sender));
+        match receiver.recv().await {
+            Some(Message::Columns(types)) => Ok(ShardRows {
+                name: name.to_string(),
+                types,
+                receiver,
+                finished: false,
+            }),
+            Some(Message::Failed(e)) => Err(e),
+            _ => Err(stopped(name)),
+        }
+    }
+
+    /// The shard's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Postgres types of the result columns, as the shard described them.
+    pub fn types(&self) -> &[Type] {
+        &self.types
+    }
+
+    /// The next row; `None` once the last has been read and the shard's transaction committed.
+    pub async fn next(&mut self) -> Result<Option<Vec<Cell>>, QueryError> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.receiver.recv().await {
+            Some(Message::Row(row)) => Ok(Some(row)),
+            Some(Message::Done) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Some(Message::Failed(e)) => {
+                self.finished = true;
+                Err(e)
+            }
+            Some(Message::Columns(_)) | None => Err(stopped(&self.name)),
+        }
+    }
+}
+
+fn stopped(name: &str) -> QueryError {
+    failed(
+        name,
+        "the shard's reader stopped before the end of its rows".to_string(),
+    )
+}
+
+fn failed(name: &str, message: String) -> QueryError {
+    QueryError::ShardFailed {
+        shard: name.to_string(),
+        message,
+    }
+}
+
+/// Sorts a shard's error: a timeout (504), a query it refused as invalid (400), else a failure.
+fn classify(name: &str, e: tokio_postgres::Error) -> QueryError {
+    match e.code() {
+        Some(code) if *code == SqlState::QUERY_CANCELED => QueryError::Timeout {
+            shard: name.to_string(),
+        },
+        Some(code) if code.code().starts_with("42") || code.code().starts_with("22") => QueryError::Invalid {
+            shard: name.to_string(),
+            message: e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.message().to_string()),
+        },
+        _ => failed(name, e.to_string()),
+    }
+}
+
+async fn read_shard(name: String, pool: Pool, statement: Arc<ShardStatement>, sender: mpsc::Sender<Message>) {
+    if let Err(e) = send_rows(&name, &pool, &statement, &sender).await {
+        let _ = sender.send(Message::Failed(e)).await;
+    }
+}
+
+/// Sends the result description, then the rows, then `Done` after the commit. Stops quietly
+/// when the merge no longer listens.
+async fn send_rows(
+    name: &str,
+    pool: &Pool,
+    statement: &ShardStatement,
+    sender: &mpsc::Sender<Message>,
+) -> Result<(), QueryError> {
+    let classify = |e| classify(name, e);
+    let mut client = pool.get().await.map_err(|e| failed(name, e.to_string()))?;
+    let transaction = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(classify)?;
+    let timeout_ms = statement.timeout.as_millis();
+    transaction
+        .batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
+        .await
+        .map_err(classify)?;
+    let prepared = transaction.prepare(&statement.sql).await.map_err(classify)?;
+    let types: Vec<Type> = prepared.columns().iter().map(|c| c.type_().clone()).collect();
+    let result_types: Option<Vec<ResultType>> = types.iter().map(ResultType::of).collect();
+    if sender.send(Message::Columns(types)).await.is_err() {
+        return Ok(());
+    }
+    // A type shardgate cannot return: the engine refuses the query from the description.
+    let Some(result_types) = result_types else {
+        return Ok(());
+    };
+    let params = statement.params.iter().map(|p| p as &(dyn ToSql + Sync));
+    let rows = transaction.query_raw(&prepared, params).await.map_err(classify)?;
+    pin_mut!(rows);
+    while let Some(row) = rows.try_next().await.map_err(classify)? {
+        let cells = result_types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| Cell::read(&row, i, *ty))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| failed(name, e.to_string()))?;
+        if sender.send(Message::Row(cells)).await.is_err() {
+            return Ok(());
+        }
+    }
+    transaction.commit().await.map_err(classify)?;
+    let _ = sender.send(Message::Done).await;
+    Ok(())
+}
