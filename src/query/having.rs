@@ -1,6 +1,6 @@
 //! HAVING: a condition on merged groups, evaluated by shardgate after the merge with SQL's
-//! three-valued logic. Aggregates it uses that are not selected become hidden outputs, computed
-//! and merged like the others and dropped from the answer.
+//! three-valued logic. Aggregates and group-key expressions it uses that are not selected
+//! become hidden outputs, computed and merged like the others and dropped from the answer.
 
 use super::expr::{checked, identifier};
 use super::parse::{Output, OutputColumn, Unsupported, aggregate, function_name, is_aggregate};

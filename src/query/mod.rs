@@ -171,6 +171,7 @@ impl QueryEngine {
             None => Some(self.limits.max_rows as u64 + 1),
         };
         let rendered = render(&plan, per_shard_limit);
+        tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
             sql: rendered.sql,
             params: rendered
@@ -333,11 +334,9 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> RenderedQuery {
 /// aggregate's partial results (an average needs a sum and a count; `count(DISTINCT x)` is
 /// counted from the distinct values of `x` the shards group by).
 fn partials(plan: &QueryPlan, output: &Output, parameters: &mut Parameters) -> Vec<(String, Combine)> {
-    let Output::Aggregate(aggregate, argument) = output else {
-        let Output::Value(value) = output else {
-            unreachable!()
-        };
-        return vec![(parameters.render(value), Combine::Keep)];
+    let (aggregate, argument) = match output {
+        Output::Value(value) => return vec![(parameters.render(value), Combine::Keep)],
+        Output::Aggregate(aggregate, argument) => (aggregate, argument),
     };
     let Some(index) = *argument else {
         return vec![("count(*)".into(), Combine::Add)];
