@@ -77,6 +77,7 @@ impl Catalog {
             url,
             max_size: 2,
             connect_timeout: config.pool.connect_timeout,
+            wait_timeout: None,
             application_name: "shardgate-catalog",
             session_setup: "",
         })

@@ -167,6 +167,9 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Query connections per shard, apart from the COPY connections.
     pub connections_per_shard: usize,
+    /// Longest a query waits for a free query connection to a shard before it gets 503.
+    #[serde(with = "duration")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for QueryConfig {
@@ -175,6 +178,7 @@ impl Default for QueryConfig {
             statement_timeout: Duration::from_secs(30),
             max_rows: 100_000,
             connections_per_shard: 2,
+            wait_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -307,6 +307,7 @@ fn build_shard(shard: &ShardConfig, pool: &PoolConfig, session_setup: &str) -> R
         url: &shard.url,
         max_size: pool.connections_per_shard,
         connect_timeout: pool.connect_timeout,
+        wait_timeout: None,
         application_name: "shardgate",
         session_setup,
     })
@@ -330,6 +331,8 @@ pub struct PoolSettings<'a> {
     pub max_size: usize,
     /// Longest wait to open one.
     pub connect_timeout: Duration,
+    /// Longest wait for a free one when all are in use (`None`: no limit).
+    pub wait_timeout: Option<Duration>,
     /// `application_name` the server shows for them.
     pub application_name: &'a str,
     /// SQL each new connection runs once (may be empty).
@@ -356,7 +359,8 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
     let mut builder = Pool::builder(manager)
         .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
-        .create_timeout(Some(settings.connect_timeout));
+        .create_timeout(Some(settings.connect_timeout))
+        .wait_timeout(settings.wait_timeout);
     if !settings.session_setup.is_empty() {
         let setup: Arc<str> = settings.session_setup.into();
         builder = builder.post_create(Hook::async_fn(move |client, _| {

@@ -527,6 +527,18 @@ async fn bad_queries_get_400_naming_the_problem() {
         assert_eq!(reply.status, 400, "{sql}: {}", reply.body);
         assert!(reply.error().contains(needle), "{sql}: {}", reply.error());
     }
+    let mistyped = ask(
+        &gate,
+        "SELECT event_id FROM events WHERE n > $1",
+        &[json!("many")],
+    )
+    .await;
+    assert_eq!(mistyped.status, 400, "{}", mistyped.body);
+    assert!(
+        mistyped.error().starts_with("parameter $1: "),
+        "{}",
+        mistyped.error()
+    );
     let malformed = gate
         .http
         .post(gate.url("/v1/query"))
@@ -654,5 +666,69 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
         capped[301],
         json!({"error": "the query returns more than 300 rows; add a LIMIT", "details": []})
     );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_a_connection_only_until_the_statement_timeout() {
+    let gate = TestServer::start(
+        "query_stall",
+        "[query]\nstatement_timeout = \"3s\"\nwait_timeout = \"300ms\"\nconnections_per_shard = 1\nmax_rows = 1000000\n",
+    )
+    .await;
+    // Far more rows than the buffers between a shard and the client hold.
+    connect(&gate.shard_urls[0])
+        .await
+        .batch_execute(
+            "INSERT INTO events (event_id, tenant_id, event_type, n, ts, _sg_hash) \
+             SELECT gen_random_uuid(), 't', 'bulk', i, now(), 0 FROM generate_series(1, 600000) i",
+        )
+        .await
+        .unwrap();
+    let mut stalled = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"sql": "SELECT event_id, n FROM events ORDER BY n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    let first = stalled.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"{\"columns\""));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let busy = ask(&gate, "SELECT count(*) FROM events", &[]).await;
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert_eq!(
+        busy.error(),
+        "all query connections to shard s0 are busy; retry later"
+    );
+
+    // The shard's part stops once nothing was read for the statement timeout (3 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let freed = loop {
+        let reply = ask(&gate, "SELECT count(*) FROM events", &[]).await;
+        if reply.status != 503 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(freed.status, 200, "{}", freed.body);
+    assert_eq!(freed.body["rows"], json!([[600000]]));
+
+    let mut rest = Vec::from(first);
+    while let Some(chunk) = stalled.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(rest).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("statement timeout")),
+        "the stalled answer ends with an error: {last}"
+    );
+    assert!(text.lines().count() < 600_002, "the stalled answer is cut short");
     gate.stop().await;
 }

@@ -28,11 +28,13 @@ pub struct QueryRequest {
 impl QueryError {
     fn status(&self) -> StatusCode {
         match self {
-            QueryError::Unsupported(_) | QueryError::Invalid { .. } | QueryError::TooManyRows(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            QueryError::Unsupported(_)
+            | QueryError::Invalid { .. }
+            | QueryError::TooManyRows(_)
+            | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::ShardFailed { .. } => StatusCode::BAD_GATEWAY,
-            QueryError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::Timeout { .. } | QueryError::NotRead { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -41,7 +43,9 @@ impl QueryError {
         let details = match self {
             QueryError::Invalid { shard, .. }
             | QueryError::ShardFailed { shard, .. }
-            | QueryError::Timeout { shard } => {
+            | QueryError::Timeout { shard }
+            | QueryError::NotRead { shard }
+            | QueryError::Busy { shard } => {
                 json!([{"shard": shard}])
             }
             _ => json!([]),
@@ -52,7 +56,8 @@ impl QueryError {
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let retry_after = matches!(self, QueryError::Busy { .. }).then_some([(header::RETRY_AFTER, "1")]);
+        (self.status(), retry_after, Json(self.body())).into_response()
     }
 }
 

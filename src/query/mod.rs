@@ -58,9 +58,30 @@ pub enum QueryError {
         /// The shard.
         shard: String,
     },
+    /// The answer was not read for longer than the statement timeout, so the shard's part
+    /// of it was stopped (504; only seen at the end of a streamed answer).
+    #[error("the answer was not read for longer than the statement timeout; shard {shard} stopped its part")]
+    NotRead {
+        /// The shard.
+        shard: String,
+    },
     /// A query without LIMIT matched more rows than `query.max_rows`.
     #[error("the query returns more than {0} rows; add a LIMIT")]
     TooManyRows(usize),
+    /// A parameter's value does not fit the type the query gives it (400).
+    #[error("parameter ${number}: {reason}")]
+    BadParameter {
+        /// Its number in the query.
+        number: usize,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// Every query connection to a shard stayed busy for `query.wait_timeout` (503).
+    #[error("all query connections to shard {shard} are busy; retry later")]
+    Busy {
+        /// The shard.
+        shard: String,
+    },
 }
 
 /// A merged answer, collected.
@@ -140,6 +161,7 @@ impl QueryEngine {
                     url,
                     max_size: limits.connections_per_shard,
                     connect_timeout,
+                    wait_timeout: Some(limits.wait_timeout),
                     application_name: "shardgate-query",
                     session_setup: "",
                 })
@@ -179,6 +201,7 @@ impl QueryEngine {
                 .iter()
                 .map(|n| JsonParam(params[n - 1].clone()))
                 .collect(),
+            numbers: rendered.parameters.clone(),
             timeout: self.limits.statement_timeout,
         });
         let opened = targets.iter().map(|&shard| {

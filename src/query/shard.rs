@@ -4,7 +4,8 @@
 
 use super::QueryError;
 use super::value::{Cell, JsonParam, ResultType};
-use deadpool_postgres::Pool;
+use bytes::BytesMut;
+use deadpool_postgres::{Pool, PoolError, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct ShardStatement {
     pub sql: String,
     /// Values of its `$1..$n`.
     pub params: Vec<JsonParam>,
+    /// The numbers those parameters have in the query as sent (for error messages).
+    pub numbers: Vec<usize>,
     /// `statement_timeout` for the shard transaction.
     pub timeout: Duration,
 }
@@ -122,14 +125,48 @@ fn classify(name: &str, e: tokio_postgres::Error) -> QueryError {
     }
 }
 
+/// Encodes each parameter once as the type the shard inferred for it, so a value that does not
+/// fit is the caller's error (400) rather than a failure while sending.
+fn check_parameters(statement: &ShardStatement, types: &[Type]) -> Result<(), QueryError> {
+    let mut scratch = BytesMut::new();
+    for ((param, ty), number) in statement.params.iter().zip(types).zip(&statement.numbers) {
+        scratch.clear();
+        param
+            .to_sql_checked(ty, &mut scratch)
+            .map_err(|e| QueryError::BadParameter {
+                number: *number,
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
 async fn read_shard(name: String, pool: Pool, statement: Arc<ShardStatement>, sender: mpsc::Sender<Message>) {
     if let Err(e) = send_rows(&name, &pool, &statement, &sender).await {
-        let _ = sender.send(Message::Failed(e)).await;
+        // The connection is back in the pool by now; a reader that never drains the buffer
+        // finds it closed without this message.
+        let _ = tokio::time::timeout(statement.timeout, sender.send(Message::Failed(e))).await;
+    }
+}
+
+/// Passes `message` to the merge. `Ok(false)`: the merge is gone. A merge that takes nothing
+/// for the statement timeout (its client stopped reading) stops the shard's part.
+async fn pass(
+    name: &str,
+    statement: &ShardStatement,
+    sender: &mpsc::Sender<Message>,
+    message: Message,
+) -> Result<bool, QueryError> {
+    match tokio::time::timeout(statement.timeout, sender.send(message)).await {
+        Ok(sent) => Ok(sent.is_ok()),
+        Err(_) => Err(QueryError::NotRead {
+            shard: name.to_string(),
+        }),
     }
 }
 
 /// Sends the result description, then the rows, then `Done` after the commit. Stops quietly
-/// when the merge no longer listens.
+/// when the merge no longer listens, and with an error when it stops taking rows.
 async fn send_rows(
     name: &str,
     pool: &Pool,
@@ -137,7 +174,12 @@ async fn send_rows(
     sender: &mpsc::Sender<Message>,
 ) -> Result<(), QueryError> {
     let classify = |e| classify(name, e);
-    let mut client = pool.get().await.map_err(|e| failed(name, e.to_string()))?;
+    let mut client = pool.get().await.map_err(|e| match e {
+        PoolError::Timeout(TimeoutType::Wait) => QueryError::Busy {
+            shard: name.to_string(),
+        },
+        other => failed(name, other.to_string()),
+    })?;
     let transaction = client
         .build_transaction()
         .read_only(true)
@@ -150,9 +192,10 @@ async fn send_rows(
         .await
         .map_err(classify)?;
     let prepared = transaction.prepare(&statement.sql).await.map_err(classify)?;
+    check_parameters(statement, prepared.params())?;
     let types: Vec<Type> = prepared.columns().iter().map(|c| c.type_().clone()).collect();
     let result_types: Option<Vec<ResultType>> = types.iter().map(ResultType::of).collect();
-    if sender.send(Message::Columns(types)).await.is_err() {
+    if !pass(name, statement, sender, Message::Columns(types)).await? {
         return Ok(());
     }
     // A type shardgate cannot return: the engine refuses the query from the description.
@@ -169,7 +212,7 @@ async fn send_rows(
             .map(|(i, ty)| Cell::read(&row, i, *ty))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| failed(name, e.to_string()))?;
-        if sender.send(Message::Row(cells)).await.is_err() {
+        if !pass(name, statement, sender, Message::Row(cells)).await? {
             return Ok(());
         }
     }
