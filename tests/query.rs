@@ -550,11 +550,7 @@ async fn bad_queries_get_400_naming_the_problem() {
     gate.stop().await;
 }
 
-#[tokio::test]
-async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
-    let gate = TestServer::start("query_cli", "").await;
-    load_rows(&gate).await;
-    let sql = "SELECT tenant_id, count(*) AS events FROM events WHERE tenant_id IN ('t1', 't2') GROUP BY 1 ORDER BY 1";
+async fn ask_ndjson(gate: &TestServer, sql: &str) -> Vec<Value> {
     let response = gate
         .http
         .post(gate.url("/v1/query"))
@@ -563,9 +559,18 @@ async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
         .send()
         .await
         .unwrap();
+    assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let text = response.text().await.unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
+    let gate = TestServer::start("query_cli", "").await;
+    load_rows(&gate).await;
+    let sql = "SELECT tenant_id, count(*) AS events FROM events WHERE tenant_id IN ('t1', 't2') GROUP BY 1 ORDER BY 1";
+    let lines = ask_ndjson(&gate, sql).await;
     assert_eq!(
         lines[0]["columns"][1],
         json!({"name": "events", "type": "bigint"})
@@ -631,20 +636,6 @@ async fn a_shard_past_the_statement_timeout_fails_the_query_with_504_naming_it()
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["rows"], json!([[400]]));
     gate.stop().await;
-}
-
-async fn ask_ndjson(gate: &TestServer, sql: &str) -> Vec<Value> {
-    let response = gate
-        .http
-        .post(gate.url("/v1/query"))
-        .header("accept", "application/x-ndjson")
-        .json(&json!({"sql": sql}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[tokio::test]
