@@ -163,7 +163,7 @@ pub struct QueryConfig {
     /// Longest a query may run on a shard.
     #[serde(with = "duration")]
     pub statement_timeout: Duration,
-    /// Most rows a query without LIMIT may return.
+    /// Most rows a query without LIMIT may return, and most groups a shard may send.
     pub max_rows: usize,
     /// Query connections per shard, apart from the COPY connections.
     pub connections_per_shard: usize,

@@ -518,6 +518,14 @@ async fn bad_queries_get_400_naming_the_problem() {
             "the query returns more than 50 rows; add a LIMIT",
         ),
         (
+            "SELECT event_id FROM events GROUP BY 1 HAVING count(*) > 1",
+            "the query has more than 50 groups on shard s",
+        ),
+        (
+            "SELECT count(DISTINCT event_id) FROM events",
+            "the query has more than 50 groups on shard s",
+        ),
+        (
             "INSERT INTO events (tenant_id) VALUES ('x')",
             "only SELECT is supported",
         ),

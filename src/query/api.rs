@@ -31,6 +31,7 @@ impl QueryError {
             QueryError::Unsupported(_)
             | QueryError::Invalid { .. }
             | QueryError::TooManyRows(_)
+            | QueryError::TooManyGroups { .. }
             | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::ShardFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -44,6 +45,7 @@ impl QueryError {
             QueryError::Invalid { shard, .. }
             | QueryError::ShardFailed { shard, .. }
             | QueryError::Timeout { shard }
+            | QueryError::TooManyGroups { shard, .. }
             | QueryError::NotRead { shard }
             | QueryError::Busy { shard } => {
                 json!([{"shard": shard}])

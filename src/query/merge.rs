@@ -99,21 +99,33 @@ impl OrderedMerge {
 
 /// Combines the shards' per-group partial results (`layout` says how, per output), finishes
 /// each group's outputs, applies HAVING, then orders and limits the groups. Reads every shard
-/// at once and holds one row per group.
+/// at once and holds one row per group; a shard sending more than `max_groups` fails the
+/// query, since a group missing from one shard's part would be merged wrong.
 pub async fn merge_groups(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
     inputs: Vec<ShardRows>,
     params: &[serde_json::Value],
+    max_groups: usize,
 ) -> Result<Vec<Vec<Cell>>, QueryError> {
     let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
     let width = combines.len();
     let keys_end = width + plan.group_by.len();
     let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
     let mut rows = futures_util::stream::select_all(inputs.into_iter().map(|input| {
-        Box::pin(futures_util::stream::unfold(input, |mut input| async move {
-            input.next().await.transpose().map(|row| (row, input))
-        }))
+        Box::pin(futures_util::stream::unfold(
+            (input, 0),
+            move |(mut input, sent)| async move {
+                let row = match input.next().await.transpose()? {
+                    Ok(_) if sent == max_groups => Err(QueryError::TooManyGroups {
+                        shard: input.name().to_string(),
+                        limit: max_groups,
+                    }),
+                    other => other,
+                };
+                Some((row, (input, sent + 1)))
+            },
+        ))
     }));
     while let Some(row) = rows.next().await {
         let row = row?;

@@ -68,6 +68,14 @@ pub enum QueryError {
     /// A query without LIMIT matched more rows than `query.max_rows`.
     #[error("the query returns more than {0} rows; add a LIMIT")]
     TooManyRows(usize),
+    /// A shard has more groups to merge than `query.max_rows`.
+    #[error("the query has more than {limit} groups on shard {shard}; narrow its WHERE or GROUP BY")]
+    TooManyGroups {
+        /// The shard.
+        shard: String,
+        /// `query.max_rows`.
+        limit: usize,
+    },
     /// A parameter's value does not fit the type the query gives it (400).
     #[error("parameter ${number}: {reason}")]
     BadParameter {
@@ -187,10 +195,10 @@ impl QueryEngine {
             Some(shard) => vec![shard],
             None => (0..self.pools.len()).map(ShardIndex).collect(),
         };
+        let cap = self.limits.max_rows as u64;
         let per_shard_limit = match plan.limit {
-            Some(limit) if !plan.aggregated => Some(limit + plan.offset),
-            Some(_) => None,
-            None => Some(self.limits.max_rows as u64 + 1),
+            Some(limit) if !plan.aggregated => limit + plan.offset,
+            _ => cap + 1,
         };
         let rendered = render(&plan, per_shard_limit);
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
@@ -220,7 +228,7 @@ impl QueryEngine {
             .map(|(c, ty)| (c.name.clone(), ty))
             .collect();
         let rows = if plan.aggregated {
-            let groups = merge_groups(&plan, &rendered.layout, inputs, &params).await?;
+            let groups = merge_groups(&plan, &rendered.layout, inputs, &params, self.limits.max_rows).await?;
             if plan.limit.is_none() && groups.len() > self.limits.max_rows {
                 return Err(QueryError::TooManyRows(self.limits.max_rows));
             }
@@ -303,8 +311,9 @@ struct RenderedQuery {
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
 /// each shard (their partial results have the final types), with the group keys, and the
 /// `count(DISTINCT x)` column, appended and grouped by position; ordering and limits of
-/// aggregated queries are applied after the merge.
-fn render(plan: &QueryPlan, limit: Option<u64>) -> RenderedQuery {
+/// aggregated queries are applied after the merge, and their LIMIT caps the groups each shard
+/// sends.
+fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
     let mut parameters = Parameters::default();
     let mut select = Vec::new();
     let mut layout = Vec::new();
@@ -343,9 +352,7 @@ fn render(plan: &QueryPlan, limit: Option<u64>) -> RenderedQuery {
             .collect();
         sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     }
-    if let Some(limit) = limit {
-        sql.push_str(&format!(" LIMIT {limit}"));
-    }
+    sql.push_str(&format!(" LIMIT {limit}"));
     RenderedQuery {
         sql,
         parameters: parameters.used,
