@@ -98,7 +98,8 @@ impl ShardRows {
 fn stopped(name: &str) -> QueryError {
     failed(
         name,
-        "the shard's reader stopped before the end of its rows".to_string(),
+        "its rows stopped before the end (was the answer read more slowly than the statement timeout allows?)"
+            .to_string(),
     )
 }
 

@@ -200,3 +200,16 @@ fn shard_statements_bind_only_the_parameters_they_use_renumbered() {
     assert_eq!(sql, "\"n\" > $1 AND coalesce(\"n\", $2) > $1");
     assert_eq!(parameters.used, [3, 1]);
 }
+
+#[test]
+fn literals_render_as_postgres_reads_them() {
+    let plan = plan_query(
+        r"SELECT event_id FROM events WHERE tenant_id IN ('it''s', 'a\b') AND n = -5",
+        0,
+        &tables(),
+    )
+    .unwrap();
+    let sql = Parameters::default().render(plan.filter.as_ref().unwrap());
+    assert_eq!(sql, r#""tenant_id" IN ('it''s', 'a\b') AND "n" = -5"#);
+    assert!(refused(r"SELECT * FROM events WHERE tenant_id = E'\x41'").contains("is not supported"));
+}
