@@ -5,12 +5,17 @@
 //! per row. Gauges of queue depth, shard health and routing epoch are read at scrape time.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from a lone group commit (~ms) to the request timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Query duration buckets in seconds, from a pruned lookup to the statement timeout.
+const QUERY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 /// Batch size buckets in rows, around the 5,000-row default.
 const ROW_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0];
@@ -44,6 +49,11 @@ pub struct Metrics {
     pub shard_up: IntGaugeVec,
     /// Epoch of the routing table in use.
     pub routing_epoch: IntGauge,
+    /// Reporting query duration to the last row, by outcome (status code, or `aborted` for a
+    /// streamed answer ended by an error line).
+    pub query_duration: HistogramVec,
+    /// Rows returned by reporting queries.
+    pub query_rows: IntCounter,
 }
 
 impl Metrics {
@@ -129,6 +139,23 @@ impl Metrics {
                 "1 when the shard answered a probe at the last scrape.",
             ),
             routing_epoch: gauge("shardgate_routing_epoch", "Epoch of the routing table in use."),
+            query_duration: histogram(
+                "shardgate_query_duration_seconds",
+                "Reporting query duration from arrival to the last row sent.",
+                &["outcome"],
+                QUERY_BUCKETS,
+            ),
+            query_rows: {
+                let metric = IntCounter::new(
+                    "shardgate_query_rows_total",
+                    "Rows returned by reporting queries.",
+                )
+                .expect("metric definitions are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric names are unique");
+                metric
+            },
             registry,
         }
     }

@@ -665,6 +665,23 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
         capped[301],
         json!({"error": "the query returns more than 300 rows; add a LIMIT", "details": []})
     );
+
+    let metrics = gate
+        .http
+        .get(gate.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "shardgate_query_rows_total 1000",
+        "shardgate_query_duration_seconds_count{outcome=\"200\"} 2",
+        "shardgate_query_duration_seconds_count{outcome=\"aborted\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     gate.stop().await;
 }
 

@@ -3,6 +3,7 @@
 
 use super::value::{Cell, ResultType};
 use super::{QueryError, QueryStream};
+use crate::metrics::Metrics;
 use crate::server::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -13,6 +14,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -77,10 +79,15 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
-    match state.queries.run(&request.sql, request.params).await {
-        Ok(stream) if wants_ndjson(&headers) => ndjson_response(stream),
+    let record = Record {
+        metrics: state.metrics.clone(),
+        started: Instant::now(),
+    };
+    let response = match state.queries.run(&request.sql, request.params).await {
+        Ok(stream) if wants_ndjson(&headers) => return ndjson_response(stream, record),
         Ok(stream) => match stream.collect().await {
             Ok(result) => {
+                record.rows(result.rows.len());
                 let rows: Vec<Vec<serde_json::Value>> = result.rows.iter().map(|row| row_json(row)).collect();
                 let columns = columns_json(&result.columns);
                 Json(json!({"columns": columns, "rows": rows, "shards": result.shards})).into_response()
@@ -88,6 +95,27 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             Err(e) => e.into_response(),
         },
         Err(e) => e.into_response(),
+    };
+    record.finished(response.status().as_str());
+    response
+}
+
+/// Records a query's duration and rows in the metrics.
+struct Record {
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl Record {
+    fn rows(&self, rows: usize) {
+        self.metrics.query_rows.inc_by(rows as u64);
+    }
+
+    fn finished(&self, outcome: &str) {
+        self.metrics
+            .query_duration
+            .with_label_values(&[outcome])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -110,17 +138,24 @@ fn row_json(row: &[Cell]) -> Vec<serde_json::Value> {
 }
 
 /// Streams the rows one line each as they are merged; lines ready together go out in one write.
-fn ndjson_response(stream: QueryStream) -> Response {
+fn ndjson_response(stream: QueryStream, record: Record) -> Response {
     let head = json!({"columns": columns_json(&stream.columns), "shards": stream.shards}).to_string() + "\n";
-    let rows = futures_util::stream::unfold(Some(stream), |state| async move {
-        let mut stream = state?;
+    let rows = futures_util::stream::unfold(Some((stream, record)), |state| async move {
+        let (mut stream, record) = state?;
         match stream.next_row().await {
-            Ok(Some(row)) => Some((
-                serde_json::Value::from(row_json(&row)).to_string() + "\n",
-                Some(stream),
-            )),
-            Ok(None) => None,
-            Err(e) => Some((e.body().to_string() + "\n", None)),
+            Ok(Some(row)) => {
+                record.rows(1);
+                let line = serde_json::Value::from(row_json(&row)).to_string() + "\n";
+                Some((line, Some((stream, record))))
+            }
+            Ok(None) => {
+                record.finished("200");
+                None
+            }
+            Err(e) => {
+                record.finished("aborted");
+                Some((e.body().to_string() + "\n", None))
+            }
         }
     });
     let lines = futures_util::stream::once(std::future::ready(head))
