@@ -80,6 +80,7 @@ impl Catalog {
             wait_timeout: None,
             application_name: "shardgate-catalog",
             session_setup: "",
+            tls: &config.tls,
         })
         .map_err(CatalogError::Settings)?;
         Ok(Catalog { pool })
@@ -125,7 +126,7 @@ impl Catalog {
         self.pool
             .get()
             .await
-            .map_err(|e| CatalogError::Connect(e.to_string()))
+            .map_err(|e| CatalogError::Connect(crate::shards::describe_error(&e)))
     }
 }
 

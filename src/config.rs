@@ -10,7 +10,7 @@ use crate::units::{ByteSize, duration};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -41,6 +41,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Reporting queries.
     pub query: QueryConfig,
+    /// How TLS connections to shards check the server.
+    pub tls: TlsConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -179,6 +181,26 @@ impl Default for QueryConfig {
             max_rows: 100_000,
             connections_per_shard: 2,
             wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[tls]`: how connections whose URL says `sslmode=require` check the server. URLs without it
+/// (or with `sslmode=disable` or `prefer`) connect without TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the certificate authorities to trust; the system's trusted roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Check the server's certificate and host name; `false` encrypts without checking.
+    pub verify: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            verify: true,
         }
     }
 }
@@ -327,6 +349,7 @@ impl Config {
         let mut problems = Problems::default();
         self.validate_server(&mut problems);
         self.validate_limits(&mut problems);
+        self.validate_tls(&mut problems);
         self.validate_shards(&mut problems);
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
@@ -369,6 +392,14 @@ impl Config {
         }
         if self.server.request_timeout.is_zero() {
             problems.add("server.request_timeout", "must be positive");
+        }
+    }
+
+    fn validate_tls(&self, problems: &mut Problems) {
+        if let Some(path) = &self.tls.ca_file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            problems.add("tls.ca_file", format!("cannot read {}: {e}", path.display()));
         }
     }
 

@@ -7,6 +7,7 @@
 //! This module only manages processes; it never holds a connection.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use thiserror::Error;
@@ -201,6 +202,44 @@ impl LocalCluster {
     /// A URL for `database` as the `postgres` superuser over loopback.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{POSTGRES_USER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Makes the server accept only TLS connections over loopback, with the given PEM
+    /// certificate and key (unix-socket connections stay as they are).
+    pub fn require_tls(&self, certificate_pem: &str, key_pem: &str) -> Result<(), DevClusterError> {
+        let data = self.dir.join("data");
+        let write = |name: &str, text: &str| {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|cause| DevClusterError::Io {
+                what: format!("cannot write {}", path.display()),
+                cause,
+            })
+        };
+        write("server.crt", certificate_pem)?;
+        write("server.key", key_pem)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+        )?;
+        write(
+            "tls.conf",
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
+        if !conf.contains("include_if_exists = 'tls.conf'") {
+            conf.push_str("\ninclude_if_exists = 'tls.conf'\n");
+            write("postgresql.conf", &conf)?;
+        }
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).map_err(
+            |cause| DevClusterError::Io {
+                what: "cannot restrict server.key".into(),
+                cause,
+            },
+        )?;
+        give_to_postgres(&data)?;
+        let mut command = server_command(&self.bins.tool("pg_ctl"));
+        command.arg("-D").arg(&data).arg("reload");
+        run(command, "pg_ctl reload", None)
     }
 
     /// Stops the server, waiting for it to exit (fast shutdown: open sessions are ended).

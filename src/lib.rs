@@ -19,4 +19,5 @@ pub mod routing;
 pub mod schema;
 pub mod server;
 pub mod shards;
+pub mod tls;
 pub mod units;

@@ -130,16 +130,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let epoch = routing_table.epoch;
     shards.prepare(&tables, epoch).await?;
     let routing = Arc::new(Routing::new(routing_table));
-    let urls: Vec<String> = config.shards.iter().map(|s| s.url.clone()).collect();
-    let queries = QueryEngine::new(
-        tables.clone(),
-        routing.clone(),
-        &shards,
-        &urls,
-        config.query.clone(),
-        config.pool.connect_timeout,
-    )
-    .map_err(StartError::Query)?;
+    let queries = QueryEngine::new(tables.clone(), routing.clone(), &config).map_err(StartError::Query)?;
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();

@@ -4,7 +4,7 @@
 //! Pools are ordered like the config's `[[shards]]`, which is also the order of the routing
 //! table's shard list, so a [`ShardIndex`] names the same shard everywhere.
 
-use crate::config::{Config, PoolConfig, ShardConfig};
+use crate::config::{Config, ShardConfig, TlsConfig};
 use crate::routing::{Epoch, ShardId, ShardIndex};
 use crate::schema::{
     ExpectedColumn, FENCE_TABLE, TableSchema, Tables, create_fence_sql, create_table_sql, expected_columns,
@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Longest a health probe waits for `SELECT 1`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,7 +99,7 @@ impl Shards {
         let shards = config
             .shards
             .iter()
-            .map(|s| build_shard(s, &config.pool, session_setup))
+            .map(|s| build_shard(s, config, session_setup))
             .collect::<Result<_, _>>()?;
         Ok(Shards { shards })
     }
@@ -144,7 +146,7 @@ impl Shard {
     async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
         let mut client = self.pool.get().await.map_err(|e| ShardError::Connect {
             shard: self.id.clone(),
-            reason: e.to_string(),
+            reason: describe_error(&e),
         })?;
         let tx = client
             .transaction()
@@ -302,14 +304,15 @@ fn null_word(not_null: bool) -> &'static str {
     if not_null { "NOT NULL" } else { "nullable" }
 }
 
-fn build_shard(shard: &ShardConfig, pool: &PoolConfig, session_setup: &str) -> Result<Shard, ShardError> {
+fn build_shard(shard: &ShardConfig, config: &Config, session_setup: &str) -> Result<Shard, ShardError> {
     let pool = build_pool(&PoolSettings {
         url: &shard.url,
-        max_size: pool.connections_per_shard,
-        connect_timeout: pool.connect_timeout,
+        max_size: config.pool.connections_per_shard,
+        connect_timeout: config.pool.connect_timeout,
         wait_timeout: None,
         application_name: "shardgate",
         session_setup,
+        tls: &config.tls,
     })
     .map_err(|reason| ShardError::Settings {
         shard: ShardId(shard.name.clone()),
@@ -337,6 +340,41 @@ pub struct PoolSettings<'a> {
     pub application_name: &'a str,
     /// SQL each new connection runs once (may be empty).
     pub session_setup: &'a str,
+    /// How connections whose URL requires TLS check the server.
+    pub tls: &'a TlsConfig,
+}
+
+/// The TLS connector for a connection to `pg_config`: rustls when its URL says
+/// `sslmode=require`, none otherwise.
+fn tls_connector(
+    pg_config: &tokio_postgres::Config,
+    tls: &TlsConfig,
+) -> Result<Option<MakeRustlsConnect>, String> {
+    match pg_config.get_ssl_mode() {
+        SslMode::Require => crate::tls::connector(tls).map(Some).map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
+}
+
+/// Opens one connection outside any pool (for tools such as `shardgate bench`); the
+/// connection's task runs in the background.
+pub async fn connect_once(url: &str, tls: &TlsConfig) -> Result<tokio_postgres::Client, String> {
+    let pg_config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+    let failed =
+        |e: tokio_postgres::Error| format!("cannot connect to {}: {}", redact_url(url), describe_error(&e));
+    let client = match tls_connector(&pg_config, tls)? {
+        Some(connector) => {
+            let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
+    Ok(client)
 }
 
 /// Builds a pool that connects lazily; the error says why the settings are unusable.
@@ -349,13 +387,13 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
         .connect_timeout(settings.connect_timeout)
         .application_name(settings.application_name)
         .keepalives_idle(Duration::from_secs(30));
-    let manager = Manager::from_config(
-        pg_config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls_connector(&pg_config, settings.tls)? {
+        Some(connector) => Manager::from_config(pg_config, connector, manager_config),
+        None => Manager::from_config(pg_config, NoTls, manager_config),
+    };
     let mut builder = Pool::builder(manager)
         .max_size(settings.max_size)
         .runtime(Runtime::Tokio1)
@@ -369,6 +407,21 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
         }));
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// An error with the causes behind it (`a: b: c`), each cause once: connection errors keep
+/// their reason (a refused certificate, say) in a source, not in their own text.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Replaces the password of a Postgres URL or key-value connection string with `***`.

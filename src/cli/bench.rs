@@ -272,7 +272,7 @@ async fn run_insert(
     for worker in 0..args.concurrency {
         let mut clients = Vec::new();
         for shard in &config.shards {
-            clients.push(connect(&shard.url).await?);
+            clients.push(connect(&shard.url, config).await?);
         }
         let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
         workers.spawn(insert_worker(
@@ -299,18 +299,16 @@ async fn merge(mut workers: JoinSet<Recorder>) -> Recorder {
     total
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+async fn connect(url: &str, config: &Config) -> Result<tokio_postgres::Client> {
+    shardgate::shards::connect_once(url, &config.tls)
         .await
-        .with_context(|| format!("cannot connect to {}", shardgate::shards::redact_url(url)))?;
-    tokio::spawn(connection);
-    Ok(client)
+        .map_err(anyhow::Error::msg)
 }
 
 async fn count_rows(config: &Config, table: &str) -> Result<i64> {
     let mut total = 0;
     for shard in &config.shards {
-        let client = connect(&shard.url).await?;
+        let client = connect(&shard.url, config).await?;
         let count: i64 = client
             .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
             .await?

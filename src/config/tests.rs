@@ -163,3 +163,13 @@ fn the_shipped_example_config_is_valid() {
         defaults.pool.connections_per_shard
     );
 }
+
+#[test]
+fn an_unreadable_tls_ca_file_is_named() {
+    let text = format!("[tls]\nca_file = \"/nonexistent/ca.pem\"\n{VALID}");
+    assert!(has(
+        &problems(&text),
+        "tls.ca_file",
+        "cannot read /nonexistent/ca.pem"
+    ));
+}

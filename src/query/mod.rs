@@ -16,10 +16,10 @@ pub mod parse;
 pub mod shard;
 pub mod value;
 
-use crate::config::QueryConfig;
+use crate::config::{Config, QueryConfig};
 use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
-use crate::shards::{PoolSettings, Shards, build_pool};
+use crate::shards::{PoolSettings, build_pool};
 use deadpool_postgres::Pool;
 use expr::Parameters;
 use merge::{Combine, OrderedMerge, merge_groups};
@@ -153,32 +153,28 @@ pub struct QueryEngine {
 }
 
 impl QueryEngine {
-    /// Builds the query pools (connections open on first use).
-    pub fn new(
-        tables: Arc<Tables>,
-        routing: Arc<Routing>,
-        shards: &Shards,
-        urls: &[String],
-        limits: QueryConfig,
-        connect_timeout: std::time::Duration,
-    ) -> Result<QueryEngine, String> {
-        let pools = urls
+    /// Builds the query pools for the config's shards (connections open on first use).
+    pub fn new(tables: Arc<Tables>, routing: Arc<Routing>, config: &Config) -> Result<QueryEngine, String> {
+        let limits = config.query.clone();
+        let pools = config
+            .shards
             .iter()
-            .map(|url| {
+            .map(|shard| {
                 build_pool(&PoolSettings {
-                    url,
+                    url: &shard.url,
                     max_size: limits.connections_per_shard,
-                    connect_timeout,
+                    connect_timeout: config.pool.connect_timeout,
                     wait_timeout: Some(limits.wait_timeout),
                     application_name: "shardgate-query",
                     session_setup: "",
+                    tls: &config.tls,
                 })
             })
             .collect::<Result<_, _>>()?;
         Ok(QueryEngine {
             tables,
             routing,
-            names: shards.iter().map(|(_, s)| s.id.0.clone()).collect(),
+            names: config.shards.iter().map(|s| s.name.clone()).collect(),
             pools,
             limits,
             text_sorts_bytewise: OnceCell::new(),

@@ -4,6 +4,7 @@
 
 use super::QueryError;
 use super::value::{Cell, JsonParam, ResultType};
+use crate::shards::describe_error;
 use bytes::BytesMut;
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};
@@ -179,7 +180,7 @@ async fn send_rows(
         PoolError::Timeout(TimeoutType::Wait) => QueryError::Busy {
             shard: name.to_string(),
         },
-        other => failed(name, other.to_string()),
+        other => failed(name, describe_error(&other)),
     })?;
     let transaction = client
         .build_transaction()
