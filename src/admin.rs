@@ -19,6 +19,8 @@ pub struct ShardStatus {
     pub url: String,
     /// Whether the shard answered a probe just now.
     pub up: bool,
+    /// Whether its tables and fence have been verified, so batches are written to it.
+    pub prepared: bool,
     /// Configured weight.
     pub weight: u32,
     /// Share of the hash space the current ring gives it.
@@ -39,17 +41,21 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let probes = state
         .shards
         .iter()
-        .map(|(_, shard)| async move { (shard.id.0.clone(), shard.is_up().await) });
+        .map(|(_, shard)| async move { (shard, shard.is_up().await) });
     let down: Vec<serde_json::Value> = futures_util::future::join_all(probes)
         .await
         .into_iter()
-        .filter(|(_, up)| !up)
-        .map(|(name, _)| json!({"shard": name, "reason": "unreachable"}))
+        .filter_map(|(shard, up)| match (up, shard.is_prepared()) {
+            (false, _) => Some(json!({"shard": shard.id.0, "reason": "unreachable"})),
+            (true, false) => Some(json!({"shard": shard.id.0, "reason": "tables not verified yet"})),
+            (true, true) => None,
+        })
         .collect();
     if down.is_empty() {
         Json(json!({"status": "ready", "epoch": state.routing.load().epoch.0})).into_response()
     } else {
-        let body = json!({"error": "not ready: some shards are unreachable", "details": down});
+        let body =
+            json!({"error": "not ready: some shards are unreachable or not verified yet", "details": down});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
@@ -69,6 +75,7 @@ pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardSt
                 name: shard.id.0.clone(),
                 url: shard.redacted_url.clone(),
                 up: shard.is_up().await,
+                prepared: shard.is_prepared(),
                 weight: shard.weight,
                 owned_fraction,
                 queued_rows,

@@ -160,6 +160,7 @@ pub struct LocalCluster {
     bins: PgBinaries,
     dir: PathBuf,
     port: u16,
+    options: ClusterOptions,
 }
 
 impl LocalCluster {
@@ -185,8 +186,9 @@ impl LocalCluster {
                 bins: bins.clone(),
                 dir: dir.clone(),
                 port,
+                options: options.clone(),
             };
-            match cluster.pg_ctl_start(options) {
+            match cluster.pg_ctl_start() {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -242,6 +244,11 @@ impl LocalCluster {
         run(command, "pg_ctl reload", None)
     }
 
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) -> Result<(), DevClusterError> {
+        self.pg_ctl_start()
+    }
+
     /// Stops the server, waiting for it to exit (fast shutdown: open sessions are ended).
     pub fn stop(&self) -> Result<(), DevClusterError> {
         let data = self.dir.join("data");
@@ -250,7 +257,8 @@ impl LocalCluster {
         run(command, "pg_ctl stop", None)
     }
 
-    fn pg_ctl_start(&self, options: &ClusterOptions) -> Result<(), DevClusterError> {
+    fn pg_ctl_start(&self) -> Result<(), DevClusterError> {
+        let options = &self.options;
         let log = self.dir.join("postgres.log");
         let settings = format!(
             "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync={fsync} \

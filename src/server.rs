@@ -128,12 +128,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let catalog = Catalog::connect(&config)?;
     let routing_table = catalog.load_or_init(&config).await?;
     let epoch = routing_table.epoch;
-    shards.prepare(&tables, epoch).await?;
+    let all_prepared = shards.prepare(&tables, epoch).await?;
     let routing = Arc::new(Routing::new(routing_table));
-    let queries = QueryEngine::new(tables.clone(), routing.clone(), &config).map_err(StartError::Query)?;
+    let queries = QueryEngine::new(tables.clone(), routing.clone(), shards.clone(), &config)
+        .map_err(StartError::Query)?;
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
+    if !all_prepared {
+        let later = shards
+            .clone()
+            .prepare_in_background(tables.clone(), routing.clone(), shutdown.clone());
+        tokio::spawn(later);
+    }
     let metrics = Arc::new(Metrics::new());
     let setup = batcher_setup(&config, &tables, statements, &shards, catalog, &routing, &metrics);
     let (batcher, writers) = Batcher::start(setup, shutdown.clone());

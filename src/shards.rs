@@ -5,21 +5,26 @@
 //! table's shard list, so a [`ShardIndex`] names the same shard everywhere.
 
 use crate::config::{Config, ShardConfig, TlsConfig};
-use crate::routing::{Epoch, ShardId, ShardIndex};
+use crate::routing::{Epoch, Routing, ShardId, ShardIndex};
 use crate::schema::{
     ExpectedColumn, FENCE_TABLE, TableSchema, Tables, create_fence_sql, create_table_sql, expected_columns,
     quote_ident,
 };
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::sync::CancellationToken;
 
 /// Longest a health probe waits for `SELECT 1`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest wait between attempts to prepare a shard that was unreachable.
+const PREPARE_RETRY_MIN: Duration = Duration::from_millis(500);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Key of the advisory lock that serialises schema set-up between proxies starting together.
 const SETUP_LOCK_KEY: i64 = 0x5347_5345_5455_5031;
@@ -35,7 +40,15 @@ pub enum ShardError {
         /// Why.
         reason: String,
     },
-    /// No connection could be opened.
+    /// The shard did not answer (refused, timed out, no route): it may come back.
+    #[error("shard {shard}: unreachable: {reason}")]
+    Unreachable {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        reason: String,
+    },
+    /// The shard answered but the connection was refused (TLS, authentication, database).
     #[error("shard {shard}: cannot connect: {reason}")]
     Connect {
         /// The shard.
@@ -85,6 +98,9 @@ pub struct Shard {
     pub weight: u32,
     /// Connections to the shard.
     pub pool: Pool,
+    /// Whether its tables and fence have been created or verified; nothing is written to it
+    /// before.
+    prepared: AtomicBool,
 }
 
 /// Every shard, indexed by [`ShardIndex`].
@@ -124,16 +140,59 @@ impl Shards {
         self.shards.is_empty()
     }
 
-    /// Creates or verifies every table and the fence on every shard, setting the fence to `epoch`.
-    pub async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
-        for shard in &self.shards {
-            shard.prepare(tables, epoch).await?;
+    /// Creates or verifies every table and the fence on every shard not yet prepared, setting
+    /// the fence to `epoch`. A shard that cannot be reached is left for a later call (writes to
+    /// it wait, then get 503); any other problem, such as a table that differs, is an error.
+    /// Returns whether every shard is prepared.
+    pub async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<bool, ShardError> {
+        let mut all = true;
+        for shard in self.shards.iter().filter(|s| !s.is_prepared()) {
+            match shard.prepare(tables, epoch).await {
+                Ok(()) => {
+                    shard.prepared.store(true, Ordering::Release);
+                    tracing::info!(shard = %shard.id, "shard prepared");
+                }
+                Err(ShardError::Unreachable { reason, .. }) => {
+                    tracing::warn!(shard = %shard.id, %reason, "shard unreachable; its writes wait until it is prepared");
+                    all = false;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(all)
+    }
+
+    /// Prepares the shards left unprepared at start-up as they become reachable, retrying with
+    /// backoff until all are or `shutdown` fires. A shard that turns out to differ from the
+    /// config stays unprepared (its writes get 503) and is reported at every attempt.
+    pub async fn prepare_in_background(
+        self: Arc<Self>,
+        tables: Arc<Tables>,
+        routing: Arc<Routing>,
+        shutdown: CancellationToken,
+    ) {
+        let mut delay = PREPARE_RETRY_MIN;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match self.prepare(&tables, routing.load().epoch).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "a shard cannot be prepared"),
+            }
+            delay = (delay * 2).min(PREPARE_RETRY_MAX);
+        }
     }
 }
 
 impl Shard {
+    /// Whether its tables and fence are known to match the config, so batches may be written.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.load(Ordering::Acquire)
+    }
+
     /// Whether the shard answers `SELECT 1` within a short timeout.
     pub async fn is_up(&self) -> bool {
         let probe = async {
@@ -144,9 +203,13 @@ impl Shard {
     }
 
     async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
-        let mut client = self.pool.get().await.map_err(|e| ShardError::Connect {
-            shard: self.id.clone(),
-            reason: describe_error(&e),
+        let mut client = self.pool.get().await.map_err(|e| {
+            let (shard, reason) = (self.id.clone(), describe_error(&e));
+            if is_unreachable(&e) {
+                ShardError::Unreachable { shard, reason }
+            } else {
+                ShardError::Connect { shard, reason }
+            }
         })?;
         let tx = client
             .transaction()
@@ -323,6 +386,7 @@ fn build_shard(shard: &ShardConfig, config: &Config, session_setup: &str) -> Res
         redacted_url: redact_url(&shard.url),
         weight: shard.weight,
         pool,
+        prepared: AtomicBool::new(false),
     })
 }
 
@@ -407,6 +471,28 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
         }));
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// Whether a failure to get a connection means the server did not answer (it may come back),
+/// rather than that it refused us: a timeout or a network error, but not a TLS failure or an
+/// error the server sent.
+fn is_unreachable(error: &PoolError) -> bool {
+    let backend = match error {
+        PoolError::Timeout(_) => return true,
+        PoolError::Backend(backend) => backend,
+        _ => return false,
+    };
+    if backend.as_db_error().is_some() {
+        return false;
+    }
+    let mut source = std::error::Error::source(backend);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return !io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error with the causes behind it (`a: b: c`), each cause once: connection errors keep

@@ -58,6 +58,71 @@ async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting()
 }
 
 #[tokio::test]
+async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
+    let late = private_cluster("late_shard");
+    let urls = vec![
+        fresh_database(&common::clusters()[0], "late_shard").await,
+        fresh_database(&late, "late_shard").await,
+    ];
+    late.stop().unwrap();
+    let gate = TestServer::start_on(
+        urls,
+        "request_timeout = \"1s\"\n[pool]\nconnect_timeout = \"1s\"\n",
+    )
+    .await;
+    let ready: serde_json::Value = gate
+        .http
+        .get(gate.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["details"],
+        json!([{"shard": "s1", "reason": "unreachable"}])
+    );
+
+    let row = |i: usize| json!([{"tenant_id": format!("t{i}"), "event_type": "x"}]);
+    let bodies: Vec<_> = (0..20).map(row).collect();
+    let first = futures_util::future::join_all(bodies.iter().map(|body| gate.post_events(body))).await;
+    let mut waiting = Vec::new();
+    for (i, reply) in first.iter().enumerate() {
+        match reply.status {
+            200 => assert_eq!(reply.body["shards"]["s0"], 1),
+            503 => {
+                assert_eq!(reply.body["details"][0]["shard"], "s1", "{}", reply.body);
+                waiting.push(i);
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert!(
+        !waiting.is_empty() && waiting.len() < 20,
+        "keys reach both shards"
+    );
+
+    late.restart().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for &i in &waiting {
+        loop {
+            let reply = gate.post_events(&row(i)).await;
+            if reply.status == 200 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", reply.body);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(gate.count(1, "events").await, waiting.len() as i64);
+    assert_eq!(gate.count(0, "events").await, 20 - waiting.len() as i64);
+    let ready = gate.http.get(gate.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn a_shard_whose_fence_moved_to_another_epoch_refuses_stale_batches() {
     let gate = TestServer::start("fence", "").await;
     let fence = connect(&gate.shard_urls[1]).await;

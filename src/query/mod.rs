@@ -19,7 +19,7 @@ pub mod value;
 use crate::config::{Config, QueryConfig};
 use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
-use crate::shards::{PoolSettings, build_pool};
+use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
 use expr::Parameters;
 use merge::{Combine, OrderedMerge, merge_groups};
@@ -146,6 +146,7 @@ impl QueryStream {
 pub struct QueryEngine {
     tables: Arc<Tables>,
     routing: Arc<Routing>,
+    shards: Arc<Shards>,
     names: Vec<String>,
     pools: Vec<Pool>,
     limits: QueryConfig,
@@ -154,7 +155,12 @@ pub struct QueryEngine {
 
 impl QueryEngine {
     /// Builds the query pools for the config's shards (connections open on first use).
-    pub fn new(tables: Arc<Tables>, routing: Arc<Routing>, config: &Config) -> Result<QueryEngine, String> {
+    pub fn new(
+        tables: Arc<Tables>,
+        routing: Arc<Routing>,
+        shards: Arc<Shards>,
+        config: &Config,
+    ) -> Result<QueryEngine, String> {
         let limits = config.query.clone();
         let pools = config
             .shards
@@ -174,6 +180,7 @@ impl QueryEngine {
         Ok(QueryEngine {
             tables,
             routing,
+            shards,
             names: config.shards.iter().map(|s| s.name.clone()).collect(),
             pools,
             limits,
@@ -208,6 +215,10 @@ impl QueryEngine {
             numbers: rendered.parameters.clone(),
             timeout: self.limits.statement_timeout,
         });
+        if let Some(&unprepared) = targets.iter().find(|&&t| !self.shards.get(t).is_prepared()) {
+            let message = "its tables are not verified yet (unreachable since start-up)".to_string();
+            return Err(self.failed(unprepared, message));
+        }
         let opened = targets.iter().map(|&shard| {
             ShardRows::open(
                 &self.names[shard.0],

@@ -292,7 +292,14 @@ impl ShardWriter {
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
         let started = Instant::now();
-        let result = write_batch(&self.shards.get(self.index).pool, statements, epoch, parts).await;
+        let target = self.shards.get(self.index);
+        let result = if target.is_prepared() {
+            write_batch(&target.pool, statements, epoch, parts).await
+        } else {
+            Err(CopyError::Transient(
+                "its tables are not verified yet (unreachable since start-up)".into(),
+            ))
+        };
         let outcome = match &result {
             Ok(()) => "committed",
             Err(CopyError::Data(_)) => "data_error",
