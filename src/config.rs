@@ -172,6 +172,9 @@ pub struct QueryConfig {
     /// Longest a query waits for a free query connection to a shard before it gets 503.
     #[serde(with = "duration")]
     pub wait_timeout: Duration,
+    /// Time zone every shard uses for a query (`date_trunc`, casts of timestamps), so that all
+    /// shards cut days and hours alike.
+    pub time_zone: String,
 }
 
 impl Default for QueryConfig {
@@ -181,6 +184,7 @@ impl Default for QueryConfig {
             max_rows: 100_000,
             connections_per_shard: 2,
             wait_timeout: Duration::from_secs(5),
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -433,6 +437,17 @@ impl Config {
         }
         if self.query.max_rows == 0 {
             problems.add("query.max_rows", "must be positive");
+        }
+        let zone = &self.query.time_zone;
+        if zone.is_empty()
+            || !zone
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_/+-:.".contains(c))
+        {
+            problems.add(
+                "query.time_zone",
+                "must be a time zone name such as UTC or Europe/Paris",
+            );
         }
         if self.query.statement_timeout < Duration::from_millis(1) {
             problems.add("query.statement_timeout", "must be at least 1ms");

@@ -5,12 +5,64 @@
 use super::parse::{Unsupported, function_name, is_aggregate, plain_call, unsupported};
 use crate::schema::TableSchema;
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget, ObjectName,
-    UnaryOperator, Value,
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    Ident, InTarget, ObjectName, TimezoneInfo, UnaryOperator, Value,
 };
 
-/// Scalar functions a query may call: deterministic, and the same on every shard.
-pub const SCALAR_FUNCTIONS: &[&str] = &["lower", "upper", "length", "abs", "coalesce", "date_trunc"];
+/// Scalar functions a query may call: deterministic, and the same on every shard (time
+/// functions read the query's pinned time zone).
+pub const SCALAR_FUNCTIONS: &[&str] = &[
+    "lower",
+    "upper",
+    "length",
+    "abs",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "round",
+    "floor",
+    "ceil",
+    "trunc",
+    "date_trunc",
+    "date_part",
+    "left",
+    "right",
+    "replace",
+    "split_part",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "md5",
+];
+
+/// Types a cast may produce (as sqlparser prints them, lower-cased; `numeric(p, s)` too).
+const CAST_TYPES: &[&str] = &[
+    "text",
+    "varchar",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "timestamp with time zone",
+    "bigint",
+    "int8",
+    "integer",
+    "int",
+    "int4",
+    "smallint",
+    "int2",
+    "numeric",
+    "decimal",
+    "double precision",
+    "float8",
+    "boolean",
+    "bool",
+    "uuid",
+];
+
+/// The parameter number standing for the query's one instant: `now()` and
+/// `current_timestamp` become this parameter, so every shard compares with the same time.
+pub const NOW_PARAMETER: usize = 0;
 
 /// An identifier as Postgres folds it: unquoted names are lower-cased.
 pub fn identifier(ident: &Ident) -> String {
@@ -86,6 +138,32 @@ fn normalise(expr: &mut Expr, table: &TableSchema, params: usize) -> Result<(), 
             any: false,
             ..
         } => {}
+        Expr::Function(function) if is_now(function) => {
+            *expr = now_parameter();
+            return Ok(());
+        }
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            data_type,
+            format: None,
+            ..
+        } => {
+            let target = data_type.to_string().to_lowercase();
+            if !CAST_TYPES.contains(&target.as_str()) && !target.starts_with("numeric(") {
+                return unsupported(format!(
+                    "cast to {target} is not supported (allowed: {})",
+                    CAST_TYPES.join(", ")
+                ));
+            }
+        }
+        Expr::Case { .. } | Expr::Extract { .. } => {}
+        Expr::Interval(interval) => {
+            let literal = matches!(interval.value.as_ref(), Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+            if !literal {
+                return unsupported(format!("{expr}: an interval must be a quoted literal"));
+            }
+            return Ok(());
+        }
         Expr::Function(function) => {
             let name = function_name(function);
             if is_aggregate(function) {
@@ -120,6 +198,28 @@ fn normalise(expr: &mut Expr, table: &TableSchema, params: usize) -> Result<(), 
         .try_for_each(|child| normalise(child, table, params))
 }
 
+/// `now()` or `current_timestamp`: the query's instant.
+fn is_now(function: &Function) -> bool {
+    let name = function_name(function);
+    match &function.args {
+        FunctionArguments::None => name == "current_timestamp",
+        FunctionArguments::List(list) => name == "now" && list.args.is_empty(),
+        FunctionArguments::Subquery(_) => false,
+    }
+}
+
+/// `$0::timestamptz`, renumbered like any parameter and bound to the query's instant.
+fn now_parameter() -> Expr {
+    Expr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: Box::new(Expr::Value(
+            Value::Placeholder(format!("${NOW_PARAMETER}")).into(),
+        )),
+        data_type: DataType::Timestamp(None, TimezoneInfo::Tz),
+        format: None,
+    }
+}
+
 /// The operands of a checked expression.
 fn children(expr: &mut Expr) -> Vec<&mut Expr> {
     match expr {
@@ -141,6 +241,22 @@ fn children(expr: &mut Expr) -> Vec<&mut Expr> {
         Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. } => {
             vec![expr.as_mut(), pattern.as_mut()]
         }
+        Expr::Cast { expr, .. } | Expr::Extract { expr, .. } => vec![expr.as_mut()],
+        Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => operand
+            .iter_mut()
+            .map(|e| e.as_mut())
+            .chain(
+                conditions
+                    .iter_mut()
+                    .flat_map(|c| [&mut c.condition, &mut c.result]),
+            )
+            .chain(else_result.iter_mut().map(|e| e.as_mut()))
+            .collect(),
         Expr::Function(function) => match &mut function.args {
             FunctionArguments::List(list) => list
                 .args

@@ -21,7 +21,7 @@ use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar, quote_ident};
 use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
-use expr::Parameters;
+use expr::{NOW_PARAMETER, Parameters};
 use merge::{Combine, OrderedMerge, merge_groups};
 use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
 use shard::{ShardRows, ShardStatement};
@@ -204,16 +204,21 @@ impl QueryEngine {
             _ => cap + 1,
         };
         let rendered = render(&plan, per_shard_limit);
+        let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
             sql: rendered.sql,
             params: rendered
                 .parameters
                 .iter()
-                .map(|n| JsonParam(params[n - 1].clone()))
+                .map(|&n| match n {
+                    NOW_PARAMETER => JsonParam(now.clone()),
+                    n => JsonParam(params[n - 1].clone()),
+                })
                 .collect(),
             numbers: rendered.parameters.clone(),
             timeout: self.limits.statement_timeout,
+            time_zone: self.limits.time_zone.clone(),
         });
         if let Some(&unprepared) = targets.iter().find(|&&t| !self.shards.get(t).is_prepared()) {
             let message = "its tables are not verified yet (unreachable since start-up)".to_string();

@@ -27,6 +27,8 @@ pub struct ShardStatement {
     pub numbers: Vec<usize>,
     /// `statement_timeout` for the shard transaction.
     pub timeout: Duration,
+    /// `TimeZone` for the shard transaction (validated: no quotes).
+    pub time_zone: String,
 }
 
 enum Message {
@@ -189,8 +191,11 @@ async fn send_rows(
         .await
         .map_err(classify)?;
     let timeout_ms = statement.timeout.as_millis();
+    let time_zone = &statement.time_zone;
     transaction
-        .batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))
+        .batch_execute(&format!(
+            "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = '{time_zone}'"
+        ))
         .await
         .map_err(classify)?;
     let prepared = transaction.prepare(&statement.sql).await.map_err(classify)?;

@@ -78,8 +78,8 @@ fn unsupported_constructs_are_named() {
             "column n must appear in the GROUP BY clause",
         ),
         (
-            "SELECT * FROM events WHERE md5(tenant_id) = 'a'",
-            "function md5 is not supported (allowed: lower",
+            "SELECT * FROM events WHERE random() > 0.5",
+            "function random is not supported (allowed: lower",
         ),
         (
             "SELECT DISTINCT ON (tenant_id) n FROM events",
@@ -212,4 +212,28 @@ fn literals_render_as_postgres_reads_them() {
     let sql = Parameters::default().render(plan.filter.as_ref().unwrap());
     assert_eq!(sql, r#""tenant_id" IN ('it''s', 'a\b') AND "n" = -5"#);
     assert!(refused(r"SELECT * FROM events WHERE tenant_id = E'\x41'").contains("is not supported"));
+}
+
+#[test]
+fn now_becomes_one_parameter_and_casts_are_allow_listed() {
+    let plan = plan_query(
+        "SELECT event_id FROM events WHERE payload IS NULL AND now() > current_timestamp - interval '1 hour'",
+        0,
+        &tables(),
+    )
+    .unwrap();
+    let mut parameters = Parameters::default();
+    let sql = parameters.render(plan.filter.as_ref().unwrap());
+    assert_eq!(
+        sql,
+        "\"payload\" IS NULL AND $1::TIMESTAMPTZ > $1::TIMESTAMPTZ - INTERVAL '1 hour'"
+    );
+    assert_eq!(parameters.used, [crate::query::expr::NOW_PARAMETER]);
+    assert!(refused("SELECT n::interval FROM events").contains("cast to interval is not supported"));
+    assert!(refused("SELECT * FROM events WHERE n = $0").contains("parameter $0 has no value"));
+    let message = refused("SELECT * FROM events WHERE n > interval n");
+    assert!(
+        message.contains("an interval must be a quoted literal"),
+        "{message}"
+    );
 }
