@@ -483,6 +483,38 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             vec![],
             Compare::Exact,
         ),
+        (
+            "SELECT event_type, sum(n * 2), avg(n / 4.0), avg(length(tenant_id)), max(ts::date) \
+             FROM events GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FILTER (WHERE n > 20) AS big, count(score) FILTER (WHERE event_type = 'buy'), \
+             avg(n) FILTER (WHERE score IS NULL), sum(score) FILTER (WHERE n % 2 = 0) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, count(DISTINCT n % 7) FILTER (WHERE event_type <> $1) FROM events GROUP BY 1 ORDER BY 1",
+            vec![json!("view")],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT lower(event_type) || tenant_id), avg(score * 2) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT avg(CAST(n AS numeric(10, 2))), avg(score * 2), sum(n / 3.0) FROM events WHERE tenant_id = 'nobody'",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type FROM events GROUP BY 1 HAVING count(*) FILTER (WHERE n > 30) > 5 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
     ];
     for (sql, params, compare) in &corpus {
         let reply = ask(&gate, sql, params).await;

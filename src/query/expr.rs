@@ -178,6 +178,9 @@ fn normalise(expr: &mut Expr, table: &TableSchema, params: usize) -> Result<(), 
                 ));
             }
             let list = plain_call(function, &name)?;
+            if function.filter.is_some() {
+                return unsupported(format!("{name}: FILTER applies to aggregates only"));
+            }
             if list.duplicate_treatment.is_some() {
                 return unsupported(format!("{name}: DISTINCT is not supported"));
             }

@@ -97,12 +97,12 @@ fn operand(
     match expr {
         Expr::Nested(inner) => operand(inner, table, columns, params),
         Expr::Function(function) if is_aggregate(function) => {
-            let (aggregate, column) = aggregate(function, table)?;
+            let call = aggregate(function, table, params)?;
             let name = function_name(function);
             Ok(output(
                 OutputColumn {
                     name,
-                    output: Output::Aggregate(aggregate, column),
+                    output: Output::Aggregate(Box::new(call)),
                 },
                 columns,
             ))

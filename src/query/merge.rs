@@ -2,7 +2,7 @@
 //! per shard, and a group merge that combines every shard's partial aggregates per group.
 
 use super::QueryError;
-use super::parse::{Aggregate, Output, QueryPlan, Unsupported};
+use super::parse::{Aggregate, QueryPlan, Unsupported};
 use super::shard::ShardRows;
 use super::value::{Cell, Decimal};
 use futures_util::StreamExt;
@@ -178,10 +178,8 @@ pub async fn merge_groups(
 fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
     plan.columns
         .iter()
-        .map(|c| match c.output {
-            Output::Aggregate(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct, _) => {
-                Cell::Int(0)
-            }
+        .map(|c| match c.output.aggregate() {
+            Some(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct) => Cell::Int(0),
             _ => Cell::Null,
         })
         .collect()
@@ -202,9 +200,9 @@ fn finish_group(
     let mut row = Vec::with_capacity(plan.columns.len());
     for (column, parts) in plan.columns.iter().zip(layout) {
         let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
-        let cell = match (&column.output, parts.as_slice()) {
-            (Output::Aggregate(Aggregate::Avg, _), [sum, Cell::Int(count)]) => average(sum, *count)?,
-            (Output::Aggregate(Aggregate::CountDistinct, _), []) => Cell::Int(distinct_values as i64),
+        let cell = match (column.output.aggregate(), parts.as_slice()) {
+            (Some(Aggregate::Avg), [sum, Cell::Int(count)]) => average(sum, *count)?,
+            (Some(Aggregate::CountDistinct), []) => Cell::Int(distinct_values as i64),
             _ => parts.swap_remove(0),
         };
         row.push(cell);
@@ -212,14 +210,15 @@ fn finish_group(
     Ok(row)
 }
 
-/// `sum / count` as Postgres's `avg` gives it; NULL for no input.
+/// `sum / count` as Postgres's `avg` gives it (numeric for integer and numeric inputs, whose
+/// sums arrive as bigint or numeric; double precision for double precision); NULL for no input.
 fn average(sum: &Cell, count: i64) -> Result<Cell, QueryError> {
     let too_large = || QueryError::Unsupported(Unsupported("an average too large to compute exactly".into()));
+    let exact = |sum: Decimal| Decimal::average(sum, i128::from(count)).map(Cell::Numeric);
     Ok(match sum {
         _ if count == 0 => Cell::Null,
-        Cell::Numeric(d) if d.scale == 0 => {
-            Cell::Numeric(Decimal::average(d.unscaled, i128::from(count)).ok_or_else(too_large)?)
-        }
+        Cell::Int(n) => exact(Decimal::integer(i128::from(*n))).ok_or_else(too_large)?,
+        Cell::Numeric(d) => exact(*d).ok_or_else(too_large)?,
         Cell::Float(x) => Cell::Float(x / count as f64),
         _ => return Err(too_large()),
     })

@@ -263,7 +263,7 @@ impl QueryEngine {
             .columns
             .iter()
             .zip(types)
-            .filter(|(c, _)| matches!(c.output, Output::Aggregate(Aggregate::Min | Aggregate::Max, _)))
+            .filter(|(c, _)| matches!(c.output.aggregate(), Some(Aggregate::Min | Aggregate::Max)))
             .map(|(_, ty)| *ty);
         for ty in sort_types.chain(min_max_types).collect::<Vec<_>>() {
             if ty == ResultType::Column(ColumnType::Jsonb) {
@@ -330,16 +330,13 @@ fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
     let mut select = Vec::new();
     let mut layout = Vec::new();
     for column in &plan.columns {
-        let parts = partials(plan, &column.output, &mut parameters);
+        let parts = partials(&column.output, &mut parameters);
         layout.push(parts.iter().map(|(_, combine)| *combine).collect());
         select.extend(parts.into_iter().map(|(sql, _)| sql));
     }
     let first_key = select.len() + 1;
     select.extend(plan.group_by.iter().map(|key| parameters.render(key)));
-    select.extend(
-        plan.distinct_column
-            .map(|c| quote_ident(&plan.table.columns[c].name)),
-    );
+    select.extend(plan.distinct_column.as_ref().map(|c| parameters.render(c)));
     let mut sql = format!(
         "SELECT {} FROM {}",
         select.join(", "),
@@ -375,40 +372,35 @@ fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
 /// The columns each shard returns for an output, with how each combines: the value, or the
 /// aggregate's partial results (an average needs a sum and a count; `count(DISTINCT x)` is
 /// counted from the distinct values of `x` the shards group by).
-fn partials(plan: &QueryPlan, output: &Output, parameters: &mut Parameters) -> Vec<(String, Combine)> {
-    let (aggregate, argument) = match output {
+fn partials(output: &Output, parameters: &mut Parameters) -> Vec<(String, Combine)> {
+    let call = match output {
         Output::Value(value) => return vec![(parameters.render(value), Combine::Keep)],
-        Output::Aggregate(aggregate, argument) => (aggregate, argument),
+        Output::Aggregate(call) => call,
     };
-    let Some(index) = *argument else {
-        return vec![("count(*)".into(), Combine::Add)];
-    };
-    let x = quote_ident(&plan.table.columns[index].name);
-    match aggregate {
-        Aggregate::CountRows | Aggregate::Count => vec![(format!("count({x})"), Combine::Add)],
-        Aggregate::Sum => vec![(format!("sum({x})"), Combine::Add)],
-        Aggregate::Min => vec![(format!("min({x})"), Combine::Min)],
-        Aggregate::Max => vec![(format!("max({x})"), Combine::Max)],
-        Aggregate::BoolAnd => vec![(format!("bool_and({x})"), Combine::And)],
-        Aggregate::BoolOr => vec![(format!("bool_or({x})"), Combine::Or)],
-        Aggregate::Avg => {
-            let exact = if plan.table.columns[index].ty.is_integer() {
-                "::numeric"
-            } else {
-                ""
-            };
-            vec![
-                (format!("sum({x}){exact}"), Combine::Add),
-                (format!("count({x})"), Combine::Add),
-            ]
-        }
+    let x = call.argument.as_ref().map(|a| parameters.render(a));
+    let x = x.as_deref().unwrap_or("*");
+    let filter = call
+        .filter
+        .as_ref()
+        .map(|f| format!(" FILTER (WHERE {})", parameters.render(f)))
+        .unwrap_or_default();
+    let part = |function: &str, combine: Combine| (format!("{function}({x}){filter}"), combine);
+    match call.kind {
+        Aggregate::CountRows | Aggregate::Count => vec![part("count", Combine::Add)],
+        Aggregate::Sum => vec![part("sum", Combine::Add)],
+        Aggregate::Min => vec![part("min", Combine::Min)],
+        Aggregate::Max => vec![part("max", Combine::Max)],
+        Aggregate::BoolAnd => vec![part("bool_and", Combine::And)],
+        Aggregate::BoolOr => vec![part("bool_or", Combine::Or)],
+        Aggregate::Avg => vec![part("sum", Combine::Add), part("count", Combine::Add)],
         Aggregate::CountDistinct => Vec::new(),
     }
 }
 
 /// The answer's column types, from the result description the shards gave (which must agree):
-/// each output, hidden ones included, has the type of its first partial column (a sum's type is its aggregate's, an
-/// average's sum is cast to its type), and `count(DISTINCT x)` is a bigint.
+/// each output, hidden ones included, has the type of its first partial column, except that
+/// an average of integers (whose sum is a bigint or numeric) is numeric and `count(DISTINCT x)`
+/// is a bigint.
 fn result_types(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
@@ -428,7 +420,15 @@ fn result_types(
     let mut types = Vec::with_capacity(plan.columns.len());
     for (column, parts) in plan.columns.iter().zip(layout) {
         let ty = match &column.output {
-            Output::Aggregate(Aggregate::CountDistinct, _) => ResultType::Column(ColumnType::BigInt),
+            Output::Aggregate(call) if call.kind == Aggregate::CountDistinct => {
+                ResultType::Column(ColumnType::BigInt)
+            }
+            Output::Aggregate(call)
+                if call.kind == Aggregate::Avg
+                    && ResultType::of(&first.types()[position]).is_some_and(|t| t.is_integer()) =>
+            {
+                ResultType::Numeric
+            }
             output => {
                 let described = &first.types()[position];
                 ResultType::of(described).ok_or_else(|| {

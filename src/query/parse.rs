@@ -6,8 +6,9 @@
 use super::expr::{checked, column_expr, column_of, identifier, ungrouped_column};
 use super::having::{Condition, plan_having};
 use crate::schema::{ColumnType, TableId, TableSchema, Tables};
+use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
-    BinaryOperator, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    BinaryOperator, CaseWhen, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectNamePart, OrderByKind,
     OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
 };
@@ -50,13 +51,34 @@ pub enum Aggregate {
 /// The aggregate functions shardgate merges.
 const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "bool_and", "bool_or"];
 
+/// An aggregate call, merged exactly from per-shard partial results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateCall {
+    /// Which aggregate.
+    pub kind: Aggregate,
+    /// Its argument, a checked expression (none for `count(*)`).
+    pub argument: Option<Expr>,
+    /// Its `FILTER (WHERE ...)` condition, checked.
+    pub filter: Option<Expr>,
+}
+
 /// What an output column holds. Its type is the one the shards' statement describes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// A checked scalar expression computed per row (a column is the simplest).
     Value(Box<Expr>),
-    /// An aggregate over a table column (none for `count(*)`).
-    Aggregate(Aggregate, Option<usize>),
+    /// An aggregate.
+    Aggregate(Box<AggregateCall>),
+}
+
+impl Output {
+    /// The aggregate's kind, for an aggregate output.
+    pub fn aggregate(&self) -> Option<Aggregate> {
+        match self {
+            Output::Aggregate(call) => Some(call.kind),
+            Output::Value(_) => None,
+        }
+    }
 }
 
 /// One output column.
@@ -102,8 +124,9 @@ pub struct QueryPlan {
     pub group_by: Vec<Expr>,
     /// Whether the query aggregates (has aggregates or GROUP BY).
     pub aggregated: bool,
-    /// The column of `count(DISTINCT x)`, when the query has one.
-    pub distinct_column: Option<usize>,
+    /// What `count(DISTINCT x)` counts (`x`, or `CASE WHEN filter THEN x END`), when the query
+    /// has one.
+    pub distinct_column: Option<Expr>,
     /// The HAVING condition, applied to merged groups.
     pub having: Option<Condition>,
     /// Outputs the answer shows; those after it serve HAVING only.
@@ -139,13 +162,12 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         Some(Distinct::Distinct) => distinct_groups(select, &columns)?,
         _ => group_by(select, &table, &columns[..visible], params)?,
     };
-    let aggregated = !group_by.is_empty()
-        || having.is_some()
-        || columns.iter().any(|c| matches!(c.output, Output::Aggregate(..)));
+    let aggregated =
+        !group_by.is_empty() || having.is_some() || columns.iter().any(|c| c.output.aggregate().is_some());
     if aggregated {
         check_grouped_outputs(&columns, &group_by)?;
     }
-    let distinct_column = distinct_column(&columns, &table)?;
+    let distinct_column = distinct_column(&columns)?;
     let filter = select
         .selection
         .as_ref()
@@ -174,20 +196,37 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
     })
 }
 
-/// The one column all `count(DISTINCT x)` of the query count.
-fn distinct_column(columns: &[OutputColumn], table: &TableSchema) -> Result<Option<usize>, Unsupported> {
-    let mut found: Option<usize> = None;
+/// The one value all `count(DISTINCT x)` of the query count: `x`, or with a filter
+/// `CASE WHEN filter THEN x END` (NULLs are not counted).
+fn distinct_column(columns: &[OutputColumn]) -> Result<Option<Expr>, Unsupported> {
+    let mut found: Option<Expr> = None;
     for column in columns {
-        if let Output::Aggregate(Aggregate::CountDistinct, Some(x)) = column.output {
-            match found {
-                Some(other) if other != x => {
-                    return unsupported(format!(
-                        "count(DISTINCT ...) of both {} and {} is not supported",
-                        table.columns[other].name, table.columns[x].name
-                    ));
-                }
-                _ => found = Some(x),
+        let Output::Aggregate(call) = &column.output else {
+            continue;
+        };
+        let (Aggregate::CountDistinct, Some(argument)) = (call.kind, &call.argument) else {
+            continue;
+        };
+        let counted = match &call.filter {
+            None => argument.clone(),
+            Some(filter) => Expr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![CaseWhen {
+                    condition: filter.clone(),
+                    result: argument.clone(),
+                }],
+                else_result: None,
+            },
+        };
+        match &found {
+            Some(other) if *other != counted => {
+                return unsupported(format!(
+                    "count(DISTINCT ...) of both {other} and {counted} is not supported"
+                ));
             }
+            _ => found = Some(counted),
         }
     }
     Ok(found)
@@ -288,8 +327,7 @@ fn output_column(
 ) -> Result<OutputColumn, Unsupported> {
     let output = match expr {
         Expr::Function(function) if is_aggregate(function) => {
-            let (aggregate, column) = aggregate(function, table)?;
-            Output::Aggregate(aggregate, column)
+            Output::Aggregate(Box::new(aggregate(function, table, params)?))
         }
         _ => Output::Value(Box::new(checked(expr, table, params)?)),
     };
@@ -319,7 +357,8 @@ pub(super) fn function_name(function: &Function) -> String {
     function.name.to_string().to_lowercase()
 }
 
-/// The argument list of a call without OVER, FILTER, WITHIN GROUP, null treatment or clauses.
+/// The argument list of a call without OVER, WITHIN GROUP, null treatment or clauses (FILTER
+/// is for the caller to check).
 pub(super) fn plain_call<'f>(
     function: &'f Function,
     name: &str,
@@ -327,9 +366,9 @@ pub(super) fn plain_call<'f>(
     if function.over.is_some() {
         return unsupported("window functions are not supported");
     }
-    if function.filter.is_some() || !function.within_group.is_empty() || function.null_treatment.is_some() {
+    if !function.within_group.is_empty() || function.null_treatment.is_some() {
         return unsupported(format!(
-            "{name}: FILTER, WITHIN GROUP and null treatment are not supported"
+            "{name}: WITHIN GROUP and null treatment are not supported"
         ));
     }
     let FunctionArguments::List(list) = &function.args else {
@@ -341,13 +380,20 @@ pub(super) fn plain_call<'f>(
     Ok(list)
 }
 
-/// An aggregate call: its kind and argument column.
+/// A checked aggregate call. Arguments that are plain columns are checked against their
+/// declared type here; for other expressions the shards refuse what Postgres refuses.
 pub(super) fn aggregate(
     function: &Function,
     table: &TableSchema,
-) -> Result<(Aggregate, Option<usize>), Unsupported> {
+    params: usize,
+) -> Result<AggregateCall, Unsupported> {
     let name = function_name(function);
     let list = plain_call(function, &name)?;
+    let filter = function
+        .filter
+        .as_ref()
+        .map(|f| checked(f, table, params))
+        .transpose()?;
     let distinct = match list.duplicate_treatment {
         None | Some(DuplicateTreatment::All) => false,
         Some(DuplicateTreatment::Distinct) if name == "count" => true,
@@ -355,36 +401,50 @@ pub(super) fn aggregate(
             return unsupported(format!("{name}(DISTINCT ...) is not supported"));
         }
     };
-    let argument = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => None,
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))] => Some(column_of(expr, table)?),
-        _ => return unsupported(format!("{name} takes one column")),
+    let call = |kind: Aggregate, argument: Option<Expr>| AggregateCall {
+        kind,
+        argument,
+        filter: filter.clone(),
     };
-    let Some(column) = argument else {
-        return Ok((Aggregate::CountRows, None));
+    let argument = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => {
+            return Ok(call(Aggregate::CountRows, None));
+        }
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))] => checked(expr, table, params)?,
+        _ => return unsupported(format!("{name} takes one argument")),
     };
     if distinct {
-        return Ok((Aggregate::CountDistinct, Some(column)));
+        return Ok(call(Aggregate::CountDistinct, Some(argument)));
     }
-    let ty = table.columns[column].ty;
-    use ColumnType::{Boolean, Double, Jsonb};
-    let aggregate = match (name.as_str(), ty) {
-        ("count", _) => Aggregate::Count,
-        ("sum", _) if ty.is_integer() || ty == Double => Aggregate::Sum,
-        ("avg", _) if ty.is_integer() || ty == Double => Aggregate::Avg,
-        ("min" | "max", Jsonb | Boolean) => {
-            return unsupported(format!("{name} of a {ty} column is not supported"));
-        }
-        ("min", _) => Aggregate::Min,
-        ("max", _) => Aggregate::Max,
-        ("bool_and", Boolean) => Aggregate::BoolAnd,
-        ("bool_or", Boolean) => Aggregate::BoolOr,
-        ("sum" | "avg" | "bool_and" | "bool_or", _) => {
-            return unsupported(format!("{name} of a {ty} column is not supported"));
-        }
-        _ => return unsupported(format!("function {name} is not supported")),
+    let kind = match name.as_str() {
+        "count" => Aggregate::Count,
+        "sum" => Aggregate::Sum,
+        "avg" => Aggregate::Avg,
+        "min" => Aggregate::Min,
+        "max" => Aggregate::Max,
+        "bool_and" => Aggregate::BoolAnd,
+        _ => Aggregate::BoolOr,
     };
-    Ok((aggregate, Some(column)))
+    if let Ok(column) = column_of(&argument, table) {
+        check_column_argument(&name, kind, table.columns[column].ty)?;
+    }
+    Ok(call(kind, Some(argument)))
+}
+
+/// Refuses an aggregate of a column whose type it does not take (or shardgate cannot merge).
+fn check_column_argument(name: &str, kind: Aggregate, ty: ColumnType) -> Result<(), Unsupported> {
+    use ColumnType::{Boolean, Double, Jsonb};
+    let fits = match kind {
+        Aggregate::Sum | Aggregate::Avg => ty.is_integer() || ty == Double,
+        Aggregate::Min | Aggregate::Max => !matches!(ty, Jsonb | Boolean),
+        Aggregate::BoolAnd | Aggregate::BoolOr => ty == Boolean,
+        _ => true,
+    };
+    if fits {
+        Ok(())
+    } else {
+        unsupported(format!("{name} of a {ty} column is not supported"))
+    }
 }
 
 /// GROUP BY keys, resolved as Postgres does: a number is an output position, a name is a

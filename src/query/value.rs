@@ -87,6 +87,11 @@ impl ResultType {
         }
     }
 
+    /// Whether values of this type are integers.
+    pub fn is_integer(self) -> bool {
+        matches!(self, ResultType::Column(ty) if ty.is_integer())
+    }
+
     /// The type's name as Postgres prints it.
     pub fn sql_name(self) -> &'static str {
         match self {
@@ -123,27 +128,38 @@ impl Decimal {
         }
     }
 
-    /// `self + other` for integers (scale 0), as sums of integers are.
+    /// `self + other` at the larger of the two scales, as Postgres adds numerics.
     pub fn checked_add(self, other: Decimal) -> Option<Decimal> {
-        (self.scale == 0 && other.scale == 0).then_some(())?;
-        Some(Decimal::integer(self.unscaled.checked_add(other.unscaled)?))
+        let scale = self.scale.max(other.scale);
+        Some(Decimal {
+            unscaled: self.at_scale(scale)?.checked_add(other.at_scale(scale)?)?,
+            scale,
+        })
+    }
+
+    /// The unscaled digits at `scale` (at least the decimal's own), when they fit.
+    fn at_scale(self, scale: u32) -> Option<i128> {
+        self.unscaled.checked_mul(10i128.checked_pow(scale - self.scale)?)
     }
 
     /// `sum / count` as Postgres's `numeric` division gives it (the scale of `select_div_scale`,
-    /// rounded half away from zero), for an integer sum and a positive count.
-    pub fn average(sum: i128, count: i128) -> Option<Decimal> {
-        let (w1, d1) = base_10000_head(sum.unsigned_abs());
-        let (w2, d2) = base_10000_head(count.unsigned_abs());
+    /// rounded half away from zero), for a positive count.
+    pub fn average(sum: Decimal, count: i128) -> Option<Decimal> {
+        let (w1, d1) = base_10000_head(sum.unscaled.unsigned_abs(), sum.scale)?;
+        let (w2, d2) = base_10000_head(count.unsigned_abs(), 0)?;
         let mut quotient_weight = w1 - w2;
         if d1 <= d2 {
             quotient_weight -= 1;
         }
-        let scale = (NUMERIC_MIN_SIG_DIGITS - quotient_weight * 4).clamp(0, 1000) as u32;
-        let scaled = sum.unsigned_abs().checked_mul(10u128.checked_pow(scale)?)?;
+        let scale = (NUMERIC_MIN_SIG_DIGITS - quotient_weight * 4)
+            .max(i64::from(sum.scale))
+            .clamp(0, 1000) as u32;
+        let shift = 10u128.checked_pow(scale - sum.scale)?;
+        let scaled = sum.unscaled.unsigned_abs().checked_mul(shift)?;
         let divisor = count.unsigned_abs();
         let rounded = scaled.checked_mul(2)?.checked_add(divisor)? / divisor.checked_mul(2)?;
         let unscaled = i128::try_from(rounded).ok()?;
-        let negative = (sum < 0) != (count < 0);
+        let negative = (sum.unscaled < 0) != (count < 0);
         Some(Decimal {
             unscaled: if negative { -unscaled } else { unscaled },
             scale,
@@ -162,8 +178,7 @@ impl Decimal {
     /// Orders two decimals by value.
     pub fn compare(&self, other: &Decimal) -> Ordering {
         let scale = self.scale.max(other.scale);
-        let widen = |d: &Decimal| d.unscaled.checked_mul(10i128.checked_pow(scale - d.scale)?);
-        match (widen(self), widen(other)) {
+        match (self.at_scale(scale), other.at_scale(scale)) {
             (Some(a), Some(b)) => a.cmp(&b),
             _ => self.to_f64().total_cmp(&other.to_f64()),
         }
@@ -175,17 +190,22 @@ impl Decimal {
     }
 }
 
-/// Weight (index of the leading base-10000 digit) and leading digit of an integer; `(0, 0)` for 0.
-fn base_10000_head(mut value: u128) -> (i64, u128) {
+/// Weight (position of the leading base-10000 digit, 0 for units, negative after the point)
+/// and leading digit of `value × 10^-scale`, as Postgres stores numerics; `(0, 0)` for 0.
+fn base_10000_head(value: u128, scale: u32) -> Option<(i64, u128)> {
     if value == 0 {
-        return (0, 0);
+        return Some((0, 0));
     }
+    // Pad the fraction to whole base-10000 digits, as Postgres aligns them to the point.
+    let padding = (4 - scale % 4) % 4;
+    let fraction_digits = i64::from((scale + padding) / 4);
+    let mut value = value.checked_mul(10u128.pow(padding))?;
     let mut weight = 0;
     while value >= 10_000 {
         value /= 10_000;
         weight += 1;
     }
-    (weight, value)
+    Some((weight - fraction_digits, value))
 }
 
 impl std::fmt::Display for Decimal {
@@ -404,15 +424,22 @@ mod tests {
     #[test]
     fn averages_take_postgres_numeric_scale_and_rounding() {
         // Expected strings are what PostgreSQL 15 prints for avg() over the same inputs.
+        // Sums are (unscaled, scale): 15 and 2 is 0.15.
         let cases = [
-            ((3, 2), "1.5000000000000000"),
-            ((2, 3), "0.66666666666666666667"),
-            ((0, 5), "0.00000000000000000000"),
-            ((-7, 2), "-3.5000000000000000"),
-            ((123_456_789_012, 3), "41152263004.00000000"),
-            ((10_000, 1), "10000.0000000000000000"),
+            ((3, 0), 2, "1.5000000000000000"),
+            ((2, 0), 3, "0.66666666666666666667"),
+            ((0, 0), 5, "0.00000000000000000000"),
+            ((-7, 0), 2, "-3.5000000000000000"),
+            ((123_456_789_012, 0), 3, "41152263004.00000000"),
+            ((10_000, 0), 1, "10000.0000000000000000"),
+            ((15, 2), 2, "0.07500000000000000000"),
+            ((6875, 3), 3, "2.2916666666666667"),
+            ((123_456_788, 4), 2, "6172.8394000000000000"),
+            ((7, 6), 3, "0.000002333333333333333333"),
+            ((700, 2), 3, "2.3333333333333333"),
         ];
-        for ((sum, count), want) in cases {
+        for ((unscaled, scale), count, want) in cases {
+            let sum = Decimal { unscaled, scale };
             assert_eq!(
                 Decimal::average(sum, count).unwrap().to_string(),
                 want,

@@ -55,7 +55,7 @@ fn unsupported_constructs_are_named() {
         ),
         (
             "SELECT count(DISTINCT n), count(DISTINCT tenant_id) FROM events",
-            "count(DISTINCT ...) of both n and tenant_id",
+            "count(DISTINCT ...) of both \"n\" and \"tenant_id\"",
         ),
         (
             "SELECT sum(DISTINCT n) FROM events",
@@ -235,5 +235,27 @@ fn now_becomes_one_parameter_and_casts_are_allow_listed() {
     assert!(
         message.contains("an interval must be a quoted literal"),
         "{message}"
+    );
+}
+
+#[test]
+fn filters_belong_to_aggregates_and_count_distinct_counts_one_value() {
+    assert!(
+        refused("SELECT lower(tenant_id) FILTER (WHERE n > 1) FROM events")
+            .contains("lower: FILTER applies to aggregates only")
+    );
+    assert!(
+        refused("SELECT count(DISTINCT n), count(DISTINCT n) FILTER (WHERE n > 1) FROM events")
+            .contains("count(DISTINCT ...) of both \"n\" and CASE WHEN \"n\" > 1 THEN \"n\" END")
+    );
+    let plan = plan_query(
+        "SELECT count(DISTINCT n) FILTER (WHERE n > 1), sum(n + 1) FROM events",
+        0,
+        &tables(),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.distinct_column.map(|e| e.to_string()).as_deref(),
+        Some("CASE WHEN \"n\" > 1 THEN \"n\" END")
     );
 }
