@@ -1,0 +1,95 @@
+//! The statement each shard runs, re-rendered from the checked plan (invariant 8): outputs as
+//! values or partial aggregates, group keys appended and grouped by position, parameters
+//! renumbered to the ones it binds.
+
+use super::expr::Parameters;
+use super::merge::Combine;
+use super::parse::{Aggregate, Output, QueryPlan};
+use crate::schema::quote_ident;
+
+/// The statement each shard runs, with the parameters it binds and how its columns combine.
+pub struct RenderedQuery {
+    /// The SQL.
+    pub sql: String,
+    /// Original numbers of the parameters it binds, in the order of its `$1..$n`.
+    pub parameters: Vec<usize>,
+    /// Per output, how each of its partial columns combines across shards.
+    pub layout: Vec<Vec<Combine>>,
+}
+
+/// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
+/// each shard (their partial results have the final types), with the group keys, and the
+/// `count(DISTINCT x)` column, appended and grouped by position; ordering and limits of
+/// aggregated queries are applied after the merge, and their LIMIT caps the groups each shard
+/// sends.
+pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
+    let mut parameters = Parameters::default();
+    let mut select = Vec::new();
+    let mut layout = Vec::new();
+    for column in &plan.columns {
+        let parts = partials(&column.output, &mut parameters);
+        layout.push(parts.iter().map(|(_, combine)| *combine).collect());
+        select.extend(parts.into_iter().map(|(sql, _)| sql));
+    }
+    let first_key = select.len() + 1;
+    select.extend(plan.group_by.iter().map(|key| parameters.render(key)));
+    select.extend(plan.distinct_column.as_ref().map(|c| parameters.render(c)));
+    let mut sql = format!(
+        "SELECT {} FROM {}",
+        select.join(", "),
+        quote_ident(&plan.table.name)
+    );
+    if let Some(filter) = &plan.filter {
+        sql.push_str(&format!(" WHERE {}", parameters.render(filter)));
+    }
+    let group_positions: Vec<String> = (first_key..=select.len()).map(|p| p.to_string()).collect();
+    if !group_positions.is_empty() {
+        sql.push_str(&format!(" GROUP BY {}", group_positions.join(", ")));
+    }
+    if !plan.order_by.is_empty() && !plan.aggregated {
+        let keys: Vec<String> = plan
+            .order_by
+            .iter()
+            .map(|k| {
+                let direction = if k.descending { "DESC" } else { "ASC" };
+                let nulls = if k.nulls_first { "FIRST" } else { "LAST" };
+                format!("{} {direction} NULLS {nulls}", k.output + 1)
+            })
+            .collect();
+        sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    sql.push_str(&format!(" LIMIT {limit}"));
+    RenderedQuery {
+        sql,
+        parameters: parameters.used,
+        layout,
+    }
+}
+
+/// The columns each shard returns for an output, with how each combines: the value, or the
+/// aggregate's partial results (an average needs a sum and a count; `count(DISTINCT x)` is
+/// counted from the distinct values of `x` the shards group by).
+fn partials(output: &Output, parameters: &mut Parameters) -> Vec<(String, Combine)> {
+    let call = match output {
+        Output::Value(value) => return vec![(parameters.render(value), Combine::Keep)],
+        Output::Aggregate(call) => call,
+    };
+    let x = call.argument.as_ref().map(|a| parameters.render(a));
+    let x = x.as_deref().unwrap_or("*");
+    let filter = call
+        .filter
+        .as_ref()
+        .map(|f| format!(" FILTER (WHERE {})", parameters.render(f)))
+        .unwrap_or_default();
+    let part = |function: &str, combine: Combine| (format!("{function}({x}){filter}"), combine);
+    match call.kind {
+        Aggregate::CountRows | Aggregate::Count => vec![part("count", Combine::Add)],
+        Aggregate::Sum => vec![part("sum", Combine::Add)],
+        Aggregate::Min => vec![part("min", Combine::Min)],
+        Aggregate::Max => vec![part("max", Combine::Max)],
+        Aggregate::BoolAnd => vec![part("bool_and", Combine::And)],
+        Aggregate::BoolOr => vec![part("bool_or", Combine::Or)],
+        Aggregate::Avg => vec![part("sum", Combine::Add), part("count", Combine::Add)],
+        Aggregate::CountDistinct => Vec::new(),
+    }
+}
