@@ -515,6 +515,26 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             vec![],
             Compare::Exact,
         ),
+        (
+            "SELECT event_id FROM events ORDER BY ts DESC, n, event_id LIMIT 12 OFFSET 3",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id FROM events GROUP BY 1 ORDER BY count(*) FILTER (WHERE n > 18) DESC, 1 LIMIT 4",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY max(score) NULLS FIRST, avg(n) DESC",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, event_id FROM events WHERE n > 30 ORDER BY lower(event_type), score DESC NULLS LAST, event_id",
+            vec![],
+            Compare::Exact,
+        ),
     ];
     for (sql, params, compare) in &corpus {
         let reply = ask(&gate, sql, params).await;

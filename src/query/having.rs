@@ -2,8 +2,8 @@
 //! three-valued logic. Aggregates and group-key expressions it uses that are not selected
 //! become hidden outputs, computed and merged like the others and dropped from the answer.
 
-use super::expr::{checked, identifier};
-use super::parse::{Output, OutputColumn, Unsupported, aggregate, function_name, is_aggregate};
+use super::expr::identifier;
+use super::parse::{OutputColumn, Unsupported, hidden_output};
 use super::value::{Cell, Decimal};
 use crate::schema::TableSchema;
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
@@ -87,26 +87,8 @@ fn operand(
     columns: &mut Vec<OutputColumn>,
     params: usize,
 ) -> Result<Operand, Unsupported> {
-    let output = |column: OutputColumn, columns: &mut Vec<OutputColumn>| {
-        let existing = columns.iter().position(|c| c.output == column.output);
-        Operand::Output(existing.unwrap_or_else(|| {
-            columns.push(column);
-            columns.len() - 1
-        }))
-    };
     match expr {
         Expr::Nested(inner) => operand(inner, table, columns, params),
-        Expr::Function(function) if is_aggregate(function) => {
-            let call = aggregate(function, table, params)?;
-            let name = function_name(function);
-            Ok(output(
-                OutputColumn {
-                    name,
-                    output: Output::Aggregate(Box::new(call)),
-                },
-                columns,
-            ))
-        }
         Expr::Identifier(ident)
             if let Some(index) = columns.iter().position(|c| c.name == identifier(ident)) =>
         {
@@ -121,13 +103,7 @@ fn operand(
             _ => Err(Unsupported(format!("HAVING {expr}: only numbers can be negated"))),
         },
         Expr::Value(value) => literal(&value.value, params),
-        scalar => {
-            let hidden = OutputColumn {
-                name: "?column?".to_string(),
-                output: Output::Value(Box::new(checked(scalar, table, params)?)),
-            };
-            Ok(output(hidden, columns))
-        }
+        other => Ok(Operand::Output(hidden_output(other, table, columns, params)?)),
     }
 }
 

@@ -29,7 +29,7 @@ pub enum Combine {
 }
 
 /// The rows of a non-aggregated query in ORDER BY order (each shard's rows arrive sorted),
-/// OFFSET skipped and LIMIT applied, one at a time.
+/// OFFSET skipped and LIMIT applied, one at a time, without the hidden sort keys.
 pub struct OrderedMerge {
     plan: Arc<QueryPlan>,
     inputs: Vec<ShardRows>,
@@ -79,7 +79,10 @@ impl OrderedMerge {
             }
             self.emitted += 1;
             self.left -= 1;
-            return Ok(row);
+            return Ok(row.map(|mut row| {
+                row.truncate(self.plan.visible);
+                row
+            }));
         }
         Ok(None)
     }

@@ -1,8 +1,8 @@
 //! Scatter-gather reporting queries: `POST /v1/query`.
 //!
-//! A query is parsed and checked ([`parse`], [`expr`]), re-rendered from the checked syntax tree
-//! for every shard it needs (one shard when the WHERE fixes the whole partition key), run on
-//! each in a read-only transaction with a statement timeout ([`shard`]), and merged ([`merge`]):
+//! A query is parsed and checked ([`parse`], [`expr`]), re-rendered from the checked syntax
+//! tree ([`render`]) for every shard it needs (one shard when the WHERE fixes the whole
+//! partition key), run on each in a read-only transaction with a statement timeout ([`shard`]), and merged ([`merge`]):
 //! ORDER BY is a streaming k-way merge of the shards' sorted rows, each shard returning at most
 //! LIMIT + OFFSET rows; aggregates are computed per group on each shard and combined per group.
 //! Result types are the ones the shards' statement describes, so expressions are typed exactly

@@ -129,7 +129,7 @@ pub struct QueryPlan {
     pub distinct_column: Option<Expr>,
     /// The HAVING condition, applied to merged groups.
     pub having: Option<Condition>,
-    /// Outputs the answer shows; those after it serve HAVING only.
+    /// Outputs the answer shows; those after it serve ORDER BY and HAVING only.
     pub visible: usize,
 }
 
@@ -158,9 +158,11 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         .as_ref()
         .map(|h| plan_having(h, &table, &mut columns, params))
         .transpose()?;
-    let group_by = match select.distinct {
-        Some(Distinct::Distinct) => distinct_groups(select, &columns)?,
-        _ => group_by(select, &table, &columns[..visible], params)?,
+    let distinct = matches!(select.distinct, Some(Distinct::Distinct));
+    let order_by = order_by(query, &mut columns, visible, distinct, &table, params)?;
+    let group_by = match distinct {
+        true => distinct_groups(select, &columns)?,
+        false => group_by(select, &table, &columns[..visible], params)?,
     };
     let aggregated =
         !group_by.is_empty() || having.is_some() || columns.iter().any(|c| c.output.aggregate().is_some());
@@ -174,7 +176,6 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         .map(|f| checked(f, &table, params))
         .transpose()?;
     let (limit, offset) = limit_offset(query)?;
-    let order_by = order_by(query, &columns[..visible], &table, params)?;
     let key_equalities = filter
         .as_ref()
         .map(|f| key_equalities(f, &table))
@@ -538,9 +539,13 @@ fn limit_offset(query: &Query) -> Result<(Option<u64>, u64), Unsupported> {
     }
 }
 
+/// ORDER BY keys. A key that is not an output (`ORDER BY ts`, `ORDER BY count(*)`) becomes a
+/// hidden output, computed like the others and dropped from the answer.
 fn order_by(
     query: &Query,
-    columns: &[OutputColumn],
+    columns: &mut Vec<OutputColumn>,
+    visible: usize,
+    distinct: bool,
     table: &TableSchema,
     params: usize,
 ) -> Result<Vec<SortKey>, Unsupported> {
@@ -557,9 +562,19 @@ fn order_by(
                 Some(OrderBySort::Desc) => true,
                 Some(OrderBySort::Using(_)) => return unsupported("ORDER BY ... USING is not supported"),
             };
-            let output = match output_position(&key.expr, columns) {
+            let output = match output_position(&key.expr, &columns[..visible]) {
                 Ok(position) => position,
-                Err(refused) => same_expression(&key.expr, columns, table, params).ok_or(refused)?,
+                Err(refused) => match same_expression(&key.expr, &columns[..visible], table, params) {
+                    Some(position) => position,
+                    None if matches!(key.expr, Expr::Value(_)) => return Err(refused),
+                    None if distinct => {
+                        return unsupported(format!(
+                            "ORDER BY {}: with SELECT DISTINCT, order by an output column",
+                            key.expr
+                        ));
+                    }
+                    None => hidden_output(&key.expr, table, columns, params)?,
+                },
             };
             Ok(SortKey {
                 output,
@@ -592,6 +607,32 @@ fn output_position(expr: &Expr, columns: &[OutputColumn]) -> Result<usize, Unsup
             "ORDER BY {expr}: order by an output column, alias or position"
         )),
     }
+}
+
+/// The position of the output computing `expr` (an aggregate or a scalar expression), added
+/// as a hidden output when there is none.
+pub(super) fn hidden_output(
+    expr: &Expr,
+    table: &TableSchema,
+    columns: &mut Vec<OutputColumn>,
+    params: usize,
+) -> Result<usize, Unsupported> {
+    let output = match expr {
+        Expr::Function(function) if is_aggregate(function) => {
+            Output::Aggregate(Box::new(aggregate(function, table, params)?))
+        }
+        _ => Output::Value(Box::new(checked(expr, table, params)?)),
+    };
+    Ok(match columns.iter().position(|c| c.output == output) {
+        Some(existing) => existing,
+        None => {
+            columns.push(OutputColumn {
+                name: default_name(expr),
+                output,
+            });
+            columns.len() - 1
+        }
+    })
 }
 
 /// The output computing the same expression as `expr`, for `ORDER BY date_trunc('day', ts)`.

@@ -259,3 +259,24 @@ fn filters_belong_to_aggregates_and_count_distinct_counts_one_value() {
         Some("CASE WHEN \"n\" > 1 THEN \"n\" END")
     );
 }
+
+#[test]
+fn order_by_keys_outside_the_select_list_become_hidden_outputs() {
+    let plan = plan_query(
+        "SELECT tenant_id FROM events GROUP BY 1 ORDER BY count(*) DESC, tenant_id",
+        0,
+        &tables(),
+    )
+    .unwrap();
+    assert_eq!((plan.visible, plan.columns.len()), (1, 2));
+    assert_eq!(plan.order_by[0].output, 1);
+    assert!(plan.aggregated);
+    assert!(
+        refused("SELECT DISTINCT tenant_id FROM events ORDER BY n")
+            .contains("with SELECT DISTINCT, order by an output column")
+    );
+    assert!(
+        refused("SELECT tenant_id FROM events GROUP BY 1 ORDER BY n")
+            .contains("column n must appear in the GROUP BY clause")
+    );
+}
