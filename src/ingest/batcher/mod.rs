@@ -1,6 +1,6 @@
 //! Per-shard queues and group commit.
 //!
-//! A request's rows for one shard travel as one [`Chunk`] of encoded tuples. Each shard has one
+//! A request's rows for one shard travel as one chunk of encoded tuples. Each shard has one
 //! queue, bounded per (shard, table) in rows and bytes by semaphores whose permits a chunk holds
 //! until it is answered (invariant 7): a full queue refuses the request before anything is
 //! enqueued. Each shard has `connections_per_shard` writer tasks; the one holding the queue
