@@ -681,15 +681,7 @@ async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
     );
     assert_eq!(lines[1..], [json!(["t1", 40]), json!(["t2", 40])]);
 
-    let url = gate.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-            .args(["query", sql, "--url", &url])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = query_command(&gate, &[sql]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -699,7 +691,22 @@ async fn ndjson_answers_and_the_query_command_print_the_same_rows() {
         String::from_utf8_lossy(&output.stdout),
         "tenant_id | events\n----------+-------\nt1        | 40\nt2        | 40\n(2 rows)\n"
     );
+    let output = query_command(&gate, &[sql, "--format", "csv"]).await;
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "tenant_id,events\nt1,40\nt2,40\n"
+    );
     gate.stop().await;
+}
+
+/// Runs `shardgate query ARGS --url <gate>`.
+async fn query_command(gate: &TestServer, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"));
+    command.arg("query").args(args).args(["--url", &gate.url("")]);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -761,6 +768,19 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
         capped[301],
         json!({"error": "the query returns more than 300 rows; add a LIMIT", "details": []})
     );
+    let export = query_command(
+        &gate,
+        &["SELECT event_id FROM events ORDER BY event_id", "--format", "csv"],
+    )
+    .await;
+    assert!(!export.status.success());
+    assert_eq!(String::from_utf8_lossy(&export.stdout).lines().count(), 301);
+    assert!(
+        String::from_utf8_lossy(&export.stderr)
+            .contains("the answer ended early: the query returns more than 300 rows"),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
 
     let metrics = gate
         .http
@@ -772,9 +792,9 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
         .await
         .unwrap();
     for line in [
-        "shardgate_query_rows_total 1000",
+        "shardgate_query_rows_total 1300",
         "shardgate_query_duration_seconds_count{outcome=\"200\"} 2",
-        "shardgate_query_duration_seconds_count{outcome=\"aborted\"} 1",
+        "shardgate_query_duration_seconds_count{outcome=\"aborted\"} 2",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use std::io::Write;
 
 /// How to print the answer.
 #[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -32,7 +33,8 @@ pub struct QueryArgs {
     format: Format,
 }
 
-/// Sends the query and prints the answer.
+/// Sends the query and prints the answer. CSV is streamed: rows are printed as they arrive,
+/// so an export of any size runs in flat memory.
 pub async fn run(args: QueryArgs) -> Result<()> {
     let params: Vec<Value> = args
         .params
@@ -40,36 +42,80 @@ pub async fn run(args: QueryArgs) -> Result<()> {
         .map(|p| serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.clone())))
         .collect();
     let url = format!("{}/v1/query", args.url.trim_end_matches('/'));
+    let accept = match args.format {
+        Format::Csv => "application/x-ndjson",
+        Format::Json | Format::Table => "application/json",
+    };
     let response = reqwest::Client::new()
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, accept)
         .body(json!({"sql": args.sql, "params": params}).to_string())
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
-    let body: Value = serde_json::from_str(&response.text().await?).context("the answer is not JSON")?;
     if !status.is_success() {
+        let body: Value = serde_json::from_str(&response.text().await?).context("the answer is not JSON")?;
         bail!("{status}: {}", body["error"].as_str().unwrap_or("query failed"));
     }
-    let names: Vec<String> = body["columns"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
-        .collect();
+    if args.format == Format::Csv {
+        return stream_csv(response).await;
+    }
+    let body: Value = serde_json::from_str(&response.text().await?).context("the answer is not JSON")?;
+    let names = column_names(&body);
     let rows: Vec<Vec<String>> = body["rows"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|row| row.as_array().into_iter().flatten().map(cell_text).collect())
+        .map(row_texts)
         .collect();
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&body)?),
-        Format::Csv => print!("{}", csv(&names, &rows)),
         Format::Table => print!("{}", table(&names, &rows)),
+        Format::Json | Format::Csv => println!("{}", serde_json::to_string_pretty(&body)?),
     }
     Ok(())
+}
+
+/// Prints an NDJSON answer as CSV line by line; an error line ends it with that error.
+async fn stream_csv(mut response: reqwest::Response) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut pending: Vec<u8> = Vec::new();
+    let mut head = true;
+    while let Some(chunk) = response.chunk().await.context("the answer broke off")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Value =
+                serde_json::from_slice(&pending[..end]).context("an answer line is not JSON")?;
+            pending.drain(..=end);
+            if let Some(error) = line["error"].as_str() {
+                out.flush()?;
+                bail!("the answer ended early: {error}");
+            }
+            let cells = if head {
+                column_names(&line)
+            } else {
+                row_texts(&line)
+            };
+            head = false;
+            out.write_all(csv_line(&cells).as_bytes())?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn column_names(answer: &Value) -> Vec<String> {
+    answer["columns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn row_texts(row: &Value) -> Vec<String> {
+    row.as_array().into_iter().flatten().map(cell_text).collect()
 }
 
 /// A cell as text: strings bare, NULL empty, everything else as JSON.
@@ -119,7 +165,8 @@ fn table(names: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn csv(names: &[String], rows: &[Vec<String>]) -> String {
+/// One CSV record: fields with commas, quotes or line breaks quoted, quotes doubled.
+fn csv_line(fields: &[String]) -> String {
     let field = |f: &String| {
         if f.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", f.replace('"', "\"\""))
@@ -127,10 +174,7 @@ fn csv(names: &[String], rows: &[Vec<String>]) -> String {
             f.clone()
         }
     };
-    std::iter::once(names)
-        .chain(rows.iter().map(Vec::as_slice))
-        .map(|r| r.iter().map(field).collect::<Vec<_>>().join(",") + "\n")
-        .collect()
+    fields.iter().map(field).collect::<Vec<_>>().join(",") + "\n"
 }
 
 #[cfg(test)]
@@ -149,9 +193,6 @@ mod tests {
             table(&names, &rows),
             "tenant_id | n\n----------+------------\na         | 12345678901\nb,\"c\"     |\n(2 rows)\n"
         );
-        assert_eq!(
-            csv(&names, &rows),
-            "tenant_id,n\na,12345678901\n\"b,\"\"c\"\"\",\n"
-        );
+        assert_eq!(csv_line(&rows[1]), "\"b,\"\"c\"\"\",\n");
     }
 }
