@@ -864,3 +864,42 @@ async fn a_client_that_stops_reading_holds_a_connection_only_until_the_statement
     assert!(text.lines().count() < 600_002, "the stalled answer is cut short");
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn ordering_text_is_refused_on_shards_that_do_not_collate_bytewise() {
+    let mut urls = Vec::new();
+    for (i, cluster) in common::clusters().iter().enumerate() {
+        let admin = connect(&cluster.url("postgres")).await;
+        let name = format!("t_collated_{i}");
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+            ))
+            .await
+            .unwrap();
+        urls.push(cluster.url(&name));
+    }
+    let gate = TestServer::start_on(urls, "").await;
+    load_rows(&gate).await;
+    for sql in [
+        "SELECT tenant_id FROM events ORDER BY tenant_id LIMIT 3",
+        "SELECT max(tenant_id) FROM events",
+        "SELECT tenant_id FROM events GROUP BY 1 HAVING tenant_id > 't5'",
+    ] {
+        let reply = ask(&gate, sql, &[]).await;
+        assert_eq!(reply.status, 400, "{sql}: {}", reply.body);
+        assert!(
+            reply.error().contains("needs shards whose collation is C"),
+            "{sql}: {}",
+            reply.error()
+        );
+    }
+    for sql in [
+        "SELECT tenant_id FROM events GROUP BY 1 HAVING tenant_id = 't5'",
+        "SELECT n FROM events ORDER BY n DESC LIMIT 1",
+    ] {
+        let reply = ask(&gate, sql, &[]).await;
+        assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
+    }
+    gate.stop().await;
+}

@@ -132,6 +132,28 @@ fn literal(value: &Value, params: usize) -> Result<Operand, Unsupported> {
 }
 
 impl Condition {
+    /// The outputs the condition orders (`<`, `<=`, `>`, `>=`), whose values must compare as
+    /// Postgres compares them.
+    pub fn ordered_outputs(&self) -> Vec<usize> {
+        match self {
+            Condition::And(a, b) | Condition::Or(a, b) => {
+                let mut outputs = a.ordered_outputs();
+                outputs.extend(b.ordered_outputs());
+                outputs
+            }
+            Condition::Not(inner) => inner.ordered_outputs(),
+            Condition::IsNull(..) => Vec::new(),
+            Condition::Compare(_, BinaryOperator::Eq | BinaryOperator::NotEq, _) => Vec::new(),
+            Condition::Compare(left, _, right) => [left, right]
+                .into_iter()
+                .filter_map(|operand| match operand {
+                    Operand::Output(index) => Some(*index),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
     /// Whether the group `row` is kept: the condition is true (not false, not unknown).
     pub fn keeps(&self, row: &[Cell], params: &[serde_json::Value]) -> Result<bool, Unsupported> {
         Ok(self.evaluate(row, params)? == Some(true))

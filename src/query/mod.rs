@@ -256,10 +256,20 @@ impl QueryEngine {
         })
     }
 
-    /// ORDER BY keys and min/max must compare exactly as Postgres: no jsonb, and text only when
-    /// every shard compares text bytewise (collation C), as the merge does.
+    /// ORDER BY keys, min/max and HAVING's ordering comparisons must compare exactly as
+    /// Postgres: no jsonb, and text only when every shard compares text bytewise (collation C),
+    /// as the merge does.
     async fn check_ordering(&self, plan: &QueryPlan, types: &[ResultType]) -> Result<(), QueryError> {
-        let sort_types = plan.order_by.iter().map(|key| types[key.output]);
+        let having_types = plan
+            .having
+            .iter()
+            .flat_map(|h| h.ordered_outputs())
+            .map(|output| types[output]);
+        let sort_types = plan
+            .order_by
+            .iter()
+            .map(|key| types[key.output])
+            .chain(having_types);
         let min_max_types = plan
             .columns
             .iter()
@@ -272,7 +282,8 @@ impl QueryEngine {
             }
             if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise().await? {
                 return Err(Unsupported(
-                    "ordering text (ORDER BY, min, max) needs shards whose collation is C".into(),
+                    "ordering text (ORDER BY, min, max, HAVING <, >) needs shards whose collation is C"
+                        .into(),
                 )
                 .into());
             }
