@@ -47,11 +47,10 @@ async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting()
     assert_eq!(accepted.status, 200, "{}", accepted.body);
     assert_eq!(gate.count(0, "events").await, before + 1);
 
-    let ready = gate.http.get(gate.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: serde_json::Value = ready.json().await.unwrap();
+    let ready = gate.admin("/readyz").await;
+    assert_eq!(ready.status, 503);
     assert_eq!(
-        ready["details"],
+        ready.body["details"],
         json!([{"shard": "s1", "reason": "unreachable"}])
     );
     gate.stop().await;
@@ -70,15 +69,7 @@ async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
         "request_timeout = \"1s\"\n[pool]\nconnect_timeout = \"1s\"\n",
     )
     .await;
-    let ready: serde_json::Value = gate
-        .http
-        .get(gate.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = gate.admin("/readyz").await.body;
     assert_eq!(
         ready["details"],
         json!([{"shard": "s1", "reason": "unreachable"}])
@@ -117,8 +108,7 @@ async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
     }
     assert_eq!(gate.count(1, "events").await, waiting.len() as i64);
     assert_eq!(gate.count(0, "events").await, 20 - waiting.len() as i64);
-    let ready = gate.http.get(gate.admin_url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(gate.admin("/readyz").await.status, 200);
     gate.stop().await;
 }
 

@@ -782,15 +782,7 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
         String::from_utf8_lossy(&export.stderr)
     );
 
-    let metrics = gate
-        .http
-        .get(gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gate.metrics_page().await;
     for line in [
         "shardgate_query_rows_total 1300",
         "shardgate_query_duration_seconds_count{outcome=\"200\"} 2",

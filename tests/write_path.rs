@@ -255,15 +255,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
     assert!(refused.error().contains("queue of shard"), "{}", refused.error());
     let first = first.await.unwrap();
     assert_eq!(first.status, 200, "{}", first.body);
-    let page = gate
-        .http
-        .get(gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gate.metrics_page().await;
     assert_eq!(
         sample(
             &page,
@@ -322,15 +314,7 @@ async fn rows_postgres_rejects_fail_only_their_own_request() {
 #[tokio::test]
 async fn admin_lists_shards_with_redacted_urls_and_ring_shares() {
     let gate = TestServer::start("admin", "").await;
-    let shards: serde_json::Value = gate
-        .http
-        .get(gate.admin_url("/admin/shards"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shards = gate.admin("/admin/shards").await.body;
     let shards = shards.as_array().unwrap();
     assert_eq!(shards.len(), 2);
     assert_eq!(shards[0]["name"], "s0");
@@ -390,15 +374,7 @@ async fn metrics_count_committed_rows_per_shard_and_requests_per_status() {
             .status,
         400
     );
-    let page = gate
-        .http
-        .get(gate.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gate.metrics_page().await;
     for shard in 0..2 {
         let committed = sample(
             &page,

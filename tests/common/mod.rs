@@ -177,6 +177,17 @@ impl TestServer {
         format!("http://{}{path}", self.server.admin_addr())
     }
 
+    /// `GET` of a JSON endpoint of the admin listener.
+    pub async fn admin(&self, path: &str) -> Reply {
+        Reply::read(self.http.get(self.admin_url(path)).send().await.unwrap()).await
+    }
+
+    /// The Prometheus page of the admin listener.
+    pub async fn metrics_page(&self) -> String {
+        let response = self.http.get(self.admin_url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// POSTs `body` with `content_type` to the rows endpoint of `table`.
     pub async fn post(&self, table: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Reply {
         let response = self
