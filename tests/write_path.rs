@@ -7,6 +7,7 @@ use common::{TestServer, connect, events};
 use serde_json::json;
 use shardgate::routing::{KeyHash, Ring, ShardIndex, hash_key};
 use shardgate::schema::{ColumnType, JsonScalar, encode_scalar};
+use std::io::Write;
 use std::time::Duration;
 
 /// The hash of a `(tenant_id, event_type)` key, computed independently of the server.
@@ -232,6 +233,76 @@ async fn a_body_over_the_limit_is_refused_with_413() {
         "a chunked body without Content-Length is cut off too"
     );
     assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
+
+/// Sends `body` compressed as `encoding` says.
+async fn post_compressed(
+    gate: &TestServer,
+    content_type: &str,
+    encoding: &str,
+    body: Vec<u8>,
+) -> common::Reply {
+    let response = gate
+        .http
+        .post(gate.url("/v1/tables/events/rows"))
+        .header("content-type", content_type)
+        .header("content-encoding", encoding)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    common::Reply::read(response).await
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_bodies_are_decompressed_within_the_body_limit() {
+    let gate = TestServer::start("compressed", "max_body_size = \"64KiB\"\n").await;
+    let ndjson: String = (0..50)
+        .map(|i| format!("{{\"tenant_id\": \"t{i}\", \"event_type\": \"view\"}}\n"))
+        .collect();
+    let reply = post_compressed(&gate, "application/x-ndjson", "gzip", gzip(ndjson.as_bytes())).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["rows"], 50);
+    let json = events(30, 3).to_string();
+    let zstd = zstd::encode_all(json.as_bytes(), 3).unwrap();
+    let reply = post_compressed(&gate, "application/json", "zstd", zstd).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(gate.total("events").await, 80);
+
+    let reply = post_compressed(&gate, "application/json", "gzip", b"not gzip".to_vec()).await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().starts_with("cannot decompress the gzip body"),
+        "{}",
+        reply.error()
+    );
+    let reply = post_compressed(&gate, "application/json", "br", json.clone().into_bytes()).await;
+    assert_eq!(reply.status, 415);
+    assert_eq!(
+        reply.error(),
+        "unsupported content encoding br; send gzip, zstd or an uncompressed body"
+    );
+    // 80 KB of rows compress to well under the limit but expand past it.
+    let bomb = format!(
+        "[{}]",
+        vec!["{\"tenant_id\": \"a\", \"event_type\": \"b\"}"; 2000].join(",")
+    );
+    let compressed = gzip(bomb.as_bytes());
+    assert!(compressed.len() < 64 * 1024 && bomb.len() > 64 * 1024);
+    let reply = post_compressed(&gate, "application/json", "gzip", compressed).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(
+        reply.error(),
+        "request body decompresses to more than the limit of 65536 bytes"
+    );
+    assert_eq!(gate.total("events").await, 80);
     gate.stop().await;
 }
 

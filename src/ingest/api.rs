@@ -7,6 +7,7 @@
 //! for other shards may have committed when one shard fails late (503, 422).
 
 use super::batcher::{PendingWrite, SubmitError, WriteError};
+use super::encoding::BodyEncoding;
 use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError, decode_rows};
 use crate::server::AppState;
@@ -46,9 +47,15 @@ pub enum ApiError {
         "unsupported content type {0}; send application/json (an array of objects) or application/x-ndjson"
     )]
     UnsupportedMediaType(String),
+    /// 415: the body is compressed in a way shardgate does not read.
+    #[error("unsupported content encoding {0}; send gzip, zstd or an uncompressed body")]
+    UnsupportedEncoding(String),
     /// 413: the body exceeds `server.max_body_size`.
     #[error("request body exceeds the limit of {0} bytes")]
     BodyTooLarge(usize),
+    /// 413: the compressed body decompresses to more than `server.max_body_size`.
+    #[error("request body decompresses to more than the limit of {0} bytes")]
+    DecodedTooLarge(usize),
     /// 413: the rows for one shard exceed its whole queue.
     #[error(transparent)]
     TooLargeForQueue(SubmitError),
@@ -97,8 +104,12 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownTable(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BodyTooLarge(_) | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::BodyTooLarge(_) | ApiError::DecodedTooLarge(_) | ApiError::TooLargeForQueue(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
@@ -225,8 +236,10 @@ async fn accept_rows(
         .lookup(table)
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
     let format = body_format(headers)?;
-    let body_permit = reserve_body_memory(state, headers)?;
-    let body = read_body(body, headers, state.limits.max_body_size).await?;
+    let encoding = BodyEncoding::of(headers)?;
+    let body_permit = reserve_body_memory(state, headers, encoding)?;
+    let limit = state.limits.max_body_size;
+    let body = encoding.decode(read_body(body, headers, limit).await?, limit)?;
     let routing = state.routing.load();
     let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
     drop((body, body_permit));
@@ -330,17 +343,22 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 
 /// Reserves room for the body among all bodies being read and decoded
 /// (`server.max_inflight_body_bytes`): the declared length, or the body limit when none is
-/// declared. Refuses with 429 when the room is taken, before anything is read.
+/// declared or the body is compressed (it may decompress up to the limit). Refuses with 429
+/// when the room is taken, before anything is read.
 fn reserve_body_memory<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
+    encoding: BodyEncoding,
 ) -> Result<SemaphorePermit<'a>, ApiError> {
     let limit = state.limits.max_body_size;
     let declared = content_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    let wanted = declared.map_or(limit, |len| len as usize).max(1);
+    let wanted = match declared {
+        Some(len) if !encoding.is_compressed() => (len as usize).max(1),
+        _ => limit,
+    };
     // Fits u32: the config caps both limits below 4Gi.
     state
         .body_budget
