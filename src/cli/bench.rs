@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// Write rows without ids (plain COPY, no deduplication).
     #[arg(long)]
     no_ids: bool,
+    /// Send request bodies gzip-compressed (shardgate target).
+    #[arg(long)]
+    gzip: bool,
     /// Offered load in rows per second (open loop); as fast as possible when absent.
     #[arg(long)]
     rate: Option<f64>,
@@ -145,7 +148,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
-    let target = format!("{:?}", args.target).to_lowercase();
+    let mut target = format!("{:?}", args.target).to_lowercase();
+    if args.gzip && args.target == Target::Shardgate {
+        target.push_str(" (gzip)");
+    }
     let mut report = Report::new(&target, latency_of, &recorder, elapsed);
     if let Some(rss) = rss {
         report.peak_rss_mib = Some(rss.finish().await);
@@ -223,6 +229,7 @@ async fn run_http(
             client.clone(),
             url.clone(),
             generator,
+            args.gzip,
             progress.clone(),
         ));
     }

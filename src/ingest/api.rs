@@ -237,9 +237,12 @@ async fn accept_rows(
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
     let format = body_format(headers)?;
     let encoding = BodyEncoding::of(headers)?;
-    let body_permit = reserve_body_memory(state, headers, encoding)?;
+    let mut body_permit = reserve_body_memory(state, headers)?;
     let limit = state.limits.max_body_size;
-    let body = encoding.decode(read_body(body, headers, limit).await?, limit)?;
+    let body = encoding.decode(read_body(body, headers, limit).await?, limit, |more| {
+        body_permit.merge(reserve_body_bytes(state, more)?);
+        Ok(())
+    })?;
     let routing = state.routing.load();
     let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
     drop((body, body_permit));
@@ -343,22 +346,22 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 
 /// Reserves room for the body among all bodies being read and decoded
 /// (`server.max_inflight_body_bytes`): the declared length, or the body limit when none is
-/// declared or the body is compressed (it may decompress up to the limit). Refuses with 429
-/// when the room is taken, before anything is read.
+/// declared. Refuses with 429 when the room is taken, before anything is read. A compressed
+/// body reserves more as it is decompressed ([`reserve_body_bytes`]).
 fn reserve_body_memory<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
-    encoding: BodyEncoding,
 ) -> Result<SemaphorePermit<'a>, ApiError> {
     let limit = state.limits.max_body_size;
     let declared = content_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    let wanted = match declared {
-        Some(len) if !encoding.is_compressed() => (len as usize).max(1),
-        _ => limit,
-    };
+    reserve_body_bytes(state, declared.map_or(limit, |len| len as usize).max(1))
+}
+
+/// Reserves `wanted` bytes of the in-flight body budget, or refuses with 429.
+fn reserve_body_bytes(state: &AppState, wanted: usize) -> Result<SemaphorePermit<'_>, ApiError> {
     // Fits u32: the config caps both limits below 4Gi.
     state
         .body_budget

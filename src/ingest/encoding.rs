@@ -7,6 +7,9 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use std::io::Read;
 
+/// Bytes decompressed (and accounted for) at a time.
+const DECODE_PIECE: usize = 64 * 1024;
+
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyEncoding {
@@ -35,14 +38,15 @@ impl BodyEncoding {
         }
     }
 
-    /// Whether the body must be decompressed.
-    pub fn is_compressed(self) -> bool {
-        self != BodyEncoding::Identity
-    }
-
     /// The body as sent by the client, decompressed; more than `limit` bytes once decompressed
-    /// is a 413, a corrupt body a 400.
-    pub fn decode(self, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    /// is a 413, a corrupt body a 400. `reserve` is called with the size of each decompressed
+    /// piece before it is kept, so the caller can account for the memory (or refuse).
+    pub fn decode(
+        self,
+        body: Bytes,
+        limit: usize,
+        mut reserve: impl FnMut(usize) -> Result<(), ApiError>,
+    ) -> Result<Bytes, ApiError> {
         let (name, reader): (&str, Box<dyn Read + '_>) = match self {
             BodyEncoding::Identity => return Ok(body),
             BodyEncoding::Gzip => ("gzip", Box::new(flate2::read::MultiGzDecoder::new(&body[..]))),
@@ -51,15 +55,20 @@ impl BodyEncoding {
                 ("zstd", Box::new(decoder))
             }
         };
+        let mut reader = reader;
         let mut decoded = Vec::new();
-        reader
-            .take(limit as u64 + 1)
-            .read_to_end(&mut decoded)
-            .map_err(|e| corrupt(name, &e))?;
-        if decoded.len() > limit {
-            return Err(ApiError::DecodedTooLarge(limit));
+        let mut piece = vec![0; DECODE_PIECE];
+        loop {
+            let n = reader.read(&mut piece).map_err(|e| corrupt(name, &e))?;
+            if n == 0 {
+                return Ok(decoded.into());
+            }
+            if decoded.len() + n > limit {
+                return Err(ApiError::DecodedTooLarge(limit));
+            }
+            reserve(n)?;
+            decoded.extend_from_slice(&piece[..n]);
         }
-        Ok(decoded.into())
     }
 }
 
