@@ -99,9 +99,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let probes = state
         .shards
         .iter()
-        .map(|(_, shard)| async move { (shard.id.0.as_str(), shard.is_up().await) });
-    for (name, up) in futures_util::future::join_all(probes).await {
+        .map(|(_, shard)| async move { (shard, shard.is_up().await) });
+    for (shard, up) in futures_util::future::join_all(probes).await {
+        let name = shard.id.0.as_str();
         metrics.shard_up.with_label_values(&[name]).set(i64::from(up));
+        metrics
+            .shard_prepared
+            .with_label_values(&[name])
+            .set(i64::from(shard.is_prepared()));
     }
     metrics.routing_epoch.set(state.routing.load().epoch.0);
     let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub queue_bytes: IntGaugeVec,
     /// 1 when the shard answered a probe at the last scrape, by shard.
     pub shard_up: IntGaugeVec,
+    /// 1 once the shard's tables and fence are verified (batches are written to it), by shard.
+    pub shard_prepared: IntGaugeVec,
     /// Epoch of the routing table in use.
     pub routing_epoch: IntGauge,
     /// Reporting query duration to the last row, by outcome (status code, or `aborted` for a
@@ -137,6 +139,10 @@ impl Metrics {
             shard_up: gauge_vec(
                 "shardgate_shard_up",
                 "1 when the shard answered a probe at the last scrape.",
+            ),
+            shard_prepared: gauge_vec(
+                "shardgate_shard_prepared",
+                "1 once the shard's tables and fence are verified and batches are written to it.",
             ),
             routing_epoch: gauge("shardgate_routing_epoch", "Epoch of the routing table in use."),
             query_duration: histogram(

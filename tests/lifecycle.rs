@@ -74,6 +74,11 @@ async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
         ready["details"],
         json!([{"shard": "s1", "reason": "unreachable"}])
     );
+    let page = gate.metrics_page().await;
+    assert!(
+        page.contains("shardgate_shard_prepared{shard=\"s1\"} 0"),
+        "{page}"
+    );
 
     let row = |i: usize| json!([{"tenant_id": format!("t{i}"), "event_type": "x"}]);
     let bodies: Vec<_> = (0..20).map(row).collect();
@@ -109,6 +114,11 @@ async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
     assert_eq!(gate.count(1, "events").await, waiting.len() as i64);
     assert_eq!(gate.count(0, "events").await, 20 - waiting.len() as i64);
     assert_eq!(gate.admin("/readyz").await.status, 200);
+    let page = gate.metrics_page().await;
+    assert!(
+        page.contains("shardgate_shard_prepared{shard=\"s1\"} 1"),
+        "{page}"
+    );
     gate.stop().await;
 }
 
