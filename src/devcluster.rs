@@ -31,6 +31,8 @@ const INGEST_SETTINGS: &str =
 
 /// How many times a start is retried when the chosen port was taken in the meantime.
 const PORT_ATTEMPTS: usize = 3;
+/// Settings file of a cluster that requires TLS, included from `postgresql.conf`.
+const TLS_CONF: &str = "tls.conf";
 
 /// A local cluster could not be set up or controlled.
 #[derive(Debug, Error)]
@@ -154,6 +156,37 @@ impl Default for ClusterOptions {
     }
 }
 
+/// A local certificate authority and a server certificate it signed for 127.0.0.1 and
+/// localhost, in PEM, for clusters that require TLS.
+pub struct DevCertificates {
+    /// The authority's certificate: what clients trust.
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub server_pem: String,
+    /// The server's private key.
+    pub server_key_pem: String,
+}
+
+impl DevCertificates {
+    /// Generates a new authority and server certificate.
+    pub fn generate() -> Result<DevCertificates, rcgen::Error> {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "shardgate local CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+        let server_key = rcgen::KeyPair::generate()?;
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
+            .signed_by(&server_key, &ca)?;
+        Ok(DevCertificates {
+            ca_pem: ca.pem(),
+            server_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+        })
+    }
+}
+
 /// A running local cluster. Stop it with [`LocalCluster::stop`]; dropping it does not.
 #[derive(Debug, Clone)]
 pub struct LocalCluster {
@@ -206,6 +239,21 @@ impl LocalCluster {
         format!("postgres://{POSTGRES_USER}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Connection settings for `database` as the `postgres` superuser over the cluster's unix
+    /// socket, which stays open whether or not TCP connections must use TLS.
+    pub fn socket_config(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user={POSTGRES_USER} dbname={database}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
+    /// Whether [`LocalCluster::require_tls`] was applied to this cluster's data.
+    pub fn requires_tls(&self) -> bool {
+        self.dir.join("data").join(TLS_CONF).is_file()
+    }
+
     /// Makes the server accept only TLS connections over loopback, with the given PEM
     /// certificate and key (unix-socket connections stay as they are).
     pub fn require_tls(&self, certificate_pem: &str, key_pem: &str) -> Result<(), DevClusterError> {
@@ -224,12 +272,13 @@ impl LocalCluster {
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
         )?;
         write(
-            "tls.conf",
+            TLS_CONF,
             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
         )?;
+        let include = format!("include_if_exists = '{TLS_CONF}'");
         let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap_or_default();
-        if !conf.contains("include_if_exists = 'tls.conf'") {
-            conf.push_str("\ninclude_if_exists = 'tls.conf'\n");
+        if !conf.contains(&include) {
+            conf.push_str(&format!("\n{include}\n"));
             write("postgresql.conf", &conf)?;
         }
         std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).map_err(

@@ -4,37 +4,11 @@
 mod common;
 
 use common::{TestServer, config_for, fresh_database};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::{Value, json};
 use shardgate::config::TlsConfig;
+use shardgate::devcluster::DevCertificates;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A test CA and a server certificate it signed for 127.0.0.1.
-struct Certificates {
-    ca_pem: String,
-    server_pem: String,
-    server_key_pem: String,
-}
-
-fn certificates() -> Certificates {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "shardgate test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    Certificates {
-        ca_pem: ca.pem(),
-        server_pem: server.pem(),
-        server_key_pem: server_key.serialize_pem(),
-    }
-}
 
 /// Two shard URLs: s0 on the shared cluster without TLS, s1 on a private cluster that refuses
 /// connections without TLS, with `sslmode=require`; and the CA file that signed s1's
@@ -43,7 +17,7 @@ async fn shards_with_one_tls_only(test: &str) -> (Vec<String>, PathBuf) {
     let cluster = common::private_cluster(test);
     let plain_url = fresh_database(&common::clusters()[0], test).await;
     let tls_url = fresh_database(&cluster, test).await;
-    let certificates = certificates();
+    let certificates = DevCertificates::generate().unwrap();
     cluster
         .require_tls(&certificates.server_pem, &certificates.server_key_pem)
         .unwrap();

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use shardgate::catalog::CatalogError;
-use shardgate::config::Config;
-use shardgate::devcluster::{ClusterOptions, DEV_TABLES, LocalCluster, PgBinaries};
+use shardgate::config::{Config, TlsConfig};
+use shardgate::devcluster::{ClusterOptions, DEV_TABLES, DevCertificates, LocalCluster, PgBinaries};
 use shardgate::server::StartError;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,10 @@ pub struct DevArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8081")]
     admin_listen: String,
+    /// Make the shards accept only TLS connections, with a local certificate authority
+    /// generated into --dir, and connect to them with sslmode=require.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Runs the dev environment until Ctrl-C.
@@ -63,19 +67,68 @@ async fn start_clusters(bins: &PgBinaries, args: &DevArgs) -> Result<Vec<LocalCl
             }
         }
     }
-    for cluster in &clusters {
-        if let Err(e) = create_database(cluster).await {
-            clusters.iter().for_each(|c| drop(c.stop()));
-            return Err(e);
-        }
+    if let Err(e) = prepare_clusters(args, &clusters).await {
+        clusters.iter().for_each(|c| drop(c.stop()));
+        return Err(e);
     }
     Ok(clusters)
 }
 
+/// Creates the dev database on every cluster and, with `--tls`, makes them require TLS.
+async fn prepare_clusters(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
+    for cluster in clusters {
+        if cluster.requires_tls() && !args.tls {
+            bail!(
+                "the dev data in {} requires TLS; run with --tls, or with --fresh to start over",
+                args.dir.display()
+            );
+        }
+        create_database(cluster).await?;
+    }
+    if args.tls {
+        let certificates = DevCertificates::generate().context("cannot generate certificates")?;
+        let ca_file = ca_file(args);
+        std::fs::write(&ca_file, &certificates.ca_pem)
+            .with_context(|| format!("cannot write {}", ca_file.display()))?;
+        for cluster in clusters {
+            cluster.require_tls(&certificates.server_pem, &certificates.server_key_pem)?;
+            wait_for_tls(cluster, &ca_file).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The CA certificate `--tls` writes and the config trusts.
+fn ca_file(args: &DevArgs) -> PathBuf {
+    std::path::absolute(args.dir.join("ca.pem")).unwrap_or_else(|_| args.dir.join("ca.pem"))
+}
+
+/// Waits until the cluster, reloading its settings, answers TLS connections.
+async fn wait_for_tls(cluster: &LocalCluster, ca_file: &Path) -> Result<()> {
+    let tls = TlsConfig {
+        ca_file: Some(ca_file.to_path_buf()),
+        verify: true,
+    };
+    let url = format!("{}?sslmode=require", cluster.url("postgres"));
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        match shardgate::shards::connect_once(&url, &tls).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last_error = e,
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the cluster on port {} does not answer over TLS: {last_error}",
+        cluster.port()
+    )
+}
+
 async fn create_database(cluster: &LocalCluster) -> Result<()> {
-    let (client, connection) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("cannot connect to the cluster on port {}", cluster.port()))?;
+    let (client, connection) =
+        tokio_postgres::connect(&cluster.socket_config("postgres"), tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("cannot connect to the cluster on port {}", cluster.port()))?;
     let driver = tokio::spawn(connection);
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DEV_DATABASE])
@@ -119,9 +172,13 @@ fn dev_config(args: &DevArgs, clusters: &[LocalCluster]) -> String {
         "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n",
         args.listen, args.admin_listen
     );
+    let ssl = if args.tls { "?sslmode=require" } else { "" };
+    if args.tls {
+        text.push_str(&format!("\n[tls]\nca_file = \"{}\"\n", ca_file(args).display()));
+    }
     for (i, cluster) in clusters.iter().enumerate() {
         text.push_str(&format!(
-            "\n[[shards]]\nname = \"s{i}\"\nurl = \"{}\"\n",
+            "\n[[shards]]\nname = \"s{i}\"\nurl = \"{}{ssl}\"\n",
             cluster.url(DEV_DATABASE)
         ));
     }
