@@ -581,6 +581,40 @@ async fn a_filter_fixing_the_partition_key_visits_one_shard() {
 }
 
 #[tokio::test]
+async fn explain_shows_the_shards_the_statement_and_the_merge() {
+    let gate = TestServer::start("explain", "").await;
+    let sql =
+        "SELECT event_id FROM events WHERE tenant_id = $1 AND event_type = 'click' ORDER BY ts DESC LIMIT 5";
+    let response = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({"sql": sql, "params": ["t3"], "explain": true}))
+        .send()
+        .await
+        .unwrap();
+    let plan = common::Reply::read(response).await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert_eq!(plan.body["shards"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        plan.body["statement"],
+        "SELECT \"event_id\", \"ts\" FROM \"events\" WHERE \"tenant_id\" = $1 AND \"event_type\" = 'click' \
+         ORDER BY 2 DESC NULLS FIRST LIMIT 5"
+    );
+    let output = query_command(
+        &gate,
+        &["SELECT event_type, avg(n) FROM events GROUP BY 1", "--explain"],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "shards     s0, s1\n\
+         statement  SELECT \"event_type\", sum(\"n\"), count(\"n\"), \"event_type\" FROM \"events\" GROUP BY 4 LIMIT 100001\n\
+         merge      groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT\n"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn bad_queries_get_400_naming_the_problem() {
     let gate = TestServer::start("query_errors", "[query]\nmax_rows = 50\n").await;
     load_rows(&gate).await;

@@ -31,6 +31,10 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Print how the query would run (shards, the statement each runs, the merge) instead of
+    /// running it.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// Sends the query and prints the answer. CSV is streamed: rows are printed as they arrive,
@@ -50,7 +54,7 @@ pub async fn run(args: QueryArgs) -> Result<()> {
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::ACCEPT, accept)
-        .body(json!({"sql": args.sql, "params": params}).to_string())
+        .body(json!({"sql": args.sql, "params": params, "explain": args.explain}).to_string())
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
@@ -58,6 +62,19 @@ pub async fn run(args: QueryArgs) -> Result<()> {
     if !status.is_success() {
         let body: Value = serde_json::from_str(&response.text().await?).context("the answer is not JSON")?;
         bail!("{status}: {}", body["error"].as_str().unwrap_or("query failed"));
+    }
+    if args.explain {
+        let plan: Value = serde_json::from_str(&response.text().await?).context("the answer is not JSON")?;
+        let shards: Vec<&str> = plan["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("shards     {}", shards.join(", "));
+        println!("statement  {}", plan["statement"].as_str().unwrap_or_default());
+        println!("merge      {}", plan["merge"].as_str().unwrap_or_default());
+        return Ok(());
     }
     if args.format == Format::Csv {
         return stream_csv(response).await;

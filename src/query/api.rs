@@ -25,6 +25,9 @@ pub struct QueryRequest {
     /// Values of `$1..$n`.
     #[serde(default)]
     pub params: Vec<serde_json::Value>,
+    /// Answer how the query would run (shards, statement, merge) instead of running it.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 impl QueryError {
@@ -79,6 +82,12 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
+    if request.explain {
+        return match state.queries.explain(&request.sql, &request.params) {
+            Ok(explanation) => Json(explanation).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let record = Record {
         metrics: state.metrics.clone(),
         started: Instant::now(),

@@ -104,6 +104,17 @@ pub struct QueryResult {
     pub shards: usize,
 }
 
+/// How a query would run: `POST /v1/query` with `"explain": true`.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    /// The shards it visits.
+    pub shards: Vec<String>,
+    /// The statement each of them runs.
+    pub statement: String,
+    /// How their answers are merged.
+    pub merge: &'static str,
+}
+
 /// A merged answer whose rows are produced as they are merged.
 pub struct QueryStream {
     /// Output columns with their types.
@@ -193,18 +204,7 @@ impl QueryEngine {
     /// answer's columns and its rows as they are merged. Errors found before the first row (a
     /// refused query, a shard down or timing out on an aggregate) come back here.
     pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
-        let plan = Arc::new(plan_query(sql, params.len(), &self.tables)?);
-        let routing = self.routing.load();
-        let targets = match pruned_shard(&plan, &params, &routing) {
-            Some(shard) => vec![shard],
-            None => (0..self.pools.len()).map(ShardIndex).collect(),
-        };
-        let cap = self.limits.max_rows as u64;
-        let per_shard_limit = match plan.limit {
-            Some(limit) if !plan.aggregated => limit + plan.offset,
-            _ => cap + 1,
-        };
-        let rendered = render::render(&plan, per_shard_limit);
+        let (plan, targets, rendered) = self.plan(sql, &params)?;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
@@ -254,6 +254,42 @@ impl QueryEngine {
             rows,
             shards: targets.len(),
         })
+    }
+
+    /// What `run` would do with `sql`, without running it: the shards it visits, the statement
+    /// each runs and how their answers are merged.
+    pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explanation, QueryError> {
+        let (plan, targets, rendered) = self.plan(sql, params)?;
+        let merge = match (plan.aggregated, plan.order_by.is_empty()) {
+            (true, _) => "groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT",
+            (false, false) => "k-way merge on the ORDER BY keys, then OFFSET and LIMIT",
+            (false, true) => "rows concatenated, then OFFSET and LIMIT",
+        };
+        Ok(Explanation {
+            shards: targets.iter().map(|t| self.names[t.0].clone()).collect(),
+            statement: rendered.sql,
+            merge,
+        })
+    }
+
+    /// The checked plan, the shards it visits and the statement they run.
+    fn plan(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> Result<(Arc<QueryPlan>, Vec<ShardIndex>, render::RenderedQuery), QueryError> {
+        let plan = Arc::new(plan_query(sql, params.len(), &self.tables)?);
+        let routing = self.routing.load();
+        let targets = match pruned_shard(&plan, params, &routing) {
+            Some(shard) => vec![shard],
+            None => (0..self.pools.len()).map(ShardIndex).collect(),
+        };
+        let per_shard_limit = match plan.limit {
+            Some(limit) if !plan.aggregated => limit + plan.offset,
+            _ => self.limits.max_rows as u64 + 1,
+        };
+        let rendered = render::render(&plan, per_shard_limit);
+        Ok((plan, targets, rendered))
     }
 
     /// ORDER BY keys, min/max and HAVING's ordering comparisons must compare exactly as
