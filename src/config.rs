@@ -165,7 +165,8 @@ pub struct QueryConfig {
     /// Longest a query may run on a shard.
     #[serde(with = "duration")]
     pub statement_timeout: Duration,
-    /// Most rows a query without LIMIT may return, and most groups a shard may send.
+    /// Most rows a query without LIMIT may return, most rows of an answer sent whole as JSON,
+    /// and most groups a shard may send.
     pub max_rows: usize,
     /// Query connections per shard, apart from the COPY connections.
     pub connections_per_shard: usize,

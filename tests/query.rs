@@ -787,14 +787,26 @@ async fn a_shard_past_the_statement_timeout_fails_the_query_with_504_naming_it()
 async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap() {
     let gate = TestServer::start("query_stream", "[query]\nmax_rows = 300\n").await;
     load_rows(&gate).await;
-    let sql = "SELECT event_id, n FROM events ORDER BY n DESC, event_id LIMIT 350 OFFSET 20";
+    let sql = "SELECT event_id, n FROM events ORDER BY n DESC, event_id LIMIT 290 OFFSET 20";
     let lines = ask_ndjson(&gate, sql).await;
     let json = ask(&gate, sql, &[]).await;
     assert_eq!(json.status, 200, "{}", json.body);
     assert_eq!(lines[0]["columns"], json.body["columns"]);
     assert_eq!(lines[0]["shards"], 2);
-    assert_eq!(lines.len(), 351);
+    assert_eq!(lines.len(), 291);
     assert_eq!(Value::from(lines[1..].to_vec()), json.body["rows"]);
+    let over = "SELECT event_id FROM events ORDER BY event_id LIMIT 301";
+    assert_eq!(
+        ask_ndjson(&gate, over).await.len(),
+        302,
+        "streamed, a LIMIT may pass the cap"
+    );
+    let whole = ask(&gate, over, &[]).await;
+    assert_eq!(whole.status, 400);
+    assert_eq!(
+        whole.error(),
+        "the answer has more than 300 rows; ask for application/x-ndjson to stream it, or lower the LIMIT"
+    );
 
     let capped = ask_ndjson(&gate, "SELECT event_id FROM events ORDER BY event_id").await;
     assert_eq!(capped.len(), 1 + 300 + 1, "head, the cap's rows, the error");
@@ -818,8 +830,8 @@ async fn ndjson_streams_merged_rows_and_ends_with_an_error_line_past_the_row_cap
 
     let metrics = gate.metrics_page().await;
     for line in [
-        "shardgate_query_rows_total 1300",
-        "shardgate_query_duration_seconds_count{outcome=\"200\"} 2",
+        "shardgate_query_rows_total 1481",
+        "shardgate_query_duration_seconds_count{outcome=\"200\"} 3",
         "shardgate_query_duration_seconds_count{outcome=\"aborted\"} 2",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");

@@ -37,6 +37,7 @@ impl QueryError {
             | QueryError::Invalid { .. }
             | QueryError::TooManyRows(_)
             | QueryError::TooManyGroups { .. }
+            | QueryError::AnswerTooLarge(_)
             | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::ShardFailed { .. } => StatusCode::BAD_GATEWAY,

@@ -69,6 +69,11 @@ pub enum QueryError {
     /// A query without LIMIT matched more rows than `query.max_rows`.
     #[error("the query returns more than {0} rows; add a LIMIT")]
     TooManyRows(usize),
+    /// An answer to be sent whole has more than `query.max_rows` rows (400).
+    #[error(
+        "the answer has more than {0} rows; ask for application/x-ndjson to stream it, or lower the LIMIT"
+    )]
+    AnswerTooLarge(usize),
     /// A shard has more groups to merge than `query.max_rows`.
     #[error("the query has more than {limit} groups on shard {shard}; narrow its WHERE or GROUP BY")]
     TooManyGroups {
@@ -122,6 +127,8 @@ pub struct QueryStream {
     /// Shards the query runs on.
     pub shards: usize,
     rows: Rows,
+    /// Most rows [`QueryStream::collect`] holds (`query.max_rows`).
+    max_collected: usize,
 }
 
 enum Rows {
@@ -140,10 +147,14 @@ impl QueryStream {
         }
     }
 
-    /// Every row, or the first error.
+    /// Every row, or the first error. An answer held whole may have at most `query.max_rows`
+    /// rows, even with a larger LIMIT; larger answers are streamed.
     pub async fn collect(mut self) -> Result<QueryResult, QueryError> {
         let mut rows = Vec::new();
         while let Some(row) = self.next_row().await? {
+            if rows.len() == self.max_collected {
+                return Err(QueryError::AnswerTooLarge(self.max_collected));
+            }
             rows.push(row);
         }
         Ok(QueryResult {
@@ -253,6 +264,7 @@ impl QueryEngine {
             columns,
             rows,
             shards: targets.len(),
+            max_collected: self.limits.max_rows,
         })
     }
 
