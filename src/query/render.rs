@@ -20,8 +20,8 @@ pub struct RenderedQuery {
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
 /// each shard (their partial results have the final types), with the group keys, and the
 /// `count(DISTINCT x)` column, appended and grouped by position; ordering and limits of
-/// aggregated queries are applied after the merge, and their LIMIT caps the groups each shard
-/// sends.
+/// aggregated queries are applied after the merge. `limit` is the LIMIT each shard gets: the
+/// query's LIMIT + OFFSET for rows, one more than the group cap for groups.
 pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
     let mut parameters = Parameters::default();
     let mut select = Vec::new();
