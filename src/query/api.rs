@@ -64,6 +64,9 @@ impl QueryError {
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::warn!(error = %self, "query failed");
+        }
         let retry_after = matches!(self, QueryError::Busy { .. }).then_some([(header::RETRY_AFTER, "1")]);
         (self.status(), retry_after, Json(self.body())).into_response()
     }
@@ -163,6 +166,7 @@ fn ndjson_response(stream: QueryStream, record: Record) -> Response {
                 None
             }
             Err(e) => {
+                tracing::warn!(error = %e, "streamed query ended early");
                 record.finished("aborted");
                 Some((e.body().to_string() + "\n", None))
             }
