@@ -521,6 +521,11 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT event_id, n FROM events WHERE n > $1 ORDER BY n, event_id LIMIT $2 OFFSET $3",
+            vec![json!(3), json!(7), json!(40)],
+            Compare::Exact,
+        ),
+        (
             "SELECT tenant_id FROM events GROUP BY 1 ORDER BY count(*) FILTER (WHERE n > 18) DESC, 1 LIMIT 4",
             vec![],
             Compare::Exact,

@@ -290,7 +290,7 @@ impl QueryEngine {
         sql: &str,
         params: &[serde_json::Value],
     ) -> Result<(Arc<QueryPlan>, Vec<ShardIndex>, render::RenderedQuery), QueryError> {
-        let plan = Arc::new(plan_query(sql, params.len(), &self.tables)?);
+        let plan = Arc::new(plan_query(sql, params, &self.tables)?);
         let routing = self.routing.load();
         let targets = match pruned_shard(&plan, params, &routing) {
             Some(shard) => vec![shard],

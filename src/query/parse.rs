@@ -133,8 +133,14 @@ pub struct QueryPlan {
     pub visible: usize,
 }
 
-/// Parses and checks `sql`, which may use `$1..$params` placeholders.
-pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan, Unsupported> {
+/// Parses and checks `sql`, which may use the placeholders `$1..$n` of `values` (LIMIT and
+/// OFFSET take theirs from the values).
+pub fn plan_query(
+    sql: &str,
+    values: &[serde_json::Value],
+    tables: &Tables,
+) -> Result<QueryPlan, Unsupported> {
+    let params = values.len();
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| Unsupported(format!("cannot parse the query: {e}")))?;
     let statement = match statements.as_slice() {
@@ -175,7 +181,7 @@ pub fn plan_query(sql: &str, params: usize, tables: &Tables) -> Result<QueryPlan
         .as_ref()
         .map(|f| checked(f, &table, params))
         .transpose()?;
-    let (limit, offset) = limit_offset(query)?;
+    let (limit, offset) = limit_offset(query, values)?;
     let key_equalities = filter
         .as_ref()
         .map(|f| key_equalities(f, &table))
@@ -513,16 +519,26 @@ fn check_grouped_outputs(columns: &[OutputColumn], group_by: &[Expr]) -> Result<
     Ok(())
 }
 
-fn limit_offset(query: &Query) -> Result<(Option<u64>, u64), Unsupported> {
+/// LIMIT and OFFSET: non-negative integer literals, or parameters whose values are.
+fn limit_offset(query: &Query, values: &[serde_json::Value]) -> Result<(Option<u64>, u64), Unsupported> {
     let count = |expr: &Expr, what: &str| {
         match expr {
             Expr::Value(v) => match &v.value {
                 Value::Number(n, _) => n.parse::<u64>().ok(),
+                Value::Placeholder(p) => p
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| values.get(n.checked_sub(1)?))
+                    .and_then(serde_json::Value::as_u64),
                 _ => None,
             },
             _ => None,
         }
-        .ok_or_else(|| Unsupported(format!("{what} must be a non-negative integer literal")))
+        .ok_or_else(|| {
+            Unsupported(format!(
+                "{what} must be a non-negative integer, as a literal or a parameter"
+            ))
+        })
     };
     match &query.limit_clause {
         None => Ok((None, 0)),

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::query::expr::Parameters;
+use serde_json::json;
 
 fn tables() -> Tables {
     let config = Config::parse(
@@ -20,7 +21,7 @@ fn tables() -> Tables {
 }
 
 fn refused(sql: &str) -> String {
-    match plan_query(sql, 1, &tables()) {
+    match plan_query(sql, &[json!(1)], &tables()) {
         Err(Unsupported(message)) => message,
         Ok(plan) => panic!("{sql} was accepted: {plan:?}"),
     }
@@ -108,8 +109,8 @@ fn unsupported_constructs_are_named() {
             "ORDER BY position 9 is not in the select list",
         ),
         (
-            "SELECT * FROM events LIMIT $1",
-            "LIMIT must be a non-negative integer literal",
+            "SELECT * FROM events LIMIT n",
+            "LIMIT must be a non-negative integer, as a literal or a parameter",
         ),
         ("SELEKT 1", "cannot parse the query"),
     ];
@@ -123,7 +124,7 @@ fn unsupported_constructs_are_named() {
 fn a_plan_keeps_columns_order_limit_and_key_equalities() {
     let sql = "SELECT n AS value, event_id FROM events WHERE tenant_id = 'a' AND n > $1 \
                ORDER BY value DESC, 2 LIMIT 10 OFFSET 5";
-    let plan = plan_query(sql, 1, &tables()).unwrap();
+    let plan = plan_query(sql, &[json!(1)], &tables()).unwrap();
     let names: Vec<&str> = plan.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["value", "event_id"]);
     assert_eq!(
@@ -148,7 +149,7 @@ fn a_plan_keeps_columns_order_limit_and_key_equalities() {
 
 #[test]
 fn unquoted_identifiers_fold_to_lower_case() {
-    let plan = plan_query("SELECT Tenant_ID FROM Events", 0, &tables()).unwrap();
+    let plan = plan_query("SELECT Tenant_ID FROM Events", &[], &tables()).unwrap();
     assert_eq!(plan.columns[0].name, "tenant_id");
     assert!(refused("SELECT \"Tenant_ID\" FROM events").contains("unknown column Tenant_ID"));
 }
@@ -156,7 +157,7 @@ fn unquoted_identifiers_fold_to_lower_case() {
 #[test]
 fn group_keys_resolve_like_postgres_and_compare_normalised() {
     let key = |sql: &str| {
-        let plan = plan_query(sql, 0, &tables()).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let plan = plan_query(sql, &[], &tables()).unwrap_or_else(|e| panic!("{sql}: {e}"));
         plan.group_by.iter().map(|e| e.to_string()).collect::<Vec<_>>()
     };
     let lowered = ["lower(\"tenant_id\")".to_string()];
@@ -180,7 +181,7 @@ fn group_keys_resolve_like_postgres_and_compare_normalised() {
     assert_eq!(key("SELECT n + 1 AS n FROM events GROUP BY n"), ["\"n\""]);
     let plan = plan_query(
         "SELECT lower(tenant_id), count(*) FROM events GROUP BY 1 ORDER BY lower(tenant_id) DESC",
-        0,
+        &[],
         &tables(),
     )
     .unwrap();
@@ -191,7 +192,7 @@ fn group_keys_resolve_like_postgres_and_compare_normalised() {
 fn shard_statements_bind_only_the_parameters_they_use_renumbered() {
     let plan = plan_query(
         "SELECT event_id FROM events WHERE n > $3 AND coalesce(n, $1) > $3",
-        3,
+        &[json!(1), json!(2), json!(3)],
         &tables(),
     )
     .unwrap();
@@ -205,7 +206,7 @@ fn shard_statements_bind_only_the_parameters_they_use_renumbered() {
 fn literals_render_as_postgres_reads_them() {
     let plan = plan_query(
         r"SELECT event_id FROM events WHERE tenant_id IN ('it''s', 'a\b') AND n = -5",
-        0,
+        &[],
         &tables(),
     )
     .unwrap();
@@ -218,7 +219,7 @@ fn literals_render_as_postgres_reads_them() {
 fn now_becomes_one_parameter_and_casts_are_allow_listed() {
     let plan = plan_query(
         "SELECT event_id FROM events WHERE payload IS NULL AND now() > current_timestamp - interval '1 hour'",
-        0,
+        &[],
         &tables(),
     )
     .unwrap();
@@ -250,7 +251,7 @@ fn filters_belong_to_aggregates_and_count_distinct_counts_one_value() {
     );
     let plan = plan_query(
         "SELECT count(DISTINCT n) FILTER (WHERE n > 1), sum(n + 1) FROM events",
-        0,
+        &[],
         &tables(),
     )
     .unwrap();
@@ -264,7 +265,7 @@ fn filters_belong_to_aggregates_and_count_distinct_counts_one_value() {
 fn order_by_keys_outside_the_select_list_become_hidden_outputs() {
     let plan = plan_query(
         "SELECT tenant_id FROM events GROUP BY 1 ORDER BY count(*) DESC, tenant_id",
-        0,
+        &[],
         &tables(),
     )
     .unwrap();
@@ -278,5 +279,17 @@ fn order_by_keys_outside_the_select_list_become_hidden_outputs() {
     assert!(
         refused("SELECT tenant_id FROM events GROUP BY 1 ORDER BY n")
             .contains("column n must appear in the GROUP BY clause")
+    );
+}
+
+#[test]
+fn limit_and_offset_may_be_parameters() {
+    let sql = "SELECT event_id FROM events WHERE n > $1 ORDER BY event_id LIMIT $2 OFFSET $3";
+    let plan = plan_query(sql, &[json!(0), json!(5), json!(10)], &tables()).unwrap();
+    assert_eq!((plan.limit, plan.offset), (Some(5), 10));
+    let error = plan_query(sql, &[json!(0), json!("five"), json!(10)], &tables()).unwrap_err();
+    assert_eq!(
+        error.0,
+        "LIMIT must be a non-negative integer, as a literal or a parameter"
     );
 }
