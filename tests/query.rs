@@ -526,6 +526,16 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT tenant_id, count(*) FROM events WHERE tenant_id = ANY($1) AND n <> ALL($2) GROUP BY 1 ORDER BY 1",
+            vec![json!(["t1", "t3", null]), json!([1, 2, 3])],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FROM events WHERE event_type = ANY(ARRAY['buy', 'view']) AND score > ANY($1)",
+            vec![json!([10.5, 20])],
+            Compare::Exact,
+        ),
+        (
             "SELECT tenant_id FROM events GROUP BY 1 ORDER BY count(*) FILTER (WHERE n > 18) DESC, 1 LIMIT 4",
             vec![],
             Compare::Exact,
@@ -670,6 +680,30 @@ async fn bad_queries_get_400_naming_the_problem() {
         assert_eq!(reply.status, 400, "{sql}: {}", reply.body);
         assert!(reply.error().contains(needle), "{sql}: {}", reply.error());
     }
+    let any = ask(
+        &gate,
+        "SELECT count(*) FROM events WHERE tenant_id = ANY($1)",
+        &[json!(["t1", "t3"])],
+    )
+    .await;
+    let listed = ask(
+        &gate,
+        "SELECT count(*) FROM events WHERE tenant_id IN ('t1', 't3')",
+        &[],
+    )
+    .await;
+    assert_eq!(any.body["rows"], listed.body["rows"], "{}", any.body);
+    let not_an_array = ask(
+        &gate,
+        "SELECT count(*) FROM events WHERE tenant_id = ANY($1)",
+        &[json!("t1")],
+    )
+    .await;
+    assert_eq!(not_an_array.status, 400, "{}", not_an_array.body);
+    assert_eq!(
+        not_an_array.error(),
+        "parameter $1: a text[] parameter must be a JSON array"
+    );
     let mistyped = ask(
         &gate,
         "SELECT event_id FROM events WHERE n > $1",

@@ -123,6 +123,12 @@ fn normalise(expr: &mut Expr, table: &TableSchema, params: usize) -> Result<(), 
                 return unsupported(format!("operator {op} is not supported"));
             }
         }
+        Expr::AnyOp { compare_op, .. } | Expr::AllOp { compare_op, .. } => {
+            if !is_comparison(compare_op) {
+                return unsupported(format!("operator {compare_op} ANY/ALL is not supported"));
+            }
+        }
+        Expr::Array(_) => {}
         Expr::In {
             target: InTarget::List(_),
             ..
@@ -234,7 +240,10 @@ fn children(expr: &mut Expr) -> Vec<&mut Expr> {
         | Expr::IsNotTrue(inner)
         | Expr::IsNotFalse(inner)
         | Expr::UnaryOp { expr: inner, .. } => vec![inner.as_mut()],
-        Expr::BinaryOp { left, right, .. } => vec![left.as_mut(), right.as_mut()],
+        Expr::BinaryOp { left, right, .. }
+        | Expr::AnyOp { left, right, .. }
+        | Expr::AllOp { left, right, .. } => vec![left.as_mut(), right.as_mut()],
+        Expr::Array(array) => array.elem.iter_mut().collect(),
         Expr::Between { expr, low, high, .. } => vec![expr.as_mut(), low.as_mut(), high.as_mut()],
         Expr::In {
             expr,
@@ -325,6 +334,12 @@ impl Parameters {
         });
         copy.to_string()
     }
+}
+
+/// Whether `op` compares two values (`= <> < <= > >=`).
+pub fn is_comparison(op: &BinaryOperator) -> bool {
+    use BinaryOperator::*;
+    matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq)
 }
 
 fn is_allowed_operator(op: &BinaryOperator) -> bool {

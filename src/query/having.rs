@@ -2,7 +2,7 @@
 //! three-valued logic. Aggregates and group-key expressions it uses that are not selected
 //! become hidden outputs, computed and merged like the others and dropped from the answer.
 
-use super::expr::identifier;
+use super::expr::{identifier, is_comparison};
 use super::parse::{OutputColumn, Unsupported, hidden_output};
 use super::value::{Cell, Decimal};
 use crate::schema::TableSchema;
@@ -74,11 +74,6 @@ pub fn plan_having(
         ),
         other => return Err(Unsupported(format!("HAVING {other} is not supported"))),
     })
-}
-
-fn is_comparison(op: &BinaryOperator) -> bool {
-    use BinaryOperator::*;
-    matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq)
 }
 
 fn operand(

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use std::cmp::Ordering;
 use tokio_postgres::Row;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 
 /// A JSON parameter, sent in the binary form of whatever type Postgres infers for it.
 #[derive(Debug)]
@@ -30,39 +30,80 @@ fn column_type_of(ty: &Type) -> Option<ColumnType> {
     })
 }
 
+type EncodeResult<T> = Result<T, Box<dyn std::error::Error + Sync + Send>>;
+
+/// Appends the binary form of a non-null JSON `value` as a `column_type` value.
+fn encode_json(column_type: ColumnType, value: &serde_json::Value, out: &mut Vec<u8>) -> EncodeResult<()> {
+    if column_type == ColumnType::Jsonb {
+        encode_jsonb(&value.to_string(), out)?;
+        return Ok(());
+    }
+    let scalar = match value {
+        serde_json::Value::String(s) => JsonScalar::Str(s),
+        serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => JsonScalar::Int(i),
+            (None, Some(u), _) => JsonScalar::UInt(u),
+            (_, _, Some(f)) => JsonScalar::Float(f),
+            _ => return Err("unrepresentable number".into()),
+        },
+        other => return Err(format!("a {column_type} parameter cannot be {other}").into()),
+    };
+    encode_scalar(column_type, scalar, out)?;
+    Ok(())
+}
+
+/// Appends a one-dimensional array of `element` values (Postgres's binary array form) from a
+/// JSON array; JSON nulls are NULL elements.
+fn encode_json_array(element: &Type, values: &[serde_json::Value], out: &mut Vec<u8>) -> EncodeResult<()> {
+    let column_type =
+        column_type_of(element).ok_or_else(|| format!("arrays of {element} are not supported"))?;
+    let has_null = values.iter().any(serde_json::Value::is_null);
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.extend_from_slice(&i32::from(has_null).to_be_bytes());
+    out.extend_from_slice(&element.oid().to_be_bytes());
+    out.extend_from_slice(&i32::try_from(values.len())?.to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    let mut item = Vec::new();
+    for value in values {
+        if value.is_null() {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+            continue;
+        }
+        item.clear();
+        encode_json(column_type, value, &mut item)?;
+        out.extend_from_slice(&i32::try_from(item.len())?.to_be_bytes());
+        out.extend_from_slice(&item);
+    }
+    Ok(())
+}
+
 impl ToSql for JsonParam {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        let column_type =
-            column_type_of(ty).ok_or_else(|| format!("parameters of type {ty} are not supported"))?;
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> EncodeResult<IsNull> {
         let mut bytes = Vec::new();
-        let scalar = match &self.0 {
-            serde_json::Value::Null => return Ok(IsNull::Yes),
-            _ if column_type == ColumnType::Jsonb => {
-                encode_jsonb(&self.0.to_string(), &mut bytes)?;
-                out.extend_from_slice(&bytes);
-                return Ok(IsNull::No);
+        match (&self.0, ty.kind()) {
+            (serde_json::Value::Null, _) => return Ok(IsNull::Yes),
+            (serde_json::Value::Array(values), Kind::Array(element)) => {
+                encode_json_array(element, values, &mut bytes)?
             }
-            serde_json::Value::String(s) => JsonScalar::Str(s),
-            serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
-            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                (Some(i), _, _) => JsonScalar::Int(i),
-                (None, Some(u), _) => JsonScalar::UInt(u),
-                (_, _, Some(f)) => JsonScalar::Float(f),
-                _ => return Err("unrepresentable number".into()),
-            },
-            other => return Err(format!("a {column_type} parameter cannot be {other}").into()),
-        };
-        encode_scalar(column_type, scalar, &mut bytes)?;
+            (_, Kind::Array(element)) => {
+                return Err(format!("a {element}[] parameter must be a JSON array").into());
+            }
+            (value, _) => {
+                let column_type =
+                    column_type_of(ty).ok_or_else(|| format!("parameters of type {ty} are not supported"))?;
+                encode_json(column_type, value, &mut bytes)?
+            }
+        }
         out.extend_from_slice(&bytes);
         Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        column_type_of(ty).is_some()
+        match ty.kind() {
+            Kind::Array(element) => column_type_of(element).is_some(),
+            _ => column_type_of(ty).is_some(),
+        }
     }
 
     to_sql_checked!();
