@@ -592,7 +592,62 @@ async fn a_filter_fixing_the_partition_key_visits_one_shard() {
     assert!(!pinned.body["rows"].as_array().unwrap().is_empty());
     let partial = ask(&gate, "SELECT event_id FROM events WHERE tenant_id = 't3'", &[]).await;
     assert_eq!(partial.body["shards"], 2);
+
+    let listed = ask(
+        &gate,
+        "SELECT event_id FROM events WHERE tenant_id IN ('t3') AND event_type = ANY($1)",
+        &[json!(["click"])],
+    )
+    .await;
+    assert_eq!(listed.body["shards"], 1);
+    assert_eq!(sorted_rows(&listed), sorted_rows(&pinned));
+
+    // Each key's owner, then the owners of several keys together.
+    let mut owners = std::collections::BTreeSet::new();
+    for tenant in ["t1", "t2", "t5"] {
+        let sql = format!("SELECT count(*) FROM events WHERE tenant_id = '{tenant}' AND event_type = 'view'");
+        let plan = explain(&gate, &sql, &[]).await;
+        assert_eq!(plan["shards"].as_array().unwrap().len(), 1);
+        owners.insert(plan["shards"][0].as_str().unwrap().to_string());
+    }
+    let several = "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND event_type IN ('view')";
+    let plan = explain(&gate, several, &[json!(["t1", "t2", "t5"])]).await;
+    let visited: std::collections::BTreeSet<String> = plan["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(visited, owners);
+    let counted = ask(&gate, several, &[json!(["t1", "t2", "t5"])]).await;
+    let everywhere = ask(
+        &gate,
+        "SELECT count(*) FROM events WHERE lower(tenant_id) IN ('t1', 't2', 't5') AND event_type = 'view'",
+        &[],
+    )
+    .await;
+    assert_eq!(everywhere.body["shards"], 2);
+    assert_eq!(counted.body["rows"], everywhere.body["rows"]);
     gate.stop().await;
+}
+
+fn sorted_rows(reply: &common::Reply) -> Vec<Value> {
+    let mut rows = reply.body["rows"].as_array().unwrap().clone();
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+async fn explain(gate: &TestServer, sql: &str, params: &[Value]) -> Value {
+    let response = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({"sql": sql, "params": params, "explain": true}))
+        .send()
+        .await
+        .unwrap();
+    let reply = common::Reply::read(response).await;
+    assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
+    reply.body
 }
 
 #[tokio::test]
@@ -600,18 +655,10 @@ async fn explain_shows_the_shards_the_statement_and_the_merge() {
     let gate = TestServer::start("explain", "").await;
     let sql =
         "SELECT event_id FROM events WHERE tenant_id = $1 AND event_type = 'click' ORDER BY ts DESC LIMIT 5";
-    let response = gate
-        .http
-        .post(gate.url("/v1/query"))
-        .json(&json!({"sql": sql, "params": ["t3"], "explain": true}))
-        .send()
-        .await
-        .unwrap();
-    let plan = common::Reply::read(response).await;
-    assert_eq!(plan.status, 200, "{}", plan.body);
-    assert_eq!(plan.body["shards"].as_array().unwrap().len(), 1);
+    let plan = explain(&gate, sql, &[json!("t3")]).await;
+    assert_eq!(plan["shards"].as_array().unwrap().len(), 1);
     assert_eq!(
-        plan.body["statement"],
+        plan["statement"],
         "SELECT \"event_id\", \"ts\" FROM \"events\" WHERE \"tenant_id\" = $1 AND \"event_type\" = 'click' \
          ORDER BY 2 DESC NULLS FIRST LIMIT 5"
     );

@@ -13,20 +13,20 @@ pub mod expr;
 pub mod having;
 pub mod merge;
 pub mod parse;
+pub mod prune;
 pub mod render;
 pub mod shard;
 pub mod value;
 
 use crate::config::{Config, QueryConfig};
-use crate::routing::{Routing, RoutingTable, ShardIndex, hash_key};
-use crate::schema::{ColumnType, JsonScalar, Tables, encode_scalar};
+use crate::routing::{Routing, ShardIndex};
+use crate::schema::{ColumnType, Tables};
 use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
 use expr::NOW_PARAMETER;
 use merge::{Combine, OrderedMerge, merge_groups};
 use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
 use shard::{ShardRows, ShardStatement};
-use sqlparser::ast::{Expr, Value};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use value::{Cell, JsonParam, ResultType};
@@ -292,10 +292,8 @@ impl QueryEngine {
     ) -> Result<(Arc<QueryPlan>, Vec<ShardIndex>, render::RenderedQuery), QueryError> {
         let plan = Arc::new(plan_query(sql, params, &self.tables)?);
         let routing = self.routing.load();
-        let targets = match pruned_shard(&plan, params, &routing) {
-            Some(shard) => vec![shard],
-            None => (0..self.pools.len()).map(ShardIndex).collect(),
-        };
+        let targets = prune::pruned_shards(&plan, params, &routing)
+            .unwrap_or_else(|| (0..self.pools.len()).map(ShardIndex).collect());
         let per_shard_limit = match plan.limit {
             Some(limit) if !plan.aggregated => limit + plan.offset,
             _ => self.limits.max_rows as u64 + 1,
@@ -420,48 +418,4 @@ fn result_types(
         types.push(ty);
     }
     Ok(types)
-}
-
-/// The one shard to visit when the filter fixes every partition-key column by equality.
-fn pruned_shard(
-    plan: &QueryPlan,
-    params: &[serde_json::Value],
-    routing: &RoutingTable,
-) -> Option<ShardIndex> {
-    let mut encoded = Vec::new();
-    for &key_column in &plan.table.partition_key {
-        let (_, value) = plan.key_equalities.iter().find(|(c, _)| *c == key_column)?;
-        let ty = plan.table.columns[key_column].ty;
-        let mut bytes = Vec::new();
-        let json;
-        let scalar = match value {
-            Expr::Value(v) => match &v.value {
-                Value::SingleQuotedString(s) => JsonScalar::Str(s),
-                Value::Boolean(b) => JsonScalar::Bool(*b),
-                Value::Number(n, _) => n
-                    .parse()
-                    .map(JsonScalar::Int)
-                    .or_else(|_| n.parse().map(JsonScalar::Float))
-                    .ok()?,
-                Value::Placeholder(p) => {
-                    json = params.get(p.trim_start_matches('$').parse::<usize>().ok()?.checked_sub(1)?)?;
-                    match json {
-                        serde_json::Value::String(s) => JsonScalar::Str(s),
-                        serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
-                        serde_json::Value::Number(n) => n
-                            .as_i64()
-                            .map(JsonScalar::Int)
-                            .or(n.as_f64().map(JsonScalar::Float))?,
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            },
-            _ => return None,
-        };
-        encode_scalar(ty, scalar, &mut bytes).ok()?;
-        encoded.push((ty, bytes));
-    }
-    let hash = hash_key(encoded.iter().map(|(ty, b)| (*ty, b.as_slice())), &mut Vec::new());
-    Some(routing.shard_for(hash))
 }

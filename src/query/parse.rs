@@ -9,8 +9,8 @@ use crate::schema::{ColumnType, TableId, TableSchema, Tables};
 use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
     BinaryOperator, CaseWhen, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectNamePart, OrderByKind,
-    OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
+    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart,
+    OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -118,8 +118,8 @@ pub struct QueryPlan {
     pub limit: Option<u64>,
     /// OFFSET.
     pub offset: u64,
-    /// Values the filter fixes by equality, per partition-key column (for pruning).
-    pub key_equalities: Vec<(usize, Expr)>,
+    /// Values the filter pins partition-key columns to, per column (for pruning).
+    pub key_values: Vec<(usize, KeyValues)>,
     /// GROUP BY keys, checked expressions (a column is the simplest).
     pub group_by: Vec<Expr>,
     /// Whether the query aggregates (has aggregates or GROUP BY).
@@ -182,10 +182,7 @@ pub fn plan_query(
         .map(|f| checked(f, &table, params))
         .transpose()?;
     let (limit, offset) = limit_offset(query, values)?;
-    let key_equalities = filter
-        .as_ref()
-        .map(|f| key_equalities(f, &table))
-        .unwrap_or_default();
+    let key_values = filter.as_ref().map(|f| key_values(f, &table)).unwrap_or_default();
     Ok(QueryPlan {
         table_id,
         table,
@@ -194,7 +191,7 @@ pub fn plan_query(
         order_by,
         limit,
         offset,
-        key_equalities,
+        key_values,
         group_by,
         aggregated,
         distinct_column,
@@ -663,29 +660,61 @@ fn same_expression(
 }
 
 /// The `key_column = value` terms of the top-level AND of the filter.
-fn key_equalities(filter: &Expr, table: &TableSchema) -> Vec<(usize, Expr)> {
+/// The values a term of the filter pins a partition-key column to.
+#[derive(Debug, Clone)]
+pub enum KeyValues {
+    /// `col = v`, `col IN (v, ...)` or `col = ANY(ARRAY[v, ...])`: literals or parameters.
+    Listed(Vec<Expr>),
+    /// `col = ANY($n)`: the elements of an array parameter.
+    AnyOf(Box<Expr>),
+}
+
+/// The terms of the filter's top-level AND that pin a partition-key column to listed values.
+fn key_values(filter: &Expr, table: &TableSchema) -> Vec<(usize, KeyValues)> {
+    let key_column = |expr: &Expr| column_of(expr, table).ok().filter(|c| table.is_partition_key(*c));
+    let literal = |expr: &Expr| matches!(expr, Expr::Value(_));
     match filter {
         Expr::BinaryOp {
             left,
             op: BinaryOperator::And,
             right,
         } => {
-            let mut terms = key_equalities(left, table);
-            terms.extend(key_equalities(right, table));
+            let mut terms = key_values(left, table);
+            terms.extend(key_values(right, table));
             terms
         }
-        Expr::Nested(inner) => key_equalities(inner, table),
+        Expr::Nested(inner) => key_values(inner, table),
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
+        } => match (key_column(left), key_column(right)) {
+            (Some(column), None) if literal(right) => vec![(column, KeyValues::Listed(vec![*right.clone()]))],
+            (None, Some(column)) if literal(left) => vec![(column, KeyValues::Listed(vec![*left.clone()]))],
+            _ => Vec::new(),
+        },
+        Expr::In {
+            expr,
+            target: InTarget::List(list),
+            negated: false,
+            ..
+        } if list.iter().all(literal) => key_column(expr)
+            .map(|column| (column, KeyValues::Listed(list.clone())))
+            .into_iter()
+            .collect(),
+        Expr::AnyOp {
+            left,
+            compare_op: BinaryOperator::Eq,
+            right,
+            ..
         } => {
-            let pair = match (column_of(left, table), column_of(right, table)) {
-                (Ok(column), Err(_)) => Some((column, right.as_ref().clone())),
-                (Err(_), Ok(column)) => Some((column, left.as_ref().clone())),
-                _ => None,
+            let values = match right.as_ref() {
+                Expr::Array(array) if array.elem.iter().all(literal) => KeyValues::Listed(array.elem.clone()),
+                Expr::Value(_) => KeyValues::AnyOf(right.clone()),
+                _ => return Vec::new(),
             };
-            pair.filter(|(column, value)| table.is_partition_key(*column) && matches!(value, Expr::Value(_)))
+            key_column(left)
+                .map(|column| (column, values))
                 .into_iter()
                 .collect()
         }

@@ -121,7 +121,7 @@ fn unsupported_constructs_are_named() {
 }
 
 #[test]
-fn a_plan_keeps_columns_order_limit_and_key_equalities() {
+fn a_plan_keeps_columns_order_limit_and_key_values() {
     let sql = "SELECT n AS value, event_id FROM events WHERE tenant_id = 'a' AND n > $1 \
                ORDER BY value DESC, 2 LIMIT 10 OFFSET 5";
     let plan = plan_query(sql, &[json!(1)], &tables()).unwrap();
@@ -143,8 +143,8 @@ fn a_plan_keeps_columns_order_limit_and_key_equalities() {
         ]
     );
     assert_eq!((plan.limit, plan.offset), (Some(10), 5));
-    assert_eq!(plan.key_equalities.len(), 1);
-    assert_eq!(plan.key_equalities[0].0, 1);
+    assert_eq!(plan.key_values.len(), 1);
+    assert_eq!(plan.key_values[0].0, 1);
 }
 
 #[test]

@@ -1,0 +1,92 @@
+//! Shard pruning: when the WHERE pins every partition-key column to listed values (`=`,
+//! `IN (...)`, `= ANY(...)`), only the shards owning those keys can hold matching rows.
+
+use super::parse::{KeyValues, QueryPlan};
+use crate::routing::{RoutingTable, ShardIndex, hash_key};
+use crate::schema::{ColumnType, JsonScalar, encode_scalar};
+use sqlparser::ast::{Expr, Value};
+
+/// Most key combinations hashed to prune; a filter listing more visits every shard.
+const MAX_PRUNED_KEYS: usize = 1024;
+
+/// The shards to visit, in order, when the filter pins every partition-key column to listed
+/// values; `None` when it does not (or lists more than [`MAX_PRUNED_KEYS`] combinations).
+pub fn pruned_shards(
+    plan: &QueryPlan,
+    params: &[serde_json::Value],
+    routing: &RoutingTable,
+) -> Option<Vec<ShardIndex>> {
+    let mut columns: Vec<Vec<(ColumnType, Vec<u8>)>> = Vec::new();
+    for &key_column in &plan.table.partition_key {
+        let (_, pinned) = plan.key_values.iter().find(|(c, _)| *c == key_column)?;
+        let ty = plan.table.columns[key_column].ty;
+        let encoded = values(pinned, params)?
+            .iter()
+            .map(|value| {
+                let mut bytes = Vec::new();
+                encode_scalar(ty, scalar(value)?, &mut bytes).ok()?;
+                Some((ty, bytes))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        columns.push(encoded);
+    }
+    let combinations = columns
+        .iter()
+        .try_fold(1usize, |n, values| n.checked_mul(values.len()))?;
+    if combinations > MAX_PRUNED_KEYS {
+        return None;
+    }
+    let mut shards: Vec<ShardIndex> = (0..combinations)
+        .map(|mut index| {
+            let key = columns.iter().map(|values| {
+                let (ty, bytes) = &values[index % values.len()];
+                index /= values.len();
+                (*ty, bytes.as_slice())
+            });
+            routing.shard_for(hash_key(key, &mut Vec::new()))
+        })
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Some(shards)
+}
+
+/// The listed values as JSON: literals, parameters, or an array parameter's elements.
+fn values(pinned: &KeyValues, params: &[serde_json::Value]) -> Option<Vec<serde_json::Value>> {
+    match pinned {
+        KeyValues::Listed(exprs) => exprs.iter().map(|e| json_of(e, params)).collect(),
+        KeyValues::AnyOf(expr) => match json_of(expr, params)? {
+            serde_json::Value::Array(elements) => Some(elements),
+            _ => None,
+        },
+    }
+}
+
+fn json_of(expr: &Expr, params: &[serde_json::Value]) -> Option<serde_json::Value> {
+    let Expr::Value(value) = expr else { return None };
+    Some(match &value.value {
+        Value::SingleQuotedString(s) => serde_json::Value::from(s.as_str()),
+        Value::Boolean(b) => serde_json::Value::from(*b),
+        Value::Number(n, _) => serde_json::from_str(n).ok()?,
+        Value::Placeholder(p) => {
+            let n = p.strip_prefix('$')?.parse::<usize>().ok()?;
+            params.get(n.checked_sub(1)?)?.clone()
+        }
+        _ => return None,
+    })
+}
+
+/// A JSON key value as the encoder takes it; NULL pins nothing.
+fn scalar(value: &serde_json::Value) -> Option<JsonScalar<'_>> {
+    Some(match value {
+        serde_json::Value::String(s) => JsonScalar::Str(s),
+        serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => JsonScalar::Int(i),
+            (None, Some(u), _) => JsonScalar::UInt(u),
+            (_, _, Some(f)) => JsonScalar::Float(f),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
