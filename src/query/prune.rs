@@ -24,7 +24,8 @@ pub fn pruned_shards(
             .iter()
             .map(|value| {
                 let mut bytes = Vec::new();
-                encode_scalar(ty, scalar(value)?, &mut bytes).ok()?;
+                // NULL (or any non-scalar) pins nothing: no pruning.
+                encode_scalar(ty, JsonScalar::from_json(value)?, &mut bytes).ok()?;
                 Some((ty, bytes))
             })
             .collect::<Option<Vec<_>>>()?;
@@ -72,21 +73,6 @@ fn json_of(expr: &Expr, params: &[serde_json::Value]) -> Option<serde_json::Valu
             let n = p.strip_prefix('$')?.parse::<usize>().ok()?;
             params.get(n.checked_sub(1)?)?.clone()
         }
-        _ => return None,
-    })
-}
-
-/// A JSON key value as the encoder takes it; NULL pins nothing.
-fn scalar(value: &serde_json::Value) -> Option<JsonScalar<'_>> {
-    Some(match value {
-        serde_json::Value::String(s) => JsonScalar::Str(s),
-        serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
-        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => JsonScalar::Int(i),
-            (None, Some(u), _) => JsonScalar::UInt(u),
-            (_, _, Some(f)) => JsonScalar::Float(f),
-            _ => return None,
-        },
         _ => return None,
     })
 }

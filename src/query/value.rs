@@ -38,17 +38,8 @@ fn encode_json(column_type: ColumnType, value: &serde_json::Value, out: &mut Vec
         encode_jsonb(&value.to_string(), out)?;
         return Ok(());
     }
-    let scalar = match value {
-        serde_json::Value::String(s) => JsonScalar::Str(s),
-        serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
-        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => JsonScalar::Int(i),
-            (None, Some(u), _) => JsonScalar::UInt(u),
-            (_, _, Some(f)) => JsonScalar::Float(f),
-            _ => return Err("unrepresentable number".into()),
-        },
-        other => return Err(format!("a {column_type} parameter cannot be {other}").into()),
-    };
+    let scalar =
+        JsonScalar::from_json(value).ok_or_else(|| format!("a {column_type} parameter cannot be {value}"))?;
     encode_scalar(column_type, scalar, out)?;
     Ok(())
 }

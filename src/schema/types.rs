@@ -146,6 +146,23 @@ pub enum JsonScalar<'a> {
     Bool(bool),
 }
 
+impl<'a> JsonScalar<'a> {
+    /// A parsed JSON value as a scalar; `None` for null, arrays and objects.
+    pub fn from_json(value: &'a serde_json::Value) -> Option<JsonScalar<'a>> {
+        Some(match value {
+            serde_json::Value::String(s) => JsonScalar::Str(s),
+            serde_json::Value::Bool(b) => JsonScalar::Bool(*b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => JsonScalar::Int(i),
+                (None, Some(u), _) => JsonScalar::UInt(u),
+                (_, _, Some(f)) => JsonScalar::Float(f),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+}
+
 impl fmt::Display for JsonScalar<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
