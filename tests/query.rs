@@ -627,7 +627,13 @@ async fn a_filter_fixing_the_partition_key_visits_one_shard() {
     )
     .await;
     assert_eq!(everywhere.body["shards"], 2);
+    assert_eq!(counted.status, 200, "{}", counted.body);
     assert_eq!(counted.body["rows"], everywhere.body["rows"]);
+    assert_eq!(
+        counted.body["rows"],
+        json!([[40]]),
+        "t1, t2 and t5 each have 40 rows, a third of them views"
+    );
     gate.stop().await;
 }
 
@@ -739,7 +745,9 @@ async fn bad_queries_get_400_naming_the_problem() {
         &[],
     )
     .await;
+    assert_eq!(any.status, 200, "{}", any.body);
     assert_eq!(any.body["rows"], listed.body["rows"], "{}", any.body);
+    assert_eq!(any.body["rows"], json!([[80]]));
     let not_an_array = ask(
         &gate,
         "SELECT count(*) FROM events WHERE tenant_id = ANY($1)",
@@ -960,6 +968,7 @@ async fn a_client_that_stops_reading_holds_a_connection_only_until_the_statement
         busy.error(),
         "all query connections to shard s0 are busy; retry later"
     );
+    assert_eq!(busy.headers["retry-after"], "1");
 
     // The shard's part stops once nothing was read for the statement timeout (3 s).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -1025,5 +1034,21 @@ async fn ordering_text_is_refused_on_shards_that_do_not_collate_bytewise() {
         let reply = ask(&gate, sql, &[]).await;
         assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
     }
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn days_are_cut_in_the_configured_time_zone_on_every_shard() {
+    let gate = TestServer::start("time_zone", "[query]\ntime_zone = \"Asia/Tokyo\"\n").await;
+    load_rows(&gate).await;
+    // Every row is on 2024-05-01 between 00:00 and 06:59 UTC: 09:00-15:59 in Tokyo.
+    let sql =
+        "SELECT date_trunc('day', ts) AS day, ts::date AS local_date, count(*) FROM events GROUP BY 1, 2";
+    let reply = ask(&gate, sql, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.body["rows"],
+        json!([["2024-04-30T15:00:00Z", "2024-05-01", 400]])
+    );
     gate.stop().await;
 }

@@ -498,20 +498,32 @@ async fn a_lone_request_does_not_wait_for_max_delay_while_a_connection_is_idle()
     gate.stop().await;
 }
 
-#[tokio::test]
-async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
-    let extra = "max_body_size = \"64KiB\"\nmax_inflight_body_bytes = \"64KiB\"\n";
-    let gate = TestServer::start("body_budget", extra).await;
-    // A chunked body (no Content-Length) reserves the whole body limit while it is read.
+/// Starts a chunked upload of `events` rows that has sent `[` and waits for more from the
+/// returned sender.
+async fn start_chunked_upload(
+    gate: &TestServer,
+) -> (
+    tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+    tokio::task::JoinHandle<common::Reply>,
+) {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(1);
     let stream =
         futures_util::stream::unfold(
             receiver,
             |mut r| async move { r.recv().await.map(|item| (item, r)) },
         );
-    let slow = gate.spawn_post_events(reqwest::Body::wrap_stream(stream));
+    let upload = gate.spawn_post_events(reqwest::Body::wrap_stream(stream));
     sender.send(Ok("[".into())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (sender, upload)
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
+    let extra = "max_body_size = \"64KiB\"\nmax_inflight_body_bytes = \"64KiB\"\n";
+    let gate = TestServer::start("body_budget", extra).await;
+    // A chunked body (no Content-Length) reserves the whole body limit while it is read.
+    let (sender, slow) = start_chunked_upload(&gate).await;
 
     let refused = gate.post_events(&events(5, 1)).await;
     assert_eq!(refused.status, 429, "{}", refused.body);
@@ -534,6 +546,41 @@ async fn bodies_beyond_the_in_flight_budget_get_429_until_room_frees_up() {
     let admitted = gate.post_events(&events(5, 1)).await;
     assert_eq!(admitted.status, 200, "room is free again: {}", admitted.body);
     assert_eq!(gate.total("events").await, 6);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_compressed_body_takes_budget_for_what_it_decompresses_to_not_the_whole_limit() {
+    let extra = "max_body_size = \"64KiB\"\nmax_inflight_body_bytes = \"100KiB\"\n";
+    let gate = TestServer::start("compressed_budget", extra).await;
+    // A stalled chunked body holds the whole body limit (64 KiB): 36 KiB of budget remain.
+    let (sender, slow) = start_chunked_upload(&gate).await;
+
+    let rows = |n: usize| {
+        format!(
+            "[{}]",
+            vec![r#"{"tenant_id": "a", "event_type": "b"}"#; n].join(",")
+        )
+    };
+    let small = rows(500);
+    assert!(small.len() < 30 * 1024);
+    let reply = post_compressed(&gate, "application/json", "gzip", gzip(small.as_bytes())).await;
+    assert_eq!(reply.status, 200, "fits the 36 KiB left: {}", reply.body);
+    let large = rows(1250);
+    assert!(large.len() > 40 * 1024 && large.len() < 64 * 1024);
+    let reply = post_compressed(&gate, "application/json", "gzip", gzip(large.as_bytes())).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert!(
+        reply
+            .error()
+            .starts_with("too many request bodies are being read"),
+        "{}",
+        reply.error()
+    );
+
+    drop(sender);
+    let _ = slow.await.unwrap();
+    assert_eq!(gate.total("events").await, 500);
     gate.stop().await;
 }
 

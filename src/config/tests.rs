@@ -173,3 +173,13 @@ fn an_unreadable_tls_ca_file_is_named() {
         "cannot read /nonexistent/ca.pem"
     ));
 }
+
+#[test]
+fn a_query_time_zone_that_is_not_a_name_is_named() {
+    let text = format!("[query]\ntime_zone = \"UTC'; DROP TABLE x\"\n{VALID}");
+    assert!(has(
+        &problems(&text),
+        "query.time_zone",
+        "must be a time zone name such as UTC or Europe/Paris"
+    ));
+}
