@@ -340,10 +340,7 @@ impl QueryEngine {
     async fn text_sorts_bytewise(&self) -> Result<bool, QueryError> {
         let check = || async {
             for (index, pool) in self.pools.iter().enumerate() {
-                let client = pool
-                    .get()
-                    .await
-                    .map_err(|e| self.failed(ShardIndex(index), e.to_string()))?;
+                let client = shard::checkout(&self.names[index], pool).await?;
                 let row = client
                     .query_one(
                         "SELECT datcollate FROM pg_database WHERE datname = current_database()",

@@ -98,6 +98,17 @@ impl ShardRows {
     }
 }
 
+/// A query connection to the shard: 503 when all stay busy for `query.wait_timeout`, 502 when
+/// none can be opened.
+pub async fn checkout(name: &str, pool: &Pool) -> Result<deadpool_postgres::Object, QueryError> {
+    pool.get().await.map_err(|e| match e {
+        PoolError::Timeout(TimeoutType::Wait) => QueryError::Busy {
+            shard: name.to_string(),
+        },
+        other => failed(name, describe_error(&other)),
+    })
+}
+
 fn stopped(name: &str) -> QueryError {
     failed(
         name,
@@ -178,12 +189,7 @@ async fn send_rows(
     sender: &mpsc::Sender<Message>,
 ) -> Result<(), QueryError> {
     let classify = |e| classify(name, e);
-    let mut client = pool.get().await.map_err(|e| match e {
-        PoolError::Timeout(TimeoutType::Wait) => QueryError::Busy {
-            shard: name.to_string(),
-        },
-        other => failed(name, describe_error(&other)),
-    })?;
+    let mut client = checkout(name, pool).await?;
     let transaction = client
         .build_transaction()
         .read_only(true)
