@@ -383,6 +383,65 @@ async fn rows_postgres_rejects_fail_only_their_own_request() {
 }
 
 #[tokio::test]
+async fn only_a_repeated_id_is_skipped_and_other_unique_violations_get_422() {
+    let extra = "[batch]\nmax_delay = \"400ms\"\n[pool]\nconnections_per_shard = 1\n";
+    let gate = TestServer::start("unique", extra).await;
+    for url in &gate.shard_urls {
+        let client = connect(url).await;
+        client
+            .batch_execute("CREATE UNIQUE INDEX one_per_type ON events (tenant_id, event_type)")
+            .await
+            .unwrap();
+    }
+    let stored = json!([{"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": "kept"}]);
+    let reply = gate.post_events(&stored).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let twins = json!([
+        {"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": "twin"},
+        {"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": "twin"},
+    ]);
+    let clash = json!([{"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": "kept"}]);
+    let neighbours: Vec<_> = (0..20)
+        .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": format!("n{i}")}))
+        .collect();
+    let neighbours = json!(neighbours);
+    let (twins, clash, neighbours, retry) = tokio::join!(
+        gate.post_events(&twins),
+        gate.post_events(&clash),
+        gate.post_events(&neighbours),
+        gate.post_events(&stored)
+    );
+    for refused in [&twins, &clash] {
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        let reason = refused.body["details"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("duplicate key value violates unique constraint \"one_per_type\""),
+            "{reason}"
+        );
+    }
+    assert_eq!(neighbours.status, 200, "{}", neighbours.body);
+    assert_eq!(neighbours.body["rows"], 20);
+    assert_eq!(retry.status, 200, "a retried id is accepted: {}", retry.body);
+    assert_eq!(retry.body["rows"], 1, "rows counts the retried row as accepted");
+    let mut types = Vec::new();
+    for url in &gate.shard_urls {
+        let client = connect(url).await;
+        let rows = client.query("SELECT event_type FROM events", &[]).await.unwrap();
+        types.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+    }
+    types.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    expected.push("kept".into());
+    expected.sort();
+    assert_eq!(
+        types, expected,
+        "the stored row once, the neighbours, nothing of the refused"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn admin_lists_shards_with_redacted_urls_and_ring_shares() {
     let gate = TestServer::start("admin", "").await;
     let shards = gate.admin("/admin/shards").await.body;

@@ -1,6 +1,10 @@
 //! One batch into one shard: a single transaction that checks the fence, streams the batch with
 //! binary COPY and, for tables with an id, moves it from a per-connection staging table with
-//! `INSERT ... ON CONFLICT DO NOTHING` (invariant 6).
+//! `INSERT ... ON CONFLICT (id) DO NOTHING` (invariant 6).
+//!
+//! The conflict target is the id alone: a repeated id is a retry and is skipped, while a row that
+//! breaks any other unique or exclusion constraint fails the batch as a data error, so it is
+//! refused and never counted as stored.
 //!
 //! The batch arrives already encoded; a connection is checked out only to send it. Statements
 //! are prepared once per connection. Any failure other than a data error discards the
@@ -89,13 +93,13 @@ impl TableStatements {
             .collect();
         let columns = columns.join(", ");
         let target = quote_ident(&table.name);
-        if !table.is_idempotent() {
+        let Some(id) = table.id.map(|i| quote_ident(&table.columns[i].name)) else {
             return TableStatements {
                 copy: format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
                 create_staging: None,
                 insert_from_staging: None,
             };
-        }
+        };
         let staging = quote_ident(&format!("shardgate_stage_{}", table.name));
         let typed_columns: Vec<String> = table
             .columns
@@ -110,7 +114,8 @@ impl TableStatements {
                 typed_columns.join(", ")
             )),
             insert_from_staging: Some(format!(
-                "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} ON CONFLICT DO NOTHING"
+                "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} \
+                 ON CONFLICT ({id}) DO NOTHING"
             )),
         }
     }
@@ -220,7 +225,7 @@ mod tests {
             events.insert_from_staging.as_deref(),
             Some(
                 "INSERT INTO \"events\" (\"id\", \"k\", \"_sg_hash\") SELECT \"id\", \"k\", \"_sg_hash\" \
-                 FROM pg_temp.\"shardgate_stage_events\" ON CONFLICT DO NOTHING"
+                 FROM pg_temp.\"shardgate_stage_events\" ON CONFLICT (\"id\") DO NOTHING"
             )
         );
         let logs = TableStatements::new(&TableSchema::from_config(&config.tables[1]).unwrap());
