@@ -12,6 +12,7 @@ pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod devcluster;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod query;

@@ -9,6 +9,7 @@
 use crate::admin;
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
+use crate::http::error_body::with_json_error_bodies;
 use crate::ingest::api::{self, ApiError};
 use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
@@ -206,23 +207,25 @@ fn batcher_setup(
 }
 
 fn write_router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/tables/{table}/rows", post(api::write_rows))
         .route("/v1/query", post(crate::query::api::query))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })
-        .with_state(state)
+        .with_state(state);
+    with_json_error_bodies(router)
 }
 
 fn admin_router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/admin/shards", get(admin::list_shards))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })
-        .with_state(state)
+        .with_state(state);
+    with_json_error_bodies(router)
 }
 
 async fn serve(

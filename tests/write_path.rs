@@ -218,6 +218,69 @@ async fn malformed_bodies_unknown_tables_and_wrong_media_types_are_refused() {
     gate.stop().await;
 }
 
+/// Sends `method` to `url` and reads the answer, which must be a JSON error body.
+async fn json_refusal(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: &str,
+) -> common::Reply {
+    let response = http
+        .request(method.clone(), &url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+    let reply = common::Reply::read(response).await;
+    assert_eq!(content_type, "application/json", "{method} {url}");
+    assert!(reply.body["details"].is_array(), "{method} {url}: {}", reply.body);
+    assert!(!reply.error().is_empty(), "{method} {url}: {}", reply.body);
+    reply
+}
+
+#[tokio::test]
+async fn every_refusal_of_either_listener_carries_the_json_error_body() {
+    use reqwest::Method;
+    let gate = TestServer::start("json_refusals", "max_body_size = \"2KiB\"\n").await;
+    let rows = gate.url("/v1/tables/events/rows");
+    for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
+        let reply = json_refusal(&gate.http, method.clone(), rows.clone(), "").await;
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.headers["allow"], "POST");
+        assert_eq!(
+            reply.error(),
+            format!("method {method} is not allowed on /v1/tables/events/rows; allowed: POST")
+        );
+    }
+    let reply = json_refusal(&gate.http, Method::GET, gate.url("/v1/query"), "").await;
+    assert_eq!(
+        (reply.status, &reply.headers["allow"]),
+        (405, &"POST".parse().unwrap())
+    );
+    let reply = json_refusal(&gate.http, Method::POST, gate.admin_url("/metrics"), "").await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.headers["allow"], "GET,HEAD");
+    let reply = json_refusal(&gate.http, Method::DELETE, gate.admin_url("/readyz"), "").await;
+    assert_eq!(reply.status, 405);
+
+    for url in [gate.url("/v2/whatever"), gate.admin_url("/admin/nothing")] {
+        let reply = json_refusal(&gate.http, Method::GET, url, "").await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.error(), "no such endpoint");
+    }
+
+    let large = format!("{{\"sql\": \"SELECT 1 -- {}\"}}", "x".repeat(4096));
+    let reply = json_refusal(&gate.http, Method::POST, gate.url("/v1/query"), &large).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.error(), "request body exceeds the limit of 2048 bytes");
+
+    let reply = json_refusal(&gate.http, Method::POST, gate.url("/v1/tables/%FF/rows"), "[]").await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.error().contains("Invalid URL"), "{}", reply.error());
+    gate.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
     let gate = TestServer::start("too_large", "max_body_size = \"2KiB\"\n").await;

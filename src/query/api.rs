@@ -3,10 +3,11 @@
 
 use super::value::{Cell, ResultType};
 use super::{QueryError, QueryStream};
+use crate::ingest::api::read_body;
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -78,7 +79,11 @@ const LINES_PER_WRITE: usize = 512;
 /// `POST /v1/query`. With `Accept: application/x-ndjson` the answer is one JSON object
 /// `{"columns": [...], "shards": N}` on the first line, then one JSON array per row as rows are
 /// merged; an error after the first line ends the answer with an `{"error": ...}` line.
-pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(body, &headers, state.limits.max_body_size).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
