@@ -7,6 +7,7 @@
 
 use crate::config::Config;
 use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Token};
+use crate::schema::QUIET_SETUP_SQL;
 use crate::shards::{PoolSettings, build_pool};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
@@ -93,6 +94,9 @@ impl Catalog {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK_KEY])
             .await
             .map_err(query("take the catalog lock"))?;
+        tx.batch_execute(QUIET_SETUP_SQL)
+            .await
+            .map_err(query("quiet the set-up notices"))?;
         tx.batch_execute(CREATE_CATALOG)
             .await
             .map_err(query("create the catalog schema"))?;

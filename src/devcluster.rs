@@ -33,6 +33,8 @@ const INGEST_SETTINGS: &str =
 const PORT_ATTEMPTS: usize = 3;
 /// Settings file of a cluster that requires TLS, included from `postgresql.conf`.
 const TLS_CONF: &str = "tls.conf";
+/// File beside the data directory holding the port of the last start, tried first next time.
+const PORT_FILE: &str = "port";
 
 /// A local cluster could not be set up or controlled.
 #[derive(Debug, Error)]
@@ -213,8 +215,11 @@ impl LocalCluster {
         }
         give_to_postgres(&dir)?;
         let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port(&dir)?;
+        for attempt in 0..PORT_ATTEMPTS {
+            let port = match previous_port(&dir) {
+                Some(port) if attempt == 0 && port_is_free(port) => port,
+                _ => free_port(&dir)?,
+            };
             let cluster = LocalCluster {
                 bins: bins.clone(),
                 dir: dir.clone(),
@@ -222,11 +227,29 @@ impl LocalCluster {
                 options: options.clone(),
             };
             match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
+                Ok(()) => {
+                    remember_port(&dir, port);
+                    return Ok(cluster);
+                }
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.expect("PORT_ATTEMPTS is positive"))
+    }
+
+    /// Finds a server still running on the data kept in `dir` (left behind by a process that
+    /// died without stopping it) and stops it cleanly. Only a server whose `postmaster.pid`
+    /// names this very data directory and a live postgres process is touched; a stale file of a
+    /// dead process is left for Postgres, which replaces it at start.
+    pub fn stop_leftover(bins: &PgBinaries, dir: &Path) -> Result<Option<Leftover>, DevClusterError> {
+        let data = absolute(dir)?.join("data");
+        let Some(leftover) = Leftover::find(&data) else {
+            return Ok(None);
+        };
+        let mut command = server_command(&bins.tool("pg_ctl"));
+        command.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]);
+        run(command, "pg_ctl stop of the server left running", None)?;
+        Ok(Some(leftover))
     }
 
     /// The loopback port the server listens on.
@@ -328,6 +351,42 @@ impl LocalCluster {
     }
 }
 
+/// A postmaster found running on a cluster's data directory at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Its process id.
+    pub pid: i32,
+    /// The port it listened on.
+    pub port: Option<u16>,
+}
+
+impl Leftover {
+    /// The live postmaster of `data`, as its `postmaster.pid` names it (pid on the first line,
+    /// data directory on the second, port on the fourth).
+    fn find(data: &Path) -> Option<Leftover> {
+        let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+        let mut lines = text.lines();
+        let pid: i32 = lines.next()?.trim().parse().ok()?;
+        let named = lines.next()?.trim();
+        let port = lines.nth(1).and_then(|l| l.trim().parse().ok());
+        let same_data = std::fs::canonicalize(named).ok()? == std::fs::canonicalize(data).ok()?;
+        (pid > 0 && same_data && is_live_postgres(pid)).then_some(Leftover { pid, port })
+    }
+}
+
+/// Whether `pid` is a running process whose program is postgres.
+fn is_live_postgres(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let name = Path::new(std::str::from_utf8(program).unwrap_or_default())
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    matches!(name, "postgres" | "postmaster")
+}
+
 fn initdb(bins: &PgBinaries, data: &Path, options: &ClusterOptions) -> Result<(), DevClusterError> {
     let mut command = server_command(&bins.tool("initdb"));
     command
@@ -399,6 +458,27 @@ fn absolute(dir: &Path) -> Result<PathBuf, DevClusterError> {
         what: format!("cannot resolve {}", dir.display()),
         cause,
     })
+}
+
+/// The port the cluster in `dir` listened on at its last start, if recorded.
+fn previous_port(dir: &Path) -> Option<u16> {
+    std::fs::read_to_string(dir.join(PORT_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Records the port for the next start. Best effort: without the file the next start only
+/// picks another port.
+fn remember_port(dir: &Path, port: u16) {
+    if let Err(e) = std::fs::write(dir.join(PORT_FILE), format!("{port}\n")) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot record the cluster's port");
+    }
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 fn free_port(dir: &Path) -> Result<u16, DevClusterError> {

@@ -7,8 +7,8 @@
 use crate::config::{Config, ShardConfig, TlsConfig};
 use crate::routing::{Epoch, Routing, ShardId, ShardIndex};
 use crate::schema::{
-    ExpectedColumn, FENCE_TABLE, TableSchema, Tables, create_fence_sql, create_table_sql, expected_columns,
-    quote_ident,
+    ExpectedColumn, FENCE_TABLE, QUIET_SETUP_SQL, TableSchema, Tables, create_fence_sql, create_table_sql,
+    expected_columns, quote_ident,
 };
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use std::sync::Arc;
@@ -218,6 +218,9 @@ impl Shard {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK_KEY])
             .await
             .map_err(|e| self.query_error("take the set-up lock", e))?;
+        tx.batch_execute(QUIET_SETUP_SQL)
+            .await
+            .map_err(|e| self.query_error("quiet the set-up notices", e))?;
         for (_, table) in tables.iter() {
             self.prepare_table(&tx, table).await?;
         }

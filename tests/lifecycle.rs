@@ -5,6 +5,7 @@ mod common;
 use common::{TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
 use serde_json::json;
 use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
 async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting() {
@@ -303,4 +304,185 @@ fn check_config_names_every_bad_key_and_fails() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A `shardgate dev` child in a session of its own, and what it printed.
+struct DevProcess {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl DevProcess {
+    fn spawn(dir: &std::path::Path) -> DevProcess {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardgate"));
+        command
+            .arg("dev")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: setsid only makes the child the leader of a new session; it touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+            text
+        });
+        DevProcess {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Reads the welcome banner up to its last line: the write URL and each shard's URL.
+    async fn banner(&mut self) -> (String, Vec<String>) {
+        let (mut write, mut shards) = (None, Vec::new());
+        let read = async {
+            while let Some(line) = self.stdout.next_line().await.unwrap() {
+                let line = line.trim();
+                if let Some(url) = line.strip_prefix("write API:") {
+                    write = Some(url.trim().trim_end_matches("/v1/tables/events/rows").to_string());
+                } else if let Some((_, url)) = line.split_once("psql ") {
+                    shards.push(url.to_string());
+                } else if line.starts_with("Press Ctrl-C") {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), read)
+            .await
+            .expect("dev prints its banner");
+        (write.expect("banner names the write API"), shards)
+    }
+
+    /// `kill -9` of the whole process group, as a closed terminal or the OOM killer would.
+    async fn kill_group(mut self) -> String {
+        let pid = self.child.id().unwrap() as i32;
+        // SAFETY: signals the process group this test started.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        self.child.wait().await.unwrap();
+        self.stderr.await.unwrap()
+    }
+
+    async fn terminate(mut self) -> String {
+        // SAFETY: signals the child this test started.
+        unsafe { libc::kill(self.child.id().unwrap() as i32, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "dev exits cleanly on SIGTERM: {status}");
+        self.stderr.await.unwrap()
+    }
+}
+
+/// Stops any server the test left running on its dev data, also when an assertion failed.
+struct DevData(std::path::PathBuf);
+
+impl Drop for DevData {
+    fn drop(&mut self) {
+        let bins = shardgate::devcluster::PgBinaries::locate().unwrap();
+        for shard in ["s0", "s1"] {
+            let _ = shardgate::devcluster::LocalCluster::stop_leftover(&bins, &self.0.join(shard));
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `n` rows of the example table `shardgate dev` declares, each with its own id.
+fn dev_events(n: usize) -> serde_json::Value {
+    let rows: Vec<_> = (0..n)
+        .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": format!("t{}", i % 7), "event_type": "click", "payload": {"i": i}}))
+        .collect();
+    json!(rows)
+}
+
+async fn count_events(http: &reqwest::Client, write: &str) -> serde_json::Value {
+    let reply = common::Reply::read(
+        http.post(format!("{write}/v1/query"))
+            .json(&json!({"sql": "SELECT count(*) FROM events"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["rows"][0][0].clone()
+}
+
+#[tokio::test]
+async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row() {
+    let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-crash-{}", std::process::id())));
+    let http = reqwest::Client::new();
+    let mut first = DevProcess::spawn(&data.0);
+    let (write, shards_before) = first.banner().await;
+    let reply = common::Reply::read(
+        http.post(format!("{write}/v1/tables/events/rows"))
+            .json(&dev_events(300))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    first.kill_group().await;
+    let pid_file = std::fs::read_to_string(data.0.join("s0/data/postmaster.pid")).unwrap();
+    let postmaster: i32 = pid_file.lines().next().unwrap().parse().unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(
+        unsafe { libc::kill(postmaster, 0) },
+        0,
+        "the postmaster outlived dev"
+    );
+
+    let mut second = DevProcess::spawn(&data.0);
+    let (write, shards_after) = second.banner().await;
+    assert_eq!(shards_after, shards_before, "each shard keeps its port");
+    assert_eq!(
+        count_events(&http, &write).await,
+        json!(300),
+        "every acknowledged row is there"
+    );
+    let reply = common::Reply::read(
+        http.post(format!("{write}/v1/tables/events/rows"))
+            .json(&dev_events(50))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(count_events(&http, &write).await, json!(350));
+    let stderr = second.terminate().await;
+    for shard in ["s0", "s1"] {
+        assert!(
+            stderr.contains(&format!(
+                "shard {shard}: its server (pid "
+            )) && stderr.contains("was still running from an earlier start that did not stop it; stopped it cleanly, starting it again"),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("NOTICE"),
+        "restarts log no NOTICE lines: {stderr}"
+    );
+    assert!(
+        !data.0.join("s0/data/postmaster.pid").exists(),
+        "dev stopped its shards"
+    );
 }

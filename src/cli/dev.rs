@@ -10,6 +10,9 @@ use shardgate::devcluster::{ClusterOptions, DEV_TABLES, DevCertificates, LocalCl
 use shardgate::server::StartError;
 use std::path::{Path, PathBuf};
 
+/// Where the write API listens unless `--listen` says otherwise; also `shardgate query`'s default.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// Database created on every dev cluster.
 const DEV_DATABASE: &str = "shardgate";
 
@@ -26,7 +29,7 @@ pub struct DevArgs {
     #[arg(long)]
     fresh: bool,
     /// Address of the write API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: String,
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:8081")]
@@ -40,9 +43,16 @@ pub struct DevArgs {
 /// Runs the dev environment until Ctrl-C.
 pub async fn run(args: DevArgs) -> Result<()> {
     let bins = PgBinaries::locate()?;
-    if args.fresh && args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot delete {}", args.dir.display()))?;
+    let existing = existing_shards(&args.dir)?;
+    if args.fresh {
+        stop_leftovers(&bins, &args.dir, &existing, "deleting its data (--fresh)")?;
+        if args.dir.exists() {
+            std::fs::remove_dir_all(&args.dir)
+                .with_context(|| format!("cannot delete {}", args.dir.display()))?;
+        }
+    } else {
+        refuse_other_shard_count(&args, &existing)?;
+        stop_leftovers(&bins, &args.dir, &existing, "starting it again")?;
     }
     let clusters = start_clusters(&bins, &args).await?;
     let result = serve(&args, &clusters).await;
@@ -52,6 +62,64 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     }
     result
+}
+
+/// The shards whose cluster data exists under `dir`, in order (`s0`, `s1`, ...).
+fn existing_shards(dir: &Path) -> Result<Vec<u16>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut shards = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = entry.file_name();
+        let index = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('s'))
+            .and_then(|n| n.parse().ok());
+        if let Some(index) = index
+            && entry.path().join("data").join("PG_VERSION").is_file()
+        {
+            shards.push(index);
+        }
+    }
+    shards.sort_unstable();
+    Ok(shards)
+}
+
+/// Refuses, before anything is started or written, dev data made with another `--shards`.
+fn refuse_other_shard_count(args: &DevArgs, existing: &[u16]) -> Result<()> {
+    let wanted: Vec<u16> = (0..args.shards).collect();
+    if existing.is_empty() || existing == wanted.as_slice() {
+        return Ok(());
+    }
+    let names: Vec<String> = existing.iter().map(|i| format!("s{i}")).collect();
+    bail!(
+        "the dev data in {} has {} shard(s) ({}), not {}; run with --shards {}, or with --fresh to \
+         start over (which deletes it)",
+        args.dir.display(),
+        existing.len(),
+        names.join(", "),
+        args.shards,
+        existing.len()
+    )
+}
+
+/// Stops the servers an earlier `shardgate dev` left running on this data (it was killed, or
+/// its terminal closed), saying so, and what comes `next`, in one line each.
+fn stop_leftovers(bins: &PgBinaries, dir: &Path, shards: &[u16], next: &str) -> Result<()> {
+    for i in shards {
+        let shard_dir = dir.join(format!("s{i}"));
+        if let Some(leftover) = LocalCluster::stop_leftover(bins, &shard_dir)? {
+            let port = leftover.port.map(|p| format!(", port {p}")).unwrap_or_default();
+            eprintln!(
+                "shard s{i}: its server (pid {}{port}) was still running from an earlier start \
+                 that did not stop it; stopped it cleanly, {next}",
+                leftover.pid
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn start_clusters(bins: &PgBinaries, args: &DevArgs) -> Result<Vec<LocalCluster>> {
@@ -200,13 +268,23 @@ fn print_welcome(
     );
     println!();
     println!("  write API:  http://{write}/v1/tables/events/rows");
+    println!("  query API:  http://{write}/v1/query");
     println!("  admin API:  http://{admin}/admin/shards");
     println!();
-    println!("  try:");
+    println!("  write:");
     println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");
     println!(
         "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
     );
+    println!("  query:");
+    println!("    curl -s http://{write}/v1/query -H 'Content-Type: application/json' \\");
+    println!("      -d '{{\"sql\": \"SELECT tenant_id, count(*) FROM events GROUP BY tenant_id\"}}'");
+    let url = if write.to_string() == DEFAULT_LISTEN {
+        String::new()
+    } else {
+        format!("--url http://{write} ")
+    };
+    println!("    shardgate query {url}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
     println!();
     for (i, cluster) in clusters.iter().enumerate() {
         println!("  shard s{i}:  psql {}", cluster.url(DEV_DATABASE));

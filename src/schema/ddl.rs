@@ -9,6 +9,10 @@ pub const HASH_COLUMN: &str = "_sg_hash";
 /// The one-row table holding the routing epoch a shard accepts writes for (invariant 9).
 pub const FENCE_TABLE: &str = "shardgate_fence";
 
+/// Run first in a set-up transaction whose `IF NOT EXISTS` statements find what an earlier start
+/// made: the `NOTICE: ... already exists, skipping` each of them sends is expected, not news.
+pub const QUIET_SETUP_SQL: &str = "SET LOCAL client_min_messages = warning";
+
 /// A column as a shard's catalog must show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedColumn {

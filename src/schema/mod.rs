@@ -8,7 +8,8 @@ pub mod decode;
 mod types;
 
 pub use ddl::{
-    ExpectedColumn, FENCE_TABLE, HASH_COLUMN, create_fence_sql, create_table_sql, expected_columns,
+    ExpectedColumn, FENCE_TABLE, HASH_COLUMN, QUIET_SETUP_SQL, create_fence_sql, create_table_sql,
+    expected_columns,
 };
 pub use types::{ColumnType, JsonScalar, encode_jsonb, encode_scalar};
 
