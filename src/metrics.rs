@@ -29,8 +29,11 @@ pub struct Metrics {
     pub rows_accepted: IntCounterVec,
     /// Rows whose batch committed, by table and shard.
     pub rows_committed: IntCounterVec,
-    /// Rows refused after decoding, by table and reason.
+    /// Rows refused, by table and reason: `invalid` (the body broke the schema) and the reasons
+    /// of rows refused after decoding.
     pub rows_rejected: IntCounterVec,
+    /// Write requests refused, whatever the stage, by table and reason.
+    pub requests_rejected: IntCounterVec,
     /// Write request latency, by table and status code.
     pub request_duration: HistogramVec,
     /// Write requests being handled.
@@ -106,7 +109,15 @@ impl Metrics {
             ),
             rows_rejected: counter(
                 "shardgate_rows_rejected_total",
-                "Rows refused after decoding (queue_full, rejected, unavailable, routing_changed).",
+                "Rows refused: invalid (in a body that broke the schema), queue_full, rejected, \
+                 unavailable, routing_changed.",
+                &["table", "reason"],
+            ),
+            requests_rejected: counter(
+                "shardgate_requests_rejected_total",
+                "Write requests refused, by reason (malformed, invalid, too_large, \
+                 unsupported_media_type, unsupported_encoding, unknown_table, overloaded, rejected, \
+                 unavailable, routing_changed).",
                 &["table", "reason"],
             ),
             request_duration: histogram(

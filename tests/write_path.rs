@@ -172,7 +172,7 @@ async fn bad_rows_are_refused_with_row_column_and_reason_and_nothing_is_stored()
         json!([
             {"row": 1, "column": "n", "reason": "expected an integer, got \"seven\""},
             {"row": 2, "column": "tenant_id", "reason": "missing partition-key value"},
-            {"row": 3, "reason": "unknown column `colour`"},
+            {"row": 3, "column": "colour", "reason": "unknown column `colour`"},
         ])
     );
     assert_eq!(gate.total("events").await, 0);
@@ -567,7 +567,34 @@ async fn metrics_count_committed_rows_per_shard_and_requests_per_status() {
             .status,
         400
     );
+    let three_invalid = "[{\"n\": 1}, {\"tenant_id\": \"a\", \"event_type\": \"b\"}, {\"n\": \"x\"}]";
+    assert_eq!(
+        gate.post("events", "application/json", three_invalid)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(gate.post("events", "application/json", "[{").await.status, 400);
+    assert_eq!(gate.post("events", "text/csv", "a,b").await.status, 415);
+    assert_eq!(gate.post("nope", "application/json", "[]").await.status, 404);
     let page = gate.metrics_page().await;
+    for (table, reason, requests) in [
+        ("events", "invalid", 2.0),
+        ("events", "malformed", 1.0),
+        ("events", "unsupported_media_type", 1.0),
+        ("unknown", "unknown_table", 1.0),
+    ] {
+        let series = format!("shardgate_requests_rejected_total{{reason=\"{reason}\",table=\"{table}\"}}");
+        assert_eq!(sample(&page, &series), requests, "{series}");
+    }
+    assert_eq!(
+        sample(
+            &page,
+            "shardgate_rows_rejected_total{reason=\"invalid\",table=\"events\"}"
+        ),
+        4.0,
+        "every row of a refused body, good ones included"
+    );
     for shard in 0..2 {
         let committed = sample(
             &page,
@@ -599,7 +626,7 @@ async fn metrics_count_committed_rows_per_shard_and_requests_per_status() {
             &page,
             "shardgate_request_duration_seconds_count{status=\"400\",table=\"events\"}"
         ),
-        1.0
+        3.0
     );
     assert_eq!(sample(&page, "shardgate_routing_epoch"), 1.0);
     assert_eq!(sample(&page, "shardgate_requests_in_flight"), 0.0);

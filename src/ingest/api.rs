@@ -69,6 +69,8 @@ pub enum ApiError {
         errors: Vec<RowError>,
         /// All problems.
         total: usize,
+        /// Rows in the body, all refused.
+        rows: usize,
     },
     /// 429: a target queue, or the budget of request bodies in flight, is full.
     #[error("{reason}; retry after {}", crate::units::format_duration(*.retry_after))]
@@ -140,6 +142,28 @@ impl ApiError {
         }
     }
 
+    /// The `reason` label of `shardgate_requests_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            ApiError::UnknownTable(_) | ApiError::NoRoute => "unknown_table",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::BodyTooLarge(_) | ApiError::DecodedTooLarge(_) | ApiError::TooLargeForQueue(_) => {
+                "too_large"
+            }
+            ApiError::Malformed(_) => "malformed",
+            ApiError::InvalidRows { .. } => "invalid",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::WriteFailed { failures, .. } => {
+                if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+                    "rejected"
+                } else {
+                    failures.first().map_or("unavailable", WriteError::reason)
+                }
+            }
+        }
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
@@ -179,7 +203,7 @@ impl From<DecodeError> for ApiError {
     fn from(error: DecodeError) -> Self {
         match error {
             DecodeError::Malformed(message) => ApiError::Malformed(format!("malformed body: {message}")),
-            DecodeError::InvalidRows { errors, total } => ApiError::InvalidRows { errors, total },
+            DecodeError::InvalidRows { errors, total, rows } => ApiError::InvalidRows { errors, total, rows },
         }
     }
 }
@@ -194,19 +218,38 @@ pub async fn write_rows(
 ) -> Response {
     let started = Instant::now();
     let in_flight = InFlight::enter(&state.metrics);
-    let response = accept_rows(&state, &table, &headers, body).await.into_response();
+    let outcome = accept_rows(&state, &table, &headers, body).await;
     drop(in_flight);
     let label = if state.tables.lookup(&table).is_some() {
         table.as_str()
     } else {
         "unknown"
     };
+    if let Err(error) = &outcome {
+        count_refusal(&state.metrics, label, error);
+    }
+    let response = outcome.into_response();
     state
         .metrics
         .request_duration
         .with_label_values(&[label, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Counts a refused request by its reason, and the rows of a body refused for breaking the
+/// schema (rows refused later are counted where their shard's answer is read).
+fn count_refusal(metrics: &Metrics, table: &str, error: &ApiError) {
+    metrics
+        .requests_rejected
+        .with_label_values(&[table, error.reason()])
+        .inc();
+    if let ApiError::InvalidRows { rows, .. } = error {
+        metrics
+            .rows_rejected
+            .with_label_values(&[table, "invalid"])
+            .inc_by(*rows as u64);
+    }
 }
 
 /// Counts a request in flight until dropped, also when the client goes away mid-request.
@@ -304,15 +347,10 @@ async fn wait_for_commit(
                 committed.insert(shard.0, rows);
             }
             Err(failure) => {
-                let reason = match failure {
-                    WriteError::Unavailable { .. } => "unavailable",
-                    WriteError::Rejected { .. } => "rejected",
-                    WriteError::RoutingChanged { .. } => "routing_changed",
-                };
                 state
                     .metrics
                     .rows_rejected
-                    .with_label_values(&[table, reason])
+                    .with_label_values(&[table, failure.reason()])
                     .inc_by(rows as u64);
                 failures.push(failure);
             }

@@ -68,6 +68,8 @@ pub enum DecodeError {
         errors: Vec<RowError>,
         /// All problems found.
         total: usize,
+        /// Rows in the body, good and bad: all of them are refused.
+        rows: usize,
     },
 }
 
@@ -152,12 +154,22 @@ impl<'a> RowEncoder<'a> {
     }
 
     fn fail(&mut self, column: Option<usize>, reason: impl Into<String>) {
+        let column = column.map(|c| self.table.columns[c].name.clone());
+        self.push_error(column, reason.into());
+    }
+
+    /// Records a key of the row object that names no declared column.
+    fn fail_unknown_column(&mut self, name: &str) {
+        self.push_error(Some(name.to_string()), format!("unknown column `{name}`"));
+    }
+
+    fn push_error(&mut self, column: Option<String>, reason: String) {
         self.error_total += 1;
         if self.errors.len() < MAX_ERROR_DETAILS {
             self.errors.push(RowError {
                 row: self.row,
-                column: column.map(|c| self.table.columns[c].name.clone()),
-                reason: reason.into(),
+                column,
+                reason,
             });
         }
     }
@@ -297,6 +309,7 @@ impl<'a> RowEncoder<'a> {
             return Err(DecodeError::InvalidRows {
                 errors: self.errors,
                 total: self.error_total,
+                rows: self.row,
             });
         }
         Ok(EncodedRows {
@@ -369,7 +382,7 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
                 }
                 ColumnKey::Unknown(name) => {
                     map.next_value::<IgnoredAny>()?;
-                    encoder.fail(None, format!("unknown column `{name}`"));
+                    encoder.fail_unknown_column(&name);
                 }
             }
         }

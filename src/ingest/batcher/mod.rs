@@ -58,6 +58,17 @@ pub enum WriteError {
     },
 }
 
+impl WriteError {
+    /// A stable name of the failure, for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WriteError::Unavailable { .. } => "unavailable",
+            WriteError::Rejected { .. } => "rejected",
+            WriteError::RoutingChanged { .. } => "routing_changed",
+        }
+    }
+}
+
 /// Rows could not be queued.
 #[derive(Debug, Error)]
 pub enum SubmitError {

@@ -170,7 +170,7 @@ fn row_problems_name_row_column_and_reason() {
         [
             (1, Some("n"), "expected an integer, got \"x\""),
             (2, Some("n"), "missing partition-key value"),
-            (3, None, "unknown column `colour`"),
+            (3, Some("colour"), "unknown column `colour`"),
             (3, Some("tenant_id"), "missing partition-key value"),
             (4, Some("ok"), "expected true or false, got \"yes\""),
             (4, Some("tenant_id"), "partition-key value cannot be null"),
@@ -185,7 +185,7 @@ fn row_problems_name_row_column_and_reason() {
 fn details_stop_at_one_hundred_but_all_are_counted() {
     let body = format!("[{}]", vec![r#"{"tenant_id": 1, "n": 1}"#; 150].join(","));
     match decode(BodyFormat::Json, &body) {
-        Err(DecodeError::InvalidRows { errors, total }) => {
+        Err(DecodeError::InvalidRows { errors, total, .. }) => {
             assert_eq!(errors.len(), MAX_ERROR_DETAILS);
             assert_eq!(total, 150);
         }
