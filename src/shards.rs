@@ -204,7 +204,7 @@ impl Shard {
 
     async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
         let mut client = self.pool.get().await.map_err(|e| {
-            let (shard, reason) = (self.id.clone(), describe_error(&e));
+            let (shard, reason) = (self.id.clone(), describe_pool_error(&e));
             if is_unreachable(&e) {
                 ShardError::Unreachable { shard, reason }
             } else {
@@ -496,6 +496,19 @@ fn is_unreachable(error: &PoolError) -> bool {
         source = cause.source();
     }
     false
+}
+
+/// Why a pool gave no connection, in our words: the server's or the network's reason, without
+/// the pool's own wrapping ("Error occurred while creating a new object").
+pub fn describe_pool_error(error: &PoolError) -> String {
+    match error {
+        PoolError::Backend(e) => describe_error(e),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+            format!("setting up a new connection failed: {}", describe_error(e))
+        }
+        PoolError::Timeout(_) => "no connection could be opened before the pool's timeout".to_string(),
+        other => describe_error(other),
+    }
 }
 
 /// An error with the causes behind it (`a: b: c`), each cause once: connection errors keep

@@ -12,6 +12,7 @@
 
 use crate::routing::Epoch;
 use crate::schema::{FENCE_TABLE, HASH_COLUMN, TableSchema, quote_ident};
+use crate::shards::describe_pool_error;
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
@@ -132,7 +133,7 @@ pub async fn write_batch(
     let mut client = pool
         .get()
         .await
-        .map_err(|e| CopyError::Transient(e.to_string()))?;
+        .map_err(|e| CopyError::Transient(describe_pool_error(&e)))?;
     let result = write_on(&mut client, statements, epoch, parts).await;
     if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
         // Unknown session state: never hand this connection to another batch.

@@ -41,7 +41,7 @@ impl QueryError {
             | QueryError::AnswerTooLarge(_)
             | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            QueryError::ShardFailed { .. } => StatusCode::BAD_GATEWAY,
+            QueryError::ShardFailed { .. } | QueryError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             QueryError::Timeout { .. } | QueryError::NotRead { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -51,6 +51,7 @@ impl QueryError {
         let details = match self {
             QueryError::Invalid { shard, .. }
             | QueryError::ShardFailed { shard, .. }
+            | QueryError::Unreachable { shard, .. }
             | QueryError::Timeout { shard }
             | QueryError::TooManyGroups { shard, .. }
             | QueryError::NotRead { shard }

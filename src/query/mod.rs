@@ -45,6 +45,14 @@ pub enum QueryError {
         /// Postgres's message.
         message: String,
     },
+    /// No connection to a shard could be opened (502).
+    #[error("shard {shard} is unreachable: {reason}")]
+    Unreachable {
+        /// The shard.
+        shard: String,
+        /// Why, from the server or the network.
+        reason: String,
+    },
     /// A shard failed (502).
     #[error("shard {shard} failed: {message}")]
     ShardFailed {

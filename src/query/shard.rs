@@ -4,7 +4,7 @@
 
 use super::QueryError;
 use super::value::{Cell, JsonParam, ResultType};
-use crate::shards::describe_error;
+use crate::shards::describe_pool_error;
 use bytes::BytesMut;
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};
@@ -105,7 +105,10 @@ pub async fn checkout(name: &str, pool: &Pool) -> Result<deadpool_postgres::Obje
         PoolError::Timeout(TimeoutType::Wait) => QueryError::Busy {
             shard: name.to_string(),
         },
-        other => failed(name, describe_error(&other)),
+        other => QueryError::Unreachable {
+            shard: name.to_string(),
+            reason: describe_pool_error(&other),
+        },
     })
 }
 
