@@ -697,7 +697,11 @@ async fn bad_queries_get_400_naming_the_problem() {
         ),
         (
             "SELECT ts - ts FROM events LIMIT 1",
-            "\"ts\" - \"ts\" has type interval, which shardgate cannot return",
+            "ts - ts has type interval, which shardgate cannot return",
+        ),
+        (
+            "SELECT now() - ts FROM events LIMIT 1",
+            "now() - ts has type interval, which shardgate cannot return",
         ),
         (
             "SELECT tenant_id, n FROM events GROUP BY tenant_id",

@@ -406,15 +406,12 @@ fn result_types(
             {
                 ResultType::Numeric
             }
-            output => {
+            _ => {
                 let described = &first.types()[position];
                 ResultType::of(described).ok_or_else(|| {
-                    let what = match output {
-                        Output::Value(value) => value.to_string(),
-                        Output::Aggregate(..) => column.name.clone(),
-                    };
                     Unsupported(format!(
-                        "{what} has type {described}, which shardgate cannot return"
+                        "{} has type {described}, which shardgate cannot return",
+                        column.written
                     ))
                 })?
             }

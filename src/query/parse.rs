@@ -86,6 +86,8 @@ impl Output {
 pub struct OutputColumn {
     /// Name in the answer (the alias, else the column or function name, else `?column?`).
     pub name: String,
+    /// The expression as the query wrote it, for messages (the output holds the normalised one).
+    pub written: String,
     /// What it holds.
     pub output: Output,
 }
@@ -310,6 +312,7 @@ fn projection(select: &Select, table: &TableSchema, params: usize) -> Result<Vec
             SelectItem::Wildcard(options) if options.to_string().is_empty() => {
                 columns.extend(table.columns.iter().enumerate().map(|(i, c)| OutputColumn {
                     name: c.name.clone(),
+                    written: c.name.clone(),
                     output: Output::Value(Box::new(column_expr(table, i))),
                 }))
             }
@@ -337,6 +340,7 @@ fn output_column(
     };
     Ok(OutputColumn {
         name: alias.map_or_else(|| default_name(expr), identifier),
+        written: expr.to_string(),
         output,
     })
 }
@@ -641,6 +645,7 @@ pub(super) fn hidden_output(
         None => {
             columns.push(OutputColumn {
                 name: default_name(expr),
+                written: expr.to_string(),
                 output,
             });
             columns.len() - 1
