@@ -143,6 +143,37 @@ impl Report {
         }
     }
 
+    /// Why the run did not measure what it was asked to, if it did not: every request failed
+    /// (nothing was acknowledged), or the shards gained another number of rows than was
+    /// acknowledged.
+    pub fn failure(&self) -> Option<String> {
+        if self.rows == 0 && !self.errors.is_empty() {
+            let failed: u64 = self.errors.values().sum();
+            return Some(format!(
+                "every request failed ({failed}: {}); is the target running and reachable?",
+                self.error_summary()
+            ));
+        }
+        let v = self.verification.as_ref()?;
+        (v.rows_added != v.rows_acknowledged as i64).then(|| {
+            format!(
+                "the shards gained {} rows but {} were acknowledged",
+                v.rows_added, v.rows_acknowledged
+            )
+        })
+    }
+
+    fn error_summary(&self) -> String {
+        if self.errors.is_empty() {
+            return "none".to_string();
+        }
+        self.errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The human-readable summary.
     pub fn render(&self) -> String {
         let l = &self.latency_ms;
@@ -161,16 +192,7 @@ impl Report {
             l.max,
             self.latency_of,
         );
-        let errors = if self.errors.is_empty() {
-            "none".to_string()
-        } else {
-            self.errors
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        out.push_str(&format!("errors        {errors}\n"));
+        out.push_str(&format!("errors        {}\n", self.error_summary()));
         if let Some(rss) = self.peak_rss_mib {
             out.push_str(&format!("peak RSS      {rss:.1} MiB\n"));
         }
@@ -209,5 +231,29 @@ mod tests {
         assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max);
         assert!((l.max - 2000.0).abs() < 2.0, "{l:?}");
         assert!(report.render().contains("errors        429: 2"));
+        assert_eq!(report.failure(), None, "some requests were acknowledged");
+    }
+
+    #[test]
+    fn a_run_without_any_acknowledged_row_or_with_rows_missing_is_a_failure() {
+        let mut recorder = Recorder::new();
+        recorder.failed("connect");
+        recorder.failed("connect");
+        let report = Report::new("shardgate", "request", &recorder, Duration::from_secs(1));
+        assert_eq!(
+            report.failure().as_deref(),
+            Some("every request failed (2: connect: 2); is the target running and reachable?")
+        );
+        let mut recorder = Recorder::new();
+        recorder.acknowledged(10, Duration::from_millis(1));
+        let mut report = Report::new("shardgate", "request", &recorder, Duration::from_secs(1));
+        report.verification = Some(Verification {
+            rows_added: 9,
+            rows_acknowledged: 10,
+        });
+        assert_eq!(
+            report.failure().as_deref(),
+            Some("the shards gained 9 rows but 10 were acknowledged")
+        );
     }
 }

@@ -168,7 +168,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     } else {
         print!("{}", report.render());
     }
-    Ok(())
+    match report.failure() {
+        Some(failure) => bail!("{failure}"),
+        None => Ok(()),
+    }
 }
 
 /// The declared table, checked to have the columns the generator writes.
