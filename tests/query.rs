@@ -131,6 +131,38 @@ fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
     rows
 }
 
+/// Runs every query of `corpus` through shardgate and on the oracle, and compares the answers'
+/// column names, and their rows as `Compare` says.
+async fn check_corpus(
+    gate: &TestServer,
+    oracle: &tokio_postgres::Client,
+    corpus: &[(&str, Vec<Value>, Compare)],
+) {
+    for (sql, params, compare) in corpus {
+        let reply = ask(gate, sql, params).await;
+        assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
+        let columns = reply.body["columns"].as_array().unwrap();
+        let types: Vec<ResultType> = columns
+            .iter()
+            .map(|c| column_type(c["type"].as_str().unwrap()))
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let got: Vec<Vec<Value>> = serde_json::from_value(reply.body["rows"].clone()).unwrap();
+        let (mut want_names, want) = oracle_answer(oracle, sql, params, &types).await;
+        // The oracle's `*` also has the hidden `_sg_hash`, last; shardgate's `*` leaves it out.
+        want_names.retain(|name| name != "_sg_hash");
+        assert_eq!(names, want_names, "{sql}");
+        match compare {
+            Compare::Exact => assert_eq!(got, want, "{sql}"),
+            Compare::Unordered => assert_eq!(sorted(got), sorted(want), "{sql}"),
+            Compare::Keys(n) => {
+                let keys = |rows: &[Vec<Value>]| rows.iter().map(|r| r[..*n].to_vec()).collect::<Vec<_>>();
+                assert_eq!(keys(&got), keys(&want), "{sql}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn answers_equal_one_postgres_holding_all_rows() {
     let gate = TestServer::start("query", "").await;
@@ -551,29 +583,7 @@ async fn answers_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
     ];
-    for (sql, params, compare) in &corpus {
-        let reply = ask(&gate, sql, params).await;
-        assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
-        let columns = reply.body["columns"].as_array().unwrap();
-        let types: Vec<ResultType> = columns
-            .iter()
-            .map(|c| column_type(c["type"].as_str().unwrap()))
-            .collect();
-        let names: Vec<&str> = columns.iter().map(|c| c["name"].as_str().unwrap()).collect();
-        let got: Vec<Vec<Value>> = serde_json::from_value(reply.body["rows"].clone()).unwrap();
-        let (mut want_names, want) = oracle_answer(&oracle, sql, params, &types).await;
-        // The oracle's `*` also has the hidden `_sg_hash`, last; shardgate's `*` leaves it out.
-        want_names.retain(|name| name != "_sg_hash");
-        assert_eq!(names, want_names, "{sql}");
-        match compare {
-            Compare::Exact => assert_eq!(got, want, "{sql}"),
-            Compare::Unordered => assert_eq!(sorted(got), sorted(want), "{sql}"),
-            Compare::Keys(n) => {
-                let keys = |rows: &[Vec<Value>]| rows.iter().map(|r| r[..*n].to_vec()).collect::<Vec<_>>();
-                assert_eq!(keys(&got), keys(&want), "{sql}");
-            }
-        }
-    }
+    check_corpus(&gate, &oracle, &corpus).await;
     gate.stop().await;
 }
 
@@ -679,6 +689,19 @@ async fn explain_shows_the_shards_the_statement_and_the_merge() {
          statement  SELECT \"event_type\", sum(\"n\"), count(\"n\"), \"event_type\" FROM \"events\" GROUP BY 4 LIMIT 100001\n\
          merge      groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT\n"
     );
+    let plan = explain(
+        &gate,
+        "SELECT event_type, count(DISTINCT tenant_id), count(DISTINCT payload->>'plan'), count(*) FROM events GROUP BY 1",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        plan["statement"],
+        "SELECT \"event_type\", count(*), \"event_type\", \"tenant_id\", \"payload\" ->> 'plan', \
+         GROUPING(\"tenant_id\", \"payload\" ->> 'plan') FROM \"events\" \
+         GROUP BY GROUPING SETS ((3, 4), (3, 5)) LIMIT 100001",
+        "one grouping set per counted value"
+    );
     gate.stop().await;
 }
 
@@ -713,7 +736,8 @@ async fn bad_queries_get_400_naming_the_problem() {
         ),
         (
             "SELECT payload FROM events ORDER BY payload",
-            "cannot ORDER BY a jsonb column",
+            "cannot ORDER BY a jsonb value (nor take its min or max); order by text or a number \
+             taken from it, such as payload->>'key' or (payload->>'key')::numeric",
         ),
         (
             "SELECT * FROM events",
@@ -1060,6 +1084,256 @@ async fn days_are_cut_in_the_configured_time_zone_on_every_shard() {
     assert_eq!(
         reply.body["rows"],
         json!([["2024-04-30T15:00:00Z", "2024-05-01", 400]])
+    );
+    gate.stop().await;
+}
+
+/// The detail an event table carries in `payload`, generated so that every key is sometimes
+/// missing and sometimes JSON null, numbers come as numbers and as strings (and at other
+/// scales: `2` and `2.0`), and objects nest and hold arrays.
+fn payload(i: usize) -> Value {
+    if i.is_multiple_of(13) {
+        return Value::Null;
+    }
+    let mut p = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            p.insert(key.to_string(), value);
+        }
+    };
+    put(
+        "plan",
+        [
+            Some(json!("free")),
+            Some(json!("pro")),
+            Some(json!("team")),
+            Some(Value::Null),
+            None,
+        ][i % 5]
+            .clone(),
+    );
+    put(
+        "country",
+        [Some(json!("DE")), Some(json!("FR")), Some(json!("US")), None][i % 4].clone(),
+    );
+    put(
+        "beta",
+        [Some(json!(true)), Some(json!(false)), None, Some(json!("true"))][i % 4].clone(),
+    );
+    let n = (i % 11) as i64;
+    put(
+        "n",
+        [
+            Some(json!(n)),
+            Some(json!(n.to_string())),
+            Some(Value::Null),
+            None,
+            Some(json!(n)),
+        ][i % 5]
+            .clone(),
+    );
+    let amount = (i % 9) as f64 * 1.25;
+    put(
+        "amount",
+        [Some(json!(amount)), Some(json!(format!("{amount:.2}"))), None][i % 3].clone(),
+    );
+    let w: Value = if i.is_multiple_of(2) {
+        json!(i % 3)
+    } else {
+        serde_json::from_str(&format!("{}.0", i % 3)).unwrap()
+    };
+    put("w", Some(w));
+    put(
+        "nested",
+        [
+            Some(json!({"a": {"b": i % 4}})),
+            Some(json!({"a": null})),
+            Some(json!({"a": [1, i % 3]})),
+            None,
+        ][i % 4]
+            .clone(),
+    );
+    let tags: Vec<&str> = ["x", "y", "z"].into_iter().take(i % 4).collect();
+    put("tags", (i % 6 != 5).then(|| json!(tags)));
+    put(
+        "ts",
+        i.is_multiple_of(3)
+            .then(|| json!(format!("2024-05-{:02}T{:02}:30:00+02:00", 1 + i % 5, i % 24))),
+    );
+    Value::Object(p)
+}
+
+#[tokio::test]
+async fn reports_over_json_payloads_equal_one_postgres_holding_all_rows() {
+    let gate = TestServer::start("query_json", "").await;
+    let rows: Vec<Value> = (0..600)
+        .map(|i| {
+            let event_type = ["click", "view", "buy"][i % 3];
+            json!({
+                "event_id": format!("0190a1b2-c3d4-7e5f-8a9b-{:012x}", i),
+                "tenant_id": format!("t{}", i % 10),
+                "event_type": event_type,
+                "n": i % 37,
+                "payload": payload(i),
+            })
+        })
+        .collect();
+    let reply = gate.post_events(&Value::Array(rows)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let oracle = oracle(&gate).await;
+    let corpus: Vec<(&str, Vec<Value>, Compare)> = vec![
+        (
+            "SELECT sum((payload->>'n')::int), count(payload->'n'), count(payload->>'n'), count(*) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT payload->>'plan' AS plan, count(*), sum((payload->>'amount')::numeric) FROM events \
+             GROUP BY payload->>'plan' ORDER BY 1 NULLS FIRST",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FROM events WHERE payload->>'country' = 'DE'",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FROM events WHERE payload @> '{\"beta\": true}'",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(*) FROM events WHERE '{\"country\": \"FR\"}' <@ payload GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*) FILTER (WHERE payload ? 'tags'), count(*) FILTER (WHERE payload ?| array['nested', 'beta']), \
+             count(*) FILTER (WHERE payload ?& array['plan', 'country']) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT payload->'nested' AS nested, count(*) FROM events GROUP BY 1",
+            vec![],
+            Compare::Unordered,
+        ),
+        (
+            "SELECT payload->'n' AS n, count(*) FROM events GROUP BY 1",
+            vec![],
+            Compare::Unordered,
+        ),
+        (
+            "SELECT payload#>>'{nested,a,b}' AS b, count(*) FROM events GROUP BY 1 ORDER BY 1 NULLS LAST",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT payload#>'{nested,a}' AS a, payload#>'{nested,a}' IS NULL AS gone FROM events \
+             WHERE event_type = 'view' ORDER BY event_id LIMIT 12",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT jsonb_typeof(payload->'n') AS t, count(*) FROM events GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, sum(jsonb_array_length(payload->'tags')) FROM events GROUP BY 1 \
+             HAVING sum(jsonb_array_length(payload->'tags')) > 25 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT jsonb_extract_path_text(payload, 'nested', 'a', 'b') AS b, \
+             jsonb_extract_path(payload, 'nested') IS NULL AS missing, count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_id, payload->'tags'->0 AS first_tag, payload->'tags'->>1 AS second FROM events \
+             WHERE payload->'tags' @> '[\"x\"]' ORDER BY event_id LIMIT 15",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT ((payload->>'ts')::timestamptz)::date AS day, count(*) FROM events WHERE payload ? 'ts' \
+             GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT max((payload->>'amount')::double precision), min((payload->>'ts')::timestamptz), \
+             bool_or((payload->>'beta')::boolean), bool_and((payload->>'beta')::boolean) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT payload->>'plan' AS plan FROM events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(*), avg((payload->>'n')::bigint) FROM events WHERE payload->>'plan' = $1 AND (payload->>'n')::int > $2",
+            vec![json!("pro"), json!(3)],
+            Compare::Exact,
+        ),
+        (
+            "SELECT upper(payload->>'country') AS c, count(*) FROM events WHERE NOT (payload ? 'plan') GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT tenant_id), count(DISTINCT event_type), count(DISTINCT payload->>'plan'), \
+             count(DISTINCT payload->'nested'), count(DISTINCT payload->'w'), count(*) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(DISTINCT tenant_id), \
+             count(DISTINCT (payload->>'n')::int) FILTER (WHERE payload->>'country' <> 'US'), \
+             avg((payload->>'amount')::numeric), count(DISTINCT tenant_id) FILTER (WHERE n > 10), sum(n) \
+             FROM events GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT tenant_id, count(DISTINCT payload->>'plan') AS plans, count(DISTINCT n % 4) AS kinds FROM events \
+             GROUP BY 1 HAVING count(DISTINCT payload->>'plan') > 2 ORDER BY kinds DESC, 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT n), count(DISTINCT payload->>'n'), count(*) FROM events WHERE tenant_id = 'nobody'",
+            vec![],
+            Compare::Exact,
+        ),
+    ];
+    check_corpus(&gate, &oracle, &corpus).await;
+
+    let refused = "SELECT (payload->>'plan')::int FROM events";
+    let reply = ask(&gate, refused, &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let oracle_error = oracle.query(refused, &[]).await.unwrap_err();
+    let message = oracle_error.as_db_error().unwrap().message();
+    assert!(
+        message.starts_with("invalid input syntax for type integer"),
+        "{message}"
+    );
+    assert!(
+        reply.error().ends_with(&format!("refused the query: {message}"))
+            || reply
+                .error()
+                .contains("refused the query: invalid input syntax for type integer: "),
+        "{}",
+        reply.error()
+    );
+    assert!(
+        reply.body.get("rows").is_none(),
+        "no partial answer: {}",
+        reply.body
     );
     gate.stop().await;
 }

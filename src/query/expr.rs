@@ -34,6 +34,10 @@ pub const SCALAR_FUNCTIONS: &[&str] = &[
     "ltrim",
     "rtrim",
     "md5",
+    "jsonb_typeof",
+    "jsonb_array_length",
+    "jsonb_extract_path",
+    "jsonb_extract_path_text",
 ];
 
 /// Types a cast may produce (as sqlparser prints them, lower-cased; `numeric(p, s)` too).
@@ -58,6 +62,7 @@ const CAST_TYPES: &[&str] = &[
     "boolean",
     "bool",
     "uuid",
+    "jsonb",
 ];
 
 /// The parameter number standing for the query's one instant: `now()` and
@@ -342,6 +347,8 @@ pub fn is_comparison(op: &BinaryOperator) -> bool {
     matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq)
 }
 
+/// Arithmetic, comparison, logic, concatenation and the jsonb operators: `->`, `->>` (a key or
+/// an index), `#>`, `#>>` (a path), `@>`, `<@` (containment), `?`, `?|`, `?&` (keys).
 fn is_allowed_operator(op: &BinaryOperator) -> bool {
     use BinaryOperator::*;
     matches!(
@@ -359,6 +366,15 @@ fn is_allowed_operator(op: &BinaryOperator) -> bool {
             | Divide
             | Modulo
             | StringConcat
+            | Arrow
+            | LongArrow
+            | HashArrow
+            | HashLongArrow
+            | AtArrow
+            | ArrowAt
+            | Question
+            | QuestionAnd
+            | QuestionPipe
     )
 }
 

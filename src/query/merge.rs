@@ -2,12 +2,11 @@
 //! per shard, and a group merge that combines every shard's partial aggregates per group.
 
 use super::QueryError;
-use super::parse::{Aggregate, QueryPlan, Unsupported};
+use super::parse::{Aggregate, QueryPlan, Unsupported, counted_value};
 use super::shard::ShardRows;
 use super::value::{Cell, Decimal};
 use futures_util::StreamExt;
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -114,6 +113,7 @@ pub async fn merge_groups(
     let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
     let width = combines.len();
     let keys_end = width + plan.group_by.len();
+    let counted = plan.distinct_columns.len();
     let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
     let mut rows = futures_util::stream::select_all(inputs.into_iter().map(|input| {
         Box::pin(futures_util::stream::unfold(
@@ -132,23 +132,25 @@ pub async fn merge_groups(
     }));
     while let Some(row) = rows.next().await {
         let row = row?;
-        let (_, distinct) = match groups.entry(group_key(&row[width..keys_end])) {
-            Entry::Vacant(slot) => slot.insert((row[..width].to_vec(), HashSet::new())),
-            Entry::Occupied(slot) => {
-                let group = slot.into_mut();
-                for (i, combine) in combines.iter().enumerate() {
-                    group.0[i] = combine_partials(*combine, &group.0[i], &row[i])?;
-                }
-                group
-            }
-        };
-        if let Some(value) = row.get(keys_end).filter(|v| **v != Cell::Null) {
-            distinct.insert(group_key(std::slice::from_ref(value)));
+        let set = grouping_set(&row, keys_end, counted)?;
+        let group = groups
+            .entry(group_key(&row[width..keys_end]))
+            .or_insert_with(|| GroupState::new(counted));
+        if set == 0 {
+            group.absorb(&combines, &row[..width])?;
+        }
+        if let Some(value) = row.get(keys_end + set).filter(|_| counted > 0) {
+            group.count_distinct(set, value);
         }
     }
+    let distinct_index: Vec<Option<usize>> = plan
+        .columns
+        .iter()
+        .map(|c| counted_value(&c.output).and_then(|v| plan.distinct_columns.iter().position(|d| *d == v)))
+        .collect();
     let mut rows: Vec<Vec<Cell>> = groups
         .into_values()
-        .map(|(partials, distinct)| finish_group(plan, layout, partials, distinct.len()))
+        .map(|group| finish_group(plan, layout, &distinct_index, group))
         .collect::<Result<_, _>>()?;
     if rows.is_empty() && plan.group_by.is_empty() {
         // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
@@ -188,24 +190,83 @@ fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
         .collect()
 }
 
-/// A group being merged: its combined partial results, and the keys of the distinct values of
-/// the `count(DISTINCT x)` column seen so far.
-type GroupState = (Vec<Cell>, HashSet<Vec<u8>>);
+/// A group being merged: its combined partial results, and per counted value the keys of the
+/// distinct values seen so far.
+struct GroupState {
+    partials: Option<Vec<Cell>>,
+    distinct: Vec<HashSet<Vec<u8>>>,
+}
 
-/// A group's outputs from its combined partial results.
+impl GroupState {
+    fn new(counted: usize) -> GroupState {
+        GroupState {
+            partials: None,
+            distinct: vec![HashSet::new(); counted],
+        }
+    }
+
+    /// Combines one shard row's partial results into the group's.
+    fn absorb(&mut self, combines: &[Combine], partials: &[Cell]) -> Result<(), QueryError> {
+        match &mut self.partials {
+            None => self.partials = Some(partials.to_vec()),
+            Some(group) => {
+                for (i, combine) in combines.iter().enumerate() {
+                    group[i] = combine_partials(*combine, &group[i], &partials[i])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes a value of counted value `index` (NULLs are not counted).
+    fn count_distinct(&mut self, index: usize, value: &Cell) {
+        if *value != Cell::Null {
+            self.distinct[index].insert(group_key(std::slice::from_ref(value)));
+        }
+    }
+}
+
+/// Which counted value a shard row carries: with several, the grouping set its `GROUPING(...)`
+/// column names (the one argument grouped has a zero bit, the first argument the highest);
+/// the first (0) otherwise. The first set's rows also carry the partial aggregates.
+fn grouping_set(row: &[Cell], keys_end: usize, counted: usize) -> Result<usize, QueryError> {
+    if counted <= 1 {
+        return Ok(0);
+    }
+    let all = (1i64 << counted) - 1;
+    match row.get(keys_end + counted) {
+        Some(Cell::Int(grouping)) if (all & !grouping).count_ones() == 1 => {
+            let grouped_bit = (all & !grouping).trailing_zeros() as usize;
+            Ok(counted - 1 - grouped_bit)
+        }
+        other => Err(QueryError::Unsupported(Unsupported(format!(
+            "a shard row names no grouping set (GROUPING is {other:?})"
+        )))),
+    }
+}
+
+/// A group's outputs from its combined partial results; `distinct_index` gives, per output,
+/// the counted value a `count(DISTINCT ...)` output counts.
 fn finish_group(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
-    partials: Vec<Cell>,
-    distinct_values: usize,
+    distinct_index: &[Option<usize>],
+    group: GroupState,
 ) -> Result<Vec<Cell>, QueryError> {
+    let partials = group.partials.ok_or_else(|| {
+        QueryError::Unsupported(Unsupported(
+            "a group arrived without its partial aggregates".into(),
+        ))
+    })?;
     let mut cells = partials.into_iter();
     let mut row = Vec::with_capacity(plan.columns.len());
-    for (column, parts) in plan.columns.iter().zip(layout) {
+    for ((column, parts), counted) in plan.columns.iter().zip(layout).zip(distinct_index) {
         let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
-        let cell = match (column.output.aggregate(), parts.as_slice()) {
-            (Some(Aggregate::Avg), [sum, Cell::Int(count)]) => average(sum, *count)?,
-            (Some(Aggregate::CountDistinct), []) => Cell::Int(distinct_values as i64),
+        let cell = match (column.output.aggregate(), parts.as_slice(), counted) {
+            (Some(Aggregate::Avg), [sum, Cell::Int(count)], _) => average(sum, *count)?,
+            (Some(Aggregate::CountDistinct), [], Some(index)) => {
+                Cell::Int(group.distinct[*index].len() as i64)
+            }
             _ => parts.swap_remove(0),
         };
         row.push(cell);
@@ -258,8 +319,9 @@ fn combine_partials(combine: Combine, a: &Cell, b: &Cell) -> Result<Cell, QueryE
     })
 }
 
-/// A byte key for a group's values; equal values (including 0.0 and -0.0, all NaNs, and
-/// numerics of different scales, as Postgres groups them) give equal keys.
+/// A byte key for a group's values; equal values (including 0.0 and -0.0, all NaNs,
+/// numerics of different scales, and jsonb values that differ only in a number's scale, as
+/// Postgres groups them) give equal keys.
 fn group_key(cells: &[Cell]) -> Vec<u8> {
     let mut key = Vec::new();
     for cell in cells {
@@ -267,6 +329,11 @@ fn group_key(cells: &[Cell]) -> Vec<u8> {
             Cell::Float(x) if *x == 0.0 => "f:0".to_string(),
             Cell::Float(x) if x.is_nan() => "f:nan".to_string(),
             Cell::Numeric(d) => format!("n:{}", d.normalized()),
+            Cell::Json(value) => {
+                let mut text = String::from("j:");
+                canonical_json(value, &mut text);
+                text
+            }
             other => format!("{other:?}"),
         };
         key.extend_from_slice(&(text.len() as u32).to_be_bytes());
@@ -275,10 +342,85 @@ fn group_key(cells: &[Cell]) -> Vec<u8> {
     key
 }
 
+/// `value` in a form equal for equal jsonb values: jsonb compares numbers as numerics, so `1`,
+/// `1.0` and `1.00` are one value (and one group), and object keys are unordered.
+fn canonical_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value as J;
+    match value {
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (_, Some(u), _) => out.push_str(&u.to_string()),
+            (_, _, Some(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => out.push_str(&(x as i64).to_string()),
+            _ => out.push_str(&n.to_string()),
+        },
+        J::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        J::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&J::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(item, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 fn compare_rows(plan: &QueryPlan, a: &[Cell], b: &[Cell]) -> Ordering {
     plan.order_by
         .iter()
         .map(|k| a[k.output].compare(&b[k.output], k.descending, k.nulls_first))
         .find(|o| *o != Ordering::Equal)
         .unwrap_or(Ordering::Equal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn jsonb_group_keys_are_equal_exactly_when_postgres_finds_the_values_equal() {
+        let key = |v: serde_json::Value| group_key(&[Cell::Json(v)]);
+        let same = [
+            (json!(1), json!(1.0)),
+            (
+                json!({"a": 1, "b": [2.50, "x"]}),
+                json!({"b": [2.5, "x"], "a": 1.0}),
+            ),
+            (json!(null), json!(null)),
+        ];
+        for (a, b) in same {
+            assert_eq!(key(a.clone()), key(b.clone()), "{a} = {b}");
+        }
+        let different = [
+            (json!(1), json!("1")),
+            (json!([1, 2]), json!([2, 1])),
+            (json!({"a": 1}), json!({"a": 1, "b": null})),
+            (json!(0.5), json!(1)),
+        ];
+        for (a, b) in different {
+            assert_ne!(key(a.clone()), key(b.clone()), "{a} <> {b}");
+        }
+        assert_ne!(
+            key(json!(null)),
+            group_key(&[Cell::Null]),
+            "jsonb null is not SQL NULL"
+        );
+    }
 }

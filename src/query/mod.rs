@@ -332,7 +332,11 @@ impl QueryEngine {
             .map(|(_, ty)| *ty);
         for ty in sort_types.chain(min_max_types).collect::<Vec<_>>() {
             if ty == ResultType::Column(ColumnType::Jsonb) {
-                return Err(Unsupported(format!("cannot ORDER BY a {ty} column")).into());
+                return Err(Unsupported(format!(
+                    "cannot ORDER BY a {ty} value (nor take its min or max); order by text or a \
+                     number taken from it, such as payload->>'key' or (payload->>'key')::numeric"
+                ))
+                .into());
             }
             if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise().await? {
                 return Err(Unsupported(

@@ -126,9 +126,9 @@ pub struct QueryPlan {
     pub group_by: Vec<Expr>,
     /// Whether the query aggregates (has aggregates or GROUP BY).
     pub aggregated: bool,
-    /// What `count(DISTINCT x)` counts (`x`, or `CASE WHEN filter THEN x END`), when the query
-    /// has one.
-    pub distinct_column: Option<Expr>,
+    /// What the query's `count(DISTINCT x)` count, each once, in order of appearance (`x`, or
+    /// `CASE WHEN filter THEN x END`).
+    pub distinct_columns: Vec<Expr>,
     /// The HAVING condition, applied to merged groups.
     pub having: Option<Condition>,
     /// Outputs the answer shows; those after it serve ORDER BY and HAVING only.
@@ -177,7 +177,12 @@ pub fn plan_query(
     if aggregated {
         check_grouped_outputs(&columns, &group_by)?;
     }
-    let distinct_column = distinct_column(&columns)?;
+    let distinct_columns = distinct_columns(&columns);
+    if distinct_columns.len() > MAX_COUNTED_VALUES {
+        return unsupported(format!(
+            "count(DISTINCT ...) of more than {MAX_COUNTED_VALUES} different values is not supported"
+        ));
+    }
     let filter = select
         .selection
         .as_ref()
@@ -196,46 +201,49 @@ pub fn plan_query(
         key_values,
         group_by,
         aggregated,
-        distinct_column,
+        distinct_columns,
         having,
         visible,
     })
 }
 
-/// The one value all `count(DISTINCT x)` of the query count: `x`, or with a filter
-/// `CASE WHEN filter THEN x END` (NULLs are not counted).
-fn distinct_column(columns: &[OutputColumn]) -> Result<Option<Expr>, Unsupported> {
-    let mut found: Option<Expr> = None;
-    for column in columns {
-        let Output::Aggregate(call) = &column.output else {
-            continue;
-        };
-        let (Aggregate::CountDistinct, Some(argument)) = (call.kind, &call.argument) else {
-            continue;
-        };
-        let counted = match &call.filter {
-            None => argument.clone(),
-            Some(filter) => Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![CaseWhen {
-                    condition: filter.clone(),
-                    result: argument.clone(),
-                }],
-                else_result: None,
-            },
-        };
-        match &found {
-            Some(other) if *other != counted => {
-                return unsupported(format!(
-                    "count(DISTINCT ...) of both {other} and {counted} is not supported"
-                ));
-            }
-            _ => found = Some(counted),
+/// Most different values one query's `count(DISTINCT ...)` may count: each is a grouping set
+/// of the shard statement, told apart by one bit of `GROUPING(...)` (which takes at most 31).
+const MAX_COUNTED_VALUES: usize = 16;
+
+/// The values the query's `count(DISTINCT x)` count, each once.
+fn distinct_columns(columns: &[OutputColumn]) -> Vec<Expr> {
+    let mut found: Vec<Expr> = Vec::new();
+    for counted in columns.iter().filter_map(|c| counted_value(&c.output)) {
+        if !found.contains(&counted) {
+            found.push(counted);
         }
     }
-    Ok(found)
+    found
+}
+
+/// What a `count(DISTINCT x)` output counts: `x`, or with a filter `CASE WHEN filter THEN x
+/// END` (NULLs are not counted); `None` for other outputs.
+pub fn counted_value(output: &Output) -> Option<Expr> {
+    let Output::Aggregate(call) = output else {
+        return None;
+    };
+    let (Aggregate::CountDistinct, Some(argument)) = (call.kind, &call.argument) else {
+        return None;
+    };
+    Some(match &call.filter {
+        None => argument.clone(),
+        Some(filter) => Expr::Case {
+            case_token: AttachedToken::empty(),
+            end_token: AttachedToken::empty(),
+            operand: None,
+            conditions: vec![CaseWhen {
+                condition: filter.clone(),
+                result: argument.clone(),
+            }],
+            else_result: None,
+        },
+    })
 }
 
 fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {

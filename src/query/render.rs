@@ -19,7 +19,7 @@ pub struct RenderedQuery {
 
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
 /// each shard (their partial results have the final types), with the group keys, and the
-/// `count(DISTINCT x)` column, appended and grouped by position; ordering and limits of
+/// values `count(DISTINCT x)` count, appended and grouped by position; ordering and limits of
 /// aggregated queries are applied after the merge. `limit` is the LIMIT each shard gets: the
 /// query's LIMIT + OFFSET for rows, one more than the group cap for groups.
 pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
@@ -33,7 +33,17 @@ pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
     }
     let first_key = select.len() + 1;
     select.extend(plan.group_by.iter().map(|key| parameters.render(key)));
-    select.extend(plan.distinct_column.as_ref().map(|c| parameters.render(c)));
+    let keys: Vec<usize> = (first_key..=select.len()).collect();
+    let counted: Vec<String> = plan
+        .distinct_columns
+        .iter()
+        .map(|c| parameters.render(c))
+        .collect();
+    let first_counted = select.len() + 1;
+    select.extend(counted.iter().cloned());
+    if counted.len() > 1 {
+        select.push(format!("GROUPING({})", counted.join(", ")));
+    }
     let mut sql = format!(
         "SELECT {} FROM {}",
         select.join(", "),
@@ -42,10 +52,7 @@ pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
     if let Some(filter) = &plan.filter {
         sql.push_str(&format!(" WHERE {}", parameters.render(filter)));
     }
-    let group_positions: Vec<String> = (first_key..=select.len()).map(|p| p.to_string()).collect();
-    if !group_positions.is_empty() {
-        sql.push_str(&format!(" GROUP BY {}", group_positions.join(", ")));
-    }
+    sql.push_str(&group_by_clause(&keys, first_counted, counted.len()));
     if !plan.order_by.is_empty() && !plan.aggregated {
         let keys: Vec<String> = plan
             .order_by
@@ -63,6 +70,28 @@ pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
         sql,
         parameters: parameters.used,
         layout,
+    }
+}
+
+/// The GROUP BY of the shard statement, by position: the group keys and the one counted value;
+/// with several counted values, one grouping set per value (its rows carry that value, and the
+/// first set's rows also the partial aggregates), told apart by the `GROUPING(...)` column.
+fn group_by_clause(keys: &[usize], first_counted: usize, counted: usize) -> String {
+    let counted_positions = first_counted..first_counted + counted;
+    let list = |positions: &mut dyn Iterator<Item = usize>| {
+        positions.map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    if counted > 1 {
+        let sets: Vec<String> = counted_positions
+            .map(|value| format!("({})", list(&mut keys.iter().copied().chain([value]))))
+            .collect();
+        return format!(" GROUP BY GROUPING SETS ({})", sets.join(", "));
+    }
+    let all = list(&mut keys.iter().copied().chain(counted_positions));
+    if all.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {all}")
     }
 }
 
