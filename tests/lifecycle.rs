@@ -404,12 +404,21 @@ impl Drop for DevData {
     }
 }
 
-/// `n` rows of the example table `shardgate dev` declares, each with its own id.
-fn dev_events(n: usize) -> serde_json::Value {
+/// Writes `n` rows of the example table `shardgate dev` declares, each with its own id, and
+/// checks they were acknowledged.
+async fn post_dev_events(http: &reqwest::Client, write: &str, n: usize) {
     let rows: Vec<_> = (0..n)
         .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": format!("t{}", i % 7), "event_type": "click", "payload": {"i": i}}))
         .collect();
-    json!(rows)
+    let reply = common::Reply::read(
+        http.post(format!("{write}/v1/tables/events/rows"))
+            .json(&rows)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
 async fn count_events(http: &reqwest::Client, write: &str) -> serde_json::Value {
@@ -431,15 +440,7 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     let http = reqwest::Client::new();
     let mut first = DevProcess::spawn(&data.0);
     let (write, shards_before) = first.banner().await;
-    let reply = common::Reply::read(
-        http.post(format!("{write}/v1/tables/events/rows"))
-            .json(&dev_events(300))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    post_dev_events(&http, &write, 300).await;
     first.kill_group().await;
     let pid_file = std::fs::read_to_string(data.0.join("s0/data/postmaster.pid")).unwrap();
     let postmaster: i32 = pid_file.lines().next().unwrap().parse().unwrap();
@@ -458,15 +459,7 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
         json!(300),
         "every acknowledged row is there"
     );
-    let reply = common::Reply::read(
-        http.post(format!("{write}/v1/tables/events/rows"))
-            .json(&dev_events(50))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    post_dev_events(&http, &write, 50).await;
     assert_eq!(count_events(&http, &write).await, json!(350));
     let stderr = second.terminate().await;
     for shard in ["s0", "s1"] {

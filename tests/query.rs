@@ -41,23 +41,37 @@ fn column_type(name: &str) -> ResultType {
     })
 }
 
-async fn load_rows(gate: &TestServer) {
-    let rows: Vec<Value> = (0..400)
+/// Writes `count` events through `gate`: row `i` has a fixed id, one of ten tenants, one of
+/// three event types, `n = i % 37`, and the fields `more(i)` gives.
+async fn load_events(gate: &TestServer, count: usize, more: impl Fn(usize) -> Value) {
+    let rows: Vec<Value> = (0..count)
         .map(|i| {
             let event_type = ["click", "view", "buy"][i % 3];
-            json!({
+            let mut row = json!({
                 "event_id": format!("0190a1b2-c3d4-7e5f-8a9b-{:012x}", i),
                 "tenant_id": format!("t{}", i % 10),
                 "event_type": event_type,
                 "n": i % 37,
-                "ts": format!("2024-05-01T{:02}:{:02}:00Z", (i / 60) % 24, i % 60),
-                "payload": if i % 4 == 0 { Value::Null } else { json!({"i": i}) },
-                "score": if i % 5 == 0 { Value::Null } else { json!((i * 7 % 100) as f64 / 4.0) },
-            })
+            });
+            if let (Some(row), Value::Object(more)) = (row.as_object_mut(), more(i)) {
+                row.extend(more);
+            }
+            row
         })
         .collect();
     let reply = gate.post_events(&Value::Array(rows)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+async fn load_rows(gate: &TestServer) {
+    load_events(gate, 400, |i| {
+        json!({
+            "ts": format!("2024-05-01T{:02}:{:02}:00Z", (i / 60) % 24, i % 60),
+            "payload": if i % 4 == 0 { Value::Null } else { json!({"i": i}) },
+            "score": if i % 5 == 0 { Value::Null } else { json!((i * 7 % 100) as f64 / 4.0) },
+        })
+    })
+    .await;
 }
 
 /// A database holding every row of every shard in one `events` table.
@@ -1166,20 +1180,7 @@ fn payload(i: usize) -> Value {
 #[tokio::test]
 async fn reports_over_json_payloads_equal_one_postgres_holding_all_rows() {
     let gate = TestServer::start("query_json", "").await;
-    let rows: Vec<Value> = (0..600)
-        .map(|i| {
-            let event_type = ["click", "view", "buy"][i % 3];
-            json!({
-                "event_id": format!("0190a1b2-c3d4-7e5f-8a9b-{:012x}", i),
-                "tenant_id": format!("t{}", i % 10),
-                "event_type": event_type,
-                "n": i % 37,
-                "payload": payload(i),
-            })
-        })
-        .collect();
-    let reply = gate.post_events(&Value::Array(rows)).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    load_events(&gate, 600, |i| json!({"payload": payload(i)})).await;
     let oracle = oracle(&gate).await;
     let corpus: Vec<(&str, Vec<Value>, Compare)> = vec![
         (

@@ -218,6 +218,9 @@ async fn malformed_bodies_unknown_tables_and_wrong_media_types_are_refused() {
     gate.stop().await;
 }
 
+/// One COPY connection per shard and batches that wait: concurrent requests share a batch.
+const SHARED_BATCHES: &str = "[batch]\nmax_delay = \"400ms\"\n[pool]\nconnections_per_shard = 1\n";
+
 /// Sends `method` to `url` and reads the answer, which must be a JSON error body.
 async fn json_refusal(
     http: &reqwest::Client,
@@ -407,15 +410,9 @@ async fn a_full_queue_answers_429_with_retry_after_and_keeps_earlier_rows() {
 
 #[tokio::test]
 async fn rows_postgres_rejects_fail_only_their_own_request() {
-    let extra = "[batch]\nmax_delay = \"400ms\"\n[pool]\nconnections_per_shard = 1\n";
-    let gate = TestServer::start("reject", extra).await;
-    for url in &gate.shard_urls {
-        let client = connect(url).await;
-        client
-            .batch_execute("ALTER TABLE events ADD CONSTRAINT n_not_negative CHECK (n >= 0)")
-            .await
-            .unwrap();
-    }
+    let gate = TestServer::start("reject", SHARED_BATCHES).await;
+    gate.on_every_shard("ALTER TABLE events ADD CONSTRAINT n_not_negative CHECK (n >= 0)")
+        .await;
     let good_rows = |tag: &str| {
         let rows: Vec<_> = (0..20)
             .map(|i| json!({"tenant_id": "t", "event_type": tag, "n": i}))
@@ -447,15 +444,9 @@ async fn rows_postgres_rejects_fail_only_their_own_request() {
 
 #[tokio::test]
 async fn only_a_repeated_id_is_skipped_and_other_unique_violations_get_422() {
-    let extra = "[batch]\nmax_delay = \"400ms\"\n[pool]\nconnections_per_shard = 1\n";
-    let gate = TestServer::start("unique", extra).await;
-    for url in &gate.shard_urls {
-        let client = connect(url).await;
-        client
-            .batch_execute("CREATE UNIQUE INDEX one_per_type ON events (tenant_id, event_type)")
-            .await
-            .unwrap();
-    }
+    let gate = TestServer::start("unique", SHARED_BATCHES).await;
+    gate.on_every_shard("CREATE UNIQUE INDEX one_per_type ON events (tenant_id, event_type)")
+        .await;
     let stored = json!([{"event_id": uuid::Uuid::now_v7(), "tenant_id": "t", "event_type": "kept"}]);
     let reply = gate.post_events(&stored).await;
     assert_eq!(reply.status, 200, "{}", reply.body);

@@ -206,6 +206,17 @@ impl TestServer {
         self.post("events", "application/json", rows.to_string()).await
     }
 
+    /// Runs `sql` on every shard's database, as an operator adding a constraint would.
+    pub async fn on_every_shard(&self, sql: &str) {
+        for url in &self.shard_urls {
+            connect(url)
+                .await
+                .batch_execute(sql)
+                .await
+                .expect("statement runs on the shard");
+        }
+    }
+
     /// Rows of `table` on shard `index`.
     pub async fn count(&self, index: usize, table: &str) -> i64 {
         let client = connect(&self.shard_urls[index]).await;
