@@ -1272,6 +1272,18 @@ async fn reports_over_json_payloads_equal_one_postgres_holding_all_rows() {
             Compare::Exact,
         ),
         (
+            "SELECT payload->>'plan' AS plan, count(*) FROM events GROUP BY 1 \
+             HAVING payload->>'plan' IS NOT NULL AND payload->>'plan' <> 'team' ORDER BY 1 DESC",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_id FROM events WHERE payload ? 'n' \
+             ORDER BY (payload->>'n')::int DESC NULLS LAST, event_id LIMIT 9",
+            vec![],
+            Compare::Exact,
+        ),
+        (
             "SELECT payload->>'plan' AS plan FROM events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2",
             vec![],
             Compare::Exact,

@@ -278,6 +278,23 @@ async fn every_refusal_of_either_listener_carries_the_json_error_body() {
     assert_eq!(reply.status, 413);
     assert_eq!(reply.error(), "request body exceeds the limit of 2048 bytes");
 
+    let response = gate
+        .http
+        .post(gate.url("/v1/tables/events/rows"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    let reply = common::Reply::read(response).await;
+    assert_eq!(reply.status, 415, "a refused header: {}", reply.body);
+    assert!(
+        reply.error().starts_with("unsupported content encoding br"),
+        "{}",
+        reply.error()
+    );
+
     let reply = json_refusal(&gate.http, Method::POST, gate.url("/v1/tables/%FF/rows"), "[]").await;
     assert_eq!(reply.status, 400);
     assert!(reply.error().contains("Invalid URL"), "{}", reply.error());
