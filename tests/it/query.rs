@@ -2,9 +2,7 @@
 //! shards and copied into one plain Postgres database; every query's answer through shardgate
 //! must equal the oracle's.
 
-mod common;
-
-use common::{TestServer, connect, fresh_database};
+use crate::common::{TestServer, connect, fresh_database};
 use futures_util::{SinkExt, TryStreamExt};
 use serde_json::{Value, json};
 use shardgate::query::value::{Cell, JsonParam, ResultType};
@@ -76,11 +74,11 @@ async fn load_rows(gate: &TestServer) {
 
 /// A database holding every row of every shard in one `events` table.
 async fn oracle(gate: &TestServer) -> tokio_postgres::Client {
-    let url = fresh_database(&common::clusters()[0], "oracle").await;
+    let url = fresh_database(&crate::common::clusters()[0], "oracle").await;
     let client = connect(&url).await;
     // shardgate pins query.time_zone (UTC by default) on every shard.
     client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-    let config = common::config_for(&gate.shard_urls, "");
+    let config = crate::common::config_for(&gate.shard_urls, "");
     let events = TableSchema::from_config(&config.tables[0]).unwrap();
     client.batch_execute(&create_table_sql(&events)).await.unwrap();
     for shard_url in &gate.shard_urls {
@@ -129,7 +127,7 @@ async fn oracle_answer(
     (names, rows)
 }
 
-async fn ask(gate: &TestServer, sql: &str, params: &[Value]) -> common::Reply {
+async fn ask(gate: &TestServer, sql: &str, params: &[Value]) -> crate::common::Reply {
     let response = gate
         .http
         .post(gate.url("/v1/query"))
@@ -137,7 +135,7 @@ async fn ask(gate: &TestServer, sql: &str, params: &[Value]) -> common::Reply {
         .send()
         .await
         .unwrap();
-    common::Reply::read(response).await
+    crate::common::Reply::read(response).await
 }
 
 fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
@@ -661,7 +659,7 @@ async fn a_filter_fixing_the_partition_key_visits_one_shard() {
     gate.stop().await;
 }
 
-fn sorted_rows(reply: &common::Reply) -> Vec<Value> {
+fn sorted_rows(reply: &crate::common::Reply) -> Vec<Value> {
     let mut rows = reply.body["rows"].as_array().unwrap().clone();
     rows.sort_by_key(|r| r.to_string());
     rows
@@ -675,7 +673,7 @@ async fn explain(gate: &TestServer, sql: &str, params: &[Value]) -> Value {
         .send()
         .await
         .unwrap();
-    let reply = common::Reply::read(response).await;
+    let reply = crate::common::Reply::read(response).await;
     assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
     reply.body
 }
@@ -881,9 +879,9 @@ async fn query_command(gate: &TestServer, args: &[&str]) -> std::process::Output
 
 #[tokio::test]
 async fn a_query_over_a_stopped_shard_fails_with_502_naming_it() {
-    let doomed = common::private_cluster("query_outage");
+    let doomed = crate::common::private_cluster("query_outage");
     let urls = vec![
-        fresh_database(&common::clusters()[0], "query_outage").await,
+        fresh_database(&crate::common::clusters()[0], "query_outage").await,
         fresh_database(&doomed, "query_outage").await,
     ];
     let gate = TestServer::start_on(urls, "[pool]\nconnect_timeout = \"2s\"\n").await;
@@ -1050,7 +1048,7 @@ async fn a_client_that_stops_reading_holds_a_connection_only_until_the_statement
 #[tokio::test]
 async fn ordering_text_is_refused_on_shards_that_do_not_collate_bytewise() {
     let mut urls = Vec::new();
-    for (i, cluster) in common::clusters().iter().enumerate() {
+    for (i, cluster) in crate::common::clusters().iter().enumerate() {
         let admin = connect(&cluster.url("postgres")).await;
         let name = format!("t_collated_{i}");
         admin

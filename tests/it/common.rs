@@ -1,6 +1,5 @@
-//! Test support: one set of local PostgreSQL clusters per test binary (stopped when the binary
+//! Test support: one set of local PostgreSQL clusters for the test binary (stopped when it
 //! exits), a fresh database per test on each cluster, and a shardgate started against them.
-#![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 use shardgate::config::Config;
 use shardgate::devcluster::{ClusterOptions, LocalCluster, PgBinaries};

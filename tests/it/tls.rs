@@ -1,9 +1,7 @@
 //! TLS to the shards: one shard accepts only TLS connections; shardgate reaches it with
 //! `sslmode=require` and checks its certificate against `tls.ca_file`.
 
-mod common;
-
-use common::{TestServer, config_for, fresh_database};
+use crate::common::{TestServer, config_for, fresh_database};
 use serde_json::{Value, json};
 use shardgate::config::TlsConfig;
 use shardgate::devcluster::DevCertificates;
@@ -14,8 +12,8 @@ use std::time::Duration;
 /// connections without TLS, with `sslmode=require`; and the CA file that signed s1's
 /// certificate.
 async fn shards_with_one_tls_only(test: &str) -> (Vec<String>, PathBuf) {
-    let cluster = common::private_cluster(test);
-    let plain_url = fresh_database(&common::clusters()[0], test).await;
+    let cluster = crate::common::private_cluster(test);
+    let plain_url = fresh_database(&crate::common::clusters()[0], test).await;
     let tls_url = fresh_database(&cluster, test).await;
     let certificates = DevCertificates::generate().unwrap();
     cluster

@@ -1,9 +1,7 @@
 //! `shardgate bench` against real shards: every target stores exactly the rows it reports, and
 //! straight COPY places rows where shardgate would.
 
-mod common;
-
-use common::{connect, fresh_shards};
+use crate::common::{connect, fresh_shards};
 use shardgate::routing::{KeyHash, Ring, ShardIndex};
 
 fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {

@@ -1,9 +1,7 @@
 //! The write path against real PostgreSQL shards: placement, counts, deduplication, formats,
 //! defaults, and every refusal with its status, message and nothing stored.
 
-mod common;
-
-use common::{TestServer, connect, events};
+use crate::common::{TestServer, connect, events};
 use serde_json::json;
 use shardgate::routing::{KeyHash, Ring, ShardIndex, hash_key};
 use shardgate::schema::{ColumnType, JsonScalar, encode_scalar};
@@ -227,7 +225,7 @@ async fn json_refusal(
     method: reqwest::Method,
     url: String,
     body: &str,
-) -> common::Reply {
+) -> crate::common::Reply {
     let response = http
         .request(method.clone(), &url)
         .body(body.to_string())
@@ -235,7 +233,7 @@ async fn json_refusal(
         .await
         .unwrap();
     let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
-    let reply = common::Reply::read(response).await;
+    let reply = crate::common::Reply::read(response).await;
     assert_eq!(content_type, "application/json", "{method} {url}");
     assert!(reply.body["details"].is_array(), "{method} {url}: {}", reply.body);
     assert!(!reply.error().is_empty(), "{method} {url}: {}", reply.body);
@@ -287,7 +285,7 @@ async fn every_refusal_of_either_listener_carries_the_json_error_body() {
         .send()
         .await
         .unwrap();
-    let reply = common::Reply::read(response).await;
+    let reply = crate::common::Reply::read(response).await;
     assert_eq!(reply.status, 415, "a refused header: {}", reply.body);
     assert!(
         reply.error().starts_with("unsupported content encoding br"),
@@ -325,7 +323,7 @@ async fn post_compressed(
     content_type: &str,
     encoding: &str,
     body: Vec<u8>,
-) -> common::Reply {
+) -> crate::common::Reply {
     let response = gate
         .http
         .post(gate.url("/v1/tables/events/rows"))
@@ -335,7 +333,7 @@ async fn post_compressed(
         .send()
         .await
         .unwrap();
-    common::Reply::read(response).await
+    crate::common::Reply::read(response).await
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -661,7 +659,7 @@ async fn start_chunked_upload(
     gate: &TestServer,
 ) -> (
     tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
-    tokio::task::JoinHandle<common::Reply>,
+    tokio::task::JoinHandle<crate::common::Reply>,
 ) {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(1);
     let stream =

@@ -1,8 +1,6 @@
 //! Start-up checks, shard outages and shutdown of the real binary.
 
-mod common;
-
-use common::{TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
+use crate::common::{TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -10,7 +8,7 @@ use tokio::io::AsyncBufReadExt;
 #[tokio::test]
 async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting() {
     let doomed = private_cluster("outage");
-    let healthy_url = fresh_database(&common::clusters()[0], "outage").await;
+    let healthy_url = fresh_database(&crate::common::clusters()[0], "outage").await;
     let doomed_url = fresh_database(&doomed, "outage").await;
     let gate = TestServer::start_on(
         vec![healthy_url, doomed_url],
@@ -61,7 +59,7 @@ async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting()
 async fn a_shard_down_at_start_up_is_prepared_and_written_once_it_answers() {
     let late = private_cluster("late_shard");
     let urls = vec![
-        fresh_database(&common::clusters()[0], "late_shard").await,
+        fresh_database(&crate::common::clusters()[0], "late_shard").await,
         fresh_database(&late, "late_shard").await,
     ];
     late.stop().unwrap();
@@ -218,7 +216,7 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
     }
-    text.push_str(common::EVENTS_TABLE);
+    text.push_str(crate::common::EVENTS_TABLE);
     let dir = std::env::temp_dir().join(format!("shardgate-sigterm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config_path = dir.join("shardgate.toml");
@@ -245,7 +243,7 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
     assert!(up, "shardgate serve came up");
 
     let body = events(25, 3).to_string();
-    let request = common::spawn_post(&http, format!("{base}/v1/tables/events/rows"), body);
+    let request = crate::common::spawn_post(&http, format!("{base}/v1/tables/events/rows"), body);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!request.is_finished(), "rows wait for their batch");
     // SAFETY: sends a signal to our own child process.
@@ -277,7 +275,8 @@ fn check_config_names_every_bad_key_and_fails() {
     let dir = std::env::temp_dir().join(format!("shardgate-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
-    let text = common::EVENTS_TABLE.replace("partition_key = [\"source\"]", "partition_key = [\"sauce\"]");
+    let text =
+        crate::common::EVENTS_TABLE.replace("partition_key = [\"source\"]", "partition_key = [\"sauce\"]");
     std::fs::write(
         &path,
         format!("[routing]\nvnodes = 0\n[[shards]]\nname = \"S0\"\nurl = \"postgres://h/db\"\n{text}"),
@@ -410,7 +409,7 @@ async fn post_dev_events(http: &reqwest::Client, write: &str, n: usize) {
     let rows: Vec<_> = (0..n)
         .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": format!("t{}", i % 7), "event_type": "click", "payload": {"i": i}}))
         .collect();
-    let reply = common::Reply::read(
+    let reply = crate::common::Reply::read(
         http.post(format!("{write}/v1/tables/events/rows"))
             .json(&rows)
             .send()
@@ -422,7 +421,7 @@ async fn post_dev_events(http: &reqwest::Client, write: &str, n: usize) {
 }
 
 async fn count_events(http: &reqwest::Client, write: &str) -> serde_json::Value {
-    let reply = common::Reply::read(
+    let reply = crate::common::Reply::read(
         http.post(format!("{write}/v1/query"))
             .json(&json!({"sql": "SELECT count(*) FROM events"}))
             .send()

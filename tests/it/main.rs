@@ -1,0 +1,9 @@
+//! The integration tests: one binary, so one link step and one set of shared local PostgreSQL
+//! clusters for every area (a test that stops a cluster starts a private one).
+
+mod bench;
+mod common;
+mod lifecycle;
+mod query;
+mod tls;
+mod write_path;
