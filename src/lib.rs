@@ -1,13 +1,12 @@
 //! shardgate: a write router in front of several PostgreSQL shards.
 //!
-//! Rows arrive over HTTP ([`ingest::api`]), are decoded against the declared table schema
+//! Rows arrive over HTTP ([`http`]), are decoded against the declared table schema
 //! ([`schema`]), routed by their partition key over a consistent-hash ring ([`routing`]), batched
 //! per shard ([`ingest::batcher`]) and written with binary COPY ([`ingest::copy`]). Placement is
 //! stored durably in a catalog ([`catalog`]); each shard guards its ownership with a fence table
 //! ([`shards`]). [`server`] assembles the parts; [`devcluster`] runs local Postgres for
 //! development and tests.
 
-pub mod admin;
 pub mod bench;
 pub mod catalog;
 pub mod config;

@@ -6,23 +6,20 @@
 //! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
 //! let the writers drain their queues and exit. No acknowledged row is left in memory.
 
-use crate::admin;
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
-use crate::http::error_body::with_json_error_bodies;
-use crate::ingest::api::{self, ApiError};
+use crate::http::Listeners;
+use crate::http::state::{AppState, RequestLimits};
 use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
+use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
 use crate::routing::Routing;
 use crate::schema::Tables;
 use crate::shards::{ShardError, Shards};
-use axum::Router;
-use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,37 +51,6 @@ pub enum StartError {
         /// Why.
         cause: std::io::Error,
     },
-}
-
-/// Per-request limits from `[server]` and `[queue]`.
-#[derive(Debug, Clone)]
-pub struct RequestLimits {
-    /// Largest body accepted.
-    pub max_body_size: usize,
-    /// How long a write waits for its commit.
-    pub request_timeout: Duration,
-    /// `Retry-After` of 429 and 503 answers.
-    pub retry_after: Duration,
-}
-
-/// State shared by every handler; built once in [`start`].
-pub struct AppState {
-    /// Declared tables.
-    pub tables: Arc<Tables>,
-    /// Current routing snapshot.
-    pub routing: Arc<Routing>,
-    /// Queues into the shard writers.
-    pub batcher: Batcher,
-    /// Shard pools.
-    pub shards: Arc<Shards>,
-    /// Request limits.
-    pub limits: RequestLimits,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// Bytes of request bodies that may be read and decoded at once.
-    pub body_budget: tokio::sync::Semaphore,
-    /// Runs reporting queries.
-    pub queries: QueryEngine,
 }
 
 /// A started shardgate; call [`RunningServer::shutdown`] then [`RunningServer::wait`].
@@ -145,10 +111,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(Metrics::new());
     let setup = batcher_setup(&config, &tables, statements, &shards, catalog, &routing, &metrics);
     let (batcher, writers) = Batcher::start(setup, shutdown.clone());
+    let writes = Writes::new(
+        routing.clone(),
+        batcher,
+        metrics.clone(),
+        config.server.request_timeout,
+    );
     let state = Arc::new(AppState {
         tables,
         routing,
-        batcher,
+        writes,
         shards,
         limits: RequestLimits {
             max_body_size: config.server.max_body_size.as_usize(),
@@ -162,14 +134,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
     tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = config.shards.len(), "shardgate is serving");
-    let apps = (write_router(state.clone()), admin_router(state));
-    let task = tokio::spawn(serve(
-        write_listener,
-        admin_listener,
-        apps,
-        writers,
-        shutdown.clone(),
-    ));
+    let listeners = Listeners {
+        write: write_listener,
+        admin: admin_listener,
+    };
+    let task = tokio::spawn(serve(listeners, state, writers, shutdown.clone()));
     Ok(RunningServer {
         write_addr,
         admin_addr,
@@ -206,45 +175,13 @@ fn batcher_setup(
     }
 }
 
-fn write_router(state: Arc<AppState>) -> Router {
-    let router = Router::new()
-        .route("/v1/tables/{table}/rows", post(api::write_rows))
-        .route("/v1/query", post(crate::query::api::query))
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .fallback(|| async { ApiError::NoRoute })
-        .with_state(state);
-    with_json_error_bodies(router)
-}
-
-fn admin_router(state: Arc<AppState>) -> Router {
-    let router = Router::new()
-        .route("/admin/shards", get(admin::list_shards))
-        .route("/metrics", get(admin::metrics))
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .fallback(|| async { ApiError::NoRoute })
-        .with_state(state);
-    with_json_error_bodies(router)
-}
-
 async fn serve(
-    write_listener: TcpListener,
-    admin_listener: TcpListener,
-    (write_app, admin_app): (Router, Router),
+    listeners: Listeners,
+    state: Arc<AppState>,
     writers: tokio::task::JoinSet<()>,
     shutdown: CancellationToken,
 ) {
-    let write =
-        axum::serve(write_listener, write_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let admin =
-        axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let (write, admin) = tokio::join!(write, admin);
-    for result in [write, admin] {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "listener failed");
-        }
-    }
+    listeners.serve(state, shutdown).await;
     // Both routers, and with them the batcher's senders, are gone: the writers drain and stop.
     tracing::info!("listeners closed; flushing queues");
     writers.join_all().await;

@@ -8,12 +8,12 @@
 //! its status and headers and gets the JSON body, its text (or, when empty, a sentence naming the
 //! method and the allowed ones) as the `error`.
 
+use super::error::error_response;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 /// Longest plain-text refusal carried over into the `error` field; the router's own texts are
@@ -35,7 +35,7 @@ async fn json_error_bodies(request: Request, next: Next) -> Response {
     if response.status().is_success() || response.status().is_informational() || is_json(response.headers()) {
         return response;
     }
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
         Err(_) => String::new(),
@@ -45,12 +45,13 @@ async fn json_error_bodies(request: Request, next: Next) -> Response {
     } else {
         text
     };
-    let body = json!({"error": message, "details": []}).to_string();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    (parts, Body::from(body)).into_response()
+    let mut answer = error_response(parts.status, message, json!([]), None);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

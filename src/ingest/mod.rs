@@ -1,8 +1,7 @@
-//! The write path after decoding: per-shard queues and group commit ([`batcher`]), the binary
-//! COPY transaction on one shard ([`copy`]), and the HTTP handlers that feed them ([`api`],
-//! with compressed bodies read by [`encoding`]).
+//! The write path below HTTP: one request decoded, routed, queued and acknowledged once
+//! committed ([`write`]), the per-shard queues and group commit ([`batcher`]), and the binary
+//! COPY transaction on one shard ([`copy`]).
 
-pub mod api;
 pub mod batcher;
 pub mod copy;
-pub mod encoding;
+pub mod write;

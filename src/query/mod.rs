@@ -8,7 +8,6 @@
 //! Result types are the ones the shards' statement describes, so expressions are typed exactly
 //! as Postgres types them. A shard that fails fails the whole query, naming the shard.
 
-pub mod api;
 pub mod expr;
 pub mod having;
 pub mod merge;

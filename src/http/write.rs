@@ -1,37 +1,29 @@
 //! The write API: `POST /v1/tables/{table}/rows`.
 //!
-//! A handler checks the table, content type and size, decodes and routes the rows with one
-//! routing snapshot, queues them, and answers only after every shard's batch committed
-//! (invariant 5). Each refusal has its own status and a JSON body
-//! `{"error": ..., "details": [...]}`; a refused request stores nothing, except that rows bound
-//! for other shards may have committed when one shard fails late (503, 422).
+//! The handler checks the table, content type, encoding and size, reads the body within the
+//! in-flight budget, and hands it to [`crate::ingest::write`], which decodes, routes, queues and
+//! waits for the commits (invariant 5). Each refusal has its own status and the JSON error
+//! body; a refused request stores nothing, except that rows bound for other shards may have
+//! committed when one shard fails late (503, 422).
 
-use super::batcher::{PendingWrite, SubmitError, WriteError};
-use super::encoding::BodyEncoding;
+use super::encoding::{BodyEncoding, EncodingError};
+use super::error::error_response;
+use super::state::AppState;
+use crate::ingest::batcher::{SubmitError, WriteError};
+use crate::ingest::write::{WriteAck, WriteRefused};
 use crate::metrics::Metrics;
-use crate::schema::decode::{BodyFormat, DecodeError, RowError, decode_rows};
-use crate::server::AppState;
+use crate::schema::decode::{BodyFormat, DecodeError, RowError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
-
-/// The answer to a write whose rows all committed.
-#[derive(Debug, Serialize)]
-pub struct WriteAck {
-    /// Rows in the request.
-    pub rows: usize,
-    /// Rows per shard name.
-    pub shards: BTreeMap<String, usize>,
-}
 
 /// Why a request was refused; each kind maps to one status code.
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +39,13 @@ pub enum ApiError {
         "unsupported content type {0}; send application/json (an array of objects) or application/x-ndjson"
     )]
     UnsupportedMediaType(String),
-    /// 415: the body is compressed in a way shardgate does not read.
-    #[error("unsupported content encoding {0}; send gzip, zstd or an uncompressed body")]
-    UnsupportedEncoding(String),
+    /// 415, 413 or 400: the body's `Content-Encoding` is not one shardgate reads, it
+    /// decompresses past `server.max_body_size`, or it is corrupt.
+    #[error(transparent)]
+    Encoding(#[from] EncodingError),
     /// 413: the body exceeds `server.max_body_size`.
     #[error("request body exceeds the limit of {0} bytes")]
     BodyTooLarge(usize),
-    /// 413: the compressed body decompresses to more than `server.max_body_size`.
-    #[error("request body decompresses to more than the limit of {0} bytes")]
-    DecodedTooLarge(usize),
     /// 413: the rows for one shard exceed its whole queue.
     #[error(transparent)]
     TooLargeForQueue(SubmitError),
@@ -106,12 +96,13 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownTable(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::UnsupportedMediaType(_) | ApiError::UnsupportedEncoding(_) => {
+            ApiError::UnsupportedMediaType(_) | ApiError::Encoding(EncodingError::Unsupported(_)) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ApiError::BodyTooLarge(_) | ApiError::DecodedTooLarge(_) | ApiError::TooLargeForQueue(_) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::BodyTooLarge(_)
+            | ApiError::Encoding(EncodingError::TooLarge(_))
+            | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Encoding(EncodingError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
@@ -147,11 +138,11 @@ impl ApiError {
         match self {
             ApiError::UnknownTable(_) | ApiError::NoRoute => "unknown_table",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
-            ApiError::BodyTooLarge(_) | ApiError::DecodedTooLarge(_) | ApiError::TooLargeForQueue(_) => {
-                "too_large"
-            }
-            ApiError::Malformed(_) => "malformed",
+            ApiError::Encoding(EncodingError::Unsupported(_)) => "unsupported_encoding",
+            ApiError::BodyTooLarge(_)
+            | ApiError::Encoding(EncodingError::TooLarge(_))
+            | ApiError::TooLargeForQueue(_) => "too_large",
+            ApiError::Malformed(_) | ApiError::Encoding(EncodingError::Corrupt { .. }) => "malformed",
             ApiError::InvalidRows { .. } => "invalid",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::WriteFailed { failures, .. } => {
@@ -186,24 +177,36 @@ fn failure_detail(failure: &WriteError) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body = json!({"error": self.to_string(), "details": self.details()});
-        let mut response = (status, Json(body)).into_response();
-        if let Some(wait) = self.retry_after() {
-            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
+        error_response(
+            self.status(),
+            self.to_string(),
+            self.details(),
+            self.retry_after(),
+        )
     }
 }
 
-impl From<DecodeError> for ApiError {
-    fn from(error: DecodeError) -> Self {
-        match error {
-            DecodeError::Malformed(message) => ApiError::Malformed(format!("malformed body: {message}")),
-            DecodeError::InvalidRows { errors, total, rows } => ApiError::InvalidRows { errors, total, rows },
+impl ApiError {
+    /// The answer to a write the write path refused; 429 and 503 ask to retry after
+    /// `retry_after`.
+    fn refused(refusal: WriteRefused, retry_after: Duration) -> ApiError {
+        match refusal {
+            WriteRefused::Invalid(DecodeError::Malformed(message)) => {
+                ApiError::Malformed(format!("malformed body: {message}"))
+            }
+            WriteRefused::Invalid(DecodeError::InvalidRows { errors, total, rows }) => {
+                ApiError::InvalidRows { errors, total, rows }
+            }
+            WriteRefused::QueueFull(e) => ApiError::Overloaded {
+                reason: e.to_string(),
+                retry_after,
+            },
+            WriteRefused::TooLarge(e) => ApiError::TooLargeForQueue(e),
+            WriteRefused::Failed { failures, committed } => ApiError::WriteFailed {
+                failures,
+                committed,
+                retry_after,
+            },
         }
     }
 }
@@ -282,89 +285,21 @@ async fn accept_rows(
     let encoding = BodyEncoding::of(headers)?;
     let mut body_permit = reserve_body_memory(state, headers)?;
     let limit = state.limits.max_body_size;
-    let body = encoding.decode(read_body(body, headers, limit).await?, limit, |more| {
-        body_permit.merge(reserve_body_bytes(state, more)?);
-        Ok(())
-    })?;
-    let routing = state.routing.load();
-    let encoded = decode_rows(schema, &routing, format, &body, unix_micros_now())?;
+    let body = encoding.decode(
+        read_body(body, headers, limit).await?,
+        limit,
+        |more| -> Result<(), ApiError> {
+            body_permit.merge(reserve_body_bytes(state, more)?);
+            Ok(())
+        },
+    )?;
+    let refused = |refusal| ApiError::refused(refusal, state.limits.retry_after);
+    let submitted = state
+        .writes
+        .submit(table_id, schema, format, &body)
+        .map_err(refused)?;
     drop((body, body_permit));
-    let rows = encoded.rows;
-    let deadline = Instant::now() + state.limits.request_timeout;
-    let pending = match state.batcher.submit(&routing, table_id, encoded, deadline) {
-        Ok(pending) => pending,
-        Err(e @ SubmitError::QueueFull { .. }) => {
-            state
-                .metrics
-                .rows_rejected
-                .with_label_values(&[table, "queue_full"])
-                .inc_by(rows as u64);
-            return Err(ApiError::Overloaded {
-                reason: e.to_string(),
-                retry_after: state.limits.retry_after,
-            });
-        }
-        Err(e @ SubmitError::TooLarge { .. }) => return Err(ApiError::TooLargeForQueue(e)),
-    };
-    state
-        .metrics
-        .rows_accepted
-        .with_label_values(&[table])
-        .inc_by(rows as u64);
-    let shards = wait_for_commit(pending, deadline, state, table).await?;
-    Ok(Json(WriteAck { rows, shards }))
-}
-
-/// Waits for every shard's rows; succeeds only when all committed.
-async fn wait_for_commit(
-    pending: Vec<PendingWrite>,
-    deadline: Instant,
-    state: &AppState,
-    table: &str,
-) -> Result<BTreeMap<String, usize>, ApiError> {
-    let outcomes = futures_util::future::join_all(pending.into_iter().map(|write| async move {
-        let (shard, rows) = (write.shard_id().clone(), write.rows);
-        let timeout = state.limits.request_timeout;
-        let outcome = tokio::time::timeout_at(deadline, write.outcome())
-            .await
-            .unwrap_or_else(|_| {
-                Err(WriteError::Unavailable {
-                    shard: shard.clone(),
-                    reason: format!(
-                        "no commit within the request timeout of {}",
-                        crate::units::format_duration(timeout)
-                    ),
-                })
-            });
-        (shard, rows, outcome)
-    }))
-    .await;
-    let mut committed = BTreeMap::new();
-    let mut failures = Vec::new();
-    for (shard, rows, outcome) in outcomes {
-        match outcome {
-            Ok(()) => {
-                committed.insert(shard.0, rows);
-            }
-            Err(failure) => {
-                state
-                    .metrics
-                    .rows_rejected
-                    .with_label_values(&[table, failure.reason()])
-                    .inc_by(rows as u64);
-                failures.push(failure);
-            }
-        }
-    }
-    if failures.is_empty() {
-        Ok(committed)
-    } else {
-        Err(ApiError::WriteFailed {
-            failures,
-            committed,
-            retry_after: state.limits.retry_after,
-        })
-    }
+    Ok(Json(submitted.committed().await.map_err(refused)?))
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
@@ -444,11 +379,4 @@ fn is_length_limit(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
-}
-
-fn unix_micros_now() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }

@@ -1,11 +1,12 @@
 //! `POST /v1/query` with `{"sql": "...", "params": [...]}`; answers
 //! `{"columns": [{"name", "type"}], "rows": [[...]], "shards": N}`.
 
-use super::value::{Cell, ResultType};
-use super::{QueryError, QueryStream};
-use crate::ingest::api::read_body;
+use super::error::error_response;
+use super::state::AppState;
+use super::write::read_body;
 use crate::metrics::Metrics;
-use crate::server::AppState;
+use crate::query::value::{Cell, ResultType};
+use crate::query::{QueryError, QueryStream};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -31,47 +32,42 @@ pub struct QueryRequest {
     pub explain: bool,
 }
 
-impl QueryError {
-    fn status(&self) -> StatusCode {
-        match self {
-            QueryError::Unsupported(_)
-            | QueryError::Invalid { .. }
-            | QueryError::TooManyRows(_)
-            | QueryError::TooManyGroups { .. }
-            | QueryError::AnswerTooLarge(_)
-            | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            QueryError::ShardFailed { .. } | QueryError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
-            QueryError::Timeout { .. } | QueryError::NotRead { .. } => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// `{"error": message, "details": [{"shard": name}]}`.
-    fn body(&self) -> serde_json::Value {
-        let details = match self {
-            QueryError::Invalid { shard, .. }
-            | QueryError::ShardFailed { shard, .. }
-            | QueryError::Unreachable { shard, .. }
-            | QueryError::Timeout { shard }
-            | QueryError::TooManyGroups { shard, .. }
-            | QueryError::NotRead { shard }
-            | QueryError::Busy { shard } => {
-                json!([{"shard": shard}])
-            }
-            _ => json!([]),
-        };
-        json!({"error": self.to_string(), "details": details})
+fn status(error: &QueryError) -> StatusCode {
+    match error {
+        QueryError::Unsupported(_)
+        | QueryError::Invalid { .. }
+        | QueryError::TooManyRows(_)
+        | QueryError::TooManyGroups { .. }
+        | QueryError::AnswerTooLarge(_)
+        | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+        QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        QueryError::ShardFailed { .. } | QueryError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        QueryError::Timeout { .. } | QueryError::NotRead { .. } => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        if self.status().is_server_error() {
-            tracing::warn!(error = %self, "query failed");
-        }
-        let retry_after = matches!(self, QueryError::Busy { .. }).then_some([(header::RETRY_AFTER, "1")]);
-        (self.status(), retry_after, Json(self.body())).into_response()
+/// `[{"shard": name}]` for an error of one shard, else `[]`.
+fn details(error: &QueryError) -> serde_json::Value {
+    match error {
+        QueryError::Invalid { shard, .. }
+        | QueryError::ShardFailed { shard, .. }
+        | QueryError::Unreachable { shard, .. }
+        | QueryError::Timeout { shard }
+        | QueryError::TooManyGroups { shard, .. }
+        | QueryError::NotRead { shard }
+        | QueryError::Busy { shard } => json!([{"shard": shard}]),
+        _ => json!([]),
     }
+}
+
+/// The answer to a failed query; a busy shard asks to retry after `retry_after`.
+fn error_answer(error: QueryError, retry_after: Duration) -> Response {
+    let status = status(&error);
+    if status.is_server_error() {
+        tracing::warn!(error = %error, "query failed");
+    }
+    let retry_after = matches!(error, QueryError::Busy { .. }).then_some(retry_after);
+    error_response(status, error.to_string(), details(&error), retry_after)
 }
 
 /// NDJSON lines written to the connection at once, at most (lines that are ready together).
@@ -88,14 +84,15 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
-            let body = json!({"error": format!("malformed body: {e}; send {{\"sql\": \"...\", \"params\": [...]}}"), "details": []});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            let message = format!("malformed body: {e}; send {{\"sql\": \"...\", \"params\": [...]}}");
+            return error_response(StatusCode::BAD_REQUEST, message, json!([]), None);
         }
     };
+    let retry_after = state.limits.retry_after;
     if request.explain {
         return match state.queries.explain(&request.sql, &request.params) {
             Ok(explanation) => Json(explanation).into_response(),
-            Err(e) => e.into_response(),
+            Err(e) => error_answer(e, retry_after),
         };
     }
     let record = Record {
@@ -111,9 +108,9 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
                 let columns = columns_json(&result.columns);
                 Json(json!({"columns": columns, "rows": rows, "shards": result.shards})).into_response()
             }
-            Err(e) => e.into_response(),
+            Err(e) => error_answer(e, retry_after),
         },
-        Err(e) => e.into_response(),
+        Err(e) => error_answer(e, retry_after),
     };
     record.finished(response.status().as_str());
     response
@@ -174,7 +171,8 @@ fn ndjson_response(stream: QueryStream, record: Record) -> Response {
             Err(e) => {
                 tracing::warn!(error = %e, "streamed query ended early");
                 record.finished("aborted");
-                Some((e.body().to_string() + "\n", None))
+                let line = json!({"error": e.to_string(), "details": details(&e)});
+                Some((line.to_string() + "\n", None))
             }
         }
     });

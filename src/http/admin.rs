@@ -1,7 +1,8 @@
 //! Operator endpoints: liveness and readiness (on both listeners) and, on the admin listener
 //! only, `GET /admin/shards` and `GET /metrics`. Read-only: nothing here changes routing or data.
 
-use crate::server::AppState;
+use super::error::error_response;
+use super::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -54,16 +55,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if down.is_empty() {
         Json(json!({"status": "ready", "epoch": state.routing.load().epoch.0})).into_response()
     } else {
-        let body =
-            json!({"error": "not ready: some shards are unreachable or not verified yet", "details": down});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        let message = "not ready: some shards are unreachable or not verified yet".to_string();
+        error_response(StatusCode::SERVICE_UNAVAILABLE, message, json!(down), None)
     }
 }
 
 /// `GET /admin/shards`: every shard with its health, weight, ring share and queue depth.
 pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardStatus>> {
     let routing = state.routing.load();
-    let depths = state.batcher.queue_depths();
+    let depths = state.writes.queue_depths();
     let statuses = state.shards.iter().map(|(index, shard)| {
         let (queued_rows, queued_bytes) = depths
             .iter()
@@ -89,7 +89,7 @@ pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardSt
 /// `GET /metrics`: Prometheus text format, with queue depth, shard health and epoch read now.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let metrics = &state.metrics;
-    for (shard, rows, bytes) in state.batcher.queue_depths() {
+    for (shard, rows, bytes) in state.writes.queue_depths() {
         metrics.queue_rows.with_label_values(&[&shard.0]).set(rows as i64);
         metrics
             .queue_bytes

@@ -1,0 +1,26 @@
+//! The one place an error becomes an HTTP answer: a status, the JSON body
+//! `{"error": message, "details": [...]}` and, for answers that ask the client to come back,
+//! `Retry-After` in whole seconds (at least one).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::time::Duration;
+
+/// The API's error answer.
+pub fn error_response(
+    status: StatusCode,
+    message: String,
+    details: serde_json::Value,
+    retry_after: Option<Duration>,
+) -> Response {
+    let mut response = (status, Json(json!({"error": message, "details": details}))).into_response();
+    if let Some(wait) = retry_after {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}

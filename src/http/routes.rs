@@ -1,0 +1,34 @@
+//! The two listeners' routers. Every refusal either sends carries the JSON error body
+//! ([`with_json_error_bodies`]).
+
+use super::error_body::with_json_error_bodies;
+use super::state::AppState;
+use super::write::ApiError;
+use super::{admin, query, write};
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// The write listener: rows, queries, health.
+pub fn write_router(state: Arc<AppState>) -> Router {
+    let router = Router::new()
+        .route("/v1/tables/{table}/rows", post(write::write_rows))
+        .route("/v1/query", post(query::query))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(state);
+    with_json_error_bodies(router)
+}
+
+/// The admin listener: shards, metrics, health.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    let router = Router::new()
+        .route("/admin/shards", get(admin::list_shards))
+        .route("/metrics", get(admin::metrics))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(|| async { ApiError::NoRoute })
+        .with_state(state);
+    with_json_error_bodies(router)
+}

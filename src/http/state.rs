@@ -1,0 +1,41 @@
+//! What every handler shares: built once at start-up, then only read.
+
+use crate::ingest::write::Writes;
+use crate::metrics::Metrics;
+use crate::query::QueryEngine;
+use crate::routing::Routing;
+use crate::schema::Tables;
+use crate::shards::Shards;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per-request limits from `[server]` and `[queue]`.
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    /// Largest body accepted.
+    pub max_body_size: usize,
+    /// How long a write waits for its commit.
+    pub request_timeout: Duration,
+    /// `Retry-After` of 429 and 503 answers.
+    pub retry_after: Duration,
+}
+
+/// State shared by every handler; built once in [`crate::server::start`].
+pub struct AppState {
+    /// Declared tables.
+    pub tables: Arc<Tables>,
+    /// Current routing snapshot.
+    pub routing: Arc<Routing>,
+    /// The write path: decode, route, queue, wait for the commits.
+    pub writes: Writes,
+    /// Shard pools.
+    pub shards: Arc<Shards>,
+    /// Request limits.
+    pub limits: RequestLimits,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bytes of request bodies that may be read and decoded at once.
+    pub body_budget: tokio::sync::Semaphore,
+    /// Runs reporting queries.
+    pub queries: QueryEngine,
+}

@@ -1,0 +1,184 @@
+//! One write request once its body is read: decoded and routed with one routing snapshot
+//! (invariant 3), queued to every shard it touches, and acknowledged only when every shard's
+//! batch committed (invariant 5). It knows nothing of HTTP; the `http` layer turns its answers
+//! into status codes.
+//!
+//! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
+//! free the request body before [`Submitted::committed`] waits for the commits.
+
+use super::batcher::{Batcher, PendingWrite, SubmitError, WriteError};
+use crate::metrics::Metrics;
+use crate::routing::Routing;
+use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
+use crate::schema::{TableId, TableSchema};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+use tokio::time::Instant;
+
+/// The answer to a write whose rows all committed.
+#[derive(Debug, Serialize)]
+pub struct WriteAck {
+    /// Rows in the request, retried ids included.
+    pub rows: usize,
+    /// Rows per shard name.
+    pub shards: BTreeMap<String, usize>,
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, Error)]
+pub enum WriteRefused {
+    /// The body is not rows of the table; nothing was queued.
+    #[error(transparent)]
+    Invalid(#[from] DecodeError),
+    /// A target queue is full; nothing was queued.
+    #[error(transparent)]
+    QueueFull(SubmitError),
+    /// The rows for one shard exceed its whole queue; nothing was queued.
+    #[error(transparent)]
+    TooLarge(SubmitError),
+    /// Some shard did not commit its rows; others may have.
+    #[error("{} shard(s) did not commit", .failures.len())]
+    Failed {
+        /// One entry per failed shard.
+        failures: Vec<WriteError>,
+        /// Rows per shard that did commit.
+        committed: BTreeMap<String, usize>,
+    },
+}
+
+/// Where writes go: the routing snapshot, the shard queues and the metrics that count them.
+pub struct Writes {
+    routing: Arc<Routing>,
+    batcher: Batcher,
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+}
+
+impl Writes {
+    /// Writes through `batcher`, routed by `routing`; each waits at most `request_timeout`.
+    pub fn new(
+        routing: Arc<Routing>,
+        batcher: Batcher,
+        metrics: Arc<Metrics>,
+        request_timeout: Duration,
+    ) -> Writes {
+        Writes {
+            routing,
+            batcher,
+            metrics,
+            request_timeout,
+        }
+    }
+
+    /// Rows and bytes waiting or being written, per shard.
+    pub fn queue_depths(&self) -> Vec<(crate::routing::ShardId, usize, usize)> {
+        self.batcher.queue_depths()
+    }
+
+    /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
+    /// or nothing.
+    pub fn submit(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        format: BodyFormat,
+        body: &[u8],
+    ) -> Result<Submitted<'_>, WriteRefused> {
+        let routing = self.routing.load();
+        let encoded = decode_rows(schema, &routing, format, body, unix_micros_now())?;
+        let rows = encoded.rows;
+        let deadline = Instant::now() + self.request_timeout;
+        let pending = self
+            .batcher
+            .submit(&routing, table, encoded, deadline)
+            .map_err(|e| match e {
+                SubmitError::QueueFull { .. } => {
+                    self.count_rejected(&schema.name, "queue_full", rows);
+                    WriteRefused::QueueFull(e)
+                }
+                SubmitError::TooLarge { .. } => WriteRefused::TooLarge(e),
+            })?;
+        self.metrics
+            .rows_accepted
+            .with_label_values(&[&schema.name])
+            .inc_by(rows as u64);
+        Ok(Submitted {
+            writes: self,
+            table: schema.name.clone(),
+            rows,
+            pending,
+            deadline,
+        })
+    }
+
+    fn count_rejected(&self, table: &str, reason: &str, rows: usize) {
+        self.metrics
+            .rows_rejected
+            .with_label_values(&[table, reason])
+            .inc_by(rows as u64);
+    }
+}
+
+/// A write whose rows are queued.
+pub struct Submitted<'a> {
+    writes: &'a Writes,
+    table: String,
+    rows: usize,
+    pending: Vec<PendingWrite>,
+    deadline: Instant,
+}
+
+impl Submitted<'_> {
+    /// Waits for every shard's rows; acknowledges only when all committed.
+    pub async fn committed(self) -> Result<WriteAck, WriteRefused> {
+        let timeout = self.writes.request_timeout;
+        let deadline = self.deadline;
+        let outcomes = futures_util::future::join_all(self.pending.into_iter().map(|write| async move {
+            let (shard, rows) = (write.shard_id().clone(), write.rows);
+            let outcome = tokio::time::timeout_at(deadline, write.outcome())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WriteError::Unavailable {
+                        shard: shard.clone(),
+                        reason: format!(
+                            "no commit within the request timeout of {}",
+                            crate::units::format_duration(timeout)
+                        ),
+                    })
+                });
+            (shard, rows, outcome)
+        }))
+        .await;
+        let mut committed = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (shard, rows, outcome) in outcomes {
+            match outcome {
+                Ok(()) => {
+                    committed.insert(shard.0, rows);
+                }
+                Err(failure) => {
+                    self.writes.count_rejected(&self.table, failure.reason(), rows);
+                    failures.push(failure);
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(WriteAck {
+                rows: self.rows,
+                shards: committed,
+            })
+        } else {
+            Err(WriteRefused::Failed { failures, committed })
+        }
+    }
+}
+
+fn unix_micros_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
