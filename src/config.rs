@@ -5,7 +5,7 @@
 //! at once with the key path that caused it (`tables[0].partition_key[1]`). Nothing here talks to
 //! a database.
 
-use crate::schema::{ColumnType, DefaultValue, is_valid_identifier};
+use crate::pgtype::{ColumnType, DefaultValue, is_valid_identifier};
 use crate::units::{ByteSize, duration};
 use serde::Deserialize;
 use std::collections::HashSet;

@@ -2,7 +2,7 @@
 //! means stored rows would no longer be found where they were written.
 
 use super::*;
-use crate::schema::{ColumnType, JsonScalar, encode_scalar};
+use crate::pgtype::{ColumnType, JsonScalar, encode_scalar};
 
 fn encoded(ty: ColumnType, value: JsonScalar<'_>) -> Vec<u8> {
     let mut out = Vec::new();

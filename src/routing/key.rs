@@ -5,7 +5,7 @@
 //! `("a","bc")`; the binary form makes every spelling of one value identical. This module must
 //! never change its output: placement of stored rows depends on it (see the golden vectors).
 
-use crate::schema::ColumnType;
+use crate::pgtype::ColumnType;
 use std::fmt;
 use twox_hash::XxHash3_64;
 

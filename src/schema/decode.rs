@@ -234,11 +234,11 @@ impl<'a> RowEncoder<'a> {
     fn put_default(&mut self, column: usize, default: &DefaultValue) {
         match (default, self.table.columns[column].ty) {
             (DefaultValue::Now, ColumnType::Date) => {
-                self.put_bytes(column, &super::types::date_from_unix_micros(self.now_micros))
+                self.put_bytes(column, &crate::pgtype::date_from_unix_micros(self.now_micros))
             }
             (DefaultValue::Now, _) => self.put_bytes(
                 column,
-                &super::types::timestamptz_from_unix_micros(self.now_micros),
+                &crate::pgtype::timestamptz_from_unix_micros(self.now_micros),
             ),
             (DefaultValue::UuidV7, _) => self.put_bytes(column, uuid::Uuid::now_v7().as_bytes()),
             (DefaultValue::Literal(bytes), _) => self.put_bytes(column, bytes),

@@ -1,84 +1,23 @@
 //! The declared tables as the write path uses them: columns, types, defaults, id and partition
-//! key, plus identifier rules and the DDL every shard must carry.
+//! key, and the DDL every shard must carry. Column types, defaults and identifier rules live in
+//! the leaf [`crate::pgtype`], re-exported here.
 //!
 //! Built once from the validated config; immutable afterwards and shared by reference.
 
 mod ddl;
 pub mod decode;
-mod types;
 
+pub use crate::pgtype::{
+    ColumnType, DefaultValue, JsonScalar, encode_jsonb, encode_scalar, is_valid_identifier, quote_ident,
+};
 pub use ddl::{
     ExpectedColumn, FENCE_TABLE, HASH_COLUMN, QUIET_SETUP_SQL, create_fence_sql, create_table_sql,
     expected_columns,
 };
-pub use types::{ColumnType, JsonScalar, encode_jsonb, encode_scalar};
 
 use crate::config::{ColumnConfig, TableConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Longest identifier Postgres keeps without truncating (NAMEDATALEN - 1).
-const MAX_IDENTIFIER_LEN: usize = 63;
-
-/// Whether `name` is an identifier shardgate accepts: `[a-z_][a-z0-9_]*`, at most 63 bytes.
-/// Such names never need escaping, but are still quoted in SQL (invariant 8).
-pub fn is_valid_identifier(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
-        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
-        && name.len() <= MAX_IDENTIFIER_LEN
-}
-
-/// Double-quotes a validated identifier for SQL text.
-pub fn quote_ident(name: &str) -> String {
-    debug_assert!(
-        is_valid_identifier(name),
-        "identifiers are validated at config load"
-    );
-    format!("\"{name}\"")
-}
-
-/// What fills a column a row leaves out.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DefaultValue {
-    /// The request's arrival time (`now()` for timestamptz, today for date).
-    Now,
-    /// A fresh time-ordered UUIDv7 per row.
-    UuidV7,
-    /// A constant, already in binary COPY form.
-    Literal(Vec<u8>),
-}
-
-impl DefaultValue {
-    /// Reads a column's `default` from the config, checking it against the column type.
-    pub fn from_config(ty: ColumnType, value: &toml::Value) -> Result<DefaultValue, String> {
-        match (ty, value.as_str()) {
-            (ColumnType::Timestamptz | ColumnType::Date, Some("now()")) => return Ok(DefaultValue::Now),
-            (ColumnType::Uuid, Some("uuidv7()")) => return Ok(DefaultValue::UuidV7),
-            _ => {}
-        }
-        let mut bytes = Vec::new();
-        if ty == ColumnType::Jsonb {
-            let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
-            encode_jsonb(&text, &mut bytes)?;
-        } else {
-            let datetime_text;
-            let scalar = match value {
-                toml::Value::String(s) => JsonScalar::Str(s),
-                toml::Value::Integer(n) => JsonScalar::Int(*n),
-                toml::Value::Float(x) => JsonScalar::Float(*x),
-                toml::Value::Boolean(b) => JsonScalar::Bool(*b),
-                toml::Value::Datetime(d) => {
-                    datetime_text = d.to_string();
-                    JsonScalar::Str(&datetime_text)
-                }
-                _ => return Err(format!("expected a {ty} literal, \"now()\" or \"uuidv7()\"")),
-            };
-            encode_scalar(ty, scalar, &mut bytes)?;
-        }
-        Ok(DefaultValue::Literal(bytes))
-    }
-}
 
 /// One column of a declared table.
 #[derive(Debug, Clone)]

@@ -1,4 +1,7 @@
-//! Column types and the conversion of one JSON value into Postgres binary COPY field bytes.
+//! The shared vocabulary of Postgres values, a leaf that imports nothing of ours (so `config`,
+//! `schema` and `routing` can all use it without importing each other): column types, the
+//! conversion of one JSON value into Postgres binary COPY field bytes, column defaults, and the
+//! identifier rules (invariant 8).
 //!
 //! Every accepted spelling of a value converts to the same bytes (`5` and `5.0` for a bigint, any
 //! case of a UUID, a timestamp in any offset), which is what makes the key hash canonical.
@@ -272,6 +275,69 @@ fn float(value: JsonScalar<'_>) -> Option<f64> {
         JsonScalar::Float(x) => Some(x),
         JsonScalar::Str(s) => s.parse().ok(),
         JsonScalar::Bool(_) => None,
+    }
+}
+
+/// Longest identifier Postgres keeps without truncating (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// Whether `name` is an identifier shardgate accepts: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+/// Such names never need escaping, but are still quoted in SQL (invariant 8).
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        && name.len() <= MAX_IDENTIFIER_LEN
+}
+
+/// Double-quotes a validated identifier for SQL text.
+pub fn quote_ident(name: &str) -> String {
+    debug_assert!(
+        is_valid_identifier(name),
+        "identifiers are validated at config load"
+    );
+    format!("\"{name}\"")
+}
+
+/// What fills a column a row leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DefaultValue {
+    /// The request's arrival time (`now()` for timestamptz, today for date).
+    Now,
+    /// A fresh time-ordered UUIDv7 per row.
+    UuidV7,
+    /// A constant, already in binary COPY form.
+    Literal(Vec<u8>),
+}
+
+impl DefaultValue {
+    /// Reads a column's `default` from the config, checking it against the column type.
+    pub fn from_config(ty: ColumnType, value: &toml::Value) -> Result<DefaultValue, String> {
+        match (ty, value.as_str()) {
+            (ColumnType::Timestamptz | ColumnType::Date, Some("now()")) => return Ok(DefaultValue::Now),
+            (ColumnType::Uuid, Some("uuidv7()")) => return Ok(DefaultValue::UuidV7),
+            _ => {}
+        }
+        let mut bytes = Vec::new();
+        if ty == ColumnType::Jsonb {
+            let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+            encode_jsonb(&text, &mut bytes)?;
+        } else {
+            let datetime_text;
+            let scalar = match value {
+                toml::Value::String(s) => JsonScalar::Str(s),
+                toml::Value::Integer(n) => JsonScalar::Int(*n),
+                toml::Value::Float(x) => JsonScalar::Float(*x),
+                toml::Value::Boolean(b) => JsonScalar::Bool(*b),
+                toml::Value::Datetime(d) => {
+                    datetime_text = d.to_string();
+                    JsonScalar::Str(&datetime_text)
+                }
+                _ => return Err(format!("expected a {ty} literal, \"now()\" or \"uuidv7()\"")),
+            };
+            encode_scalar(ty, scalar, &mut bytes)?;
+        }
+        Ok(DefaultValue::Literal(bytes))
     }
 }
 
