@@ -2,11 +2,11 @@
 //! table and an allow-list, then normalised so that the copy shards run names only declared
 //! columns, quoted, and two spellings of one expression compare equal.
 
-use super::parse::{Unsupported, function_name, is_aggregate, plain_call, unsupported};
+use super::unsupported::{Unsupported, unsupported};
 use crate::schema::TableSchema;
 use sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    Ident, InTarget, ObjectName, TimezoneInfo, UnaryOperator, Value,
+    BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, InTarget, ObjectName, TimezoneInfo, UnaryOperator, Value,
 };
 
 /// Scalar functions a query may call: deterministic, and the same on every shard (time
@@ -210,6 +210,41 @@ fn normalise(expr: &mut Expr, table: &TableSchema, params: usize) -> Result<(), 
     children(expr)
         .into_iter()
         .try_for_each(|child| normalise(child, table, params))
+}
+
+/// The aggregate functions shardgate merges.
+const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "bool_and", "bool_or"];
+
+/// Whether `function` is one of the aggregates shardgate merges.
+pub(super) fn is_aggregate(function: &Function) -> bool {
+    AGGREGATES.contains(&function_name(function).as_str())
+}
+
+pub(super) fn function_name(function: &Function) -> String {
+    function.name.to_string().to_lowercase()
+}
+
+/// The argument list of a call without OVER, WITHIN GROUP, null treatment or clauses (FILTER
+/// is for the caller to check).
+pub(super) fn plain_call<'f>(
+    function: &'f Function,
+    name: &str,
+) -> Result<&'f FunctionArgumentList, Unsupported> {
+    if function.over.is_some() {
+        return unsupported("window functions are not supported");
+    }
+    if !function.within_group.is_empty() || function.null_treatment.is_some() {
+        return unsupported(format!(
+            "{name}: WITHIN GROUP and null treatment are not supported"
+        ));
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return unsupported(format!("function {name} is not supported"));
+    };
+    if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
+        return unsupported(format!("{name}: clauses inside the call are not supported"));
+    }
+    Ok(list)
 }
 
 /// `now()` or `current_timestamp`: the query's instant.

@@ -2,8 +2,9 @@
 //! per shard, and a group merge that combines every shard's partial aggregates per group.
 
 use super::QueryError;
-use super::parse::{Aggregate, QueryPlan, Unsupported, counted_value};
+use super::plan::{Aggregate, QueryPlan, counted_value};
 use super::shard::ShardRows;
+use super::unsupported::Unsupported;
 use super::value::{Cell, Decimal};
 use futures_util::StreamExt;
 use std::cmp::Ordering;

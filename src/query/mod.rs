@@ -8,13 +8,17 @@
 //! Result types are the ones the shards' statement describes, so expressions are typed exactly
 //! as Postgres types them. A shard that fails fails the whole query, naming the shard.
 
+pub mod condition;
 pub mod expr;
 pub mod having;
 pub mod merge;
+pub mod output;
 pub mod parse;
+pub mod plan;
 pub mod prune;
 pub mod render;
 pub mod shard;
+pub mod unsupported;
 pub mod value;
 
 use crate::config::{Config, QueryConfig};
@@ -24,10 +28,12 @@ use crate::shards::{PoolSettings, Shards, build_pool};
 use deadpool_postgres::Pool;
 use expr::NOW_PARAMETER;
 use merge::{Combine, OrderedMerge, merge_groups};
-use parse::{Aggregate, Output, QueryPlan, Unsupported, plan_query};
+use parse::plan_query;
+use plan::{Aggregate, Output, QueryPlan};
 use shard::{ShardRows, ShardStatement};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
+use unsupported::Unsupported;
 use value::{Cell, JsonParam, ResultType};
 
 /// Why a query failed.

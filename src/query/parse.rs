@@ -3,137 +3,19 @@
 //! Anything else is refused with the construct named (invariant 8: nothing from the user's text
 //! reaches a shard except through the checked syntax tree).
 
-use super::expr::{checked, column_expr, column_of, identifier, ungrouped_column};
-use super::having::{Condition, plan_having};
-use crate::schema::{ColumnType, TableId, TableSchema, Tables};
-use sqlparser::ast::helpers::attached_token::AttachedToken;
+use super::expr::{checked, column_of, identifier, ungrouped_column};
+use super::having::plan_having;
+use super::output::{hidden_output, projection, same_expression};
+use super::plan::{KeyValues, Output, OutputColumn, QueryPlan, SortKey, counted_value};
+use super::unsupported::{Unsupported, unsupported};
+use crate::schema::{TableId, TableSchema, Tables};
 use sqlparser::ast::{
-    BinaryOperator, CaseWhen, Distinct, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, InTarget, LimitClause, ObjectNamePart,
-    OrderByKind, OrderBySort, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value,
+    BinaryOperator, Distinct, Expr, GroupByExpr, InTarget, LimitClause, ObjectNamePart, OrderByKind,
+    OrderBySort, Query, Select, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::sync::Arc;
-
-/// A query shardgate cannot run: the message names the construct.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unsupported(pub String);
-
-pub(super) fn unsupported<T>(message: impl Into<String>) -> Result<T, Unsupported> {
-    Err(Unsupported(message.into()))
-}
-
-/// An aggregate shardgate merges exactly from per-shard partial results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aggregate {
-    /// `count(*)`.
-    CountRows,
-    /// `count(x)`.
-    Count,
-    /// `sum(x)` of an integer or double precision column.
-    Sum,
-    /// `min(x)`.
-    Min,
-    /// `max(x)`.
-    Max,
-    /// `bool_and(x)`.
-    BoolAnd,
-    /// `bool_or(x)`.
-    BoolOr,
-    /// `avg(x)` of an integer or double precision column.
-    Avg,
-    /// `count(DISTINCT x)`.
-    CountDistinct,
-}
-
-/// The aggregate functions shardgate merges.
-const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "bool_and", "bool_or"];
-
-/// An aggregate call, merged exactly from per-shard partial results.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AggregateCall {
-    /// Which aggregate.
-    pub kind: Aggregate,
-    /// Its argument, a checked expression (none for `count(*)`).
-    pub argument: Option<Expr>,
-    /// Its `FILTER (WHERE ...)` condition, checked.
-    pub filter: Option<Expr>,
-}
-
-/// What an output column holds. Its type is the one the shards' statement describes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// A checked scalar expression computed per row (a column is the simplest).
-    Value(Box<Expr>),
-    /// An aggregate.
-    Aggregate(Box<AggregateCall>),
-}
-
-impl Output {
-    /// The aggregate's kind, for an aggregate output.
-    pub fn aggregate(&self) -> Option<Aggregate> {
-        match self {
-            Output::Aggregate(call) => Some(call.kind),
-            Output::Value(_) => None,
-        }
-    }
-}
-
-/// One output column.
-#[derive(Debug, Clone)]
-pub struct OutputColumn {
-    /// Name in the answer (the alias, else the column or function name, else `?column?`).
-    pub name: String,
-    /// The expression as the query wrote it, for messages (the output holds the normalised one).
-    pub written: String,
-    /// What it holds.
-    pub output: Output,
-}
-
-/// One ORDER BY key, as a position in the output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SortKey {
-    /// Output column index.
-    pub output: usize,
-    /// `DESC`.
-    pub descending: bool,
-    /// Where NULLs sort (Postgres default: last for ASC, first for DESC).
-    pub nulls_first: bool,
-}
-
-/// A checked query over one declared table.
-#[derive(Debug, Clone)]
-pub struct QueryPlan {
-    /// The table read.
-    pub table_id: TableId,
-    /// Its declaration.
-    pub table: Arc<TableSchema>,
-    /// Output columns, in order.
-    pub columns: Vec<OutputColumn>,
-    /// The WHERE condition, checked.
-    pub filter: Option<Expr>,
-    /// ORDER BY keys.
-    pub order_by: Vec<SortKey>,
-    /// LIMIT.
-    pub limit: Option<u64>,
-    /// OFFSET.
-    pub offset: u64,
-    /// Values the filter pins partition-key columns to, per column (for pruning).
-    pub key_values: Vec<(usize, KeyValues)>,
-    /// GROUP BY keys, checked expressions (a column is the simplest).
-    pub group_by: Vec<Expr>,
-    /// Whether the query aggregates (has aggregates or GROUP BY).
-    pub aggregated: bool,
-    /// What the query's `count(DISTINCT x)` count, each once, in order of appearance (`x`, or
-    /// `CASE WHEN filter THEN x END`).
-    pub distinct_columns: Vec<Expr>,
-    /// The HAVING condition, applied to merged groups.
-    pub having: Option<Condition>,
-    /// Outputs the answer shows; those after it serve ORDER BY and HAVING only.
-    pub visible: usize,
-}
 
 /// Parses and checks `sql`, which may use the placeholders `$1..$n` of `values` (LIMIT and
 /// OFFSET take theirs from the values).
@@ -222,30 +104,6 @@ fn distinct_columns(columns: &[OutputColumn]) -> Vec<Expr> {
     found
 }
 
-/// What a `count(DISTINCT x)` output counts: `x`, or with a filter `CASE WHEN filter THEN x
-/// END` (NULLs are not counted); `None` for other outputs.
-pub fn counted_value(output: &Output) -> Option<Expr> {
-    let Output::Aggregate(call) = output else {
-        return None;
-    };
-    let (Aggregate::CountDistinct, Some(argument)) = (call.kind, &call.argument) else {
-        return None;
-    };
-    Some(match &call.filter {
-        None => argument.clone(),
-        Some(filter) => Expr::Case {
-            case_token: AttachedToken::empty(),
-            end_token: AttachedToken::empty(),
-            operand: None,
-            conditions: vec![CaseWhen {
-                condition: filter.clone(),
-                result: argument.clone(),
-            }],
-            else_result: None,
-        },
-    })
-}
-
 fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {
     if query.with.is_some() {
         return unsupported("WITH (common table expressions) is not supported");
@@ -310,156 +168,6 @@ fn from_table(select: &Select, tables: &Tables) -> Result<(TableId, Arc<TableSch
     match tables.lookup(&table_name) {
         Some((id, table)) => Ok((id, table.clone())),
         None => unsupported(format!("unknown table {table_name}")),
-    }
-}
-
-fn projection(select: &Select, table: &TableSchema, params: usize) -> Result<Vec<OutputColumn>, Unsupported> {
-    let mut columns = Vec::new();
-    for item in &select.projection {
-        match item {
-            SelectItem::Wildcard(options) if options.to_string().is_empty() => {
-                columns.extend(table.columns.iter().enumerate().map(|(i, c)| OutputColumn {
-                    name: c.name.clone(),
-                    written: c.name.clone(),
-                    output: Output::Value(Box::new(column_expr(table, i))),
-                }))
-            }
-            SelectItem::UnnamedExpr(expr) => columns.push(output_column(expr, None, table, params)?),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                columns.push(output_column(expr, Some(alias), table, params)?)
-            }
-            _ => return unsupported(format!("unsupported select item {item}")),
-        }
-    }
-    Ok(columns)
-}
-
-fn output_column(
-    expr: &Expr,
-    alias: Option<&Ident>,
-    table: &TableSchema,
-    params: usize,
-) -> Result<OutputColumn, Unsupported> {
-    let output = match expr {
-        Expr::Function(function) if is_aggregate(function) => {
-            Output::Aggregate(Box::new(aggregate(function, table, params)?))
-        }
-        _ => Output::Value(Box::new(checked(expr, table, params)?)),
-    };
-    Ok(OutputColumn {
-        name: alias.map_or_else(|| default_name(expr), identifier),
-        written: expr.to_string(),
-        output,
-    })
-}
-
-/// The name Postgres gives an unaliased output: the column's, the function's, else `?column?`.
-fn default_name(expr: &Expr) -> String {
-    match expr {
-        Expr::Identifier(ident) => identifier(ident),
-        Expr::CompoundIdentifier(parts) => parts.last().map_or_else(String::new, identifier),
-        Expr::Function(function) => function_name(function),
-        Expr::Nested(inner) => default_name(inner),
-        _ => "?column?".to_string(),
-    }
-}
-
-/// Whether `function` is one of the aggregates shardgate merges.
-pub(super) fn is_aggregate(function: &Function) -> bool {
-    AGGREGATES.contains(&function_name(function).as_str())
-}
-
-pub(super) fn function_name(function: &Function) -> String {
-    function.name.to_string().to_lowercase()
-}
-
-/// The argument list of a call without OVER, WITHIN GROUP, null treatment or clauses (FILTER
-/// is for the caller to check).
-pub(super) fn plain_call<'f>(
-    function: &'f Function,
-    name: &str,
-) -> Result<&'f FunctionArgumentList, Unsupported> {
-    if function.over.is_some() {
-        return unsupported("window functions are not supported");
-    }
-    if !function.within_group.is_empty() || function.null_treatment.is_some() {
-        return unsupported(format!(
-            "{name}: WITHIN GROUP and null treatment are not supported"
-        ));
-    }
-    let FunctionArguments::List(list) = &function.args else {
-        return unsupported(format!("function {name} is not supported"));
-    };
-    if !list.clauses.is_empty() || !matches!(function.parameters, FunctionArguments::None) {
-        return unsupported(format!("{name}: clauses inside the call are not supported"));
-    }
-    Ok(list)
-}
-
-/// A checked aggregate call. Arguments that are plain columns are checked against their
-/// declared type here; for other expressions the shards refuse what Postgres refuses.
-pub(super) fn aggregate(
-    function: &Function,
-    table: &TableSchema,
-    params: usize,
-) -> Result<AggregateCall, Unsupported> {
-    let name = function_name(function);
-    let list = plain_call(function, &name)?;
-    let filter = function
-        .filter
-        .as_ref()
-        .map(|f| checked(f, table, params))
-        .transpose()?;
-    let distinct = match list.duplicate_treatment {
-        None | Some(DuplicateTreatment::All) => false,
-        Some(DuplicateTreatment::Distinct) if name == "count" => true,
-        Some(DuplicateTreatment::Distinct) => {
-            return unsupported(format!("{name}(DISTINCT ...) is not supported"));
-        }
-    };
-    let call = |kind: Aggregate, argument: Option<Expr>| AggregateCall {
-        kind,
-        argument,
-        filter: filter.clone(),
-    };
-    let argument = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "count" => {
-            return Ok(call(Aggregate::CountRows, None));
-        }
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(expr))] => checked(expr, table, params)?,
-        _ => return unsupported(format!("{name} takes one argument")),
-    };
-    if distinct {
-        return Ok(call(Aggregate::CountDistinct, Some(argument)));
-    }
-    let kind = match name.as_str() {
-        "count" => Aggregate::Count,
-        "sum" => Aggregate::Sum,
-        "avg" => Aggregate::Avg,
-        "min" => Aggregate::Min,
-        "max" => Aggregate::Max,
-        "bool_and" => Aggregate::BoolAnd,
-        _ => Aggregate::BoolOr,
-    };
-    if let Ok(column) = column_of(&argument, table) {
-        check_column_argument(&name, kind, table.columns[column].ty)?;
-    }
-    Ok(call(kind, Some(argument)))
-}
-
-/// Refuses an aggregate of a column whose type it does not take (or shardgate cannot merge).
-fn check_column_argument(name: &str, kind: Aggregate, ty: ColumnType) -> Result<(), Unsupported> {
-    use ColumnType::{Boolean, Double, Jsonb};
-    let fits = match kind {
-        Aggregate::Sum | Aggregate::Avg => ty.is_integer() || ty == Double,
-        Aggregate::Min | Aggregate::Max => !matches!(ty, Jsonb | Boolean),
-        Aggregate::BoolAnd | Aggregate::BoolOr => ty == Boolean,
-        _ => true,
-    };
-    if fits {
-        Ok(())
-    } else {
-        unsupported(format!("{name} of a {ty} column is not supported"))
     }
 }
 
@@ -632,54 +340,6 @@ fn output_position(expr: &Expr, columns: &[OutputColumn]) -> Result<usize, Unsup
             "ORDER BY {expr}: order by an output column, alias or position"
         )),
     }
-}
-
-/// The position of the output computing `expr` (an aggregate or a scalar expression), added
-/// as a hidden output when there is none.
-pub(super) fn hidden_output(
-    expr: &Expr,
-    table: &TableSchema,
-    columns: &mut Vec<OutputColumn>,
-    params: usize,
-) -> Result<usize, Unsupported> {
-    let output = match expr {
-        Expr::Function(function) if is_aggregate(function) => {
-            Output::Aggregate(Box::new(aggregate(function, table, params)?))
-        }
-        _ => Output::Value(Box::new(checked(expr, table, params)?)),
-    };
-    Ok(match columns.iter().position(|c| c.output == output) {
-        Some(existing) => existing,
-        None => {
-            columns.push(OutputColumn {
-                name: default_name(expr),
-                written: expr.to_string(),
-                output,
-            });
-            columns.len() - 1
-        }
-    })
-}
-
-/// The output computing the same expression as `expr`, for `ORDER BY date_trunc('day', ts)`.
-fn same_expression(
-    expr: &Expr,
-    columns: &[OutputColumn],
-    table: &TableSchema,
-    params: usize,
-) -> Option<usize> {
-    let wanted = Output::Value(Box::new(checked(expr, table, params).ok()?));
-    columns.iter().position(|c| c.output == wanted)
-}
-
-/// The `key_column = value` terms of the top-level AND of the filter.
-/// The values a term of the filter pins a partition-key column to.
-#[derive(Debug, Clone)]
-pub enum KeyValues {
-    /// `col = v`, `col IN (v, ...)` or `col = ANY(ARRAY[v, ...])`: literals or parameters.
-    Listed(Vec<Expr>),
-    /// `col = ANY($n)`: the elements of an array parameter.
-    AnyOf(Box<Expr>),
 }
 
 /// The terms of the filter's top-level AND that pin a partition-key column to listed values.

@@ -1,7 +1,7 @@
 //! Shard pruning: when the WHERE pins every partition-key column to listed values (`=`,
 //! `IN (...)`, `= ANY(...)`), only the shards owning those keys can hold matching rows.
 
-use super::parse::{KeyValues, QueryPlan};
+use super::plan::{KeyValues, QueryPlan};
 use crate::routing::{RoutingTable, ShardIndex, hash_key};
 use crate::schema::{ColumnType, JsonScalar, encode_scalar};
 use sqlparser::ast::{Expr, Value};

@@ -4,7 +4,7 @@
 
 use super::expr::Parameters;
 use super::merge::Combine;
-use super::parse::{Aggregate, Output, QueryPlan};
+use super::plan::{Aggregate, Output, QueryPlan};
 use crate::schema::quote_ident;
 
 /// The statement each shard runs, with the parameters it binds and how its columns combine.
