@@ -6,9 +6,9 @@
 //! a start-up error, never a silent re-hash that would strand stored rows.
 
 use crate::config::Config;
+use crate::pg::{PoolSettings, build_pool};
 use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Token};
 use crate::schema::QUIET_SETUP_SQL;
-use crate::shards::{PoolSettings, build_pool};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use thiserror::Error;
@@ -130,7 +130,7 @@ impl Catalog {
         self.pool
             .get()
             .await
-            .map_err(|e| CatalogError::Connect(crate::shards::describe_error(&e)))
+            .map_err(|e| CatalogError::Connect(crate::pg::describe_error(&e)))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod devcluster;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod pg;
 pub mod pgtype;
 pub mod query;
 pub mod routing;

@@ -310,7 +310,7 @@ async fn merge(mut workers: JoinSet<Recorder>) -> Recorder {
 }
 
 async fn connect(url: &str, config: &Config) -> Result<tokio_postgres::Client> {
-    shardgate::shards::connect_once(url, &config.tls)
+    shardgate::pg::connect_once(url, &config.tls)
         .await
         .map_err(anyhow::Error::msg)
 }

@@ -10,9 +10,10 @@
 //! are prepared once per connection. Any failure other than a data error discards the
 //! connection, so a half-finished COPY can never leave a session in an unknown state.
 
+use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
-use crate::schema::{FENCE_TABLE, HASH_COLUMN, TableSchema, quote_ident};
-use crate::shards::describe_pool_error;
+use crate::schema::{HASH_COLUMN, TableSchema, quote_ident};
+use crate::shards::fence::{self, FenceMismatch};
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
@@ -36,13 +37,8 @@ pub enum CopyError {
     #[error("{0}")]
     Fatal(String),
     /// The shard's fence holds another epoch than the batch was routed with.
-    #[error("shard fence is at epoch {found}, the batch was routed with epoch {expected}")]
-    Fence {
-        /// Epoch of the batch's routing snapshot.
-        expected: Epoch,
-        /// Epoch in the shard's fence table.
-        found: Epoch,
-    },
+    #[error(transparent)]
+    Fence(#[from] FenceMismatch),
 }
 
 impl CopyError {
@@ -153,7 +149,7 @@ async fn write_on(
         None => None,
     };
     let fence = client
-        .prepare_cached(&format!("SELECT epoch FROM {FENCE_TABLE} FOR KEY SHARE"))
+        .prepare_cached(fence::READ_FOR_BATCH_SQL)
         .await
         .map_err(CopyError::from_pg)?;
     let copy = client
@@ -167,12 +163,7 @@ async fn write_on(
             .map_err(CopyError::from_pg)?
             .get(0),
     );
-    if found != epoch {
-        return Err(CopyError::Fence {
-            expected: epoch,
-            found,
-        });
-    }
+    fence::check(epoch, found)?;
     let sink = tx.copy_in::<_, Bytes>(&copy).await.map_err(CopyError::from_pg)?;
     futures_util::pin_mut!(sink);
     sink.feed(Bytes::from_static(COPY_HEADER))

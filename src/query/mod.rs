@@ -22,9 +22,10 @@ pub mod unsupported;
 pub mod value;
 
 use crate::config::{Config, QueryConfig};
+use crate::pg::{PoolSettings, build_pool};
 use crate::routing::{Routing, ShardIndex};
 use crate::schema::{ColumnType, Tables};
-use crate::shards::{PoolSettings, Shards, build_pool};
+use crate::shards::Shards;
 use deadpool_postgres::Pool;
 use expr::NOW_PARAMETER;
 use merge::{Combine, OrderedMerge, merge_groups};

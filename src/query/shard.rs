@@ -4,7 +4,7 @@
 
 use super::QueryError;
 use super::value::{Cell, JsonParam, ResultType};
-use crate::shards::describe_pool_error;
+use crate::pg::describe_pool_error;
 use bytes::BytesMut;
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};

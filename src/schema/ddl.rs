@@ -1,13 +1,10 @@
-//! The SQL text that creates a declared table and the fence table on a shard, and the column
+//! The SQL text that creates a declared table on a shard, and the column
 //! list a shard's existing table is checked against. Only text here; `shards` runs it.
 
 use super::{DefaultValue, TableSchema, quote_ident};
 
 /// The hidden column holding the ring position that routed each row (invariant 2).
 pub const HASH_COLUMN: &str = "_sg_hash";
-
-/// The one-row table holding the routing epoch a shard accepts writes for (invariant 9).
-pub const FENCE_TABLE: &str = "shardgate_fence";
 
 /// Run first in a set-up transaction whose `IF NOT EXISTS` statements find what an earlier start
 /// made: the `NOTICE: ... already exists, skipping` each of them sends is expected, not news.
@@ -65,14 +62,6 @@ pub fn create_table_sql(table: &TableSchema) -> String {
         "CREATE TABLE IF NOT EXISTS {} ({})",
         quote_ident(&table.name),
         parts.join(", ")
-    )
-}
-
-/// Creates the fence table, constrained to one row.
-pub fn create_fence_sql() -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {FENCE_TABLE} (epoch bigint NOT NULL);
-         CREATE UNIQUE INDEX IF NOT EXISTS {FENCE_TABLE}_one_row ON {FENCE_TABLE} ((true));"
     )
 }
 

@@ -10,10 +10,7 @@ pub mod decode;
 pub use crate::pgtype::{
     ColumnType, DefaultValue, JsonScalar, encode_jsonb, encode_scalar, is_valid_identifier, quote_ident,
 };
-pub use ddl::{
-    ExpectedColumn, FENCE_TABLE, HASH_COLUMN, QUIET_SETUP_SQL, create_fence_sql, create_table_sql,
-    expected_columns,
-};
+pub use ddl::{ExpectedColumn, HASH_COLUMN, QUIET_SETUP_SQL, create_table_sql, expected_columns};
 
 use crate::config::{ColumnConfig, TableConfig};
 use std::collections::HashMap;

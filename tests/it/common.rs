@@ -89,6 +89,16 @@ pub async fn fresh_shards(test: &str) -> Vec<String> {
     urls
 }
 
+/// Rows of `table` in the database at `url`.
+pub async fn count_on(url: &str, table: &str) -> i64 {
+    connect(url)
+        .await
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count rows")
+        .get(0)
+}
+
 /// A client whose connection is driven in the background.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -218,12 +228,7 @@ impl TestServer {
 
     /// Rows of `table` on shard `index`.
     pub async fn count(&self, index: usize, table: &str) -> i64 {
-        let client = connect(&self.shard_urls[index]).await;
-        client
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .expect("count rows")
-            .get(0)
+        count_on(&self.shard_urls[index], table).await
     }
 
     /// Rows of `table` over all shards.

@@ -3,6 +3,7 @@
 
 mod bench;
 mod common;
+mod fence;
 mod lifecycle;
 mod query;
 mod tls;

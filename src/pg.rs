@@ -1,0 +1,190 @@
+//! Connecting to Postgres: pools with the configured TLS, one-off connections, and errors and
+//! URLs put in words fit for a log or an answer (causes kept, passwords redacted). Knows no
+//! shard or table.
+
+use crate::config::TlsConfig;
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How to open connections to one Postgres database.
+pub struct PoolSettings<'a> {
+    /// Postgres URL.
+    pub url: &'a str,
+    /// Most connections open at once.
+    pub max_size: usize,
+    /// Longest wait to open one.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free one when all are in use (`None`: no limit).
+    pub wait_timeout: Option<Duration>,
+    /// `application_name` the server shows for them.
+    pub application_name: &'a str,
+    /// SQL each new connection runs once (may be empty).
+    pub session_setup: &'a str,
+    /// How connections whose URL requires TLS check the server.
+    pub tls: &'a TlsConfig,
+}
+
+/// The TLS connector for a connection to `pg_config`: rustls when its URL says
+/// `sslmode=require`, none otherwise.
+fn tls_connector(
+    pg_config: &tokio_postgres::Config,
+    tls: &TlsConfig,
+) -> Result<Option<MakeRustlsConnect>, String> {
+    match pg_config.get_ssl_mode() {
+        SslMode::Require => crate::tls::connector(tls).map(Some).map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
+}
+
+/// Opens one connection outside any pool (for tools such as `shardgate bench`); the
+/// connection's task runs in the background.
+pub async fn connect_once(url: &str, tls: &TlsConfig) -> Result<tokio_postgres::Client, String> {
+    let pg_config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+    let failed =
+        |e: tokio_postgres::Error| format!("cannot connect to {}: {}", redact_url(url), describe_error(&e));
+    let client = match tls_connector(&pg_config, tls)? {
+        Some(connector) => {
+            let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
+/// Builds a pool that connects lazily; the error says why the settings are unusable.
+pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
+    let mut pg_config: tokio_postgres::Config = settings
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| e.to_string())?;
+    pg_config
+        .connect_timeout(settings.connect_timeout)
+        .application_name(settings.application_name)
+        .keepalives_idle(Duration::from_secs(30));
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls_connector(&pg_config, settings.tls)? {
+        Some(connector) => Manager::from_config(pg_config, connector, manager_config),
+        None => Manager::from_config(pg_config, NoTls, manager_config),
+    };
+    let mut builder = Pool::builder(manager)
+        .max_size(settings.max_size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(settings.connect_timeout))
+        .wait_timeout(settings.wait_timeout);
+    if !settings.session_setup.is_empty() {
+        let setup: Arc<str> = settings.session_setup.into();
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            let setup = setup.clone();
+            Box::pin(async move { client.batch_execute(&setup).await.map_err(HookError::Backend) })
+        }));
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Whether a failure to get a connection means the server did not answer (it may come back),
+/// rather than that it refused us: a timeout or a network error, but not a TLS failure or an
+/// error the server sent.
+pub fn is_unreachable(error: &PoolError) -> bool {
+    let backend = match error {
+        PoolError::Timeout(_) => return true,
+        PoolError::Backend(backend) => backend,
+        _ => return false,
+    };
+    if backend.as_db_error().is_some() {
+        return false;
+    }
+    let mut source = std::error::Error::source(backend);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return !io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Why a pool gave no connection, in our words: the server's or the network's reason, without
+/// the pool's own wrapping ("Error occurred while creating a new object").
+pub fn describe_pool_error(error: &PoolError) -> String {
+    match error {
+        PoolError::Backend(e) => describe_error(e),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+            format!("setting up a new connection failed: {}", describe_error(e))
+        }
+        PoolError::Timeout(_) => "no connection could be opened before the pool's timeout".to_string(),
+        other => describe_error(other),
+    }
+}
+
+/// An error with the causes behind it (`a: b: c`), each cause once: connection errors keep
+/// their reason (a refused certificate, say) in a source, not in their own text.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Replaces the password of a Postgres URL or key-value connection string with `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            return format!("{}***{}", &url[..start], &url[scheme_end + 3 + at..]);
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_both_url_forms() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db:5432/ev",
+                "postgres://app:***@db:5432/ev",
+            ),
+            ("postgresql://app@db/ev", "postgresql://app@db/ev"),
+            ("postgres://db/ev?user=a", "postgres://db/ev?user=a"),
+            (
+                "host=db user=app password=s3cret dbname=ev",
+                "host=db user=app password=*** dbname=ev",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want);
+        }
+    }
+}

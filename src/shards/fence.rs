@@ -1,0 +1,107 @@
+//! The fence: the one-row table `shardgate_fence(epoch bigint)` on every shard, holding the
+//! routing epoch the shard accepts writes for (invariant 9). All of its SQL is here: creating
+//! it, setting it at start-up, the read every batch makes, and the bump a cutover makes.
+//!
+//! Locks: a batch reads the row `FOR KEY SHARE`, which many batches hold at once. A bump first
+//! locks the row `FOR UPDATE`, which conflicts with `FOR KEY SHARE` (a plain `UPDATE` of the
+//! epoch would take only `FOR NO KEY UPDATE`, which does not), so it waits for every batch in
+//! flight to end; a batch that starts meanwhile waits for the bump and then reads the new epoch.
+
+use crate::routing::Epoch;
+use thiserror::Error;
+use tokio_postgres::GenericClient;
+
+/// The fence table's name.
+pub const FENCE_TABLE: &str = "shardgate_fence";
+
+/// What every batch transaction runs first; its one row is the epoch.
+pub const READ_FOR_BATCH_SQL: &str = "SELECT epoch FROM shardgate_fence FOR KEY SHARE";
+
+/// The fence disagrees with the epoch a batch (or start-up) expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("shard fence is at epoch {found}, the batch was routed with epoch {expected}")]
+pub struct FenceMismatch {
+    /// The epoch of the routing snapshot.
+    pub expected: Epoch,
+    /// The epoch in the shard's fence.
+    pub found: Epoch,
+}
+
+/// Creates the fence table, constrained to one row.
+pub fn create_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {FENCE_TABLE} (epoch bigint NOT NULL);
+         CREATE UNIQUE INDEX IF NOT EXISTS {FENCE_TABLE}_one_row ON {FENCE_TABLE} ((true));"
+    )
+}
+
+/// Whether a batch routed with `expected` may write, given the fence read `found`.
+pub fn check(expected: Epoch, found: Epoch) -> Result<(), FenceMismatch> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(FenceMismatch { expected, found })
+    }
+}
+
+/// Creates the fence if needed, inside the caller's set-up transaction, and moves it forward to
+/// `epoch`. Returns the epoch it held before (`epoch` for a new fence): a fence ahead of
+/// `epoch` is left as it is, for the caller to refuse.
+pub async fn initialise(client: &impl GenericClient, epoch: Epoch) -> Result<Epoch, tokio_postgres::Error> {
+    client.batch_execute(&create_sql()).await?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {FENCE_TABLE} (epoch) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM {FENCE_TABLE})"
+            ),
+            &[&epoch.0],
+        )
+        .await?;
+    let found = Epoch(
+        client
+            .query_one(&format!("SELECT epoch FROM {FENCE_TABLE}"), &[])
+            .await?
+            .get(0),
+    );
+    client
+        .execute(
+            &format!("UPDATE {FENCE_TABLE} SET epoch = $1 WHERE epoch < $1"),
+            &[&epoch.0],
+        )
+        .await?;
+    Ok(found)
+}
+
+/// Moves the fence to `epoch` in a short transaction of its own, after every batch in flight on
+/// the shard has ended; from its commit on, batches routed with an older epoch are refused.
+/// Returns the epoch it held before. A fence already at or past `epoch` is left as it is.
+pub async fn bump(client: &mut tokio_postgres::Client, epoch: Epoch) -> Result<Epoch, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let before = Epoch(
+        tx.query_one(&format!("SELECT epoch FROM {FENCE_TABLE} FOR UPDATE"), &[])
+            .await?
+            .get(0),
+    );
+    tx.execute(
+        &format!("UPDATE {FENCE_TABLE} SET epoch = $1 WHERE epoch < $1"),
+        &[&epoch.0],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_expected_epoch_passes() {
+        assert_eq!(check(Epoch(3), Epoch(3)), Ok(()));
+        assert_eq!(
+            check(Epoch(3), Epoch(4)).unwrap_err().to_string(),
+            "shard fence is at epoch 4, the batch was routed with epoch 3"
+        );
+        assert!(READ_FOR_BATCH_SQL.contains(FENCE_TABLE));
+    }
+}
