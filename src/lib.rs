@@ -7,6 +7,8 @@
 //! ([`shards`]). [`server`] assembles the parts; [`devcluster`] runs local Postgres for
 //! development and tests.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod catalog;
 pub mod config;
