@@ -6,6 +6,9 @@
 //! stored durably in a catalog ([`catalog`]); each shard guards its ownership with a fence table
 //! ([`shards`]). [`server`] assembles the parts; [`devcluster`] runs local Postgres for
 //! development and tests.
+//!
+//! `docs/architecture.md` draws the layers, the path of a write and of a query, and lists the
+//! invariants that comments throughout the code cite as "invariant N".
 
 #![warn(missing_docs)]
 
