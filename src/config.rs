@@ -8,7 +8,7 @@
 use crate::pgtype::{ColumnType, DefaultValue, is_valid_identifier};
 use crate::units::{ByteSize, duration};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +16,9 @@ use thiserror::Error;
 
 /// Environment variable that replaces `catalog.url`.
 pub const CATALOG_URL_ENV: &str = "SHARDGATE_CATALOG_URL";
+
+/// Prefix of every environment variable shardgate reads.
+const ENV_PREFIX: &str = "SHARDGATE_";
 
 /// Most tokens one shard may own (`vnodes × weight`): keeps the ring table a few hundred KiB.
 const MAX_TOKENS_PER_SHARD: u64 = 65_536;
@@ -47,6 +50,10 @@ pub struct Config {
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
     pub tables: Vec<TableConfig>,
+    /// The `SHARDGATE_*` variables of the process environment, captured when the config was
+    /// loaded: URL and password overrides, also for shards only the catalog names.
+    #[serde(skip)]
+    pub environment: BTreeMap<String, String>,
 }
 
 /// `[server]`: listeners and request limits.
@@ -318,7 +325,7 @@ impl Config {
         })?;
         let mut config =
             Config::parse(&text).map_err(|message| ConfigError::Parse { path: shown, message })?;
-        config.apply_env(|name| std::env::var(name).ok());
+        config.apply_env(std::env::vars());
         config.validate()?;
         Ok(config)
     }
@@ -328,17 +335,30 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Replaces URLs from the environment: `SHARDGATE_CATALOG_URL` and
-    /// `SHARDGATE_SHARD_<NAME>_URL` (name upper-cased).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        if let Some(url) = lookup(CATALOG_URL_ENV) {
-            self.catalog.url = Some(url);
+    /// Keeps the `SHARDGATE_*` variables of `vars` and replaces URLs from them:
+    /// `SHARDGATE_CATALOG_URL` and `SHARDGATE_SHARD_<NAME>_URL` (name upper-cased).
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        self.environment
+            .extend(vars.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)));
+        if let Some(url) = self.environment.get(CATALOG_URL_ENV) {
+            self.catalog.url = Some(url.clone());
         }
         for shard in &mut self.shards {
-            if let Some(url) = lookup(&shard_url_env(&shard.name)) {
-                shard.url = url;
+            if let Some(url) = self.environment.get(&shard_url_env(&shard.name)) {
+                shard.url = url.clone();
             }
         }
+    }
+
+    /// `SHARDGATE_SHARD_<NAME>_URL`, when set.
+    pub fn shard_url_override(&self, name: &str) -> Option<&str> {
+        self.environment.get(&shard_url_env(name)).map(String::as_str)
+    }
+
+    /// `SHARDGATE_SHARD_<NAME>_PASSWORD`, when set.
+    pub fn shard_password(&self, name: &str) -> Option<&str> {
+        let key = format!("SHARDGATE_SHARD_{}_PASSWORD", name.to_ascii_uppercase());
+        self.environment.get(&key).map(String::as_str)
     }
 
     /// The catalog database URL: `catalog.url`, else the first shard's.
@@ -456,8 +476,11 @@ impl Config {
     }
 
     fn validate_shards(&self, problems: &mut Problems) {
-        if self.shards.is_empty() {
-            problems.add("shards", "declare at least one shard");
+        if self.shards.is_empty() && self.catalog.url.is_none() {
+            problems.add(
+                "shards",
+                "declare at least one shard, or set catalog.url to start from a catalog that lists them",
+            );
         }
         let mut names = HashSet::new();
         for (i, shard) in self.shards.iter().enumerate() {

@@ -24,6 +24,8 @@ pub struct PoolSettings<'a> {
     pub application_name: &'a str,
     /// SQL each new connection runs once (may be empty).
     pub session_setup: &'a str,
+    /// A password to use instead of the URL's (from the environment).
+    pub password: Option<&'a str>,
     /// How connections whose URL requires TLS check the server.
     pub tls: &'a TlsConfig,
 }
@@ -40,10 +42,18 @@ fn tls_connector(
     }
 }
 
-/// Opens one connection outside any pool (for tools such as `shardgate bench`); the
-/// connection's task runs in the background.
-pub async fn connect_once(url: &str, tls: &TlsConfig) -> Result<tokio_postgres::Client, String> {
-    let pg_config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+/// Opens one connection outside any pool (for tools such as `shardgate bench`), with
+/// `password` instead of the URL's when given; the connection's task runs in the background.
+pub async fn connect_once(
+    url: &str,
+    password: Option<&str>,
+    tls: &TlsConfig,
+) -> Result<tokio_postgres::Client, String> {
+    let mut pg_config: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+    if let Some(password) = password {
+        pg_config.password(password);
+    }
     let failed =
         |e: tokio_postgres::Error| format!("cannot connect to {}: {}", redact_url(url), describe_error(&e));
     let client = match tls_connector(&pg_config, tls)? {
@@ -71,6 +81,9 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
         .connect_timeout(settings.connect_timeout)
         .application_name(settings.application_name)
         .keepalives_idle(Duration::from_secs(30));
+    if let Some(password) = settings.password {
+        pg_config.password(password);
+    }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -145,24 +158,60 @@ pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Replaces the password of a Postgres URL or key-value connection string with `***`.
 pub fn redact_url(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            let start = scheme_end + 3 + colon + 1;
-            return format!("{}***{}", &url[..start], &url[scheme_end + 3 + at..]);
+    rewrite_password(url, Some("***"))
+}
+
+/// The URL without its password, for storing where the password must not go (the catalog):
+/// the password stays in the config or the environment.
+pub fn without_password(url: &str) -> String {
+    rewrite_password(url, None)
+}
+
+/// The URL with its password (in the authority, a `password=` query parameter or a
+/// `password=` pair) replaced by `replacement`, or removed.
+fn rewrite_password(url: &str, replacement: Option<&str>) -> String {
+    let is_password = |key: &str| key.eq_ignore_ascii_case("password");
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url
+            .split_whitespace()
+            .filter_map(|part| match part.split_once('=') {
+                Some((key, _)) if is_password(key) => replacement.map(|r| format!("{key}={r}")),
+                _ => Some(part.to_string()),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let rest = &base[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let mut out = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => {
+                let user = &base[..scheme_end + colon];
+                let host = &base[scheme_end + at..];
+                match replacement {
+                    Some(r) => format!("{user}:{r}{host}"),
+                    None => format!("{user}{host}"),
+                }
+            }
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .filter_map(|param| match param.split_once('=') {
+                Some((key, _)) if is_password(key) => replacement.map(|r| format!("{key}={r}")),
+                _ => Some(param.to_string()),
+            })
+            .collect();
+        if !params.is_empty() {
+            out.push('?');
+            out.push_str(&params.join("&"));
         }
-        return url.to_string();
     }
-    url.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    out
 }
 
 #[cfg(test)]
@@ -186,5 +235,32 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want);
         }
+    }
+
+    #[test]
+    fn stored_urls_keep_everything_but_the_password() {
+        let cases = [
+            ("postgres://app:s3cret@db:5432/ev", "postgres://app@db:5432/ev"),
+            (
+                "postgres://app@db/ev?sslmode=require",
+                "postgres://app@db/ev?sslmode=require",
+            ),
+            (
+                "postgres://db/ev?user=a&password=x&sslmode=require",
+                "postgres://db/ev?user=a&sslmode=require",
+            ),
+            ("postgres://db/ev?password=x", "postgres://db/ev"),
+            (
+                "host=db user=app password=s3cret dbname=ev",
+                "host=db user=app dbname=ev",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(without_password(url), want, "{url}");
+        }
+        assert_eq!(
+            redact_url("postgres://db/ev?password=x&user=a"),
+            "postgres://db/ev?password=***&user=a"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Start-up and lifecycle: builds the shared state in one place, binds the write and admin
 //! listeners, and shuts down gracefully.
 //!
-//! Start-up order: validate config → connect pools → load (or initialise) routing from the
-//! catalog → create or verify tables and fences on every shard → start the writers → listen.
+//! Start-up order: validate config → load (or initialise, or migrate) the catalog, which owns
+//! the shard list → connect pools to its shards → create or verify tables and fences on every
+//! shard → start the writers → listen.
 //! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
 //! let the writers drain their queues and exit. No acknowledged row is left in memory.
 
@@ -91,14 +92,24 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let tables = Arc::new(Tables::from_config(&config.tables).map_err(StartError::Schema)?);
     let statements: Vec<TableStatements> = tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
-    let shards = Arc::new(Shards::from_config(&config, &session_setup_sql(&statements))?);
     let catalog = Catalog::connect(&config)?;
-    let routing_table = catalog.load_or_init(&config).await?;
-    let epoch = routing_table.epoch;
+    let stored = catalog.load_or_init(&config).await?;
+    let epoch = stored.routing.epoch;
+    let shards = Arc::new(Shards::new(
+        &stored.shards,
+        &config,
+        &session_setup_sql(&statements),
+    )?);
     let all_prepared = shards.prepare(&tables, epoch).await?;
-    let routing = Arc::new(Routing::new(routing_table));
-    let queries = QueryEngine::new(tables.clone(), routing.clone(), shards.clone(), &config)
-        .map_err(StartError::Query)?;
+    let routing = Arc::new(Routing::new(stored.routing));
+    let queries = QueryEngine::new(
+        tables.clone(),
+        routing.clone(),
+        shards.clone(),
+        &stored.shards,
+        &config,
+    )
+    .map_err(StartError::Query)?;
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
@@ -133,7 +144,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
-    tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = config.shards.len(), "shardgate is serving");
+    tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = stored.shards.len(), "shardgate is serving");
     let listeners = Listeners {
         write: write_listener,
         admin: admin_listener,

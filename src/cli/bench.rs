@@ -10,7 +10,7 @@ use shardgate::catalog::Catalog;
 use shardgate::config::Config;
 use shardgate::ingest::copy::{TableStatements, session_setup_sql};
 use shardgate::schema::{TableSchema, quote_ident};
-use shardgate::shards::Shards;
+use shardgate::shards::{ShardEndpoint, Shards};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,18 +246,18 @@ async fn run_direct(
     plan: &Arc<Plan>,
     progress: &ProgressBar,
 ) -> Result<Recorder> {
-    let routing = Arc::new(Catalog::connect(config)?.load(config).await?);
+    let stored = Catalog::connect(config)?.load(config).await?;
     let statements = TableStatements::new(table);
     let session_setup = session_setup_sql(std::slice::from_ref(&statements));
     let target = Arc::new(DirectTarget {
-        shards: Arc::new(Shards::from_config(config, &session_setup)?),
-        epoch: routing.epoch,
-        routing,
+        shards: Arc::new(Shards::new(&stored.shards, config, &session_setup)?),
+        epoch: stored.routing.epoch,
+        routing: Arc::new(stored.routing),
         statements: Arc::new(statements),
         batch_rows: config.batch.max_rows,
     });
     let mut workers = JoinSet::new();
-    for worker in 0..config.shards.len() * config.pool.connections_per_shard {
+    for worker in 0..stored.shards.len() * config.pool.connections_per_shard {
         let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
         workers.spawn(direct_worker(
             plan.clone(),
@@ -277,12 +277,13 @@ async fn run_insert(
     plan: &Arc<Plan>,
     progress: &ProgressBar,
 ) -> Result<Recorder> {
-    let routing = Arc::new(Catalog::connect(config)?.load(config).await?);
+    let stored = Catalog::connect(config)?.load(config).await?;
+    let routing = Arc::new(stored.routing);
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {
         let mut clients = Vec::new();
-        for shard in &config.shards {
-            clients.push(connect(&shard.url, config).await?);
+        for shard in &stored.shards {
+            clients.push(connect(shard, config).await?);
         }
         let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
         workers.spawn(insert_worker(
@@ -309,16 +310,18 @@ async fn merge(mut workers: JoinSet<Recorder>) -> Recorder {
     total
 }
 
-async fn connect(url: &str, config: &Config) -> Result<tokio_postgres::Client> {
-    shardgate::pg::connect_once(url, &config.tls)
+async fn connect(shard: &ShardEndpoint, config: &Config) -> Result<tokio_postgres::Client> {
+    shardgate::pg::connect_once(&shard.url, shard.password.as_deref(), &config.tls)
         .await
         .map_err(anyhow::Error::msg)
 }
 
+/// Rows of `table` over every shard the catalog lists.
 async fn count_rows(config: &Config, table: &str) -> Result<i64> {
+    let stored = Catalog::connect(config)?.load(config).await?;
     let mut total = 0;
-    for shard in &config.shards {
-        let client = connect(&shard.url, config).await?;
+    for shard in &stored.shards {
+        let client = connect(shard, config).await?;
         let count: i64 = client
             .query_one(&format!("SELECT count(*) FROM {}", quote_ident(table)), &[])
             .await?

@@ -180,7 +180,7 @@ async fn wait_for_tls(cluster: &LocalCluster, ca_file: &Path) -> Result<()> {
     let url = format!("{}?sslmode=require", cluster.url("postgres"));
     let mut last_error = String::new();
     for _ in 0..50 {
-        match shardgate::pg::connect_once(&url, &tls).await {
+        match shardgate::pg::connect_once(&url, None, &tls).await {
             Ok(_) => return Ok(()),
             Err(e) => last_error = e,
         }

@@ -61,14 +61,29 @@ fn unknown_keys_are_refused_by_name() {
 #[test]
 fn environment_overrides_urls() {
     let mut config = Config::parse(VALID).unwrap();
-    config.apply_env(|name| match name {
-        "SHARDGATE_SHARD_S1_URL" => Some("postgres://app:other@db9/events".into()),
-        "SHARDGATE_CATALOG_URL" => Some("postgres://cat/catalog".into()),
-        _ => None,
-    });
+    let vars = [
+        ("SHARDGATE_SHARD_S1_URL", "postgres://app:other@db9/events"),
+        ("SHARDGATE_CATALOG_URL", "postgres://cat/catalog"),
+        ("SHARDGATE_SHARD_S7_PASSWORD", "hunter2"),
+        ("HOME", "/home/app"),
+    ];
+    config.apply_env(vars.map(|(k, v)| (k.to_string(), v.to_string())));
     assert_eq!(config.shards[1].url, "postgres://app:other@db9/events");
     assert_eq!(config.shards[0].url, "postgres://app:secret@db0:5432/events");
     assert_eq!(config.catalog_url(), Some("postgres://cat/catalog"));
+    assert_eq!(
+        config.shard_password("s7"),
+        Some("hunter2"),
+        "a shard only the catalog names"
+    );
+    assert_eq!(
+        config.shard_url_override("s1"),
+        Some("postgres://app:other@db9/events")
+    );
+    assert!(
+        !config.environment.contains_key("HOME"),
+        "only SHARDGATE_ variables are kept"
+    );
 }
 
 #[test]

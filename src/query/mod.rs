@@ -25,7 +25,7 @@ use crate::config::{Config, QueryConfig};
 use crate::pg::{PoolSettings, build_pool};
 use crate::routing::{Routing, ShardIndex};
 use crate::schema::{ColumnType, Tables};
-use crate::shards::Shards;
+use crate::shards::{ShardEndpoint, Shards};
 use deadpool_postgres::Pool;
 use expr::NOW_PARAMETER;
 use merge::{Combine, OrderedMerge, merge_groups};
@@ -196,11 +196,11 @@ impl QueryEngine {
         tables: Arc<Tables>,
         routing: Arc<Routing>,
         shards: Arc<Shards>,
+        endpoints: &[ShardEndpoint],
         config: &Config,
     ) -> Result<QueryEngine, String> {
         let limits = config.query.clone();
-        let pools = config
-            .shards
+        let pools = endpoints
             .iter()
             .map(|shard| {
                 build_pool(&PoolSettings {
@@ -210,6 +210,7 @@ impl QueryEngine {
                     wait_timeout: Some(limits.wait_timeout),
                     application_name: "shardgate-query",
                     session_setup: "",
+                    password: shard.password.as_deref(),
                     tls: &config.tls,
                 })
             })
@@ -218,7 +219,7 @@ impl QueryEngine {
             tables,
             routing,
             shards,
-            names: config.shards.iter().map(|s| s.name.clone()).collect(),
+            names: endpoints.iter().map(|s| s.id.0.clone()).collect(),
             pools,
             limits,
             text_sorts_bytewise: OnceCell::new(),

@@ -4,7 +4,7 @@
 //! Pools are ordered like the config's `[[shards]]`, which is also the order of the routing
 //! table's shard list, so a [`ShardIndex`] names the same shard everywhere.
 
-use crate::config::{Config, ShardConfig};
+use crate::config::Config;
 use crate::routing::{Epoch, Routing, ShardId, ShardIndex};
 
 pub mod fence;
@@ -19,6 +19,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+
+/// A shard as this proxy connects to it: name, weight and connection settings (the URL, and a
+/// password from the environment when one is set). Its `Debug` leaves the secrets out.
+#[derive(Clone)]
+pub struct ShardEndpoint {
+    /// Stable name.
+    pub id: ShardId,
+    /// Share of the ring.
+    pub weight: u32,
+    /// Postgres URL, possibly with a password: never shown as it is (see [`redact_url`]).
+    pub url: String,
+    /// A password that replaces the URL's.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ShardEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardEndpoint")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
 
 /// Longest a health probe waits for `SELECT 1`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -111,9 +136,12 @@ pub struct Shards {
 impl Shards {
     /// Builds a pool per shard; connections open lazily and run `session_setup` (SQL, may be
     /// empty) once when opened.
-    pub fn from_config(config: &Config, session_setup: &str) -> Result<Shards, ShardError> {
-        let shards = config
-            .shards
+    pub fn new(
+        endpoints: &[ShardEndpoint],
+        config: &Config,
+        session_setup: &str,
+    ) -> Result<Shards, ShardError> {
+        let shards = endpoints
             .iter()
             .map(|s| build_shard(s, config, session_setup))
             .collect::<Result<_, _>>()?;
@@ -353,7 +381,7 @@ fn null_word(not_null: bool) -> &'static str {
     if not_null { "NOT NULL" } else { "nullable" }
 }
 
-fn build_shard(shard: &ShardConfig, config: &Config, session_setup: &str) -> Result<Shard, ShardError> {
+fn build_shard(shard: &ShardEndpoint, config: &Config, session_setup: &str) -> Result<Shard, ShardError> {
     let pool = build_pool(&PoolSettings {
         url: &shard.url,
         max_size: config.pool.connections_per_shard,
@@ -361,14 +389,15 @@ fn build_shard(shard: &ShardConfig, config: &Config, session_setup: &str) -> Res
         wait_timeout: None,
         application_name: "shardgate",
         session_setup,
+        password: shard.password.as_deref(),
         tls: &config.tls,
     })
     .map_err(|reason| ShardError::Settings {
-        shard: ShardId(shard.name.clone()),
+        shard: shard.id.clone(),
         reason,
     })?;
     Ok(Shard {
-        id: ShardId(shard.name.clone()),
+        id: shard.id.clone(),
         redacted_url: redact_url(&shard.url),
         weight: shard.weight,
         pool,

@@ -39,6 +39,7 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
         wait_timeout: None,
         application_name: "fence test",
         session_setup: &session_setup_sql(std::slice::from_ref(&statements)),
+        password: None,
         tls: &tls,
     })
     .unwrap();

@@ -167,36 +167,6 @@ async fn a_shard_table_that_differs_from_the_config_stops_start_up() {
 }
 
 #[tokio::test]
-async fn a_config_whose_shards_differ_from_the_catalog_stops_start_up() {
-    let urls = fresh_shards("catalog").await;
-    let gate = TestServer::start_on(urls.clone(), "").await;
-    gate.stop().await;
-    let error = shardgate::server::start(config_for(&urls[..1], ""))
-        .await
-        .err()
-        .expect("start-up fails");
-    let message = error.to_string();
-    assert!(
-        message.starts_with(
-            "the config disagrees with the catalog: shard s1 is in the catalog but not in the config"
-        ),
-        "{message}"
-    );
-    let error = shardgate::server::start(config_for(&urls, "[routing]\nvnodes = 64\n"))
-        .await
-        .err()
-        .expect("start-up fails");
-    assert!(
-        error
-            .to_string()
-            .contains("routing.vnodes is 64 but the catalog's ring was built with 256"),
-        "{error}"
-    );
-    let restarted = TestServer::start_on(urls, "").await;
-    restarted.stop().await;
-}
-
-#[tokio::test]
 async fn sigterm_flushes_pending_rows_before_the_process_exits() {
     let urls = fresh_shards("sigterm").await;
     let ports: Vec<u16> = (0..2)

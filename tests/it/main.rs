@@ -2,6 +2,7 @@
 //! clusters for every area (a test that stops a cluster starts a private one).
 
 mod bench;
+mod catalog;
 mod common;
 mod fence;
 mod lifecycle;

@@ -65,7 +65,7 @@ async fn a_tls_only_shard_takes_writes_and_queries_over_verified_tls() {
         ca_file: Some(ca_file.clone()),
         verify: true,
     };
-    let shard = shardgate::pg::connect_once(&urls[1], &tls).await.unwrap();
+    let shard = shardgate::pg::connect_once(&urls[1], None, &tls).await.unwrap();
     let stored: i64 = shard
         .query_one("SELECT count(*) FROM events", &[])
         .await

@@ -1,0 +1,98 @@
+//! The catalog's tables and their versions. The layout version is recorded in the catalog
+//! itself (`shardgate.catalog_version`); at start a catalog of an older layout is migrated
+//! forward in the same transaction that reads it, and one of a newer layout is refused.
+//!
+//! Versions:
+//! 1. `routing` (epoch, vnodes), `shards` (name, weight, added_epoch), `ring_tokens`; no
+//!    version table.
+//! 2. `shards` also records each shard's URL (without its password) and its position in the
+//!    shard list, so the catalog, not the config, owns the shard list.
+
+use super::CatalogError;
+use super::query;
+
+/// The layout this code reads and writes.
+pub const CURRENT: i32 = 2;
+
+/// The tables of the current layout, for a catalog created now.
+const CREATE_CURRENT: &str = "
+    CREATE SCHEMA IF NOT EXISTS shardgate;
+    CREATE TABLE shardgate.catalog_version (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        version integer NOT NULL
+    );
+    CREATE TABLE shardgate.routing (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        epoch bigint NOT NULL,
+        vnodes integer NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE shardgate.shards (
+        name text PRIMARY KEY,
+        weight integer NOT NULL,
+        added_epoch bigint NOT NULL,
+        url text,
+        ordinal integer
+    );
+    CREATE TABLE shardgate.ring_tokens (
+        position bigint PRIMARY KEY,
+        shard text NOT NULL REFERENCES shardgate.shards (name)
+    );";
+
+/// From layout 1 to 2: the shards' URLs and order, filled in from the config at start.
+const MIGRATE_1_TO_2: &str = "
+    CREATE TABLE shardgate.catalog_version (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        version integer NOT NULL
+    );
+    ALTER TABLE shardgate.shards ADD COLUMN url text, ADD COLUMN ordinal integer;";
+
+/// Brings the catalog to the current layout, creating it when there is none; returns the
+/// layout it found (0 for none). The caller holds the catalog lock.
+pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<i32, CatalogError> {
+    let found = found_version(tx).await?;
+    match found {
+        0 => tx
+            .batch_execute(CREATE_CURRENT)
+            .await
+            .map_err(query("create the catalog"))?,
+        1 => {
+            tx.batch_execute(MIGRATE_1_TO_2)
+                .await
+                .map_err(query("migrate the catalog from layout 1"))?;
+            tracing::info!(from = 1, to = CURRENT, "catalog layout migrated");
+        }
+        CURRENT => return Ok(found),
+        newer => return Err(CatalogError::NewerLayout(newer)),
+    }
+    tx.execute(
+        "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
+        &[&CURRENT],
+    )
+    .await
+    .map_err(query("record the catalog layout"))?;
+    Ok(found)
+}
+
+/// The layout of the catalog as it is: 0 when there is none, 1 for a catalog without a version
+/// table.
+async fn found_version(tx: &tokio_postgres::Transaction<'_>) -> Result<i32, CatalogError> {
+    let row = tx
+        .query_one(
+            "SELECT to_regclass('shardgate.catalog_version') IS NOT NULL, \
+                    to_regclass('shardgate.routing') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(query("look for the catalog"))?;
+    let (versioned, exists): (bool, bool) = (row.get(0), row.get(1));
+    if !versioned {
+        return Ok(i32::from(exists));
+    }
+    let version: i32 = tx
+        .query_one("SELECT version FROM shardgate.catalog_version", &[])
+        .await
+        .map_err(query("read the catalog layout"))?
+        .get(0);
+    Ok(version)
+}

@@ -1,0 +1,183 @@
+//! The catalog owns the shard list: it is seeded from the config once, records each shard's URL
+//! without its password, serves shards the config no longer names, refuses a config naming a
+//! shard it lacks, and migrates a catalog of the previous layout forward at start.
+
+use crate::common::{TestServer, config_for, connect, count_on, events, fresh_shards};
+use serde_json::json;
+use shardgate::routing::{KeyHash, Ring};
+
+/// `url` with `password` added for its user (the test clusters trust loopback, so any password
+/// is accepted: what matters is where it ends up).
+fn with_password(url: &str, password: &str) -> String {
+    url.replacen("postgres@", &format!("postgres:{password}@"), 1)
+}
+
+async fn start(config: shardgate::config::Config, shard_urls: Vec<String>) -> TestServer {
+    TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls,
+        http: reqwest::Client::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_shard_only_the_catalog_names_is_used_as_the_catalog_records_it() {
+    let urls = fresh_shards("catalog_owns").await;
+    let seeded: Vec<String> = urls.iter().map(|u| with_password(u, "s3cret")).collect();
+    let gate = start(config_for(&seeded, ""), urls.clone()).await;
+    gate.stop().await;
+    let stored = connect(&urls[0])
+        .await
+        .query("SELECT name, url FROM shardgate.shards ORDER BY ordinal", &[])
+        .await
+        .unwrap();
+    let stored: Vec<(String, String)> = stored.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        stored,
+        [
+            ("s0".to_string(), urls[0].clone()),
+            ("s1".to_string(), urls[1].clone())
+        ],
+        "the catalog keeps each URL without its password"
+    );
+
+    let gate = start(config_for(&urls[..1], ""), urls.clone()).await;
+    let reply = gate.post_events(&events(400, 37)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let on_s1 = reply.body["shards"]["s1"].as_i64().unwrap_or_default();
+    assert!(on_s1 > 0, "rows still reach s1: {}", reply.body);
+    assert_eq!(count_on(&urls[1], "events").await, on_s1);
+    let shards = gate.admin("/admin/shards").await.body;
+    assert_eq!(shards[1]["name"], "s1");
+    assert_eq!(shards[1]["url"], json!(urls[1]));
+    assert_eq!(shards[1]["prepared"], true);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_naming_a_shard_the_catalog_lacks_or_other_weights_stops_start_up() {
+    let urls = fresh_shards("catalog_refuses").await;
+    let gate = TestServer::start_on(urls[..2].to_vec(), "").await;
+    gate.stop().await;
+    let mut more = urls.clone();
+    more.push(urls[1].replace("catalog_refuses", "postgres"));
+    let mut heavier = config_for(&urls, "");
+    heavier.shards[1].weight = 2;
+    let refusals = [
+        (
+            config_for(&more, ""),
+            "shard s2 is in the config but not in the catalog (which lists s0, s1); a shard joins \
+             an existing catalog through resharding",
+        ),
+        (
+            heavier,
+            "shard s1 has weight 2 in the config but 1 in the catalog",
+        ),
+        (
+            config_for(&urls, "[routing]\nvnodes = 64\n"),
+            "routing.vnodes is 64 but the catalog's ring was built with 256",
+        ),
+    ];
+    for (config, expected) in refusals {
+        let error = shardgate::server::start(config)
+            .await
+            .err()
+            .expect("start-up fails");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("the config disagrees with the catalog: ") && message.contains(expected),
+            "{message}"
+        );
+    }
+    let restarted = TestServer::start_on(urls, "").await;
+    restarted.stop().await;
+}
+
+/// Writes the catalog as the first layout did: no version table, shards without URLs.
+async fn write_first_layout_catalog(catalog_url: &str, epoch: i64) {
+    let client = connect(catalog_url).await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA shardgate;
+             CREATE TABLE shardgate.routing (
+                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                 epoch bigint NOT NULL, vnodes integer NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE shardgate.shards (name text PRIMARY KEY, weight integer NOT NULL, added_epoch bigint NOT NULL);
+             CREATE TABLE shardgate.ring_tokens (
+                 position bigint PRIMARY KEY, shard text NOT NULL REFERENCES shardgate.shards (name));
+             INSERT INTO shardgate.shards VALUES ('s0', 1, 1), ('s1', 1, 1);",
+        )
+        .await
+        .unwrap();
+    let ring = Ring::build([("s0", 1), ("s1", 1)], 256).unwrap();
+    let positions: Vec<i64> = ring
+        .tokens()
+        .iter()
+        .map(|t| KeyHash(t.position).as_i64())
+        .collect();
+    let owners: Vec<String> = ring.tokens().iter().map(|t| format!("s{}", t.shard.0)).collect();
+    client
+        .execute(
+            "INSERT INTO shardgate.ring_tokens SELECT * FROM unnest($1::bigint[], $2::text[])",
+            &[&positions, &owners],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO shardgate.routing (epoch, vnodes) VALUES ($1, 256)",
+            &[&epoch],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
+    let urls = fresh_shards("catalog_layout").await;
+    write_first_layout_catalog(&urls[0], 7).await;
+    let gate = TestServer::start_on(urls.clone(), "").await;
+    let ready = gate.admin("/readyz").await;
+    assert_eq!(ready.body["epoch"], 7, "the stored epoch is kept: {}", ready.body);
+    let reply = gate.post_events(&events(300, 23)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    gate.stop().await;
+    let catalog = connect(&urls[0]).await;
+    let version: i32 = catalog
+        .query_one("SELECT version FROM shardgate.catalog_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+    let stored = catalog
+        .query(
+            "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: Vec<(String, String, i32)> = stored.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        stored,
+        [
+            ("s0".to_string(), urls[0].clone(), 0),
+            ("s1".to_string(), urls[1].clone(), 1)
+        ]
+    );
+    let fence: i64 = connect(&urls[1])
+        .await
+        .query_one("SELECT epoch FROM shardgate_fence", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fence, 7);
+
+    let again = TestServer::start_on(urls[..1].to_vec(), "").await;
+    assert_eq!(
+        again.admin("/readyz").await.status,
+        200,
+        "a migrated catalog starts again"
+    );
+    again.stop().await;
+}
