@@ -160,8 +160,8 @@ pub fn place(text: &RowText, routing: &RoutingTable, scratch: &mut Vec<u8>) -> (
         (ColumnType::Text, text.tenant.as_bytes()),
         (ColumnType::Text, text.event_type.as_bytes()),
     ];
-    let hash = hash_key(parts, scratch);
-    (hash, routing.shard_for(hash))
+    let placement = routing.place_write(hash_key(parts, scratch));
+    (placement.position, placement.owner)
 }
 
 /// Appends a row as a binary COPY tuple in the column order

@@ -327,11 +327,11 @@ async fn read_state(
         .map(|s| endpoint(s, config))
         .collect::<Result<_, _>>()?;
     Ok(CatalogState {
-        routing: RoutingTable {
-            epoch: Epoch(epoch),
-            shards: stored.iter().map(|s| ShardId(s.name.clone())).collect(),
-            ring: Ring::from_tokens(tokens)?,
-        },
+        routing: RoutingTable::new(
+            Epoch(epoch),
+            stored.iter().map(|s| ShardId(s.name.clone())).collect(),
+            Ring::from_tokens(tokens)?,
+        ),
         shards,
     })
 }

@@ -38,13 +38,13 @@ pub fn pruned_shards(
         return None;
     }
     let mut shards: Vec<ShardIndex> = (0..combinations)
-        .map(|mut index| {
+        .flat_map(|mut index| {
             let key = columns.iter().map(|values| {
                 let (ty, bytes) = &values[index % values.len()];
                 index /= values.len();
                 (*ty, bytes.as_slice())
             });
-            routing.shard_for(hash_key(key, &mut Vec::new()))
+            routing.shards_for_read(hash_key(key, &mut Vec::new()))
         })
         .collect();
     shards.sort();

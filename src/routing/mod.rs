@@ -1,14 +1,17 @@
 //! Where a row goes: canonical key hashing ([`key`]), the token ring ([`ring`]) and the
 //! immutable, epoch-stamped routing snapshot every request routes with ([`table`]).
 //!
-//! Routing knows nothing of HTTP or storage; a row's shard is decided in
-//! [`RoutingTable::shard_for`] and nowhere else.
+//! Routing knows nothing of HTTP or storage; a row's placement is decided in
+//! [`RoutingTable::place_write`] (and a key's shards for reading in
+//! [`RoutingTable::shards_for_read`]) and nowhere else ([`placement`]).
 
 pub mod key;
+pub mod placement;
 pub mod ring;
 pub mod table;
 
 pub use key::{KeyHash, hash_key};
+pub use placement::{MovingRange, WritePlacement};
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};
 pub use table::{Epoch, Routing, RoutingTable, ShardId};
 

@@ -106,7 +106,8 @@ impl Ring {
     }
 
     /// The shard owning `hash`: the owner of the first token at or after it, wrapping around.
-    pub fn shard_for(&self, hash: KeyHash) -> ShardIndex {
+    /// Outside routing, placement is asked of a [`super::RoutingTable`].
+    pub(super) fn shard_for(&self, hash: KeyHash) -> ShardIndex {
         let at = self.tokens.partition_point(|t| t.position < hash.0);
         self.tokens.get(at).unwrap_or(&self.tokens[0]).shard
     }

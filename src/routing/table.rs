@@ -4,8 +4,8 @@
 //! a request loads one snapshot and routes all of its rows with it (invariant 3). Publishing
 //! requires a strictly higher epoch, so a stale table can never replace a newer one.
 
-use super::key::KeyHash;
-use super::ring::{Ring, ShardIndex};
+use super::placement::MovingRange;
+use super::ring::Ring;
 use arc_swap::ArcSwap;
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +30,8 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// An immutable routing snapshot.
+/// An immutable routing snapshot. Where a row goes is asked of it through
+/// [`RoutingTable::place_write`] and [`RoutingTable::shards_for_read`].
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     /// Version of this snapshot.
@@ -39,12 +40,19 @@ pub struct RoutingTable {
     pub shards: Vec<ShardId>,
     /// The ring, whose tokens refer to `shards` by index.
     pub ring: Ring,
+    /// Ranges being copied to a new owner (none until resharding runs).
+    pub moving: Vec<MovingRange>,
 }
 
 impl RoutingTable {
-    /// The shard that stores rows whose key hashes to `hash`.
-    pub fn shard_for(&self, hash: KeyHash) -> ShardIndex {
-        self.ring.shard_for(hash)
+    /// A snapshot of `ring` over `shards`, with no range in motion.
+    pub fn new(epoch: Epoch, shards: Vec<ShardId>, ring: Ring) -> RoutingTable {
+        RoutingTable {
+            epoch,
+            shards,
+            ring,
+            moving: Vec::new(),
+        }
     }
 }
 
@@ -95,11 +103,11 @@ mod tests {
     use super::*;
 
     fn table(epoch: i64) -> RoutingTable {
-        RoutingTable {
-            epoch: Epoch(epoch),
-            shards: vec![ShardId("s0".into())],
-            ring: Ring::build([("s0", 1)], 4).unwrap(),
-        }
+        RoutingTable::new(
+            Epoch(epoch),
+            vec![ShardId("s0".into())],
+            Ring::build([("s0", 1)], 4).unwrap(),
+        )
     }
 
     #[test]

@@ -281,11 +281,13 @@ impl<'a> RowEncoder<'a> {
                 slot_bytes(slots[i], scratch).expect("finish_row checked that key values are present");
             (table.columns[i].ty, value)
         });
-        let hash = hash_key(key_parts, &mut self.key_scratch);
-        let shard = self.routing.shard_for(hash);
+        let placement = self
+            .routing
+            .place_write(hash_key(key_parts, &mut self.key_scratch));
         let field_count =
             i16::try_from(table.columns.len() + 1).expect("Postgres tables have at most 1600 columns");
-        let mut tuples = std::mem::take(&mut self.out[shard.0].tuples);
+        let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
+        let start = tuples.len();
         tuples.extend_from_slice(&field_count.to_be_bytes());
         for i in 0..table.columns.len() {
             match self.value(i) {
@@ -298,8 +300,13 @@ impl<'a> RowEncoder<'a> {
             }
         }
         tuples.extend_from_slice(&8i32.to_be_bytes());
-        tuples.extend_from_slice(&hash.as_i64().to_be_bytes());
-        let out = &mut self.out[shard.0];
+        tuples.extend_from_slice(&placement.position.as_i64().to_be_bytes());
+        if let Some(also) = placement.also {
+            let copy = &mut self.out[also.0];
+            copy.tuples.extend_from_slice(&tuples[start..]);
+            copy.rows += 1;
+        }
+        let out = &mut self.out[placement.owner.0];
         out.tuples = tuples;
         out.rows += 1;
     }

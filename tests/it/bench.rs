@@ -2,7 +2,7 @@
 //! straight COPY places rows where shardgate would.
 
 use crate::common::{connect, fresh_shards};
-use shardgate::routing::{KeyHash, Ring, ShardIndex};
+use shardgate::routing::{KeyHash, ShardIndex};
 
 fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
@@ -76,7 +76,7 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
         assert_eq!(report["verification"]["rows_added"], rows, "{report}");
     }
 
-    let ring = Ring::build([("s0", 1), ("s1", 1)], 256).unwrap();
+    let routing = crate::common::two_shard_routing();
     for (index, url) in urls.iter().enumerate() {
         let client = connect(url).await;
         let misplaced: Vec<i64> = client
@@ -85,7 +85,7 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
             .unwrap()
             .iter()
             .map(|r| r.get(0))
-            .filter(|h| ring.shard_for(KeyHash::from_i64(*h)) != ShardIndex(index))
+            .filter(|h| routing.place_write(KeyHash::from_i64(*h)).owner != ShardIndex(index))
             .collect();
         assert!(misplaced.is_empty(), "shard s{index} holds rows of other shards");
     }

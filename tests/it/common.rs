@@ -108,6 +108,14 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The routing of two shards `s0` and `s1` with the default 256 vnodes, as shardgate builds it
+/// on first start: the independent placement tests check rows against.
+pub fn two_shard_routing() -> shardgate::routing::RoutingTable {
+    use shardgate::routing::{Epoch, Ring, RoutingTable, ShardId};
+    let ring = Ring::build([("s0", 1), ("s1", 1)], 256).expect("the ring builds");
+    RoutingTable::new(Epoch(1), vec![ShardId("s0".into()), ShardId("s1".into())], ring)
+}
+
 /// The table most tests write to.
 pub const EVENTS_TABLE: &str = r#"
 [[tables]]

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 /// `rows` events encoded as one batch for a table that has only this shard.
 fn one_shard_batch(events: &TableSchema, rows: usize) -> bytes::Bytes {
-    let routing = RoutingTable {
-        epoch: Epoch(1),
-        shards: vec![ShardId("s1".into())],
-        ring: Ring::build([("s1", 1)], 16).unwrap(),
-    };
+    let routing = RoutingTable::new(
+        Epoch(1),
+        vec![ShardId("s1".into())],
+        Ring::build([("s1", 1)], 16).unwrap(),
+    );
     let body = crate::common::events(rows, 3).to_string();
     let mut encoded = decode_rows(events, &routing, BodyFormat::Json, body.as_bytes(), 0).unwrap();
     encoded.shards.remove(0).tuples.into()

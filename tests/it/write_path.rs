@@ -3,7 +3,7 @@
 
 use crate::common::{TestServer, connect, events};
 use serde_json::json;
-use shardgate::routing::{KeyHash, Ring, ShardIndex, hash_key};
+use shardgate::routing::{KeyHash, ShardIndex, hash_key};
 use shardgate::schema::{ColumnType, JsonScalar, encode_scalar};
 use std::io::Write;
 use std::time::Duration;
@@ -29,7 +29,7 @@ async fn each_row_lands_on_the_shard_its_key_hashes_to() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["rows"], 600);
 
-    let ring = Ring::build([("s0", 1), ("s1", 1)], 256).unwrap();
+    let routing = crate::common::two_shard_routing();
     let mut total = 0;
     for (index, url) in gate.shard_urls.iter().enumerate() {
         let client = connect(url).await;
@@ -45,7 +45,7 @@ async fn each_row_lands_on_the_shard_its_key_hashes_to() {
                 "stored _sg_hash is the key's hash"
             );
             assert_eq!(
-                ring.shard_for(hash),
+                routing.place_write(hash).owner,
                 ShardIndex(index),
                 "row sits on the shard owning its hash"
             );

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::Config;
-use crate::routing::{Epoch, KeyHash, Ring, ShardId, ShardIndex};
+use crate::routing::{Epoch, KeyHash, MovingRange, Ring, ShardId, ShardIndex, TokenRange};
 
 const TABLES: &str = r#"
 [[tables]]
@@ -25,11 +25,11 @@ fn events() -> TableSchema {
 }
 
 fn routing() -> RoutingTable {
-    RoutingTable {
-        epoch: Epoch(1),
-        shards: vec![ShardId("s0".into()), ShardId("s1".into())],
-        ring: Ring::build([("s0", 1), ("s1", 1)], 64).unwrap(),
-    }
+    RoutingTable::new(
+        Epoch(1),
+        vec![ShardId("s0".into()), ShardId("s1".into())],
+        Ring::build([("s0", 1), ("s1", 1)], 64).unwrap(),
+    )
 }
 
 fn decode(format: BodyFormat, body: &str) -> Result<EncodedRows, DecodeError> {
@@ -95,7 +95,7 @@ fn a_row_becomes_a_tuple_with_defaults_and_its_hash() {
     );
     let hash = KeyHash::from_i64(i64::from_be_bytes(row[7].clone().unwrap().try_into().unwrap()));
     assert_eq!(
-        routing().shard_for(hash),
+        routing().place_write(hash).owner,
         ShardIndex(shard),
         "tuple sits in the buffer of its shard"
     );
@@ -231,4 +231,37 @@ fn jsonb_null_is_sql_null_and_nested_values_are_kept_verbatim() {
         .next()
         .unwrap();
     assert_eq!(row[4], None);
+}
+
+#[test]
+fn rows_in_a_moving_range_are_encoded_for_its_owner_and_its_target() {
+    let body: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"tenant_id": "t{i}", "n": {i}}}"#))
+        .collect();
+    let body = format!("[{}]", body.join(","));
+    let plain = decode_rows(&events(), &routing(), BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let mut moving = routing();
+    moving.moving = vec![MovingRange {
+        range: TokenRange {
+            start: u64::MAX,
+            end: u64::MAX - 1,
+            shard: ShardIndex(0),
+        },
+        target: ShardIndex(1),
+    }];
+    let dual = decode_rows(&events(), &moving, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    assert!(plain.shards[0].rows > 0 && plain.shards[1].rows > 0);
+    assert_eq!(
+        dual.shards[0].rows, plain.shards[0].rows,
+        "the owner gets its rows once"
+    );
+    assert_eq!(dual.shards[0].tuples.len(), plain.shards[0].tuples.len());
+    assert_eq!(
+        dual.shards[1].rows, 40,
+        "the target gets its own rows and a copy of s0's"
+    );
+    assert_eq!(
+        dual.shards[1].tuples.len(),
+        plain.shards[0].tuples.len() + plain.shards[1].tuples.len()
+    );
 }
