@@ -218,11 +218,24 @@ impl Default for TlsConfig {
 }
 
 /// `[catalog]`: the database holding routing state.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
     /// Postgres URL; the first shard's when absent.
     pub url: Option<String>,
+    /// How often the routing table is re-read when no change notification arrived (a
+    /// fallback: a change is normally announced at once with `NOTIFY`).
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: None,
+            refresh_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// One `[[shards]]` entry.
@@ -458,6 +471,9 @@ impl Config {
         }
         if self.query.max_rows == 0 {
             problems.add("query.max_rows", "must be positive");
+        }
+        if self.catalog.refresh_interval < Duration::from_millis(100) {
+            problems.add("catalog.refresh_interval", "must be at least 100ms");
         }
         let zone = &self.query.time_zone;
         if zone.is_empty()

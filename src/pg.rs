@@ -71,6 +71,76 @@ pub async fn connect_once(
     Ok(client)
 }
 
+/// A connection that `LISTEN`s on a channel; dropping it closes the connection.
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Listener {
+    /// Opens a connection and `LISTEN`s on `channel`.
+    pub async fn start(url: &str, tls: &TlsConfig, channel: &str) -> Result<Listener, String> {
+        let pg_config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+        let failed = |e: tokio_postgres::Error| {
+            format!("cannot connect to {}: {}", redact_url(url), describe_error(&e))
+        };
+        let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
+        let client = match tls_connector(&pg_config, tls)? {
+            Some(connector) => {
+                let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
+                tokio::spawn(forward_notifications(connection, sender));
+                client
+            }
+            None => {
+                let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
+                tokio::spawn(forward_notifications(connection, sender));
+                client
+            }
+        };
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(|e| format!("cannot LISTEN on {channel}: {}", describe_error(&e)))?;
+        Ok(Listener {
+            _client: client,
+            notifications,
+        })
+    }
+
+    /// The payload of the next notification; `None` once the connection has ended.
+    pub async fn next(&mut self) -> Option<String> {
+        self.notifications.recv().await
+    }
+}
+
+/// Drives `connection`, sending each notification's payload, until it ends or nobody listens.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = std::pin::pin!(futures_util::stream::poll_fn(
+        move |cx| connection.poll_message(cx)
+    ));
+    while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if sender.send(n.payload().to_string()).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %describe_error(&e), "listening connection failed");
+                return;
+            }
+        }
+    }
+}
+
 /// Builds a pool that connects lazily; the error says why the settings are unusable.
 pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
     let mut pg_config: tokio_postgres::Config = settings

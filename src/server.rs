@@ -7,6 +7,7 @@
 //! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
 //! let the writers drain their queues and exit. No acknowledged row is left in memory.
 
+use crate::catalog::watch::{WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
 use crate::http::Listeners;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// shardgate could not start.
@@ -113,14 +114,25 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
     let shutdown = CancellationToken::new();
+    let routing_source = Arc::new(RoutingSource {
+        catalog,
+        config: config.clone(),
+        routing: routing.clone(),
+    });
+    let mut background = JoinSet::new();
     if !all_prepared {
         let later = shards
             .clone()
             .prepare_in_background(tables.clone(), routing.clone(), shutdown.clone());
-        tokio::spawn(later);
+        background.spawn(later);
     }
+    background.spawn(watch(
+        routing_source.clone(),
+        watch_settings(&config),
+        shutdown.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
-    let setup = batcher_setup(&config, &tables, statements, &shards, catalog, &routing, &metrics);
+    let setup = batcher_setup(&config, &tables, statements, &shards, routing_source, &metrics);
     let (batcher, writers) = Batcher::start(setup, shutdown.clone());
     let writes = Writes::new(
         routing.clone(),
@@ -149,7 +161,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         write: write_listener,
         admin: admin_listener,
     };
-    let task = tokio::spawn(serve(listeners, state, writers, shutdown.clone()));
+    let tasks = Tasks { writers, background };
+    let task = tokio::spawn(serve(listeners, state, tasks, shutdown.clone()));
     Ok(RunningServer {
         write_addr,
         admin_addr,
@@ -163,8 +176,7 @@ fn batcher_setup(
     tables: &Tables,
     statements: Vec<TableStatements>,
     shards: &Arc<Shards>,
-    catalog: Catalog,
-    routing: &Arc<Routing>,
+    routing_source: Arc<RoutingSource>,
     metrics: &Arc<Metrics>,
 ) -> BatcherSetup {
     BatcherSetup {
@@ -177,25 +189,34 @@ fn batcher_setup(
             max_bytes: config.queue.max_bytes.as_usize(),
         },
         connections_per_shard: config.pool.connections_per_shard,
-        routing_source: Arc::new(RoutingSource {
-            catalog,
-            config: config.clone(),
-            routing: routing.clone(),
-        }),
+        routing_source,
         metrics: metrics.clone(),
     }
 }
 
-async fn serve(
-    listeners: Listeners,
-    state: Arc<AppState>,
-    writers: tokio::task::JoinSet<()>,
-    shutdown: CancellationToken,
-) {
+/// Where the catalog watcher listens: the catalog database, validated to be named.
+fn watch_settings(config: &Config) -> WatchSettings {
+    WatchSettings {
+        url: config.catalog_url().unwrap_or_default().to_string(),
+        tls: config.tls.clone(),
+        refresh_interval: config.catalog.refresh_interval,
+    }
+}
+
+/// The tasks a running server owns besides its listeners: the shard writers, which drain the
+/// queues once the listeners are closed, and background work that stops at shutdown (the
+/// catalog watcher, the preparation of shards that were down at start-up).
+struct Tasks {
+    writers: JoinSet<()>,
+    background: JoinSet<()>,
+}
+
+async fn serve(listeners: Listeners, state: Arc<AppState>, tasks: Tasks, shutdown: CancellationToken) {
     listeners.serve(state, shutdown).await;
+    tasks.background.join_all().await;
     // Both routers, and with them the batcher's senders, are gone: the writers drain and stop.
     tracing::info!("listeners closed; flushing queues");
-    writers.join_all().await;
+    tasks.writers.join_all().await;
     tracing::info!("shutdown complete");
 }
 

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio_postgres::IsolationLevel;
 
 mod layout;
+pub mod watch;
 
 /// Key of the advisory lock that serialises catalog initialisation between proxies.
 const CATALOG_LOCK_KEY: i64 = 0x5347_4341_5441_4c47;

@@ -4,7 +4,10 @@
 
 use crate::common::{TestServer, config_for, connect, count_on, events, fresh_shards};
 use serde_json::json;
-use shardgate::routing::{KeyHash, Ring};
+use shardgate::catalog::watch::ROUTING_CHANNEL;
+use shardgate::routing::{Epoch, KeyHash, Ring};
+use shardgate::shards::fence;
+use std::time::{Duration, Instant};
 
 /// `url` with `password` added for its user (the test clusters trust loopback, so any password
 /// is accepted: what matters is where it ends up).
@@ -180,4 +183,66 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         "a migrated catalog starts again"
     );
     again.stop().await;
+}
+
+/// Moves the fences of every shard and then the catalog to `epoch`, as a cutover does;
+/// announces it on the routing channel when `notify`.
+async fn advance_epoch(urls: &[String], epoch: i64, notify: bool) {
+    for url in urls {
+        fence::bump(&mut connect(url).await, Epoch(epoch)).await.unwrap();
+    }
+    let announce = if notify {
+        format!("NOTIFY {ROUTING_CHANNEL}, '{epoch}';")
+    } else {
+        String::new()
+    };
+    connect(&urls[0])
+        .await
+        .batch_execute(&format!(
+            "BEGIN; UPDATE shardgate.routing SET epoch = {epoch}; {announce} COMMIT;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// How long until `gate` routes with `epoch`, polling `/readyz`; panics after `limit`.
+async fn time_to_epoch(gate: &TestServer, epoch: i64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if gate.admin("/readyz").await.body["epoch"] == epoch {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no epoch {epoch} within {limit:?}");
+}
+
+#[tokio::test]
+async fn a_second_proxy_on_the_same_catalog_takes_a_new_epoch_within_a_second() {
+    let urls = fresh_shards("catalog_notify").await;
+    let slow_fallback = "[catalog]\nrefresh_interval = \"60s\"\n";
+    let first = TestServer::start_on(urls.clone(), slow_fallback).await;
+    let second = TestServer::start_on(urls.clone(), slow_fallback).await;
+    // Let both listeners connect before the change is written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    advance_epoch(&urls, 2, true).await;
+    for gate in [&first, &second] {
+        let waited = time_to_epoch(gate, 2, Duration::from_secs(1)).await;
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+    }
+    let reply = second.post_events(&events(100, 11)).await;
+    assert_eq!(reply.status, 200, "written with the new epoch: {}", reply.body);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_notification_the_periodic_re_read_finds_the_new_epoch() {
+    let urls = fresh_shards("catalog_reread").await;
+    let gate = TestServer::start_on(urls.clone(), "[catalog]\nrefresh_interval = \"200ms\"\n").await;
+    advance_epoch(&urls, 3, false).await;
+    time_to_epoch(&gate, 3, Duration::from_secs(2)).await;
+    let reply = gate.post_events(&events(50, 7)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    gate.stop().await;
 }
