@@ -1,6 +1,8 @@
 //! The pieces of `shardgate bench`: generated rows ([`workload`]), the three write targets
-//! ([`targets`]) and the measurements ([`report`]). The command itself lives in the CLI.
+//! ([`targets`]), the measurements ([`report`]) and the watch of the process under test
+//! ([`process`]). The command itself lives in the CLI.
 
+pub mod process;
 pub mod report;
 pub mod targets;
 pub mod workload;

@@ -1,6 +1,7 @@
 //! What a benchmark run measured: throughput, an HDR histogram of ack latency, errors by kind,
 //! and optionally the router's peak memory and a row count on the shards.
 
+use super::process::ProcessUsage;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -112,6 +113,10 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Peak resident memory of the watched process, in MiB.
     pub peak_rss_mib: Option<f64>,
+    /// User + system CPU seconds the watched process spent during the run.
+    pub cpu_seconds: Option<f64>,
+    /// The watched process's CPU time per acknowledged row, in microseconds.
+    pub cpu_us_per_row: Option<f64>,
     /// Row count check on the shards.
     pub verification: Option<Verification>,
 }
@@ -139,8 +144,21 @@ impl Report {
             },
             errors: recorder.errors.clone(),
             peak_rss_mib: None,
+            cpu_seconds: None,
+            cpu_us_per_row: None,
             verification: None,
         }
+    }
+
+    /// Records what the watched process used: its peak memory, and its CPU time in all and per
+    /// acknowledged row.
+    pub fn watched(&mut self, usage: ProcessUsage) {
+        self.peak_rss_mib = Some(usage.peak_rss_mib);
+        self.cpu_seconds = usage.cpu_seconds;
+        self.cpu_us_per_row = usage
+            .cpu_seconds
+            .filter(|_| self.rows > 0)
+            .map(|seconds| seconds * 1e6 / self.rows as f64);
     }
 
     /// Why the run did not measure what it was asked to, if it did not: every request failed
@@ -196,6 +214,11 @@ impl Report {
         if let Some(rss) = self.peak_rss_mib {
             out.push_str(&format!("peak RSS      {rss:.1} MiB\n"));
         }
+        if let (Some(seconds), Some(per_row)) = (self.cpu_seconds, self.cpu_us_per_row) {
+            out.push_str(&format!(
+                "watched CPU   {seconds:.2} s, {per_row:.2} µs per row\n"
+            ));
+        }
         if let Some(v) = &self.verification {
             out.push_str(&format!(
                 "on shards     +{} rows ({} acknowledged)\n",
@@ -232,6 +255,17 @@ mod tests {
         assert!((l.max - 2000.0).abs() < 2.0, "{l:?}");
         assert!(report.render().contains("errors        429: 2"));
         assert_eq!(report.failure(), None, "some requests were acknowledged");
+        let mut watched = report;
+        watched.watched(ProcessUsage {
+            peak_rss_mib: 40.0,
+            cpu_seconds: Some(0.5),
+        });
+        assert!((watched.cpu_us_per_row.unwrap() - 500_000.0 / 1005.0).abs() < 1e-9);
+        assert!(
+            watched
+                .render()
+                .contains("watched CPU   0.50 s, 497.51 µs per row")
+        );
     }
 
     #[test]

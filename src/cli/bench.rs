@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use shardgate::bench::process::ProcessWatch;
 use shardgate::bench::report::{Recorder, Report, Verification};
 use shardgate::bench::targets::{DirectTarget, Plan, direct_worker, http_worker, insert_worker};
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
@@ -84,7 +85,8 @@ pub struct BenchArgs {
     /// Offered load in rows per second (open loop); as fast as possible when absent.
     #[arg(long)]
     rate: Option<f64>,
-    /// Report peak resident memory of this process (e.g. the shardgate server).
+    /// Report peak resident memory and CPU time (in all and per row) of this process (e.g. the
+    /// shardgate server).
     #[arg(long)]
     watch_pid: Option<u32>,
     /// Count the table's rows on every shard before and after, and report the difference.
@@ -123,7 +125,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
-    let rss = args.watch_pid.map(RssWatch::start);
+    let watch = args.watch_pid.map(ProcessWatch::start);
     let progress = progress_bar(total_rows);
     let plan = Arc::new(Plan::new(
         args.rows_per_request,
@@ -153,8 +155,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         target.push_str(" (gzip)");
     }
     let mut report = Report::new(&target, latency_of, &recorder, elapsed);
-    if let Some(rss) = rss {
-        report.peak_rss_mib = Some(rss.finish().await);
+    if let Some(watch) = watch {
+        report.watched(watch.finish().await);
     }
     if let Some(before) = rows_before {
         let after = count_rows(&config, &table_name).await?;
@@ -342,42 +344,4 @@ fn progress_bar(total_rows: Option<u64>) -> ProgressBar {
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-/// Samples a process's resident memory until finished; reports the peak.
-struct RssWatch {
-    task: tokio::task::JoinHandle<f64>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl RssWatch {
-    fn start(pid: u32) -> RssWatch {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut peak: f64 = 0.0;
-            while !token.is_cancelled() {
-                if let Some(kib) = rss_kib(pid) {
-                    peak = peak.max(kib as f64 / 1024.0);
-                }
-                tokio::select! {
-                    _ = token.cancelled() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-            peak
-        });
-        RssWatch { task, stop }
-    }
-
-    async fn finish(self) -> f64 {
-        self.stop.cancel();
-        self.task.await.unwrap_or(0.0)
-    }
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
