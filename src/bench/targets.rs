@@ -68,28 +68,88 @@ impl Plan {
     }
 }
 
+/// Request bodies built before the clock starts, one per ticket of the plan, so that a timed
+/// run measures the target and not the client's JSON encoding. Workers take them in turn.
+pub struct BodyPool {
+    bodies: Vec<(Bytes, usize)>,
+    next: AtomicU64,
+}
+
+impl BodyPool {
+    /// The bodies of `total_rows` rows in requests of `rows_per_request` (gzip-compressed with
+    /// `gzip`), every row with its own id.
+    pub fn build(
+        generator: &mut RowGenerator,
+        rows_per_request: u64,
+        total_rows: u64,
+        gzip: bool,
+    ) -> BodyPool {
+        let mut bodies = Vec::new();
+        let mut left = total_rows;
+        while left > 0 {
+            let rows = left.min(rows_per_request) as usize;
+            let body = generator.json_body(rows);
+            let body = if gzip { gzipped(&body) } else { body };
+            bodies.push((Bytes::from(body), rows));
+            left -= rows as u64;
+        }
+        BodyPool {
+            bodies,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next body and its row count; `None` when all were taken.
+    fn take(&self) -> Option<(Bytes, usize)> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        self.bodies.get(index).cloned()
+    }
+}
+
+/// Where an HTTP worker's bodies come from.
+pub enum Bodies {
+    /// Generated while timed, one per ticket (the client's encoding is part of the run).
+    Generated(RowGenerator),
+    /// Taken from a pool built before the run.
+    Prebuilt(Arc<BodyPool>),
+}
+
+impl Bodies {
+    /// The body for a ticket of `rows` rows (compressed with `gzip`), and how many rows it holds.
+    fn next(&mut self, rows: usize, gzip: bool) -> Option<(Bytes, usize)> {
+        match self {
+            Bodies::Generated(generator) => {
+                let body = generator.json_body(rows);
+                let body = if gzip { gzipped(&body) } else { body };
+                Some((Bytes::from(body), rows))
+            }
+            Bodies::Prebuilt(pool) => pool.take(),
+        }
+    }
+}
+
 /// Posts JSON bodies (gzip-compressed with `gzip`) to a shardgate write URL until the plan
 /// ends.
 pub async fn http_worker(
     plan: Arc<Plan>,
     client: reqwest::Client,
     url: String,
-    mut generator: RowGenerator,
+    mut bodies: Bodies,
     gzip: bool,
     progress: ProgressBar,
 ) -> Recorder {
     let mut recorder = Recorder::new();
-    while let Some((scheduled, rows)) = plan.next().await {
-        let body = generator.json_body(rows);
+    while let Some((scheduled, planned)) = plan.next().await {
+        let Some((body, rows)) = bodies.next(planned, gzip) else {
+            break;
+        };
         let mut request = client
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        request = match gzip {
-            true => request
-                .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(gzipped(&body)),
-            false => request.body(body),
-        };
+        if gzip {
+            request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        let request = request.body(body);
         let sent = request.send().await;
         match sent {
             Ok(response) => {

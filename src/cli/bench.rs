@@ -5,7 +5,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardgate::bench::process::ProcessWatch;
 use shardgate::bench::report::{Recorder, Report, Verification};
-use shardgate::bench::targets::{DirectTarget, Plan, direct_worker, http_worker, insert_worker};
+use shardgate::bench::targets::{
+    Bodies, BodyPool, DirectTarget, Plan, direct_worker, http_worker, insert_worker,
+};
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
 use shardgate::catalog::Catalog;
 use shardgate::config::Config;
@@ -79,6 +81,11 @@ pub struct BenchArgs {
     /// Write rows without ids (plain COPY, no deduplication).
     #[arg(long)]
     no_ids: bool,
+    /// Build every request body before the clock starts (shardgate target; needs --rows), so
+    /// the run times the proxy and not this client's JSON encoding. Without it each body is
+    /// generated while timed, as a real client would.
+    #[arg(long)]
+    prebuilt_bodies: bool,
     /// Send request bodies gzip-compressed (shardgate target).
     #[arg(long)]
     gzip: bool,
@@ -125,6 +132,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let pool = prebuilt_bodies(&args, &spec, total_rows)?;
     let watch = args.watch_pid.map(ProcessWatch::start);
     let progress = progress_bar(total_rows);
     let plan = Arc::new(Plan::new(
@@ -136,7 +144,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let started = Instant::now();
     let (recorder, latency_of) = match args.target {
         Target::Shardgate => (
-            run_http(&args, &config, &table_name, &spec, &plan, &progress).await?,
+            run_http(&args, &config, &table_name, &spec, pool, &plan, &progress).await?,
             "request",
         ),
         Target::Direct => (
@@ -153,6 +161,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let mut target = format!("{:?}", args.target).to_lowercase();
     if args.gzip && args.target == Target::Shardgate {
         target.push_str(" (gzip)");
+    }
+    if args.prebuilt_bodies && args.target == Target::Shardgate {
+        target.push_str(" (prebuilt bodies)");
     }
     let mut report = Report::new(&target, latency_of, &recorder, elapsed);
     if let Some(watch) = watch {
@@ -209,11 +220,35 @@ fn bench_table(config: &Config, name: &str, with_ids: bool) -> Result<TableSchem
     Ok(table)
 }
 
+/// With `--prebuilt-bodies`, every body of the run, built now, before the clock starts.
+fn prebuilt_bodies(
+    args: &BenchArgs,
+    spec: &WorkloadSpec,
+    total_rows: Option<u64>,
+) -> Result<Option<Arc<BodyPool>>> {
+    if !args.prebuilt_bodies || args.target != Target::Shardgate {
+        return Ok(None);
+    }
+    let Some(total) = total_rows.filter(|_| args.duration.is_none()) else {
+        bail!("--prebuilt-bodies needs --rows (and no --duration): the bodies are built before the run");
+    };
+    eprintln!("building {total} rows of request bodies before the run");
+    // A seed no timed worker uses (they take 0..concurrency).
+    let mut generator = RowGenerator::new(spec, args.concurrency as u64).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(BodyPool::build(
+        &mut generator,
+        args.rows_per_request,
+        total,
+        args.gzip,
+    ))))
+}
+
 async fn run_http(
     args: &BenchArgs,
     config: &Config,
     table: &str,
     spec: &WorkloadSpec,
+    pool: Option<Arc<BodyPool>>,
     plan: &Arc<Plan>,
     progress: &ProgressBar,
 ) -> Result<Recorder> {
@@ -228,12 +263,15 @@ async fn run_http(
         .build()?;
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {
-        let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
+        let bodies = match &pool {
+            Some(pool) => Bodies::Prebuilt(pool.clone()),
+            None => Bodies::Generated(RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?),
+        };
         workers.spawn(http_worker(
             plan.clone(),
             client.clone(),
             url.clone(),
-            generator,
+            bodies,
             args.gzip,
             progress.clone(),
         ));

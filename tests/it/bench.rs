@@ -49,28 +49,29 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
         .unwrap();
     let url = format!("http://{}", server.write_addr());
 
-    let cases = [("shardgate", 5000), ("direct", 3000), ("insert", 200)];
-    for (target, rows) in cases {
+    let cases = [
+        ("shardgate", 5000, None),
+        ("shardgate", 4100, Some("--prebuilt-bodies")),
+        ("direct", 3000, None),
+        ("insert", 200, None),
+    ];
+    for (target, rows, flag) in cases {
         let report = tokio::task::spawn_blocking({
             let (path, url) = (path.clone(), url.clone());
             move || {
-                bench(
-                    &path,
-                    &url,
-                    &[
-                        "--target",
-                        target,
-                        "--rows",
-                        &rows.to_string(),
-                        "--distribution",
-                        "zipf",
-                    ],
-                )
+                let rows = rows.to_string();
+                let mut args = vec!["--target", target, "--rows", &rows, "--distribution", "zipf"];
+                args.extend(flag);
+                bench(&path, &url, &args)
             }
         })
         .await
         .unwrap();
-        assert_eq!(report["target"], target);
+        let shown = match flag {
+            Some(_) => format!("{target} (prebuilt bodies)"),
+            None => target.to_string(),
+        };
+        assert_eq!(report["target"], shown.as_str());
         assert_eq!(report["rows"], rows, "{report}");
         assert_eq!(report["errors"], serde_json::json!({}), "{report}");
         assert_eq!(report["verification"]["rows_added"], rows, "{report}");
