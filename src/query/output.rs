@@ -34,18 +34,23 @@ pub(super) fn projection(
     Ok(columns)
 }
 
+/// `expr` as an output: a checked aggregate call, or a checked scalar expression.
+fn checked_output(expr: &Expr, table: &TableSchema, params: usize) -> Result<Output, Unsupported> {
+    Ok(match expr {
+        Expr::Function(function) if is_aggregate(function) => {
+            Output::Aggregate(Box::new(aggregate(function, table, params)?))
+        }
+        _ => Output::Value(Box::new(checked(expr, table, params)?)),
+    })
+}
+
 fn output_column(
     expr: &Expr,
     alias: Option<&Ident>,
     table: &TableSchema,
     params: usize,
 ) -> Result<OutputColumn, Unsupported> {
-    let output = match expr {
-        Expr::Function(function) if is_aggregate(function) => {
-            Output::Aggregate(Box::new(aggregate(function, table, params)?))
-        }
-        _ => Output::Value(Box::new(checked(expr, table, params)?)),
-    };
+    let output = checked_output(expr, table, params)?;
     Ok(OutputColumn {
         name: alias.map_or_else(|| default_name(expr), identifier),
         written: expr.to_string(),
@@ -139,12 +144,7 @@ pub(super) fn hidden_output(
     columns: &mut Vec<OutputColumn>,
     params: usize,
 ) -> Result<usize, Unsupported> {
-    let output = match expr {
-        Expr::Function(function) if is_aggregate(function) => {
-            Output::Aggregate(Box::new(aggregate(function, table, params)?))
-        }
-        _ => Output::Value(Box::new(checked(expr, table, params)?)),
-    };
+    let output = checked_output(expr, table, params)?;
     Ok(match columns.iter().position(|c| c.output == output) {
         Some(existing) => existing,
         None => {
