@@ -147,7 +147,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shards,
         limits: RequestLimits {
             max_body_size: config.server.max_body_size.as_usize(),
-            request_timeout: config.server.request_timeout,
             retry_after: config.queue.retry_after,
         },
         metrics,

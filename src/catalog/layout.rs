@@ -47,11 +47,10 @@ const MIGRATE_1_TO_2: &str = "
     );
     ALTER TABLE shardgate.shards ADD COLUMN url text, ADD COLUMN ordinal integer;";
 
-/// Brings the catalog to the current layout, creating it when there is none; returns the
-/// layout it found (0 for none). The caller holds the catalog lock.
-pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<i32, CatalogError> {
-    let found = found_version(tx).await?;
-    match found {
+/// Brings the catalog to the current layout, creating it when there is none. The caller holds
+/// the catalog lock.
+pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), CatalogError> {
+    match found_version(tx).await? {
         0 => tx
             .batch_execute(CREATE_CURRENT)
             .await
@@ -62,7 +61,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<i32, Catalo
                 .map_err(query("migrate the catalog from layout 1"))?;
             tracing::info!(from = 1, to = CURRENT, "catalog layout migrated");
         }
-        CURRENT => return Ok(found),
+        CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     }
     tx.execute(
@@ -71,7 +70,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<i32, Catalo
     )
     .await
     .map_err(query("record the catalog layout"))?;
-    Ok(found)
+    Ok(())
 }
 
 /// The layout of the catalog as it is: 0 when there is none, 1 for a catalog without a version

@@ -66,14 +66,14 @@ pub enum CatalogError {
     NoUrl(String),
     /// The catalog's shard list is not the one this proxy runs with.
     #[error(
-        "the catalog now lists the shards {stored:?} but this proxy runs {running:?}; restart it \
-         to take the new shard list"
+        "the catalog now lists the shards {stored} but this proxy runs {running}; restart it to \
+         take the new shard list"
     )]
     ShardsChanged {
         /// Names in the catalog.
-        stored: Vec<String>,
+        stored: String,
         /// Names this proxy runs.
-        running: Vec<String>,
+        running: String,
     },
 }
 
@@ -399,13 +399,13 @@ pub struct RoutingSource {
 
 impl RoutingSource {
     /// Reloads the routing table and publishes it when it is newer than the current one.
-    pub async fn refresh(&self) -> Result<Epoch, CatalogError> {
+    pub async fn refresh(&self) -> Result<(), CatalogError> {
         let table = self.catalog.load(&self.config).await?.routing;
-        let running = self.routing.load().shards.clone();
-        if table.shards != running {
+        let running = self.routing.load();
+        if table.shards != running.shards {
             return Err(CatalogError::ShardsChanged {
-                stored: table.shards.into_iter().map(|s| s.0).collect(),
-                running: running.into_iter().map(|s| s.0).collect(),
+                stored: shard_names(&table.shards),
+                running: shard_names(&running.shards),
             });
         }
         let epoch = table.epoch;
@@ -415,8 +415,13 @@ impl RoutingSource {
                 "published a newer routing table from the catalog"
             );
         }
-        Ok(epoch)
+        Ok(())
     }
+}
+
+/// `s0, s1, ...`, for messages.
+fn shard_names(shards: &[ShardId]) -> String {
+    shards.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

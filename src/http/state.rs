@@ -14,8 +14,6 @@ use std::time::Duration;
 pub struct RequestLimits {
     /// Largest body accepted.
     pub max_body_size: usize,
-    /// How long a write waits for its commit.
-    pub request_timeout: Duration,
     /// `Retry-After` of 429 and 503 answers.
     pub retry_after: Duration,
 }

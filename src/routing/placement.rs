@@ -32,18 +32,6 @@ pub struct MovingRange {
     pub target: ShardIndex,
 }
 
-impl MovingRange {
-    /// Whether `position` lies in the range (which may wrap around the top of the ring).
-    fn contains(&self, position: KeyHash) -> bool {
-        let (start, end, at) = (self.range.start, self.range.end, position.0);
-        if start < end {
-            start < at && at <= end
-        } else {
-            at > start || at <= end
-        }
-    }
-}
-
 impl RoutingTable {
     /// Where a row whose partition key hashes to `hash` is written.
     pub fn place_write(&self, hash: KeyHash) -> WritePlacement {
@@ -51,7 +39,7 @@ impl RoutingTable {
         let also = self
             .moving
             .iter()
-            .find(|m| m.contains(hash))
+            .find(|m| m.range.contains(hash))
             .map(|m| m.target)
             .filter(|target| *target != owner);
         WritePlacement {
