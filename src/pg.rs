@@ -49,26 +49,7 @@ pub async fn connect_once(
     password: Option<&str>,
     tls: &TlsConfig,
 ) -> Result<tokio_postgres::Client, String> {
-    let mut pg_config: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
-    if let Some(password) = password {
-        pg_config.password(password);
-    }
-    let failed =
-        |e: tokio_postgres::Error| format!("cannot connect to {}: {}", redact_url(url), describe_error(&e));
-    let client = match tls_connector(&pg_config, tls)? {
-        Some(connector) => {
-            let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
-            tokio::spawn(connection);
-            client
-        }
-        None => {
-            let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
-            tokio::spawn(connection);
-            client
-        }
-    };
-    Ok(client)
+    connect_driven(url, password, tls, None).await
 }
 
 /// A connection that `LISTEN`s on a channel; dropping it closes the connection.
@@ -80,24 +61,8 @@ pub struct Listener {
 impl Listener {
     /// Opens a connection and `LISTEN`s on `channel`.
     pub async fn start(url: &str, tls: &TlsConfig, channel: &str) -> Result<Listener, String> {
-        let pg_config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
-        let failed = |e: tokio_postgres::Error| {
-            format!("cannot connect to {}: {}", redact_url(url), describe_error(&e))
-        };
         let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
-        let client = match tls_connector(&pg_config, tls)? {
-            Some(connector) => {
-                let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
-                tokio::spawn(forward_notifications(connection, sender));
-                client
-            }
-            None => {
-                let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
-                tokio::spawn(forward_notifications(connection, sender));
-                client
-            }
-        };
+        let client = connect_driven(url, None, tls, Some(sender)).await?;
         client
             .batch_execute(&format!("LISTEN {channel}"))
             .await
@@ -114,11 +79,42 @@ impl Listener {
     }
 }
 
-/// Drives `connection`, sending each notification's payload, until it ends or nobody listens.
-async fn forward_notifications<S, T>(
-    mut connection: tokio_postgres::Connection<S, T>,
-    sender: tokio::sync::mpsc::UnboundedSender<String>,
-) where
+/// Opens one connection, over TLS when its URL asks for it, and drives it in the background,
+/// sending the payload of each notification to `notifications` when given.
+async fn connect_driven(
+    url: &str,
+    password: Option<&str>,
+    tls: &TlsConfig,
+    notifications: Option<Notifications>,
+) -> Result<tokio_postgres::Client, String> {
+    let mut pg_config: tokio_postgres::Config =
+        url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+    if let Some(password) = password {
+        pg_config.password(password);
+    }
+    let failed =
+        |e: tokio_postgres::Error| format!("cannot connect to {}: {}", redact_url(url), describe_error(&e));
+    Ok(match tls_connector(&pg_config, tls)? {
+        Some(connector) => {
+            let (client, connection) = pg_config.connect(connector).await.map_err(failed)?;
+            tokio::spawn(drive(connection, notifications));
+            client
+        }
+        None => {
+            let (client, connection) = pg_config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(drive(connection, notifications));
+            client
+        }
+    })
+}
+
+/// Where a driven connection sends the payloads of its notifications.
+type Notifications = tokio::sync::mpsc::UnboundedSender<String>;
+
+/// Drives `connection` until it ends: logs the server's notices, as tokio-postgres does, and
+/// sends each notification's payload to `notifications` while someone listens.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, notifications: Option<Notifications>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -128,13 +124,16 @@ async fn forward_notifications<S, T>(
     while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
         match message {
             Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                if sender.send(n.payload().to_string()).is_err() {
-                    return;
+                if let Some(sender) = &notifications {
+                    let _ = sender.send(n.payload().to_string());
                 }
+            }
+            Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                tracing::info!("{}: {}", notice.severity(), notice.message());
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %describe_error(&e), "listening connection failed");
+                tracing::warn!(error = %describe_error(&e), "connection failed");
                 return;
             }
         }
