@@ -88,9 +88,7 @@ impl BodyPool {
         let mut left = total_rows;
         while left > 0 {
             let rows = left.min(rows_per_request) as usize;
-            let body = generator.json_body(rows);
-            let body = if gzip { gzipped(&body) } else { body };
-            bodies.push((Bytes::from(body), rows));
+            bodies.push((encoded(generator.json_body(rows), gzip), rows));
             left -= rows as u64;
         }
         BodyPool {
@@ -118,11 +116,7 @@ impl Bodies {
     /// The body for a ticket of `rows` rows (compressed with `gzip`), and how many rows it holds.
     fn next(&mut self, rows: usize, gzip: bool) -> Option<(Bytes, usize)> {
         match self {
-            Bodies::Generated(generator) => {
-                let body = generator.json_body(rows);
-                let body = if gzip { gzipped(&body) } else { body };
-                Some((Bytes::from(body), rows))
-            }
+            Bodies::Generated(generator) => Some((encoded(generator.json_body(rows), gzip), rows)),
             Bodies::Prebuilt(pool) => pool.take(),
         }
     }
@@ -168,6 +162,11 @@ pub async fn http_worker(
         }
     }
     recorder
+}
+
+/// A JSON body as sent: as it is, or compressed with `gzip`.
+fn encoded(body: Vec<u8>, gzip: bool) -> Bytes {
+    Bytes::from(if gzip { gzipped(&body) } else { body })
 }
 
 /// `data` compressed with gzip at the fast level, as shippers that favour throughput send it.

@@ -82,8 +82,14 @@ pub enum ApiError {
     },
 }
 
+/// Whether Postgres refused some shard's rows for their data (422), rather than a shard
+/// failing to commit in time (503).
+fn any_rejected(failures: &[WriteError]) -> bool {
+    failures.iter().any(|f| matches!(f, WriteError::Rejected { .. }))
+}
+
 fn write_failure_message(failures: &[WriteError]) -> String {
-    if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+    if any_rejected(failures) {
         "a shard rejected the rows; rows for other shards may have committed".into()
     } else {
         "a shard could not commit the rows before the deadline; rows for other shards may have \
@@ -106,7 +112,7 @@ impl ApiError {
             ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
-                if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+                if any_rejected(failures) {
                     StatusCode::UNPROCESSABLE_ENTITY
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -146,7 +152,7 @@ impl ApiError {
             ApiError::InvalidRows { .. } => "invalid",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::WriteFailed { failures, .. } => {
-                if failures.iter().any(|f| matches!(f, WriteError::Rejected { .. })) {
+                if any_rejected(failures) {
                     "rejected"
                 } else {
                     failures.first().map_or("unavailable", WriteError::reason)

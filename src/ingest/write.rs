@@ -80,13 +80,13 @@ impl Writes {
 
     /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
     /// or nothing.
-    pub fn submit(
-        &self,
+    pub fn submit<'a>(
+        &'a self,
         table: TableId,
-        schema: &TableSchema,
+        schema: &'a TableSchema,
         format: BodyFormat,
         body: &[u8],
-    ) -> Result<Submitted<'_>, WriteRefused> {
+    ) -> Result<Submitted<'a>, WriteRefused> {
         let routing = self.routing.load();
         let encoded = decode_rows(schema, &routing, format, body, unix_micros_now())?;
         let rows = encoded.rows;
@@ -107,7 +107,7 @@ impl Writes {
             .inc_by(rows as u64);
         Ok(Submitted {
             writes: self,
-            table: schema.name.clone(),
+            table: &schema.name,
             rows,
             pending,
             deadline,
@@ -125,7 +125,7 @@ impl Writes {
 /// A write whose rows are queued.
 pub struct Submitted<'a> {
     writes: &'a Writes,
-    table: String,
+    table: &'a str,
     rows: usize,
     pending: Vec<PendingWrite>,
     deadline: Instant,
@@ -160,7 +160,7 @@ impl Submitted<'_> {
                     committed.insert(shard.0, rows);
                 }
                 Err(failure) => {
-                    self.writes.count_rejected(&self.table, failure.reason(), rows);
+                    self.writes.count_rejected(self.table, failure.reason(), rows);
                     failures.push(failure);
                 }
             }
