@@ -4,8 +4,9 @@
 use crate::common::{connect, fresh_shards};
 use shardgate::routing::{KeyHash, ShardIndex};
 
-fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+/// Runs `shardgate bench` with `args` and returns its output, whatever its exit status.
+fn run_bench(config: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
         .arg("bench")
         .arg("--config")
         .arg(config)
@@ -20,8 +21,13 @@ fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Valu
             "250",
         ])
         .args(args)
+        .env("RUST_BACKTRACE", "0")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {
+    let output = run_bench(config, url, args);
     assert!(
         output.status.success(),
         "{}",
@@ -89,6 +95,24 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
             .filter(|h| routing.place_write(KeyHash::from_i64(*h)).owner != ShardIndex(index))
             .collect();
         assert!(misplaced.is_empty(), "shard s{index} holds rows of other shards");
+    }
+    let refusals = [
+        (
+            "http://127.0.0.1:1",
+            vec!["--rows", "100"],
+            "Error: every request failed (1: connect: 1); is the target running and reachable?",
+        ),
+        (
+            url.as_str(),
+            vec!["--prebuilt-bodies", "--duration", "1s"],
+            "Error: --prebuilt-bodies needs --rows (and no --duration): the bodies are built before the run",
+        ),
+    ];
+    for (target, args, expected) in refusals {
+        let output = run_bench(&path, target, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.lines().any(|line| line == expected), "{stderr}");
     }
     server.shutdown();
     server.wait().await;

@@ -246,3 +246,57 @@ async fn without_a_notification_the_periodic_re_read_finds_the_new_epoch() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_without_shards_starts_from_the_catalog_it_names() {
+    let urls = fresh_shards("catalog_only").await;
+    let gate = TestServer::start_on(urls.clone(), "").await;
+    gate.stop().await;
+    let catalog_only = config_for(&[], &format!("[catalog]\nurl = \"{}\"\n", urls[0]));
+    assert!(catalog_only.shards.is_empty());
+    let gate = start(catalog_only, urls.clone()).await;
+    let reply = gate.post_events(&events(200, 19)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    for (index, url) in urls.iter().enumerate() {
+        let acknowledged = reply.body["shards"][format!("s{index}")]
+            .as_i64()
+            .unwrap_or_default();
+        assert!(acknowledged > 0, "{}", reply.body);
+        assert_eq!(count_on(url, "events").await, acknowledged, "shard s{index}");
+    }
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_re_read_that_finds_another_shard_list_is_refused_and_routing_stays() {
+    let urls = fresh_shards("catalog_other_list").await;
+    let gate = TestServer::start_on(urls.clone(), "[catalog]\nrefresh_interval = \"60s\"\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    connect(&urls[0])
+        .await
+        .batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal)
+                 VALUES ('s9', 1, 2, 'postgres://nowhere/db', 9);
+             UPDATE shardgate.ring_tokens SET shard = 's9'
+                 WHERE position = (SELECT min(position) FROM shardgate.ring_tokens);
+             UPDATE shardgate.routing SET epoch = 2;
+             NOTIFY {ROUTING_CHANNEL}, '2';
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        gate.admin("/readyz").await.body["epoch"],
+        1,
+        "a routing table naming a shard this proxy has no writers for is not published"
+    );
+    let reply = gate.post_events(&events(100, 13)).await;
+    assert_eq!(
+        reply.status, 200,
+        "writes go on with the routing in force: {}",
+        reply.body
+    );
+    gate.stop().await;
+}

@@ -419,6 +419,34 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
         0,
         "the postmaster outlived dev"
     );
+    let config_before = std::fs::read_to_string(data.0.join("shardgate.toml")).unwrap();
+    let other_count = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .arg("dev")
+        .arg("--dir")
+        .arg(&data.0)
+        .args([
+            "--shards",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!other_count.status.success());
+    let stderr = String::from_utf8_lossy(&other_count.stderr);
+    assert!(
+        stderr.contains("has 2 shard(s) (s0, s1), not 3; run with --shards 2, or with --fresh"),
+        "{stderr}"
+    );
+    assert!(!data.0.join("s2").exists(), "nothing was created for s2");
+    assert_eq!(
+        std::fs::read_to_string(data.0.join("shardgate.toml")).unwrap(),
+        config_before,
+        "the config was not rewritten"
+    );
 
     let mut second = DevProcess::spawn(&data.0);
     let (write, shards_after) = second.banner().await;
