@@ -6,24 +6,21 @@ use shardgate::routing::{KeyHash, ShardIndex};
 
 /// Runs `shardgate bench` with `args` and returns its output, whatever its exit status.
 fn run_bench(config: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .arg("bench")
-        .arg("--config")
-        .arg(config)
-        .args([
-            "--url",
-            url,
-            "--verify",
-            "--json",
-            "--concurrency",
-            "4",
-            "--rows-per-request",
-            "250",
-        ])
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
+    let config = config.to_str().expect("the test's config path is UTF-8");
+    let fixed = [
+        "bench",
+        "--config",
+        config,
+        "--url",
+        url,
+        "--verify",
+        "--json",
+        "--concurrency",
+        "4",
+        "--rows-per-request",
+        "250",
+    ];
+    crate::common::shardgate(fixed.iter().chain(args))
 }
 
 fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {

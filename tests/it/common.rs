@@ -99,6 +99,20 @@ pub async fn count_on(url: &str, table: &str) -> i64 {
         .get(0)
 }
 
+/// Runs the `shardgate` binary with `args` (no backtraces, so a failure is its one-line
+/// message) and returns its output, whatever its exit status.
+pub fn shardgate<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the shardgate binary runs")
+}
+
 /// A client whose connection is driven in the background.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)

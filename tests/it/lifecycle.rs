@@ -252,12 +252,7 @@ fn check_config_names_every_bad_key_and_fails() {
         format!("[routing]\nvnodes = 0\n[[shards]]\nname = \"S0\"\nurl = \"postgres://h/db\"\n{text}"),
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let output = crate::common::shardgate(["check-config".as_ref(), "--config".as_ref(), path.as_os_str()]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -420,21 +415,18 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
         "the postmaster outlived dev"
     );
     let config_before = std::fs::read_to_string(data.0.join("shardgate.toml")).unwrap();
-    let other_count = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-        .arg("dev")
-        .arg("--dir")
-        .arg(&data.0)
-        .args([
-            "--shards",
-            "3",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+    let dir = data.0.to_str().expect("the test's data path is UTF-8");
+    let other_count = crate::common::shardgate([
+        "dev",
+        "--dir",
+        dir,
+        "--shards",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!other_count.status.success());
     let stderr = String::from_utf8_lossy(&other_count.stderr);
     assert!(
