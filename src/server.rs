@@ -7,25 +7,26 @@
 //! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
 //! let the writers drain their queues and exit. No acknowledged row is left in memory.
 
-use crate::catalog::watch::{WatchSettings, watch};
+use crate::catalog::watch::{RefreshHandle, WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
 use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
-use crate::ingest::batcher::{Batcher, BatcherSetup, QueueLimits};
+use crate::ingest::batcher::{WriterSettings, Writers};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
-use crate::routing::Routing;
 use crate::schema::Tables;
-use crate::shards::{ShardError, Shards};
+use crate::shards::set::{PublishError, Published};
+use crate::shards::{ShardError, ShardSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// shardgate could not start.
 #[derive(Debug, Error)]
@@ -42,9 +43,9 @@ pub enum StartError {
     /// A shard could not be set up.
     #[error(transparent)]
     Shard(#[from] ShardError),
-    /// The query pools could not be built.
-    #[error("query pools: {0}")]
-    Query(String),
+    /// The shards could not be opened.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -96,53 +97,50 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let catalog = Catalog::connect(&config)?;
     let stored = catalog.load_or_init(&config).await?;
     let epoch = stored.routing.epoch;
-    let shards = Arc::new(Shards::new(
+    let shard_count = stored.shards.len();
+    let shutdown = CancellationToken::new();
+    let close_queues = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let (refresh, refresh_requests) = RefreshHandle::new();
+    let settings = ShardSettings::from_config(&config, session_setup_sql(&statements), statements.len());
+    let writers = Writers::new(
+        writer_settings(&config, &tables, statements, refresh, &metrics),
+        shutdown.clone(),
+        close_queues.clone(),
+    );
+    let writer_tasks = writers.tasks();
+    let shards = Arc::new(Published::open(
+        stored.routing,
         &stored.shards,
-        &config,
-        &session_setup_sql(&statements),
+        settings,
+        Arc::new(writers),
     )?);
-    let all_prepared = shards.prepare(&tables, epoch).await?;
-    let routing = Arc::new(Routing::new(stored.routing));
-    let queries = QueryEngine::new(
-        tables.clone(),
-        routing.clone(),
-        shards.clone(),
-        &stored.shards,
-        &config,
-    )
-    .map_err(StartError::Query)?;
+    let all_prepared = shards.load().prepare(&tables).await?;
+    let queries = QueryEngine::new(tables.clone(), shards.clone(), config.query.clone());
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
-    let shutdown = CancellationToken::new();
     let routing_source = Arc::new(RoutingSource {
         catalog,
         config: config.clone(),
-        routing: routing.clone(),
+        tables: tables.clone(),
+        shards: shards.clone(),
     });
     let mut background = JoinSet::new();
     if !all_prepared {
         let later = shards
             .clone()
-            .prepare_in_background(tables.clone(), routing.clone(), shutdown.clone());
+            .prepare_in_background(tables.clone(), shutdown.clone());
         background.spawn(later);
     }
     background.spawn(watch(
-        routing_source.clone(),
+        routing_source,
         watch_settings(&config),
+        refresh_requests,
         shutdown.clone(),
     ));
-    let metrics = Arc::new(Metrics::new());
-    let setup = batcher_setup(&config, &tables, statements, &shards, routing_source, &metrics);
-    let (batcher, writers) = Batcher::start(setup, shutdown.clone());
-    let writes = Writes::new(
-        routing.clone(),
-        batcher,
-        metrics.clone(),
-        config.server.request_timeout,
-    );
+    let writes = Writes::new(shards.clone(), metrics.clone(), config.server.request_timeout);
     let state = Arc::new(AppState {
         tables,
-        routing,
         writes,
         shards,
         limits: RequestLimits {
@@ -155,12 +153,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
-    tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = stored.shards.len(), "shardgate is serving");
+    tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = shard_count, "shardgate is serving");
     let listeners = Listeners {
         write: write_listener,
         admin: admin_listener,
     };
-    let tasks = Tasks { writers, background };
+    let tasks = Tasks {
+        writers: writer_tasks,
+        close_queues,
+        background,
+    };
     let task = tokio::spawn(serve(listeners, state, tasks, shutdown.clone()));
     Ok(RunningServer {
         write_addr,
@@ -170,25 +172,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     })
 }
 
-fn batcher_setup(
-    config: &Arc<Config>,
+fn writer_settings(
+    config: &Config,
     tables: &Tables,
     statements: Vec<TableStatements>,
-    shards: &Arc<Shards>,
-    routing_source: Arc<RoutingSource>,
+    refresh: RefreshHandle,
     metrics: &Arc<Metrics>,
-) -> BatcherSetup {
-    BatcherSetup {
-        shards: shards.clone(),
+) -> WriterSettings {
+    WriterSettings {
         statements: Arc::new(statements),
         table_names: Arc::new(tables.iter().map(|(_, t)| t.name.clone()).collect()),
         batch: config.batch.clone(),
-        queue: QueueLimits {
-            max_rows: config.queue.max_rows,
-            max_bytes: config.queue.max_bytes.as_usize(),
-        },
         connections_per_shard: config.pool.connections_per_shard,
-        routing_source,
+        refresh,
         metrics: metrics.clone(),
     }
 }
@@ -206,16 +202,20 @@ fn watch_settings(config: &Config) -> WatchSettings {
 /// queues once the listeners are closed, and background work that stops at shutdown (the
 /// catalog watcher, the preparation of shards that were down at start-up).
 struct Tasks {
-    writers: JoinSet<()>,
+    writers: TaskTracker,
+    /// Tells the writers no request will queue rows any more.
+    close_queues: CancellationToken,
     background: JoinSet<()>,
 }
 
 async fn serve(listeners: Listeners, state: Arc<AppState>, tasks: Tasks, shutdown: CancellationToken) {
     listeners.serve(state, shutdown).await;
     tasks.background.join_all().await;
-    // Both routers, and with them the batcher's senders, are gone: the writers drain and stop.
+    // No request is in flight any more: the writers close their queues, drain them and stop.
     tracing::info!("listeners closed; flushing queues");
-    tasks.writers.join_all().await;
+    tasks.close_queues.cancel();
+    tasks.writers.close();
+    tasks.writers.wait().await;
     tracing::info!("shutdown complete");
 }
 

@@ -9,8 +9,8 @@ use super::report::Recorder;
 use super::workload::{BenchRow, RowGenerator, RowText, WorkloadSpec, encode_tuple, place};
 use crate::ingest::copy::{TableStatements, write_batch};
 use crate::routing::{Epoch, RoutingTable};
-use crate::shards::Shards;
 use bytes::Bytes;
+use deadpool_postgres::Pool;
 use indicatif::ProgressBar;
 use std::io::Write;
 use std::sync::Arc;
@@ -180,8 +180,8 @@ fn gzipped(data: &[u8]) -> Vec<u8> {
 
 /// What the straight-COPY workers share.
 pub struct DirectTarget {
-    /// Shard pools, sized like shardgate's.
-    pub shards: Arc<Shards>,
+    /// A COPY pool per shard, at the routing table's indexes, sized like shardgate's.
+    pub pools: Vec<Pool>,
     /// Routing, to send each row where shardgate would.
     pub routing: Arc<RoutingTable>,
     /// The table's COPY statements.
@@ -200,7 +200,7 @@ pub async fn direct_worker(
     progress: ProgressBar,
 ) -> Recorder {
     let mut recorder = Recorder::new();
-    let mut buffers: Vec<(Vec<u8>, usize)> = (0..target.shards.len()).map(|_| (Vec::new(), 0)).collect();
+    let mut buffers: Vec<(Vec<u8>, usize)> = (0..target.pools.len()).map(|_| (Vec::new(), 0)).collect();
     let (mut scratch, mut text) = (Vec::new(), RowText::default());
     while let Some((_, rows)) = plan.next().await {
         // One timestamp per ticket, as shardgate stamps one per request.
@@ -235,7 +235,7 @@ async fn copy_batch(
     recorder: &mut Recorder,
     progress: &ProgressBar,
 ) {
-    let pool = &target.shards.get(crate::routing::ShardIndex(shard)).pool;
+    let pool = &target.pools[shard];
     let started = Instant::now();
     match write_batch(pool, &target.statements, target.epoch, &[Bytes::from(tuples)]).await {
         Ok(()) => {

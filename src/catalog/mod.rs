@@ -11,10 +11,12 @@
 use crate::config::Config;
 use crate::pg::{PoolSettings, build_pool, without_password};
 use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Token};
-use crate::schema::QUIET_SETUP_SQL;
+use crate::schema::{QUIET_SETUP_SQL, Tables};
 use crate::shards::ShardEndpoint;
+use crate::shards::set::{PublishError, Published};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
+use std::sync::Arc;
 use thiserror::Error;
 use tokio_postgres::IsolationLevel;
 
@@ -64,17 +66,9 @@ pub enum CatalogError {
         env = crate::config::shard_url_env(.0)
     )]
     NoUrl(String),
-    /// The catalog's shard list is not the one this proxy runs with.
-    #[error(
-        "the catalog now lists the shards {stored} but this proxy runs {running}; restart it to \
-         take the new shard list"
-    )]
-    ShardsChanged {
-        /// Names in the catalog.
-        stored: String,
-        /// Names this proxy runs.
-        running: String,
-    },
+    /// The catalog's routing table could not be published with its shards.
+    #[error("cannot route with the catalog's routing table: {0}")]
+    Publish(#[from] PublishError),
 }
 
 /// What the catalog holds: the routing table, and the shards it names with the connection
@@ -387,41 +381,45 @@ fn check_shards(config: &Config, stored: &[StoredShard]) -> Result<(), CatalogEr
     }
 }
 
-/// What a shard writer needs to re-read routing when a fence reports a newer epoch.
+/// Where a re-read routing table comes from and goes: the catalog, the config it must agree
+/// with, and the published shard set, which a newer table replaces together with the shards it
+/// names.
 pub struct RoutingSource {
     /// The catalog to read from.
     pub catalog: Catalog,
     /// The config the stored state must agree with.
-    pub config: std::sync::Arc<Config>,
+    pub config: Arc<Config>,
+    /// The declared tables, created on a shard that joins.
+    pub tables: Arc<Tables>,
     /// Where the new snapshot is published.
-    pub routing: std::sync::Arc<crate::routing::Routing>,
+    pub shards: Arc<Published>,
 }
 
 impl RoutingSource {
-    /// Reloads the routing table and publishes it when it is newer than the current one.
+    /// Reloads the routing table and, when it is newer than the current one, publishes it with
+    /// its shards: a shard that joins is opened and its tables are created or verified first.
     pub async fn refresh(&self) -> Result<(), CatalogError> {
-        let table = self.catalog.load(&self.config).await?.routing;
-        let running = self.routing.load();
-        if table.shards != running.shards {
-            return Err(CatalogError::ShardsChanged {
-                stored: shard_names(&table.shards),
-                running: shard_names(&running.shards),
-            });
+        let state = self.catalog.load(&self.config).await?;
+        let epoch = state.routing.epoch;
+        if epoch <= self.shards.load().epoch() {
+            return Ok(());
         }
-        let epoch = table.epoch;
-        if self.routing.publish(table).is_ok() {
-            tracing::info!(
-                epoch = epoch.0,
-                "published a newer routing table from the catalog"
-            );
+        let next = self.shards.assemble(state.routing, &state.shards)?;
+        if let Err(e) = next.prepare(&self.tables).await {
+            tracing::error!(error = %e, "a shard of the new routing table cannot be prepared; its writes wait");
         }
-        Ok(())
+        match self.shards.publish(next) {
+            Ok(()) => {
+                tracing::info!(
+                    epoch = epoch.0,
+                    "published a newer routing table from the catalog"
+                );
+                Ok(())
+            }
+            Err(PublishError::Stale { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
-}
-
-/// `s0, s1, ...`, for messages.
-fn shard_names(shards: &[ShardId]) -> String {
-    shards.iter().map(|s| s.0.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

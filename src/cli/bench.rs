@@ -13,7 +13,7 @@ use shardgate::catalog::Catalog;
 use shardgate::config::Config;
 use shardgate::ingest::copy::{TableStatements, session_setup_sql};
 use shardgate::schema::{TableSchema, quote_ident};
-use shardgate::shards::{ShardEndpoint, Shards};
+use shardgate::shards::{ShardEndpoint, ShardSettings, copy_pool};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -290,7 +290,7 @@ async fn run_direct(
     let statements = TableStatements::new(table);
     let session_setup = session_setup_sql(std::slice::from_ref(&statements));
     let target = Arc::new(DirectTarget {
-        shards: Arc::new(Shards::new(&stored.shards, config, &session_setup)?),
+        pools: direct_pools(&stored.shards, config, session_setup)?,
         epoch: stored.routing.epoch,
         routing: Arc::new(stored.routing),
         statements: Arc::new(statements),
@@ -307,6 +307,20 @@ async fn run_direct(
         ));
     }
     Ok(merge(workers).await)
+}
+
+/// A COPY pool per shard, sized and set up like shardgate's writers'.
+fn direct_pools(
+    endpoints: &[ShardEndpoint],
+    config: &Config,
+    session_setup: String,
+) -> Result<Vec<deadpool_postgres::Pool>> {
+    let settings = ShardSettings::from_config(config, session_setup, 1);
+    let pools = endpoints
+        .iter()
+        .map(|endpoint| copy_pool(endpoint, &settings))
+        .collect::<Result<_, _>>()?;
+    Ok(pools)
 }
 
 async fn run_insert(

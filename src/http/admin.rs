@@ -39,8 +39,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: the catalog is loaded (always, once serving) and every shard answers.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let probes = state
-        .shards
+    let set = state.shards.load();
+    let probes = set
         .iter()
         .map(|(_, shard)| async move { (shard, shard.is_up().await) });
     let down: Vec<serde_json::Value> = futures_util::future::join_all(probes)
@@ -53,7 +53,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     if down.is_empty() {
-        Json(json!({"status": "ready", "epoch": state.routing.load().epoch.0})).into_response()
+        Json(json!({"status": "ready", "epoch": set.epoch().0})).into_response()
     } else {
         let message = "not ready: some shards are unreachable or not verified yet".to_string();
         error_response(StatusCode::SERVICE_UNAVAILABLE, message, json!(down), None)
@@ -62,21 +62,18 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /admin/shards`: every shard with its health, weight, ring share and queue depth.
 pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardStatus>> {
-    let routing = state.routing.load();
-    let depths = state.writes.queue_depths();
-    let statuses = state.shards.iter().map(|(index, shard)| {
-        let (queued_rows, queued_bytes) = depths
-            .iter()
-            .find(|(id, _, _)| *id == shard.id)
-            .map_or((0, 0), |(_, rows, bytes)| (*rows, *bytes));
-        let owned_fraction = routing.ring.owned_fraction(index);
+    let set = state.shards.load();
+    let statuses = set.iter().map(|(index, shard)| {
+        let (queued_rows, queued_bytes) = shard.queue.depth();
+        let owned_fraction = set.table.ring.owned_fraction(index);
+        let weight = set.weight(index);
         async move {
             ShardStatus {
                 name: shard.id.0.clone(),
                 url: shard.redacted_url.clone(),
                 up: shard.is_up().await,
                 prepared: shard.is_prepared(),
-                weight: shard.weight,
+                weight,
                 owned_fraction,
                 queued_rows,
                 queued_bytes,
@@ -89,15 +86,14 @@ pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardSt
 /// `GET /metrics`: Prometheus text format, with queue depth, shard health and epoch read now.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let metrics = &state.metrics;
-    for (shard, rows, bytes) in state.writes.queue_depths() {
-        metrics.queue_rows.with_label_values(&[&shard.0]).set(rows as i64);
-        metrics
-            .queue_bytes
-            .with_label_values(&[&shard.0])
-            .set(bytes as i64);
+    let set = state.shards.load();
+    for (_, shard) in set.iter() {
+        let (rows, bytes) = shard.queue.depth();
+        let name = shard.id.0.as_str();
+        metrics.queue_rows.with_label_values(&[name]).set(rows as i64);
+        metrics.queue_bytes.with_label_values(&[name]).set(bytes as i64);
     }
-    let probes = state
-        .shards
+    let probes = set
         .iter()
         .map(|(_, shard)| async move { (shard, shard.is_up().await) });
     for (shard, up) in futures_util::future::join_all(probes).await {
@@ -108,7 +104,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             .with_label_values(&[name])
             .set(i64::from(shard.is_prepared()));
     }
-    metrics.routing_epoch.set(state.routing.load().epoch.0);
+    metrics.routing_epoch.set(set.epoch().0);
     let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
     (content_type, metrics.render()).into_response()
 }

@@ -3,9 +3,8 @@
 use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
-use crate::routing::Routing;
 use crate::schema::Tables;
-use crate::shards::Shards;
+use crate::shards::set::Published;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +21,10 @@ pub struct RequestLimits {
 pub struct AppState {
     /// Declared tables.
     pub tables: Arc<Tables>,
-    /// Current routing snapshot.
-    pub routing: Arc<Routing>,
     /// The write path: decode, route, queue, wait for the commits.
     pub writes: Writes,
-    /// Shard pools.
-    pub shards: Arc<Shards>,
+    /// The current routing snapshot with its shards.
+    pub shards: Arc<Published>,
     /// Request limits.
     pub limits: RequestLimits,
     /// Prometheus metrics.

@@ -9,10 +9,10 @@
 use super::encoding::{BodyEncoding, EncodingError};
 use super::error::error_response;
 use super::state::AppState;
-use crate::ingest::batcher::{SubmitError, WriteError};
 use crate::ingest::write::{WriteAck, WriteRefused};
 use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError};
+use crate::shards::queue::{SubmitError, WriteError};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};

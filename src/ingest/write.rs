@@ -6,11 +6,11 @@
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
-use super::batcher::{Batcher, PendingWrite, SubmitError, WriteError};
 use crate::metrics::Metrics;
-use crate::routing::Routing;
 use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
 use crate::schema::{TableId, TableSchema};
+use crate::shards::queue::{PendingWrite, SubmitError, WriteError};
+use crate::shards::set::Published;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,33 +49,23 @@ pub enum WriteRefused {
     },
 }
 
-/// Where writes go: the routing snapshot, the shard queues and the metrics that count them.
+/// Where writes go: the published shard set (routing snapshot and shard queues) and the
+/// metrics that count them.
 pub struct Writes {
-    routing: Arc<Routing>,
-    batcher: Batcher,
+    shards: Arc<Published>,
     metrics: Arc<Metrics>,
     request_timeout: Duration,
 }
 
 impl Writes {
-    /// Writes through `batcher`, routed by `routing`; each waits at most `request_timeout`.
-    pub fn new(
-        routing: Arc<Routing>,
-        batcher: Batcher,
-        metrics: Arc<Metrics>,
-        request_timeout: Duration,
-    ) -> Writes {
+    /// Writes routed and queued by the current set of `shards`; each waits at most
+    /// `request_timeout`.
+    pub fn new(shards: Arc<Published>, metrics: Arc<Metrics>, request_timeout: Duration) -> Writes {
         Writes {
-            routing,
-            batcher,
+            shards,
             metrics,
             request_timeout,
         }
-    }
-
-    /// Rows and bytes waiting or being written, per shard.
-    pub fn queue_depths(&self) -> Vec<(crate::routing::ShardId, usize, usize)> {
-        self.batcher.queue_depths()
     }
 
     /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
@@ -87,13 +77,12 @@ impl Writes {
         format: BodyFormat,
         body: &[u8],
     ) -> Result<Submitted<'a>, WriteRefused> {
-        let routing = self.routing.load();
-        let encoded = decode_rows(schema, &routing, format, body, unix_micros_now())?;
+        let set = self.shards.load();
+        let encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
         let rows = encoded.rows;
         let deadline = Instant::now() + self.request_timeout;
-        let pending = self
-            .batcher
-            .submit(&routing, table, encoded, deadline)
+        let pending = set
+            .submit(table, &schema.name, encoded, deadline)
             .map_err(|e| match e {
                 SubmitError::QueueFull { .. } => {
                     self.count_rejected(&schema.name, "queue_full", rows);

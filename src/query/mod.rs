@@ -21,12 +21,10 @@ pub mod shard;
 pub mod unsupported;
 pub mod value;
 
-use crate::config::{Config, QueryConfig};
-use crate::pg::{PoolSettings, build_pool};
-use crate::routing::{Routing, ShardIndex};
+use crate::config::QueryConfig;
+use crate::routing::ShardIndex;
 use crate::schema::{ColumnType, Tables};
-use crate::shards::{ShardEndpoint, Shards};
-use deadpool_postgres::Pool;
+use crate::shards::set::{Published, ShardSet};
 use expr::NOW_PARAMETER;
 use merge::{Combine, OrderedMerge, merge_groups};
 use parse::plan_query;
@@ -179,58 +177,44 @@ impl QueryStream {
     }
 }
 
-/// Runs reporting queries over the shards; its pools are apart from the COPY writers'.
+/// Runs reporting queries over the shards, on each shard's query pool (apart from the COPY
+/// writers'). A query runs on the shards of one published set.
 pub struct QueryEngine {
     tables: Arc<Tables>,
-    routing: Arc<Routing>,
-    shards: Arc<Shards>,
-    names: Vec<String>,
-    pools: Vec<Pool>,
+    shards: Arc<Published>,
     limits: QueryConfig,
     text_sorts_bytewise: OnceCell<bool>,
 }
 
+/// A checked query and where it runs.
+struct Planned {
+    plan: Arc<QueryPlan>,
+    set: Arc<ShardSet>,
+    targets: Vec<ShardIndex>,
+    rendered: render::RenderedQuery,
+}
+
 impl QueryEngine {
-    /// Builds the query pools for the config's shards (connections open on first use).
-    pub fn new(
-        tables: Arc<Tables>,
-        routing: Arc<Routing>,
-        shards: Arc<Shards>,
-        endpoints: &[ShardEndpoint],
-        config: &Config,
-    ) -> Result<QueryEngine, String> {
-        let limits = config.query.clone();
-        let pools = endpoints
-            .iter()
-            .map(|shard| {
-                build_pool(&PoolSettings {
-                    url: &shard.url,
-                    max_size: limits.connections_per_shard,
-                    connect_timeout: config.pool.connect_timeout,
-                    wait_timeout: Some(limits.wait_timeout),
-                    application_name: "shardgate-query",
-                    session_setup: "",
-                    password: shard.password.as_deref(),
-                    tls: &config.tls,
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(QueryEngine {
+    /// Runs queries over the current set of `shards` within `limits`.
+    pub fn new(tables: Arc<Tables>, shards: Arc<Published>, limits: QueryConfig) -> QueryEngine {
+        QueryEngine {
             tables,
-            routing,
             shards,
-            names: endpoints.iter().map(|s| s.id.0.clone()).collect(),
-            pools,
             limits,
             text_sorts_bytewise: OnceCell::new(),
-        })
+        }
     }
 
     /// Plans `sql` with `params` bound to `$1..$n`, starts it on the shards and returns the
     /// answer's columns and its rows as they are merged. Errors found before the first row (a
     /// refused query, a shard down or timing out on an aggregate) come back here.
     pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
-        let (plan, targets, rendered) = self.plan(sql, &params)?;
+        let Planned {
+            plan,
+            set,
+            targets,
+            rendered,
+        } = self.plan(sql, &params)?;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
@@ -247,20 +231,17 @@ impl QueryEngine {
             timeout: self.limits.statement_timeout,
             time_zone: self.limits.time_zone.clone(),
         });
-        if let Some(&unprepared) = targets.iter().find(|&&t| !self.shards.get(t).is_prepared()) {
+        if let Some(&unprepared) = targets.iter().find(|&&t| !set.get(t).is_prepared()) {
             let message = "its tables are not verified yet (unreachable since start-up)".to_string();
-            return Err(self.failed(unprepared, message));
+            return Err(failed(&set, unprepared, message));
         }
         let opened = targets.iter().map(|&shard| {
-            ShardRows::open(
-                &self.names[shard.0],
-                self.pools[shard.0].clone(),
-                statement.clone(),
-            )
+            let shard = set.get(shard);
+            ShardRows::open(&shard.id.0, shard.pools.query.clone(), statement.clone())
         });
         let inputs = futures_util::future::try_join_all(opened).await?;
         let types = result_types(&plan, &rendered.layout, &inputs)?;
-        self.check_ordering(&plan, &types).await?;
+        self.check_ordering(&set, &plan, &types).await?;
         let columns = plan.columns[..plan.visible]
             .iter()
             .zip(types)
@@ -286,41 +267,53 @@ impl QueryEngine {
     /// What `run` would do with `sql`, without running it: the shards it visits, the statement
     /// each runs and how their answers are merged.
     pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explanation, QueryError> {
-        let (plan, targets, rendered) = self.plan(sql, params)?;
+        let Planned {
+            plan,
+            set,
+            targets,
+            rendered,
+        } = self.plan(sql, params)?;
         let merge = match (plan.aggregated, plan.order_by.is_empty()) {
             (true, _) => "groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT",
             (false, false) => "k-way merge on the ORDER BY keys, then OFFSET and LIMIT",
             (false, true) => "rows concatenated, then OFFSET and LIMIT",
         };
         Ok(Explanation {
-            shards: targets.iter().map(|t| self.names[t.0].clone()).collect(),
+            shards: targets.iter().map(|&t| set.get(t).id.0.clone()).collect(),
             statement: rendered.sql,
             merge,
         })
     }
 
-    /// The checked plan, the shards it visits and the statement they run.
-    fn plan(
-        &self,
-        sql: &str,
-        params: &[serde_json::Value],
-    ) -> Result<(Arc<QueryPlan>, Vec<ShardIndex>, render::RenderedQuery), QueryError> {
+    /// The checked plan, the set of shards it runs on, those it visits and the statement they
+    /// run.
+    fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Planned, QueryError> {
         let plan = Arc::new(plan_query(sql, params, &self.tables)?);
-        let routing = self.routing.load();
-        let targets = prune::pruned_shards(&plan, params, &routing)
-            .unwrap_or_else(|| (0..self.pools.len()).map(ShardIndex).collect());
+        let set = self.shards.load();
+        let targets = prune::pruned_shards(&plan, params, &set.table)
+            .unwrap_or_else(|| set.iter().map(|(index, _)| index).collect());
         let per_shard_limit = match plan.limit {
             Some(limit) if !plan.aggregated => limit + plan.offset,
             _ => self.limits.max_rows as u64 + 1,
         };
         let rendered = render::render(&plan, per_shard_limit);
-        Ok((plan, targets, rendered))
+        Ok(Planned {
+            plan,
+            set,
+            targets,
+            rendered,
+        })
     }
 
     /// ORDER BY keys, min/max and HAVING's ordering comparisons must compare exactly as
     /// Postgres: no jsonb, and text only when every shard compares text bytewise (collation C),
     /// as the merge does.
-    async fn check_ordering(&self, plan: &QueryPlan, types: &[ResultType]) -> Result<(), QueryError> {
+    async fn check_ordering(
+        &self,
+        set: &ShardSet,
+        plan: &QueryPlan,
+        types: &[ResultType],
+    ) -> Result<(), QueryError> {
         let having_types = plan
             .having
             .iter()
@@ -345,7 +338,7 @@ impl QueryEngine {
                 ))
                 .into());
             }
-            if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise().await? {
+            if ty == ResultType::Column(ColumnType::Text) && !self.text_sorts_bytewise(set).await? {
                 return Err(Unsupported(
                     "ordering text (ORDER BY, min, max, HAVING <, >) needs shards whose collation is C"
                         .into(),
@@ -356,17 +349,19 @@ impl QueryEngine {
         Ok(())
     }
 
-    async fn text_sorts_bytewise(&self) -> Result<bool, QueryError> {
+    /// Whether every shard's database collates text bytewise; asked once, of the first set a
+    /// query needs it for.
+    async fn text_sorts_bytewise(&self, set: &ShardSet) -> Result<bool, QueryError> {
         let check = || async {
-            for (index, pool) in self.pools.iter().enumerate() {
-                let client = shard::checkout(&self.names[index], pool).await?;
+            for (index, shard) in set.iter() {
+                let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
                 let row = client
                     .query_one(
                         "SELECT datcollate FROM pg_database WHERE datname = current_database()",
                         &[],
                     )
                     .await
-                    .map_err(|e| self.failed(ShardIndex(index), e.to_string()))?;
+                    .map_err(|e| failed(set, index, e.to_string()))?;
                 let collation: String = row.get(0);
                 if collation != "C" && collation != "POSIX" {
                     return Ok(false);
@@ -376,12 +371,12 @@ impl QueryEngine {
         };
         self.text_sorts_bytewise.get_or_try_init(check).await.copied()
     }
+}
 
-    fn failed(&self, shard: ShardIndex, message: String) -> QueryError {
-        QueryError::ShardFailed {
-            shard: self.names[shard.0].clone(),
-            message,
-        }
+fn failed(set: &ShardSet, shard: ShardIndex, message: String) -> QueryError {
+    QueryError::ShardFailed {
+        shard: set.get(shard).id.0.clone(),
+        message,
     }
 }
 

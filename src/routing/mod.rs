@@ -11,9 +11,9 @@ pub mod ring;
 pub mod table;
 
 pub use key::{KeyHash, hash_key};
-pub use placement::{MovingRange, WritePlacement};
+pub use placement::WritePlacement;
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};
-pub use table::{Epoch, Routing, RoutingTable, ShardId};
+pub use table::{Epoch, MovingRange, RoutingTable, ShardId};
 
 #[cfg(test)]
 mod golden;

@@ -8,7 +8,7 @@
 //! owner and to the target. Hot-key salts will change the position here, and nowhere else.
 
 use super::key::KeyHash;
-use super::ring::{ShardIndex, TokenRange};
+use super::ring::ShardIndex;
 use super::table::RoutingTable;
 
 /// Where one row is written.
@@ -20,16 +20,6 @@ pub struct WritePlacement {
     pub owner: ShardIndex,
     /// A shard that must receive the row as well: the target of a range being copied.
     pub also: Option<ShardIndex>,
-}
-
-/// A range being copied from its owner to a new shard: rows written into it go to both until
-/// the cutover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MovingRange {
-    /// The range, `(start, end]` on the ring.
-    pub range: TokenRange,
-    /// The shard receiving it.
-    pub target: ShardIndex,
 }
 
 impl RoutingTable {
@@ -59,7 +49,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Epoch, Ring, ShardId};
+    use crate::routing::{Epoch, MovingRange, Ring, ShardId, TokenRange};
 
     fn two_shards() -> RoutingTable {
         let shards = vec![ShardId("s0".into()), ShardId("s1".into())];

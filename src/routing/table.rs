@@ -1,14 +1,12 @@
-//! The routing snapshot and its lock-free holder.
+//! The routing snapshot.
 //!
-//! A [`RoutingTable`] never changes once built. [`Routing`] publishes a new one through arc-swap;
-//! a request loads one snapshot and routes all of its rows with it (invariant 3). Publishing
-//! requires a strictly higher epoch, so a stale table can never replace a newer one.
+//! A [`RoutingTable`] never changes once built. It is published together with the shards it
+//! names (`crate::shards::set`); a request loads one snapshot and routes all of its rows with it
+//! (invariant 3). Publishing requires a strictly higher epoch, so a stale table can never replace
+//! a newer one.
 
-use super::placement::MovingRange;
-use super::ring::Ring;
-use arc_swap::ArcSwap;
+use super::ring::{Ring, ShardIndex, TokenRange};
 use std::fmt;
-use std::sync::Arc;
 
 /// Version of the routing table; increases with every change of placement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,6 +26,16 @@ impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A range being copied from its owner to a new shard: rows written into it go to both until
+/// the cutover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovingRange {
+    /// The range, `(start, end]` on the ring.
+    pub range: TokenRange,
+    /// The shard receiving it.
+    pub target: ShardIndex,
 }
 
 /// An immutable routing snapshot. Where a row goes is asked of it through
@@ -53,75 +61,5 @@ impl RoutingTable {
             ring,
             moving: Vec::new(),
         }
-    }
-}
-
-/// A newer routing table was expected than the one offered.
-#[derive(Debug, thiserror::Error)]
-#[error("routing epoch {offered} is not newer than the current epoch {current}")]
-pub struct StaleEpoch {
-    /// Epoch of the table being published.
-    pub offered: Epoch,
-    /// Epoch already published.
-    pub current: Epoch,
-}
-
-/// Holder of the current routing table, read without locks on the hot path.
-pub struct Routing {
-    current: ArcSwap<RoutingTable>,
-}
-
-impl Routing {
-    /// Starts with `table` as the current snapshot.
-    pub fn new(table: RoutingTable) -> Routing {
-        Routing {
-            current: ArcSwap::from_pointee(table),
-        }
-    }
-
-    /// The current snapshot; hold it for the whole request.
-    pub fn load(&self) -> Arc<RoutingTable> {
-        self.current.load_full()
-    }
-
-    /// Replaces the snapshot with a newer one.
-    pub fn publish(&self, table: RoutingTable) -> Result<(), StaleEpoch> {
-        let current = self.current.load().epoch;
-        if table.epoch <= current {
-            return Err(StaleEpoch {
-                offered: table.epoch,
-                current,
-            });
-        }
-        self.current.store(Arc::new(table));
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn table(epoch: i64) -> RoutingTable {
-        RoutingTable::new(
-            Epoch(epoch),
-            vec![ShardId("s0".into())],
-            Ring::build([("s0", 1)], 4).unwrap(),
-        )
-    }
-
-    #[test]
-    fn publishing_needs_a_higher_epoch() {
-        let routing = Routing::new(table(3));
-        let held = routing.load();
-        assert!(routing.publish(table(3)).is_err());
-        assert!(routing.publish(table(2)).is_err());
-        routing.publish(table(4)).unwrap();
-        assert_eq!(routing.load().epoch, Epoch(4));
-        assert_eq!(
-            held.epoch,
-            Epoch(3),
-            "a loaded snapshot never changes under its holder"
-        );
     }
 }

@@ -1,24 +1,28 @@
-//! The shards: one connection pool each, health checks, and the start-up step that creates or
-//! verifies every declared table and the fence table on every shard.
+//! The shards: each one's pools (COPY and query) and write queue, health checks, and the step
+//! that creates or verifies every declared table and the fence table on a shard before anything
+//! is written to it.
 //!
-//! Pools are ordered like the config's `[[shards]]`, which is also the order of the routing
-//! table's shard list, so a [`ShardIndex`] names the same shard everywhere.
+//! Which shards exist is decided per routing snapshot: [`set::ShardSet`] pairs one epoch's
+//! routing table with the shards it names, so a [`crate::routing::ShardIndex`] always means a
+//! shard of the same snapshot. See `docs/architecture.md`.
 
-use crate::config::Config;
-use crate::routing::{Epoch, Routing, ShardId, ShardIndex};
+use crate::config::{Config, TlsConfig};
+use crate::routing::{Epoch, ShardId};
 
 pub mod fence;
+pub mod queue;
+pub mod set;
 
 use crate::pg::{PoolSettings, build_pool, describe_pool_error, is_unreachable, redact_url};
 use crate::schema::{
     ExpectedColumn, QUIET_SETUP_SQL, TableSchema, Tables, create_table_sql, expected_columns, quote_ident,
 };
 use deadpool_postgres::Pool;
+use queue::{QueueLimits, QueueReceiver, WriteQueue};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
-use tokio_util::sync::CancellationToken;
 
 /// A shard as this proxy connects to it: name, weight and connection settings (the URL, and a
 /// password from the environment when one is set). Its `Debug` leaves the secrets out.
@@ -47,9 +51,6 @@ impl std::fmt::Debug for ShardEndpoint {
 
 /// Longest a health probe waits for `SELECT 1`.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// First and longest wait between attempts to prepare a shard that was unreachable.
-const PREPARE_RETRY_MIN: Duration = Duration::from_millis(500);
-const PREPARE_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Key of the advisory lock that serialises schema set-up between proxies starting together.
 const SETUP_LOCK_KEY: i64 = 0x5347_5345_5455_5031;
@@ -113,125 +114,147 @@ pub enum ShardError {
     },
 }
 
-/// One shard: its name, redacted URL, weight and pool.
+/// One shard as this proxy uses it: its name, its pools and its write queue. It lives as long
+/// as some routing snapshot names it (see [`set`]).
 pub struct Shard {
     /// Stable name.
     pub id: ShardId,
     /// URL with any password replaced by `***`, safe to log and show.
     pub redacted_url: String,
-    /// Share of the ring.
-    pub weight: u32,
-    /// Connections to the shard.
-    pub pool: Pool,
+    /// The shard's connections, shared with its writers.
+    pub pools: Arc<ShardPools>,
+    /// Where requests queue rows for the shard's writers.
+    pub queue: WriteQueue,
+    /// The URL and password it was opened with, to tell whether a re-read catalog moved it.
+    endpoint: ShardEndpoint,
+}
+
+/// A shard's connections: COPY for the writers, and apart from them the reporting queries'.
+pub struct ShardPools {
+    /// The shard's name, for errors and logs.
+    pub id: ShardId,
+    /// Connections the writers COPY through.
+    pub copy: Pool,
+    /// Connections reporting queries run on.
+    pub query: Pool,
     /// Whether its tables and fence have been created or verified; nothing is written to it
     /// before.
     prepared: AtomicBool,
 }
 
-/// Every shard, indexed by [`ShardIndex`].
-pub struct Shards {
-    shards: Vec<Shard>,
+/// What opening a shard takes besides its endpoint: pool sizes, timeouts, TLS, the writers'
+/// session set-up and the queue's bounds.
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    /// COPY connections (and writer tasks) per shard.
+    pub copy_connections: usize,
+    /// Query connections per shard.
+    pub query_connections: usize,
+    /// Longest a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Longest a query waits for a free query connection.
+    pub query_wait_timeout: Duration,
+    /// SQL every COPY connection runs once when opened (may be empty).
+    pub session_setup: String,
+    /// TLS for every connection.
+    pub tls: TlsConfig,
+    /// Number of declared tables, each with its own queue budget.
+    pub tables: usize,
+    /// Bounds of each (shard, table) queue.
+    pub queue: QueueLimits,
 }
 
-impl Shards {
-    /// Builds a pool per shard; connections open lazily and run `session_setup` (SQL, may be
-    /// empty) once when opened.
-    pub fn new(
-        endpoints: &[ShardEndpoint],
-        config: &Config,
-        session_setup: &str,
-    ) -> Result<Shards, ShardError> {
-        let shards = endpoints
-            .iter()
-            .map(|s| build_shard(s, config, session_setup))
-            .collect::<Result<_, _>>()?;
-        Ok(Shards { shards })
-    }
-
-    /// The shard at `index`.
-    pub fn get(&self, index: ShardIndex) -> &Shard {
-        &self.shards[index.0]
-    }
-
-    /// Every shard with its index.
-    pub fn iter(&self) -> impl Iterator<Item = (ShardIndex, &Shard)> {
-        self.shards.iter().enumerate().map(|(i, s)| (ShardIndex(i), s))
-    }
-
-    /// Number of shards.
-    pub fn len(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Whether there are no shards (never, for a validated config).
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
-    /// Creates or verifies every table and the fence on every shard not yet prepared, setting
-    /// the fence to `epoch`. A shard that cannot be reached is left for a later call (writes to
-    /// it wait, then get 503); any other problem, such as a table that differs, is an error.
-    /// Returns whether every shard is prepared.
-    pub async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<bool, ShardError> {
-        let mut all = true;
-        for shard in self.shards.iter().filter(|s| !s.is_prepared()) {
-            match shard.prepare(tables, epoch).await {
-                Ok(()) => {
-                    shard.prepared.store(true, Ordering::Release);
-                    tracing::info!(shard = %shard.id, "shard prepared");
-                }
-                Err(ShardError::Unreachable { reason, .. }) => {
-                    tracing::warn!(shard = %shard.id, %reason, "shard unreachable; its writes wait until it is prepared");
-                    all = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(all)
-    }
-
-    /// Prepares the shards left unprepared at start-up as they become reachable, retrying with
-    /// backoff until all are or `shutdown` fires. A shard that turns out to differ from the
-    /// config stays unprepared (its writes get 503) and is reported at every attempt.
-    pub async fn prepare_in_background(
-        self: Arc<Self>,
-        tables: Arc<Tables>,
-        routing: Arc<Routing>,
-        shutdown: CancellationToken,
-    ) {
-        let mut delay = PREPARE_RETRY_MIN;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            match self.prepare(&tables, routing.load().epoch).await {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "a shard cannot be prepared"),
-            }
-            delay = (delay * 2).min(PREPARE_RETRY_MAX);
+impl ShardSettings {
+    /// The settings `config` gives, with the writers' `session_setup` for `tables` tables.
+    pub fn from_config(config: &Config, session_setup: String, tables: usize) -> ShardSettings {
+        ShardSettings {
+            copy_connections: config.pool.connections_per_shard,
+            query_connections: config.query.connections_per_shard,
+            connect_timeout: config.pool.connect_timeout,
+            query_wait_timeout: config.query.wait_timeout,
+            session_setup,
+            tls: config.tls.clone(),
+            tables,
+            queue: QueueLimits {
+                max_rows: config.queue.max_rows,
+                max_bytes: config.queue.max_bytes.as_usize(),
+            },
         }
     }
 }
 
 impl Shard {
+    /// Builds the shard's pools (connections open lazily) and its queue, whose receiving half
+    /// the caller hands to the shard's writers.
+    pub fn open(
+        endpoint: &ShardEndpoint,
+        settings: &ShardSettings,
+    ) -> Result<(Shard, QueueReceiver), ShardError> {
+        let copy = copy_pool(endpoint, settings)?;
+        let query = pool(
+            endpoint,
+            settings,
+            settings.query_connections,
+            Some(settings.query_wait_timeout),
+            "shardgate-query",
+            "",
+        )?;
+        let (queue, receiver) = WriteQueue::new(settings.tables, settings.queue);
+        let shard = Shard {
+            id: endpoint.id.clone(),
+            redacted_url: redact_url(&endpoint.url),
+            pools: Arc::new(ShardPools {
+                id: endpoint.id.clone(),
+                copy,
+                query,
+                prepared: AtomicBool::new(false),
+            }),
+            queue,
+            endpoint: endpoint.clone(),
+        };
+        Ok((shard, receiver))
+    }
+
     /// Whether its tables and fence are known to match the config, so batches may be written.
     pub fn is_prepared(&self) -> bool {
-        self.prepared.load(Ordering::Acquire)
+        self.pools.is_prepared()
     }
 
     /// Whether the shard answers `SELECT 1` within a short timeout.
     pub async fn is_up(&self) -> bool {
         let probe = async {
-            let client = self.pool.get().await.ok()?;
+            let client = self.pools.copy.get().await.ok()?;
             client.simple_query("SELECT 1").await.ok()
         };
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
     }
 
+    /// Whether it was opened with `endpoint`'s URL and password.
+    fn connects_as(&self, endpoint: &ShardEndpoint) -> bool {
+        self.endpoint.url == endpoint.url && self.endpoint.password == endpoint.password
+    }
+}
+
+impl ShardPools {
+    /// Whether its tables and fence are known to match the config, so batches may be written.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.load(Ordering::Acquire)
+    }
+
+    /// Creates or verifies every table and the fence, setting the fence to `epoch`, unless
+    /// that was done before. An unreachable shard is [`ShardError::Unreachable`].
+    pub async fn prepare_once(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
+        if self.is_prepared() {
+            return Ok(());
+        }
+        self.prepare(tables, epoch).await?;
+        self.prepared.store(true, Ordering::Release);
+        tracing::info!(shard = %self.id, "shard prepared");
+        Ok(())
+    }
+
     async fn prepare(&self, tables: &Tables, epoch: Epoch) -> Result<(), ShardError> {
-        let mut client = self.pool.get().await.map_err(|e| {
+        let mut client = self.copy.get().await.map_err(|e| {
             let (shard, reason) = (self.id.clone(), describe_pool_error(&e));
             if is_unreachable(&e) {
                 ShardError::Unreachable { shard, reason }
@@ -340,6 +363,43 @@ impl Shard {
     }
 }
 
+/// A pool of COPY connections to `endpoint` as the writers open them, without a queue or
+/// writers: for loading a shard directly (the bench's `--target direct`).
+pub fn copy_pool(endpoint: &ShardEndpoint, settings: &ShardSettings) -> Result<Pool, ShardError> {
+    pool(
+        endpoint,
+        settings,
+        settings.copy_connections,
+        None,
+        "shardgate",
+        &settings.session_setup,
+    )
+}
+
+fn pool(
+    endpoint: &ShardEndpoint,
+    settings: &ShardSettings,
+    max_size: usize,
+    wait_timeout: Option<Duration>,
+    application_name: &str,
+    session_setup: &str,
+) -> Result<Pool, ShardError> {
+    build_pool(&PoolSettings {
+        url: &endpoint.url,
+        max_size,
+        connect_timeout: settings.connect_timeout,
+        wait_timeout,
+        application_name,
+        session_setup,
+        password: endpoint.password.as_deref(),
+        tls: &settings.tls,
+    })
+    .map_err(|reason| ShardError::Settings {
+        shard: endpoint.id.clone(),
+        reason,
+    })
+}
+
 /// Every way the columns and primary key found on a shard differ from the declaration.
 fn table_differences(table: &TableSchema, found: &[ExpectedColumn], primary_key: &[String]) -> Vec<String> {
     let expected = expected_columns(table);
@@ -379,30 +439,6 @@ fn table_differences(table: &TableSchema, found: &[ExpectedColumn], primary_key:
 
 fn null_word(not_null: bool) -> &'static str {
     if not_null { "NOT NULL" } else { "nullable" }
-}
-
-fn build_shard(shard: &ShardEndpoint, config: &Config, session_setup: &str) -> Result<Shard, ShardError> {
-    let pool = build_pool(&PoolSettings {
-        url: &shard.url,
-        max_size: config.pool.connections_per_shard,
-        connect_timeout: config.pool.connect_timeout,
-        wait_timeout: None,
-        application_name: "shardgate",
-        session_setup,
-        password: shard.password.as_deref(),
-        tls: &config.tls,
-    })
-    .map_err(|reason| ShardError::Settings {
-        shard: shard.id.clone(),
-        reason,
-    })?;
-    Ok(Shard {
-        id: shard.id.clone(),
-        redacted_url: redact_url(&shard.url),
-        weight: shard.weight,
-        pool,
-        prepared: AtomicBool::new(false),
-    })
 }
 
 #[cfg(test)]

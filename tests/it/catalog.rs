@@ -1,8 +1,11 @@
 //! The catalog owns the shard list: it is seeded from the config once, records each shard's URL
 //! without its password, serves shards the config no longer names, refuses a config naming a
-//! shard it lacks, and migrates a catalog of the previous layout forward at start.
+//! shard it lacks, migrates a catalog of the previous layout forward at start, and a running
+//! proxy takes a newer routing table from it, opening the shards that joined.
 
-use crate::common::{TestServer, config_for, connect, count_on, events, fresh_shards};
+use crate::common::{
+    TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
+};
 use serde_json::json;
 use shardgate::catalog::watch::ROUTING_CHANNEL;
 use shardgate::routing::{Epoch, KeyHash, Ring};
@@ -268,35 +271,65 @@ async fn a_config_without_shards_starts_from_the_catalog_it_names() {
 }
 
 #[tokio::test]
-async fn a_re_read_that_finds_another_shard_list_is_refused_and_routing_stays() {
-    let urls = fresh_shards("catalog_other_list").await;
+async fn a_re_read_that_finds_a_new_shard_opens_it_and_routes_to_it() {
+    let mut urls = fresh_shards("catalog_new_shard").await;
+    let third = fresh_database(&clusters()[0], "catalog_new_shard_s2").await;
     let gate = TestServer::start_on(urls.clone(), "[catalog]\nrefresh_interval = \"60s\"\n").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    for url in &urls {
+        fence::bump(&mut connect(url).await, Epoch(2)).await.unwrap();
+    }
     connect(&urls[0])
         .await
         .batch_execute(&format!(
             "BEGIN;
              INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal)
-                 VALUES ('s9', 1, 2, 'postgres://nowhere/db', 9);
-             UPDATE shardgate.ring_tokens SET shard = 's9'
-                 WHERE position = (SELECT min(position) FROM shardgate.ring_tokens);
+                 VALUES ('s2', 1, 2, '{third}', 2);
+             UPDATE shardgate.ring_tokens SET shard = 's2' WHERE position < (
+                 SELECT percentile_disc(0.33) WITHIN GROUP (ORDER BY position)
+                 FROM shardgate.ring_tokens);
              UPDATE shardgate.routing SET epoch = 2;
              NOTIFY {ROUTING_CHANNEL}, '2';
              COMMIT;"
         ))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    time_to_epoch(&gate, 2, Duration::from_secs(5)).await;
+    let listed = gate.admin("/admin/shards").await.body;
+    let s2 = &listed[2];
     assert_eq!(
-        gate.admin("/readyz").await.body["epoch"],
-        1,
-        "a routing table naming a shard this proxy has no writers for is not published"
+        (&s2["name"], &s2["prepared"]),
+        (&json!("s2"), &json!(true)),
+        "{listed}"
     );
-    let reply = gate.post_events(&events(100, 13)).await;
+    assert!(s2["owned_fraction"].as_f64().unwrap() > 0.2, "{listed}");
+    let reply = gate.post_events(&events(300, 60)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    urls.push(third);
+    for (index, url) in urls.iter().enumerate() {
+        let acknowledged = reply.body["shards"][format!("s{index}")]
+            .as_i64()
+            .unwrap_or_default();
+        assert!(
+            acknowledged > 0,
+            "every shard, the new one included, took rows: {}",
+            reply.body
+        );
+        assert_eq!(count_on(url, "events").await, acknowledged, "shard s{index}");
+    }
+    let counted = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({"sql": "SELECT count(*) AS n FROM events"}))
+        .send()
+        .await
+        .unwrap();
+    let counted = crate::common::Reply::read(counted).await;
     assert_eq!(
-        reply.status, 200,
-        "writes go on with the routing in force: {}",
-        reply.body
+        counted.body["rows"],
+        json!([[300]]),
+        "queries read the new shard too: {}",
+        counted.body
     );
     gate.stop().await;
 }

@@ -2,22 +2,21 @@
 //! it, split it when Postgres refuses some request's data, retry transient failures until the
 //! requests' deadlines, and answer every chunk.
 
-use super::{BatcherSetup, Chunk, WriteError};
-use crate::catalog::RoutingSource;
+use super::WriterSettings;
 use crate::config::BatchConfig;
 use crate::ingest::copy::{CopyError, TableStatements, write_batch};
-use crate::metrics::Metrics;
-use crate::routing::{Epoch, ShardId, ShardIndex};
+use crate::routing::{Epoch, ShardId};
 use crate::schema::TableId;
-use crate::shards::Shards;
+use crate::shards::queue::{Chunk, QueueReceiver, WriteError};
+use crate::shards::{Shard, ShardPools};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// First pause before retrying a transient failure; doubles up to [`MAX_BACKOFF`].
@@ -25,53 +24,56 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Starts the `connections_per_shard` writers of shard `index`, all taking from `receiver`.
+/// When writers hurry and when they stop taking new chunks.
+#[derive(Clone)]
+struct Signals {
+    /// Flush at once, without waiting for `max_delay`.
+    drain: CancellationToken,
+    /// Close the queue: write what is in it, then stop.
+    close: CancellationToken,
+}
+
+/// Starts the `connections_per_shard` writers of `shard`, all taking from `receiver`.
 pub(super) fn spawn_writers(
-    setup: &BatcherSetup,
-    index: ShardIndex,
-    receiver: mpsc::UnboundedReceiver<Chunk>,
-    drain: &CancellationToken,
-    tasks: &mut JoinSet<()>,
+    settings: &Arc<WriterSettings>,
+    shard: &Shard,
+    receiver: QueueReceiver,
+    (drain, close): (&CancellationToken, &CancellationToken),
+    tasks: &TaskTracker,
 ) {
-    let id = setup.shards.get(index).id.clone();
     let queue = Arc::new(SharedQueue {
         receiver: Mutex::new(receiver),
-        writers: setup.connections_per_shard,
+        writers: settings.connections_per_shard,
         flushing: AtomicUsize::new(0),
         writer_freed: Notify::new(),
     });
     let writer = Arc::new(ShardWriter {
-        index,
-        id: id.clone(),
-        shards: setup.shards.clone(),
-        statements: setup.statements.clone(),
-        table_names: setup.table_names.clone(),
-        batch: setup.batch.clone(),
-        routing_source: setup.routing_source.clone(),
-        metrics: setup.metrics.clone(),
+        id: shard.id.clone(),
+        pools: shard.pools.clone(),
+        settings: settings.clone(),
     });
-    for connection in 0..setup.connections_per_shard {
-        let span = tracing::info_span!("writer", shard = %id, connection);
-        let task = run_writer(writer.clone(), queue.clone(), drain.clone());
+    let signals = Signals {
+        drain: drain.clone(),
+        close: close.clone(),
+    };
+    for connection in 0..settings.connections_per_shard {
+        let span = tracing::info_span!("writer", shard = %shard.id, connection);
+        let task = run_writer(writer.clone(), queue.clone(), signals.clone());
         tasks.spawn(task.instrument(span));
     }
 }
 
-/// Flushes batches of one shard; shared by that shard's writer tasks.
+/// Flushes batches of one shard; shared by that shard's writer tasks. It holds the shard's
+/// pools, not the shard: the queue closes when the last snapshot naming the shard is gone.
 struct ShardWriter {
-    index: ShardIndex,
     id: ShardId,
-    shards: Arc<Shards>,
-    statements: Arc<Vec<TableStatements>>,
-    table_names: Arc<Vec<String>>,
-    batch: BatchConfig,
-    routing_source: Arc<RoutingSource>,
-    metrics: Arc<Metrics>,
+    pools: Arc<ShardPools>,
+    settings: Arc<WriterSettings>,
 }
 
 /// The receiving side of one shard's queue, shared by that shard's writers.
 struct SharedQueue {
-    receiver: Mutex<mpsc::UnboundedReceiver<Chunk>>,
+    receiver: Mutex<QueueReceiver>,
     writers: usize,
     flushing: AtomicUsize,
     writer_freed: Notify,
@@ -84,11 +86,11 @@ impl SharedQueue {
     }
 }
 
-async fn run_writer(writer: Arc<ShardWriter>, queue: Arc<SharedQueue>, drain: CancellationToken) {
+async fn run_writer(writer: Arc<ShardWriter>, queue: Arc<SharedQueue>, signals: Signals) {
     loop {
         let batch = {
             let mut receiver = queue.receiver.lock().await;
-            collect_batch(&mut receiver, &queue, &writer.batch, &drain).await
+            collect_batch(&mut receiver, &queue, &writer.settings.batch, &signals).await
         };
         let Some(chunks) = batch else { return };
         queue.flushing.fetch_add(1, Ordering::AcqRel);
@@ -134,18 +136,32 @@ impl PendingBatch {
     }
 }
 
+/// The next chunk; `None` once the queue is closed and empty. After `close` is cancelled the
+/// queue is closed here, so what was queued before is still returned.
+async fn next_chunk(receiver: &mut QueueReceiver, close: &CancellationToken) -> Option<Chunk> {
+    tokio::select! {
+        biased;
+        chunk = receiver.recv() => chunk,
+        _ = close.cancelled() => {
+            receiver.close();
+            receiver.recv().await
+        }
+    }
+}
+
 /// Takes chunks for one flush; `None` once the queue is closed and empty.
 ///
 /// Natural batching: a batch leaves as soon as another writer is free to collect the next one,
 /// so a lightly loaded shard answers without waiting. Only while every other writer is busy does
 /// the batch keep growing, until `max_rows`, `max_bytes`, `max_delay`, or a writer frees up.
 async fn collect_batch(
-    receiver: &mut mpsc::UnboundedReceiver<Chunk>,
+    receiver: &mut QueueReceiver,
     queue: &SharedQueue,
     limits: &BatchConfig,
-    drain: &CancellationToken,
+    signals: &Signals,
 ) -> Option<Vec<Chunk>> {
-    let mut batch = PendingBatch::new(receiver.recv().await?, limits.max_delay);
+    let drain = &signals.drain;
+    let mut batch = PendingBatch::new(next_chunk(receiver, &signals.close).await?, limits.max_delay);
     loop {
         while !batch.is_full(limits) {
             match receiver.try_recv() {
@@ -160,7 +176,7 @@ async fn collect_batch(
         }
         tokio::select! {
             biased;
-            chunk = receiver.recv() => match chunk {
+            chunk = next_chunk(receiver, &signals.close) => match chunk {
                 Some(chunk) => batch.push(chunk),
                 None => return Some(batch.chunks),
             },
@@ -183,7 +199,7 @@ impl ShardWriter {
         }
         for ((table, epoch), group) in groups {
             let rows: usize = group.iter().map(|c| c.rows).sum();
-            let span = tracing::debug_span!("flush", table = %self.table_names[table.0], rows, requests = group.len());
+            let span = tracing::debug_span!("flush", table = %self.settings.table_names[table.0], rows, requests = group.len());
             self.flush_group(table, epoch, group).instrument(span).await;
         }
     }
@@ -195,8 +211,9 @@ impl ShardWriter {
             match self.write_until_deadline(table, epoch, &mut group).await {
                 Ok(()) => {
                     let rows: usize = group.iter().map(|c| c.rows).sum();
-                    let labels = [self.table_names[table.0].as_str(), self.id.0.as_str()];
-                    self.metrics
+                    let labels = [self.settings.table_names[table.0].as_str(), self.id.0.as_str()];
+                    self.settings
+                        .metrics
                         .rows_committed
                         .with_label_values(&labels)
                         .inc_by(rows as u64);
@@ -219,9 +236,7 @@ impl ShardWriter {
                 }
                 Err(error @ CopyError::Fence { .. }) => {
                     tracing::warn!(%error, "fence refused the batch; reloading routing");
-                    if let Err(reload) = self.routing_source.refresh().await {
-                        tracing::error!(error = %reload, "cannot reload routing from the catalog");
-                    }
+                    self.settings.refresh.refresh().await;
                     let shard = self.id.clone();
                     let reason = error.to_string();
                     answer(group, || {
@@ -254,10 +269,10 @@ impl ShardWriter {
         epoch: Epoch,
         group: &mut Vec<Chunk>,
     ) -> Result<(), CopyError> {
-        let statements = &self.statements[table.0];
+        let statements = &self.settings.statements[table.0];
         let mut backoff = INITIAL_BACKOFF;
         loop {
-            group.retain(|chunk| !chunk.reply.is_closed());
+            group.retain(|chunk| !chunk.is_abandoned());
             let Some(deadline) = group.iter().map(|c| c.deadline).max() else {
                 return Ok(());
             };
@@ -292,9 +307,8 @@ impl ShardWriter {
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
         let started = Instant::now();
-        let target = self.shards.get(self.index);
-        let result = if target.is_prepared() {
-            write_batch(&target.pool, statements, epoch, parts).await
+        let result = if self.pools.is_prepared() {
+            write_batch(&self.pools.copy, statements, epoch, parts).await
         } else {
             Err(CopyError::Transient(
                 "its tables are not verified yet (unreachable since start-up)".into(),
@@ -307,17 +321,20 @@ impl ShardWriter {
             Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
         };
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics
+        self.settings
+            .metrics
             .flush_duration
             .with_label_values(&[shard, outcome])
             .observe(seconds);
         if result.is_ok() {
             let bytes: usize = parts.iter().map(Bytes::len).sum();
-            self.metrics
+            self.settings
+                .metrics
                 .batch_rows
                 .with_label_values(&[shard])
                 .observe(rows as f64);
-            self.metrics
+            self.settings
+                .metrics
                 .batch_bytes
                 .with_label_values(&[shard])
                 .observe(bytes as f64);
@@ -328,7 +345,6 @@ impl ShardWriter {
 
 fn answer(group: Vec<Chunk>, outcome: impl Fn() -> Result<(), WriteError>) {
     for chunk in group {
-        // The requester may have stopped waiting; its rows' fate is then reported by the deadline.
-        let _ = chunk.reply.send(outcome());
+        chunk.answer(outcome());
     }
 }

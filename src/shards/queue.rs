@@ -1,0 +1,300 @@
+//! The sending half of a shard's write queue: what a request hands to the shard's writers and
+//! the space it may take.
+//!
+//! A request's rows for one shard travel as one [`Chunk`] of encoded tuples. Each shard has one
+//! queue, bounded per (shard, table) in rows and bytes by semaphores whose permits a chunk holds
+//! until it is answered (invariant 7): a full queue refuses the request before anything is
+//! enqueued. The queue belongs to its [`Shard`](super::Shard), so it lives exactly as long as
+//! some routing snapshot names the shard; the writers that empty it are in
+//! `crate::ingest::batcher`.
+
+use crate::routing::{Epoch, ShardId, ShardIndex};
+use crate::schema::TableId;
+use bytes::Bytes;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Why rows bound for one shard did not commit.
+#[derive(Debug, Clone, Error)]
+pub enum WriteError {
+    /// The shard could not commit before the request's deadline.
+    #[error("shard {shard} could not commit the rows: {reason}")]
+    Unavailable {
+        /// The shard.
+        shard: ShardId,
+        /// The last failure seen.
+        reason: String,
+    },
+    /// Postgres refused this request's rows for their data.
+    #[error("shard {shard} rejected the rows: {message}")]
+    Rejected {
+        /// The shard.
+        shard: ShardId,
+        /// Postgres's message.
+        message: String,
+    },
+    /// The shard's ownership changed after the rows were routed; retrying routes them anew.
+    #[error("shard {shard} refused the rows: {reason}; retry the request")]
+    RoutingChanged {
+        /// The shard.
+        shard: ShardId,
+        /// The fence mismatch.
+        reason: String,
+    },
+}
+
+impl WriteError {
+    /// A stable name of the failure, for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WriteError::Unavailable { .. } => "unavailable",
+            WriteError::Rejected { .. } => "rejected",
+            WriteError::RoutingChanged { .. } => "routing_changed",
+        }
+    }
+}
+
+/// Rows could not be queued.
+#[derive(Debug, Error)]
+pub enum SubmitError {
+    /// A queue is full; the client should retry later.
+    #[error("the queue of shard {shard} for table {table} is full")]
+    QueueFull {
+        /// The shard.
+        shard: ShardId,
+        /// The table.
+        table: String,
+    },
+    /// The request alone is larger than a whole queue.
+    #[error(
+        "the request holds {rows} rows ({bytes} bytes) for shard {shard}, more than its queue can ever hold"
+    )]
+    TooLarge {
+        /// The shard.
+        shard: ShardId,
+        /// Rows for that shard.
+        rows: usize,
+        /// Encoded bytes for that shard.
+        bytes: usize,
+    },
+}
+
+/// Queue limits of every (shard, table) queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Rows per queue.
+    pub max_rows: usize,
+    /// Encoded bytes per queue.
+    pub max_bytes: usize,
+}
+
+/// One request's rows for one shard, waiting to be written.
+pub struct Chunk {
+    /// The rows' table.
+    pub table: TableId,
+    /// Epoch of the snapshot that routed them, checked against the shard's fence.
+    pub epoch: Epoch,
+    /// The rows as binary COPY tuples.
+    pub tuples: Bytes,
+    /// How many rows `tuples` holds.
+    pub rows: usize,
+    /// When the chunk was queued.
+    pub enqueued_at: Instant,
+    /// When its request stops waiting.
+    pub deadline: Instant,
+    reply: oneshot::Sender<Result<(), WriteError>>,
+    /// Queue space held until the chunk is answered.
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Chunk {
+    /// Whether the request stopped waiting for the answer (its deadline passed).
+    pub fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    /// Tells the request how its rows fared and frees their queue space.
+    pub fn answer(self, outcome: Result<(), WriteError>) {
+        // The requester may have stopped waiting; its rows' fate is then reported by the deadline.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// A queued write to one shard; resolves when its rows have committed or failed.
+pub struct PendingWrite {
+    /// The shard's index in the snapshot that routed the rows.
+    pub shard: ShardIndex,
+    /// Rows sent to it.
+    pub rows: usize,
+    reply: oneshot::Receiver<Result<(), WriteError>>,
+    shard_id: ShardId,
+}
+
+impl PendingWrite {
+    /// Waits for the rows' batch to commit or fail.
+    pub async fn outcome(self) -> Result<(), WriteError> {
+        self.reply.await.unwrap_or_else(|_| {
+            Err(WriteError::Unavailable {
+                shard: self.shard_id,
+                reason: "the write was abandoned while shutting down".into(),
+            })
+        })
+    }
+
+    /// The shard's name.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.shard_id
+    }
+}
+
+/// The receiving half of a shard's queue, handed to its writers.
+pub type QueueReceiver = mpsc::UnboundedReceiver<Chunk>;
+
+/// The sending half of one shard's queue with the space left per table.
+pub struct WriteQueue {
+    sender: mpsc::UnboundedSender<Chunk>,
+    budgets: Vec<QueueBudget>,
+}
+
+/// What every chunk of one request shares.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestChunks {
+    /// The rows' table.
+    pub table: TableId,
+    /// Epoch of the snapshot that routed them.
+    pub epoch: Epoch,
+    /// When the request's rows were queued.
+    pub enqueued_at: Instant,
+    /// When the request stops waiting.
+    pub deadline: Instant,
+}
+
+/// Queue space reserved for one request's rows on one shard, not yet sent.
+pub struct Reservation {
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl WriteQueue {
+    /// A queue for `tables` tables, each bounded by `limits`, and its receiving half.
+    pub fn new(tables: usize, limits: QueueLimits) -> (WriteQueue, QueueReceiver) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let budgets = (0..tables).map(|_| QueueBudget::new(limits)).collect();
+        (WriteQueue { sender, budgets }, receiver)
+    }
+
+    /// Takes room for `rows` rows of `bytes` bytes of `table`, or says why there is none.
+    /// `names` gives the shard's and the table's names for the error.
+    pub fn reserve(
+        &self,
+        table: TableId,
+        rows: usize,
+        bytes: usize,
+        names: impl Fn() -> (ShardId, String),
+    ) -> Result<Reservation, SubmitError> {
+        let permits = self.budgets[table.0].reserve(rows, bytes, names)?;
+        Ok(Reservation { permits })
+    }
+
+    /// Queues a chunk in reserved space; the returned write resolves when it is answered.
+    pub fn send(
+        &self,
+        shard: (ShardIndex, &ShardId),
+        request: RequestChunks,
+        tuples: Bytes,
+        rows: usize,
+        reservation: Reservation,
+    ) -> PendingWrite {
+        let (reply, receiver) = oneshot::channel();
+        let chunk = Chunk {
+            table: request.table,
+            epoch: request.epoch,
+            tuples,
+            rows,
+            enqueued_at: request.enqueued_at,
+            deadline: request.deadline,
+            reply,
+            _permits: reservation.permits,
+        };
+        // A send fails only once the writers closed the queue at shutdown; the dropped reply
+        // then reports it.
+        let _ = self.sender.send(chunk);
+        PendingWrite {
+            shard: shard.0,
+            rows,
+            reply: receiver,
+            shard_id: shard.1.clone(),
+        }
+    }
+
+    /// Rows and bytes waiting or being written, over all tables.
+    pub fn depth(&self) -> (usize, usize) {
+        self.budgets.iter().fold((0, 0), |(rows, bytes), budget| {
+            let (used_rows, used_bytes) = budget.used();
+            (rows + used_rows, bytes + used_bytes)
+        })
+    }
+
+    /// Whether writers still take from the queue.
+    pub fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+}
+
+/// Space left in one (shard, table) queue.
+struct QueueBudget {
+    rows: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl QueueBudget {
+    fn new(limits: QueueLimits) -> QueueBudget {
+        QueueBudget {
+            rows: Arc::new(Semaphore::new(limits.max_rows)),
+            bytes: Arc::new(Semaphore::new(limits.max_bytes)),
+            max_rows: limits.max_rows,
+            max_bytes: limits.max_bytes,
+        }
+    }
+
+    fn reserve(
+        &self,
+        rows: usize,
+        bytes: usize,
+        names: impl Fn() -> (ShardId, String),
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), SubmitError> {
+        if rows > self.max_rows || bytes > self.max_bytes {
+            return Err(SubmitError::TooLarge {
+                shard: names().0,
+                rows,
+                bytes,
+            });
+        }
+        let full = || {
+            let (shard, table) = names();
+            SubmitError::QueueFull { shard, table }
+        };
+        // Both counts fit u32: the config caps queue limits below 4Gi.
+        let row_permit = self
+            .rows
+            .clone()
+            .try_acquire_many_owned(rows as u32)
+            .map_err(|_| full())?;
+        let byte_permit = self
+            .bytes
+            .clone()
+            .try_acquire_many_owned(bytes as u32)
+            .map_err(|_| full())?;
+        Ok((row_permit, byte_permit))
+    }
+
+    fn used(&self) -> (usize, usize) {
+        (
+            self.max_rows - self.rows.available_permits(),
+            self.max_bytes - self.bytes.available_permits(),
+        )
+    }
+}
