@@ -17,6 +17,12 @@ use thiserror::Error;
 /// Environment variable that replaces `catalog.url`.
 pub const CATALOG_URL_ENV: &str = "SHARDGATE_CATALOG_URL";
 
+/// Environment variable that replaces `admin.token`.
+pub const ADMIN_TOKEN_ENV: &str = "SHARDGATE_ADMIN_TOKEN";
+
+/// Shortest admin token accepted.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
 /// Prefix of every environment variable shardgate reads.
 const ENV_PREFIX: &str = "SHARDGATE_";
 
@@ -46,6 +52,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// How TLS connections to shards check the server.
     pub tls: TlsConfig,
+    /// Who may change the shard set through the admin API.
+    pub admin: AdminConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -53,7 +61,26 @@ pub struct Config {
     /// The `SHARDGATE_*` variables of the process environment, captured when the config was
     /// loaded: URL and password overrides, also for shards only the catalog names.
     #[serde(skip)]
-    pub environment: BTreeMap<String, String>,
+    pub environment: Environment,
+}
+
+/// `SHARDGATE_*` variables by name. They hold URLs, passwords and the admin token, so its
+/// `Debug` shows the names alone.
+#[derive(Clone, Default)]
+pub struct Environment(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Environment {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// `[server]`: listeners and request limits.
@@ -238,6 +265,34 @@ impl Default for CatalogConfig {
     }
 }
 
+/// `[admin]`: access to the admin endpoints that change the shard set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token those endpoints require; without one they answer 403.
+    pub token: Option<AdminToken>,
+}
+
+/// A secret bearer token; its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+impl AdminToken {
+    /// Whether `offered` is this token, compared in time that does not depend on where they
+    /// differ.
+    pub fn matches(&self, offered: &str) -> bool {
+        let (ours, theirs) = (self.0.as_bytes(), offered.as_bytes());
+        ours.len() == theirs.len() && ours.iter().zip(theirs).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+    }
+}
+
 /// One `[[shards]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,9 +407,13 @@ impl Config {
     /// `SHARDGATE_CATALOG_URL` and `SHARDGATE_SHARD_<NAME>_URL` (name upper-cased).
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
         self.environment
+            .0
             .extend(vars.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX)));
         if let Some(url) = self.environment.get(CATALOG_URL_ENV) {
             self.catalog.url = Some(url.clone());
+        }
+        if let Some(token) = self.environment.get(ADMIN_TOKEN_ENV) {
+            self.admin.token = Some(AdminToken(token.clone()));
         }
         for shard in &mut self.shards {
             if let Some(url) = self.environment.get(&shard_url_env(&shard.name)) {
@@ -388,6 +447,7 @@ impl Config {
         self.validate_server(&mut problems);
         self.validate_limits(&mut problems);
         self.validate_tls(&mut problems);
+        self.validate_admin(&mut problems);
         self.validate_shards(&mut problems);
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
@@ -438,6 +498,17 @@ impl Config {
             && let Err(e) = std::fs::metadata(path)
         {
             problems.add("tls.ca_file", format!("cannot read {}: {e}", path.display()));
+        }
+    }
+
+    fn validate_admin(&self, problems: &mut Problems) {
+        if let Some(AdminToken(token)) = &self.admin.token
+            && (token.len() < MIN_ADMIN_TOKEN_LEN || !token.chars().all(|c| c.is_ascii_graphic()))
+        {
+            problems.add(
+                "admin.token",
+                format!("must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters without spaces"),
+            );
         }
     }
 

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pg;
 pub mod pgtype;
 pub mod query;
+pub mod reshard;
 pub mod routing;
 pub mod schema;
 pub mod server;

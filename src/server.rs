@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     let writes = Writes::new(shards.clone(), metrics.clone(), config.server.request_timeout);
     let state = Arc::new(AppState {
+        config: config.clone(),
         tables,
         writes,
         shards,

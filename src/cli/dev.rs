@@ -214,7 +214,8 @@ async fn create_database(cluster: &LocalCluster) -> Result<()> {
 
 async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
     let config_path = args.dir.join("shardgate.toml");
-    let text = dev_config(args, clusters);
+    let token = admin_token(&args.dir)?;
+    let text = dev_config(args, clusters, &token);
     std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::parse(&text).map_err(anyhow::Error::msg)?;
     let server = match shardgate::server::start(config).await {
@@ -227,7 +228,8 @@ async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
         }
         Err(e) => return Err(e).context("cannot start shardgate"),
     };
-    print_welcome(&config_path, server.write_addr(), server.admin_addr(), clusters);
+    let addresses = (server.write_addr(), server.admin_addr());
+    print_welcome(&config_path, addresses, &token, clusters);
     super::shutdown_signal().await;
     server.shutdown();
     server.wait().await;
@@ -235,9 +237,23 @@ async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
     Ok(())
 }
 
-fn dev_config(args: &DevArgs, clusters: &[LocalCluster]) -> String {
+/// The admin token of this dev directory: made once, kept in `admin-token` (readable by its
+/// owner only) so it stays the same across restarts.
+fn admin_token(dir: &Path) -> Result<String> {
+    let path = dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let token = format!("{:032x}", rand::random::<u128>());
+    std::fs::write(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(token)
+}
+
+fn dev_config(args: &DevArgs, clusters: &[LocalCluster], token: &str) -> String {
     let mut text = format!(
-        "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n",
+        "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[admin]\ntoken = \"{token}\"\n",
         args.listen, args.admin_listen
     );
     let ssl = if args.tls { "?sslmode=require" } else { "" };
@@ -256,8 +272,8 @@ fn dev_config(args: &DevArgs, clusters: &[LocalCluster]) -> String {
 
 fn print_welcome(
     config: &Path,
-    write: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
+    (write, admin): (std::net::SocketAddr, std::net::SocketAddr),
+    token: &str,
     clusters: &[LocalCluster],
 ) {
     println!();
@@ -285,6 +301,14 @@ fn print_welcome(
         format!("--url http://{write} ")
     };
     println!("    shardgate query {url}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
+    println!("  plan adding a shard (the admin token is in the config's [admin] section):");
+    println!("    curl -s http://{admin}/admin/shards/plan -H 'Authorization: Bearer {token}' \\");
+    println!(
+        "      -d '{{\"name\": \"s{}\", \"url\": \"postgres://USER@HOST/DATABASE\"}}'",
+        clusters.len()
+    );
+    println!();
+    println!("  admin token: {token}");
     println!();
     for (i, cluster) in clusters.iter().enumerate() {
         println!("  shard s{i}:  psql {}", cluster.url(DEV_DATABASE));

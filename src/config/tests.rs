@@ -198,3 +198,32 @@ fn a_query_time_zone_that_is_not_a_name_is_named() {
         "must be a time zone name such as UTC or Europe/Paris"
     ));
 }
+
+#[test]
+fn the_admin_token_comes_from_the_file_or_the_environment_and_is_never_shown() {
+    let short = format!("[admin]\ntoken = \"short\"\n{VALID}");
+    assert!(has(
+        &problems(&short),
+        "admin.token",
+        "must be at least 16 visible ASCII characters without spaces"
+    ));
+    let mut config = Config::parse(&format!("[admin]\ntoken = \"from-the-file-0123\"\n{VALID}")).unwrap();
+    config.validate().unwrap();
+    let token = config.admin.token.clone().unwrap();
+    assert!(token.matches("from-the-file-0123"));
+    assert!(!token.matches("from-the-file-0124") && !token.matches("from-the-file"));
+    config.apply_env([(ADMIN_TOKEN_ENV.to_string(), "from-the-environment".to_string())]);
+    assert!(
+        config
+            .admin
+            .token
+            .as_ref()
+            .unwrap()
+            .matches("from-the-environment")
+    );
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("from-the-environment") && shown.contains("SHARDGATE_ADMIN_TOKEN"),
+        "Debug names the variable and hides the token"
+    );
+}

@@ -1,5 +1,6 @@
 //! Operator endpoints: liveness and readiness (on both listeners) and, on the admin listener
-//! only, `GET /admin/shards` and `GET /metrics`. Read-only: nothing here changes routing or data.
+//! only, `GET /admin/shards`, `GET /admin/ring` and `GET /metrics`. Read-only: nothing here
+//! changes routing or data.
 
 use super::error::error_response;
 use super::state::AppState;
@@ -30,6 +31,33 @@ pub struct ShardStatus {
     pub queued_rows: usize,
     /// Encoded bytes queued or being written to it.
     pub queued_bytes: usize,
+}
+
+/// One range of the ring as `/admin/ring` lists it.
+#[derive(Debug, Serialize)]
+pub struct RingRange {
+    /// Exclusive lower bound.
+    pub start: u64,
+    /// Inclusive upper bound (the first range wraps past the top).
+    pub end: u64,
+    /// The shard that owns it.
+    pub shard: String,
+}
+
+/// `GET /admin/ring`: the current snapshot's epoch and every range of its ring with its owner.
+pub async fn ring(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let set = state.shards.load();
+    let ranges: Vec<RingRange> = set
+        .table
+        .ring
+        .ranges()
+        .map(|range| RingRange {
+            start: range.start,
+            end: range.end,
+            shard: set.get(range.shard).id.0.clone(),
+        })
+        .collect();
+    Json(json!({"epoch": set.epoch().0, "ranges": ranges}))
 }
 
 /// `GET /healthz`: the process is alive and serving HTTP.

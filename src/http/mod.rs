@@ -4,10 +4,12 @@
 //! shards return domain errors; the handlers here give them their status codes.
 
 pub mod admin;
+pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod error_body;
 pub mod query;
+pub mod reshard;
 pub mod routes;
 pub mod state;
 pub mod write;

@@ -1,11 +1,13 @@
 //! The two listeners' routers. Every refusal either sends carries the JSON error body
 //! ([`with_json_error_bodies`]).
 
+use super::auth::require_admin_token;
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
-use super::{admin, query, write};
+use super::{admin, query, reshard, write};
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use std::sync::Arc;
 
@@ -21,10 +23,16 @@ pub fn write_router(state: Arc<AppState>) -> Router {
     with_json_error_bodies(router)
 }
 
-/// The admin listener: shards, metrics, health.
+/// The admin listener: shards, the ring, metrics, health; changes to the shard set behind the
+/// admin token.
 pub fn admin_router(state: Arc<AppState>) -> Router {
+    let changes = Router::new()
+        .route("/admin/shards/plan", post(reshard::plan_shard))
+        .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let router = Router::new()
+        .merge(changes)
         .route("/admin/shards", get(admin::list_shards))
+        .route("/admin/ring", get(admin::ring))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))

@@ -1,5 +1,6 @@
 //! What every handler shares: built once at start-up, then only read.
 
+use crate::config::Config;
 use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
@@ -19,6 +20,8 @@ pub struct RequestLimits {
 
 /// State shared by every handler; built once in [`crate::server::start`].
 pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
     /// Declared tables.
     pub tables: Arc<Tables>,
     /// The write path: decode, route, queue, wait for the commits.

@@ -5,11 +5,13 @@
 //! [`RoutingTable::place_write`] (and a key's shards for reading in
 //! [`RoutingTable::shards_for_read`]) and nowhere else ([`placement`]).
 
+pub mod changes;
 pub mod key;
 pub mod placement;
 pub mod ring;
 pub mod table;
 
+pub use changes::OwnerChange;
 pub use key::{KeyHash, hash_key};
 pub use placement::WritePlacement;
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
+use tokio_postgres::GenericClient;
 
 /// A shard as this proxy connects to it: name, weight and connection settings (the URL, and a
 /// password from the environment when one is set). Its `Debug` leaves the secrets out.
@@ -286,53 +287,20 @@ impl ShardPools {
         tx: &tokio_postgres::Transaction<'_>,
         table: &TableSchema,
     ) -> Result<(), ShardError> {
-        let name = quote_ident(&table.name);
-        let found = tx
-            .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
-                 FROM pg_attribute a
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-                 ORDER BY a.attnum",
-                &[&name],
-            )
+        let found = table_differences_on(tx, table)
             .await
-            .map_err(|e| self.query_error(&format!("read columns of {}", table.name), e))?;
-        if found.is_empty() {
-            let create = create_table_sql(table);
-            return tx
-                .batch_execute(&create)
+            .map_err(|e| self.query_error(&format!("read the columns of {}", table.name), e))?;
+        match found {
+            None => tx
+                .batch_execute(&create_table_sql(table))
                 .await
-                .map_err(|e| self.query_error(&format!("create table {}", table.name), e));
-        }
-        let columns: Vec<ExpectedColumn> = found
-            .iter()
-            .map(|row| ExpectedColumn {
-                name: row.get(0),
-                sql_type: row.get(1),
-                not_null: row.get(2),
-            })
-            .collect();
-        let primary_key: Vec<String> = tx
-            .query(
-                "SELECT a.attname::text FROM pg_index i
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.query_error(&format!("read primary key of {}", table.name), e))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let differences = table_differences(table, &columns, &primary_key);
-        if differences.is_empty() {
-            Ok(())
-        } else {
-            Err(ShardError::SchemaMismatch {
+                .map_err(|e| self.query_error(&format!("create table {}", table.name), e)),
+            Some(differences) if differences.is_empty() => Ok(()),
+            Some(differences) => Err(ShardError::SchemaMismatch {
                 shard: self.id.clone(),
                 table: table.name.clone(),
                 differences,
-            })
+            }),
         }
     }
 
@@ -398,6 +366,47 @@ fn pool(
         shard: endpoint.id.clone(),
         reason,
     })
+}
+
+/// How `table` as found in the database `client` is connected to differs from its declaration:
+/// `None` when it does not exist, else every difference (none when it matches).
+pub async fn table_differences_on(
+    client: &impl GenericClient,
+    table: &TableSchema,
+) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
+    let name = quote_ident(&table.name);
+    let found = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+             FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&name],
+        )
+        .await?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let columns: Vec<ExpectedColumn> = found
+        .iter()
+        .map(|row| ExpectedColumn {
+            name: row.get(0),
+            sql_type: row.get(1),
+            not_null: row.get(2),
+        })
+        .collect();
+    let primary_key: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(Some(table_differences(table, &columns, &primary_key)))
 }
 
 /// Every way the columns and primary key found on a shard differ from the declaration.

@@ -313,14 +313,17 @@ impl DevProcess {
         }
     }
 
-    /// Reads the welcome banner up to its last line: the write URL and each shard's URL.
-    async fn banner(&mut self) -> (String, Vec<String>) {
-        let (mut write, mut shards) = (None, Vec::new());
+    /// Reads the welcome banner up to its last line: the write URL, each shard's URL and the
+    /// admin token.
+    async fn banner(&mut self) -> (String, Vec<String>, String) {
+        let (mut write, mut shards, mut token) = (None, Vec::new(), None);
         let read = async {
             while let Some(line) = self.stdout.next_line().await.unwrap() {
                 let line = line.trim();
                 if let Some(url) = line.strip_prefix("write API:") {
                     write = Some(url.trim().trim_end_matches("/v1/tables/events/rows").to_string());
+                } else if let Some(shown) = line.strip_prefix("admin token:") {
+                    token = Some(shown.trim().to_string());
                 } else if let Some((_, url)) = line.split_once("psql ") {
                     shards.push(url.to_string());
                 } else if line.starts_with("Press Ctrl-C") {
@@ -331,7 +334,8 @@ impl DevProcess {
         tokio::time::timeout(Duration::from_secs(120), read)
             .await
             .expect("dev prints its banner");
-        (write.expect("banner names the write API"), shards)
+        let token = token.expect("banner shows the admin token");
+        (write.expect("banner names the write API"), shards, token)
     }
 
     /// `kill -9` of the whole process group, as a closed terminal or the OOM killer would.
@@ -403,7 +407,8 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-crash-{}", std::process::id())));
     let http = reqwest::Client::new();
     let mut first = DevProcess::spawn(&data.0);
-    let (write, shards_before) = first.banner().await;
+    let (write, shards_before, token_before) = first.banner().await;
+    assert_eq!(token_before.len(), 32, "{token_before}");
     post_dev_events(&http, &write, 300).await;
     first.kill_group().await;
     let pid_file = std::fs::read_to_string(data.0.join("s0/data/postmaster.pid")).unwrap();
@@ -415,6 +420,10 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
         "the postmaster outlived dev"
     );
     let config_before = std::fs::read_to_string(data.0.join("shardgate.toml")).unwrap();
+    assert!(
+        config_before.contains(&format!("[admin]\ntoken = \"{token_before}\"")),
+        "the config dev writes holds the token it prints: {config_before}"
+    );
     let dir = data.0.to_str().expect("the test's data path is UTF-8");
     let other_count = crate::common::shardgate([
         "dev",
@@ -441,8 +450,9 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     );
 
     let mut second = DevProcess::spawn(&data.0);
-    let (write, shards_after) = second.banner().await;
+    let (write, shards_after, token_after) = second.banner().await;
     assert_eq!(shards_after, shards_before, "each shard keeps its port");
+    assert_eq!(token_after, token_before, "the admin token stays across restarts");
     assert_eq!(
         count_events(&http, &write).await,
         json!(300),
