@@ -7,12 +7,15 @@
 //!    version table.
 //! 2. `shards` also records each shard's URL (without its password) and its position in the
 //!    shard list, so the catalog, not the config, owns the shard list.
+//! 3. `migrations` and `migration_ranges`: the journal of resharding. A range in phase
+//!    `copying` is still its source's but dual-written to its target; one in phase `leaving` is
+//!    the target's in the ring while its source still holds its rows (see [`super::ranges`]).
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 2;
+pub const CURRENT: i32 = 3;
 
 /// The tables of the current layout, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -37,6 +40,25 @@ const CREATE_CURRENT: &str = "
     CREATE TABLE shardgate.ring_tokens (
         position bigint PRIMARY KEY,
         shard text NOT NULL REFERENCES shardgate.shards (name)
+    );
+    CREATE TABLE shardgate.migrations (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind text NOT NULL,
+        shard text NOT NULL,
+        phase text NOT NULL,
+        error text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE shardgate.migration_ranges (
+        migration bigint NOT NULL REFERENCES shardgate.migrations (id),
+        start_position bigint NOT NULL,
+        end_position bigint NOT NULL,
+        source text NOT NULL REFERENCES shardgate.shards (name),
+        target text NOT NULL REFERENCES shardgate.shards (name),
+        phase text NOT NULL CHECK (phase IN ('planned', 'copying', 'leaving', 'cleaned')),
+        rows_copied bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (migration, start_position)
     );";
 
 /// From layout 1 to 2: the shards' URLs and order, filled in from the config at start.
@@ -46,6 +68,28 @@ const MIGRATE_1_TO_2: &str = "
         version integer NOT NULL
     );
     ALTER TABLE shardgate.shards ADD COLUMN url text, ADD COLUMN ordinal integer;";
+
+/// From layout 2 to 3: the resharding journal.
+const MIGRATE_2_TO_3: &str = "
+    CREATE TABLE shardgate.migrations (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind text NOT NULL,
+        shard text NOT NULL,
+        phase text NOT NULL,
+        error text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE shardgate.migration_ranges (
+        migration bigint NOT NULL REFERENCES shardgate.migrations (id),
+        start_position bigint NOT NULL,
+        end_position bigint NOT NULL,
+        source text NOT NULL REFERENCES shardgate.shards (name),
+        target text NOT NULL REFERENCES shardgate.shards (name),
+        phase text NOT NULL CHECK (phase IN ('planned', 'copying', 'leaving', 'cleaned')),
+        rows_copied bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (migration, start_position)
+    );";
 
 /// Brings the catalog to the current layout, creating it when there is none. The caller holds
 /// the catalog lock.
@@ -59,17 +103,28 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             tx.batch_execute(MIGRATE_1_TO_2)
                 .await
                 .map_err(query("migrate the catalog from layout 1"))?;
+            tx.batch_execute(MIGRATE_2_TO_3)
+                .await
+                .map_err(query("migrate the catalog from layout 2"))?;
             tracing::info!(from = 1, to = CURRENT, "catalog layout migrated");
+        }
+        2 => {
+            tx.batch_execute(MIGRATE_2_TO_3)
+                .await
+                .map_err(query("migrate the catalog from layout 2"))?;
+            tracing::info!(from = 2, to = CURRENT, "catalog layout migrated");
+            return record_version(tx, "UPDATE shardgate.catalog_version SET version = $1").await;
         }
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     }
-    tx.execute(
-        "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
-        &[&CURRENT],
-    )
-    .await
-    .map_err(query("record the catalog layout"))?;
+    record_version(tx, "INSERT INTO shardgate.catalog_version (version) VALUES ($1)").await
+}
+
+async fn record_version(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<(), CatalogError> {
+    tx.execute(sql, &[&CURRENT])
+        .await
+        .map_err(query("record the catalog layout"))?;
     Ok(())
 }
 

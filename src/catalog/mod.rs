@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio_postgres::IsolationLevel;
 
 mod layout;
+mod ranges;
 pub mod watch;
 
 /// Key of the advisory lock that serialises catalog initialisation between proxies.
@@ -321,14 +322,15 @@ async fn read_state(
         .iter()
         .map(|s| endpoint(s, config))
         .collect::<Result<_, _>>()?;
-    Ok(CatalogState {
-        routing: RoutingTable::new(
-            Epoch(epoch),
-            stored.iter().map(|s| ShardId(s.name.clone())).collect(),
-            Ring::from_tokens(tokens)?,
-        ),
-        shards,
-    })
+    let in_motion = ranges::read(tx, &index).await?;
+    let mut routing = RoutingTable::new(
+        Epoch(epoch),
+        stored.iter().map(|s| ShardId(s.name.clone())).collect(),
+        Ring::from_tokens(tokens)?,
+    );
+    routing.moving = in_motion.moving;
+    routing.leaving = in_motion.leaving;
+    Ok(CatalogState { routing, shards })
 }
 
 /// How this proxy connects to a stored shard: the config's URL when the config names it, else

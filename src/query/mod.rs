@@ -192,6 +192,7 @@ struct Planned {
     set: Arc<ShardSet>,
     targets: Vec<ShardIndex>,
     rendered: render::RenderedQuery,
+    per_shard_limit: u64,
 }
 
 impl QueryEngine {
@@ -214,6 +215,7 @@ impl QueryEngine {
             set,
             targets,
             rendered,
+            per_shard_limit,
         } = self.plan(sql, &params)?;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
@@ -235,9 +237,16 @@ impl QueryEngine {
             let message = "its tables are not verified yet (unreachable since start-up)".to_string();
             return Err(failed(&set, unprepared, message));
         }
-        let opened = targets.iter().map(|&shard| {
-            let shard = set.get(shard);
-            ShardRows::open(&shard.id.0, shard.pools.query.clone(), statement.clone())
+        let opened = targets.iter().map(|&index| {
+            let skipped: Vec<_> = set.table.ranges_to_skip(index).copied().collect();
+            let statement = if skipped.is_empty() {
+                statement.clone()
+            } else {
+                let sql = render::render(&plan, per_shard_limit, &skipped).sql;
+                Arc::new(statement.with_sql(sql))
+            };
+            let shard = set.get(index);
+            ShardRows::open(&shard.id.0, shard.pools.query.clone(), statement)
         });
         let inputs = futures_util::future::try_join_all(opened).await?;
         let types = result_types(&plan, &rendered.layout, &inputs)?;
@@ -272,6 +281,7 @@ impl QueryEngine {
             set,
             targets,
             rendered,
+            ..
         } = self.plan(sql, params)?;
         let merge = match (plan.aggregated, plan.order_by.is_empty()) {
             (true, _) => "groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT",
@@ -290,18 +300,19 @@ impl QueryEngine {
     fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Planned, QueryError> {
         let plan = Arc::new(plan_query(sql, params, &self.tables)?);
         let set = self.shards.load();
-        let targets = prune::pruned_shards(&plan, params, &set.table)
-            .unwrap_or_else(|| set.iter().map(|(index, _)| index).collect());
+        let targets =
+            prune::pruned_shards(&plan, params, &set.table).unwrap_or_else(|| set.table.shards_for_scatter());
         let per_shard_limit = match plan.limit {
             Some(limit) if !plan.aggregated => limit + plan.offset,
             _ => self.limits.max_rows as u64 + 1,
         };
-        let rendered = render::render(&plan, per_shard_limit);
+        let rendered = render::render(&plan, per_shard_limit, &[]);
         Ok(Planned {
             plan,
             set,
             targets,
             rendered,
+            per_shard_limit,
         })
     }
 

@@ -5,7 +5,8 @@
 use super::expr::Parameters;
 use super::merge::Combine;
 use super::plan::{Aggregate, Output, QueryPlan};
-use crate::schema::quote_ident;
+use crate::routing::TokenRange;
+use crate::schema::{HASH_COLUMN, quote_ident};
 
 /// The statement each shard runs, with the parameters it binds and how its columns combine.
 pub struct RenderedQuery {
@@ -21,8 +22,10 @@ pub struct RenderedQuery {
 /// each shard (their partial results have the final types), with the group keys, and the
 /// values `count(DISTINCT x)` count, appended and grouped by position; ordering and limits of
 /// aggregated queries are applied after the merge. `limit` is the LIMIT each shard gets: the
-/// query's LIMIT + OFFSET for rows, one more than the group cap for groups.
-pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
+/// query's LIMIT + OFFSET for rows, one more than the group cap for groups. Rows whose
+/// `_sg_hash` falls in a `skipped` range are left out: a shard still holding rows of ranges
+/// it no longer owns (invariant 12).
+pub fn render(plan: &QueryPlan, limit: u64, skipped: &[TokenRange]) -> RenderedQuery {
     let mut parameters = Parameters::default();
     let mut select = Vec::new();
     let mut layout = Vec::new();
@@ -49,8 +52,12 @@ pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
         select.join(", "),
         quote_ident(&plan.table.name)
     );
-    if let Some(filter) = &plan.filter {
-        sql.push_str(&format!(" WHERE {}", parameters.render(filter)));
+    let filter = plan.filter.as_ref().map(|f| parameters.render(f));
+    match (filter, skip_clause(skipped)) {
+        (Some(filter), None) => sql.push_str(&format!(" WHERE {filter}")),
+        (None, Some(skip)) => sql.push_str(&format!(" WHERE {skip}")),
+        (Some(filter), Some(skip)) => sql.push_str(&format!(" WHERE ({filter}) AND {skip}")),
+        (None, None) => {}
     }
     sql.push_str(&group_by_clause(&keys, first_counted, counted.len()));
     if !plan.order_by.is_empty() && !plan.aggregated {
@@ -70,6 +77,21 @@ pub fn render(plan: &QueryPlan, limit: u64) -> RenderedQuery {
         sql,
         parameters: parameters.used,
         layout,
+    }
+}
+
+/// `NOT (_sg_hash BETWEEN lo AND hi OR ...)` over every stored interval of `skipped`; the
+/// bounds are numbers, never user text.
+fn skip_clause(skipped: &[TokenRange]) -> Option<String> {
+    let intervals: Vec<String> = skipped
+        .iter()
+        .flat_map(TokenRange::stored_intervals)
+        .map(|(lo, hi)| format!("{HASH_COLUMN} BETWEEN {lo} AND {hi}"))
+        .collect();
+    if intervals.is_empty() {
+        None
+    } else {
+        Some(format!("NOT ({})", intervals.join(" OR ")))
     }
 }
 

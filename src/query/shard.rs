@@ -18,6 +18,7 @@ use tokio_postgres::types::{ToSql, Type};
 const ROWS_IN_FLIGHT: usize = 256;
 
 /// The statement every visited shard runs.
+#[derive(Clone)]
 pub struct ShardStatement {
     /// SQL rendered from the checked plan.
     pub sql: String,
@@ -29,6 +30,13 @@ pub struct ShardStatement {
     pub timeout: Duration,
     /// `TimeZone` for the shard transaction (validated: no quotes).
     pub time_zone: String,
+}
+
+impl ShardStatement {
+    /// The same statement with other SQL (binding the same parameters).
+    pub fn with_sql(&self, sql: String) -> ShardStatement {
+        ShardStatement { sql, ..self.clone() }
+    }
 }
 
 enum Message {

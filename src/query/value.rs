@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 
 /// A JSON parameter, sent in the binary form of whatever type Postgres infers for it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct JsonParam(pub serde_json::Value);
 
 fn column_type_of(ty: &Type) -> Option<ColumnType> {

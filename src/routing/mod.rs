@@ -15,7 +15,7 @@ pub use changes::OwnerChange;
 pub use key::{KeyHash, hash_key};
 pub use placement::WritePlacement;
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};
-pub use table::{Epoch, MovingRange, RoutingTable, ShardId};
+pub use table::{Epoch, LeavingRange, MovingRange, RoutingTable, ShardId};
 
 #[cfg(test)]
 mod golden;

@@ -8,7 +8,7 @@
 //! owner and to the target. Hot-key salts will change the position here, and nowhere else.
 
 use super::key::KeyHash;
-use super::ring::ShardIndex;
+use super::ring::{ShardIndex, TokenRange};
 use super::table::RoutingTable;
 
 /// Where one row is written.
@@ -44,12 +44,30 @@ impl RoutingTable {
     pub fn shards_for_read(&self, hash: KeyHash) -> impl Iterator<Item = ShardIndex> {
         std::iter::once(self.ring.shard_for(hash))
     }
+
+    /// Every shard a read of the whole table visits: those owning some range of the ring. A
+    /// shard receiving ranges it does not own yet is not read.
+    pub fn shards_for_scatter(&self) -> Vec<ShardIndex> {
+        let mut owners: Vec<ShardIndex> = self.ring.tokens().iter().map(|t| t.shard).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+    }
+
+    /// The ranges a read of `shard` must leave out: those it still holds rows of but no longer
+    /// owns (invariant 12).
+    pub fn ranges_to_skip(&self, shard: ShardIndex) -> impl Iterator<Item = &TokenRange> {
+        self.leaving
+            .iter()
+            .filter(move |l| l.holder == shard)
+            .map(|l| &l.range)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Epoch, MovingRange, Ring, ShardId, TokenRange};
+    use crate::routing::{Epoch, LeavingRange, MovingRange, Ring, ShardId, TokenRange};
 
     fn two_shards() -> RoutingTable {
         let shards = vec![ShardId("s0".into()), ShardId("s1".into())];
@@ -69,6 +87,30 @@ mod tests {
                 [ShardIndex(0)]
             );
         }
+    }
+
+    #[test]
+    fn scatter_reads_visit_owners_and_skip_what_a_former_owner_still_holds() {
+        let mut table = two_shards();
+        assert_eq!(
+            table.shards_for_scatter(),
+            [ShardIndex(0)],
+            "s1 owns no token yet"
+        );
+        let leaving = TokenRange {
+            start: 100,
+            end: 200,
+            shard: ShardIndex(0),
+        };
+        table.leaving = vec![LeavingRange {
+            range: leaving,
+            holder: ShardIndex(1),
+        }];
+        assert_eq!(
+            table.ranges_to_skip(ShardIndex(1)).collect::<Vec<_>>(),
+            [&leaving]
+        );
+        assert_eq!(table.ranges_to_skip(ShardIndex(0)).count(), 0);
     }
 
     #[test]

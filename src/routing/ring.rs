@@ -50,6 +50,32 @@ impl TokenRange {
         let offset = hash.0.wrapping_sub(self.start);
         self.start == self.end || (offset != 0 && offset <= self.end.wrapping_sub(self.start))
     }
+
+    /// The range as inclusive intervals of stored `_sg_hash` values (signed, see
+    /// [`KeyHash::as_i64`]), each for `_sg_hash BETWEEN lo AND hi`: at most three, as the range
+    /// may wrap past the top of the ring and cross the sign change of the stored value.
+    pub fn stored_intervals(&self) -> Vec<(i64, i64)> {
+        let unsigned: Vec<(u64, u64)> = if self.start == self.end {
+            vec![(0, u64::MAX)]
+        } else if self.start < self.end {
+            vec![(self.start + 1, self.end)]
+        } else if self.start == u64::MAX {
+            vec![(0, self.end)]
+        } else {
+            vec![(self.start + 1, u64::MAX), (0, self.end)]
+        };
+        let half = 1u64 << 63;
+        let mut stored = Vec::new();
+        for (lo, hi) in unsigned {
+            if lo < half && hi >= half {
+                stored.push((KeyHash(lo).as_i64(), i64::MAX));
+                stored.push((i64::MIN, KeyHash(hi).as_i64()));
+            } else {
+                stored.push((KeyHash(lo).as_i64(), KeyHash(hi).as_i64()));
+            }
+        }
+        stored
+    }
 }
 
 /// A ring that cannot be built.

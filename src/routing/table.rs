@@ -38,6 +38,16 @@ pub struct MovingRange {
     pub target: ShardIndex,
 }
 
+/// A range the ring gives to a new owner while its former owner still holds its rows, until
+/// the migration's cleanup deletes them there: reads of the former owner skip it (invariant 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeavingRange {
+    /// The range, `(start, end]` on the ring.
+    pub range: TokenRange,
+    /// The former owner, which still holds rows of it.
+    pub holder: ShardIndex,
+}
+
 /// An immutable routing snapshot. Where a row goes is asked of it through
 /// [`RoutingTable::place_write`] and [`RoutingTable::shards_for_read`].
 #[derive(Debug, Clone)]
@@ -50,16 +60,19 @@ pub struct RoutingTable {
     pub ring: Ring,
     /// Ranges being copied to a new owner (none until resharding runs).
     pub moving: Vec<MovingRange>,
+    /// Ranges whose rows their former owner still holds after a cutover.
+    pub leaving: Vec<LeavingRange>,
 }
 
 impl RoutingTable {
-    /// A snapshot of `ring` over `shards`, with no range in motion.
+    /// A snapshot of `ring` over `shards`, with no range in motion or leaving.
     pub fn new(epoch: Epoch, shards: Vec<ShardId>, ring: Ring) -> RoutingTable {
         RoutingTable {
             epoch,
             shards,
             ring,
             moving: Vec::new(),
+            leaving: Vec::new(),
         }
     }
 }

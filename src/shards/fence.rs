@@ -1,5 +1,5 @@
 //! The fence: the one-row table `shardgate_fence(epoch bigint)` on every shard, holding the
-//! routing epoch the shard accepts writes for (invariant 9). All of its SQL is here: creating
+//! oldest routing epoch the shard accepts writes for (invariant 9). All of its SQL is here: creating
 //! it, setting it at start-up, the read every batch makes, and the bump a cutover makes.
 //!
 //! Locks: a batch reads the row `FOR KEY SHARE`, which many batches hold at once. A bump first
@@ -35,9 +35,12 @@ pub fn create_sql() -> String {
     )
 }
 
-/// Whether a batch routed with `expected` may write, given the fence read `found`.
+/// Whether a batch routed with `expected` may write, given the fence read `found`: unless its
+/// routing is older than the fence. A batch routed with a newer epoch passes: every change of
+/// placement is written to the catalog before any fence is bumped, so the proxy that routed it
+/// already knows where every range now lives, and the fences catch up a moment later.
 pub fn check(expected: Epoch, found: Epoch) -> Result<(), FenceMismatch> {
-    if found == expected {
+    if found <= expected {
         Ok(())
     } else {
         Err(FenceMismatch { expected, found })
@@ -96,8 +99,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_expected_epoch_passes() {
+    fn only_routing_older_than_the_fence_is_refused() {
         assert_eq!(check(Epoch(3), Epoch(3)), Ok(()));
+        assert_eq!(
+            check(Epoch(4), Epoch(3)),
+            Ok(()),
+            "the fence is bumped after the catalog"
+        );
         assert_eq!(
             check(Epoch(3), Epoch(4)).unwrap_err().to_string(),
             "shard fence is at epoch 4, the batch was routed with epoch 3"

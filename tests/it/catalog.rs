@@ -4,13 +4,13 @@
 //! proxy takes a newer routing table from it, opening the shards that joined.
 
 use crate::common::{
-    TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
+    TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards, time_to_epoch,
 };
 use serde_json::json;
 use shardgate::catalog::watch::ROUTING_CHANNEL;
 use shardgate::routing::{Epoch, KeyHash, Ring};
 use shardgate::shards::fence;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `url` with `password` added for its user (the test clusters trust loopback, so any password
 /// is accepted: what matters is where it ends up).
@@ -155,7 +155,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let stored = catalog
         .query(
             "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
@@ -186,6 +186,28 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         "a migrated catalog starts again"
     );
     again.stop().await;
+
+    // Back to layout 2, as the previous release left it: no resharding journal.
+    catalog
+        .batch_execute(
+            "DROP TABLE shardgate.migration_ranges, shardgate.migrations;
+             UPDATE shardgate.catalog_version SET version = 2;",
+        )
+        .await
+        .unwrap();
+    let from_two = TestServer::start_on(urls.clone(), "").await;
+    assert_eq!(from_two.admin("/readyz").await.body["epoch"], 7);
+    from_two.stop().await;
+    let journal: (i32, bool) = catalog
+        .query_one(
+            "SELECT (SELECT version FROM shardgate.catalog_version), \
+                    to_regclass('shardgate.migration_ranges') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(journal, (3, true), "layout 2 is migrated to 3, with the journal");
 }
 
 /// Moves the fences of every shard and then the catalog to `epoch`, as a cutover does;
@@ -206,18 +228,6 @@ async fn advance_epoch(urls: &[String], epoch: i64, notify: bool) {
         ))
         .await
         .unwrap();
-}
-
-/// How long until `gate` routes with `epoch`, polling `/readyz`; panics after `limit`.
-async fn time_to_epoch(gate: &TestServer, epoch: i64, limit: Duration) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if gate.admin("/readyz").await.body["epoch"] == epoch {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no epoch {epoch} within {limit:?}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use shardgate::server::RunningServer;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
 /// Shared clusters of this test binary.
@@ -322,4 +323,16 @@ pub fn events(n: usize, tenants: usize) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(rows)
+}
+
+/// How long until `gate` routes with `epoch`, polling `/readyz`; panics after `limit`.
+pub async fn time_to_epoch(gate: &TestServer, epoch: i64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if gate.admin("/readyz").await.body["epoch"] == epoch {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no epoch {epoch} within {limit:?}");
 }

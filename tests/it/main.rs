@@ -8,5 +8,6 @@ mod common;
 mod fence;
 mod lifecycle;
 mod query;
+mod reshard;
 mod tls;
 mod write_path;

@@ -120,3 +120,49 @@ fn stored_tokens_must_be_distinct_and_present() {
         Err(RingError::DuplicatePosition(9))
     );
 }
+
+#[test]
+fn stored_intervals_hold_exactly_the_range_s_hashes() {
+    let probes: Vec<u64> = (0..4000u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .chain([
+            0,
+            1,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+            (1 << 63) - 1,
+            (1 << 63) + 1,
+        ])
+        .collect();
+    let bounds = [
+        0,
+        1,
+        5,
+        (1 << 63) - 1,
+        1 << 63,
+        u64::MAX / 3,
+        u64::MAX - 1,
+        u64::MAX,
+    ];
+    for &start in &bounds {
+        for &end in &bounds {
+            let range = TokenRange {
+                start,
+                end,
+                shard: ShardIndex(0),
+            };
+            let intervals = range.stored_intervals();
+            assert!(intervals.len() <= 3 && intervals.iter().all(|(lo, hi)| lo <= hi));
+            for &probe in probes.iter().chain(&bounds) {
+                let stored = KeyHash(probe).as_i64();
+                let inside = intervals.iter().any(|(lo, hi)| (*lo..=*hi).contains(&stored));
+                assert_eq!(
+                    inside,
+                    range.contains(KeyHash(probe)),
+                    "({start}, {end}] and {probe}"
+                );
+            }
+        }
+    }
+}
