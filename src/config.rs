@@ -54,6 +54,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Who may change the shard set through the admin API.
     pub admin: AdminConfig,
+    /// How a migration moves ranges.
+    pub reshard: ReshardConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -265,6 +267,35 @@ impl Default for CatalogConfig {
     }
 }
 
+/// `[reshard]`: how a migration copies, switches and cleans up ranges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReshardConfig {
+    /// Rows copied per backfill chunk (one read on the source, one transaction on the target).
+    pub chunk_rows: usize,
+    /// Most rows the backfill copies per second, so live ingest keeps most of the shards' time.
+    pub rows_per_second: u64,
+    /// How long after a new epoch is announced the fences are moved to it, so every proxy that
+    /// follows the catalog routes with it first and none of its batches is refused.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// How long after the cutover the sources delete the moved rows: longer than any query
+    /// that planned with the old placement may run.
+    #[serde(with = "duration")]
+    pub cleanup_delay: Duration,
+}
+
+impl Default for ReshardConfig {
+    fn default() -> Self {
+        ReshardConfig {
+            chunk_rows: 5_000,
+            rows_per_second: 100_000,
+            grace: Duration::from_secs(1),
+            cleanup_delay: Duration::from_secs(60),
+        }
+    }
+}
+
 /// `[admin]`: access to the admin endpoints that change the shard set.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -448,6 +479,7 @@ impl Config {
         self.validate_limits(&mut problems);
         self.validate_tls(&mut problems);
         self.validate_admin(&mut problems);
+        self.validate_reshard(&mut problems);
         self.validate_shards(&mut problems);
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
@@ -498,6 +530,25 @@ impl Config {
             && let Err(e) = std::fs::metadata(path)
         {
             problems.add("tls.ca_file", format!("cannot read {}: {e}", path.display()));
+        }
+    }
+
+    fn validate_reshard(&self, problems: &mut Problems) {
+        let reshard = &self.reshard;
+        if !(1..=1_000_000).contains(&reshard.chunk_rows) {
+            problems.add("reshard.chunk_rows", "must be between 1 and 1000000");
+        }
+        if reshard.rows_per_second == 0 {
+            problems.add("reshard.rows_per_second", "must be positive");
+        }
+        if reshard.grace > Duration::from_secs(60) {
+            problems.add("reshard.grace", "must be at most 60s");
+        }
+        if reshard.cleanup_delay < self.query.statement_timeout {
+            problems.add(
+                "reshard.cleanup_delay",
+                "must be at least query.statement_timeout, so no query still reads the old placement",
+            );
         }
     }
 

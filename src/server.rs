@@ -17,6 +17,7 @@ use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
+use crate::reshard::Resharder;
 use crate::schema::Tables;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
@@ -94,7 +95,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let config = Arc::new(config);
     let tables = Arc::new(Tables::from_config(&config.tables).map_err(StartError::Schema)?);
     let statements: Vec<TableStatements> = tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
-    let catalog = Catalog::connect(&config)?;
+    let catalog = Arc::new(Catalog::connect(&config)?);
     let stored = catalog.load_or_init(&config).await?;
     let epoch = stored.routing.epoch;
     let shard_count = stored.shards.len();
@@ -119,6 +120,16 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let queries = QueryEngine::new(tables.clone(), shards.clone(), config.query.clone());
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
+    let resharder = Arc::new(Resharder {
+        catalog: catalog.clone(),
+        shards: shards.clone(),
+        tables: tables.clone(),
+        settings: config.reshard.clone(),
+        vnodes: config.routing.vnodes,
+        catalog_url: config.catalog_url().unwrap_or_default().to_string(),
+        tls: config.tls.clone(),
+        started: tokio::sync::Notify::new(),
+    });
     let routing_source = Arc::new(RoutingSource {
         catalog,
         config: config.clone(),
@@ -132,6 +143,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .prepare_in_background(tables.clone(), shutdown.clone());
         background.spawn(later);
     }
+    background.spawn(resharder.clone().run(shutdown.clone()));
     background.spawn(watch(
         routing_source,
         watch_settings(&config),
@@ -151,6 +163,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         metrics,
         body_budget: tokio::sync::Semaphore::new(config.server.max_inflight_body_bytes.as_usize()),
         queries,
+        resharder,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;

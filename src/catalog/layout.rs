@@ -56,7 +56,7 @@ const CREATE_CURRENT: &str = "
         end_position bigint NOT NULL,
         source text NOT NULL REFERENCES shardgate.shards (name),
         target text NOT NULL REFERENCES shardgate.shards (name),
-        phase text NOT NULL CHECK (phase IN ('planned', 'copying', 'leaving', 'cleaned')),
+        phase text NOT NULL CHECK (phase IN ('copying', 'leaving', 'cleaned', 'cancelled')),
         rows_copied bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (migration, start_position)
     );";
@@ -86,7 +86,7 @@ const MIGRATE_2_TO_3: &str = "
         end_position bigint NOT NULL,
         source text NOT NULL REFERENCES shardgate.shards (name),
         target text NOT NULL REFERENCES shardgate.shards (name),
-        phase text NOT NULL CHECK (phase IN ('planned', 'copying', 'leaving', 'cleaned')),
+        phase text NOT NULL CHECK (phase IN ('copying', 'leaving', 'cleaned', 'cancelled')),
         rows_copied bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (migration, start_position)
     );";

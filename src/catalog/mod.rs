@@ -20,6 +20,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio_postgres::IsolationLevel;
 
+pub mod journal;
 mod layout;
 mod ranges;
 pub mod watch;
@@ -67,6 +68,12 @@ pub enum CatalogError {
         env = crate::config::shard_url_env(.0)
     )]
     NoUrl(String),
+    /// A migration is unfinished; another cannot start.
+    #[error("migration {0} is still running; wait for it to end")]
+    MigrationRunning(i64),
+    /// A shard of that name is in the catalog already.
+    #[error("shard {0} already exists")]
+    ShardExists(String),
     /// The catalog's routing table could not be published with its shards.
     #[error("cannot route with the catalog's routing table: {0}")]
     Publish(#[from] PublishError),
@@ -123,9 +130,7 @@ impl Catalog {
     pub async fn load_or_init(&self, config: &Config) -> Result<CatalogState, CatalogError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query("begin"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK_KEY])
-            .await
-            .map_err(query("take the catalog lock"))?;
+        take_catalog_lock(&tx).await?;
         tx.batch_execute(QUIET_SETUP_SQL)
             .await
             .map_err(query("quiet the set-up notices"))?;
@@ -166,6 +171,14 @@ impl Catalog {
             .await
             .map_err(|e| CatalogError::Connect(crate::pg::describe_error(&e)))
     }
+}
+
+/// Serialises catalog writers (proxies initialising it, migration steps) until `tx` ends.
+async fn take_catalog_lock(tx: &tokio_postgres::Transaction<'_>) -> Result<(), CatalogError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CATALOG_LOCK_KEY])
+        .await
+        .map_err(query("take the catalog lock"))?;
+    Ok(())
 }
 
 fn query(context: &'static str) -> impl Fn(tokio_postgres::Error) -> CatalogError {
@@ -388,7 +401,7 @@ fn check_shards(config: &Config, stored: &[StoredShard]) -> Result<(), CatalogEr
 /// names.
 pub struct RoutingSource {
     /// The catalog to read from.
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     /// The config the stored state must agree with.
     pub config: Arc<Config>,
     /// The declared tables, created on a shard that joins.

@@ -1,13 +1,16 @@
 //! Thin handlers for changing the shard set: `POST /admin/shards/plan` checks a database that
-//! is to join and answers what adding it would move. They sit behind the admin token.
+//! is to join and answers what adding it would move; `POST /admin/shards` starts adding it
+//! (these two behind the admin token); `GET /admin/migrations[/{id}]` shows the journal.
 
 use super::error::error_response;
 use super::state::AppState;
+use crate::catalog::CatalogError;
+use crate::reshard::AddError;
 use crate::reshard::candidate::{CandidateError, NewShard};
 use crate::reshard::plan::{AddPlan, PlanError, plan_add};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -22,11 +25,64 @@ pub async fn plan_shard(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
     }
 }
 
+/// `POST /admin/shards {"name", "url", "weight"}`: starts adding the shard; `202` with the
+/// migration's id, epoch and plan.
+pub async fn add_shard(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match new_shard(&body) {
+        Ok(request) => request,
+        Err(message) => return refused(StatusCode::BAD_REQUEST, message),
+    };
+    let password = state.config.shard_password(&request.name);
+    match state.resharder.add(&request, password).await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => refused(add_status(&e), e.to_string()),
+    }
+}
+
+/// `GET /admin/migrations`: every migration, newest first.
+pub async fn migrations(State(state): State<Arc<AppState>>) -> Response {
+    match state.resharder.catalog.migrations().await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => refused(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// `GET /admin/migrations/{id}`: one migration with its ranges.
+pub async fn migration(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(number) = id.parse::<i64>() else {
+        return refused(StatusCode::NOT_FOUND, format!("no migration {id}"));
+    };
+    match state.resharder.catalog.migration(number).await {
+        Ok(Some((migration, ranges))) => {
+            Json(json!({"migration": migration, "ranges": ranges})).into_response()
+        }
+        Ok(None) => refused(StatusCode::NOT_FOUND, format!("no migration {id}")),
+        Err(e) => refused(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// The request body, or why it is not one.
+fn new_shard(body: &[u8]) -> Result<NewShard, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the body must be {{\"name\", \"url\", \"weight\"}}: {e}"))
+}
+
+fn add_status(error: &AddError) -> StatusCode {
+    match error {
+        AddError::Candidate(e) => candidate_status(e),
+        AddError::TableWithoutId(_) => StatusCode::CONFLICT,
+        AddError::Plan(PlanError::Ring(_)) => StatusCode::CONFLICT,
+        AddError::Catalog(CatalogError::MigrationRunning(_) | CatalogError::ShardExists(_)) => {
+            StatusCode::CONFLICT
+        }
+        AddError::Plan(PlanError::Source { .. }) | AddError::Prepare(_) | AddError::Catalog(_) => {
+            StatusCode::BAD_GATEWAY
+        }
+    }
+}
+
 async fn plan(state: &AppState, body: &[u8]) -> Result<AddPlan, Response> {
-    let request: NewShard = serde_json::from_slice(body).map_err(|e| {
-        let message = format!("the body must be {{\"name\", \"url\", \"weight\"}}: {e}");
-        error_response(StatusCode::BAD_REQUEST, message, json!([]), None)
-    })?;
+    let request = new_shard(body).map_err(|message| refused(StatusCode::BAD_REQUEST, message))?;
     let current = state.shards.load();
     let config = &state.config;
     let checked = request

@@ -28,10 +28,13 @@ pub fn write_router(state: Arc<AppState>) -> Router {
 pub fn admin_router(state: Arc<AppState>) -> Router {
     let changes = Router::new()
         .route("/admin/shards/plan", post(reshard::plan_shard))
+        .route("/admin/shards", post(reshard::add_shard))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let router = Router::new()
         .merge(changes)
         .route("/admin/shards", get(admin::list_shards))
+        .route("/admin/migrations", get(reshard::migrations))
+        .route("/admin/migrations/{id}", get(reshard::migration))
         .route("/admin/ring", get(admin::ring))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))

@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::ingest::write::Writes;
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
+use crate::reshard::Resharder;
 use crate::schema::Tables;
 use crate::shards::set::Published;
 use std::sync::Arc;
@@ -36,4 +37,6 @@ pub struct AppState {
     pub body_budget: tokio::sync::Semaphore,
     /// Runs reporting queries.
     pub queries: QueryEngine,
+    /// Starts and runs migrations of the shard set.
+    pub resharder: Arc<Resharder>,
 }

@@ -263,6 +263,33 @@ impl ShardPools {
                 ShardError::Connect { shard, reason }
             }
         })?;
+        prepare_database(&mut client, &self.id, tables, epoch).await
+    }
+}
+
+/// Creates or verifies every table of `tables` and the fence (moved forward to `epoch`) in the
+/// database `client` is connected to, shard `id`, in one transaction.
+pub async fn prepare_database(
+    client: &mut tokio_postgres::Client,
+    id: &ShardId,
+    tables: &Tables,
+    epoch: Epoch,
+) -> Result<(), ShardError> {
+    Setup { id }.run(client, tables, epoch).await
+}
+
+/// The set-up of one shard's database, named for its errors.
+struct Setup<'a> {
+    id: &'a ShardId,
+}
+
+impl Setup<'_> {
+    async fn run(
+        &self,
+        client: &mut tokio_postgres::Client,
+        tables: &Tables,
+        epoch: Epoch,
+    ) -> Result<(), ShardError> {
         let tx = client
             .transaction()
             .await

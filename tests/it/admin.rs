@@ -236,3 +236,282 @@ async fn a_bad_plan_request_names_the_problem() {
     }
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn adding_a_shard_is_refused_while_a_table_without_an_id_is_declared() {
+    let gate = TestServer::start("admin_add_no_id", &with_token()).await;
+    let third = fresh_database(&clusters()[0], "admin_add_no_id_s2").await;
+    let reply = add_shard(&gate, "s2", &third).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(
+        reply.error(),
+        "table logs has no id: moving the rows of a table without an id is not supported yet, so \
+         no shard can be added while it is declared"
+    );
+    gate.stop().await;
+}
+
+async fn add_shard(gate: &TestServer, name: &str, url: &str) -> Reply {
+    let response = gate
+        .http
+        .post(gate.admin_url("/admin/shards"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": name, "url": url}))
+        .send()
+        .await
+        .unwrap();
+    Reply::read(response).await
+}
+
+/// Rows posted by the writer running during the migration: `n` from one million up, so the
+/// queries checked meanwhile (`n < 1000000`) see only the rows written before.
+fn live_rows(batch: usize) -> Value {
+    let rows: Vec<Value> = (0..100)
+        .map(|i| {
+            json!({
+                "event_id": uuid::Uuid::now_v7().to_string(),
+                "tenant_id": format!("live-{}", i % 97),
+                "event_type": if i % 2 == 0 { "click" } else { "view" },
+                "n": 1_000_000 + batch * 100 + i,
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+#[tokio::test]
+async fn a_shard_added_while_writes_flow_takes_its_share_with_every_row_once_and_queries_exact() {
+    let urls = fresh_shards("admin_add").await;
+    let third = fresh_database(&clusters()[1], "admin_add_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 150\n\
+         [query]\nstatement_timeout = \"2s\"\n[catalog]\nrefresh_interval = \"1s\"\n",
+        with_token()
+    );
+    let gate = start_events_only(&urls, &extra).await;
+    let before = events(2000, 97);
+    assert_eq!(gate.post_events(&before).await.status, 200);
+    let expected = per_tenant(before.as_array().unwrap());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (http, url, stop) = (
+            gate.http.clone(),
+            gate.url("/v1/tables/events/rows"),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut acknowledged, mut refusals) = (Vec::new(), Vec::new());
+            let mut batch = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = live_rows(batch);
+                batch += 1;
+                let reply = Reply::read(http.post(&url).json(&rows).send().await.unwrap()).await;
+                if reply.status == 200 {
+                    acknowledged.extend(rows.as_array().unwrap().iter().cloned());
+                } else {
+                    refusals.push(reply.body);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (acknowledged, refusals)
+        })
+    };
+
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let planned = started.body["plan"]["ranges"].as_array().unwrap().len();
+    let other = fresh_database(&clusters()[0], "admin_add_s3").await;
+    let second = add_shard(&gate, "s3", &other).await;
+    assert_eq!(second.status, 409, "{}", second.body);
+    assert_eq!(
+        second.error(),
+        format!("migration {id} is still running; wait for it to end")
+    );
+
+    let mut phases_seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let finished = loop {
+        let status = gate.admin(&format!("/admin/migrations/{id}")).await;
+        assert_eq!(status.status, 200, "{}", status.body);
+        let phase = status.body["migration"]["phase"].as_str().unwrap().to_string();
+        phases_seen.insert(phase.clone());
+        assert_ne!(phase, "failed", "{}", status.body["migration"]);
+        let answer = query_rows(
+            &gate,
+            "SELECT tenant_id, count(*) FROM events WHERE n < 1000000 GROUP BY tenant_id ORDER BY tenant_id",
+        )
+        .await;
+        assert_eq!(answer, expected, "a reporting query during phase {phase}");
+        if phase == "done" {
+            break status.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the migration ends: {}",
+            status.body["migration"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (live, refusals) = writer.await.unwrap();
+    assert!(
+        refusals.is_empty(),
+        "no write was refused during the migration: {refusals:?}"
+    );
+    assert!(live.len() >= 500, "writes kept flowing: {}", live.len());
+    assert!(
+        phases_seen.contains("cleaning") || phases_seen.contains("copying"),
+        "{phases_seen:?}"
+    );
+    assert_eq!(finished["ranges"].as_array().unwrap().len(), planned);
+    assert!(
+        finished["ranges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["phase"] == "cleaned")
+    );
+    assert!(
+        finished["migration"]["rows_copied"].as_i64().unwrap() > 0,
+        "{finished}"
+    );
+
+    let ring = shardgate::routing::Ring::build([("s0", 1), ("s1", 1), ("s2", 1)], 256).unwrap();
+    let mut all_urls = urls.clone();
+    all_urls.push(third.clone());
+    let mut seen = std::collections::HashMap::new();
+    for (index, url) in all_urls.iter().enumerate() {
+        let rows = connect(url)
+            .await
+            .query("SELECT event_id::text, _sg_hash FROM events", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let id: String = row.get(0);
+            let position = shardgate::routing::KeyHash::from_i64(row.get(1));
+            let owner = ring.ranges().find(|r| r.contains(position)).unwrap().shard.0;
+            assert_eq!(owner, index, "row {id} lives on the shard owning its position");
+            assert!(
+                seen.insert(id.clone(), index).is_none(),
+                "row {id} is stored once"
+            );
+        }
+    }
+    let acknowledged: Vec<&Value> = before.as_array().unwrap().iter().chain(&live).collect();
+    assert_eq!(
+        seen.len(),
+        acknowledged.len(),
+        "exactly the acknowledged rows exist"
+    );
+    for row in &acknowledged {
+        assert!(seen.contains_key(row["event_id"].as_str().unwrap()));
+    }
+    let on_new = seen.values().filter(|&&i| i == 2).count();
+    assert!(
+        on_new * 5 > seen.len(),
+        "s2 took about a third: {on_new} of {}",
+        seen.len()
+    );
+    let listed = gate.admin("/admin/shards").await.body;
+    assert_eq!(listed[2]["name"], "s2", "{listed}");
+    assert_eq!(gate.admin("/admin/migrations").await.body[0]["phase"], "done");
+    gate.stop().await;
+}
+
+fn per_tenant(rows: &[Value]) -> Value {
+    let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for row in rows {
+        *counts
+            .entry(row["tenant_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    Value::Array(counts.into_iter().map(|(t, n)| json!([t, n])).collect())
+}
+
+async fn query_rows(gate: &TestServer, sql: &str) -> Value {
+    let response = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::read(response).await;
+    assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
+    reply.body["rows"].clone()
+}
+
+/// A server on `urls` declaring `events` alone (every table has an id), with `extra` TOML.
+async fn start_events_only(urls: &[String], extra: &str) -> TestServer {
+    let mut config = crate::common::config_for(urls, extra);
+    config.tables.retain(|t| t.name == "events");
+    TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls: urls.to_vec(),
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn phase_of(gate: &TestServer, id: i64) -> String {
+    let status = gate.admin(&format!("/admin/migrations/{id}")).await;
+    status.body["migration"]["phase"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_migration_cut_short_by_a_restart_goes_on_from_its_phase() {
+    let urls = fresh_shards("admin_resume").await;
+    let third = fresh_database(&clusters()[0], "admin_resume_s2").await;
+    let settings = |cleanup: &str| {
+        format!(
+            "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"{cleanup}\"\n[query]\nstatement_timeout = \"1s\"\n",
+            with_token()
+        )
+    };
+    let first = start_events_only(&urls, &settings("1h")).await;
+    let rows = events(1500, 97);
+    assert_eq!(first.post_events(&rows).await.status, 200);
+    let started = add_shard(&first, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while phase_of(&first, id).await != "cleaning" {
+        assert!(std::time::Instant::now() < deadline, "the cutover happens");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Stopped while it waits to clean up: the sources still hold the moved rows.
+    first.stop().await;
+    let held: i64 = {
+        let mut total = 0;
+        for url in &urls {
+            total += crate::common::count_on(url, "events").await;
+        }
+        total
+    };
+    assert_eq!(
+        held, 1500,
+        "the old owners still hold every row, the moved ones included"
+    );
+    let copied = crate::common::count_on(&third, "events").await;
+    assert!(copied > 0, "the new shard holds its copies");
+
+    let second = start_events_only(&urls, &settings("1s")).await;
+    while phase_of(&second, id).await != "done" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted proxy finishes it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut all = urls.clone();
+    all.push(third);
+    let mut stored = 0;
+    for url in &all {
+        stored += crate::common::count_on(url, "events").await;
+    }
+    assert_eq!(stored, 1500, "after the cleanup every row is stored once");
+    let total = query_rows(&second, "SELECT count(*) FROM events").await;
+    assert_eq!(total, json!([[1500]]));
+    second.stop().await;
+}

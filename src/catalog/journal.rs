@@ -1,0 +1,338 @@
+//! The resharding journal: one row per migration (`shardgate.migrations`: its kind, shard and
+//! phase) and one per range it moves (`shardgate.migration_ranges`). Every step that changes
+//! placement is one catalog transaction that also advances the routing epoch and announces it
+//! (invariants 3 and 10), so a proxy, or a restarted runner, always finds a whole step or none.
+//!
+//! Migration phases: `copying` (its ranges dual-written and backfilled) → `cleaning` (cut over:
+//! the target owns the ranges, the sources still hold their rows) → `done`; or `failed`, with
+//! its ranges `cancelled` and the old placement in force.
+
+use super::watch::ROUTING_CHANNEL;
+use super::{Catalog, CatalogError, query, take_catalog_lock};
+use crate::pg::without_password;
+use crate::routing::{Epoch, KeyHash, OwnerChange, Ring, ShardId};
+use crate::shards::ShardEndpoint;
+use serde::Serialize;
+
+/// A migration as the journal records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationRecord {
+    /// Its id.
+    pub id: i64,
+    /// `add`.
+    pub kind: String,
+    /// The shard it adds.
+    pub shard: String,
+    /// `copying`, `cleaning`, `done` or `failed`.
+    pub phase: String,
+    /// The last error met, if any (a step that failed is retried unless the migration failed).
+    pub error: Option<String>,
+    /// Rows copied to the target so far.
+    pub rows_copied: i64,
+    /// Ranges it moves.
+    pub ranges: i64,
+    /// When it was started, RFC 3339.
+    pub created_at: String,
+    /// When it last changed, RFC 3339.
+    pub updated_at: String,
+}
+
+/// One range of a migration.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeRecord {
+    /// Exclusive lower bound on the ring.
+    pub start: u64,
+    /// Inclusive upper bound.
+    pub end: u64,
+    /// Its owner before the migration.
+    pub source: String,
+    /// Its owner after.
+    pub target: String,
+    /// `copying`, `leaving`, `cleaned` or `cancelled`.
+    pub phase: String,
+    /// Rows copied to the target.
+    pub rows_copied: i64,
+}
+
+/// Phases of a migration that still has work to do.
+const UNFINISHED: &str = "phase IN ('copying', 'cleaning')";
+
+const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.error, \
+     (SELECT coalesce(sum(rows_copied), 0)::bigint FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
+     (SELECT count(*) FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
+     to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+     to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+
+impl Catalog {
+    /// Starts adding `shard`: records it (its URL without the password), the migration and its
+    /// ranges in phase `copying`, and advances the epoch, in one transaction. Refused while
+    /// another migration is unfinished or when the name is taken.
+    pub async fn start_add(
+        &self,
+        shard: &ShardEndpoint,
+        changes: &[OwnerChange],
+    ) -> Result<(i64, Epoch), CatalogError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query("begin"))?;
+        take_catalog_lock(&tx).await?;
+        let running = tx
+            .query_opt(
+                &format!("SELECT id FROM shardgate.migrations WHERE {UNFINISHED}"),
+                &[],
+            )
+            .await
+            .map_err(query("look for a running migration"))?;
+        if let Some(row) = running {
+            return Err(CatalogError::MigrationRunning(row.get(0)));
+        }
+        let taken = tx
+            .query_opt("SELECT 1 FROM shardgate.shards WHERE name = $1", &[&shard.id.0])
+            .await
+            .map_err(query("look for the shard name"))?;
+        if taken.is_some() {
+            return Err(CatalogError::ShardExists(shard.id.0.clone()));
+        }
+        tx.execute(
+            "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) \
+             SELECT $1, $2, epoch + 1, $3, (SELECT coalesce(max(ordinal), -1) + 1 FROM shardgate.shards) \
+             FROM shardgate.routing",
+            &[&shard.id.0, &(shard.weight as i32), &without_password(&shard.url)],
+        )
+        .await
+        .map_err(query("record the new shard"))?;
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO shardgate.migrations (kind, shard, phase) VALUES ('add', $1, 'copying') RETURNING id",
+                &[&shard.id.0],
+            )
+            .await
+            .map_err(query("record the migration"))?
+            .get(0);
+        let starts: Vec<i64> = changes.iter().map(|c| KeyHash(c.start).as_i64()).collect();
+        let ends: Vec<i64> = changes.iter().map(|c| KeyHash(c.end).as_i64()).collect();
+        let sources: Vec<&str> = changes.iter().map(|c| c.from.0.as_str()).collect();
+        let targets: Vec<&str> = changes.iter().map(|c| c.to.0.as_str()).collect();
+        tx.execute(
+            "INSERT INTO shardgate.migration_ranges (migration, start_position, end_position, source, target, phase) \
+             SELECT $1, s, e, src, dst, 'copying' FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS r(s, e, src, dst)",
+            &[&id, &starts, &ends, &sources, &targets],
+        )
+        .await
+        .map_err(query("record the ranges"))?;
+        let epoch = advance_epoch(&tx).await?;
+        tx.commit().await.map_err(query("commit"))?;
+        Ok((id, epoch))
+    }
+
+    /// The migration that still has work to do, if any.
+    pub async fn unfinished_migration(&self) -> Result<Option<MigrationRecord>, CatalogError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {MIGRATION_COLUMNS} FROM shardgate.migrations m WHERE {UNFINISHED}");
+        let row = client
+            .query_opt(&sql, &[])
+            .await
+            .map_err(query("read the running migration"))?;
+        Ok(row.map(|r| migration(&r)))
+    }
+
+    /// Every migration, newest first.
+    pub async fn migrations(&self) -> Result<Vec<MigrationRecord>, CatalogError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {MIGRATION_COLUMNS} FROM shardgate.migrations m ORDER BY m.id DESC");
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(query("read the migrations"))?;
+        Ok(rows.iter().map(migration).collect())
+    }
+
+    /// One migration with its ranges; `None` when there is no such migration.
+    pub async fn migration(
+        &self,
+        id: i64,
+    ) -> Result<Option<(MigrationRecord, Vec<RangeRecord>)>, CatalogError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {MIGRATION_COLUMNS} FROM shardgate.migrations m WHERE m.id = $1");
+        let Some(row) = client
+            .query_opt(&sql, &[&id])
+            .await
+            .map_err(query("read the migration"))?
+        else {
+            return Ok(None);
+        };
+        let ranges = client
+            .query(
+                "SELECT start_position, end_position, source, target, phase, rows_copied \
+                 FROM shardgate.migration_ranges WHERE migration = $1 ORDER BY start_position",
+                &[&id],
+            )
+            .await
+            .map_err(query("read the migration's ranges"))?
+            .iter()
+            .map(|r| RangeRecord {
+                start: KeyHash::from_i64(r.get(0)).0,
+                end: KeyHash::from_i64(r.get(1)).0,
+                source: r.get(2),
+                target: r.get(3),
+                phase: r.get(4),
+                rows_copied: r.get(5),
+            })
+            .collect();
+        Ok(Some((migration(&row), ranges)))
+    }
+
+    /// Records `rows` more copied rows of the range starting at `start`.
+    pub async fn record_copied(&self, id: i64, start: u64, rows: i64) -> Result<(), CatalogError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE shardgate.migration_ranges SET rows_copied = rows_copied + $3 \
+                 WHERE migration = $1 AND start_position = $2",
+                &[&id, &KeyHash(start).as_i64(), &rows],
+            )
+            .await
+            .map_err(query("record backfill progress"))?;
+        Ok(())
+    }
+
+    /// Records the error a step met (`None` once it went through).
+    pub async fn record_error(&self, id: i64, error: Option<&str>) -> Result<(), CatalogError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE shardgate.migrations SET error = $2, updated_at = now() WHERE id = $1",
+                &[&id, &error],
+            )
+            .await
+            .map_err(query("record the migration's error"))?;
+        Ok(())
+    }
+
+    /// The cutover: `ring` (over `names`) becomes the stored ring, the ranges become
+    /// `leaving` and the migration `cleaning`, with a new epoch.
+    pub async fn cut_over(&self, id: i64, ring: &Ring, names: &[ShardId]) -> Result<Epoch, CatalogError> {
+        let positions: Vec<i64> = ring
+            .tokens()
+            .iter()
+            .map(|t| KeyHash(t.position).as_i64())
+            .collect();
+        let owners: Vec<&str> = ring
+            .tokens()
+            .iter()
+            .map(|t| names[t.shard.0].0.as_str())
+            .collect();
+        self.step(
+            id,
+            ("copying", "cleaning", "leaving"),
+            Some((&positions, &owners)),
+        )
+        .await
+    }
+
+    /// Ends a cleaned-up migration: its ranges are `cleaned`, it is `done`.
+    pub async fn finish(&self, id: i64) -> Result<Epoch, CatalogError> {
+        self.step(id, ("cleaning", "done", "cleaned"), None).await
+    }
+
+    /// Gives up a migration before its cutover: its ranges are `cancelled` (no longer
+    /// dual-written), it is `failed` with `error`, and the old placement stays in force.
+    pub async fn fail(&self, id: i64, error: &str) -> Result<Epoch, CatalogError> {
+        let epoch = self.step(id, ("copying", "failed", "cancelled"), None).await?;
+        self.record_error(id, Some(error)).await?;
+        Ok(epoch)
+    }
+
+    /// Moves migration `id` from phase `from` to `to` and its ranges to `ranges`, storing
+    /// `ring` (positions and owners) in the same transaction when given, with a new epoch. A
+    /// migration not in `from` is left as it is (the step was made already), and the current
+    /// epoch is returned.
+    async fn step(
+        &self,
+        id: i64,
+        (from, to, ranges): (&str, &str, &str),
+        ring: Option<(&[i64], &[&str])>,
+    ) -> Result<Epoch, CatalogError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(query("begin"))?;
+        take_catalog_lock(&tx).await?;
+        let moved = tx
+            .execute(
+                "UPDATE shardgate.migrations SET phase = $3, error = NULL, updated_at = now() \
+                 WHERE id = $1 AND phase = $2",
+                &[&id, &from, &to],
+            )
+            .await
+            .map_err(query("advance the migration"))?;
+        if moved == 0 {
+            return read_epoch(&*tx).await;
+        }
+        tx.execute(
+            "UPDATE shardgate.migration_ranges SET phase = $2 WHERE migration = $1",
+            &[&id, &ranges],
+        )
+        .await
+        .map_err(query("advance the ranges"))?;
+        if let Some((positions, owners)) = ring {
+            tx.execute("DELETE FROM shardgate.ring_tokens", &[])
+                .await
+                .map_err(query("replace the ring"))?;
+            tx.execute(
+                "INSERT INTO shardgate.ring_tokens (position, shard) SELECT * FROM unnest($1::bigint[], $2::text[])",
+                &[&positions, &owners],
+            )
+            .await
+            .map_err(query("store the new ring"))?;
+        }
+        let epoch = advance_epoch(&tx).await?;
+        tx.commit().await.map_err(query("commit"))?;
+        Ok(epoch)
+    }
+
+    /// The routing epoch the catalog holds.
+    pub async fn epoch(&self) -> Result<Epoch, CatalogError> {
+        read_epoch(&**self.client().await?).await
+    }
+}
+
+/// The routing epoch, as `client` sees it.
+async fn read_epoch(client: &impl tokio_postgres::GenericClient) -> Result<Epoch, CatalogError> {
+    let epoch: i64 = client
+        .query_one("SELECT epoch FROM shardgate.routing", &[])
+        .await
+        .map_err(query("read the routing epoch"))?
+        .get(0);
+    Ok(Epoch(epoch))
+}
+
+/// Advances the routing epoch and announces it when the transaction commits.
+async fn advance_epoch(tx: &tokio_postgres::Transaction<'_>) -> Result<Epoch, CatalogError> {
+    let epoch: i64 = tx
+        .query_one(
+            "UPDATE shardgate.routing SET epoch = epoch + 1, updated_at = now() RETURNING epoch",
+            &[],
+        )
+        .await
+        .map_err(query("advance the routing epoch"))?
+        .get(0);
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&ROUTING_CHANNEL, &epoch.to_string()],
+    )
+    .await
+    .map_err(query("announce the new epoch"))?;
+    Ok(Epoch(epoch))
+}
+
+fn migration(row: &tokio_postgres::Row) -> MigrationRecord {
+    MigrationRecord {
+        id: row.get(0),
+        kind: row.get(1),
+        shard: row.get(2),
+        phase: row.get(3),
+        error: row.get(4),
+        rows_copied: row.get(5),
+        ranges: row.get(6),
+        created_at: row.get(7),
+        updated_at: row.get(8),
+    }
+}
