@@ -1,4 +1,4 @@
-//! The `shardgate` command line: `serve`, `dev` and `check-config`.
+//! The `shardgate` command line: `serve`, `dev`, `bench`, `query`, `admin` and `check-config`.
 
 mod cli;
 
@@ -34,6 +34,8 @@ enum Command {
     Bench(Box<cli::bench::BenchArgs>),
     /// Run a reporting query through a running shardgate and print the answer.
     Query(cli::query::QueryArgs),
+    /// Look at and change the shard set of a running shardgate (add a shard, follow a migration).
+    Admin(cli::admin::AdminArgs),
     /// Validate a config file and print every problem found.
     CheckConfig {
         /// Path of the TOML config.
@@ -72,6 +74,7 @@ async fn main() -> Result<()> {
         Command::Dev(args) => cli::dev::run(args).await,
         Command::Bench(args) => cli::bench::run(*args).await,
         Command::Query(args) => cli::query::run(args).await,
+        Command::Admin(args) => cli::admin::run(args).await,
         Command::CheckConfig { config } => {
             shardgate::config::Config::load(&config)?;
             println!("{}: ok", config.display());

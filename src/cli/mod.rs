@@ -1,5 +1,6 @@
 //! Subcommands that need more than a few lines.
 
+pub mod admin;
 pub mod bench;
 pub mod dev;
 pub mod query;

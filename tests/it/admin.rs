@@ -515,3 +515,71 @@ async fn a_migration_cut_short_by_a_restart_goes_on_from_its_phase() {
     assert_eq!(total, json!([[1500]]));
     second.stop().await;
 }
+
+/// Runs `shardgate admin --url <admin> args...` without blocking the server's runtime.
+async fn admin_cli(gate: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["admin".to_string(), "--url".to_string(), gate.admin_url("")];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let output = tokio::task::spawn_blocking(move || crate::common::shardgate(&all))
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_command_plans_adds_and_follows_a_shard_to_the_end() {
+    let urls = fresh_shards("admin_cli").await;
+    let third = fresh_database(&clusters()[1], "admin_cli_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n[query]\nstatement_timeout = \"1s\"\n",
+        with_token()
+    );
+    let gate = start_events_only(&urls, &extra).await;
+    assert_eq!(gate.post_events(&events(800, 97)).await.status, 200);
+
+    let (ok, _, stderr) = admin_cli(&gate, &["shards", "plan", "s2", &third]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("401 Unauthorized: this endpoint needs Authorization: Bearer <admin token>"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = admin_cli(&gate, &["--token", TOKEN, "shards", "plan", "s2", &third]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("would own") && stdout.contains("  from s0: ") && stdout.contains("  from s1: "),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = admin_cli(&gate, &["--token", TOKEN, "shards", "add", "s2", &third]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("migration 1 started at epoch 2: adding s2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("migration 1 done: "),
+        "it follows the migration to its end: {stdout}"
+    );
+
+    let (ok, stdout, _) = admin_cli(&gate, &["migrations"]).await;
+    assert!(ok);
+    let row = stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains(" add ") && row.contains(" s2 ") && row.contains(" done "),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = admin_cli(&gate, &["shards"]).await;
+    assert!(ok && stdout.lines().any(|l| l.starts_with("s2 ")), "{stdout}");
+    let (ok, _, stderr) = admin_cli(&gate, &["migrations", "99"]).await;
+    assert!(
+        !ok && stderr.contains("404 Not Found: no migration 99"),
+        "{stderr}"
+    );
+    let total = query_rows(&gate, "SELECT count(*) FROM events").await;
+    assert_eq!(total, json!([[800]]));
+    gate.stop().await;
+}

@@ -1,0 +1,255 @@
+//! `shardgate admin ...`: the admin API from the command line. Lists shards and migrations,
+//! plans and starts adding a shard, and follows a migration with a progress bar until it ends
+//! (exit status 1 when it fails).
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How often a watched migration is polled.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Options of `shardgate admin`.
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// Base URL of shardgate's admin API.
+    #[arg(long, env = "SHARDGATE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// The admin token (`admin.token`), needed to change the shard set.
+    #[arg(long, env = "SHARDGATE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AdminCommand {
+    /// List the shards, or plan or start adding one.
+    Shards {
+        #[command(subcommand)]
+        action: Option<ShardsAction>,
+    },
+    /// List the migrations, or show one (and follow it with --watch).
+    Migrations {
+        /// The migration to show.
+        id: Option<i64>,
+        /// Follow it with a progress bar until it ends.
+        #[arg(long, requires = "id")]
+        watch: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum ShardsAction {
+    /// Show what adding a shard would move, changing nothing.
+    Plan(NewShardArgs),
+    /// Add a shard while writes go on, and follow the migration until it ends.
+    Add {
+        #[command(flatten)]
+        shard: NewShardArgs,
+        /// Start the migration and return without following it.
+        #[arg(long)]
+        no_watch: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct NewShardArgs {
+    /// The new shard's permanent name (`s2`).
+    name: String,
+    /// Postgres URL of its database; give its password with SHARDGATE_SHARD_<NAME>_PASSWORD.
+    url: String,
+    /// Its share of the ring.
+    #[arg(long, default_value_t = 1)]
+    weight: u32,
+}
+
+/// Runs the admin subcommand.
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let api = Api {
+        base: args.url.trim_end_matches('/').to_string(),
+        token: args.token,
+        http: reqwest::Client::new(),
+    };
+    match args.command {
+        AdminCommand::Shards { action: None } => print_shards(&api.get("/admin/shards").await?),
+        AdminCommand::Shards {
+            action: Some(ShardsAction::Plan(shard)),
+        } => print_plan(&api.post("/admin/shards/plan", &shard.body()).await?),
+        AdminCommand::Shards {
+            action: Some(ShardsAction::Add { shard, no_watch }),
+        } => {
+            let started = api.post("/admin/shards", &shard.body()).await?;
+            let id = started["migration"].as_i64().unwrap_or_default();
+            println!(
+                "migration {id} started at epoch {}: adding {}",
+                started["epoch"], shard.name
+            );
+            print_plan(&started["plan"]);
+            if !no_watch {
+                watch(&api, id, started["plan"]["estimated_rows"].as_u64()).await?;
+            }
+        }
+        AdminCommand::Migrations { id: None, .. } => print_migrations(&api.get("/admin/migrations").await?),
+        AdminCommand::Migrations {
+            id: Some(id),
+            watch: true,
+        } => watch(&api, id, None).await?,
+        AdminCommand::Migrations {
+            id: Some(id),
+            watch: false,
+        } => {
+            let shown = api.get(&format!("/admin/migrations/{id}")).await?;
+            print_migrations(&Value::Array(vec![shown["migration"].clone()]))
+        }
+    }
+    Ok(())
+}
+
+impl NewShardArgs {
+    fn body(&self) -> Value {
+        json!({"name": self.name, "url": self.url, "weight": self.weight})
+    }
+}
+
+/// The admin API of one shardgate.
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        self.send(request).await
+    }
+
+    /// The JSON answer, or its `error` message as the error.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.context("reading the answer")?;
+        let body: Value = serde_json::from_str(&text).with_context(|| format!("{status}: {text}"))?;
+        if !status.is_success() {
+            bail!("{status}: {}", body["error"].as_str().unwrap_or(&text));
+        }
+        Ok(body)
+    }
+}
+
+/// Follows migration `id` until it ends: a bar of rows copied (against `estimate` when known)
+/// and the phase. Fails when the migration fails.
+async fn watch(api: &Api, id: i64, estimate: Option<u64>) -> Result<()> {
+    let bar = match estimate {
+        Some(total) if total > 0 => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/~{len} rows copied, {per_sec}")
+                .expect("the template is valid"),
+        ),
+        _ => ProgressBar::new_spinner(),
+    };
+    loop {
+        let shown = api.get(&format!("/admin/migrations/{id}")).await?;
+        let migration = &shown["migration"];
+        let phase = migration["phase"].as_str().unwrap_or_default().to_string();
+        let copied = migration["rows_copied"].as_u64().unwrap_or_default();
+        bar.set_position(copied.min(bar.length().unwrap_or(u64::MAX)));
+        let error = migration["error"]
+            .as_str()
+            .map(|e| format!(" (retrying: {e})"))
+            .unwrap_or_default();
+        bar.set_message(format!("migration {id}: {phase}{error}"));
+        match phase.as_str() {
+            "done" => {
+                bar.finish_and_clear();
+                println!("migration {id} done: {copied} rows copied");
+                return Ok(());
+            }
+            "failed" => {
+                bar.finish_and_clear();
+                bail!(
+                    "migration {id} failed: {}",
+                    migration["error"].as_str().unwrap_or("no reason recorded")
+                );
+            }
+            _ => tokio::time::sleep(POLL_EVERY).await,
+        }
+    }
+}
+
+fn print_shards(shards: &Value) {
+    println!(
+        "{:<12} {:<6} {:<9} {:>6} {:>7} {:>12}  url",
+        "name", "up", "prepared", "weight", "owned", "queued rows"
+    );
+    for shard in shards.as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!(
+            "{:<12} {:<6} {:<9} {:>6} {:>6.1}% {:>12}  {}",
+            shard["name"].as_str().unwrap_or_default(),
+            shard["up"],
+            shard["prepared"],
+            shard["weight"],
+            shard["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
+            shard["queued_rows"],
+            shard["url"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+fn print_plan(plan: &Value) {
+    println!(
+        "{} ({}, PostgreSQL {}) would own {:.1}% of the ring: {} ranges, about {} rows",
+        plan["shard"].as_str().unwrap_or_default(),
+        plan["url"].as_str().unwrap_or_default(),
+        plan["server_version"].as_str().unwrap_or_default(),
+        plan["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
+        plan["ranges"].as_array().map_or(0, Vec::len),
+        plan["estimated_rows"]
+    );
+    if let Some(sources) = plan["sources"].as_object() {
+        for (name, source) in sources {
+            println!(
+                "  from {name}: {} ranges, {:.1}% of the ring, about {} rows",
+                source["ranges"],
+                source["fraction"].as_f64().unwrap_or_default() * 100.0,
+                source["estimated_rows"]
+            );
+        }
+    }
+}
+
+fn print_migrations(migrations: &Value) {
+    println!(
+        "{:>4} {:<6} {:<10} {:<9} {:>12} {:>7}  {:<20}  error",
+        "id", "kind", "shard", "phase", "rows copied", "ranges", "updated"
+    );
+    for m in migrations.as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!(
+            "{:>4} {:<6} {:<10} {:<9} {:>12} {:>7}  {:<20}  {}",
+            m["id"],
+            m["kind"].as_str().unwrap_or_default(),
+            m["shard"].as_str().unwrap_or_default(),
+            m["phase"].as_str().unwrap_or_default(),
+            m["rows_copied"],
+            m["ranges"],
+            m["updated_at"].as_str().unwrap_or_default(),
+            m["error"].as_str().unwrap_or_default()
+        );
+    }
+}
