@@ -59,6 +59,14 @@ pub struct Metrics {
     pub query_duration: HistogramVec,
     /// Rows returned by reporting queries.
     pub query_rows: IntCounter,
+    /// Rows written to a range's new shard as well as to its owner while the range is copied,
+    /// by table.
+    pub rows_dual_written: IntCounterVec,
+    /// Rows a migration run by this proxy copied to a new owner.
+    pub migration_rows_copied: IntCounter,
+    /// 1 for the phase of the migration this proxy runs (`copying`, `cleaning`), by phase; 0
+    /// otherwise.
+    pub migration_phase: IntGaugeVec,
 }
 
 impl Metrics {
@@ -81,9 +89,17 @@ impl Metrics {
                 .expect("metric names are unique");
             metric
         };
-        let gauge_vec = |name: &str, help: &str| {
+        let gauge_by = |name: &str, help: &str, label: &str| {
             let metric =
-                IntGaugeVec::new(Opts::new(name, help), &["shard"]).expect("metric definitions are valid");
+                IntGaugeVec::new(Opts::new(name, help), &[label]).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let gauge_vec = |name: &str, help: &str| gauge_by(name, help, "shard");
+        let plain_counter = |name: &str, help: &str| {
+            let metric = IntCounter::new(name, help).expect("metric definitions are valid");
             registry
                 .register(Box::new(metric.clone()))
                 .expect("metric names are unique");
@@ -162,17 +178,24 @@ impl Metrics {
                 &["outcome"],
                 QUERY_BUCKETS,
             ),
-            query_rows: {
-                let metric = IntCounter::new(
-                    "shardgate_query_rows_total",
-                    "Rows returned by reporting queries.",
-                )
-                .expect("metric definitions are valid");
-                registry
-                    .register(Box::new(metric.clone()))
-                    .expect("metric names are unique");
-                metric
-            },
+            query_rows: plain_counter(
+                "shardgate_query_rows_total",
+                "Rows returned by reporting queries.",
+            ),
+            rows_dual_written: counter(
+                "shardgate_rows_dual_written_total",
+                "Rows also written to the new shard of a range being copied.",
+                &["table"],
+            ),
+            migration_rows_copied: plain_counter(
+                "shardgate_migration_rows_copied_total",
+                "Rows a migration run by this proxy copied to their new shard.",
+            ),
+            migration_phase: gauge_by(
+                "shardgate_migration_phase",
+                "1 for the phase of the migration this proxy runs, by phase.",
+                "phase",
+            ),
             registry,
         }
     }

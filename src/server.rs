@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         catalog_url: config.catalog_url().unwrap_or_default().to_string(),
         tls: config.tls.clone(),
         started: tokio::sync::Notify::new(),
+        metrics: metrics.clone(),
     });
     let routing_source = Arc::new(RoutingSource {
         catalog,

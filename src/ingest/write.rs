@@ -79,7 +79,7 @@ impl Writes {
     ) -> Result<Submitted<'a>, WriteRefused> {
         let set = self.shards.load();
         let encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
-        let rows = encoded.rows;
+        let (rows, dual_written) = (encoded.rows, encoded.dual_written);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
@@ -94,6 +94,12 @@ impl Writes {
             .rows_accepted
             .with_label_values(&[&schema.name])
             .inc_by(rows as u64);
+        if dual_written > 0 {
+            self.metrics
+                .rows_dual_written
+                .with_label_values(&[&schema.name])
+                .inc_by(dual_written as u64);
+        }
         Ok(Submitted {
             writes: self,
             table: &schema.name,

@@ -17,6 +17,7 @@ use crate::catalog::journal::RangeRecord;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ReshardConfig, TlsConfig};
 use crate::ingest::copy::TableStatements;
+use crate::metrics::Metrics;
 use crate::pg::connect_once;
 use crate::routing::{Epoch, Ring, ShardId, TokenRange};
 use crate::schema::{TableSchema, Tables};
@@ -82,6 +83,8 @@ pub struct Resharder {
     pub tls: TlsConfig,
     /// Wakes the runner when a migration was started here.
     pub started: Notify,
+    /// Rows copied and the phase of the migration this proxy runs.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Resharder {
@@ -121,6 +124,7 @@ impl Resharder {
             return;
         }
         while let Ok(Some(migration)) = self.catalog.unfinished_migration().await {
+            self.show_phase(&migration.phase);
             let span = tracing::info_span!("migration", id = migration.id, shard = %migration.shard);
             let step = async {
                 match migration.phase.as_str() {
@@ -143,7 +147,19 @@ impl Resharder {
                 }
             }
         }
+        self.show_phase("");
         drop(lock);
+    }
+
+    /// Sets the phase gauge: 1 for `phase`, 0 for the others.
+    fn show_phase(&self, phase: &str) {
+        for known in ["copying", "cleaning"] {
+            let value = i64::from(known == phase);
+            self.metrics
+                .migration_phase
+                .with_label_values(&[known])
+                .set(value);
+        }
     }
 
     /// Phase `copying`: fences to the dual-write epoch, every range copied and counted, then
@@ -171,6 +187,7 @@ impl Resharder {
                         break;
                     }
                     copied_total += copied as u64;
+                    self.metrics.migration_rows_copied.inc_by(copied as u64);
                     self.catalog
                         .record_copied(id, record.start, copied as i64)
                         .await?;

@@ -41,6 +41,8 @@ pub struct EncodedRows {
     pub shards: Vec<ShardRows>,
     /// Rows in the request.
     pub rows: usize,
+    /// Rows also written to the new shard of a range being copied.
+    pub dual_written: usize,
 }
 
 /// One problem with one row.
@@ -130,6 +132,7 @@ struct RowEncoder<'a> {
     row: usize,
     errors: Vec<RowError>,
     error_total: usize,
+    dual_written: usize,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -145,6 +148,7 @@ impl<'a> RowEncoder<'a> {
             row: 0,
             errors: Vec::new(),
             error_total: 0,
+            dual_written: 0,
         }
     }
 
@@ -305,6 +309,7 @@ impl<'a> RowEncoder<'a> {
             let copy = &mut self.out[also.0];
             copy.tuples.extend_from_slice(&tuples[start..]);
             copy.rows += 1;
+            self.dual_written += 1;
         }
         let out = &mut self.out[placement.owner.0];
         out.tuples = tuples;
@@ -322,6 +327,7 @@ impl<'a> RowEncoder<'a> {
         Ok(EncodedRows {
             shards: self.out,
             rows: self.row,
+            dual_written: self.dual_written,
         })
     }
 }

@@ -363,6 +363,7 @@ mod tests {
         EncodedRows {
             shards: rows,
             rows: 1,
+            dual_written: 0,
         }
     }
 

@@ -416,6 +416,16 @@ async fn a_shard_added_while_writes_flow_takes_its_share_with_every_row_once_and
     );
     let listed = gate.admin("/admin/shards").await.body;
     assert_eq!(listed[2]["name"], "s2", "{listed}");
+    let metrics = gate.metrics_page().await;
+    let copied = finished["migration"]["rows_copied"].as_i64().unwrap();
+    assert!(
+        metrics.contains(&format!("shardgate_migration_rows_copied_total {copied}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shardgate_migration_phase{phase=\"copying\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(gate.admin("/admin/migrations").await.body[0]["phase"], "done");
     gate.stop().await;
 }

@@ -157,6 +157,13 @@ async fn a_range_in_motion_is_dual_written_then_read_from_one_owner_only() {
         }
     }
     assert!(dual_moved > 0);
+    let metrics = gate.metrics_page().await;
+    assert!(
+        metrics.contains(&format!(
+            "shardgate_rows_dual_written_total{{table=\"events\"}} {dual_moved}"
+        )),
+        "{metrics}"
+    );
     assert_eq!(
         on_target.len(),
         dual_moved,
