@@ -19,9 +19,9 @@ use serde::Serialize;
 pub struct MigrationRecord {
     /// Its id.
     pub id: i64,
-    /// `add`.
+    /// `add`, `drain` or `reweight`.
     pub kind: String,
-    /// The shard it adds.
+    /// The shard it adds, drains or reweights.
     pub shard: String,
     /// `copying`, `cleaning`, `done` or `failed`.
     pub phase: String,
@@ -64,13 +64,17 @@ const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.error, \
      to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
 
 impl Catalog {
-    /// Starts adding `shard`: records it (its URL without the password), the migration and its
-    /// ranges in phase `copying`, and advances the epoch, in one transaction. Refused while
-    /// another migration is unfinished or when the name is taken.
-    pub async fn start_add(
+    /// Starts a migration of `kind` (`add`, `drain`, `reweight`) about shard `shard`, which
+    /// `joining` records first when it is new (its URL without the password): the migration,
+    /// the weight of every shard once it is done, and its ranges in phase `copying`, with a new
+    /// epoch, in one transaction. Refused while another migration is unfinished or when a
+    /// joining shard's name is taken.
+    pub async fn start_migration(
         &self,
-        shard: &ShardEndpoint,
+        (kind, shard): (&str, &str),
+        joining: Option<&ShardEndpoint>,
         changes: &[OwnerChange],
+        weights: &[(String, u32)],
     ) -> Result<(i64, Epoch), CatalogError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query("begin"))?;
@@ -85,25 +89,18 @@ impl Catalog {
         if let Some(row) = running {
             return Err(CatalogError::MigrationRunning(row.get(0)));
         }
-        let taken = tx
-            .query_opt("SELECT 1 FROM shardgate.shards WHERE name = $1", &[&shard.id.0])
-            .await
-            .map_err(query("look for the shard name"))?;
-        if taken.is_some() {
-            return Err(CatalogError::ShardExists(shard.id.0.clone()));
+        if let Some(joining) = joining {
+            record_joining(&tx, joining).await?;
         }
-        tx.execute(
-            "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) \
-             SELECT $1, $2, epoch + 1, $3, (SELECT coalesce(max(ordinal), -1) + 1 FROM shardgate.shards) \
-             FROM shardgate.routing",
-            &[&shard.id.0, &(shard.weight as i32), &without_password(&shard.url)],
-        )
-        .await
-        .map_err(query("record the new shard"))?;
+        let weights: serde_json::Map<String, serde_json::Value> = weights
+            .iter()
+            .map(|(name, weight)| (name.clone(), serde_json::Value::from(*weight)))
+            .collect();
         let id: i64 = tx
             .query_one(
-                "INSERT INTO shardgate.migrations (kind, shard, phase) VALUES ('add', $1, 'copying') RETURNING id",
-                &[&shard.id.0],
+                "INSERT INTO shardgate.migrations (kind, shard, phase, weights) \
+                 VALUES ($1, $2, 'copying', $3) RETURNING id",
+                &[&kind, &shard, &serde_json::Value::Object(weights)],
             )
             .await
             .map_err(query("record the migration"))?
@@ -122,6 +119,22 @@ impl Catalog {
         let epoch = advance_epoch(&tx).await?;
         tx.commit().await.map_err(query("commit"))?;
         Ok((id, epoch))
+    }
+
+    /// The weight of every shard once migration `id` is done.
+    pub async fn next_weights(&self, id: i64) -> Result<Vec<(String, u32)>, CatalogError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT key, value::int FROM shardgate.migrations, jsonb_each_text(weights) WHERE id = $1 ORDER BY key",
+                &[&id],
+            )
+            .await
+            .map_err(query("read the migration's weights"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i32>(1).max(0) as u32))
+            .collect())
     }
 
     /// The migration that still has work to do, if any.
@@ -208,8 +221,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// The cutover: `ring` (over `names`) becomes the stored ring, the ranges become
-    /// `leaving` and the migration `cleaning`, with a new epoch.
+    /// The cutover: `ring` (over `names`) becomes the stored ring and the migration's weights
+    /// the shards', the ranges become `leaving` and the migration `cleaning`, with a new epoch.
     pub async fn cut_over(&self, id: i64, ring: &Ring, names: &[ShardId]) -> Result<Epoch, CatalogError> {
         let positions: Vec<i64> = ring
             .tokens()
@@ -229,7 +242,8 @@ impl Catalog {
         .await
     }
 
-    /// Ends a cleaned-up migration: its ranges are `cleaned`, it is `done`.
+    /// Ends a cleaned-up migration: its ranges are `cleaned`, it is `done`, and a drained shard
+    /// is retired (it leaves the routing table).
     pub async fn finish(&self, id: i64) -> Result<Epoch, CatalogError> {
         self.step(id, ("cleaning", "done", "cleaned"), None).await
     }
@@ -282,6 +296,22 @@ impl Catalog {
             )
             .await
             .map_err(query("store the new ring"))?;
+            tx.execute(
+                "UPDATE shardgate.shards s SET weight = (m.weights ->> s.name)::int \
+                 FROM shardgate.migrations m WHERE m.id = $1 AND m.weights ? s.name",
+                &[&id],
+            )
+            .await
+            .map_err(query("store the new weights"))?;
+        }
+        if to == "done" {
+            tx.execute(
+                "UPDATE shardgate.shards s SET retired = true FROM shardgate.migrations m \
+                 WHERE m.id = $1 AND m.kind = 'drain' AND s.name = m.shard",
+                &[&id],
+            )
+            .await
+            .map_err(query("retire the drained shard"))?;
         }
         let epoch = advance_epoch(&tx).await?;
         tx.commit().await.map_err(query("commit"))?;
@@ -292,6 +322,29 @@ impl Catalog {
     pub async fn epoch(&self) -> Result<Epoch, CatalogError> {
         read_epoch(&**self.client().await?).await
     }
+}
+
+/// Records a shard that joins: its URL without the password, after every other shard.
+async fn record_joining(
+    tx: &tokio_postgres::Transaction<'_>,
+    shard: &ShardEndpoint,
+) -> Result<(), CatalogError> {
+    let taken = tx
+        .query_opt("SELECT 1 FROM shardgate.shards WHERE name = $1", &[&shard.id.0])
+        .await
+        .map_err(query("look for the shard name"))?;
+    if taken.is_some() {
+        return Err(CatalogError::ShardExists(shard.id.0.clone()));
+    }
+    tx.execute(
+        "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) \
+         SELECT $1, $2, epoch + 1, $3, (SELECT coalesce(max(ordinal), -1) + 1 FROM shardgate.shards) \
+         FROM shardgate.routing",
+        &[&shard.id.0, &(shard.weight as i32), &without_password(&shard.url)],
+    )
+    .await
+    .map_err(query("record the new shard"))?;
+    Ok(())
 }
 
 /// The routing epoch, as `client` sees it.

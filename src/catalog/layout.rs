@@ -7,7 +7,8 @@
 //!    version table.
 //! 2. `shards` also records each shard's URL (without its password) and its position in the
 //!    shard list, so the catalog, not the config, owns the shard list.
-//! 3. `migrations` and `migration_ranges`: the journal of resharding. A range in phase
+//! 3. `migrations` (with the weight of every shard once done) and `migration_ranges`: the
+//!    journal of resharding; `shards.retired` marks a shard drained away. A range in phase
 //!    `copying` is still its source's but dual-written to its target; one in phase `leaving` is
 //!    the target's in the ring while its source still holds its rows (see [`super::ranges`]).
 
@@ -35,7 +36,8 @@ const CREATE_CURRENT: &str = "
         weight integer NOT NULL,
         added_epoch bigint NOT NULL,
         url text,
-        ordinal integer
+        ordinal integer,
+        retired boolean NOT NULL DEFAULT false
     );
     CREATE TABLE shardgate.ring_tokens (
         position bigint PRIMARY KEY,
@@ -46,6 +48,7 @@ const CREATE_CURRENT: &str = "
         kind text NOT NULL,
         shard text NOT NULL,
         phase text NOT NULL,
+        weights jsonb NOT NULL,
         error text,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now()
@@ -71,11 +74,13 @@ const MIGRATE_1_TO_2: &str = "
 
 /// From layout 2 to 3: the resharding journal.
 const MIGRATE_2_TO_3: &str = "
+    ALTER TABLE shardgate.shards ADD COLUMN retired boolean NOT NULL DEFAULT false;
     CREATE TABLE shardgate.migrations (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         kind text NOT NULL,
         shard text NOT NULL,
         phase text NOT NULL,
+        weights jsonb NOT NULL,
         error text,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now()

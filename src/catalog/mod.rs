@@ -2,11 +2,12 @@
 //! in a `shardgate` schema of the catalog database.
 //!
 //! On first start the catalog is written from the config's shards; afterwards it owns the shard
-//! list, each shard's URL (without its password) and the ring. A config may still list shards:
-//! each must be in the catalog with the catalog's weight, and its URL is the one used for it. A
-//! shard only the catalog names is used as the catalog records it. A config naming a shard the
-//! catalog lacks, or other weights or vnodes, is a start-up error, never a silent re-hash that
-//! would strand stored rows. Layouts and their migrations are in [`layout`].
+//! list, each shard's weight and URL (without its password) and the ring. A config may still
+//! list shards: each must be in the catalog (or drained from it), and its URL is the one used
+//! for it; its weight only seeded the catalog. A shard only the catalog names is used as the
+//! catalog records it. A config naming a shard the catalog never had, or other vnodes, is a
+//! start-up error, never a silent re-hash that would strand stored rows. Layouts and their
+//! migrations are in `layout`, the resharding journal in [`journal`].
 
 use crate::config::Config;
 use crate::pg::{PoolSettings, build_pool, without_password};
@@ -140,6 +141,7 @@ impl Catalog {
         }
         record_config_shards(&tx, config).await?;
         let state = read_state(&tx, config).await?;
+        check_config_shards(&tx, config, &state).await?;
         tx.commit().await.map_err(query("commit"))?;
         Ok(state)
     }
@@ -295,7 +297,7 @@ async fn read_state(
     }
     let stored: Vec<StoredShard> = tx
         .query(
-            "SELECT name, weight, url FROM shardgate.shards ORDER BY ordinal NULLS LAST, name",
+            "SELECT name, weight, url FROM shardgate.shards WHERE NOT retired ORDER BY ordinal NULLS LAST, name",
             &[],
         )
         .await
@@ -307,7 +309,6 @@ async fn read_state(
             url: r.get(2),
         })
         .collect();
-    check_shards(config, &stored)?;
     let index: HashMap<&str, ShardIndex> = stored
         .iter()
         .enumerate()
@@ -366,34 +367,50 @@ fn endpoint(stored: &StoredShard, config: &Config) -> Result<ShardEndpoint, Cata
     })
 }
 
-/// Every shard the config names must be in the catalog, with the catalog's weight.
-fn check_shards(config: &Config, stored: &[StoredShard]) -> Result<(), CatalogError> {
-    let mut problems = Vec::new();
+/// Every shard the config names must be in the catalog. The config's shards only seed a new
+/// catalog: a weight changed since (by a reweight) and a shard drained since are the catalog's
+/// to decide, and are only reported.
+async fn check_config_shards(
+    tx: &tokio_postgres::Transaction<'_>,
+    config: &Config,
+    state: &CatalogState,
+) -> Result<(), CatalogError> {
+    let retired: Vec<String> = tx
+        .query("SELECT name FROM shardgate.shards WHERE retired", &[])
+        .await
+        .map_err(query("read the drained shards"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut missing = Vec::new();
     for shard in &config.shards {
-        match stored.iter().find(|s| s.name == shard.name) {
-            None => problems.push(format!(
-                "shard {} is in the config but not in the catalog (which lists {}); a shard joins \
-                 an existing catalog through resharding, not through the config, and this \
-                 version cannot add one yet: remove it from the config to start",
-                shard.name,
-                stored
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Some(s) if s.weight != shard.weight => problems.push(format!(
-                "shard {} has weight {} in the config but {} in the catalog",
-                shard.name, shard.weight, s.weight
-            )),
+        match state.shards.iter().find(|s| s.id.0 == shard.name) {
+            None if retired.contains(&shard.name) => tracing::warn!(
+                shard = %shard.name,
+                "the config names a shard that was drained; it is not used: remove it from the config"
+            ),
+            None => missing.push(shard.name.as_str()),
+            Some(stored) if stored.weight != shard.weight => tracing::warn!(
+                shard = %shard.name,
+                config = shard.weight,
+                catalog = stored.weight,
+                "the config gives the shard another weight than the catalog; the catalog's is used \
+                 (change a weight with PATCH /admin/shards/{{name}})"
+            ),
             Some(_) => {}
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(CatalogError::Disagrees(problems.join("; ")))
+    if missing.is_empty() {
+        return Ok(());
     }
+    let listed: Vec<&str> = state.shards.iter().map(|s| s.id.0.as_str()).collect();
+    Err(CatalogError::Disagrees(format!(
+        "shard {} is in the config but not in the catalog (which lists {}); a shard joins an \
+         existing catalog through POST /admin/shards (shardgate admin shards add), not through the \
+         config: remove it from the config to start",
+        missing.join(", "),
+        listed.join(", ")
+    )))
 }
 
 /// Where a re-read routing table comes from and goes: the catalog, the config it must agree

@@ -52,6 +52,24 @@ enum ShardsAction {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Move every range of a shard to the others, then drop it from the shard set.
+    Drain {
+        /// The shard to drain.
+        name: String,
+        /// Start the migration and return without following it.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Give a shard another weight, moving ranges to or from it.
+    Reweight {
+        /// The shard.
+        name: String,
+        /// Its new share of the ring.
+        weight: u32,
+        /// Start the migration and return without following it.
+        #[arg(long)]
+        no_watch: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -81,15 +99,36 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             action: Some(ShardsAction::Add { shard, no_watch }),
         } => {
             let started = api.post("/admin/shards", &shard.body()).await?;
-            let id = started["migration"].as_i64().unwrap_or_default();
-            println!(
-                "migration {id} started at epoch {}: adding {}",
-                started["epoch"], shard.name
-            );
-            print_plan(&started["plan"]);
-            if !no_watch {
-                watch(&api, id, started["plan"]["estimated_rows"].as_u64()).await?;
-            }
+            follow(&api, &started, &format!("adding {}", shard.name), no_watch).await?;
+        }
+        AdminCommand::Shards {
+            action: Some(ShardsAction::Drain { name, no_watch }),
+        } => {
+            let path = format!("/admin/shards/{name}");
+            let started = api.send_token(api.http.delete(api.url(&path))).await?;
+            follow(&api, &started, &format!("draining {name}"), no_watch).await?;
+        }
+        AdminCommand::Shards {
+            action:
+                Some(ShardsAction::Reweight {
+                    name,
+                    weight,
+                    no_watch,
+                }),
+        } => {
+            let request = api
+                .http
+                .patch(api.url(&format!("/admin/shards/{name}")))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(json!({ "weight": weight }).to_string());
+            let started = api.send_token(request).await?;
+            follow(
+                &api,
+                &started,
+                &format!("giving {name} weight {weight}"),
+                no_watch,
+            )
+            .await?;
         }
         AdminCommand::Migrations { id: None, .. } => print_migrations(&api.get("/admin/migrations").await?),
         AdminCommand::Migrations {
@@ -121,16 +160,25 @@ struct Api {
 }
 
 impl Api {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         let request = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
+        self.send_token(request).await
+    }
+
+    /// Sends a request that changes the shard set, with the admin token when one was given.
+    async fn send_token(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -152,6 +200,17 @@ impl Api {
         }
         Ok(body)
     }
+}
+
+/// Prints a started migration and, unless `no_watch`, follows it to its end.
+async fn follow(api: &Api, started: &Value, what: &str, no_watch: bool) -> Result<()> {
+    let id = started["migration"].as_i64().unwrap_or_default();
+    println!("migration {id} started at epoch {}: {what}", started["epoch"]);
+    print_plan(&started["plan"]);
+    if no_watch {
+        return Ok(());
+    }
+    watch(api, id, started["plan"]["estimated_rows"].as_u64()).await
 }
 
 /// Follows migration `id` until it ends: a bar of rows copied (against `estimate` when known)
@@ -213,15 +272,17 @@ fn print_shards(shards: &Value) {
 }
 
 fn print_plan(plan: &Value) {
-    println!(
-        "{} ({}, PostgreSQL {}) would own {:.1}% of the ring: {} ranges, about {} rows",
-        plan["shard"].as_str().unwrap_or_default(),
-        plan["url"].as_str().unwrap_or_default(),
-        plan["server_version"].as_str().unwrap_or_default(),
-        plan["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
-        plan["ranges"].as_array().map_or(0, Vec::len),
-        plan["estimated_rows"]
-    );
+    let ranges = plan["ranges"].as_array().map_or(0, Vec::len);
+    match plan["shard"].as_str() {
+        Some(shard) => println!(
+            "{shard} ({}, PostgreSQL {}) would own {:.1}% of the ring: {ranges} ranges, about {} rows",
+            plan["url"].as_str().unwrap_or_default(),
+            plan["server_version"].as_str().unwrap_or_default(),
+            plan["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
+            plan["estimated_rows"]
+        ),
+        None => println!("{ranges} ranges move, about {} rows", plan["estimated_rows"]),
+    }
     if let Some(sources) = plan["sources"].as_object() {
         for (name, source) in sources {
             println!(

@@ -1,11 +1,12 @@
 //! Thin handlers for changing the shard set: `POST /admin/shards/plan` checks a database that
-//! is to join and answers what adding it would move; `POST /admin/shards` starts adding it
-//! (these two behind the admin token); `GET /admin/migrations[/{id}]` shows the journal.
+//! is to join and answers what adding it would move; `POST /admin/shards` starts adding it,
+//! `DELETE /admin/shards/{name}` draining one and `PATCH /admin/shards/{name}` reweighting one
+//! (all behind the admin token); `GET /admin/migrations[/{id}]` shows the journal.
 
 use super::error::error_response;
 use super::state::AppState;
 use crate::catalog::CatalogError;
-use crate::reshard::AddError;
+use crate::reshard::ChangeError;
 use crate::reshard::candidate::{CandidateError, NewShard};
 use crate::reshard::plan::{AddPlan, PlanError, plan_add};
 use axum::Json;
@@ -35,7 +36,45 @@ pub async fn add_shard(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
     let password = state.config.shard_password(&request.name);
     match state.resharder.add(&request, password).await {
         Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
-        Err(e) => refused(add_status(&e), e.to_string()),
+        Err(e) => refused(change_status(&e), e.to_string()),
+    }
+}
+
+/// `DELETE /admin/shards/{name}`: starts draining the shard onto the others; `202` with the
+/// migration's id, epoch and plan.
+pub async fn drain_shard(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match state.resharder.drain(&name).await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => refused(change_status(&e), e.to_string()),
+    }
+}
+
+/// The body of `PATCH /admin/shards/{name}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWeight {
+    weight: u32,
+}
+
+/// `PATCH /admin/shards/{name} {"weight"}`: starts moving ranges to or from the shard for its
+/// new weight; `202` with the migration's id, epoch and plan.
+pub async fn reweight_shard(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let weight = match serde_json::from_slice::<NewWeight>(&body) {
+        Ok(body) => body.weight,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"weight\"}}: {e}"),
+            );
+        }
+    };
+    match state.resharder.reweight(&name, weight).await {
+        Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Err(e) => refused(change_status(&e), e.to_string()),
     }
 }
 
@@ -67,15 +106,17 @@ fn new_shard(body: &[u8]) -> Result<NewShard, String> {
         .map_err(|e| format!("the body must be {{\"name\", \"url\", \"weight\"}}: {e}"))
 }
 
-fn add_status(error: &AddError) -> StatusCode {
+fn change_status(error: &ChangeError) -> StatusCode {
     match error {
-        AddError::Candidate(e) => candidate_status(e),
-        AddError::TableWithoutId(_) => StatusCode::CONFLICT,
-        AddError::Plan(PlanError::Ring(_)) => StatusCode::CONFLICT,
-        AddError::Catalog(CatalogError::MigrationRunning(_) | CatalogError::ShardExists(_)) => {
+        ChangeError::NoShard(_) => StatusCode::NOT_FOUND,
+        ChangeError::Refused(_) => StatusCode::CONFLICT,
+        ChangeError::Candidate(e) => candidate_status(e),
+        ChangeError::TableWithoutId(_) => StatusCode::CONFLICT,
+        ChangeError::Plan(PlanError::Ring(_)) => StatusCode::CONFLICT,
+        ChangeError::Catalog(CatalogError::MigrationRunning(_) | CatalogError::ShardExists(_)) => {
             StatusCode::CONFLICT
         }
-        AddError::Plan(PlanError::Source { .. }) | AddError::Prepare(_) | AddError::Catalog(_) => {
+        ChangeError::Plan(PlanError::Source { .. }) | ChangeError::Prepare(_) | ChangeError::Catalog(_) => {
             StatusCode::BAD_GATEWAY
         }
     }

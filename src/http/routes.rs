@@ -8,7 +8,7 @@ use super::write::ApiError;
 use super::{admin, query, reshard, write};
 use axum::Router;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 
 /// The write listener: rows, queries, health.
@@ -29,6 +29,10 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
     let changes = Router::new()
         .route("/admin/shards/plan", post(reshard::plan_shard))
         .route("/admin/shards", post(reshard::add_shard))
+        .route(
+            "/admin/shards/{name}",
+            delete(reshard::drain_shard).patch(reshard::reweight_shard),
+        )
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let router = Router::new()
         .merge(changes)

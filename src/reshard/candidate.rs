@@ -16,7 +16,7 @@ use thiserror::Error;
 const MIN_SERVER_VERSION: i32 = 130_000;
 
 /// Largest weight a shard may have.
-const MAX_WEIGHT: u32 = 256;
+pub const MAX_WEIGHT: u32 = 256;
 
 /// A shard an operator asks to add.
 #[derive(Debug, Clone, serde::Deserialize)]

@@ -11,23 +11,30 @@ pub mod runner;
 
 use crate::catalog::CatalogError;
 use crate::pg::connect_once;
-use crate::routing::OwnerChange;
+use crate::routing::ShardIndex;
+use crate::shards::set::ShardSet;
 use crate::shards::{ShardError, prepare_database};
 use candidate::{CandidateError, NewShard};
-use plan::{AddPlan, PlanError, plan_add};
+use plan::{AddPlan, MovePlan, PlanError, current_weights, next_table, owner_changes, plan_add, plan_moves};
 pub use runner::Resharder;
 use thiserror::Error;
 
-/// A shard could not be added; nothing changed in the catalog.
+/// A migration could not be started; nothing changed in the catalog.
 #[derive(Debug, Error)]
-pub enum AddError {
+pub enum ChangeError {
+    /// No shard of that name is in the routing table.
+    #[error("no shard {0}")]
+    NoShard(String),
+    /// The change makes no sense for the shard set as it is.
+    #[error("{0}")]
+    Refused(String),
     /// The request or the database is not fit to join.
     #[error(transparent)]
     Candidate(#[from] CandidateError),
     /// A declared table has no id, so its rows cannot be moved exactly.
     #[error(
         "table {0} has no id: moving the rows of a table without an id is not supported yet, so \
-         no shard can be added while it is declared"
+         the shard set cannot change while it is declared"
     )]
     TableWithoutId(String),
     /// The move could not be planned.
@@ -43,26 +50,25 @@ pub enum AddError {
 
 /// A migration that was started.
 #[derive(Debug, serde::Serialize)]
-pub struct Started {
+pub struct Started<P> {
     /// Its id in the journal.
     pub migration: i64,
     /// The routing epoch that starts its dual-write.
     pub epoch: i64,
     /// What it moves.
-    pub plan: AddPlan,
+    pub plan: P,
 }
 
 impl Resharder {
     /// Starts adding the shard `request` names: checks it, plans the move, creates its tables
     /// and fence, and records the migration (the runner carries it out). The shard connects
     /// with `password` when set.
-    pub async fn add(&self, request: &NewShard, password: Option<&str>) -> Result<Started, AddError> {
-        if let Some((_, table)) = self.tables.iter().find(|(_, t)| t.id.is_none()) {
-            return Err(AddError::TableWithoutId(table.name.clone()));
-        }
-        if let Some(running) = self.catalog.unfinished_migration().await? {
-            return Err(CatalogError::MigrationRunning(running.id).into());
-        }
+    pub async fn add(
+        &self,
+        request: &NewShard,
+        password: Option<&str>,
+    ) -> Result<Started<AddPlan>, ChangeError> {
+        self.check_can_move().await?;
         let current = self.shards.load();
         let checked = request.check(&current, &self.tables, password, &self.tls).await?;
         let plan = plan_add(&current, &checked, &self.tables, self.vnodes).await?;
@@ -74,17 +80,15 @@ impl Resharder {
                 reason,
             })?;
         prepare_database(&mut client, &endpoint.id, &self.tables, current.epoch()).await?;
-        let changes: Vec<OwnerChange> = plan
-            .ranges
-            .iter()
-            .map(|r| OwnerChange {
-                start: r.start,
-                end: r.end,
-                from: crate::routing::ShardId(r.source.clone()),
-                to: crate::routing::ShardId(r.target.clone()),
-            })
-            .collect();
-        let (migration, epoch) = match self.catalog.start_add(endpoint, &changes).await {
+        let mut weights = current_weights(&current);
+        weights.push((endpoint.id.0.clone(), endpoint.weight));
+        let changes = owner_changes(&plan.moves);
+        let kind = ("add", endpoint.id.0.as_str());
+        let (migration, epoch) = match self
+            .catalog
+            .start_migration(kind, Some(endpoint), &changes, &weights)
+            .await
+        {
             Ok(started) => started,
             Err(e) => {
                 // Not a shard after all: let the database be offered again.
@@ -92,12 +96,105 @@ impl Resharder {
                 return Err(e.into());
             }
         };
-        self.started.notify_one();
-        tracing::info!(migration, epoch = epoch.0, shard = %endpoint.id, ranges = changes.len(), "adding a shard");
+        self.begun(migration, epoch, "adding", &endpoint.id.0, changes.len());
         Ok(Started {
             migration,
             epoch: epoch.0,
             plan,
         })
+    }
+
+    /// Starts draining shard `name`: every range it owns moves to the others, then it leaves
+    /// the shard set.
+    pub async fn drain(&self, name: &str) -> Result<Started<MovePlan>, ChangeError> {
+        let current = self.shards.load();
+        self.find(&current, name)?;
+        if current.len() == 1 {
+            return Err(ChangeError::Refused(format!(
+                "{name} is the only shard; add another before draining it"
+            )));
+        }
+        let weights: Vec<(String, u32)> = current_weights(&current)
+            .into_iter()
+            .filter(|(shard, _)| shard != name)
+            .collect();
+        self.change("drain", name, &current, weights).await
+    }
+
+    /// Starts giving shard `name` the weight `weight`: ranges move to or from it.
+    pub async fn reweight(&self, name: &str, weight: u32) -> Result<Started<MovePlan>, ChangeError> {
+        if !(1..=candidate::MAX_WEIGHT).contains(&weight) {
+            return Err(CandidateError::Invalid(format!(
+                "weight must be between 1 and {}",
+                candidate::MAX_WEIGHT
+            ))
+            .into());
+        }
+        let current = self.shards.load();
+        let index = self.find(&current, name)?;
+        if current.weight(index) == weight {
+            return Err(ChangeError::Refused(format!(
+                "shard {name} has weight {weight} already; nothing would move"
+            )));
+        }
+        let weights: Vec<(String, u32)> = current_weights(&current)
+            .into_iter()
+            .map(|(shard, old)| {
+                if shard == name {
+                    (shard, weight)
+                } else {
+                    (shard, old)
+                }
+            })
+            .collect();
+        self.change("reweight", name, &current, weights).await
+    }
+
+    /// Plans and records a migration to the shards and `weights` given.
+    async fn change(
+        &self,
+        kind: &str,
+        name: &str,
+        current: &ShardSet,
+        weights: Vec<(String, u32)>,
+    ) -> Result<Started<MovePlan>, ChangeError> {
+        self.check_can_move().await?;
+        let next = next_table(current, &weights, self.vnodes).map_err(PlanError::from)?;
+        let changes = current.table.owner_changes(&next);
+        let plan = plan_moves(current, &changes, &self.tables).await?;
+        let (migration, epoch) = self
+            .catalog
+            .start_migration((kind, name), None, &changes, &weights)
+            .await?;
+        self.begun(migration, epoch, kind, name, changes.len());
+        Ok(Started {
+            migration,
+            epoch: epoch.0,
+            plan,
+        })
+    }
+
+    /// Refuses a migration while a table without an id is declared or another one runs.
+    async fn check_can_move(&self) -> Result<(), ChangeError> {
+        if let Some((_, table)) = self.tables.iter().find(|(_, t)| t.id.is_none()) {
+            return Err(ChangeError::TableWithoutId(table.name.clone()));
+        }
+        if let Some(running) = self.catalog.unfinished_migration().await? {
+            return Err(CatalogError::MigrationRunning(running.id).into());
+        }
+        Ok(())
+    }
+
+    fn find(&self, current: &ShardSet, name: &str) -> Result<ShardIndex, ChangeError> {
+        current
+            .iter()
+            .find(|(_, shard)| shard.id.0 == name)
+            .map(|(index, _)| index)
+            .ok_or_else(|| ChangeError::NoShard(name.to_string()))
+    }
+
+    fn begun(&self, migration: i64, epoch: crate::routing::Epoch, what: &str, shard: &str, ranges: usize) {
+        self.started.notify_one();
+        tracing::info!(migration, epoch = epoch.0, %shard, ranges, "{what} a shard");
     }
 }

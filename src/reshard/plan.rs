@@ -54,6 +54,19 @@ pub struct SourceSummary {
     pub estimated_rows: u64,
 }
 
+/// What a change of the shard set moves.
+#[derive(Debug, Clone, Serialize)]
+pub struct MovePlan {
+    /// The routing epoch the plan was made against.
+    pub epoch: i64,
+    /// Rows that would move, estimated, over every table.
+    pub estimated_rows: u64,
+    /// Per source shard, what it would give up.
+    pub sources: BTreeMap<String, SourceSummary>,
+    /// Every range that would move, in ring order.
+    pub ranges: Vec<PlannedRange>,
+}
+
 /// The plan of adding one shard.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddPlan {
@@ -65,16 +78,34 @@ pub struct AddPlan {
     pub url: String,
     /// Its Postgres version.
     pub server_version: String,
-    /// The routing epoch the plan was made against.
-    pub epoch: i64,
     /// Share of the ring the new shard would own.
     pub owned_fraction: f64,
-    /// Rows that would move, estimated, over every table.
-    pub estimated_rows: u64,
-    /// Per source shard, what it would give up.
-    pub sources: BTreeMap<String, SourceSummary>,
-    /// Every range that would move, in ring order.
-    pub ranges: Vec<PlannedRange>,
+    /// What moves.
+    #[serde(flatten)]
+    pub moves: MovePlan,
+}
+
+/// The routing table after a change: every shard of `weights` at its weight, `vnodes` tokens
+/// per unit, at the epoch after `current`'s.
+pub fn next_table(
+    current: &ShardSet,
+    weights: &[(String, u32)],
+    vnodes: u32,
+) -> Result<RoutingTable, RingError> {
+    let ring = Ring::build(
+        weights.iter().map(|(name, weight)| (name.as_str(), *weight)),
+        vnodes,
+    )?;
+    let names = weights.iter().map(|(name, _)| ShardId(name.clone())).collect();
+    Ok(RoutingTable::new(Epoch(current.epoch().0 + 1), names, ring))
+}
+
+/// Every shard of `current` with its weight, in the set's order.
+pub fn current_weights(current: &ShardSet) -> Vec<(String, u32)> {
+    current
+        .iter()
+        .map(|(index, shard)| (shard.id.0.clone(), current.weight(index)))
+        .collect()
 }
 
 /// Plans adding `shard` to the shards of `current`, whose ring was built with `vnodes` tokens
@@ -85,12 +116,30 @@ pub async fn plan_add(
     tables: &Tables,
     vnodes: u32,
 ) -> Result<AddPlan, PlanError> {
-    let next = next_table(current, shard, vnodes)?;
-    let changes = current.table.owner_changes(&next);
+    let mut weights = current_weights(current);
+    weights.push((shard.endpoint.id.0.clone(), shard.endpoint.weight));
+    let next = next_table(current, &weights, vnodes)?;
+    let moves = plan_moves(current, &current.table.owner_changes(&next), tables).await?;
+    Ok(AddPlan {
+        shard: shard.endpoint.id.0.clone(),
+        weight: shard.endpoint.weight,
+        url: redact_url(&shard.endpoint.url),
+        server_version: shard.server_version.clone(),
+        owned_fraction: next.ring.owned_fraction(ShardIndex(next.shards.len() - 1)),
+        moves,
+    })
+}
+
+/// The ranges `changes` moves off the shards of `current`, with their estimated rows.
+pub async fn plan_moves(
+    current: &ShardSet,
+    changes: &[OwnerChange],
+    tables: &Tables,
+) -> Result<MovePlan, PlanError> {
     let mut ranges = Vec::with_capacity(changes.len());
     let mut sources: BTreeMap<String, SourceSummary> = BTreeMap::new();
     let mut rows_per_hash = BTreeMap::new();
-    for change in &changes {
+    for change in changes {
         let density = match rows_per_hash.get(&change.from) {
             Some(density) => *density,
             None => {
@@ -112,32 +161,25 @@ pub async fn plan_add(
             estimated_rows,
         });
     }
-    let new_index = ShardIndex(next.shards.len() - 1);
-    Ok(AddPlan {
-        shard: shard.endpoint.id.0.clone(),
-        weight: shard.endpoint.weight,
-        url: redact_url(&shard.endpoint.url),
-        server_version: shard.server_version.clone(),
+    Ok(MovePlan {
         epoch: current.epoch().0,
-        owned_fraction: next.ring.owned_fraction(new_index),
         estimated_rows: ranges.iter().map(|r| r.estimated_rows).sum(),
         sources,
         ranges,
     })
 }
 
-/// The routing table with `shard` added: the current shards keep their tokens, the new one
-/// adds `vnodes × weight`.
-fn next_table(current: &ShardSet, shard: &CheckedShard, vnodes: u32) -> Result<RoutingTable, RingError> {
-    let mut members: Vec<(&str, u32)> = current
+/// The changes a plan lists, to record in the journal.
+pub fn owner_changes(plan: &MovePlan) -> Vec<OwnerChange> {
+    plan.ranges
         .iter()
-        .map(|(index, s)| (s.id.0.as_str(), current.weight(index)))
-        .collect();
-    members.push((shard.endpoint.id.0.as_str(), shard.endpoint.weight));
-    let ring = Ring::build(members.iter().copied(), vnodes)?;
-    let mut names = current.table.shards.clone();
-    names.push(shard.endpoint.id.clone());
-    Ok(RoutingTable::new(Epoch(current.epoch().0 + 1), names, ring))
+        .map(|r| OwnerChange {
+            start: r.start,
+            end: r.end,
+            from: ShardId(r.source.clone()),
+            to: ShardId(r.target.clone()),
+        })
+        .collect()
 }
 
 /// Share of the ring `change` covers.

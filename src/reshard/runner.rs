@@ -200,7 +200,7 @@ impl Resharder {
             self.catalog.fail(id, &mismatch).await?;
             return Ok(());
         }
-        let (ring, names) = self.next_ring(&set)?;
+        let (ring, names) = self.next_ring(id).await?;
         let epoch = self.catalog.cut_over(id, &ring, &names).await?;
         tracing::info!(epoch = epoch.0, copied = copied_total, "cut over");
         Ok(())
@@ -331,15 +331,15 @@ impl Resharder {
         Ok((on_target < on_source).then_some((on_source, on_target)))
     }
 
-    /// The ring with every shard of `set` at its weight: the current tokens plus the new
-    /// shard's.
-    fn next_ring(&self, set: &ShardSet) -> Result<(Ring, Vec<ShardId>), StepError> {
-        let members: Vec<(&str, u32)> = set
-            .iter()
-            .map(|(index, shard)| (shard.id.0.as_str(), set.weight(index)))
-            .collect();
-        let ring = Ring::build(members, self.vnodes).map_err(CatalogError::from)?;
-        Ok((ring, set.table.shards.clone()))
+    /// The ring the migration leads to: every shard it keeps, at the weight it gives.
+    async fn next_ring(&self, id: i64) -> Result<(Ring, Vec<ShardId>), StepError> {
+        let weights = self.catalog.next_weights(id).await?;
+        let ring = Ring::build(
+            weights.iter().map(|(name, weight)| (name.as_str(), *weight)),
+            self.vnodes,
+        )
+        .map_err(CatalogError::from)?;
+        Ok((ring, weights.into_iter().map(|(name, _)| ShardId(name)).collect()))
     }
 
     /// Sleeps as long as needed to keep the copy at `rows_per_second`.

@@ -246,7 +246,7 @@ async fn adding_a_shard_is_refused_while_a_table_without_an_id_is_declared() {
     assert_eq!(
         reply.error(),
         "table logs has no id: moving the rows of a table without an id is not supported yet, so \
-         no shard can be added while it is declared"
+         the shard set cannot change while it is declared"
     );
     gate.stop().await;
 }
@@ -589,7 +589,174 @@ async fn the_admin_command_plans_adds_and_follows_a_shard_to_the_end() {
         !ok && stderr.contains("404 Not Found: no migration 99"),
         "{stderr}"
     );
+    let (ok, stdout, stderr) = admin_cli(&gate, &["--token", TOKEN, "shards", "drain", "s2"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("migration 2 started at epoch ") && stdout.contains(": draining s2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("migration 2 done: "), "{stdout}");
+    assert_eq!(
+        crate::common::count_on(&third, "events").await,
+        0,
+        "s2 gave every row back"
+    );
     let total = query_rows(&gate, "SELECT count(*) FROM events").await;
     assert_eq!(total, json!([[800]]));
+    gate.stop().await;
+}
+
+async fn admin_request(gate: &TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+    let mut request = gate.http.request(method, gate.admin_url(path)).bearer_auth(TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    Reply::read(request.send().await.unwrap()).await
+}
+
+async fn wait_done(gate: &TestServer, id: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let phase = phase_of(gate, id).await;
+        assert_ne!(phase, "failed");
+        if phase == "done" {
+            return;
+        }
+        let status = gate.admin(&format!("/admin/migrations/{id}")).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migration {id} ends: {}",
+            status.body["migration"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every row of `urls[i]` (named `names[i]`) is on the owner of its position in `ring` over
+/// `owners`, and `total` rows are stored once each.
+async fn placed_by(urls: &[String], names: &[&str], ring: &[(&str, u32)], total: usize) {
+    let built = shardgate::routing::Ring::build(ring.iter().copied(), 256).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for (url, name) in urls.iter().zip(names) {
+        let rows = connect(url)
+            .await
+            .query("SELECT event_id::text, _sg_hash FROM events", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let id: String = row.get(0);
+            let position = shardgate::routing::KeyHash::from_i64(row.get(1));
+            let owner = built.ranges().find(|r| r.contains(position)).unwrap().shard.0;
+            assert_eq!(ring[owner].0, *name, "row {id} is on the owner of its position");
+            assert!(seen.insert(id), "each row is stored once");
+        }
+    }
+    assert_eq!(seen.len(), total);
+}
+
+#[tokio::test]
+async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
+    let mut urls = fresh_shards("admin_drain").await;
+    urls.push(fresh_database(&clusters()[0], "admin_drain_s2").await);
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n[query]\nstatement_timeout = \"1s\"\n",
+        with_token()
+    );
+    let gate = start_events_only(&urls, &extra).await;
+    assert_eq!(gate.post_events(&events(1500, 97)).await.status, 200);
+    let names = ["s0", "s1", "s2"];
+
+    let refusals = [
+        (
+            reqwest::Method::DELETE,
+            "/admin/shards/s9",
+            None,
+            404,
+            "no shard s9",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/admin/shards/s0",
+            Some(json!({"weight": 1})),
+            409,
+            "shard s0 has weight 1 already; nothing would move",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/admin/shards/s0",
+            Some(json!({"colour": 1})),
+            400,
+            "the body must be {\"weight\"}: unknown field `colour`",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/admin/shards/s0",
+            Some(json!({"weight": 0})),
+            400,
+            "weight must be between 1 and 256",
+        ),
+    ];
+    for (method, path, body, status, message) in refusals {
+        let reply = admin_request(&gate, method, path, body).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        assert!(reply.error().starts_with(message), "{path}: {}", reply.error());
+    }
+
+    let reweighted = admin_request(
+        &gate,
+        reqwest::Method::PATCH,
+        "/admin/shards/s0",
+        Some(json!({"weight": 2})),
+    )
+    .await;
+    assert_eq!(reweighted.status, 202, "{}", reweighted.body);
+    let ranges = reweighted.body["plan"]["ranges"].as_array().unwrap();
+    assert!(
+        ranges.iter().all(|r| r["target"] == "s0"),
+        "a heavier s0 only takes ranges"
+    );
+    wait_done(&gate, reweighted.body["migration"].as_i64().unwrap()).await;
+    placed_by(&urls, &names, &[("s0", 2), ("s1", 1), ("s2", 1)], 1500).await;
+    let listed = gate.admin("/admin/shards").await.body;
+    assert_eq!(listed[0]["weight"], 2, "{listed}");
+    let owned = listed[0]["owned_fraction"].as_f64().unwrap();
+    assert!((0.4..0.6).contains(&owned), "s0 owns about half now: {owned}");
+
+    assert_eq!(gate.post_events(&events(300, 97)).await.status, 200);
+    let drained = admin_request(&gate, reqwest::Method::DELETE, "/admin/shards/s1", None).await;
+    assert_eq!(drained.status, 202, "{}", drained.body);
+    let ranges = drained.body["plan"]["ranges"].as_array().unwrap();
+    assert!(
+        ranges.iter().all(|r| r["source"] == "s1"),
+        "only s1's ranges move"
+    );
+    wait_done(&gate, drained.body["migration"].as_i64().unwrap()).await;
+    placed_by(&urls, &names, &[("s0", 2), ("s2", 1)], 1800).await;
+    assert_eq!(
+        crate::common::count_on(&urls[1], "events").await,
+        0,
+        "s1 holds nothing"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let listed = gate.admin("/admin/shards").await.body;
+        let listed: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        if listed == ["s0", "s2"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s1 leaves the shard set: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gate.post_events(&events(200, 97)).await.status, 200);
+    let total = query_rows(&gate, "SELECT count(*) FROM events").await;
+    assert_eq!(total, json!([[2000]]));
     gate.stop().await;
 }

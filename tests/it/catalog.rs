@@ -61,7 +61,7 @@ async fn a_shard_only_the_catalog_names_is_used_as_the_catalog_records_it() {
 }
 
 #[tokio::test]
-async fn a_config_naming_a_shard_the_catalog_lacks_or_other_weights_stops_start_up() {
+async fn a_config_naming_a_shard_the_catalog_lacks_or_other_vnodes_stops_start_up() {
     let urls = fresh_shards("catalog_refuses").await;
     let gate = TestServer::start_on(urls[..2].to_vec(), "").await;
     gate.stop().await;
@@ -73,11 +73,7 @@ async fn a_config_naming_a_shard_the_catalog_lacks_or_other_weights_stops_start_
         (
             config_for(&more, ""),
             "shard s2 is in the config but not in the catalog (which lists s0, s1); a shard joins \
-             an existing catalog through resharding",
-        ),
-        (
-            heavier,
-            "shard s1 has weight 2 in the config but 1 in the catalog",
+             an existing catalog through POST /admin/shards (shardgate admin shards add)",
         ),
         (
             config_for(&urls, "[routing]\nvnodes = 64\n"),
@@ -95,8 +91,15 @@ async fn a_config_naming_a_shard_the_catalog_lacks_or_other_weights_stops_start_
             "{message}"
         );
     }
-    let restarted = TestServer::start_on(urls, "").await;
+    let restarted = TestServer::start_on(urls.clone(), "").await;
     restarted.stop().await;
+    let seeded_otherwise = start(heavier, urls).await;
+    let listed = seeded_otherwise.admin("/admin/shards").await.body;
+    assert_eq!(
+        listed[1]["weight"], 1,
+        "the catalog's weight is used, whatever the config seeds: {listed}"
+    );
+    seeded_otherwise.stop().await;
 }
 
 /// Writes the catalog as the first layout did: no version table, shards without URLs.
@@ -191,6 +194,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
     catalog
         .batch_execute(
             "DROP TABLE shardgate.migration_ranges, shardgate.migrations;
+             ALTER TABLE shardgate.shards DROP COLUMN retired;
              UPDATE shardgate.catalog_version SET version = 2;",
         )
         .await

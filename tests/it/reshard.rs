@@ -125,7 +125,8 @@ async fn a_range_in_motion_is_dual_written_then_read_from_one_owner_only() {
     let sources: Vec<String> = changes.iter().map(|c| c.from.0.clone()).collect();
     let copying = format!(
         "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) VALUES ('s2', 1, 2, '{target}', 2);
-         INSERT INTO shardgate.migrations (kind, shard, phase) VALUES ('add', 's2', 'copying');
+         INSERT INTO shardgate.migrations (kind, shard, phase, weights)
+             VALUES ('add', 's2', 'copying', '{{\"s0\": 1, \"s1\": 1, \"s2\": 1}}');
          INSERT INTO shardgate.migration_ranges (migration, start_position, end_position, source, target, phase)
              SELECT (SELECT max(id) FROM shardgate.migrations), s, e, src, 's2', 'copying'
              FROM unnest('{{{}}}'::bigint[], '{{{}}}'::bigint[], '{{{}}}'::text[]) AS r(s, e, src)",
