@@ -18,7 +18,7 @@ use super::query;
 /// The layout this code reads and writes.
 pub const CURRENT: i32 = 3;
 
-/// The tables of the current layout, for a catalog created now.
+/// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
     CREATE SCHEMA IF NOT EXISTS shardgate;
     CREATE TABLE shardgate.catalog_version (
@@ -42,26 +42,6 @@ const CREATE_CURRENT: &str = "
     CREATE TABLE shardgate.ring_tokens (
         position bigint PRIMARY KEY,
         shard text NOT NULL REFERENCES shardgate.shards (name)
-    );
-    CREATE TABLE shardgate.migrations (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        kind text NOT NULL,
-        shard text NOT NULL,
-        phase text NOT NULL,
-        weights jsonb NOT NULL,
-        error text,
-        created_at timestamptz NOT NULL DEFAULT now(),
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE TABLE shardgate.migration_ranges (
-        migration bigint NOT NULL REFERENCES shardgate.migrations (id),
-        start_position bigint NOT NULL,
-        end_position bigint NOT NULL,
-        source text NOT NULL REFERENCES shardgate.shards (name),
-        target text NOT NULL REFERENCES shardgate.shards (name),
-        phase text NOT NULL CHECK (phase IN ('copying', 'leaving', 'cleaned', 'cancelled')),
-        rows_copied bigint NOT NULL DEFAULT 0,
-        PRIMARY KEY (migration, start_position)
     );";
 
 /// From layout 1 to 2: the shards' URLs and order, filled in from the config at start.
@@ -72,9 +52,12 @@ const MIGRATE_1_TO_2: &str = "
     );
     ALTER TABLE shardgate.shards ADD COLUMN url text, ADD COLUMN ordinal integer;";
 
-/// From layout 2 to 3: the resharding journal.
+/// From layout 2 to 3: drained shards are marked (the journal's tables come with it).
 const MIGRATE_2_TO_3: &str = "
-    ALTER TABLE shardgate.shards ADD COLUMN retired boolean NOT NULL DEFAULT false;
+    ALTER TABLE shardgate.shards ADD COLUMN retired boolean NOT NULL DEFAULT false;";
+
+/// The resharding journal, new in layout 3.
+const JOURNAL_TABLES: &str = "
     CREATE TABLE shardgate.migrations (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         kind text NOT NULL,
@@ -99,35 +82,35 @@ const MIGRATE_2_TO_3: &str = "
 /// Brings the catalog to the current layout, creating it when there is none. The caller holds
 /// the catalog lock.
 pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), CatalogError> {
-    match found_version(tx).await? {
-        0 => tx
-            .batch_execute(CREATE_CURRENT)
-            .await
-            .map_err(query("create the catalog"))?,
-        1 => {
-            tx.batch_execute(MIGRATE_1_TO_2)
-                .await
-                .map_err(query("migrate the catalog from layout 1"))?;
-            tx.batch_execute(MIGRATE_2_TO_3)
-                .await
-                .map_err(query("migrate the catalog from layout 2"))?;
-            tracing::info!(from = 1, to = CURRENT, "catalog layout migrated");
-        }
-        2 => {
-            tx.batch_execute(MIGRATE_2_TO_3)
-                .await
-                .map_err(query("migrate the catalog from layout 2"))?;
-            tracing::info!(from = 2, to = CURRENT, "catalog layout migrated");
-            return record_version(tx, "UPDATE shardgate.catalog_version SET version = $1").await;
-        }
+    let found = found_version(tx).await?;
+    let steps: &[(&str, &'static str)] = match found {
+        0 => &[
+            (CREATE_CURRENT, "create the catalog"),
+            (JOURNAL_TABLES, "create the journal"),
+        ],
+        1 => &[
+            (MIGRATE_1_TO_2, "migrate the catalog from layout 1"),
+            (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
+            (JOURNAL_TABLES, "create the journal"),
+        ],
+        2 => &[
+            (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
+            (JOURNAL_TABLES, "create the journal"),
+        ],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
+    };
+    for (sql, context) in steps {
+        tx.batch_execute(sql).await.map_err(query(context))?;
     }
-    record_version(tx, "INSERT INTO shardgate.catalog_version (version) VALUES ($1)").await
-}
-
-async fn record_version(tx: &tokio_postgres::Transaction<'_>, sql: &str) -> Result<(), CatalogError> {
-    tx.execute(sql, &[&CURRENT])
+    if found > 0 {
+        tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
+    }
+    let record = match found {
+        2 => "UPDATE shardgate.catalog_version SET version = $1",
+        _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
+    };
+    tx.execute(record, &[&CURRENT])
         .await
         .map_err(query("record the catalog layout"))?;
     Ok(())

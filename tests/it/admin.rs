@@ -2,8 +2,9 @@
 //! `GET /admin/ring` lists the ranges, and `POST /admin/shards/plan` checks a database that is
 //! to join and answers what adding it would move, refusing a bad one with the reason.
 
-use crate::common::{Reply, TestServer, clusters, connect, events, fresh_database, fresh_shards};
+use crate::common::{Reply, TestServer, clusters, connect, events, fresh_database, fresh_shards, query_rows};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -332,28 +333,28 @@ async fn a_shard_added_while_writes_flow_takes_its_share_with_every_row_once_and
 
     let mut phases_seen = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let finished = loop {
-        let status = gate.admin(&format!("/admin/migrations/{id}")).await;
-        assert_eq!(status.status, 200, "{}", status.body);
-        let phase = status.body["migration"]["phase"].as_str().unwrap().to_string();
-        phases_seen.insert(phase.clone());
-        assert_ne!(phase, "failed", "{}", status.body["migration"]);
-        let answer = query_rows(
-            &gate,
+    let finished =
+        loop {
+            let status = gate.admin(&format!("/admin/migrations/{id}")).await;
+            assert_eq!(status.status, 200, "{}", status.body);
+            let phase = status.body["migration"]["phase"].as_str().unwrap().to_string();
+            phases_seen.insert(phase.clone());
+            assert_ne!(phase, "failed", "{}", status.body["migration"]);
+            let answer = query_rows(&gate, json!([]),
             "SELECT tenant_id, count(*) FROM events WHERE n < 1000000 GROUP BY tenant_id ORDER BY tenant_id",
         )
         .await;
-        assert_eq!(answer, expected, "a reporting query during phase {phase}");
-        if phase == "done" {
-            break status.body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the migration ends: {}",
-            status.body["migration"]
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+            assert_eq!(answer, expected, "a reporting query during phase {phase}");
+            if phase == "done" {
+                break status.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the migration ends: {}",
+                status.body["migration"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (live, refusals) = writer.await.unwrap();
     assert!(
@@ -378,27 +379,9 @@ async fn a_shard_added_while_writes_flow_takes_its_share_with_every_row_once_and
         "{finished}"
     );
 
-    let ring = shardgate::routing::Ring::build([("s0", 1), ("s1", 1), ("s2", 1)], 256).unwrap();
     let mut all_urls = urls.clone();
     all_urls.push(third.clone());
-    let mut seen = std::collections::HashMap::new();
-    for (index, url) in all_urls.iter().enumerate() {
-        let rows = connect(url)
-            .await
-            .query("SELECT event_id::text, _sg_hash FROM events", &[])
-            .await
-            .unwrap();
-        for row in rows {
-            let id: String = row.get(0);
-            let position = shardgate::routing::KeyHash::from_i64(row.get(1));
-            let owner = ring.ranges().find(|r| r.contains(position)).unwrap().shard.0;
-            assert_eq!(owner, index, "row {id} lives on the shard owning its position");
-            assert!(
-                seen.insert(id.clone(), index).is_none(),
-                "row {id} is stored once"
-            );
-        }
-    }
+    let seen = placement(&all_urls, &["s0", "s1", "s2"], &[("s0", 1), ("s1", 1), ("s2", 1)]).await;
     let acknowledged: Vec<&Value> = before.as_array().unwrap().iter().chain(&live).collect();
     assert_eq!(
         seen.len(),
@@ -438,19 +421,6 @@ fn per_tenant(rows: &[Value]) -> Value {
             .or_default() += 1;
     }
     Value::Array(counts.into_iter().map(|(t, n)| json!([t, n])).collect())
-}
-
-async fn query_rows(gate: &TestServer, sql: &str) -> Value {
-    let response = gate
-        .http
-        .post(gate.url("/v1/query"))
-        .json(&json!({"sql": sql}))
-        .send()
-        .await
-        .unwrap();
-    let reply = Reply::read(response).await;
-    assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
-    reply.body["rows"].clone()
 }
 
 /// A server on `urls` declaring `events` alone (every table has an id), with `extra` TOML.
@@ -521,7 +491,7 @@ async fn a_migration_cut_short_by_a_restart_goes_on_from_its_phase() {
         stored += crate::common::count_on(url, "events").await;
     }
     assert_eq!(stored, 1500, "after the cleanup every row is stored once");
-    let total = query_rows(&second, "SELECT count(*) FROM events").await;
+    let total = query_rows(&second, json!([]), "SELECT count(*) FROM events").await;
     assert_eq!(total, json!([[1500]]));
     second.stop().await;
 }
@@ -601,7 +571,7 @@ async fn the_admin_command_plans_adds_and_follows_a_shard_to_the_end() {
         0,
         "s2 gave every row back"
     );
-    let total = query_rows(&gate, "SELECT count(*) FROM events").await;
+    let total = query_rows(&gate, json!([]), "SELECT count(*) FROM events").await;
     assert_eq!(total, json!([[800]]));
     gate.stop().await;
 }
@@ -632,12 +602,12 @@ async fn wait_done(gate: &TestServer, id: i64) {
     }
 }
 
-/// Every row of `urls[i]` (named `names[i]`) is on the owner of its position in `ring` over
-/// `owners`, and `total` rows are stored once each.
-async fn placed_by(urls: &[String], names: &[&str], ring: &[(&str, u32)], total: usize) {
+/// Where each row is, by id: the index in `urls` (named by `names`) of the shard holding it,
+/// checked to be the owner of its position in `ring` and to hold it alone.
+async fn placement(urls: &[String], names: &[&str], ring: &[(&str, u32)]) -> HashMap<String, usize> {
     let built = shardgate::routing::Ring::build(ring.iter().copied(), 256).unwrap();
-    let mut seen = std::collections::HashSet::new();
-    for (url, name) in urls.iter().zip(names) {
+    let mut seen = HashMap::new();
+    for (index, (url, name)) in urls.iter().zip(names).enumerate() {
         let rows = connect(url)
             .await
             .query("SELECT event_id::text, _sg_hash FROM events", &[])
@@ -648,10 +618,13 @@ async fn placed_by(urls: &[String], names: &[&str], ring: &[(&str, u32)], total:
             let position = shardgate::routing::KeyHash::from_i64(row.get(1));
             let owner = built.ranges().find(|r| r.contains(position)).unwrap().shard.0;
             assert_eq!(ring[owner].0, *name, "row {id} is on the owner of its position");
-            assert!(seen.insert(id), "each row is stored once");
+            assert!(
+                seen.insert(id.clone(), index).is_none(),
+                "row {id} is stored once"
+            );
         }
     }
-    assert_eq!(seen.len(), total);
+    seen
 }
 
 #[tokio::test]
@@ -716,7 +689,8 @@ async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
         "a heavier s0 only takes ranges"
     );
     wait_done(&gate, reweighted.body["migration"].as_i64().unwrap()).await;
-    placed_by(&urls, &names, &[("s0", 2), ("s1", 1), ("s2", 1)], 1500).await;
+    let placed = placement(&urls, &names, &[("s0", 2), ("s1", 1), ("s2", 1)]).await;
+    assert_eq!(placed.len(), 1500);
     let listed = gate.admin("/admin/shards").await.body;
     assert_eq!(listed[0]["weight"], 2, "{listed}");
     let owned = listed[0]["owned_fraction"].as_f64().unwrap();
@@ -731,7 +705,8 @@ async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
         "only s1's ranges move"
     );
     wait_done(&gate, drained.body["migration"].as_i64().unwrap()).await;
-    placed_by(&urls, &names, &[("s0", 2), ("s2", 1)], 1800).await;
+    let placed = placement(&urls, &names, &[("s0", 2), ("s2", 1)]).await;
+    assert_eq!(placed.len(), 1800);
     assert_eq!(
         crate::common::count_on(&urls[1], "events").await,
         0,
@@ -756,7 +731,7 @@ async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(gate.post_events(&events(200, 97)).await.status, 200);
-    let total = query_rows(&gate, "SELECT count(*) FROM events").await;
+    let total = query_rows(&gate, json!([]), "SELECT count(*) FROM events").await;
     assert_eq!(total, json!([[2000]]));
     gate.stop().await;
 }

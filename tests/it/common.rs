@@ -336,3 +336,17 @@ pub async fn time_to_epoch(gate: &TestServer, epoch: i64, limit: Duration) -> Du
     }
     panic!("no epoch {epoch} within {limit:?}");
 }
+
+/// The rows of a reporting query's answer, checked to be a 200.
+pub async fn query_rows(gate: &TestServer, params: serde_json::Value, sql: &str) -> serde_json::Value {
+    let response = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&serde_json::json!({"sql": sql, "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::read(response).await;
+    assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
+    reply.body["rows"].clone()
+}

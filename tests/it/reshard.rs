@@ -3,7 +3,9 @@
 //! from its target alone while the source still holds its old rows; after the cleanup every
 //! row is on the one shard that owns its `_sg_hash`. Reporting queries are exact throughout.
 
-use crate::common::{TestServer, clusters, connect, events, fresh_database, fresh_shards, time_to_epoch};
+use crate::common::{
+    TestServer, clusters, connect, events, fresh_database, fresh_shards, query_rows, time_to_epoch,
+};
 use serde_json::{Value, json};
 use shardgate::catalog::watch::ROUTING_CHANNEL;
 use shardgate::routing::{Epoch, KeyHash, OwnerChange, Ring, RoutingTable, ShardId, ShardIndex, TokenRange};
@@ -47,23 +49,10 @@ fn moved(changes: &[OwnerChange], position: u64) -> bool {
     })
 }
 
-async fn ask(gate: &TestServer, sql: &str, params: Value) -> Value {
-    let response = gate
-        .http
-        .post(gate.url("/v1/query"))
-        .json(&json!({"sql": sql, "params": params}))
-        .send()
-        .await
-        .unwrap();
-    let reply = crate::common::Reply::read(response).await;
-    assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
-    reply.body["rows"].clone()
-}
-
 /// Checks the answers a user relies on against what was acknowledged: the total, the count
 /// per tenant, and one key's count through a pruned query.
 async fn queries_are_exact(gate: &TestServer, acknowledged: &[Value], moved_key: &(String, String)) {
-    let total = ask(gate, "SELECT count(*) FROM events", json!([])).await;
+    let total = query_rows(gate, json!([]), "SELECT count(*) FROM events").await;
     assert_eq!(total, json!([[acknowledged.len()]]));
     let mut per_tenant: BTreeMap<String, usize> = BTreeMap::new();
     for row in acknowledged {
@@ -73,13 +62,13 @@ async fn queries_are_exact(gate: &TestServer, acknowledged: &[Value], moved_key:
     }
     let expected: Vec<Value> = per_tenant.iter().map(|(t, n)| json!([t, n])).collect();
     let sql = "SELECT tenant_id, count(*) FROM events GROUP BY tenant_id ORDER BY tenant_id";
-    assert_eq!(ask(gate, sql, json!([])).await, Value::Array(expected));
+    assert_eq!(query_rows(gate, json!([]), sql).await, Value::Array(expected));
     let of_key = acknowledged
         .iter()
         .filter(|r| r["tenant_id"] == moved_key.0 && r["event_type"] == moved_key.1)
         .count();
     let sql = "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = $2";
-    let pinned = ask(gate, sql, json!([moved_key.0, moved_key.1])).await;
+    let pinned = query_rows(gate, json!([moved_key.0, moved_key.1]), sql).await;
     assert_eq!(pinned, json!([[of_key]]), "a pruned query of a moved key");
 }
 
