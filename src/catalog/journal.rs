@@ -4,8 +4,10 @@
 //! (invariants 3 and 10), so a proxy, or a restarted runner, always finds a whole step or none.
 //!
 //! Migration phases: `copying` (its ranges dual-written and backfilled) → `cleaning` (cut over:
-//! the target owns the ranges, the sources still hold their rows) → `done`; or `failed`, with
-//! its ranges `cancelled` and the old placement in force.
+//! the target owns the ranges, the sources still hold their rows) → `done`; or, before the
+//! cutover, `cancelling` (on request: the old placement in force, the copies being deleted)
+//! → `cancelled`, or `failed` (verification found rows missing), with its ranges `cancelled`.
+//! A migration may be paused in any phase; its runner then waits.
 
 use super::watch::ROUTING_CHANNEL;
 use super::{Catalog, CatalogError, query, take_catalog_lock};
@@ -23,8 +25,10 @@ pub struct MigrationRecord {
     pub kind: String,
     /// The shard it adds, drains or reweights.
     pub shard: String,
-    /// `copying`, `cleaning`, `done` or `failed`.
+    /// `copying`, `cleaning`, `done`, `cancelling`, `cancelled` or `failed`.
     pub phase: String,
+    /// Whether its runner waits until it is resumed.
+    pub paused: bool,
     /// The last error met, if any (a step that failed is retried unless the migration failed).
     pub error: Option<String>,
     /// Rows copied to the target so far.
@@ -55,9 +59,9 @@ pub struct RangeRecord {
 }
 
 /// Phases of a migration that still has work to do.
-const UNFINISHED: &str = "phase IN ('copying', 'cleaning')";
+const UNFINISHED: &str = "phase IN ('copying', 'cleaning', 'cancelling')";
 
-const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.error, \
+const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.paused, m.error, \
      (SELECT coalesce(sum(rows_copied), 0)::bigint FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      (SELECT count(*) FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
@@ -248,6 +252,53 @@ impl Catalog {
         self.step(id, ("cleaning", "done", "cleaned"), None).await
     }
 
+    /// Pauses (`true`) or resumes migration `id`; `false` when there is no such unfinished
+    /// migration.
+    pub async fn set_paused(&self, id: i64, paused: bool) -> Result<bool, CatalogError> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE shardgate.migrations SET paused = $2, updated_at = now() WHERE id = $1 AND {UNFINISHED}"
+                ),
+                &[&id, &paused],
+            )
+            .await
+            .map_err(query("pause or resume the migration"))?;
+        Ok(changed == 1)
+    }
+
+    /// The phase of migration `id` and whether it is paused, if it exists.
+    pub async fn state(&self, id: i64) -> Result<Option<(String, bool)>, CatalogError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT phase, paused FROM shardgate.migrations WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(query("read the migration's phase"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Cancels migration `id` before its cutover: its ranges are `cancelled` (no longer
+    /// dual-written) and it is `cancelling` (its copies are deleted next), with a new epoch.
+    /// Refused with the phase it is in when it is not copying any more.
+    pub async fn cancel(&self, id: i64) -> Result<Epoch, CatalogError> {
+        match self.state(id).await? {
+            None => Err(CatalogError::NoMigration(id)),
+            Some((phase, _)) if phase != "copying" => Err(CatalogError::NotCancellable { id, phase }),
+            Some(_) => self.step(id, ("copying", "cancelling", "cancelled"), None).await,
+        }
+    }
+
+    /// Ends a cancelled migration once its copies are deleted: it is `cancelled`, and a shard it
+    /// was adding is retired.
+    pub async fn finish_cancel(&self, id: i64) -> Result<Epoch, CatalogError> {
+        self.step(id, ("cancelling", "cancelled", "cancelled"), None)
+            .await
+    }
+
     /// Gives up a migration before its cutover: its ranges are `cancelled` (no longer
     /// dual-written), it is `failed` with `error`, and the old placement stays in force.
     pub async fn fail(&self, id: i64, error: &str) -> Result<Epoch, CatalogError> {
@@ -304,14 +355,19 @@ impl Catalog {
             .await
             .map_err(query("store the new weights"))?;
         }
-        if to == "done" {
+        let retire = match to {
+            "done" => Some("drain"),
+            "cancelled" => Some("add"),
+            _ => None,
+        };
+        if let Some(kind) = retire {
             tx.execute(
                 "UPDATE shardgate.shards s SET retired = true FROM shardgate.migrations m \
-                 WHERE m.id = $1 AND m.kind = 'drain' AND s.name = m.shard",
-                &[&id],
+                 WHERE m.id = $1 AND m.kind = $2 AND s.name = m.shard",
+                &[&id, &kind],
             )
             .await
-            .map_err(query("retire the drained shard"))?;
+            .map_err(query("retire the shard"))?;
         }
         let epoch = advance_epoch(&tx).await?;
         tx.commit().await.map_err(query("commit"))?;
@@ -325,25 +381,27 @@ impl Catalog {
 }
 
 /// Records a shard that joins: its URL without the password, after every other shard.
+/// Refused when a shard in use has the name.
 async fn record_joining(
     tx: &tokio_postgres::Transaction<'_>,
     shard: &ShardEndpoint,
 ) -> Result<(), CatalogError> {
-    let taken = tx
-        .query_opt("SELECT 1 FROM shardgate.shards WHERE name = $1", &[&shard.id.0])
+    // A name whose shard was drained, or whose adding was cancelled, may be used again.
+    let recorded = tx
+        .execute(
+            "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) \
+             SELECT $1, $2, epoch + 1, $3, (SELECT coalesce(max(ordinal), -1) + 1 FROM shardgate.shards) \
+             FROM shardgate.routing \
+             ON CONFLICT (name) DO UPDATE SET weight = EXCLUDED.weight, added_epoch = EXCLUDED.added_epoch, \
+                 url = EXCLUDED.url, ordinal = EXCLUDED.ordinal, retired = false \
+             WHERE shardgate.shards.retired",
+            &[&shard.id.0, &(shard.weight as i32), &without_password(&shard.url)],
+        )
         .await
-        .map_err(query("look for the shard name"))?;
-    if taken.is_some() {
+        .map_err(query("record the new shard"))?;
+    if recorded == 0 {
         return Err(CatalogError::ShardExists(shard.id.0.clone()));
     }
-    tx.execute(
-        "INSERT INTO shardgate.shards (name, weight, added_epoch, url, ordinal) \
-         SELECT $1, $2, epoch + 1, $3, (SELECT coalesce(max(ordinal), -1) + 1 FROM shardgate.shards) \
-         FROM shardgate.routing",
-        &[&shard.id.0, &(shard.weight as i32), &without_password(&shard.url)],
-    )
-    .await
-    .map_err(query("record the new shard"))?;
     Ok(())
 }
 
@@ -382,10 +440,11 @@ fn migration(row: &tokio_postgres::Row) -> MigrationRecord {
         kind: row.get(1),
         shard: row.get(2),
         phase: row.get(3),
-        error: row.get(4),
-        rows_copied: row.get(5),
-        ranges: row.get(6),
-        created_at: row.get(7),
-        updated_at: row.get(8),
+        paused: row.get(4),
+        error: row.get(5),
+        rows_copied: row.get(6),
+        ranges: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
     }
 }

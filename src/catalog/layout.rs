@@ -64,6 +64,7 @@ const JOURNAL_TABLES: &str = "
         shard text NOT NULL,
         phase text NOT NULL,
         weights jsonb NOT NULL,
+        paused boolean NOT NULL DEFAULT false,
         error text,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now()

@@ -72,6 +72,17 @@ pub enum CatalogError {
     /// A migration is unfinished; another cannot start.
     #[error("migration {0} is still running; wait for it to end")]
     MigrationRunning(i64),
+    /// No migration has that id.
+    #[error("no migration {0}")]
+    NoMigration(i64),
+    /// The migration is past the point where it can be cancelled.
+    #[error("migration {id} is in phase {phase}; only a migration still copying can be cancelled")]
+    NotCancellable {
+        /// The migration.
+        id: i64,
+        /// Its phase.
+        phase: String,
+    },
     /// A shard of that name is in the catalog already.
     #[error("shard {0} already exists")]
     ShardExists(String),

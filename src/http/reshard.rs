@@ -78,6 +78,45 @@ pub async fn reweight_shard(
     }
 }
 
+/// `POST /admin/migrations/{id}/{action}`: `pause`, `resume` or `cancel` (before the cutover:
+/// the old placement stays in force and the copies are deleted); answers the migration.
+pub async fn control_migration(
+    State(state): State<Arc<AppState>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let Ok(number) = id.parse::<i64>() else {
+        return refused(StatusCode::NOT_FOUND, format!("no migration {id}"));
+    };
+    let catalog = &state.resharder.catalog;
+    let outcome = match action.as_str() {
+        "pause" | "resume" => match catalog.set_paused(number, action == "pause").await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused(
+                StatusCode::CONFLICT,
+                format!("migration {id} does not exist or has ended"),
+            )),
+            Err(e) => Err(refused(StatusCode::BAD_GATEWAY, e.to_string())),
+        },
+        "cancel" => match catalog.cancel(number).await {
+            Ok(_) => {
+                state.resharder.started.notify_one();
+                Ok(())
+            }
+            Err(e @ CatalogError::NoMigration(_)) => Err(refused(StatusCode::NOT_FOUND, e.to_string())),
+            Err(e @ CatalogError::NotCancellable { .. }) => Err(refused(StatusCode::CONFLICT, e.to_string())),
+            Err(e) => Err(refused(StatusCode::BAD_GATEWAY, e.to_string())),
+        },
+        other => Err(refused(
+            StatusCode::NOT_FOUND,
+            format!("no action {other}: use pause, resume or cancel"),
+        )),
+    };
+    match outcome {
+        Ok(()) => migration(State(state), Path(id)).await,
+        Err(refusal) => refusal,
+    }
+}
+
 /// `GET /admin/migrations`: every migration, newest first.
 pub async fn migrations(State(state): State<Arc<AppState>>) -> Response {
     match state.resharder.catalog.migrations().await {

@@ -33,6 +33,10 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             "/admin/shards/{name}",
             delete(reshard::drain_shard).patch(reshard::reweight_shard),
         )
+        .route(
+            "/admin/migrations/{id}/{action}",
+            post(reshard::control_migration),
+        )
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let router = Router::new()
         .merge(changes)

@@ -281,3 +281,15 @@ pub async fn ensure_index(side: Side<'_>, table: &TableSchema) -> Result<(), Bac
             cause,
         })
 }
+
+/// Drops the fence of a database whose joining was cancelled, so it may be offered again.
+pub async fn drop_fence(side: Side<'_>) -> Result<(), BackfillError> {
+    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS shardgate_fence")
+        .await
+        .map_err(|cause| BackfillError::Query {
+            shard: side.name.to_string(),
+            cause,
+        })
+}

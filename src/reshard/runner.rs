@@ -11,6 +11,10 @@
 //!    makes the target own them (a new ring, ranges `leaving`, migration `cleaning`).
 //! 2. `cleaning`: once the fences follow the cutover epoch and `cleanup_delay` has passed, the
 //!    sources delete the moved rows; the migration is `done`.
+//!
+//! A migration cancelled while copying is `cancelling`: once the fences follow that epoch (no
+//! proxy dual-writes any more) the targets' copies are deleted and it is `cancelled`. A paused
+//! migration's runner waits between chunks and before each step.
 
 use super::backfill::{self, BackfillError, RangeCopy, Side};
 use crate::catalog::journal::RangeRecord;
@@ -37,6 +41,8 @@ const RUNNER_LOCK_KEY: i64 = 0x5347_5245_5348_5244;
 const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for this proxy to route with an epoch the catalog holds.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a paused migration looks whether it was resumed.
+const PAUSE_POLL: Duration = Duration::from_millis(200);
 /// Pause before a failed step is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
@@ -129,6 +135,7 @@ impl Resharder {
             let step = async {
                 match migration.phase.as_str() {
                     "copying" => self.copy_and_cut_over(migration.id).await,
+                    "cancelling" => self.undo_copies(migration.id).await,
                     _ => self.clean_up(migration.id).await,
                 }
             };
@@ -182,6 +189,9 @@ impl Resharder {
                 let statements = &statements[table_id.0];
                 let mut copy = RangeCopy::new(table, statements, &range, side(source), side(target));
                 loop {
+                    if !self.still_in(id, "copying").await? {
+                        return Ok(());
+                    }
                     let copied = copy.next_chunk(self.settings.chunk_rows, set.epoch()).await?;
                     if copied == 0 {
                         break;
@@ -194,6 +204,9 @@ impl Resharder {
                     self.throttle(started, copied_total).await;
                 }
             }
+        }
+        if !self.still_in(id, "copying").await? {
+            return Ok(());
         }
         if let Some(mismatch) = self.verify(&set, &ranges).await? {
             tracing::error!(%mismatch, "verification failed; the migration is given up");
@@ -211,6 +224,9 @@ impl Resharder {
     async fn clean_up(&self, id: i64) -> Result<(), StepError> {
         let set = self.follow_the_catalog().await?;
         tokio::time::sleep(self.settings.cleanup_delay).await;
+        if !self.still_in(id, "cleaning").await? {
+            return Ok(());
+        }
         let ranges = self.ranges(id).await?;
         for record in ranges.iter().filter(|r| r.phase == "leaving") {
             let (range, source, _) = self.range_of(&set, record)?;
@@ -221,6 +237,39 @@ impl Resharder {
         let epoch = self.catalog.finish(id).await?;
         tracing::info!(epoch = epoch.0, "migration done");
         Ok(())
+    }
+
+    /// Phase `cancelling`: once no proxy dual-writes any more, the targets' copies of the
+    /// ranges are deleted; a shard being added is then no shard at all.
+    async fn undo_copies(&self, id: i64) -> Result<(), StepError> {
+        let set = self.follow_the_catalog().await?;
+        let ranges = self.ranges(id).await?;
+        for record in &ranges {
+            let (range, _, target) = self.range_of(&set, record)?;
+            for (_, table) in self.tables.iter() {
+                backfill::delete_range(side(target), table, &range, self.settings.chunk_rows).await?;
+            }
+        }
+        let migration = self.catalog.migration(id).await?.map(|(m, _)| m);
+        if let Some(migration) = migration.filter(|m| m.kind == "add")
+            && let Some((_, joining)) = set.iter().find(|(_, s)| s.id.0 == migration.shard)
+        {
+            backfill::drop_fence(side(joining)).await?;
+        }
+        let epoch = self.catalog.finish_cancel(id).await?;
+        tracing::info!(epoch = epoch.0, "migration cancelled");
+        Ok(())
+    }
+
+    /// Whether migration `id` is still in `phase`, waiting while it is paused.
+    async fn still_in(&self, id: i64, phase: &str) -> Result<bool, StepError> {
+        loop {
+            match self.catalog.state(id).await? {
+                Some((now, true)) if now == phase => tokio::time::sleep(PAUSE_POLL).await,
+                Some((now, false)) => return Ok(now == phase),
+                _ => return Ok(false),
+            }
+        }
     }
 
     async fn ranges(&self, id: i64) -> Result<Vec<RangeRecord>, StepError> {

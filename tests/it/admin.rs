@@ -735,3 +735,136 @@ async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
     assert_eq!(total, json!([[2000]]));
     gate.stop().await;
 }
+
+async fn control(gate: &TestServer, id: i64, action: &str) -> Reply {
+    let path = format!("/admin/migrations/{id}/{action}");
+    admin_request(gate, reqwest::Method::POST, &path, None).await
+}
+
+async fn migration_status(gate: &TestServer, id: i64) -> Value {
+    gate.admin(&format!("/admin/migrations/{id}")).await.body["migration"].clone()
+}
+
+async fn wait_for(gate: &TestServer, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = migration_status(gate, id).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paused_migration_waits_and_a_cancelled_one_leaves_the_old_placement_and_no_copy() {
+    let urls = fresh_shards("admin_cancel").await;
+    let third = fresh_database(&clusters()[1], "admin_cancel_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 300\n\
+         [query]\nstatement_timeout = \"1s\"\n",
+        with_token()
+    );
+    let gate = start_events_only(&urls, &extra).await;
+    assert_eq!(gate.post_events(&events(3000, 97)).await.status, 200);
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    wait_for(&gate, id, "copying starts", |m| {
+        m["rows_copied"].as_i64() > Some(0)
+    })
+    .await;
+
+    let paused = control(&gate, id, "pause").await;
+    assert_eq!(
+        (paused.status, &paused.body["migration"]["paused"]),
+        (200, &json!(true)),
+        "{}",
+        paused.body
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let before = migration_status(&gate, id).await["rows_copied"].as_i64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let still = migration_status(&gate, id).await;
+    assert_eq!(
+        (still["rows_copied"].as_i64().unwrap(), still["phase"].as_str()),
+        (before, Some("copying")),
+        "paused: {still}"
+    );
+    let resumed = control(&gate, id, "resume").await;
+    assert_eq!(
+        (resumed.status, &resumed.body["migration"]["paused"]),
+        (200, &json!(false))
+    );
+    wait_for(&gate, id, "copying goes on", |m| {
+        m["rows_copied"].as_i64() > Some(before)
+    })
+    .await;
+
+    let cancelled = control(&gate, id, "cancel").await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    wait_for(&gate, id, "the cancel ends", |m| m["phase"] == "cancelled").await;
+    assert_eq!(
+        crate::common::count_on(&third, "events").await,
+        0,
+        "the copies are gone"
+    );
+    let fenced: bool = connect(&third)
+        .await
+        .query_one("SELECT to_regclass('shardgate_fence') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!fenced, "the database may be offered again");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while gate.admin("/admin/shards").await.body.as_array().unwrap().len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "s2 leaves the shard set");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gate.post_events(&events(200, 97)).await.status, 200);
+    let placed = placement(&urls, &["s0", "s1"], &[("s0", 1), ("s1", 1)]).await;
+    assert_eq!(placed.len(), 3200, "the old placement holds every row, once");
+    assert_eq!(
+        query_rows(&gate, json!([]), "SELECT count(*) FROM events").await,
+        json!([[3200]])
+    );
+
+    let refusals = [
+        (
+            format!("/admin/migrations/{id}/cancel"),
+            409,
+            format!("migration {id} is in phase cancelled; only a migration still copying can be cancelled"),
+        ),
+        (
+            "/admin/migrations/99/cancel".to_string(),
+            404,
+            "no migration 99".to_string(),
+        ),
+        (
+            "/admin/migrations/99/pause".to_string(),
+            409,
+            "migration 99 does not exist or has ended".to_string(),
+        ),
+        (
+            format!("/admin/migrations/{id}/stop"),
+            404,
+            "no action stop: use pause, resume or cancel".to_string(),
+        ),
+    ];
+    for (path, status, message) in refusals {
+        let reply = admin_request(&gate, reqwest::Method::POST, &path, None).await;
+        assert_eq!(
+            (reply.status, reply.error()),
+            (status, message.as_str()),
+            "{path}"
+        );
+    }
+    let again = add_shard(&gate, "s2", &third).await;
+    assert_eq!(
+        again.status, 202,
+        "the name and the database may be used again: {}",
+        again.body
+    );
+    gate.stop().await;
+}
