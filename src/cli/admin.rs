@@ -261,11 +261,11 @@ fn print_shards(shards: &Value) {
         println!(
             "{:<12} {:<6} {:<9} {:>6} {:>6.1}% {:>12}  {}",
             shard["name"].as_str().unwrap_or_default(),
-            shard["up"],
-            shard["prepared"],
-            shard["weight"],
+            shard["up"].to_string(),
+            shard["prepared"].to_string(),
+            shard["weight"].to_string(),
             shard["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
-            shard["queued_rows"],
+            shard["queued_rows"].to_string(),
             shard["url"].as_str().unwrap_or_default()
         );
     }
@@ -303,12 +303,12 @@ fn print_migrations(migrations: &Value) {
     for m in migrations.as_array().map(Vec::as_slice).unwrap_or_default() {
         println!(
             "{:>4} {:<6} {:<10} {:<9} {:>12} {:>7}  {:<20}  {}",
-            m["id"],
+            m["id"].to_string(),
             m["kind"].as_str().unwrap_or_default(),
             m["shard"].as_str().unwrap_or_default(),
             m["phase"].as_str().unwrap_or_default(),
-            m["rows_copied"],
-            m["ranges"],
+            m["rows_copied"].to_string(),
+            m["ranges"].to_string(),
             m["updated_at"].as_str().unwrap_or_default(),
             m["error"].as_str().unwrap_or_default()
         );
