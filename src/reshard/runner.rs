@@ -208,7 +208,7 @@ impl Resharder {
         if !self.still_in(id, "copying").await? {
             return Ok(());
         }
-        if let Some(mismatch) = self.verify(&set, &ranges).await? {
+        if let Some(mismatch) = self.verify(&set, &ranges, &statements).await? {
             tracing::error!(%mismatch, "verification failed; the migration is given up");
             self.catalog.fail(id, &mismatch).await?;
             return Ok(());
@@ -339,9 +339,12 @@ impl Resharder {
     /// Every range's rows counted on source and target: the target must hold at least the
     /// source's (it may hold more: rows dual-written there whose write to the source failed).
     /// A range found short is copied once more before it counts as a mismatch.
-    async fn verify(&self, set: &ShardSet, ranges: &[RangeRecord]) -> Result<Option<String>, StepError> {
-        let statements: Vec<TableStatements> =
-            self.tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
+    async fn verify(
+        &self,
+        set: &ShardSet,
+        ranges: &[RangeRecord],
+        statements: &[TableStatements],
+    ) -> Result<Option<String>, StepError> {
         for record in ranges.iter().filter(|r| r.phase == "copying") {
             let (range, source, target) = self.range_of(set, record)?;
             for (table_id, table) in self.tables.iter() {
