@@ -39,7 +39,7 @@ pub enum CatalogError {
     #[error("catalog: cannot connect: {0}")]
     Connect(String),
     /// A catalog statement failed.
-    #[error("catalog: {context}: {cause}")]
+    #[error("catalog: {context}: {}", crate::pg::describe_error(.cause))]
     Query {
         /// What was being done.
         context: &'static str,

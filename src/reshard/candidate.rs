@@ -44,8 +44,9 @@ pub enum CandidateError {
     /// A shard of that name exists already (409).
     #[error("shard {0} already exists")]
     Duplicate(String),
-    /// The database could not be reached or refused the connection (400).
-    #[error("cannot connect to {url}: {reason}")]
+    /// The database could not be reached or refused the connection (400); `reason` names the
+    /// URL already.
+    #[error("{reason}")]
     Unreachable {
         /// The URL, password redacted.
         url: String,
@@ -69,7 +70,7 @@ pub enum CandidateError {
         reason: String,
     },
     /// A statement failed while checking (502).
-    #[error("{url}: cannot check the database: {cause}")]
+    #[error("{url}: cannot check the database: {}", crate::pg::describe_error(.cause))]
     Query {
         /// The URL, password redacted.
         url: String,

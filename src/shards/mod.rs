@@ -84,7 +84,7 @@ pub enum ShardError {
         reason: String,
     },
     /// A set-up statement failed.
-    #[error("shard {shard}: {context}: {cause}")]
+    #[error("shard {shard}: {context}: {}", crate::pg::describe_error(.cause))]
     Query {
         /// The shard.
         shard: ShardId,

@@ -234,6 +234,12 @@ async fn a_bad_plan_request_names_the_problem() {
         assert_eq!(reply.status, status, "{body}: {}", reply.body);
         assert!(reply.error().contains(&message), "{body}: {}", reply.error());
         assert_eq!(reply.body["details"], Value::Array(vec![]));
+        assert_eq!(
+            reply.error().matches("cannot connect to").count(),
+            usize::from(message.starts_with("cannot connect to")),
+            "the reason is said once: {}",
+            reply.error()
+        );
     }
     gate.stop().await;
 }
