@@ -6,7 +6,8 @@
 //! Migration phases: `copying` (its ranges dual-written and backfilled) → `cleaning` (cut over:
 //! the target owns the ranges, the sources still hold their rows) → `done`; or, before the
 //! cutover, `cancelling` (on request: the old placement in force, the copies being deleted)
-//! → `cancelled`, or `failed` (verification found rows missing), with its ranges `cancelled`.
+//! → `cancelled`; a migration given up (verification found the copy differs from its source)
+//! goes the same way, through `cancelling`, and ends `failed` with the reason in `failure`.
 //! A migration may be paused in any phase; its runner then waits.
 
 use super::watch::ROUTING_CHANNEL;
@@ -29,8 +30,13 @@ pub struct MigrationRecord {
     pub phase: String,
     /// Whether its runner waits until it is resumed.
     pub paused: bool,
-    /// The last error met, if any (a step that failed is retried unless the migration failed).
+    /// The last error a step met, if any; a step that failed is tried again.
     pub error: Option<String>,
+    /// Why the migration was given up, if it was.
+    pub failure: Option<String>,
+    /// The epoch that began dual-writing its ranges; `None` for one started by a release that
+    /// did not record it.
+    pub dual_write_epoch: Option<i64>,
     /// Rows copied to the target so far.
     pub rows_copied: i64,
     /// Ranges it moves.
@@ -61,7 +67,7 @@ pub struct RangeRecord {
 /// Phases of a migration that still has work to do.
 const UNFINISHED: &str = "phase IN ('copying', 'cleaning', 'cancelling')";
 
-const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.paused, m.error, \
+const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.paused, m.error, m.failure, m.dual_write_epoch, \
      (SELECT coalesce(sum(rows_copied), 0)::bigint FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      (SELECT count(*) FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
@@ -121,6 +127,12 @@ impl Catalog {
         .await
         .map_err(query("record the ranges"))?;
         let epoch = advance_epoch(&tx).await?;
+        tx.execute(
+            "UPDATE shardgate.migrations SET dual_write_epoch = $2 WHERE id = $1",
+            &[&id, &epoch.0],
+        )
+        .await
+        .map_err(query("record the dual-write epoch"))?;
         tx.commit().await.map_err(query("commit"))?;
         Ok((id, epoch))
     }
@@ -241,7 +253,10 @@ impl Catalog {
         self.step(
             id,
             ("copying", "cleaning", "leaving"),
-            Some((&positions, &owners)),
+            Step {
+                ring: Some((&positions, &owners)),
+                failure: None,
+            },
         )
         .await
     }
@@ -249,7 +264,8 @@ impl Catalog {
     /// Ends a cleaned-up migration: its ranges are `cleaned`, it is `done`, and a drained shard
     /// is retired (it leaves the routing table).
     pub async fn finish(&self, id: i64) -> Result<Epoch, CatalogError> {
-        self.step(id, ("cleaning", "done", "cleaned"), None).await
+        self.step(id, ("cleaning", "done", "cleaned"), Step::default())
+            .await
     }
 
     /// Pauses (`true`) or resumes migration `id`; `false` when there is no such unfinished
@@ -288,43 +304,54 @@ impl Catalog {
         match self.state(id).await? {
             None => Err(CatalogError::NoMigration(id)),
             Some((phase, _)) if phase != "copying" => Err(CatalogError::NotCancellable { id, phase }),
-            Some(_) => self.step(id, ("copying", "cancelling", "cancelled"), None).await,
+            Some(_) => {
+                self.step(id, ("copying", "cancelling", "cancelled"), Step::default())
+                    .await
+            }
         }
     }
 
-    /// Ends a cancelled migration once its copies are deleted: it is `cancelled`, and a shard it
-    /// was adding is retired.
+    /// Ends a cancelled migration once its copies are deleted: it is `cancelled`, or `failed`
+    /// when it was given up, and a shard it was adding is retired.
     pub async fn finish_cancel(&self, id: i64) -> Result<Epoch, CatalogError> {
-        self.step(id, ("cancelling", "cancelled", "cancelled"), None)
+        let given_up = self
+            .migration(id)
+            .await?
+            .is_some_and(|(m, _)| m.failure.is_some());
+        let end = if given_up { "failed" } else { "cancelled" };
+        self.step(id, ("cancelling", end, "cancelled"), Step::default())
             .await
     }
 
-    /// Gives up a migration before its cutover: its ranges are `cancelled` (no longer
-    /// dual-written), it is `failed` with `error`, and the old placement stays in force.
-    pub async fn fail(&self, id: i64, error: &str) -> Result<Epoch, CatalogError> {
-        let epoch = self.step(id, ("copying", "failed", "cancelled"), None).await?;
-        self.record_error(id, Some(error)).await?;
-        Ok(epoch)
+    /// Gives up a migration before its cutover, for `failure`: its ranges are `cancelled` (no
+    /// longer dual-written) and it is `cancelling`, so its copies are deleted next, as for a
+    /// cancel; the old placement stays in force.
+    pub async fn fail(&self, id: i64, failure: &str) -> Result<Epoch, CatalogError> {
+        let step = Step {
+            ring: None,
+            failure: Some(failure),
+        };
+        self.step(id, ("copying", "cancelling", "cancelled"), step).await
     }
 
-    /// Moves migration `id` from phase `from` to `to` and its ranges to `ranges`, storing
-    /// `ring` (positions and owners) in the same transaction when given, with a new epoch. A
-    /// migration not in `from` is left as it is (the step was made already), and the current
-    /// epoch is returned.
+    /// Moves migration `id` from phase `from` to `to` and its ranges to `ranges`, storing what
+    /// `step` carries in the same transaction, with a new epoch. A migration not in `from` is
+    /// left as it is (the step was made already), and the current epoch is returned.
     async fn step(
         &self,
         id: i64,
         (from, to, ranges): (&str, &str, &str),
-        ring: Option<(&[i64], &[&str])>,
+        step: Step<'_>,
     ) -> Result<Epoch, CatalogError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(query("begin"))?;
         take_catalog_lock(&tx).await?;
         let moved = tx
             .execute(
-                "UPDATE shardgate.migrations SET phase = $3, error = NULL, updated_at = now() \
+                "UPDATE shardgate.migrations SET phase = $3, error = NULL, \
+                     failure = coalesce($4, failure), updated_at = now() \
                  WHERE id = $1 AND phase = $2",
-                &[&id, &from, &to],
+                &[&id, &from, &to, &step.failure],
             )
             .await
             .map_err(query("advance the migration"))?;
@@ -337,7 +364,7 @@ impl Catalog {
         )
         .await
         .map_err(query("advance the ranges"))?;
-        if let Some((positions, owners)) = ring {
+        if let Some((positions, owners)) = step.ring {
             tx.execute("DELETE FROM shardgate.ring_tokens", &[])
                 .await
                 .map_err(query("replace the ring"))?;
@@ -357,7 +384,7 @@ impl Catalog {
         }
         let retire = match to {
             "done" => Some("drain"),
-            "cancelled" => Some("add"),
+            "cancelled" | "failed" => Some("add"),
             _ => None,
         };
         if let Some(kind) = retire {
@@ -378,6 +405,15 @@ impl Catalog {
     pub async fn epoch(&self) -> Result<Epoch, CatalogError> {
         read_epoch(&**self.client().await?).await
     }
+}
+
+/// What a step stores besides the phases.
+#[derive(Default)]
+struct Step<'a> {
+    /// The new ring: positions and their owners.
+    ring: Option<(&'a [i64], &'a [&'a str])>,
+    /// Why the migration is given up.
+    failure: Option<&'a str>,
 }
 
 /// Records a shard that joins: its URL without the password, after every other shard.
@@ -442,9 +478,11 @@ fn migration(row: &tokio_postgres::Row) -> MigrationRecord {
         phase: row.get(3),
         paused: row.get(4),
         error: row.get(5),
-        rows_copied: row.get(6),
-        ranges: row.get(7),
-        created_at: row.get(8),
-        updated_at: row.get(9),
+        failure: row.get(6),
+        dual_write_epoch: row.get(7),
+        rows_copied: row.get(8),
+        ranges: row.get(9),
+        created_at: row.get(10),
+        updated_at: row.get(11),
     }
 }

@@ -11,12 +11,14 @@
 //!    journal of resharding; `shards.retired` marks a shard drained away. A range in phase
 //!    `copying` is still its source's but dual-written to its target; one in phase `leaving` is
 //!    the target's in the ring while its source still holds its rows (see [`super::ranges`]).
+//! 4. `migrations` records the epoch that began dual-writing (tables without an id copy only
+//!    rows older than it) and, apart from the last error of a step, why a migration was given up.
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 3;
+pub const CURRENT: i32 = 4;
 
 /// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -56,7 +58,11 @@ const MIGRATE_1_TO_2: &str = "
 const MIGRATE_2_TO_3: &str = "
     ALTER TABLE shardgate.shards ADD COLUMN retired boolean NOT NULL DEFAULT false;";
 
-/// The resharding journal, new in layout 3.
+/// From layout 3 to 4: the dual-write epoch and the failure of each migration.
+const MIGRATE_3_TO_4: &str = "
+    ALTER TABLE shardgate.migrations ADD COLUMN dual_write_epoch bigint, ADD COLUMN failure text;";
+
+/// The resharding journal as the current layout has it (new in layout 3).
 const JOURNAL_TABLES: &str = "
     CREATE TABLE shardgate.migrations (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -66,6 +72,8 @@ const JOURNAL_TABLES: &str = "
         weights jsonb NOT NULL,
         paused boolean NOT NULL DEFAULT false,
         error text,
+        dual_write_epoch bigint,
+        failure text,
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now()
     );
@@ -98,6 +106,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
         ],
+        3 => &[(MIGRATE_3_TO_4, "migrate the catalog from layout 3")],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     };
@@ -108,7 +117,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
     }
     let record = match found {
-        2 => "UPDATE shardgate.catalog_version SET version = $1",
+        2 | 3 => "UPDATE shardgate.catalog_version SET version = $1",
         _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
     };
     tx.execute(record, &[&CURRENT])

@@ -229,10 +229,12 @@ async fn watch(api: &Api, id: i64, estimate: Option<u64>) -> Result<()> {
         let phase = migration["phase"].as_str().unwrap_or_default().to_string();
         let copied = migration["rows_copied"].as_u64().unwrap_or_default();
         bar.set_position(copied.min(bar.length().unwrap_or(u64::MAX)));
-        let error = migration["error"]
-            .as_str()
-            .map(|e| format!(" (retrying: {e})"))
-            .unwrap_or_default();
+        let failure = migration["failure"].as_str();
+        let error = match (failure, migration["error"].as_str()) {
+            (Some(failure), _) => format!(" (given up: {failure})"),
+            (None, Some(error)) => format!(" (retrying: {error})"),
+            (None, None) => String::new(),
+        };
         bar.set_message(format!("migration {id}: {phase}{error}"));
         match phase.as_str() {
             "done" => {
@@ -243,9 +245,13 @@ async fn watch(api: &Api, id: i64, estimate: Option<u64>) -> Result<()> {
             "failed" => {
                 bar.finish_and_clear();
                 bail!(
-                    "migration {id} failed: {}",
-                    migration["error"].as_str().unwrap_or("no reason recorded")
+                    "migration {id} failed, its copies deleted and the old placement in force: {}",
+                    failure.unwrap_or("no reason recorded")
                 );
+            }
+            "cancelled" => {
+                bar.finish_and_clear();
+                bail!("migration {id} was cancelled: the old placement is in force");
             }
             _ => tokio::time::sleep(POLL_EVERY).await,
         }
@@ -310,7 +316,7 @@ fn print_migrations(migrations: &Value) {
             m["rows_copied"].to_string(),
             m["ranges"].to_string(),
             m["updated_at"].as_str().unwrap_or_default(),
-            m["error"].as_str().unwrap_or_default()
+            m["failure"].as_str().or(m["error"].as_str()).unwrap_or_default()
         );
     }
 }

@@ -150,7 +150,6 @@ fn change_status(error: &ChangeError) -> StatusCode {
         ChangeError::NoShard(_) => StatusCode::NOT_FOUND,
         ChangeError::Refused(_) => StatusCode::CONFLICT,
         ChangeError::Candidate(e) => candidate_status(e),
-        ChangeError::TableWithoutId(_) => StatusCode::CONFLICT,
         ChangeError::Plan(PlanError::Ring(_)) => StatusCode::CONFLICT,
         ChangeError::Catalog(CatalogError::MigrationRunning(_) | CatalogError::ShardExists(_)) => {
             StatusCode::CONFLICT

@@ -12,7 +12,7 @@
 
 use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
-use crate::schema::{HASH_COLUMN, TableSchema, quote_ident};
+use crate::schema::{HASH_COLUMN, TableSchema, hidden_columns, quote_ident};
 use crate::shards::fence::{self, FenceMismatch};
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
@@ -42,7 +42,8 @@ pub enum CopyError {
 }
 
 impl CopyError {
-    fn from_pg(error: tokio_postgres::Error) -> CopyError {
+    /// Classifies a driver error of a load: the rows, the connection, or anything else.
+    pub fn from_pg(error: tokio_postgres::Error) -> CopyError {
         let Some(db) = error.as_db_error() else {
             return CopyError::Transient(error.to_string());
         };
@@ -86,7 +87,7 @@ impl TableStatements {
             .columns
             .iter()
             .map(|c| quote_ident(&c.name))
-            .chain(std::iter::once(quote_ident(HASH_COLUMN)))
+            .chain(hidden_columns(table).iter().map(|c| quote_ident(c)))
             .collect();
         let columns = columns.join(", ");
         let target = quote_ident(&table.name);
@@ -223,7 +224,7 @@ mod tests {
         let logs = TableStatements::new(&TableSchema::from_config(&config.tables[1]).unwrap());
         assert_eq!(
             logs.copy,
-            "COPY \"logs\" (\"k\", \"_sg_hash\") FROM STDIN (FORMAT binary)"
+            "COPY \"logs\" (\"k\", \"_sg_hash\", \"_sg_epoch\") FROM STDIN (FORMAT binary)"
         );
         assert!(logs.insert_from_staging.is_none());
     }

@@ -31,12 +31,6 @@ pub enum ChangeError {
     /// The request or the database is not fit to join.
     #[error(transparent)]
     Candidate(#[from] CandidateError),
-    /// A declared table has no id, so its rows cannot be moved exactly.
-    #[error(
-        "table {0} has no id: moving the rows of a table without an id is not supported yet, so \
-         the shard set cannot change while it is declared"
-    )]
-    TableWithoutId(String),
     /// The move could not be planned.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -174,11 +168,8 @@ impl Resharder {
         })
     }
 
-    /// Refuses a migration while a table without an id is declared or another one runs.
+    /// Refuses a migration while another one runs.
     async fn check_can_move(&self) -> Result<(), ChangeError> {
-        if let Some((_, table)) = self.tables.iter().find(|(_, t)| t.id.is_none()) {
-            return Err(ChangeError::TableWithoutId(table.name.clone()));
-        }
         if let Some(running) = self.catalog.unfinished_migration().await? {
             return Err(CatalogError::MigrationRunning(running.id).into());
         }

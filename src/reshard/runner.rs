@@ -17,7 +17,7 @@
 //! migration's runner waits between chunks and before each step.
 
 use super::backfill::{self, BackfillError, RangeCopy, Side};
-use crate::catalog::journal::RangeRecord;
+use crate::catalog::journal::{MigrationRecord, RangeRecord};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ReshardConfig, TlsConfig};
 use crate::ingest::copy::TableStatements;
@@ -66,6 +66,12 @@ pub enum StepError {
     /// This proxy did not take the catalog's routing in time.
     #[error("this proxy does not route with epoch {0} yet")]
     NotPublished(Epoch),
+    /// The journal lacks the epoch the copy of tables without an id needs.
+    #[error(
+        "migration {0} was started by an earlier release that did not record its dual-write epoch, \
+         which tables without an id need: cancel it and start it again"
+    )]
+    NoDualWriteEpoch(i64),
     /// A shard the migration names is not in the routing table.
     #[error("shard {0} is not in the routing table")]
     UnknownShard(String),
@@ -173,7 +179,10 @@ impl Resharder {
     /// the cutover.
     async fn copy_and_cut_over(&self, id: i64) -> Result<(), StepError> {
         let set = self.follow_the_catalog().await?;
-        let ranges = self.ranges(id).await?;
+        let Some((migration, ranges)) = self.catalog.migration(id).await? else {
+            return Ok(());
+        };
+        let dual_write = self.dual_write_epoch(&migration)?;
         let statements: Vec<TableStatements> =
             self.tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
         for (_, source) in set.iter() {
@@ -187,7 +196,8 @@ impl Resharder {
             let (range, source, target) = self.range_of(&set, record)?;
             for (table_id, table) in self.tables.iter() {
                 let statements = &statements[table_id.0];
-                let mut copy = RangeCopy::new(table, statements, &range, side(source), side(target));
+                let sides = (side(source), side(target));
+                let mut copy = RangeCopy::new(table, statements, &range, sides, dual_write);
                 loop {
                     if !self.still_in(id, "copying").await? {
                         return Ok(());
@@ -208,8 +218,8 @@ impl Resharder {
         if !self.still_in(id, "copying").await? {
             return Ok(());
         }
-        if let Some(mismatch) = self.verify(&set, &ranges, &statements).await? {
-            tracing::error!(%mismatch, "verification failed; the migration is given up");
+        if let Some(mismatch) = self.verify(&set, &ranges, &statements, dual_write).await? {
+            tracing::error!(%mismatch, "verification failed; the migration is given up and its copies deleted");
             self.catalog.fail(id, &mismatch).await?;
             return Ok(());
         }
@@ -336,18 +346,49 @@ impl Resharder {
         Ok((range, source, target))
     }
 
-    /// Every range's rows counted on source and target: the target must hold at least the
-    /// source's (it may hold more: rows dual-written there whose write to the source failed).
-    /// A range found short is copied once more before it counts as a mismatch.
+    /// The epoch that began dual-writing `migration`'s ranges. A migration started by a
+    /// release that did not record it can still copy tables with an id, which copy every row
+    /// whatever its epoch.
+    fn dual_write_epoch(&self, migration: &MigrationRecord) -> Result<Epoch, StepError> {
+        match migration.dual_write_epoch {
+            Some(epoch) => Ok(Epoch(epoch)),
+            None if self.tables.iter().all(|(_, t)| t.id.is_some()) => Ok(Epoch(i64::MAX)),
+            None => Err(StepError::NoDualWriteEpoch(migration.id)),
+        }
+    }
+
+    /// Every range checked on source and target. For a table with an id the target must hold
+    /// at least the source's rows (it may hold more: rows dual-written there whose write to
+    /// the source failed), and a range found short is copied once more before it counts as a
+    /// mismatch. For a table without an id the rows older than the dual-write epoch must be
+    /// the same on both sides, by count and checksum.
     async fn verify(
         &self,
         set: &ShardSet,
         ranges: &[RangeRecord],
         statements: &[TableStatements],
+        dual_write: Epoch,
     ) -> Result<Option<String>, StepError> {
         for record in ranges.iter().filter(|r| r.phase == "copying") {
             let (range, source, target) = self.range_of(set, record)?;
+            let mismatch = |table: &TableSchema, on_source, on_target| {
+                format!(
+                    "range ({}, {}] of table {}: {on_source} on {}, {on_target} on {}",
+                    record.start, record.end, table.name, record.source, record.target
+                )
+            };
             for (table_id, table) in self.tables.iter() {
+                if table.id.is_none() {
+                    let on_source =
+                        backfill::older_rows_summary(side(source), table, &range, dual_write).await?;
+                    let on_target =
+                        backfill::older_rows_summary(side(target), table, &range, dual_write).await?;
+                    if on_source != on_target {
+                        let describe = |(rows, sum): (i64, i64)| format!("{rows} rows (checksum {sum})");
+                        return Ok(Some(mismatch(table, describe(on_source), describe(on_target))));
+                    }
+                    continue;
+                }
                 if self
                     .target_is_short(table, &range, source, target)
                     .await?
@@ -355,16 +396,14 @@ impl Resharder {
                 {
                     continue;
                 }
-                let mut copy =
-                    RangeCopy::new(table, &statements[table_id.0], &range, side(source), side(target));
+                let sides = (side(source), side(target));
+                let mut copy = RangeCopy::new(table, &statements[table_id.0], &range, sides, dual_write);
                 while copy.next_chunk(self.settings.chunk_rows, set.epoch()).await? > 0 {}
                 if let Some((on_source, on_target)) =
                     self.target_is_short(table, &range, source, target).await?
                 {
-                    return Ok(Some(format!(
-                        "range ({}, {}] of table {}: {on_source} rows on {}, {on_target} on {}",
-                        record.start, record.end, table.name, record.source, record.target
-                    )));
+                    let rows = |count: i64| format!("{count} rows");
+                    return Ok(Some(mismatch(table, rows(on_source), rows(on_target))));
                 }
             }
         }

@@ -6,6 +6,12 @@ use super::{DefaultValue, TableSchema, quote_ident};
 /// The hidden column holding the ring position that routed each row (invariant 2).
 pub const HASH_COLUMN: &str = "_sg_hash";
 
+/// The hidden column of a table without an id holding the routing epoch each row was written
+/// with. A migration copies only rows older than the epoch that began dual-writing their range,
+/// so a row is never both copied and dual-written: the exactness an id gives other tables.
+/// Rows written to a shard directly hold 0.
+pub const EPOCH_COLUMN: &str = "_sg_epoch";
+
 /// Run first in a set-up transaction whose `IF NOT EXISTS` statements find what an earlier start
 /// made: the `NOTICE: ... already exists, skipping` each of them sends is expected, not news.
 pub const QUIET_SETUP_SQL: &str = "SET LOCAL client_min_messages = warning";
@@ -21,36 +27,60 @@ pub struct ExpectedColumn {
     pub not_null: bool,
 }
 
-/// Every column a shard's copy of `table` has, the hidden hash column last.
+/// Every column a shard's copy of `table` has, the hidden ones last: the hash column, then,
+/// for a table without an id, the epoch column.
 pub fn expected_columns(table: &TableSchema) -> Vec<ExpectedColumn> {
     let declared = table.columns.iter().enumerate().map(|(i, c)| ExpectedColumn {
         name: c.name.clone(),
         sql_type: c.ty.sql_name().to_string(),
         not_null: !c.nullable || table.id == Some(i) || table.is_partition_key(i),
     });
-    let hidden = ExpectedColumn {
-        name: HASH_COLUMN.to_string(),
+    let hidden = hidden_columns(table).iter().map(|name| ExpectedColumn {
+        name: name.to_string(),
         sql_type: "bigint".to_string(),
         not_null: true,
-    };
-    declared.chain(std::iter::once(hidden)).collect()
+    });
+    declared.chain(hidden).collect()
+}
+
+/// The hidden columns every row of `table` carries after its declared ones, in order.
+pub fn hidden_columns(table: &TableSchema) -> &'static [&'static str] {
+    if table.id.is_some() {
+        &[HASH_COLUMN]
+    } else {
+        &[HASH_COLUMN, EPOCH_COLUMN]
+    }
+}
+
+/// Adds the epoch column to a table without an id made before it existed: rows already stored
+/// count as written before any migration. `None` for a table with an id.
+pub fn add_epoch_column_sql(table: &TableSchema) -> Option<String> {
+    table.id.is_none().then(|| {
+        format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {EPOCH_COLUMN} bigint NOT NULL DEFAULT 0",
+            quote_ident(&table.name)
+        )
+    })
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for a declared table, with its id as primary key.
 pub fn create_table_sql(table: &TableSchema) -> String {
     let mut parts: Vec<String> = expected_columns(table)
         .iter()
-        .zip(table.columns.iter().map(Some).chain(std::iter::once(None)))
+        .zip(table.columns.iter().map(Some).chain(std::iter::repeat(None)))
         .map(|(expected, column)| {
             let mut part = format!("{} {}", quote_ident(&expected.name), expected.sql_type);
             if expected.not_null {
                 part.push_str(" NOT NULL");
             }
+            // Server-side defaults for rows written to the shard directly; shardgate writes its own.
             if let Some(column) = column
                 && column.default == Some(DefaultValue::Now)
             {
-                // Server-side default for rows written to the shard directly; shardgate stamps its own.
                 part.push_str(" DEFAULT now()");
+            }
+            if expected.name == EPOCH_COLUMN {
+                part.push_str(" DEFAULT 0");
             }
             part
         })
@@ -96,6 +126,24 @@ mod tests {
              \"ts\" timestamp with time zone NOT NULL DEFAULT now(), \"payload\" jsonb, \
              \"_sg_hash\" bigint NOT NULL, PRIMARY KEY (\"event_id\"))"
         );
+    }
+
+    #[test]
+    fn a_table_without_an_id_carries_the_epoch_of_each_row() {
+        let mut table = events();
+        table.id = None;
+        assert_eq!(
+            create_table_sql(&table),
+            "CREATE TABLE IF NOT EXISTS \"events\" (\"event_id\" uuid NOT NULL, \"tenant_id\" text NOT NULL, \
+             \"ts\" timestamp with time zone NOT NULL DEFAULT now(), \"payload\" jsonb, \
+             \"_sg_hash\" bigint NOT NULL, \"_sg_epoch\" bigint NOT NULL DEFAULT 0)"
+        );
+        assert_eq!(hidden_columns(&table), [HASH_COLUMN, EPOCH_COLUMN]);
+        assert_eq!(
+            add_epoch_column_sql(&table).unwrap(),
+            "ALTER TABLE \"events\" ADD COLUMN IF NOT EXISTS _sg_epoch bigint NOT NULL DEFAULT 0"
+        );
+        assert_eq!(add_epoch_column_sql(&events()), None);
     }
 
     #[test]

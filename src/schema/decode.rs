@@ -288,8 +288,9 @@ impl<'a> RowEncoder<'a> {
         let placement = self
             .routing
             .place_write(hash_key(key_parts, &mut self.key_scratch));
+        let hidden = super::hidden_columns(table).len();
         let field_count =
-            i16::try_from(table.columns.len() + 1).expect("Postgres tables have at most 1600 columns");
+            i16::try_from(table.columns.len() + hidden).expect("Postgres tables have at most 1600 columns");
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
         tuples.extend_from_slice(&field_count.to_be_bytes());
@@ -305,6 +306,10 @@ impl<'a> RowEncoder<'a> {
         }
         tuples.extend_from_slice(&8i32.to_be_bytes());
         tuples.extend_from_slice(&placement.position.as_i64().to_be_bytes());
+        if table.id.is_none() {
+            tuples.extend_from_slice(&8i32.to_be_bytes());
+            tuples.extend_from_slice(&self.routing.epoch.0.to_be_bytes());
+        }
         if let Some(also) = placement.also {
             let copy = &mut self.out[also.0];
             copy.tuples.extend_from_slice(&tuples[start..]);

@@ -10,7 +10,10 @@ pub mod decode;
 pub use crate::pgtype::{
     ColumnType, DefaultValue, JsonScalar, encode_jsonb, encode_scalar, is_valid_identifier, quote_ident,
 };
-pub use ddl::{ExpectedColumn, HASH_COLUMN, QUIET_SETUP_SQL, create_table_sql, expected_columns};
+pub use ddl::{
+    EPOCH_COLUMN, ExpectedColumn, HASH_COLUMN, QUIET_SETUP_SQL, add_epoch_column_sql, create_table_sql,
+    expected_columns, hidden_columns,
+};
 
 use crate::config::{ColumnConfig, TableConfig};
 use std::collections::HashMap;
@@ -34,7 +37,7 @@ pub struct Column {
 pub struct TableSchema {
     /// Table name on every shard.
     pub name: String,
-    /// Columns in table order (the hidden `_sg_hash` is not among them).
+    /// Columns in table order (the hidden `_sg_hash` and `_sg_epoch` are not among them).
     pub columns: Vec<Column>,
     /// Index of the id column, when the table has one.
     pub id: Option<usize>,

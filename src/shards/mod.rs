@@ -15,7 +15,8 @@ pub mod set;
 
 use crate::pg::{PoolSettings, build_pool, describe_pool_error, is_unreachable, redact_url};
 use crate::schema::{
-    ExpectedColumn, QUIET_SETUP_SQL, TableSchema, Tables, create_table_sql, expected_columns, quote_ident,
+    EPOCH_COLUMN, ExpectedColumn, QUIET_SETUP_SQL, TableSchema, Tables, add_epoch_column_sql,
+    create_table_sql, expected_columns, quote_ident,
 };
 use deadpool_postgres::Pool;
 use queue::{QueueLimits, QueueReceiver, WriteQueue};
@@ -322,13 +323,41 @@ impl Setup<'_> {
                 .batch_execute(&create_table_sql(table))
                 .await
                 .map_err(|e| self.query_error(&format!("create table {}", table.name), e)),
-            Some(differences) if differences.is_empty() => Ok(()),
+            Some(differences) if differences.is_empty() => self.add_epoch_column_if_missing(tx, table).await,
             Some(differences) => Err(ShardError::SchemaMismatch {
                 shard: self.id.clone(),
                 table: table.name.clone(),
                 differences,
             }),
         }
+    }
+
+    /// Adds the epoch column to a table without an id made before it existed.
+    async fn add_epoch_column_if_missing(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &TableSchema,
+    ) -> Result<(), ShardError> {
+        let Some(sql) = add_epoch_column_sql(table) else {
+            return Ok(());
+        };
+        let context = format!("add {EPOCH_COLUMN} to {}", table.name);
+        let missing: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) \
+                 AND attname = $2 AND NOT attisdropped)",
+                &[&quote_ident(&table.name), &EPOCH_COLUMN],
+            )
+            .await
+            .map_err(|e| self.query_error(&context, e))?
+            .get(0);
+        if !missing {
+            return Ok(());
+        }
+        tracing::info!(shard = %self.id, table = %table.name, "adding the hidden epoch column");
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| self.query_error(&context, e))
     }
 
     async fn prepare_fence(
@@ -442,6 +471,8 @@ fn table_differences(table: &TableSchema, found: &[ExpectedColumn], primary_key:
     let mut differences = Vec::new();
     for want in &expected {
         match found.iter().find(|c| c.name == want.name) {
+            // A table made before the epoch column existed gains it at set-up.
+            None if want.name == EPOCH_COLUMN => {}
             None => differences.push(format!("column {} is missing", want.name)),
             Some(have) if have.sql_type != want.sql_type => differences.push(format!(
                 "column {} has type {}, the config says {}",

@@ -6,9 +6,9 @@ use crate::common::{Reply, TestServer, clusters, connect, events, fresh_database
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-const TOKEN: &str = "test-admin-token-0123456789";
+pub const TOKEN: &str = "test-admin-token-0123456789";
 
-fn with_token() -> String {
+pub fn with_token() -> String {
     format!("[admin]\ntoken = \"{TOKEN}\"\n")
 }
 
@@ -244,21 +244,7 @@ async fn a_bad_plan_request_names_the_problem() {
     gate.stop().await;
 }
 
-#[tokio::test]
-async fn adding_a_shard_is_refused_while_a_table_without_an_id_is_declared() {
-    let gate = TestServer::start("admin_add_no_id", &with_token()).await;
-    let third = fresh_database(&clusters()[0], "admin_add_no_id_s2").await;
-    let reply = add_shard(&gate, "s2", &third).await;
-    assert_eq!(reply.status, 409, "{}", reply.body);
-    assert_eq!(
-        reply.error(),
-        "table logs has no id: moving the rows of a table without an id is not supported yet, so \
-         the shard set cannot change while it is declared"
-    );
-    gate.stop().await;
-}
-
-async fn add_shard(gate: &TestServer, name: &str, url: &str) -> Reply {
+pub async fn add_shard(gate: &TestServer, name: &str, url: &str) -> Reply {
     let response = gate
         .http
         .post(gate.admin_url("/admin/shards"))
@@ -440,7 +426,7 @@ async fn start_events_only(urls: &[String], extra: &str) -> TestServer {
     }
 }
 
-async fn phase_of(gate: &TestServer, id: i64) -> String {
+pub async fn phase_of(gate: &TestServer, id: i64) -> String {
     let status = gate.admin(&format!("/admin/migrations/{id}")).await;
     status.body["migration"]["phase"].as_str().unwrap().to_string()
 }
@@ -590,7 +576,7 @@ async fn admin_request(gate: &TestServer, method: reqwest::Method, path: &str, b
     Reply::read(request.send().await.unwrap()).await
 }
 
-async fn wait_done(gate: &TestServer, id: i64) {
+pub async fn wait_done(gate: &TestServer, id: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let phase = phase_of(gate, id).await;
@@ -608,29 +594,9 @@ async fn wait_done(gate: &TestServer, id: i64) {
     }
 }
 
-/// Where each row is, by id: the index in `urls` (named by `names`) of the shard holding it,
-/// checked to be the owner of its position in `ring` and to hold it alone.
+/// Where each event is, by id (see [`crate::common::placement`]).
 async fn placement(urls: &[String], names: &[&str], ring: &[(&str, u32)]) -> HashMap<String, usize> {
-    let built = shardgate::routing::Ring::build(ring.iter().copied(), 256).unwrap();
-    let mut seen = HashMap::new();
-    for (index, (url, name)) in urls.iter().zip(names).enumerate() {
-        let rows = connect(url)
-            .await
-            .query("SELECT event_id::text, _sg_hash FROM events", &[])
-            .await
-            .unwrap();
-        for row in rows {
-            let id: String = row.get(0);
-            let position = shardgate::routing::KeyHash::from_i64(row.get(1));
-            let owner = built.ranges().find(|r| r.contains(position)).unwrap().shard.0;
-            assert_eq!(ring[owner].0, *name, "row {id} is on the owner of its position");
-            assert!(
-                seen.insert(id.clone(), index).is_none(),
-                "row {id} is stored once"
-            );
-        }
-    }
-    seen
+    crate::common::placement(urls, names, ring, "SELECT event_id::text, _sg_hash FROM events").await
 }
 
 #[tokio::test]

@@ -158,7 +158,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let stored = catalog
         .query(
             "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
@@ -211,7 +211,30 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .map(|row| (row.get(0), row.get(1)))
         .unwrap();
-    assert_eq!(journal, (3, true), "layout 2 is migrated to 3, with the journal");
+    assert_eq!(journal, (4, true), "layout 2 is migrated to 4, with the journal");
+
+    // Back to layout 3: a journal without the dual-write epoch and the failure.
+    catalog
+        .batch_execute(
+            "ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
+             UPDATE shardgate.catalog_version SET version = 3;",
+        )
+        .await
+        .unwrap();
+    let from_three = TestServer::start_on(urls.clone(), "").await;
+    assert_eq!(from_three.admin("/readyz").await.body["epoch"], 7);
+    assert_eq!(from_three.admin("/admin/migrations").await.status, 200);
+    from_three.stop().await;
+    let columns: i64 = catalog
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
+             AND table_name = 'migrations' AND column_name IN ('dual_write_epoch', 'failure')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 2, "layout 3 is migrated to 4");
 }
 
 /// Moves the fences of every shard and then the catalog to `epoch`, as a cutover does;

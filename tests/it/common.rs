@@ -350,3 +350,29 @@ pub async fn query_rows(gate: &TestServer, params: serde_json::Value, sql: &str)
     assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
     reply.body["rows"].clone()
 }
+
+/// Where each row is, by the key `sql` selects first (with its `_sg_hash` second): the index in
+/// `urls` (named by `names`) of the shard holding it, checked to be the owner of its position
+/// in `ring` and to hold it alone.
+pub async fn placement(
+    urls: &[String],
+    names: &[&str],
+    ring: &[(&str, u32)],
+    sql: &str,
+) -> std::collections::HashMap<String, usize> {
+    let built = shardgate::routing::Ring::build(ring.iter().copied(), 256).unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for (index, (url, name)) in urls.iter().zip(names).enumerate() {
+        for row in connect(url).await.query(sql, &[]).await.unwrap() {
+            let key: String = row.get(0);
+            let position = shardgate::routing::KeyHash::from_i64(row.get(1));
+            let owner = built.ranges().find(|r| r.contains(position)).unwrap().shard.0;
+            assert_eq!(ring[owner].0, *name, "row {key} is on the owner of its position");
+            assert!(
+                seen.insert(key.clone(), index).is_none(),
+                "row {key} is stored once"
+            );
+        }
+    }
+    seen
+}

@@ -7,6 +7,7 @@ mod catalog;
 mod common;
 mod fence;
 mod lifecycle;
+mod moves;
 mod query;
 mod reshard;
 mod tls;

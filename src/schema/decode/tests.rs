@@ -102,6 +102,20 @@ fn a_row_becomes_a_tuple_with_defaults_and_its_hash() {
 }
 
 #[test]
+fn a_row_without_an_id_carries_the_epoch_it_was_routed_with() {
+    let mut table = events();
+    table.id = None;
+    let mut routing = routing();
+    routing.epoch = Epoch(42);
+    let body = br#"[{"event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "tenant_id": "acme", "n": 5}]"#;
+    let encoded = decode_rows(&table, &routing, BodyFormat::Json, body, NOW).unwrap();
+    let rows: Vec<_> = encoded.shards.iter().flat_map(|s| fields(&s.tuples)).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].len(), 9, "seven columns, _sg_hash and _sg_epoch");
+    assert_eq!(rows[0][8].as_deref(), Some(&42i64.to_be_bytes()[..]));
+}
+
+#[test]
 fn spellings_of_one_key_route_alike() {
     let body = r#"[{"tenant_id": "t", "n": 7}, {"tenant_id": "t", "n": "7"}, {"tenant_id": "t", "n": 7.0}]"#;
     let encoded = decode(BodyFormat::Json, body).unwrap();

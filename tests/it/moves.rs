@@ -1,0 +1,429 @@
+//! Moving rows between shards as an operator would live it: a table without an id moved while
+//! it is written, and a proxy killed with `kill -9` in the middle of the copy and again while it
+//! waits to clean up, then started again, with every acknowledged row stored once at the end.
+
+use crate::admin::{TOKEN, add_shard, phase_of, wait_done, with_token};
+use crate::common::{
+    Reply, TestServer, clusters, connect, count_on, fresh_database, fresh_shards, query_rows,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `n` rows of `logs` (no id), each `line` unique: `{prefix}-{i}`, over 53 sources.
+fn log_rows(prefix: &str, n: usize) -> Value {
+    let rows: Vec<Value> = (0..n)
+        .map(|i| json!({"source": format!("src-{}", i % 53), "line": format!("{prefix}-{i}")}))
+        .collect();
+    Value::Array(rows)
+}
+
+/// Rows per source of `rows`, as `[[source, count], ...]` in source order.
+fn per_source(rows: &[Value]) -> Value {
+    let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for row in rows {
+        *counts
+            .entry(row["source"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    Value::Array(counts.into_iter().map(|(s, n)| json!([s, n])).collect())
+}
+
+/// Posts 100 log rows every 10 ms to `url` until `stop`; yields the rows acknowledged and the
+/// refusals.
+fn spawn_log_writer(
+    http: reqwest::Client,
+    url: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Vec<Value>, Vec<Value>)> {
+    tokio::spawn(async move {
+        let (mut acknowledged, mut refusals) = (Vec::new(), Vec::new());
+        let mut batch = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let rows = log_rows(&format!("live-{batch}"), 100);
+            batch += 1;
+            match http.post(&url).json(&rows).send().await {
+                Ok(response) => {
+                    let reply = Reply::read(response).await;
+                    if reply.status == 200 {
+                        acknowledged.extend(rows.as_array().unwrap().iter().cloned());
+                    } else {
+                        refusals.push(reply.body);
+                    }
+                }
+                Err(error) => refusals.push(json!(error.to_string())),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (acknowledged, refusals)
+    })
+}
+
+#[tokio::test]
+async fn a_table_without_an_id_moves_to_a_new_shard_with_every_row_once_while_it_is_written() {
+    let urls = fresh_shards("move_no_id").await;
+    let third = fresh_database(&clusters()[1], "move_no_id_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 150\n\
+         [query]\nstatement_timeout = \"2s\"\n",
+        with_token()
+    );
+    let gate = TestServer::start_on(urls.clone(), &extra).await;
+    let before = log_rows("before", 2000);
+    let written = gate.post("logs", "application/json", before.to_string()).await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    let expected = per_source(before.as_array().unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_log_writer(gate.http.clone(), gate.url("/v1/tables/logs/rows"), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let dual_write = started.body["epoch"].as_i64().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut phases = std::collections::BTreeSet::new();
+    loop {
+        let phase = phase_of(&gate, id).await;
+        phases.insert(phase.clone());
+        assert_ne!(phase, "failed", "{}", gate.admin("/admin/migrations").await.body);
+        let answer = query_rows(
+            &gate,
+            json!([]),
+            "SELECT source, count(*) FROM logs WHERE line LIKE 'before-%' GROUP BY source ORDER BY source",
+        )
+        .await;
+        assert_eq!(answer, expected, "a reporting query during phase {phase}");
+        if phase == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration ends");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (live, refusals) = writer.await.unwrap();
+    assert!(refusals.is_empty(), "no write was refused: {refusals:?}");
+    assert!(live.len() >= 500, "writes kept flowing: {}", live.len());
+    assert!(
+        phases.contains("copying") || phases.contains("cleaning"),
+        "{phases:?}"
+    );
+
+    let mut all = urls.clone();
+    all.push(third.clone());
+    let ring = [("s0", 1), ("s1", 1), ("s2", 1)];
+    let seen = crate::common::placement(
+        &all,
+        &["s0", "s1", "s2"],
+        &ring,
+        "SELECT line, _sg_hash FROM logs",
+    )
+    .await;
+    let acknowledged: Vec<&Value> = before.as_array().unwrap().iter().chain(&live).collect();
+    assert_eq!(
+        seen.len(),
+        acknowledged.len(),
+        "exactly the acknowledged rows exist, once each"
+    );
+    for row in &acknowledged {
+        assert!(seen.contains_key(row["line"].as_str().unwrap()), "{row}");
+    }
+    let on_new = seen.values().filter(|&&shard| shard == 2).count();
+    assert!(
+        on_new * 5 > seen.len(),
+        "s2 took about a third: {on_new} of {}",
+        seen.len()
+    );
+
+    let copied: i64 = connect(&third)
+        .await
+        .query_one("SELECT count(*) FROM logs WHERE _sg_epoch < $1", &[&dual_write])
+        .await
+        .unwrap()
+        .get(0);
+    let migration = gate.admin(&format!("/admin/migrations/{id}")).await.body;
+    assert_eq!(
+        migration["migration"]["rows_copied"].as_i64().unwrap(),
+        copied,
+        "every copied row was copied once; the younger ones came by the dual write"
+    );
+    let total = query_rows(&gate, json!([]), "SELECT count(*) FROM logs").await;
+    assert_eq!(total, json!([[acknowledged.len()]]));
+    gate.stop().await;
+}
+
+/// A `shardgate serve` process on its own ports, for killing.
+struct Proxy {
+    child: tokio::process::Child,
+    base: String,
+    admin: String,
+}
+
+impl Proxy {
+    /// Starts `shardgate serve` with `config` (shards and tables; the listeners are added) and
+    /// waits until it answers.
+    async fn start(dir: &std::path::Path, config: &str) -> Proxy {
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap().port()
+            })
+            .collect();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{config}",
+            ports[0], ports[1]
+        );
+        let path = dir.join("shardgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let proxy = Proxy {
+            child,
+            base: format!("http://127.0.0.1:{}", ports[0]),
+            admin: format!("http://127.0.0.1:{}", ports[1]),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{}/healthz", proxy.base)).send().await.is_ok() {
+                return proxy;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("shardgate serve came up");
+    }
+
+    /// The migration `id` as the admin API shows it.
+    async fn migration(&self, id: i64) -> Value {
+        let url = format!("{}/admin/migrations/{id}", self.admin);
+        Reply::read(reqwest::get(url).await.unwrap()).await.body
+    }
+
+    /// Waits until migration `id` satisfies `reached`; panics after a minute.
+    async fn wait_for(&self, id: i64, what: &str, reached: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let shown = self.migration(id).await;
+            if reached(&shown["migration"]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {shown}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no drain, no goodbye to the catalog or the shards.
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_killed_while_copying_and_while_cleaning_up_leaves_a_migration_its_successor_finishes() {
+    let urls = fresh_shards("move_kill").await;
+    let third = fresh_database(&clusters()[0], "move_kill_s2").await;
+    let dir = std::env::temp_dir().join(format!("shardgate-move-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |cleanup: &str| {
+        let mut text = format!(
+            "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"{cleanup}\"\nchunk_rows = 100\nrows_per_second = 1000\n\
+             [query]\nstatement_timeout = \"1s\"\n",
+            with_token()
+        );
+        for (i, url) in urls.iter().enumerate() {
+            text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+        }
+        text.push_str(crate::common::EVENTS_TABLE);
+        text
+    };
+    let first = Proxy::start(&dir, &config("1h")).await;
+    let http = reqwest::Client::new();
+    let logs = log_rows("before", 3000);
+    let events = crate::common::events(3000, 97);
+    for (table, rows) in [("logs", &logs), ("events", &events)] {
+        let reply = http
+            .post(format!("{}/v1/tables/{table}/rows", first.base))
+            .json(rows)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let started = http
+        .post(format!("{}/admin/shards", first.admin))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "s2", "url": third}))
+        .send()
+        .await
+        .unwrap();
+    let started = Reply::read(started).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+
+    // About 2000 rows to copy at 1000 rows/s: killed a little way in.
+    first
+        .wait_for(id, "some rows are copied", |m| {
+            m["rows_copied"].as_i64() > Some(300)
+        })
+        .await;
+    first.kill().await;
+    let copied_at_kill = count_on(&third, "logs").await + count_on(&third, "events").await;
+    assert!(
+        copied_at_kill > 0,
+        "the new shard holds the chunks copied before the kill"
+    );
+
+    let second = Proxy::start(&dir, &config("1h")).await;
+    second
+        .wait_for(id, "the successor cuts over", |m| m["phase"] == "cleaning")
+        .await;
+    let mut held = 0;
+    for url in &urls {
+        held += count_on(url, "logs").await;
+    }
+    assert_eq!(held, 3000, "until the cleanup the old owners keep every row");
+    let moved_logs = count_on(&third, "logs").await;
+    assert!(moved_logs > 500, "s2 holds its share of logs: {moved_logs}");
+    second.kill().await;
+
+    let third_proxy = Proxy::start(&dir, &config("1s")).await;
+    third_proxy
+        .wait_for(id, "the migration ends", |m| m["phase"] == "done")
+        .await;
+    let mut all = urls.clone();
+    all.push(third.clone());
+    let ring = [("s0", 1), ("s1", 1), ("s2", 1)];
+    let names = ["s0", "s1", "s2"];
+    let lines = crate::common::placement(&all, &names, &ring, "SELECT line, _sg_hash FROM logs").await;
+    assert_eq!(
+        lines.len(),
+        3000,
+        "every log row once, though its copy was cut off"
+    );
+    let ids =
+        crate::common::placement(&all, &names, &ring, "SELECT event_id::text, _sg_hash FROM events").await;
+    assert_eq!(ids.len(), 3000, "every event once");
+    third_proxy.kill().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_copy_that_does_not_match_its_source_is_given_up_and_undone() {
+    let urls = fresh_shards("move_mismatch").await;
+    let third = fresh_database(&clusters()[0], "move_mismatch_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 100\nrows_per_second = 500\n\
+         [query]\nstatement_timeout = \"1s\"\n",
+        with_token()
+    );
+    let gate = TestServer::start_on(urls.clone(), &extra).await;
+    let rows = log_rows("before", 1500);
+    assert_eq!(
+        gate.post("logs", "application/json", rows.to_string())
+            .await
+            .status,
+        200
+    );
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_on(&third, "logs").await == 0 {
+        assert!(Instant::now() < deadline, "a first chunk is copied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A copied row altered behind shardgate's back: the same count, another checksum.
+    let altered = connect(&third)
+        .await
+        .execute(
+            "UPDATE logs SET line = line || '-altered' WHERE ctid = (SELECT min(ctid) FROM logs)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(altered, 1);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let shown = gate.admin(&format!("/admin/migrations/{id}")).await.body;
+        if shown["migration"]["phase"] == "failed" {
+            break shown;
+        }
+        assert_ne!(shown["migration"]["phase"], "done", "{shown}");
+        assert!(Instant::now() < deadline, "the migration is given up: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let failure = shown["migration"]["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("of table logs: ") && failure.contains(" rows (checksum "),
+        "{failure}"
+    );
+    assert!(
+        shown["ranges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["phase"] == "cancelled")
+    );
+    assert_eq!(count_on(&third, "logs").await, 0, "the copies are deleted");
+    let listed = gate.admin("/admin/shards").await.body;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "s2 is not a shard: {listed}");
+    let total = query_rows(&gate, json!([]), "SELECT count(*) FROM logs").await;
+    assert_eq!(total, json!([[1500]]), "the old placement holds every row");
+    let again = add_shard(&gate, "s2", &third).await;
+    assert_eq!(
+        again.status, 202,
+        "the same database may be offered again: {}",
+        again.body
+    );
+    wait_done(&gate, again.body["migration"].as_i64().unwrap()).await;
+    let total = query_rows(&gate, json!([]), "SELECT count(*) FROM logs").await;
+    assert_eq!(total, json!([[1500]]));
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_table_without_an_id_made_by_an_earlier_release_gains_the_epoch_column_at_start() {
+    let urls = fresh_shards("move_epoch_column").await;
+    for url in &urls {
+        connect(url)
+            .await
+            .batch_execute(
+                "CREATE TABLE logs (source text NOT NULL, line text NOT NULL, _sg_hash bigint NOT NULL);
+                 INSERT INTO logs VALUES ('old', 'written before', 0);",
+            )
+            .await
+            .unwrap();
+    }
+    let gate = TestServer::start_on(urls.clone(), "").await;
+    let reply = gate
+        .post("logs", "application/json", log_rows("new", 40).to_string())
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let epoch = gate.admin("/readyz").await.body["epoch"].as_i64().unwrap();
+    let mut stamps = std::collections::BTreeMap::new();
+    for url in &urls {
+        let rows = connect(url)
+            .await
+            .query("SELECT _sg_epoch, count(*) FROM logs GROUP BY 1", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            *stamps.entry(row.get::<_, i64>(0)).or_insert(0) += row.get::<_, i64>(1);
+        }
+    }
+    assert_eq!(
+        stamps,
+        std::collections::BTreeMap::from([(0, 2), (epoch, 40)]),
+        "old rows hold 0, new ones the epoch they were routed with"
+    );
+    gate.stop().await;
+}
