@@ -63,6 +63,7 @@ pub struct RunningServer {
     admin_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    shards: Arc<Published>,
 }
 
 impl RunningServer {
@@ -74,6 +75,16 @@ impl RunningServer {
     /// Address the admin API listens on.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Name and URL (password redacted) of every shard the current routing table names, in
+    /// its order.
+    pub fn shards(&self) -> Vec<(String, String)> {
+        self.shards
+            .load()
+            .iter()
+            .map(|(_, shard)| (shard.id.0.clone(), shard.redacted_url.clone()))
+            .collect()
     }
 
     /// Begins a graceful shutdown: stop accepting, flush every queue, exit.
@@ -156,7 +167,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config: config.clone(),
         tables,
         writes,
-        shards,
+        shards: shards.clone(),
         limits: RequestLimits {
             max_body_size: config.server.max_body_size.as_usize(),
             retry_after: config.queue.retry_after,
@@ -184,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         admin_addr,
         shutdown,
         task,
+        shards,
     })
 }
 

@@ -1,7 +1,10 @@
 //! `shardgate dev`: start N local PostgreSQL clusters, write a config for them, and serve.
 //!
 //! Data lives under `--dir` (git-ignored `.shardgate/dev` by default) and is kept between runs;
-//! `--fresh` starts from empty clusters. Ctrl-C stops the proxy, then the clusters.
+//! `--fresh` starts from empty clusters. Shards are `s0`, `s1`, ...; `--spare N` adds clusters
+//! `spare0`, ... outside the ring, to try adding a shard with. A restart brings back every
+//! cluster the directory holds, each on its last port, so shards added from spares are where
+//! the catalog recorded them. Ctrl-C stops the proxy, then the clusters.
 
 use anyhow::{Context, Result, bail};
 use shardgate::catalog::CatalogError;
@@ -12,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 /// Where the write API listens unless `--listen` says otherwise; also `shardgate query`'s default.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where the admin API listens unless `--admin-listen` says otherwise; also `shardgate admin`'s
+/// default.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 /// Database created on every dev cluster.
 const DEV_DATABASE: &str = "shardgate";
@@ -22,6 +28,10 @@ pub struct DevArgs {
     /// Number of local shards.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
     shards: u16,
+    /// Extra local clusters outside the ring, to add as shards while shardgate runs (spares an
+    /// earlier start made come back as well).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=8))]
+    spare: u16,
     /// Directory holding the clusters' data and the generated config.
     #[arg(long, default_value = ".shardgate/dev")]
     dir: PathBuf,
@@ -32,7 +42,7 @@ pub struct DevArgs {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: String,
     /// Address of the admin API.
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
     admin_listen: String,
     /// Make the shards accept only TLS connections, with a local certificate authority
     /// generated into --dir, and connect to them with sslmode=require.
@@ -40,32 +50,68 @@ pub struct DevArgs {
     tls: bool,
 }
 
+/// Name prefix of the shards' cluster directories.
+const SHARD_PREFIX: &str = "s";
+/// Name prefix of the spares' cluster directories.
+const SPARE_PREFIX: &str = "spare";
+
+/// The clusters of one dev directory: the shards the ring started with, then the spares.
+struct DevClusters {
+    shards: Vec<LocalCluster>,
+    spares: Vec<LocalCluster>,
+}
+
+impl DevClusters {
+    fn all(&self) -> impl Iterator<Item = &LocalCluster> {
+        self.shards.iter().chain(&self.spares)
+    }
+
+    fn stop(&self) {
+        for cluster in self.all() {
+            if let Err(e) = cluster.stop() {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the dev environment until Ctrl-C.
 pub async fn run(args: DevArgs) -> Result<()> {
     let bins = PgBinaries::locate()?;
-    let existing = existing_shards(&args.dir)?;
+    let existing = existing_clusters(&args.dir, SHARD_PREFIX)?;
+    let existing_spares = existing_clusters(&args.dir, SPARE_PREFIX)?;
+    let leftovers =
+        cluster_names(SHARD_PREFIX, &existing).chain(cluster_names(SPARE_PREFIX, &existing_spares));
+    let leftovers: Vec<String> = leftovers.collect();
     if args.fresh {
-        stop_leftovers(&bins, &args.dir, &existing, "deleting its data (--fresh)")?;
+        stop_leftovers(&bins, &args.dir, &leftovers, "deleting its data (--fresh)")?;
         if args.dir.exists() {
             std::fs::remove_dir_all(&args.dir)
                 .with_context(|| format!("cannot delete {}", args.dir.display()))?;
         }
     } else {
         refuse_other_shard_count(&args, &existing)?;
-        stop_leftovers(&bins, &args.dir, &existing, "starting it again")?;
+        stop_leftovers(&bins, &args.dir, &leftovers, "starting it again")?;
     }
-    let clusters = start_clusters(&bins, &args).await?;
+    let spares = if args.fresh {
+        args.spare
+    } else {
+        let made = existing_spares.last().map_or(0, |last| last + 1);
+        args.spare.max(made)
+    };
+    let clusters = start_clusters(&bins, &args, spares).await?;
     let result = serve(&args, &clusters).await;
-    for cluster in &clusters {
-        if let Err(e) = cluster.stop() {
-            eprintln!("warning: {e}");
-        }
-    }
+    clusters.stop();
     result
 }
 
-/// The shards whose cluster data exists under `dir`, in order (`s0`, `s1`, ...).
-fn existing_shards(dir: &Path) -> Result<Vec<u16>> {
+/// Directory names of the clusters `prefix` + each index.
+fn cluster_names<'a>(prefix: &'a str, indexes: &'a [u16]) -> impl Iterator<Item = String> + 'a {
+    indexes.iter().map(move |i| format!("{prefix}{i}"))
+}
+
+/// The clusters named `prefix` + index whose data exists under `dir`, by index.
+fn existing_clusters(dir: &Path, prefix: &str) -> Result<Vec<u16>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
@@ -75,7 +121,7 @@ fn existing_shards(dir: &Path) -> Result<Vec<u16>> {
         let name = entry.file_name();
         let index = name
             .to_str()
-            .and_then(|n| n.strip_prefix('s'))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(|n| n.parse().ok());
         if let Some(index) = index
             && entry.path().join("data").join("PG_VERSION").is_file()
@@ -107,13 +153,17 @@ fn refuse_other_shard_count(args: &DevArgs, existing: &[u16]) -> Result<()> {
 
 /// Stops the servers an earlier `shardgate dev` left running on this data (it was killed, or
 /// its terminal closed), saying so, and what comes `next`, in one line each.
-fn stop_leftovers(bins: &PgBinaries, dir: &Path, shards: &[u16], next: &str) -> Result<()> {
-    for i in shards {
-        let shard_dir = dir.join(format!("s{i}"));
-        if let Some(leftover) = LocalCluster::stop_leftover(bins, &shard_dir)? {
+fn stop_leftovers(bins: &PgBinaries, dir: &Path, clusters: &[String], next: &str) -> Result<()> {
+    for name in clusters {
+        if let Some(leftover) = LocalCluster::stop_leftover(bins, &dir.join(name))? {
             let port = leftover.port.map(|p| format!(", port {p}")).unwrap_or_default();
+            let what = if name.starts_with(SPARE_PREFIX) {
+                "cluster"
+            } else {
+                "shard"
+            };
             eprintln!(
-                "shard s{i}: its server (pid {}{port}) was still running from an earlier start \
+                "{what} {name}: its server (pid {}{port}) was still running from an earlier start \
                  that did not stop it; stopped it cleanly, {next}",
                 leftover.pid
             );
@@ -122,29 +172,37 @@ fn stop_leftovers(bins: &PgBinaries, dir: &Path, shards: &[u16], next: &str) -> 
     Ok(())
 }
 
-async fn start_clusters(bins: &PgBinaries, args: &DevArgs) -> Result<Vec<LocalCluster>> {
-    let mut clusters = Vec::new();
-    for i in 0..args.shards {
-        let dir = args.dir.join(format!("s{i}"));
-        eprintln!("starting PostgreSQL shard s{i} in {}", dir.display());
+/// Starts the shards' clusters and `spares` spare ones, each with the dev database.
+async fn start_clusters(bins: &PgBinaries, args: &DevArgs, spares: u16) -> Result<DevClusters> {
+    let mut clusters = DevClusters {
+        shards: Vec::new(),
+        spares: Vec::new(),
+    };
+    let wanted = (0..args.shards)
+        .map(|i| (format!("{SHARD_PREFIX}{i}"), "shard"))
+        .chain((0..spares).map(|i| (format!("{SPARE_PREFIX}{i}"), "spare cluster")));
+    for (name, what) in wanted {
+        let dir = args.dir.join(&name);
+        eprintln!("starting PostgreSQL {what} {name} in {}", dir.display());
         match LocalCluster::start(bins, &dir, &ClusterOptions::default()) {
-            Ok(cluster) => clusters.push(cluster),
+            Ok(cluster) if name.starts_with(SPARE_PREFIX) => clusters.spares.push(cluster),
+            Ok(cluster) => clusters.shards.push(cluster),
             Err(e) => {
-                clusters.iter().for_each(|c: &LocalCluster| drop(c.stop()));
+                clusters.stop();
                 return Err(e.into());
             }
         }
     }
     if let Err(e) = prepare_clusters(args, &clusters).await {
-        clusters.iter().for_each(|c| drop(c.stop()));
+        clusters.stop();
         return Err(e);
     }
     Ok(clusters)
 }
 
 /// Creates the dev database on every cluster and, with `--tls`, makes them require TLS.
-async fn prepare_clusters(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
-    for cluster in clusters {
+async fn prepare_clusters(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
+    for cluster in clusters.all() {
         if cluster.requires_tls() && !args.tls {
             bail!(
                 "the dev data in {} requires TLS; run with --tls, or with --fresh to start over",
@@ -158,7 +216,7 @@ async fn prepare_clusters(args: &DevArgs, clusters: &[LocalCluster]) -> Result<(
         let ca_file = ca_file(args);
         std::fs::write(&ca_file, &certificates.ca_pem)
             .with_context(|| format!("cannot write {}", ca_file.display()))?;
-        for cluster in clusters {
+        for cluster in clusters.all() {
             cluster.require_tls(&certificates.server_pem, &certificates.server_key_pem)?;
             wait_for_tls(cluster, &ca_file).await?;
         }
@@ -212,10 +270,10 @@ async fn create_database(cluster: &LocalCluster) -> Result<()> {
     Ok(())
 }
 
-async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
+async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     let config_path = args.dir.join("shardgate.toml");
     let token = admin_token(&args.dir)?;
-    let text = dev_config(args, clusters, &token);
+    let text = dev_config(args, &clusters.shards, &token);
     std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::parse(&text).map_err(anyhow::Error::msg)?;
     let server = match shardgate::server::start(config).await {
@@ -228,8 +286,14 @@ async fn serve(args: &DevArgs, clusters: &[LocalCluster]) -> Result<()> {
         }
         Err(e) => return Err(e).context("cannot start shardgate"),
     };
-    let addresses = (server.write_addr(), server.admin_addr());
-    print_welcome(&config_path, addresses, &token, clusters);
+    let welcome = Welcome {
+        config: &config_path,
+        addresses: (server.write_addr(), server.admin_addr()),
+        token: &token,
+        ring: server.shards(),
+        spares: clusters.spares.iter().map(|c| dev_url(args, c)).collect(),
+    };
+    welcome.print();
     super::shutdown_signal().await;
     server.shutdown();
     server.wait().await;
@@ -251,68 +315,128 @@ fn admin_token(dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-fn dev_config(args: &DevArgs, clusters: &[LocalCluster], token: &str) -> String {
+/// The URL shardgate reaches a dev cluster's database at.
+fn dev_url(args: &DevArgs, cluster: &LocalCluster) -> String {
+    let ssl = if args.tls { "?sslmode=require" } else { "" };
+    format!("{}{ssl}", cluster.url(DEV_DATABASE))
+}
+
+/// The config of the shards the ring starts with; shards added later live in the catalog.
+fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str) -> String {
     let mut text = format!(
         "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[admin]\ntoken = \"{token}\"\n",
         args.listen, args.admin_listen
     );
-    let ssl = if args.tls { "?sslmode=require" } else { "" };
+    text.push_str(
+        "\n# Short, so that a shard added here is done soon after its copy; the cleanup waits at\n\
+         # least as long as a query may run.\n[query]\nstatement_timeout = \"10s\"\n\n[reshard]\ncleanup_delay = \"10s\"\n",
+    );
     if args.tls {
         text.push_str(&format!("\n[tls]\nca_file = \"{}\"\n", ca_file(args).display()));
     }
-    for (i, cluster) in clusters.iter().enumerate() {
+    for (i, cluster) in shards.iter().enumerate() {
         text.push_str(&format!(
-            "\n[[shards]]\nname = \"s{i}\"\nurl = \"{}{ssl}\"\n",
-            cluster.url(DEV_DATABASE)
+            "\n[[shards]]\nname = \"{SHARD_PREFIX}{i}\"\nurl = \"{}\"\n",
+            dev_url(args, cluster)
         ));
     }
     text.push_str(DEV_TABLES);
     text
 }
 
-fn print_welcome(
-    config: &Path,
-    (write, admin): (std::net::SocketAddr, std::net::SocketAddr),
-    token: &str,
-    clusters: &[LocalCluster],
-) {
-    println!();
-    println!(
-        "shardgate is running on {} local shard(s); config: {}",
-        clusters.len(),
-        config.display()
-    );
-    println!();
-    println!("  write API:  http://{write}/v1/tables/events/rows");
-    println!("  query API:  http://{write}/v1/query");
-    println!("  admin API:  http://{admin}/admin/shards");
-    println!();
-    println!("  write:");
-    println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");
-    println!(
-        "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
-    );
-    println!("  query:");
-    println!("    curl -s http://{write}/v1/query -H 'Content-Type: application/json' \\");
-    println!("      -d '{{\"sql\": \"SELECT tenant_id, count(*) FROM events GROUP BY tenant_id\"}}'");
-    let url = if write.to_string() == DEFAULT_LISTEN {
-        String::new()
-    } else {
-        format!("--url http://{write} ")
-    };
-    println!("    shardgate query {url}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
-    println!("  plan adding a shard (the admin token is in the config's [admin] section):");
-    println!("    curl -s http://{admin}/admin/shards/plan -H 'Authorization: Bearer {token}' \\");
-    println!(
-        "      -d '{{\"name\": \"s{}\", \"url\": \"postgres://USER@HOST/DATABASE\"}}'",
-        clusters.len()
-    );
-    println!();
-    println!("  admin token: {token}");
-    println!();
-    for (i, cluster) in clusters.iter().enumerate() {
-        println!("  shard s{i}:  psql {}", cluster.url(DEV_DATABASE));
+/// What the banner shows once shardgate serves.
+struct Welcome<'a> {
+    config: &'a Path,
+    addresses: (std::net::SocketAddr, std::net::SocketAddr),
+    token: &'a str,
+    /// Name and URL of every shard in the ring, added ones included.
+    ring: Vec<(String, String)>,
+    /// URL of every spare cluster.
+    spares: Vec<String>,
+}
+
+impl Welcome<'_> {
+    fn print(&self) {
+        let (write, admin) = self.addresses;
+        println!();
+        println!(
+            "shardgate is running on {} local shard(s); config: {}",
+            self.ring.len(),
+            self.config.display()
+        );
+        println!();
+        println!("  write API:  http://{write}/v1/tables/events/rows");
+        println!("  query API:  http://{write}/v1/query");
+        println!("  admin API:  http://{admin}/admin/shards");
+        println!();
+        println!("  write:");
+        println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");
+        println!(
+            "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
+        );
+        println!("  query:");
+        println!("    curl -s http://{write}/v1/query -H 'Content-Type: application/json' \\");
+        println!("      -d '{{\"sql\": \"SELECT tenant_id, count(*) FROM events GROUP BY tenant_id\"}}'");
+        let url = if write.to_string() == DEFAULT_LISTEN {
+            String::new()
+        } else {
+            format!("--url http://{write} ")
+        };
+        println!("    shardgate query {url}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
+        self.print_adding();
+        println!();
+        println!("  admin token: {}", self.token);
+        println!();
+        for (name, url) in &self.ring {
+            println!("  shard {name}:  psql {url}");
+        }
+        for (i, url) in self.spares.iter().enumerate() {
+            match self.ring.iter().find(|(_, in_ring)| in_ring == url) {
+                Some((name, _)) => println!("  {SPARE_PREFIX}{i}:  {url}  (in the ring as {name})"),
+                None => println!("  {SPARE_PREFIX}{i}:  {url}  (spare, not in the ring)"),
+            }
+        }
+        println!();
+        println!("Press Ctrl-C to stop shardgate and the shards.");
     }
-    println!();
-    println!("Press Ctrl-C to stop shardgate and the shards.");
+
+    /// How to add a shard: the command for the first free spare, else a plan to try.
+    fn print_adding(&self) {
+        let admin = self.addresses.1;
+        let name = self.next_shard_name();
+        let free = self
+            .spares
+            .iter()
+            .find(|url| !self.ring.iter().any(|(_, in_ring)| in_ring == *url));
+        let Some(spare) = free else {
+            println!(
+                "  plan adding a shard (run with --spare {} for a local database to add):",
+                self.spares.len() + 1
+            );
+            println!(
+                "    curl -s http://{admin}/admin/shards/plan -H 'Authorization: Bearer {}' \\",
+                self.token
+            );
+            println!("      -d '{{\"name\": \"{name}\", \"url\": \"postgres://USER@HOST/DATABASE\"}}'");
+            return;
+        };
+        let url = if admin.to_string() == DEFAULT_ADMIN_LISTEN {
+            String::new()
+        } else {
+            format!("--url http://{admin} ")
+        };
+        println!("  add a spare as a shard while writes run (it follows the move to its end):");
+        println!(
+            "    shardgate admin {url}--token {} shards add {name} {spare}",
+            self.token
+        );
+    }
+
+    /// The first `s<N>` no shard in the ring is called.
+    fn next_shard_name(&self) -> String {
+        (0..)
+            .map(|i| format!("{SHARD_PREFIX}{i}"))
+            .find(|name| !self.ring.iter().any(|(in_ring, _)| in_ring == name))
+            .expect("some index is free")
+    }
 }

@@ -275,16 +275,23 @@ struct DevProcess {
     child: tokio::process::Child,
     stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
     stderr: tokio::task::JoinHandle<String>,
+    /// The banner's lines, once read.
+    printed: Vec<String>,
 }
 
 impl DevProcess {
     fn spawn(dir: &std::path::Path) -> DevProcess {
+        Self::spawn_with(dir, &[])
+    }
+
+    fn spawn_with(dir: &std::path::Path, args: &[&str]) -> DevProcess {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardgate"));
         command
             .arg("dev")
             .arg("--dir")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -310,6 +317,7 @@ impl DevProcess {
             child,
             stdout,
             stderr,
+            printed: Vec::new(),
         }
     }
 
@@ -317,8 +325,10 @@ impl DevProcess {
     /// admin token.
     async fn banner(&mut self) -> (String, Vec<String>, String) {
         let (mut write, mut shards, mut token) = (None, Vec::new(), None);
+        let printed = &mut self.printed;
         let read = async {
             while let Some(line) = self.stdout.next_line().await.unwrap() {
+                printed.push(line.clone());
                 let line = line.trim();
                 if let Some(url) = line.strip_prefix("write API:") {
                     write = Some(url.trim().trim_end_matches("/v1/tables/events/rows").to_string());
@@ -365,8 +375,8 @@ struct DevData(std::path::PathBuf);
 impl Drop for DevData {
     fn drop(&mut self) {
         let bins = shardgate::devcluster::PgBinaries::locate().unwrap();
-        for shard in ["s0", "s1"] {
-            let _ = shardgate::devcluster::LocalCluster::stop_leftover(&bins, &self.0.join(shard));
+        for cluster in ["s0", "s1", "spare0"] {
+            let _ = shardgate::devcluster::LocalCluster::stop_leftover(&bins, &self.0.join(cluster));
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -376,7 +386,7 @@ impl Drop for DevData {
 /// checks they were acknowledged.
 async fn post_dev_events(http: &reqwest::Client, write: &str, n: usize) {
     let rows: Vec<_> = (0..n)
-        .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": format!("t{}", i % 7), "event_type": "click", "payload": {"i": i}}))
+        .map(|i| json!({"event_id": uuid::Uuid::now_v7(), "tenant_id": format!("t{}", i % 97), "event_type": "click", "payload": {"i": i}}))
         .collect();
     let reply = crate::common::Reply::read(
         http.post(format!("{write}/v1/tables/events/rows"))
@@ -477,4 +487,65 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
         !data.0.join("s0/data/postmaster.pid").exists(),
         "dev stopped its shards"
     );
+}
+
+#[tokio::test]
+async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_the_ring() {
+    let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-spare-{}", std::process::id())));
+    let http = reqwest::Client::new();
+    let mut first = DevProcess::spawn_with(&data.0, &["--spare", "1"]);
+    let (write, shards, _) = first.banner().await;
+    assert_eq!(shards.len(), 2, "{:?}", first.printed);
+    let spare_line = first
+        .printed
+        .iter()
+        .find(|l| l.trim().starts_with("spare0:"))
+        .expect("the banner lists the spare");
+    assert!(spare_line.ends_with("(spare, not in the ring)"), "{spare_line}");
+    let command = first
+        .printed
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("shardgate "))
+        .find(|c| c.contains(" shards add s2 "))
+        .unwrap_or_else(|| panic!("the banner says how to add the spare: {:?}", first.printed));
+    let args: Vec<String> = command.split_whitespace().map(String::from).collect();
+    let spare_url = args.last().unwrap().clone();
+    assert!(spare_line.contains(&spare_url), "{spare_line} / {command}");
+    post_dev_events(&http, &write, 400).await;
+
+    let output = tokio::task::spawn_blocking(move || crate::common::shardgate(&args))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("migration 1 done: "), "{stdout}");
+    assert!(
+        crate::common::count_on(&spare_url, "events").await > 0,
+        "the spare took its share"
+    );
+    first.terminate().await;
+
+    let mut second = DevProcess::spawn(&data.0);
+    let (write, shards, _) = second.banner().await;
+    assert_eq!(shards.len(), 3, "{:?}", second.printed);
+    assert_eq!(
+        shards[2], spare_url,
+        "s2 is back at the address the catalog recorded"
+    );
+    assert!(
+        second
+            .printed
+            .iter()
+            .any(|l| l.trim() == format!("spare0:  {spare_url}  (in the ring as s2)")),
+        "{:?}",
+        second.printed
+    );
+    assert_eq!(count_events(&http, &write).await, json!(400));
+    post_dev_events(&http, &write, 60).await;
+    assert_eq!(count_events(&http, &write).await, json!(460));
+    second.terminate().await;
 }
