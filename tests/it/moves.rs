@@ -162,9 +162,15 @@ struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `shardgate serve` with `config` (shards and tables; the listeners are added) and
-    /// waits until it answers.
+    /// Starts `shardgate serve` with `config` (shards and tables; the listeners are added),
+    /// written into `dir`, and waits until it answers.
     async fn start(dir: &std::path::Path, config: &str) -> Proxy {
+        Self::start_with(dir, "", config).await
+    }
+
+    /// [`Proxy::start`] with more `[server]` keys.
+    async fn start_with(dir: &std::path::Path, server: &str, config: &str) -> Proxy {
+        std::fs::create_dir_all(dir).unwrap();
         let ports: Vec<u16> = (0..2)
             .map(|_| {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -172,7 +178,7 @@ impl Proxy {
             })
             .collect();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{config}",
+            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{server}{config}",
             ports[0], ports[1]
         );
         let path = dir.join("shardgate.toml");
@@ -217,6 +223,41 @@ impl Proxy {
             assert!(Instant::now() < deadline, "{what}: {shown}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends `signal` to the process.
+    fn signal(&self, signal: i32) {
+        // SAFETY: signals the child this test started.
+        unsafe { libc::kill(self.child.id().unwrap() as i32, signal) };
+    }
+
+    /// The routing epoch the proxy serves with.
+    async fn epoch(&self) -> i64 {
+        let url = format!("{}/readyz", self.admin);
+        Reply::read(reqwest::get(url).await.unwrap()).await.body["epoch"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Posts `rows` to `events`, retrying a 503 (a fence refusal) like a client would; returns
+    /// how many 503s it took.
+    async fn post_events_retrying(&self, rows: &Value) -> usize {
+        let http = reqwest::Client::new();
+        for refusals in 0..50 {
+            let response = http
+                .post(format!("{}/v1/tables/events/rows", self.base))
+                .json(rows)
+                .send()
+                .await
+                .unwrap();
+            let reply = Reply::read(response).await;
+            match reply.status {
+                200 => return refusals,
+                503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => panic!("{other}: {}", reply.body),
+            }
+        }
+        panic!("refused fifty times");
     }
 
     /// `kill -9`: no drain, no goodbye to the catalog or the shards.
@@ -426,4 +467,88 @@ async fn a_table_without_an_id_made_by_an_earlier_release_gains_the_epoch_column
         "old rows hold 0, new ones the epoch they were routed with"
     );
     gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_proxy_stopped_across_the_cutover_writes_nothing_where_the_range_no_longer_lives() {
+    let urls = fresh_shards("move_sigstop").await;
+    let third = fresh_database(&clusters()[1], "move_sigstop_s2").await;
+    let dir = std::env::temp_dir().join(format!("shardgate-move-sigstop-{}", std::process::id()));
+    let mut config = format!(
+        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 200\nrows_per_second = 1000\n\
+         [query]\nstatement_timeout = \"1s\"\n",
+        with_token()
+    );
+    for (i, url) in urls.iter().enumerate() {
+        config.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    config.push_str(crate::common::EVENTS_TABLE);
+    let runner = Proxy::start(&dir.join("a"), &config).await;
+    // The second proxy holds a request in its queue for 3 s, so one is waiting when it stops.
+    let holding = format!("[batch]\nmax_delay = \"3s\"\n[pool]\nconnections_per_shard = 1\n{config}");
+    let other = Proxy::start_with(&dir.join("b"), "request_timeout = \"60s\"\n", &holding).await;
+    let other = Arc::new(other);
+    let before = crate::common::events(1500, 97);
+    assert_eq!(runner.post_events_retrying(&before).await, 0);
+
+    let started = reqwest::Client::new()
+        .post(format!("{}/admin/shards", runner.admin))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "s2", "url": third}))
+        .send()
+        .await
+        .unwrap();
+    let started = Reply::read(started).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let dual_write = started.body["epoch"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.epoch().await < dual_write {
+        assert!(
+            Instant::now() < deadline,
+            "the second proxy follows the migration"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = crate::common::events(300, 89);
+    let waiting = {
+        let (other, rows) = (other.clone(), during.clone());
+        tokio::spawn(async move { other.post_events_retrying(&rows).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    other.signal(libc::SIGSTOP);
+    runner
+        .wait_for(id, "the migration ends while the second proxy sleeps", |m| {
+            m["phase"] == "done"
+        })
+        .await;
+    other.signal(libc::SIGCONT);
+    let refusals = waiting.await.unwrap();
+    assert!(
+        refusals >= 1,
+        "the batch routed before the cutover was refused by the fence, and the retry went through"
+    );
+    let after = crate::common::events(300, 83);
+    other.post_events_retrying(&after).await;
+
+    let mut all = urls.clone();
+    all.push(third.clone());
+    let ring = [("s0", 1), ("s1", 1), ("s2", 1)];
+    let sql = "SELECT event_id::text, _sg_hash FROM events";
+    let seen = crate::common::placement(&all, &["s0", "s1", "s2"], &ring, sql).await;
+    let written: Vec<&Value> = [&before, &during, &after]
+        .into_iter()
+        .flat_map(|rows| rows.as_array().unwrap())
+        .collect();
+    assert_eq!(
+        seen.len(),
+        written.len(),
+        "every row once, on its owner ({refusals} stale batches were refused and retried)"
+    );
+    for row in written {
+        assert!(seen.contains_key(row["event_id"].as_str().unwrap()), "{row}");
+    }
+    runner.kill().await;
+    Arc::into_inner(other).unwrap().kill().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
