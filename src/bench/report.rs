@@ -2,9 +2,11 @@
 //! and optionally the router's peak memory and a row count on the shards.
 
 use super::process::ProcessUsage;
+use super::timeline::{MigrationEffect, Timeline};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Highest latency the histogram tracks, in microseconds (one minute).
@@ -16,6 +18,7 @@ pub struct Recorder {
     rows: u64,
     requests: u64,
     errors: BTreeMap<String, u64>,
+    timeline: Option<Arc<Timeline>>,
 }
 
 impl Recorder {
@@ -27,6 +30,15 @@ impl Recorder {
             rows: 0,
             requests: 0,
             errors: BTreeMap::new(),
+            timeline: None,
+        }
+    }
+
+    /// An empty recorder that also notes every answer in `timeline`, if given.
+    pub fn with_timeline(timeline: Option<Arc<Timeline>>) -> Recorder {
+        Recorder {
+            timeline,
+            ..Recorder::new()
         }
     }
 
@@ -36,12 +48,18 @@ impl Recorder {
         self.requests += 1;
         self.latency
             .saturating_record(latency.as_micros().clamp(1, u128::from(MAX_LATENCY_MICROS)) as u64);
+        if let Some(timeline) = &self.timeline {
+            timeline.acknowledged(rows, latency);
+        }
     }
 
     /// A request that failed with `kind` (an HTTP status or an error class).
     pub fn failed(&mut self, kind: &str) {
         self.requests += 1;
         *self.errors.entry(kind.to_string()).or_default() += 1;
+        if let Some(timeline) = &self.timeline {
+            timeline.failed();
+        }
     }
 
     /// Adds another worker's measurements.
@@ -119,6 +137,8 @@ pub struct Report {
     pub cpu_us_per_row: Option<f64>,
     /// Row count check on the shards.
     pub verification: Option<Verification>,
+    /// How a migration that ran meanwhile showed, when the run kept a timeline.
+    pub migration: Option<MigrationEffect>,
 }
 
 impl Report {
@@ -147,6 +167,7 @@ impl Report {
             cpu_seconds: None,
             cpu_us_per_row: None,
             verification: None,
+            migration: None,
         }
     }
 
@@ -224,6 +245,18 @@ impl Report {
                 "on shards     +{} rows ({} acknowledged)\n",
                 v.rows_added, v.rows_acknowledged
             ));
+        }
+        if let Some(m) = &self.migration {
+            out.push_str(&format!(
+                "migration     {:.0} rows/s while copying, {:.2}x the {:.0} rows/s before it (p99 {:.1} ms)\n",
+                m.copying_rows_per_second, m.ratio, m.steady_rows_per_second, m.steady_p99_ms
+            ));
+            match (m.cutover_second, m.cutover_max_ms, m.cutover_pause_ms) {
+                (Some(second), Some(max), Some(pause)) => out.push_str(&format!(
+                    "cutover       in second {second}: longest ack {max:.1} ms, {pause:.1} ms over the steady p99\n"
+                )),
+                _ => out.push_str("cutover       not seen during the run\n"),
+            }
         }
         out
     }

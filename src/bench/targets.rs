@@ -6,6 +6,7 @@
 //! samples.
 
 use super::report::Recorder;
+use super::timeline::Timeline;
 use super::workload::{BenchRow, RowGenerator, RowText, WorkloadSpec, encode_tuple, place};
 use crate::ingest::copy::{TableStatements, write_batch};
 use crate::routing::{Epoch, RoutingTable};
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// When the run stops and how fast tickets are issued.
+/// When the run stops and how fast tickets are issued, and the timeline its answers go to.
 pub struct Plan {
     start: Instant,
     rows_per_ticket: u64,
@@ -26,6 +27,7 @@ pub struct Plan {
     duration: Option<Duration>,
     rate: Option<f64>,
     issued: AtomicU64,
+    timeline: Option<Arc<Timeline>>,
 }
 
 impl Plan {
@@ -44,7 +46,21 @@ impl Plan {
             duration,
             rate,
             issued: AtomicU64::new(0),
+            timeline: None,
         }
+    }
+
+    /// The same plan, noting every answer in `timeline` too.
+    pub fn with_timeline(self, timeline: Arc<Timeline>) -> Plan {
+        Plan {
+            timeline: Some(timeline),
+            ..self
+        }
+    }
+
+    /// A worker's recorder, writing to the plan's timeline when it has one.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::with_timeline(self.timeline.clone())
     }
 
     /// Waits for the next ticket: its scheduled time and row count, or `None` when the run is over.
@@ -132,7 +148,7 @@ pub async fn http_worker(
     gzip: bool,
     progress: ProgressBar,
 ) -> Recorder {
-    let mut recorder = Recorder::new();
+    let mut recorder = plan.recorder();
     while let Some((scheduled, planned)) = plan.next().await {
         let Some((body, rows)) = bodies.next(planned, gzip) else {
             break;
@@ -199,7 +215,7 @@ pub async fn direct_worker(
     mut generator: RowGenerator,
     progress: ProgressBar,
 ) -> Recorder {
-    let mut recorder = Recorder::new();
+    let mut recorder = plan.recorder();
     let mut buffers: Vec<(Vec<u8>, usize)> = (0..target.pools.len()).map(|_| (Vec::new(), 0)).collect();
     let (mut scratch, mut text) = (Vec::new(), RowText::default());
     while let Some((_, rows)) = plan.next().await {
@@ -256,7 +272,7 @@ pub async fn insert_worker(
     mut generator: RowGenerator,
     progress: ProgressBar,
 ) -> Recorder {
-    let mut recorder = Recorder::new();
+    let mut recorder = plan.recorder();
     let sql = insert_sql(&table, spec.with_ids);
     let mut statements = Vec::new();
     for client in &clients {

@@ -8,6 +8,7 @@ use shardgate::bench::report::{Recorder, Report, Verification};
 use shardgate::bench::targets::{
     Bodies, BodyPool, DirectTarget, Plan, direct_worker, http_worker, insert_worker,
 };
+use shardgate::bench::timeline::{self, MIGRATION_PHASES, Timeline, chart};
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
 use shardgate::catalog::Catalog;
 use shardgate::config::Config;
@@ -99,6 +100,19 @@ pub struct BenchArgs {
     /// Count the table's rows on every shard before and after, and report the difference.
     #[arg(long)]
     verify: bool,
+    /// Write the run second by second to this CSV file: rows acknowledged, errors, p50, p99
+    /// and max ack latency, and the phase of a migration running meanwhile (read from the
+    /// admin API). With a migration the report adds ingest while copying against the steady
+    /// rate before it, and the write pause at the cutover.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Draw the timeline as an SVG chart into this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Base URL of shardgate's admin API, for the migration phase (default: http:// + the
+    /// config's server.admin_listen).
+    #[arg(long)]
+    admin_url: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -135,12 +149,20 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let pool = prebuilt_bodies(&args, &spec, total_rows)?;
     let watch = args.watch_pid.map(ProcessWatch::start);
     let progress = progress_bar(total_rows);
-    let plan = Arc::new(Plan::new(
-        args.rows_per_request,
-        total_rows,
-        args.duration,
-        args.rate,
-    ));
+    let plan = Plan::new(args.rows_per_request, total_rows, args.duration, args.rate);
+    let timeline =
+        (args.timeline.is_some() || args.chart.is_some()).then(|| Arc::new(Timeline::new(Instant::now())));
+    let plan = Arc::new(match &timeline {
+        Some(timeline) => plan.with_timeline(timeline.clone()),
+        None => plan,
+    });
+    let phases = timeline.as_ref().map(|timeline| {
+        let admin = args
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
+        tokio::spawn(watch_migrations(admin, timeline.clone()))
+    });
     let started = Instant::now();
     let (recorder, latency_of) = match args.target {
         Target::Shardgate => (
@@ -158,6 +180,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    if let Some(phases) = phases {
+        phases.abort();
+    }
     let mut target = format!("{:?}", args.target).to_lowercase();
     if args.gzip && args.target == Target::Shardgate {
         target.push_str(" (gzip)");
@@ -176,6 +201,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             rows_acknowledged: recorder.rows(),
         });
     }
+    if let Some(timeline) = &timeline {
+        report.migration = timeline.migration_effect();
+        write_timeline(&args, timeline)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -185,6 +214,46 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(failure) => bail!("{failure}"),
         None => Ok(()),
     }
+}
+
+/// Notes in `timeline`, four times a second, the phase of the newest migration while it runs,
+/// as the admin API at `admin` shows it. Errors (an admin API that is not up) note nothing.
+async fn watch_migrations(admin: String, timeline: Arc<Timeline>) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/admin/migrations", admin.trim_end_matches('/'));
+    loop {
+        let newest = match client.get(&url).send().await {
+            Ok(response) => match response.bytes().await {
+                Ok(body) => serde_json::from_slice::<serde_json::Value>(&body).ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        let phase = newest
+            .as_ref()
+            .and_then(|all| all[0]["phase"].as_str())
+            .filter(|phase| MIGRATION_PHASES.contains(phase));
+        timeline.phase(phase);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Writes the timeline's CSV and chart where `args` asks.
+fn write_timeline(args: &BenchArgs, timeline: &Timeline) -> Result<()> {
+    let rows = timeline.rows();
+    if let Some(path) = &args.timeline {
+        std::fs::write(path, timeline::to_csv(&rows))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        let title = format!(
+            "shardgate bench, {} clients: rows/s and ack latency per second",
+            args.concurrency
+        );
+        std::fs::write(path, chart::svg(&rows, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The declared table, checked to have the columns the generator writes.

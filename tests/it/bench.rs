@@ -115,3 +115,76 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     server.wait().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_every_row() {
+    let urls = fresh_shards("bench_timeline").await;
+    let third = crate::common::fresh_database(&crate::common::clusters()[1], "bench_timeline_s2").await;
+    let mut text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}\
+         [reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n[query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    for (i, url) in urls.iter().enumerate() {
+        text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    text.push_str(shardgate::devcluster::DEV_TABLES);
+    let dir = std::env::temp_dir().join(format!("shardgate-bench-timeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shardgate.toml");
+    std::fs::write(&path, &text).unwrap();
+    let gate = crate::common::TestServer {
+        server: shardgate::server::start(shardgate::config::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (csv, svg) = (dir.join("timeline.csv"), dir.join("timeline.svg"));
+    let run = tokio::task::spawn_blocking({
+        let (path, url, admin) = (path.clone(), gate.url(""), gate.admin_url(""));
+        let (csv, svg) = (csv.clone(), svg.clone());
+        move || {
+            let args = [
+                "--rows",
+                "16000",
+                "--rate",
+                "2000",
+                "--admin-url",
+                &admin,
+                "--timeline",
+                csv.to_str().unwrap(),
+                "--chart",
+                svg.to_str().unwrap(),
+            ];
+            bench(&path, &url, &args)
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let started = crate::admin::add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let report = run.await.unwrap();
+    assert_eq!(report["rows"], 16000, "{report}");
+    assert_eq!(report["verification"]["rows_added"], 16000, "{report}");
+
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert!(lines.len() >= 8, "about a line per second of an 8 s run: {csv}");
+    let rows: u64 = lines.iter().map(|l| l[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(rows, 16000, "each acknowledged row is in one second: {csv}");
+    assert!(lines[1][6].is_empty(), "no migration at first: {csv}");
+    assert!(lines.iter().any(|l| l[6] == "copying"), "{csv}");
+    let migration = &report["migration"];
+    let steady = migration["steady_rows_per_second"].as_f64().unwrap();
+    assert!(
+        (1500.0..2500.0).contains(&steady),
+        "the offered 2000 rows/s: {report}"
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg ") && svg.contains(">copying</text>"),
+        "{svg}"
+    );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
