@@ -185,11 +185,13 @@ impl Resharder {
         let dual_write = self.dual_write_epoch(&migration)?;
         let statements: Vec<TableStatements> =
             self.tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
+        let indexing = Instant::now();
         for (_, source) in set.iter() {
             for (_, table) in self.tables.iter() {
                 backfill::ensure_index(side(source), table).await?;
             }
         }
+        tracing::info!(took = ?indexing.elapsed(), "backfill indexes ready");
         let started = Instant::now();
         let mut copied_total = 0u64;
         for record in ranges.iter().filter(|r| r.phase == "copying") {
@@ -307,6 +309,7 @@ impl Resharder {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         tokio::time::sleep(self.settings.grace).await;
+        let bumping = Instant::now();
         for (_, shard) in set.iter() {
             let fence_error = |reason: String| StepError::Fence {
                 shard: shard.id.0.clone(),
@@ -322,6 +325,7 @@ impl Resharder {
                 .await
                 .map_err(|e| fence_error(e.to_string()))?;
         }
+        tracing::info!(epoch = epoch.0, took = ?bumping.elapsed(), "every fence moved");
         Ok(set)
     }
 

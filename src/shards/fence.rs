@@ -2,10 +2,13 @@
 //! oldest routing epoch the shard accepts writes for (invariant 9). All of its SQL is here: creating
 //! it, setting it at start-up, the read every batch makes, and the bump a cutover makes.
 //!
-//! Locks: a batch reads the row `FOR KEY SHARE`, which many batches hold at once. A bump first
-//! locks the row `FOR UPDATE`, which conflicts with `FOR KEY SHARE` (a plain `UPDATE` of the
-//! epoch would take only `FOR NO KEY UPDATE`, which does not), so it waits for every batch in
-//! flight to end; a batch that starts meanwhile waits for the bump and then reads the new epoch.
+//! Locks: a batch reads the row `FOR KEY SHARE`, which many batches hold at once, and with it
+//! the table's `ROW SHARE` lock until it commits. A bump takes the table `IN EXCLUSIVE MODE`,
+//! which conflicts with `ROW SHARE`, so it waits for every batch in flight to end. Table locks
+//! queue in order: a batch that starts while the bump waits queues behind it and then reads the
+//! new epoch, so a bump is never starved by batches that overlap without end. (A row lock would
+//! not do: `FOR UPDATE` waits for the `FOR KEY SHARE` holders, but new `FOR KEY SHARE` lockers
+//! join the holders without queueing, and under steady load the bump would wait for a gap.)
 
 use crate::routing::Epoch;
 use thiserror::Error;
@@ -76,12 +79,15 @@ pub async fn initialise(client: &impl GenericClient, epoch: Epoch) -> Result<Epo
 }
 
 /// Moves the fence to `epoch` in a short transaction of its own, after every batch in flight on
-/// the shard has ended; from its commit on, batches routed with an older epoch are refused.
-/// Returns the epoch it held before. A fence already at or past `epoch` is left as it is.
+/// the shard has ended (batches that start meanwhile wait for it); from its commit on, batches
+/// routed with an older epoch are refused. Returns the epoch it held before. A fence already at
+/// or past `epoch` is left as it is.
 pub async fn bump(client: &mut tokio_postgres::Client, epoch: Epoch) -> Result<Epoch, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    tx.batch_execute(&format!("LOCK TABLE {FENCE_TABLE} IN EXCLUSIVE MODE"))
+        .await?;
     let before = Epoch(
-        tx.query_one(&format!("SELECT epoch FROM {FENCE_TABLE} FOR UPDATE"), &[])
+        tx.query_one(&format!("SELECT epoch FROM {FENCE_TABLE}"), &[])
             .await?
             .get(0),
     );

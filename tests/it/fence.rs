@@ -54,6 +54,23 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
         !bump.is_finished(),
         "the bump waits for the batch holding the fence"
     );
+    let late = connect(&urls[1]).await;
+    late.batch_execute("BEGIN").await.unwrap();
+    let late = tokio::spawn(async move {
+        let epoch: i64 = late
+            .query_one(fence::READ_FOR_BATCH_SQL, &[])
+            .await
+            .unwrap()
+            .get(0);
+        late.batch_execute("COMMIT").await.unwrap();
+        epoch
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !late.is_finished(),
+        "a batch that starts while the bump waits queues behind it, so batches that overlap \
+         without end cannot starve the bump"
+    );
     in_flight.batch_execute("COMMIT").await.unwrap();
     let before = tokio::time::timeout(Duration::from_secs(10), bump)
         .await
@@ -61,6 +78,7 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
         .unwrap()
         .unwrap();
     assert_eq!(before, Epoch(1));
+    assert_eq!(late.await.unwrap(), 2, "the late batch reads the new epoch");
 
     let batch = [one_shard_batch(&events, 40)];
     let stale = write_batch(&pool, &statements, Epoch(1), &batch).await;

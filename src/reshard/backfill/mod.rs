@@ -202,13 +202,22 @@ pub async fn ensure_index(side: Side<'_>, table: &TableSchema) -> Result<(), Bac
         quote_ident(&name),
         quote_ident(&table.name)
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|cause| BackfillError::Query {
-            shard: side.name.to_string(),
-            cause,
-        })
+    // One statement per call: CONCURRENTLY cannot run in the implicit transaction of several.
+    // The notice an existing index gives is expected, not news.
+    for statement in [
+        "SET client_min_messages = warning",
+        &sql,
+        "RESET client_min_messages",
+    ] {
+        client
+            .batch_execute(statement)
+            .await
+            .map_err(|cause| BackfillError::Query {
+                shard: side.name.to_string(),
+                cause,
+            })?;
+    }
+    Ok(())
 }
 
 /// Drops the fence of a database whose joining was cancelled, so it may be offered again.
