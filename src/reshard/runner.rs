@@ -246,6 +246,7 @@ impl Resharder {
                 backfill::delete_range(side(source), table, &range, self.settings.chunk_rows).await?;
             }
         }
+        self.drop_indexes(&set).await?;
         let epoch = self.catalog.finish(id).await?;
         tracing::info!(epoch = epoch.0, "migration done");
         Ok(())
@@ -262,6 +263,7 @@ impl Resharder {
                 backfill::delete_range(side(target), table, &range, self.settings.chunk_rows).await?;
             }
         }
+        self.drop_indexes(&set).await?;
         let migration = self.catalog.migration(id).await?.map(|(m, _)| m);
         if let Some(migration) = migration.filter(|m| m.kind == "add")
             && let Some((_, joining)) = set.iter().find(|(_, s)| s.id.0 == migration.shard)
@@ -270,6 +272,16 @@ impl Resharder {
         }
         let epoch = self.catalog.finish_cancel(id).await?;
         tracing::info!(epoch = epoch.0, "migration cancelled");
+        Ok(())
+    }
+
+    /// Drops the backfill indexes from every shard of `set` once no range moves any more.
+    async fn drop_indexes(&self, set: &ShardSet) -> Result<(), StepError> {
+        for (_, shard) in set.iter() {
+            for (_, table) in self.tables.iter() {
+                backfill::drop_index(side(shard), table).await?;
+            }
+        }
         Ok(())
     }
 

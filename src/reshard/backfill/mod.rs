@@ -186,27 +186,49 @@ pub async fn delete_range(
     }
 }
 
-/// Creates, without blocking writes, the index the backfill reads `table` by, if missing:
-/// `(_sg_hash, id)`, or `(_sg_hash)` for a table without an id.
-pub async fn ensure_index(side: Side<'_>, table: &TableSchema) -> Result<(), BackfillError> {
-    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
-    let (name, columns) = match table.id.map(|i| quote_ident(&table.columns[i].name)) {
+/// The name and columns of the index the backfill reads `table` by: `(_sg_hash, id)`, or
+/// `(_sg_hash)` for a table without an id.
+fn backfill_index(table: &TableSchema) -> (String, String) {
+    match table.id.map(|i| quote_ident(&table.columns[i].name)) {
         Some(id) => (
             format!("{}_sg_hash_id", table.name),
             format!("{HASH_COLUMN}, {id}"),
         ),
         None => (format!("{}_sg_hash", table.name), HASH_COLUMN.to_string()),
-    };
+    }
+}
+
+/// Creates, without blocking writes, the index the backfill and the cleanup read `table` by,
+/// if missing.
+pub async fn ensure_index(side: Side<'_>, table: &TableSchema) -> Result<(), BackfillError> {
+    let (name, columns) = backfill_index(table);
     let sql = format!(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({columns})",
         quote_ident(&name),
         quote_ident(&table.name)
     );
+    run_concurrently(side, &sql).await
+}
+
+/// Drops, without blocking writes, the index [`ensure_index`] made: it costs ingest a quarter
+/// to two fifths of its rate, which is worth paying only while ranges move.
+pub async fn drop_index(side: Side<'_>, table: &TableSchema) -> Result<(), BackfillError> {
+    let (name, _) = backfill_index(table);
+    run_concurrently(
+        side,
+        &format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(&name)),
+    )
+    .await
+}
+
+/// Runs one `CONCURRENTLY` statement on `side`, quietly: the notice an index that exists (or
+/// does not) gives is expected, not news.
+async fn run_concurrently(side: Side<'_>, sql: &str) -> Result<(), BackfillError> {
+    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
     // One statement per call: CONCURRENTLY cannot run in the implicit transaction of several.
-    // The notice an existing index gives is expected, not news.
     for statement in [
         "SET client_min_messages = warning",
-        &sql,
+        sql,
         "RESET client_min_messages",
     ] {
         client
