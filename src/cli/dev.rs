@@ -328,8 +328,9 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str) -> String {
         args.listen, args.admin_listen
     );
     text.push_str(
-        "\n# Short, so that a shard added here is done soon after its copy; the cleanup waits at\n\
-         # least as long as a query may run.\n[query]\nstatement_timeout = \"10s\"\n\n[reshard]\ncleanup_delay = \"10s\"\n",
+        "\n# Shorter than the default 60 s, so that a shard added here is done soon after its copy;\n\
+         # the cleanup waits at least as long as a query may run (query.statement_timeout, 30 s).\n\
+         [reshard]\ncleanup_delay = \"30s\"\n",
     );
     if args.tls {
         text.push_str(&format!("\n[tls]\nca_file = \"{}\"\n", ca_file(args).display()));

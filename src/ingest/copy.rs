@@ -4,7 +4,9 @@
 //!
 //! The conflict target is the id alone: a repeated id is a retry and is skipped, while a row that
 //! breaks any other unique or exclusion constraint fails the batch as a data error, so it is
-//! refused and never counted as stored.
+//! refused and never counted as stored. Rows are inserted in id order, so two transactions that
+//! insert some of the same ids (a migration's copy and a dual-written batch) wait for each other
+//! instead of deadlocking.
 //!
 //! The batch arrives already encoded; a connection is checked out only to send it. Statements
 //! are prepared once per connection. Any failure other than a data error discards the
@@ -113,7 +115,7 @@ impl TableStatements {
             )),
             insert_from_staging: Some(format!(
                 "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} \
-                 ON CONFLICT ({id}) DO NOTHING"
+                 ORDER BY {id} ON CONFLICT ({id}) DO NOTHING"
             )),
         }
     }
@@ -218,7 +220,7 @@ mod tests {
             events.insert_from_staging.as_deref(),
             Some(
                 "INSERT INTO \"events\" (\"id\", \"k\", \"_sg_hash\") SELECT \"id\", \"k\", \"_sg_hash\" \
-                 FROM pg_temp.\"shardgate_stage_events\" ON CONFLICT (\"id\") DO NOTHING"
+                 FROM pg_temp.\"shardgate_stage_events\" ORDER BY \"id\" ON CONFLICT (\"id\") DO NOTHING"
             )
         );
         let logs = TableStatements::new(&TableSchema::from_config(&config.tables[1]).unwrap());

@@ -161,7 +161,10 @@ async fn a_table_without_an_id_moves_to_a_new_shard_with_every_row_once_while_it
             .await
             .unwrap()
             .get(0);
-        assert!(left, "the backfill indexes, which slow ingest, are gone once done");
+        assert!(
+            left,
+            "the backfill indexes, which slow ingest, are gone once done"
+        );
     }
     gate.stop().await;
 }

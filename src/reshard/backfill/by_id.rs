@@ -4,12 +4,15 @@
 //! starts again from the range's beginning; the ids make that harmless.
 
 use super::{BackfillError, Side, unreachable};
-use crate::ingest::copy::{TableStatements, write_batch};
+use crate::ingest::copy::{CopyError, TableStatements, write_batch};
 use crate::pgtype::quote_ident;
 use crate::routing::{Epoch, TokenRange};
 use crate::schema::{HASH_COLUMN, TableSchema};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{FromSql, Type};
+
+/// Attempts at loading one chunk before the step fails.
+const LOAD_ATTEMPTS: u64 = 5;
 
 /// One range of a table with an id on its way from a source to a target.
 pub struct IdCopy<'a> {
@@ -67,16 +70,39 @@ impl<'a> IdCopy<'a> {
                 self.cursor = (self.cursor.0 + 1, None);
                 continue;
             }
-            write_batch(self.target.pool, self.statements, epoch, &[tuples])
-                .await
-                .map_err(|cause| BackfillError::Load {
-                    shard: self.target.name.to_string(),
-                    cause,
-                })?;
+            self.load(epoch, tuples).await?;
             self.cursor.1 = last;
             return Ok(copied);
         }
         Ok(0)
+    }
+
+    /// Loads a chunk into the target, trying a transient failure (a lock timeout, a
+    /// serialization failure, a dropped connection) again a few times before giving up the step.
+    async fn load(&self, epoch: Epoch, tuples: Bytes) -> Result<(), BackfillError> {
+        let mut attempt = 1;
+        loop {
+            match write_batch(
+                self.target.pool,
+                self.statements,
+                epoch,
+                std::slice::from_ref(&tuples),
+            )
+            .await
+            {
+                Err(CopyError::Transient(reason)) if attempt < LOAD_ATTEMPTS => {
+                    tracing::debug!(%reason, attempt, "chunk load failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    attempt += 1;
+                }
+                result => {
+                    return result.map_err(|cause| BackfillError::Load {
+                        shard: self.target.name.to_string(),
+                        cause,
+                    });
+                }
+            }
+        }
     }
 
     /// The next rows after the cursor as COPY tuples, their number and the last one's
