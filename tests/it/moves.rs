@@ -240,6 +240,20 @@ impl Proxy {
         }
     }
 
+    /// Adds shard `name` at `url` through the admin API; returns the `202` answer's body.
+    async fn add_shard(&self, name: &str, url: &str) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/admin/shards", self.admin))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "url": url}))
+            .send()
+            .await
+            .unwrap();
+        let started = Reply::read(response).await;
+        assert_eq!(started.status, 202, "{}", started.body);
+        started.body
+    }
+
     /// Sends `signal` to the process.
     fn signal(&self, signal: i32) {
         // SAFETY: signals the child this test started.
@@ -313,16 +327,7 @@ async fn a_proxy_killed_while_copying_and_while_cleaning_up_leaves_a_migration_i
             .unwrap();
         assert_eq!(reply.status(), 200);
     }
-    let started = http
-        .post(format!("{}/admin/shards", first.admin))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "s2", "url": third}))
-        .send()
-        .await
-        .unwrap();
-    let started = Reply::read(started).await;
-    assert_eq!(started.status, 202, "{}", started.body);
-    let id = started.body["migration"].as_i64().unwrap();
+    let id = first.add_shard("s2", &third).await["migration"].as_i64().unwrap();
 
     // About 2000 rows to copy at 1000 rows/s: killed a little way in.
     first
@@ -506,17 +511,11 @@ async fn a_second_proxy_stopped_across_the_cutover_writes_nothing_where_the_rang
     let before = crate::common::events(1500, 97);
     assert_eq!(runner.post_events_retrying(&before).await, 0);
 
-    let started = reqwest::Client::new()
-        .post(format!("{}/admin/shards", runner.admin))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name": "s2", "url": third}))
-        .send()
-        .await
-        .unwrap();
-    let started = Reply::read(started).await;
-    assert_eq!(started.status, 202, "{}", started.body);
-    let id = started.body["migration"].as_i64().unwrap();
-    let dual_write = started.body["epoch"].as_i64().unwrap();
+    let started = runner.add_shard("s2", &third).await;
+    let (id, dual_write) = (
+        started["migration"].as_i64().unwrap(),
+        started["epoch"].as_i64().unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while other.epoch().await < dual_write {
         assert!(

@@ -3,7 +3,7 @@
 //! target (dual-written, or copied by an earlier attempt) is skipped by its id. A resumed copy
 //! starts again from the range's beginning; the ids make that harmless.
 
-use super::{BackfillError, Side, unreachable};
+use super::{BackfillError, Side};
 use crate::ingest::copy::{CopyError, TableStatements, write_batch};
 use crate::pgtype::quote_ident;
 use crate::routing::{Epoch, TokenRange};
@@ -136,7 +136,7 @@ impl<'a> IdCopy<'a> {
             columns.join(", "),
             quote_ident(&self.table.name)
         );
-        let client = self.source_client().await?;
+        let client = self.source.client().await?;
         let found = match &self.cursor.1 {
             Some((hash, last_id)) => client.query(&sql, &[&lo, &hi, hash, last_id]).await,
             None => client.query(&sql, &[&lo, &hi]).await,
@@ -161,14 +161,6 @@ impl<'a> IdCopy<'a> {
             .last()
             .map(|row| (row.get::<_, i64>(fields - 1), row.get::<_, String>(fields)));
         Ok((tuples.freeze(), found.len(), last))
-    }
-
-    async fn source_client(&self) -> Result<deadpool_postgres::Object, BackfillError> {
-        self.source
-            .pool
-            .get()
-            .await
-            .map_err(|e| unreachable(self.source, &e))
     }
 
     fn source_error(&self, cause: tokio_postgres::Error) -> BackfillError {

@@ -53,6 +53,13 @@ pub struct Side<'a> {
     pub pool: &'a Pool,
 }
 
+impl Side<'_> {
+    /// A connection to the shard, or why there is none.
+    async fn client(&self) -> Result<deadpool_postgres::Object, BackfillError> {
+        self.pool.get().await.map_err(|e| unreachable(*self, &e))
+    }
+}
+
 /// One range of one table on its way from a source to a target.
 pub enum RangeCopy<'a> {
     /// A table with an id: every row, deduplicated by id on the target.
@@ -111,7 +118,7 @@ pub async fn count_in_range(
     table: &TableSchema,
     range: &TokenRange,
 ) -> Result<i64, BackfillError> {
-    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    let client = side.client().await?;
     let sql = format!(
         "SELECT count(*) FROM {} WHERE {}",
         quote_ident(&table.name),
@@ -136,7 +143,7 @@ pub async fn older_rows_summary(
     range: &TokenRange,
     before: Epoch,
 ) -> Result<(i64, i64), BackfillError> {
-    let mut client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    let mut client = side.client().await?;
     let query_error = |cause| BackfillError::Query {
         shard: side.name.to_string(),
         cause,
@@ -164,7 +171,7 @@ pub async fn delete_range(
     range: &TokenRange,
     rows: usize,
 ) -> Result<u64, BackfillError> {
-    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    let client = side.client().await?;
     let name = quote_ident(&table.name);
     let sql = format!(
         "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE {} LIMIT {rows}))",
@@ -224,7 +231,7 @@ pub async fn drop_index(side: Side<'_>, table: &TableSchema) -> Result<(), Backf
 /// Runs one `CONCURRENTLY` statement on `side`, quietly: the notice an index that exists (or
 /// does not) gives is expected, not news.
 async fn run_concurrently(side: Side<'_>, sql: &str) -> Result<(), BackfillError> {
-    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    let client = side.client().await?;
     // One statement per call: CONCURRENTLY cannot run in the implicit transaction of several.
     for statement in [
         "SET client_min_messages = warning",
@@ -244,7 +251,7 @@ async fn run_concurrently(side: Side<'_>, sql: &str) -> Result<(), BackfillError
 
 /// Drops the fence of a database whose joining was cancelled, so it may be offered again.
 pub async fn drop_fence(side: Side<'_>) -> Result<(), BackfillError> {
-    let client = side.pool.get().await.map_err(|e| unreachable(side, &e))?;
+    let client = side.client().await?;
     client
         .batch_execute("DROP TABLE IF EXISTS shardgate_fence")
         .await

@@ -9,7 +9,7 @@
 //! therefore the journal of the copy: a resumed copy goes on after the last position the
 //! target holds older rows of, and no row is copied twice.
 
-use super::{BackfillError, Side, unreachable};
+use super::{BackfillError, Side};
 use crate::ingest::copy::CopyError;
 use crate::pgtype::quote_ident;
 use crate::routing::{Epoch, TokenRange};
@@ -76,12 +76,7 @@ impl<'a> OlderRowsCopy<'a> {
     /// Where each interval's copy goes on: after the last position of it the target holds
     /// older rows of.
     async fn resume_points(&self) -> Result<Vec<Option<i64>>, BackfillError> {
-        let client = self
-            .target
-            .pool
-            .get()
-            .await
-            .map_err(|e| unreachable(self.target, &e))?;
+        let client = self.target.client().await?;
         let sql = format!(
             "SELECT max({HASH_COLUMN}) FROM {} WHERE {HASH_COLUMN} BETWEEN $1 AND $2 AND {EPOCH_COLUMN} < $3",
             quote_ident(&self.table.name)
@@ -105,12 +100,7 @@ impl<'a> OlderRowsCopy<'a> {
     /// The last position of the chunk starting at `from`: that of its `rows`-th older row, or
     /// `hi` when fewer are left.
     async fn chunk_end(&self, from: i64, hi: i64, rows: usize) -> Result<i64, BackfillError> {
-        let client = self
-            .source
-            .pool
-            .get()
-            .await
-            .map_err(|e| unreachable(self.source, &e))?;
+        let client = self.source.client().await?;
         let sql = format!(
             "SELECT {HASH_COLUMN} FROM {} WHERE {HASH_COLUMN} BETWEEN $1 AND $2 AND {EPOCH_COLUMN} < $3 \
              ORDER BY {HASH_COLUMN} OFFSET $4 LIMIT 1",
@@ -143,18 +133,8 @@ impl<'a> OlderRowsCopy<'a> {
             self.before.0
         );
         let write = format!("COPY {name} ({columns}) FROM STDIN (FORMAT binary)");
-        let source = self
-            .source
-            .pool
-            .get()
-            .await
-            .map_err(|e| unreachable(self.source, &e))?;
-        let mut target = self
-            .target
-            .pool
-            .get()
-            .await
-            .map_err(|e| unreachable(self.target, &e))?;
+        let source = self.source.client().await?;
+        let mut target = self.target.client().await?;
         let written = stream_into(&source, &mut target, (&read, &write), epoch).await;
         if written.is_err() {
             // A COPY cut off half-way leaves the session in an unknown state.
