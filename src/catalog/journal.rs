@@ -314,12 +314,7 @@ impl Catalog {
     /// Ends a cancelled migration once its copies are deleted: it is `cancelled`, or `failed`
     /// when it was given up, and a shard it was adding is retired.
     pub async fn finish_cancel(&self, id: i64) -> Result<Epoch, CatalogError> {
-        let given_up = self
-            .migration(id)
-            .await?
-            .is_some_and(|(m, _)| m.failure.is_some());
-        let end = if given_up { "failed" } else { "cancelled" };
-        self.step(id, ("cancelling", end, "cancelled"), Step::default())
+        self.step(id, ("cancelling", "cancelled", "cancelled"), Step::default())
             .await
     }
 
@@ -348,8 +343,10 @@ impl Catalog {
         take_catalog_lock(&tx).await?;
         let moved = tx
             .execute(
-                "UPDATE shardgate.migrations SET phase = $3, error = NULL, \
-                     failure = coalesce($4, failure), updated_at = now() \
+                // A migration given up ends `failed` where a cancelled one ends `cancelled`.
+                "UPDATE shardgate.migrations SET \
+                     phase = CASE WHEN $3 = 'cancelled' AND failure IS NOT NULL THEN 'failed' ELSE $3 END, \
+                     error = NULL, failure = coalesce($4, failure), updated_at = now() \
                  WHERE id = $1 AND phase = $2",
                 &[&id, &from, &to, &step.failure],
             )
@@ -384,7 +381,7 @@ impl Catalog {
         }
         let retire = match to {
             "done" => Some("drain"),
-            "cancelled" | "failed" => Some("add"),
+            "cancelled" => Some("add"),
             _ => None,
         };
         if let Some(kind) = retire {

@@ -133,6 +133,8 @@ struct RowEncoder<'a> {
     errors: Vec<RowError>,
     error_total: usize,
     dual_written: usize,
+    /// Fields of every tuple: the declared columns and the hidden ones.
+    field_count: i16,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -149,6 +151,8 @@ impl<'a> RowEncoder<'a> {
             errors: Vec::new(),
             error_total: 0,
             dual_written: 0,
+            field_count: i16::try_from(table.columns.len() + super::hidden_columns(table).len())
+                .expect("Postgres tables have at most 1600 columns"),
         }
     }
 
@@ -288,9 +292,7 @@ impl<'a> RowEncoder<'a> {
         let placement = self
             .routing
             .place_write(hash_key(key_parts, &mut self.key_scratch));
-        let hidden = super::hidden_columns(table).len();
-        let field_count =
-            i16::try_from(table.columns.len() + hidden).expect("Postgres tables have at most 1600 columns");
+        let field_count = self.field_count;
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
         tuples.extend_from_slice(&field_count.to_be_bytes());

@@ -141,13 +141,13 @@ impl<'a> IdCopy<'a> {
             Some((hash, last_id)) => client.query(&sql, &[&lo, &hi, hash, last_id]).await,
             None => client.query(&sql, &[&lo, &hi]).await,
         }
-        .map_err(|cause| self.source_error(cause))?;
+        .map_err(|cause| self.source.failed(cause))?;
         let fields = columns.len();
         let mut tuples = BytesMut::new();
         for row in &found {
             tuples.put_i16(fields as i16);
             for index in 0..fields {
-                let RawValue(value) = row.try_get(index).map_err(|cause| self.source_error(cause))?;
+                let RawValue(value) = row.try_get(index).map_err(|cause| self.source.failed(cause))?;
                 match value {
                     Some(bytes) => {
                         tuples.put_i32(bytes.len() as i32);
@@ -161,12 +161,5 @@ impl<'a> IdCopy<'a> {
             .last()
             .map(|row| (row.get::<_, i64>(fields - 1), row.get::<_, String>(fields)));
         Ok((tuples.freeze(), found.len(), last))
-    }
-
-    fn source_error(&self, cause: tokio_postgres::Error) -> BackfillError {
-        BackfillError::Query {
-            shard: self.source.name.to_string(),
-            cause,
-        }
     }
 }

@@ -58,6 +58,14 @@ impl Side<'_> {
     async fn client(&self) -> Result<deadpool_postgres::Object, BackfillError> {
         self.pool.get().await.map_err(|e| unreachable(*self, &e))
     }
+
+    /// A statement on the shard failed with `cause`.
+    fn failed(&self, cause: tokio_postgres::Error) -> BackfillError {
+        BackfillError::Query {
+            shard: self.name.to_string(),
+            cause,
+        }
+    }
 }
 
 /// One range of one table on its way from a source to a target.
@@ -127,10 +135,7 @@ pub async fn count_in_range(
     let row = client
         .query_one(&sql, &[])
         .await
-        .map_err(|cause| BackfillError::Query {
-            shard: side.name.to_string(),
-            cause,
-        })?;
+        .map_err(|cause| side.failed(cause))?;
     Ok(row.get(0))
 }
 
@@ -144,23 +149,22 @@ pub async fn older_rows_summary(
     before: Epoch,
 ) -> Result<(i64, i64), BackfillError> {
     let mut client = side.client().await?;
-    let query_error = |cause| BackfillError::Query {
-        shard: side.name.to_string(),
-        cause,
-    };
-    let tx = client.transaction().await.map_err(query_error)?;
+    let tx = client.transaction().await.map_err(|cause| side.failed(cause))?;
     tx.batch_execute(
         "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres'; \
          SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'",
     )
     .await
-    .map_err(query_error)?;
+    .map_err(|cause| side.failed(cause))?;
     let sql = format!(
         "SELECT count(*), coalesce(sum(hashtext(t::text)), 0)::bigint FROM {} t WHERE {} AND {EPOCH_COLUMN} < $1",
         quote_ident(&table.name),
         in_range(range)
     );
-    let row = tx.query_one(&sql, &[&before.0]).await.map_err(query_error)?;
+    let row = tx
+        .query_one(&sql, &[&before.0])
+        .await
+        .map_err(|cause| side.failed(cause))?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -182,10 +186,7 @@ pub async fn delete_range(
         let chunk = client
             .execute(&sql, &[])
             .await
-            .map_err(|cause| BackfillError::Query {
-                shard: side.name.to_string(),
-                cause,
-            })?;
+            .map_err(|cause| side.failed(cause))?;
         deleted += chunk;
         if chunk == 0 {
             return Ok(deleted);
@@ -241,10 +242,7 @@ async fn run_concurrently(side: Side<'_>, sql: &str) -> Result<(), BackfillError
         client
             .batch_execute(statement)
             .await
-            .map_err(|cause| BackfillError::Query {
-                shard: side.name.to_string(),
-                cause,
-            })?;
+            .map_err(|cause| side.failed(cause))?;
     }
     Ok(())
 }
@@ -255,8 +253,5 @@ pub async fn drop_fence(side: Side<'_>) -> Result<(), BackfillError> {
     client
         .batch_execute("DROP TABLE IF EXISTS shardgate_fence")
         .await
-        .map_err(|cause| BackfillError::Query {
-            shard: side.name.to_string(),
-            cause,
-        })
+        .map_err(|cause| side.failed(cause))
 }

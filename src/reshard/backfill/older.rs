@@ -86,7 +86,7 @@ impl<'a> OlderRowsCopy<'a> {
             let last: Option<i64> = client
                 .query_one(&sql, &[&lo, &hi, &self.before.0])
                 .await
-                .map_err(|cause| query_error(self.target, cause))?
+                .map_err(|cause| self.target.failed(cause))?
                 .get(0);
             points.push(match last {
                 None => Some(lo),
@@ -110,7 +110,7 @@ impl<'a> OlderRowsCopy<'a> {
         let found = client
             .query_opt(&sql, &[&from, &hi, &self.before.0, &offset])
             .await
-            .map_err(|cause| query_error(self.source, cause))?;
+            .map_err(|cause| self.source.failed(cause))?;
         Ok(found.map_or(hi, |row| row.get(0)))
     }
 
@@ -141,7 +141,7 @@ impl<'a> OlderRowsCopy<'a> {
             drop(deadpool_postgres::Object::take(target));
         }
         written.map_err(|failure| match failure {
-            Failure::Source(cause) => query_error(self.source, cause),
+            Failure::Source(cause) => self.source.failed(cause),
             Failure::Target(cause) => BackfillError::Load {
                 shard: self.target.name.to_string(),
                 cause,
@@ -185,11 +185,4 @@ async fn stream_into(
     let written = sink.finish().await.map_err(target_error)?;
     tx.commit().await.map_err(target_error)?;
     Ok(written as usize)
-}
-
-fn query_error(side: Side<'_>, cause: tokio_postgres::Error) -> BackfillError {
-    BackfillError::Query {
-        shard: side.name.to_string(),
-        cause,
-    }
 }
