@@ -275,6 +275,9 @@ pub struct ReshardConfig {
     pub chunk_rows: usize,
     /// Most rows the backfill copies per second, so live ingest keeps most of the shards' time.
     pub rows_per_second: u64,
+    /// Largest share of the time the backfill and the cleanup work: after a chunk that took
+    /// `t`, they wait `t × (1 / busy_share − 1)`, so live ingest keeps the rest of the shards.
+    pub busy_share: f64,
     /// How long after a new epoch is announced the fences are moved to it, so every proxy that
     /// follows the catalog routes with it first and none of its batches is refused.
     #[serde(with = "duration")]
@@ -290,6 +293,7 @@ impl Default for ReshardConfig {
         ReshardConfig {
             chunk_rows: 5_000,
             rows_per_second: 100_000,
+            busy_share: 0.5,
             grace: Duration::from_secs(1),
             cleanup_delay: Duration::from_secs(60),
         }
@@ -540,6 +544,9 @@ impl Config {
         }
         if reshard.rows_per_second == 0 {
             problems.add("reshard.rows_per_second", "must be positive");
+        }
+        if !(reshard.busy_share > 0.0 && reshard.busy_share <= 1.0) {
+            problems.add("reshard.busy_share", "must be above 0 and at most 1");
         }
         if reshard.grace > Duration::from_secs(60) {
             problems.add("reshard.grace", "must be at most 60s");

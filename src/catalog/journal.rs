@@ -210,14 +210,20 @@ impl Catalog {
         Ok(Some((migration(&row), ranges)))
     }
 
-    /// Records `rows` more copied rows of the range starting at `start`.
-    pub async fn record_copied(&self, id: i64, start: u64, rows: i64) -> Result<(), CatalogError> {
+    /// Records more copied rows: `(start, rows)` for each range starting at `start`.
+    pub async fn record_copied(&self, id: i64, copied: &[(u64, i64)]) -> Result<(), CatalogError> {
+        if copied.is_empty() {
+            return Ok(());
+        }
+        let starts: Vec<i64> = copied.iter().map(|(start, _)| KeyHash(*start).as_i64()).collect();
+        let rows: Vec<i64> = copied.iter().map(|(_, rows)| *rows).collect();
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE shardgate.migration_ranges SET rows_copied = rows_copied + $3 \
-                 WHERE migration = $1 AND start_position = $2",
-                &[&id, &KeyHash(start).as_i64(), &rows],
+                "UPDATE shardgate.migration_ranges r SET rows_copied = r.rows_copied + c.rows \
+                 FROM unnest($2::bigint[], $3::bigint[]) AS c(start_position, rows) \
+                 WHERE r.migration = $1 AND r.start_position = c.start_position",
+                &[&id, &starts, &rows],
             )
             .await
             .map_err(query("record backfill progress"))?;

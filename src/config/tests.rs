@@ -227,3 +227,20 @@ fn the_admin_token_comes_from_the_file_or_the_environment_and_is_never_shown() {
         "Debug names the variable and hides the token"
     );
 }
+
+#[test]
+fn a_backfill_share_outside_zero_to_one_is_named() {
+    for share in ["0.0", "1.5", "nan"] {
+        let text = format!("{VALID}\n[reshard]\nbusy_share = {share}\n");
+        assert!(
+            has(
+                &problems(&text),
+                "reshard.busy_share",
+                "must be above 0 and at most 1"
+            ),
+            "busy_share = {share}"
+        );
+    }
+    let text = format!("{VALID}\n[reshard]\nbusy_share = 1.0\n");
+    Config::parse(&text).unwrap().validate().unwrap();
+}

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
 use thiserror::Error;
+use tokio_postgres::types::ToSql;
 
 /// Binary COPY signature, flags and header-extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -121,6 +122,15 @@ impl TableStatements {
     }
 }
 
+/// A statement a batch runs in its own transaction after its rows, so what it records (how far
+/// a copy got, say) commits with them or not at all.
+pub struct AlsoRecord<'a> {
+    /// The statement.
+    pub sql: &'a str,
+    /// Its parameters.
+    pub params: &'a [&'a (dyn ToSql + Sync)],
+}
+
 /// Writes the tuples of `parts` (each a run of encoded tuples) as one transaction on `pool`'s
 /// shard, after checking its fence holds `epoch`.
 pub async fn write_batch(
@@ -129,11 +139,22 @@ pub async fn write_batch(
     epoch: Epoch,
     parts: &[Bytes],
 ) -> Result<(), CopyError> {
+    write_batch_recording(pool, statements, epoch, parts, None).await
+}
+
+/// [`write_batch`], running `record` in the same transaction after the rows.
+pub async fn write_batch_recording(
+    pool: &Pool,
+    statements: &TableStatements,
+    epoch: Epoch,
+    parts: &[Bytes],
+    record: Option<AlsoRecord<'_>>,
+) -> Result<(), CopyError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| CopyError::Transient(describe_pool_error(&e)))?;
-    let result = write_on(&mut client, statements, epoch, parts).await;
+    let result = write_on(&mut client, statements, epoch, parts, record).await;
     if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
         // Unknown session state: never hand this connection to another batch.
         drop(Object::take(client));
@@ -146,6 +167,7 @@ async fn write_on(
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
+    record: Option<AlsoRecord<'_>>,
 ) -> Result<(), CopyError> {
     let insert = match &statements.insert_from_staging {
         Some(sql) => Some(client.prepare_cached(sql).await.map_err(CopyError::from_pg)?),
@@ -181,6 +203,11 @@ async fn write_on(
     sink.finish().await.map_err(CopyError::from_pg)?;
     if let Some(insert) = insert {
         tx.execute(&insert, &[]).await.map_err(CopyError::from_pg)?;
+    }
+    if let Some(record) = record {
+        tx.execute(record.sql, record.params)
+            .await
+            .map_err(CopyError::from_pg)?;
     }
     tx.commit().await.map_err(CopyError::from_pg)
 }

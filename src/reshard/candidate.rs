@@ -12,8 +12,9 @@ use crate::shards::set::ShardSet;
 use crate::shards::{ShardEndpoint, table_differences_on};
 use thiserror::Error;
 
-/// Oldest Postgres a shard may run (`server_version_num`).
-const MIN_SERVER_VERSION: i32 = 130_000;
+/// Oldest Postgres a shard may run (`server_version_num`): moving ranges reads tables by
+/// block ranges, which 14 brought (TID range scans).
+const MIN_SERVER_VERSION: i32 = 140_000;
 
 /// Largest weight a shard may have.
 pub const MAX_WEIGHT: u32 = 256;
@@ -54,7 +55,7 @@ pub enum CandidateError {
         reason: String,
     },
     /// The server is too old (400).
-    #[error("{url} runs PostgreSQL {version}; shardgate needs 13 or newer")]
+    #[error("{url} runs PostgreSQL {version}; shardgate needs 14 or newer")]
     TooOld {
         /// The URL, password redacted.
         url: String,

@@ -6,6 +6,7 @@
 
 pub mod backfill;
 pub mod candidate;
+pub mod pass;
 pub mod plan;
 pub mod runner;
 

@@ -16,14 +16,15 @@
 //! proxy dual-writes any more) the targets' copies are deleted and it is `cancelled`. A paused
 //! migration's runner waits between chunks and before each step.
 
-use super::backfill::{self, BackfillError, RangeCopy, Side};
+use super::backfill::{self, BackfillError, RangesCopy, Side};
+use super::pass::{Pass, passes};
 use crate::catalog::journal::{MigrationRecord, RangeRecord};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{ReshardConfig, TlsConfig};
 use crate::ingest::copy::TableStatements;
 use crate::metrics::Metrics;
 use crate::pg::connect_once;
-use crate::routing::{Epoch, Ring, ShardId, TokenRange};
+use crate::routing::{Epoch, Ring, ShardId};
 use crate::schema::{TableSchema, Tables};
 use crate::shards::fence;
 use crate::shards::set::{Published, ShardSet};
@@ -185,49 +186,55 @@ impl Resharder {
         let dual_write = self.dual_write_epoch(&migration)?;
         let statements: Vec<TableStatements> =
             self.tables.iter().map(|(_, t)| TableStatements::new(t)).collect();
-        let indexing = Instant::now();
-        for (_, source) in set.iter() {
-            for (_, table) in self.tables.iter() {
-                backfill::ensure_index(side(source), table).await?;
-            }
-        }
-        tracing::info!(took = ?indexing.elapsed(), "backfill indexes ready");
+        let copying = passes(ranges.iter().filter(|r| r.phase == "copying"), |r| {
+            (r.source.clone(), r.target.clone())
+        });
         let started = Instant::now();
         let mut copied_total = 0u64;
-        for record in ranges.iter().filter(|r| r.phase == "copying") {
-            let (range, source, target) = self.range_of(&set, record)?;
+        for pass in &copying {
+            let sides = (
+                side(self.shard(&set, &pass.key.0)?),
+                side(self.shard(&set, &pass.key.1)?),
+            );
             for (table_id, table) in self.tables.iter() {
-                let statements = &statements[table_id.0];
-                let sides = (side(source), side(target));
-                let mut copy = RangeCopy::new(table, statements, &range, sides, dual_write);
+                let mut copy = RangesCopy::new(
+                    table,
+                    &statements[table_id.0],
+                    &pass.moving,
+                    sides,
+                    (id, dual_write),
+                );
                 loop {
                     if !self.still_in(id, "copying").await? {
                         return Ok(());
                     }
-                    let copied = copy.next_chunk(self.settings.chunk_rows, set.epoch()).await?;
-                    if copied == 0 {
+                    let chunk_started = Instant::now();
+                    let Some(copied) = copy.next_chunk(self.settings.chunk_rows, set.epoch()).await? else {
                         break;
-                    }
-                    copied_total += copied as u64;
-                    self.metrics.migration_rows_copied.inc_by(copied as u64);
+                    };
+                    copied_total += copied.rows as u64;
+                    self.metrics.migration_rows_copied.inc_by(copied.rows as u64);
                     self.catalog
-                        .record_copied(id, record.start, copied as i64)
+                        .record_copied(id, &pass.by_start(&copied.per_range))
                         .await?;
-                    self.throttle(started, copied_total).await;
+                    self.throttle(started, copied_total, chunk_started.elapsed())
+                        .await;
                 }
+                let (_, blocks) = copy.progress();
+                tracing::info!(source = %pass.key.0, target = %pass.key.1, table = %table.name, blocks, "pass copied");
             }
         }
         if !self.still_in(id, "copying").await? {
             return Ok(());
         }
-        if let Some(mismatch) = self.verify(&set, &ranges, &statements, dual_write).await? {
+        if let Some(mismatch) = self.verify(&set, id, &copying, &statements, dual_write).await? {
             tracing::error!(%mismatch, "verification failed; the migration is given up and its copies deleted");
             self.catalog.fail(id, &mismatch).await?;
             return Ok(());
         }
         let (ring, names) = self.next_ring(id).await?;
         let epoch = self.catalog.cut_over(id, &ring, &names).await?;
-        tracing::info!(epoch = epoch.0, copied = copied_total, "cut over");
+        tracing::info!(epoch = epoch.0, copied = copied_total, took = ?started.elapsed(), "cut over");
         Ok(())
     }
 
@@ -240,13 +247,11 @@ impl Resharder {
             return Ok(());
         }
         let ranges = self.ranges(id).await?;
-        for record in ranges.iter().filter(|r| r.phase == "leaving") {
-            let (range, source, _) = self.range_of(&set, record)?;
-            for (_, table) in self.tables.iter() {
-                backfill::delete_range(side(source), table, &range, self.settings.chunk_rows).await?;
-            }
-        }
-        self.drop_indexes(&set).await?;
+        let leaving = passes(ranges.iter().filter(|r| r.phase == "leaving"), |r| {
+            r.source.clone()
+        });
+        self.delete_passes(&set, &leaving).await?;
+        self.drop_leftovers(&set).await?;
         let epoch = self.catalog.finish(id).await?;
         tracing::info!(epoch = epoch.0, "migration done");
         Ok(())
@@ -257,13 +262,9 @@ impl Resharder {
     async fn undo_copies(&self, id: i64) -> Result<(), StepError> {
         let set = self.follow_the_catalog().await?;
         let ranges = self.ranges(id).await?;
-        for record in &ranges {
-            let (range, _, target) = self.range_of(&set, record)?;
-            for (_, table) in self.tables.iter() {
-                backfill::delete_range(side(target), table, &range, self.settings.chunk_rows).await?;
-            }
-        }
-        self.drop_indexes(&set).await?;
+        self.delete_passes(&set, &passes(&ranges, |r| r.target.clone()))
+            .await?;
+        self.drop_leftovers(&set).await?;
         let migration = self.catalog.migration(id).await?.map(|(m, _)| m);
         if let Some(migration) = migration.filter(|m| m.kind == "add")
             && let Some((_, joining)) = set.iter().find(|(_, s)| s.id.0 == migration.shard)
@@ -275,9 +276,27 @@ impl Resharder {
         Ok(())
     }
 
-    /// Drops the backfill indexes from every shard of `set` once no range moves any more.
-    async fn drop_indexes(&self, set: &ShardSet) -> Result<(), StepError> {
+    /// Deletes, on the shard each pass names, the rows of its ranges from every table.
+    async fn delete_passes(&self, set: &ShardSet, passes: &[Pass<'_, String>]) -> Result<(), StepError> {
+        for pass in passes {
+            let shard = side(self.shard(set, &pass.key)?);
+            for (_, table) in self.tables.iter() {
+                let deleted =
+                    backfill::delete_rows(shard, table, &pass.moving, self.settings.chunk_rows, |took| {
+                        self.share_pause(took)
+                    })
+                    .await?;
+                tracing::info!(shard = %pass.key, table = %table.name, deleted, "moved rows deleted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what moving ranges left on every shard of `set` once none moves any more: the
+    /// passes' cursors, and an index an earlier release built for its backfill.
+    async fn drop_leftovers(&self, set: &ShardSet) -> Result<(), StepError> {
         for (_, shard) in set.iter() {
+            backfill::drop_cursors(side(shard)).await?;
             for (_, table) in self.tables.iter() {
                 backfill::drop_index(side(shard), table).await?;
             }
@@ -341,25 +360,12 @@ impl Resharder {
         Ok(set)
     }
 
-    /// A range of the journal with its source and target in `set`.
-    fn range_of<'s>(
-        &self,
-        set: &'s ShardSet,
-        record: &RangeRecord,
-    ) -> Result<(TokenRange, &'s crate::shards::Shard, &'s crate::shards::Shard), StepError> {
-        let find = |name: &str| {
-            set.iter()
-                .find(|(_, s)| s.id.0 == name)
-                .ok_or_else(|| StepError::UnknownShard(name.to_string()))
-        };
-        let (source_index, source) = find(&record.source)?;
-        let (_, target) = find(&record.target)?;
-        let range = TokenRange {
-            start: record.start,
-            end: record.end,
-            shard: source_index,
-        };
-        Ok((range, source, target))
+    /// The shard of `set` named `name`.
+    fn shard<'s>(&self, set: &'s ShardSet, name: &str) -> Result<&'s crate::shards::Shard, StepError> {
+        set.iter()
+            .map(|(_, shard)| shard)
+            .find(|shard| shard.id.0 == name)
+            .ok_or_else(|| StepError::UnknownShard(name.to_string()))
     }
 
     /// The epoch that began dual-writing `migration`'s ranges. A migration started by a
@@ -373,69 +379,65 @@ impl Resharder {
         }
     }
 
-    /// Every range checked on source and target. For a table with an id the target must hold
-    /// at least the source's rows (it may hold more: rows dual-written there whose write to
-    /// the source failed), and a range found short is copied once more before it counts as a
-    /// mismatch. For a table without an id the rows older than the dual-write epoch must be
-    /// the same on both sides, by count and checksum.
+    /// Every range checked on source and target, one pass per pair of shards and table. For a
+    /// table with an id the target must hold at least the source's rows (it may hold more:
+    /// rows dual-written there whose write to the source failed), and a pass with a range found
+    /// short is copied once more before it counts as a mismatch. For a table without an id the
+    /// rows older than the dual-write epoch must be the same on both sides, by count and
+    /// checksum.
     async fn verify(
         &self,
         set: &ShardSet,
-        ranges: &[RangeRecord],
+        id: i64,
+        copying: &[Pass<'_, (String, String)>],
         statements: &[TableStatements],
         dual_write: Epoch,
     ) -> Result<Option<String>, StepError> {
-        for record in ranges.iter().filter(|r| r.phase == "copying") {
-            let (range, source, target) = self.range_of(set, record)?;
-            let mismatch = |table: &TableSchema, on_source, on_target| {
-                format!(
-                    "range ({}, {}] of table {}: {on_source} on {}, {on_target} on {}",
-                    record.start, record.end, table.name, record.source, record.target
-                )
-            };
+        for pass in copying {
+            let (source, target) = (
+                side(self.shard(set, &pass.key.0)?),
+                side(self.shard(set, &pass.key.1)?),
+            );
             for (table_id, table) in self.tables.iter() {
-                if table.id.is_none() {
-                    let on_source =
-                        backfill::older_rows_summary(side(source), table, &range, dual_write).await?;
-                    let on_target =
-                        backfill::older_rows_summary(side(target), table, &range, dual_write).await?;
-                    if on_source != on_target {
-                        let describe = |(rows, sum): (i64, i64)| format!("{rows} rows (checksum {sum})");
-                        return Ok(Some(mismatch(table, describe(on_source), describe(on_target))));
-                    }
-                    continue;
+                let older = table.id.is_none().then_some(dual_write);
+                let on_source = backfill::summaries(source, table, &pass.moving, older).await?;
+                let mut on_target = backfill::summaries(target, table, &pass.moving, older).await?;
+                if table.id.is_some() && first_mismatch(table, &on_source, &on_target).is_some() {
+                    let mut copy = RangesCopy::new(
+                        table,
+                        &statements[table_id.0],
+                        &pass.moving,
+                        (source, target),
+                        (id, dual_write),
+                    );
+                    copy.restart().await?;
+                    while copy
+                        .next_chunk(self.settings.chunk_rows, set.epoch())
+                        .await?
+                        .is_some()
+                    {}
+                    on_target = backfill::summaries(target, table, &pass.moving, older).await?;
                 }
-                if self
-                    .target_is_short(table, &range, source, target)
-                    .await?
-                    .is_none()
-                {
-                    continue;
-                }
-                let sides = (side(source), side(target));
-                let mut copy = RangeCopy::new(table, &statements[table_id.0], &range, sides, dual_write);
-                while copy.next_chunk(self.settings.chunk_rows, set.epoch()).await? > 0 {}
-                if let Some((on_source, on_target)) =
-                    self.target_is_short(table, &range, source, target).await?
-                {
-                    let rows = |count: i64| format!("{count} rows");
-                    return Ok(Some(mismatch(table, rows(on_source), rows(on_target))));
+                if let Some(range) = first_mismatch(table, &on_source, &on_target) {
+                    let record = pass.records[range];
+                    let describe = |(rows, sum): (i64, i64)| match older {
+                        Some(_) => format!("{rows} rows (checksum {sum})"),
+                        None => format!("{rows} rows"),
+                    };
+                    return Ok(Some(format!(
+                        "range ({}, {}] of table {}: {} on {}, {} on {}",
+                        record.start,
+                        record.end,
+                        table.name,
+                        describe(on_source[range]),
+                        record.source,
+                        describe(on_target[range]),
+                        record.target
+                    )));
                 }
             }
         }
         Ok(None)
-    }
-
-    async fn target_is_short(
-        &self,
-        table: &TableSchema,
-        range: &TokenRange,
-        source: &crate::shards::Shard,
-        target: &crate::shards::Shard,
-    ) -> Result<Option<(i64, i64)>, StepError> {
-        let on_source = backfill::count_in_range(side(source), table, range).await?;
-        let on_target = backfill::count_in_range(side(target), table, range).await?;
-        Ok((on_target < on_source).then_some((on_source, on_target)))
     }
 
     /// The ring the migration leads to: every shard it keeps, at the weight it gives.
@@ -449,14 +451,30 @@ impl Resharder {
         Ok((ring, weights.into_iter().map(|(name, _)| ShardId(name)).collect()))
     }
 
-    /// Sleeps as long as needed to keep the copy at `rows_per_second`.
-    async fn throttle(&self, started: Instant, copied: u64) {
+    /// Sleeps as long as needed to keep the copy at `rows_per_second` and, after a chunk
+    /// that took `chunk_took`, its work at `busy_share` of the time.
+    async fn throttle(&self, started: Instant, copied: u64, chunk_took: Duration) {
         let due = Duration::from_secs_f64(copied as f64 / self.settings.rows_per_second as f64);
-        let elapsed = started.elapsed();
-        if due > elapsed {
-            tokio::time::sleep(due - elapsed).await;
-        }
+        let behind_rate = due.saturating_sub(started.elapsed());
+        tokio::time::sleep(behind_rate.max(self.share_pause(chunk_took))).await;
     }
+
+    /// The rest after a chunk that took `took`, so the work keeps to `busy_share` of the time.
+    fn share_pause(&self, took: Duration) -> Duration {
+        took.mul_f64(1.0 / self.settings.busy_share - 1.0)
+    }
+}
+
+/// The first range (by index) whose target does not match its source: for a table with an
+/// id, one with fewer rows on the target; for one without, any difference.
+fn first_mismatch(table: &TableSchema, on_source: &[(i64, i64)], on_target: &[(i64, i64)]) -> Option<usize> {
+    on_source
+        .iter()
+        .zip(on_target)
+        .position(|(source, target)| match table.id {
+            Some(_) => target.0 < source.0,
+            None => target != source,
+        })
 }
 
 fn side(shard: &crate::shards::Shard) -> Side<'_> {

@@ -135,9 +135,11 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     let third = crate::common::fresh_database(&crate::common::clusters()[1], "bench_timeline_s2").await;
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}\
-         [reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n[query]\nstatement_timeout = \"1s\"\n",
+         [reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 200\nrows_per_second = 1000\n\
+         [query]\nstatement_timeout = \"1s\"\n",
         crate::admin::with_token()
     );
+    // About 2000 rows to copy at 1000 rows/s: a copy long enough for the timeline to see.
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
     }

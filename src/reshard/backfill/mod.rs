@@ -1,18 +1,21 @@
-//! Moving the rows of one range of one table: copy them from the source to the target in
-//! chunks, check the copy on either side, and delete them from the source after the cutover.
-//! A table with an id is copied by id ([`by_id`]); one without, by the epoch its rows were
-//! written with ([`older`]).
+//! Moving the rows of a set of ranges of one table: copy them from the source to the target
+//! ([`sweep`]), check the copy on either side ([`summaries`]), and delete them from the source
+//! after the cutover ([`delete_rows`]). Each is one sequential pass over a table's blocks
+//! ([`blocks`]) that finds a row's range by binary search ([`moving`]), so no index is needed
+//! and ingest pays nothing for one.
 
-mod by_id;
-mod older;
+pub mod blocks;
+pub mod moving;
+pub mod sweep;
 
-use crate::ingest::copy::{CopyError, TableStatements};
+use crate::ingest::copy::CopyError;
 use crate::pgtype::quote_ident;
-use crate::routing::{Epoch, TokenRange};
-use crate::schema::{EPOCH_COLUMN, HASH_COLUMN, TableSchema};
-use by_id::IdCopy;
+use crate::routing::Epoch;
+use crate::schema::{EPOCH_COLUMN, TableSchema};
+use blocks::BlockChunks;
 use deadpool_postgres::Pool;
-use older::OlderRowsCopy;
+pub use moving::MovingRanges;
+pub use sweep::{RangesCopy, drop_cursors};
 use thiserror::Error;
 
 /// A step on a range failed.
@@ -68,41 +71,6 @@ impl Side<'_> {
     }
 }
 
-/// One range of one table on its way from a source to a target.
-pub enum RangeCopy<'a> {
-    /// A table with an id: every row, deduplicated by id on the target.
-    ById(IdCopy<'a>),
-    /// A table without an id: the rows older than the dual-write epoch.
-    Older(OlderRowsCopy<'a>),
-}
-
-impl<'a> RangeCopy<'a> {
-    /// A copy of the rows of `table` in `range` from `source` to `target`, for a migration
-    /// that began dual-writing with epoch `dual_write`.
-    pub fn new(
-        table: &'a TableSchema,
-        statements: &'a TableStatements,
-        range: &TokenRange,
-        (source, target): (Side<'a>, Side<'a>),
-        dual_write: Epoch,
-    ) -> RangeCopy<'a> {
-        if table.id.is_some() {
-            RangeCopy::ById(IdCopy::new(table, statements, range, source, target))
-        } else {
-            RangeCopy::Older(OlderRowsCopy::new(table, range, (source, target), dual_write))
-        }
-    }
-
-    /// Copies the next chunk of about `rows` rows, written on the target under `epoch`'s
-    /// fence; returns how many it copied, 0 once the range is done.
-    pub async fn next_chunk(&mut self, rows: usize, epoch: Epoch) -> Result<usize, BackfillError> {
-        match self {
-            RangeCopy::ById(copy) => copy.next_chunk(rows, epoch).await,
-            RangeCopy::Older(copy) => copy.next_chunk(rows, epoch).await,
-        }
-    }
-}
-
 fn unreachable(side: Side<'_>, error: &deadpool_postgres::PoolError) -> BackfillError {
     BackfillError::Unreachable {
         shard: side.name.to_string(),
@@ -110,44 +78,16 @@ fn unreachable(side: Side<'_>, error: &deadpool_postgres::PoolError) -> Backfill
     }
 }
 
-/// `_sg_hash BETWEEN lo AND hi OR ...` over the stored intervals of `range`.
-fn in_range(range: &TokenRange) -> String {
-    let intervals: Vec<String> = range
-        .stored_intervals()
-        .iter()
-        .map(|(lo, hi)| format!("{HASH_COLUMN} BETWEEN {lo} AND {hi}"))
-        .collect();
-    format!("({})", intervals.join(" OR "))
-}
-
-/// Rows of `table` in `range` on `side`.
-pub async fn count_in_range(
+/// Per range of `moving`, the rows of `table` on `side` and a checksum of them. With
+/// `older_than`, only rows written before that epoch count, and the checksum sums a hash of
+/// their text (written with fixed output settings, so two shards agree on equal rows whatever
+/// their own defaults); without, it is 0. One pass over the table.
+pub async fn summaries(
     side: Side<'_>,
     table: &TableSchema,
-    range: &TokenRange,
-) -> Result<i64, BackfillError> {
-    let client = side.client().await?;
-    let sql = format!(
-        "SELECT count(*) FROM {} WHERE {}",
-        quote_ident(&table.name),
-        in_range(range)
-    );
-    let row = client
-        .query_one(&sql, &[])
-        .await
-        .map_err(|cause| side.failed(cause))?;
-    Ok(row.get(0))
-}
-
-/// The rows of `table` in `range` on `side` written before epoch `before`: how many, and a
-/// checksum of their text (written with fixed output settings, so two shards agree on equal
-/// rows whatever their own defaults).
-pub async fn older_rows_summary(
-    side: Side<'_>,
-    table: &TableSchema,
-    range: &TokenRange,
-    before: Epoch,
-) -> Result<(i64, i64), BackfillError> {
+    moving: &MovingRanges,
+    older_than: Option<Epoch>,
+) -> Result<Vec<(i64, i64)>, BackfillError> {
     let mut client = side.client().await?;
     let tx = client.transaction().await.map_err(|cause| side.failed(cause))?;
     tx.batch_execute(
@@ -156,72 +96,85 @@ pub async fn older_rows_summary(
     )
     .await
     .map_err(|cause| side.failed(cause))?;
+    let (checksum, older) = match older_than {
+        Some(_) => (
+            "coalesce(sum(hashtext(t::text)), 0)::bigint",
+            format!(" AND {EPOCH_COLUMN} < $2"),
+        ),
+        None => ("0::bigint", String::new()),
+    };
     let sql = format!(
-        "SELECT count(*), coalesce(sum(hashtext(t::text)), 0)::bigint FROM {} t WHERE {} AND {EPOCH_COLUMN} < $1",
+        "SELECT {bucket}, count(*), {checksum} FROM {} t WHERE {}{older} GROUP BY 1",
         quote_ident(&table.name),
-        in_range(range)
+        MovingRanges::filter_sql(1),
+        bucket = MovingRanges::bucket_sql(1),
     );
-    let row = tx
-        .query_one(&sql, &[&before.0])
-        .await
-        .map_err(|cause| side.failed(cause))?;
-    Ok((row.get(0), row.get(1)))
-}
-
-/// Deletes the rows of `table` in `range` from `side`, `rows` at a time; returns how many.
-pub async fn delete_range(
-    side: Side<'_>,
-    table: &TableSchema,
-    range: &TokenRange,
-    rows: usize,
-) -> Result<u64, BackfillError> {
-    let client = side.client().await?;
-    let name = quote_ident(&table.name);
-    let sql = format!(
-        "DELETE FROM {name} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {name} WHERE {} LIMIT {rows}))",
-        in_range(range)
-    );
-    let mut deleted = 0;
-    loop {
-        let chunk = client
-            .execute(&sql, &[])
-            .await
-            .map_err(|cause| side.failed(cause))?;
-        deleted += chunk;
-        if chunk == 0 {
-            return Ok(deleted);
+    let bounds = moving.bounds();
+    let found = match older_than {
+        Some(epoch) => tx.query(&sql, &[&bounds, &epoch.0]).await,
+        None => tx.query(&sql, &[&bounds]).await,
+    }
+    .map_err(|cause| side.failed(cause))?;
+    let mut per_range = vec![(0i64, 0i64); moving.len()];
+    for row in &found {
+        if let Some(range) = moving.range_of_bucket(row.get(0)) {
+            let (rows, sum) = &mut per_range[range];
+            *rows += row.get::<_, i64>(1);
+            *sum = sum.wrapping_add(row.get::<_, i64>(2));
         }
     }
+    Ok(per_range)
 }
 
-/// The name and columns of the index the backfill reads `table` by: `(_sg_hash, id)`, or
-/// `(_sg_hash)` for a table without an id.
-fn backfill_index(table: &TableSchema) -> (String, String) {
-    match table.id.map(|i| quote_ident(&table.columns[i].name)) {
-        Some(id) => (
-            format!("{}_sg_hash_id", table.name),
-            format!("{HASH_COLUMN}, {id}"),
-        ),
-        None => (format!("{}_sg_hash", table.name), HASH_COLUMN.to_string()),
+/// Deletes the rows of `table` in `moving` from `side`, in one pass over its blocks with
+/// chunks of about `rows` rows, waiting `pause(time a chunk took)` after each; returns how many.
+pub async fn delete_rows(
+    side: Side<'_>,
+    table: &TableSchema,
+    moving: &MovingRanges,
+    rows: usize,
+    pause: impl Fn(std::time::Duration) -> std::time::Duration,
+) -> Result<u64, BackfillError> {
+    if moving.is_empty() {
+        return Ok(0);
+    }
+    let end = blocks::table_blocks(side, table).await?;
+    let client = side.client().await?;
+    let name = quote_ident(&table.name);
+    let bounds = moving.bounds();
+    let mut pass = BlockChunks::new(0, end);
+    let mut deleted = 0;
+    while let Some(chunk) = pass.next_chunk(rows) {
+        let started = std::time::Instant::now();
+        let sql = format!(
+            "DELETE FROM {name} WHERE {} AND {}",
+            blocks::in_blocks(chunk),
+            MovingRanges::filter_sql(1)
+        );
+        let gone = client
+            .execute(&sql, &[&bounds])
+            .await
+            .map_err(|cause| side.failed(cause))?;
+        deleted += gone;
+        pass.passed(chunk, gone as usize);
+        tokio::time::sleep(pause(started.elapsed())).await;
+    }
+    Ok(deleted)
+}
+
+/// The name of the index an earlier release's backfill read `table` by.
+fn backfill_index(table: &TableSchema) -> String {
+    match table.id {
+        Some(_) => format!("{}_sg_hash_id", table.name),
+        None => format!("{}_sg_hash", table.name),
     }
 }
 
-/// Creates, without blocking writes, the index the backfill and the cleanup read `table` by,
-/// if missing.
-pub async fn ensure_index(side: Side<'_>, table: &TableSchema) -> Result<(), BackfillError> {
-    let (name, columns) = backfill_index(table);
-    let sql = format!(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({columns})",
-        quote_ident(&name),
-        quote_ident(&table.name)
-    );
-    run_concurrently(side, &sql).await
-}
-
-/// Drops, without blocking writes, the index [`ensure_index`] made: it costs ingest a quarter
-/// to two fifths of its rate, which is worth paying only while ranges move.
+/// Drops, without blocking writes, the index an earlier release built for its backfill on
+/// `table`, if a migration it began left one: it costs ingest a quarter to two fifths of its
+/// rate.
 pub async fn drop_index(side: Side<'_>, table: &TableSchema) -> Result<(), BackfillError> {
-    let (name, _) = backfill_index(table);
+    let name = backfill_index(table);
     run_concurrently(
         side,
         &format!("DROP INDEX CONCURRENTLY IF EXISTS {}", quote_ident(&name)),
