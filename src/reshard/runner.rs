@@ -28,6 +28,8 @@ use crate::routing::{Epoch, Ring, ShardId};
 use crate::schema::{TableSchema, Tables};
 use crate::shards::fence;
 use crate::shards::set::{Published, ShardSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -189,6 +191,7 @@ impl Resharder {
         let copying = passes(ranges.iter().filter(|r| r.phase == "copying"), |r| {
             (r.source.clone(), r.target.clone())
         });
+        let ends = self.blocks_now(&set, &copying).await?;
         let started = Instant::now();
         let mut copied_total = 0u64;
         for pass in &copying {
@@ -197,12 +200,13 @@ impl Resharder {
                 side(self.shard(&set, &pass.key.1)?),
             );
             for (table_id, table) in self.tables.iter() {
+                let end = ends[&(pass.key.0.clone(), table.name.clone())];
                 let mut copy = RangesCopy::new(
                     table,
                     &statements[table_id.0],
                     &pass.moving,
                     sides,
-                    (id, dual_write),
+                    (id, dual_write, end),
                 );
                 loop {
                     if !self.still_in(id, "copying").await? {
@@ -236,6 +240,25 @@ impl Resharder {
         let epoch = self.catalog.cut_over(id, &ring, &names).await?;
         tracing::info!(epoch = epoch.0, copied = copied_total, took = ?started.elapsed(), "cut over");
         Ok(())
+    }
+
+    /// The blocks each table of each source of `copying` has now, just after the fences moved
+    /// to the dual-write epoch: every row a later block may hold was dual-written.
+    async fn blocks_now(
+        &self,
+        set: &ShardSet,
+        copying: &[Pass<'_, (String, String)>],
+    ) -> Result<HashMap<(String, String), i64>, StepError> {
+        let mut ends = HashMap::new();
+        for pass in copying {
+            let source = side(self.shard(set, &pass.key.0)?);
+            for (_, table) in self.tables.iter() {
+                if let Entry::Vacant(slot) = ends.entry((pass.key.0.clone(), table.name.clone())) {
+                    slot.insert(backfill::blocks::table_blocks(source, table).await?);
+                }
+            }
+        }
+        Ok(ends)
     }
 
     /// Phase `cleaning`: fences to the cutover epoch, then, after `cleanup_delay`, the moved
@@ -408,7 +431,7 @@ impl Resharder {
                         &statements[table_id.0],
                         &pass.moving,
                         (source, target),
-                        (id, dual_write),
+                        (id, dual_write, 0),
                     );
                     copy.restart().await?;
                     while copy

@@ -2,8 +2,9 @@
 //! sequential pass over the source's blocks: no index is needed, and each block is read once
 //! whatever the number of ranges.
 //!
-//! The pass covers the blocks the table had once the fences moved to the dual-write epoch;
-//! every row written after that is dual-written, so nothing a later block holds needs the copy.
+//! The pass covers the blocks the table had once the fences moved to the dual-write epoch
+//! (measured when the copy step starts, and kept in the cursor); every row written after that
+//! is dual-written, so nothing a later block holds needs the copy.
 //! A table with an id copies every row of its ranges through the staged insert, so one already
 //! on the target (dual-written) is skipped by its id. A table without an id copies exactly the
 //! rows written before the dual-write epoch (`_sg_epoch`): the younger ones reach the target by
@@ -49,19 +50,23 @@ pub struct RangesCopy<'a> {
     /// For a table without an id, the dual-write epoch: older rows are copied.
     older_than: Option<Epoch>,
     migration: i64,
-    /// Read from the target and the source on the first chunk.
+    /// The source's blocks when the copy step started: where the pass ends unless the cursor
+    /// names an end of its own.
+    end_block: i64,
+    /// Read from the target on the first chunk.
     pass: Option<BlockChunks>,
 }
 
 impl<'a> RangesCopy<'a> {
     /// A pass copying the rows of `table` in `moving` from `source` to `target` for migration
-    /// `migration`, which began dual-writing with epoch `dual_write`.
+    /// `migration`, which began dual-writing with epoch `dual_write`, up to block `end_block`
+    /// (the source's [`table_blocks`] once the fences moved to that epoch).
     pub fn new(
         table: &'a TableSchema,
         statements: &'a TableStatements,
         moving: &'a MovingRanges,
         (source, target): (Side<'a>, Side<'a>),
-        (migration, dual_write): (i64, Epoch),
+        (migration, dual_write, end_block): (i64, Epoch, i64),
     ) -> RangesCopy<'a> {
         RangesCopy {
             table,
@@ -71,11 +76,13 @@ impl<'a> RangesCopy<'a> {
             moving,
             older_than: table.id.is_none().then_some(dual_write),
             migration,
+            end_block,
             pass: None,
         }
     }
 
-    /// Makes the pass start from the first block again, whatever the target recorded.
+    /// Makes the pass start from the first block again, whatever the target recorded, and go
+    /// up to the source's blocks now.
     pub async fn restart(&mut self) -> Result<(), BackfillError> {
         let end = table_blocks(self.source, self.table).await?;
         self.pass = Some(BlockChunks::new(0, end));
@@ -109,29 +116,31 @@ impl<'a> RangesCopy<'a> {
         Ok(Some(copied))
     }
 
-    /// Where the pass goes on: the block the target's cursor names, up to the source's
-    /// blocks now.
+    /// Where the pass goes on and ends: as the target's cursor says, or from the first block to
+    /// `end_block` when it has none.
     async fn resume(&self) -> Result<BlockChunks, BackfillError> {
         let client = self.target.client().await?;
         client
             .batch_execute(&format!(
                 "SET client_min_messages = warning; \
                  CREATE TABLE IF NOT EXISTS {CURSOR_TABLE} (migration bigint, source text, table_name text, \
-                 next_block bigint NOT NULL, PRIMARY KEY (migration, source, table_name)); \
+                 next_block bigint NOT NULL, end_block bigint NOT NULL, PRIMARY KEY (migration, source, table_name)); \
                  RESET client_min_messages"
             ))
             .await
             .map_err(|cause| self.target.failed(cause))?;
-        let next: Option<i64> = client
+        let cursor: Option<(i64, i64)> = client
             .query_opt(
-                &format!("SELECT next_block FROM {CURSOR_TABLE} WHERE migration = $1 AND source = $2 AND table_name = $3"),
+                &format!(
+                    "SELECT next_block, end_block FROM {CURSOR_TABLE} WHERE migration = $1 AND source = $2 AND table_name = $3"
+                ),
                 &[&self.migration, &self.source.name, &self.table.name],
             )
             .await
             .map_err(|cause| self.target.failed(cause))?
-            .map(|row| row.get(0));
-        let end = table_blocks(self.source, self.table).await?;
-        Ok(BlockChunks::new(next.unwrap_or(0), end))
+            .map(|row| (row.get(0), row.get(1)));
+        let (next, end) = cursor.unwrap_or((0, self.end_block));
+        Ok(BlockChunks::new(next, end))
     }
 
     /// The rows of the chunk's blocks to copy, as COPY tuples, and their count per range.
@@ -197,12 +206,19 @@ impl<'a> RangesCopy<'a> {
     /// giving up the step.
     async fn load(&self, epoch: Epoch, tuples: Bytes, next_block: i64) -> Result<(), BackfillError> {
         let sql = format!(
-            "INSERT INTO {CURSOR_TABLE} (migration, source, table_name, next_block) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO {CURSOR_TABLE} (migration, source, table_name, next_block, end_block) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (migration, source, table_name) DO UPDATE SET next_block = excluded.next_block"
         );
         let source = self.source.name.to_string();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&self.migration, &source, &self.table.name, &next_block];
+        let end_block = self.progress().1;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &self.migration,
+            &source,
+            &self.table.name,
+            &next_block,
+            &end_block,
+        ];
         let mut attempt = 1;
         loop {
             let record = AlsoRecord {
