@@ -64,6 +64,9 @@ pub struct Metrics {
     pub rows_dual_written: IntCounterVec,
     /// Rows a migration run by this proxy copied to a new owner.
     pub migration_rows_copied: IntCounter,
+    /// Time a migration run by this proxy took to move one shard's fence, by shard: its batches
+    /// wait that long (the write pause of a step such as the cutover).
+    pub fence_move_duration: HistogramVec,
     /// 1 for the phase of the migration this proxy runs (`copying`, `cleaning`), by phase; 0
     /// otherwise.
     pub migration_phase: IntGaugeVec,
@@ -190,6 +193,12 @@ impl Metrics {
             migration_rows_copied: plain_counter(
                 "shardgate_migration_rows_copied_total",
                 "Rows a migration run by this proxy copied to their new shard.",
+            ),
+            fence_move_duration: histogram(
+                "shardgate_fence_move_duration_seconds",
+                "Time to move one shard's fence to a migration's new epoch, while its batches wait.",
+                &["shard"],
+                LATENCY_BUCKETS,
             ),
             migration_phase: gauge_by(
                 "shardgate_migration_phase",

@@ -375,9 +375,14 @@ impl Resharder {
                 .get()
                 .await
                 .map_err(|e| fence_error(crate::pg::describe_pool_error(&e)))?;
+            let moving = Instant::now();
             fence::bump(&mut client, epoch)
                 .await
                 .map_err(|e| fence_error(e.to_string()))?;
+            self.metrics
+                .fence_move_duration
+                .with_label_values(&[&shard.id.0])
+                .observe(moving.elapsed().as_secs_f64());
         }
         tracing::info!(epoch = epoch.0, took = ?bumping.elapsed(), "every fence moved");
         Ok(set)

@@ -401,6 +401,18 @@ async fn a_shard_added_while_writes_flow_takes_its_share_with_every_row_once_and
         metrics.contains("shardgate_migration_phase{phase=\"copying\"} 0"),
         "{metrics}"
     );
+    for shard in ["s0", "s1", "s2"] {
+        let prefix = format!("shardgate_fence_move_duration_seconds_count{{shard=\"{shard}\"}} ");
+        let moves: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix}: {metrics}"));
+        assert!(
+            moves >= 2,
+            "{shard}'s fence moved for the dual-write and the cutover: {moves}"
+        );
+    }
     assert_eq!(gate.admin("/admin/migrations").await.body[0]["phase"], "done");
     gate.stop().await;
 }
