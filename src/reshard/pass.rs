@@ -2,7 +2,7 @@
 //! range it shares a key with (the same source and target for a copy, the same shard for a
 //! cleanup), so each table is read once per pair of shards, not once per range.
 
-use super::backfill::MovingRanges;
+use super::backfill::RangeSet;
 use crate::catalog::journal::RangeRecord;
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ pub struct Pass<'r, K> {
     /// The ranges, as the journal records them.
     pub records: Vec<&'r RangeRecord>,
     /// The same ranges, for the pass's queries; index `i` is `records[i]`.
-    pub moving: MovingRanges,
+    pub moving: RangeSet,
 }
 
 impl<K> Pass<'_, K> {
@@ -41,7 +41,7 @@ pub fn passes<'r, K: Ord>(
             let bounds: Vec<(u64, u64)> = records.iter().map(|r| (r.start, r.end)).collect();
             Pass {
                 key,
-                moving: MovingRanges::new(&bounds),
+                moving: RangeSet::new(&bounds),
                 records,
             }
         })

@@ -4,18 +4,8 @@
 use crate::common::{connect, fresh_shards};
 use shardgate::routing::{KeyHash, ShardIndex};
 
-/// Runs `shardgate bench` with `args` and returns its output, whatever its exit status.
+/// Runs `shardgate bench --verify` with `args` and returns its output, whatever its exit status.
 fn run_bench(config: &std::path::Path, url: &str, args: &[&str]) -> std::process::Output {
-    run_bench_with(config, url, &["--verify"], args)
-}
-
-/// [`run_bench`] with `checks` (`--verify` or none) in place of the row count.
-fn run_bench_with(
-    config: &std::path::Path,
-    url: &str,
-    checks: &[&str],
-    args: &[&str],
-) -> std::process::Output {
     let config = config.to_str().expect("the test's config path is UTF-8");
     let fixed = [
         "bench",
@@ -28,8 +18,9 @@ fn run_bench_with(
         "4",
         "--rows-per-request",
         "250",
+        "--verify",
     ];
-    crate::common::shardgate(fixed.iter().chain(checks).chain(args))
+    crate::common::shardgate(fixed.iter().chain(args))
 }
 
 fn bench(config: &std::path::Path, url: &str, args: &[&str]) -> serde_json::Value {
@@ -135,7 +126,7 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     let third = crate::common::fresh_database(&crate::common::clusters()[1], "bench_timeline_s2").await;
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}\
-         [reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 200\nrows_per_second = 1000\n\
+         [reshard]\ngrace = \"100ms\"\ncleanup_delay = \"5s\"\nchunk_rows = 200\nrows_per_second = 1000\n\
          [query]\nstatement_timeout = \"1s\"\n",
         crate::admin::with_token()
     );
@@ -172,9 +163,7 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
                 "--chart",
                 svg.to_str().unwrap(),
             ];
-            // No --verify: it counts rows on the shards, where a migration's copies count twice
-            // until they are cleaned up.
-            report(run_bench_with(&path, &url, &[], &args))
+            report(run_bench(&path, &url, &args))
         }
     });
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -183,6 +172,15 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     let id = started.body["migration"].as_i64().unwrap();
     let report = run.await.unwrap();
     assert_eq!(report["rows"], 16000, "{report}");
+    assert_ne!(
+        crate::admin::phase_of(&gate, id).await,
+        "done",
+        "the run ends while the moved rows are on both shards"
+    );
+    assert_eq!(
+        report["verification"]["rows_added"], 16000,
+        "--verify counts only the rows each shard owns: {report}"
+    );
     crate::admin::wait_done(&gate, id).await;
     let stored = crate::common::query_rows(&gate, serde_json::json!([]), "SELECT count(*) FROM events").await;
     assert_eq!(stored, serde_json::json!([[16000]]), "{report}");

@@ -5,7 +5,7 @@
 //! and ingest pays nothing for one.
 
 pub mod blocks;
-pub mod moving;
+pub mod range_set;
 pub mod sweep;
 
 use crate::ingest::copy::CopyError;
@@ -14,7 +14,7 @@ use crate::routing::Epoch;
 use crate::schema::{EPOCH_COLUMN, TableSchema};
 use blocks::BlockChunks;
 use deadpool_postgres::Pool;
-pub use moving::MovingRanges;
+pub use range_set::RangeSet;
 pub use sweep::{RangesCopy, drop_cursors};
 use thiserror::Error;
 
@@ -85,7 +85,7 @@ fn unreachable(side: Side<'_>, error: &deadpool_postgres::PoolError) -> Backfill
 pub async fn summaries(
     side: Side<'_>,
     table: &TableSchema,
-    moving: &MovingRanges,
+    moving: &RangeSet,
     older_than: Option<Epoch>,
 ) -> Result<Vec<(i64, i64)>, BackfillError> {
     let mut client = side.client().await?;
@@ -106,8 +106,8 @@ pub async fn summaries(
     let sql = format!(
         "SELECT {bucket}, count(*), {checksum} FROM {} t WHERE {}{older} GROUP BY 1",
         quote_ident(&table.name),
-        MovingRanges::filter_sql(1),
-        bucket = MovingRanges::bucket_sql(1),
+        RangeSet::filter_sql(1),
+        bucket = RangeSet::bucket_sql(1),
     );
     let bounds = moving.bounds();
     let found = match older_than {
@@ -131,7 +131,7 @@ pub async fn summaries(
 pub async fn delete_rows(
     side: Side<'_>,
     table: &TableSchema,
-    moving: &MovingRanges,
+    moving: &RangeSet,
     rows: usize,
     pause: impl Fn(std::time::Duration) -> std::time::Duration,
 ) -> Result<u64, BackfillError> {
@@ -149,7 +149,7 @@ pub async fn delete_rows(
         let sql = format!(
             "DELETE FROM {name} WHERE {} AND {}",
             blocks::in_blocks(chunk),
-            MovingRanges::filter_sql(1)
+            RangeSet::filter_sql(1)
         );
         let gone = client
             .execute(&sql, &[&bounds])

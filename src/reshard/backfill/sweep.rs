@@ -15,7 +15,7 @@
 //! goes on after the last chunk that committed, and copies no row twice.
 
 use super::blocks::{BlockChunks, in_blocks, table_blocks};
-use super::moving::MovingRanges;
+use super::range_set::RangeSet;
 use super::{BackfillError, Side};
 use crate::ingest::copy::{AlsoRecord, CopyError, TableStatements, write_batch_recording};
 use crate::pgtype::quote_ident;
@@ -36,7 +36,7 @@ const CURSOR_TABLE: &str = "shardgate_backfill_cursor";
 pub struct Copied {
     /// Rows written to the target.
     pub rows: usize,
-    /// Of those, per range (its index in the pass's [`MovingRanges`]) with any.
+    /// Of those, per range (its index in the pass's [`RangeSet`]) with any.
     pub per_range: Vec<(usize, i64)>,
 }
 
@@ -46,7 +46,7 @@ pub struct RangesCopy<'a> {
     statements: &'a TableStatements,
     source: Side<'a>,
     target: Side<'a>,
-    moving: &'a MovingRanges,
+    moving: &'a RangeSet,
     /// For a table without an id, the dual-write epoch: older rows are copied.
     older_than: Option<Epoch>,
     migration: i64,
@@ -64,7 +64,7 @@ impl<'a> RangesCopy<'a> {
     pub fn new(
         table: &'a TableSchema,
         statements: &'a TableStatements,
-        moving: &'a MovingRanges,
+        moving: &'a RangeSet,
         (source, target): (Side<'a>, Side<'a>),
         (migration, dual_write, end_block): (i64, Epoch, i64),
     ) -> RangesCopy<'a> {
@@ -159,10 +159,10 @@ impl<'a> RangesCopy<'a> {
         let sql = format!(
             "SELECT {}, {} FROM {} WHERE {} AND {}{older}",
             columns.join(", "),
-            MovingRanges::bucket_sql(1),
+            RangeSet::bucket_sql(1),
             quote_ident(&self.table.name),
             in_blocks(chunk),
-            MovingRanges::filter_sql(1),
+            RangeSet::filter_sql(1),
         );
         let bounds = self.moving.bounds();
         let client = self.source.client().await?;

@@ -7,7 +7,7 @@ use crate::schema::HASH_COLUMN;
 
 /// The ranges of one pass (those moving from one source to one target, say), indexed as given.
 #[derive(Debug, Clone)]
-pub struct MovingRanges {
+pub struct RangeSet {
     /// How many ranges there are.
     len: usize,
     /// Lower bound and one past the upper bound of every stored interval, smallest first; the
@@ -17,9 +17,9 @@ pub struct MovingRanges {
     owners: Vec<usize>,
 }
 
-impl MovingRanges {
+impl RangeSet {
     /// The bounds of the ranges `(start, end]`, which must not overlap.
-    pub fn new(ranges: &[(u64, u64)]) -> MovingRanges {
+    pub fn new(ranges: &[(u64, u64)]) -> RangeSet {
         let mut intervals: Vec<(i64, i64, usize)> = ranges
             .iter()
             .enumerate()
@@ -46,7 +46,7 @@ impl MovingRanges {
             }
             owners.push(index);
         }
-        MovingRanges {
+        RangeSet {
             len: ranges.len(),
             bounds,
             owners,
@@ -63,7 +63,7 @@ impl MovingRanges {
         self.len == 0
     }
 
-    /// The bounds, to bind as the `bigint[]` parameter of [`MovingRanges::bucket_sql`].
+    /// The bounds, to bind as the `bigint[]` parameter of [`RangeSet::bucket_sql`].
     pub fn bounds(&self) -> &[i64] {
         &self.bounds
     }
@@ -108,7 +108,7 @@ mod tests {
             (20, 40),
             (100, 200),
         ];
-        let moving = MovingRanges::new(&ranges);
+        let moving = RangeSet::new(&ranges);
         let probes = [
             0,
             3,
@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_range_over_the_whole_ring_holds_every_hash() {
-        let moving = MovingRanges::new(&[(7, 7)]);
+        let moving = RangeSet::new(&[(7, 7)]);
         for hash in [i64::MIN, -1, 0, 1, i64::MAX] {
             assert_eq!(moving.range_of(hash), Some(0), "hash {hash}");
         }
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn even_buckets_are_no_range() {
-        let moving = MovingRanges::new(&[(10, 20)]);
+        let moving = RangeSet::new(&[(10, 20)]);
         assert_eq!(moving.range_of_bucket(0), None);
         assert_eq!(moving.range_of_bucket(2), None);
         assert_eq!(moving.range_of_bucket(1), Some(0));
