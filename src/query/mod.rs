@@ -30,8 +30,8 @@ use merge::{Combine, OrderedMerge, merge_groups};
 use parse::plan_query;
 use plan::{Aggregate, Output, QueryPlan};
 use shard::{ShardRows, ShardStatement};
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::OnceCell;
 use unsupported::Unsupported;
 use value::{Cell, JsonParam, ResultType};
 
@@ -183,7 +183,9 @@ pub struct QueryEngine {
     tables: Arc<Tables>,
     shards: Arc<Published>,
     limits: QueryConfig,
-    text_sorts_bytewise: OnceCell<bool>,
+    /// Per shard name, whether its database collates text bytewise: asked once per shard, so
+    /// a shard added later is asked too.
+    sorts_bytewise: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 /// A checked query and where it runs.
@@ -202,7 +204,7 @@ impl QueryEngine {
             tables,
             shards,
             limits,
-            text_sorts_bytewise: OnceCell::new(),
+            sorts_bytewise: std::sync::Mutex::default(),
         }
     }
 
@@ -360,27 +362,44 @@ impl QueryEngine {
         Ok(())
     }
 
-    /// Whether every shard's database collates text bytewise; asked once, of the first set a
-    /// query needs it for.
+    /// Whether every shard of `set` has a database that collates text bytewise; each shard is
+    /// asked the first time a query needs it.
     async fn text_sorts_bytewise(&self, set: &ShardSet) -> Result<bool, QueryError> {
-        let check = || async {
-            for (index, shard) in set.iter() {
-                let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
-                let row = client
-                    .query_one(
-                        "SELECT datcollate FROM pg_database WHERE datname = current_database()",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| failed(set, index, e.to_string()))?;
-                let collation: String = row.get(0);
-                if collation != "C" && collation != "POSIX" {
-                    return Ok(false);
+        for (index, shard) in set.iter() {
+            let known = self.known_sorts_bytewise(&shard.id.0);
+            let bytewise = match known {
+                Some(bytewise) => bytewise,
+                None => {
+                    let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
+                    let row = client
+                        .query_one(
+                            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| failed(set, index, e.to_string()))?;
+                    let collation: String = row.get(0);
+                    let bytewise = collation == "C" || collation == "POSIX";
+                    self.sorts_bytewise
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(shard.id.0.clone(), bytewise);
+                    bytewise
                 }
+            };
+            if !bytewise {
+                return Ok(false);
             }
-            Ok(true)
-        };
-        self.text_sorts_bytewise.get_or_try_init(check).await.copied()
+        }
+        Ok(true)
+    }
+
+    fn known_sorts_bytewise(&self, shard: &str) -> Option<bool> {
+        self.sorts_bytewise
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(shard)
+            .copied()
     }
 }
 

@@ -2,7 +2,7 @@
 //! shards and copied into one plain Postgres database; every query's answer through shardgate
 //! must equal the oracle's.
 
-use crate::common::{TestServer, connect, fresh_database};
+use crate::common::{TestServer, connect, fresh_database, fresh_shards};
 use futures_util::{SinkExt, TryStreamExt};
 use serde_json::{Value, json};
 use shardgate::query::value::{Cell, JsonParam, ResultType};
@@ -1042,6 +1042,39 @@ async fn a_client_that_stops_reading_holds_a_connection_only_until_the_statement
         "the stalled answer ends with an error: {last}"
     );
     assert!(text.lines().count() < 600_002, "the stalled answer is cut short");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn ordering_text_is_refused_once_a_shard_that_does_not_collate_bytewise_joins() {
+    let urls = fresh_shards("collation_join").await;
+    let cluster = &crate::common::clusters()[0];
+    connect(&cluster.url("postgres"))
+        .await
+        .batch_execute(
+            "CREATE DATABASE t_collation_joiner TEMPLATE template0 LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+        )
+        .await
+        .unwrap();
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n[query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    let gate = TestServer::start_on(urls, &extra).await;
+    load_rows(&gate).await;
+    let sql = "SELECT tenant_id FROM events ORDER BY tenant_id LIMIT 3";
+    let before = ask(&gate, sql, &[]).await;
+    assert_eq!(before.status, 200, "the C shards order text: {}", before.body);
+    let added = crate::admin::add_shard(&gate, "s2", &cluster.url("t_collation_joiner")).await;
+    assert_eq!(added.status, 202, "{}", added.body);
+    crate::admin::wait_done(&gate, added.body["migration"].as_i64().unwrap()).await;
+    let after = ask(&gate, sql, &[]).await;
+    assert_eq!(after.status, 400, "the new shard is asked too: {}", after.body);
+    assert!(
+        after.error().contains("needs shards whose collation is C"),
+        "{}",
+        after.error()
+    );
     gate.stop().await;
 }
 
