@@ -56,6 +56,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// How a migration moves ranges.
     pub reshard: ReshardConfig,
+    /// When a partition key counts as hot.
+    pub hot_keys: HotKeysConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -300,6 +302,42 @@ impl Default for ReshardConfig {
     }
 }
 
+/// `[hot_keys]`: when a partition key counts as hot, and how far it is spread.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotKeysConfig {
+    /// Length of a detection window.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Share of its shard's rows in a window above which a key is a candidate.
+    pub min_share: f64,
+    /// Rows per second in a window above which a key is a candidate.
+    pub min_rows_per_second: u64,
+    /// Consecutive windows a candidate must stay above both thresholds to be hot.
+    pub windows: u32,
+    /// Most ring positions a hot key is spread over.
+    pub max_fanout: u32,
+    /// Rows per second one position of a hot key should take at most: the fan-out is its rate
+    /// divided by this, rounded up.
+    pub rows_per_position: u64,
+    /// Counters of the heavy-hitter sketch of each table and window.
+    pub sketch_counters: usize,
+}
+
+impl Default for HotKeysConfig {
+    fn default() -> Self {
+        HotKeysConfig {
+            window: Duration::from_secs(1),
+            min_share: 0.2,
+            min_rows_per_second: 5_000,
+            windows: 3,
+            max_fanout: 8,
+            rows_per_position: 20_000,
+            sketch_counters: 64,
+        }
+    }
+}
+
 /// `[admin]`: access to the admin endpoints that change the shard set.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -484,6 +522,7 @@ impl Config {
         self.validate_tls(&mut problems);
         self.validate_admin(&mut problems);
         self.validate_reshard(&mut problems);
+        self.validate_hot_keys(&mut problems);
         self.validate_shards(&mut problems);
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
@@ -556,6 +595,31 @@ impl Config {
                 "reshard.cleanup_delay",
                 "must be at least query.statement_timeout, so no query still reads the old placement",
             );
+        }
+    }
+
+    fn validate_hot_keys(&self, problems: &mut Problems) {
+        let hot = &self.hot_keys;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&hot.window) {
+            problems.add("hot_keys.window", "must be between 100ms and 60s");
+        }
+        if !(hot.min_share > 0.0 && hot.min_share <= 1.0) {
+            problems.add("hot_keys.min_share", "must be above 0 and at most 1");
+        }
+        if hot.min_rows_per_second == 0 {
+            problems.add("hot_keys.min_rows_per_second", "must be positive");
+        }
+        if !(1..=100).contains(&hot.windows) {
+            problems.add("hot_keys.windows", "must be between 1 and 100");
+        }
+        if !(2..=256).contains(&hot.max_fanout) {
+            problems.add("hot_keys.max_fanout", "must be between 2 and 256");
+        }
+        if hot.rows_per_position == 0 {
+            problems.add("hot_keys.rows_per_position", "must be positive");
+        }
+        if !(8..=4096).contains(&hot.sketch_counters) {
+            problems.add("hot_keys.sketch_counters", "must be between 8 and 4096");
         }
     }
 

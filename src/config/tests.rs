@@ -244,3 +244,23 @@ fn a_backfill_share_outside_zero_to_one_is_named() {
     let text = format!("{VALID}\n[reshard]\nbusy_share = 1.0\n");
     Config::parse(&text).unwrap().validate().unwrap();
 }
+
+#[test]
+fn hot_key_thresholds_out_of_range_are_named() {
+    let text = format!(
+        "{VALID}\n[hot_keys]\nwindow = \"10ms\"\nmin_share = 1.5\nmin_rows_per_second = 0\nwindows = 0\n\
+         max_fanout = 1\nrows_per_position = 0\nsketch_counters = 2\n"
+    );
+    let found = problems(&text);
+    for (key, reason) in [
+        ("hot_keys.window", "between 100ms and 60s"),
+        ("hot_keys.min_share", "above 0 and at most 1"),
+        ("hot_keys.min_rows_per_second", "must be positive"),
+        ("hot_keys.windows", "between 1 and 100"),
+        ("hot_keys.max_fanout", "between 2 and 256"),
+        ("hot_keys.rows_per_position", "must be positive"),
+        ("hot_keys.sketch_counters", "between 8 and 4096"),
+    ] {
+        assert!(has(&found, key, reason), "{key}: {found:?}");
+    }
+}

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod key;
 pub mod placement;
 pub mod ring;
+pub mod salt;
 pub mod table;
 
 pub use changes::OwnerChange;
