@@ -64,6 +64,8 @@ pub struct Metrics {
     pub rows_dual_written: IntCounterVec,
     /// Rows a migration run by this proxy copied to a new owner.
     pub migration_rows_copied: IntCounter,
+    /// Keys of a table hot in the last detection window, by table.
+    pub hot_keys: IntGaugeVec,
     /// Time a migration run by this proxy took to move one shard's fence, by shard: its batches
     /// wait that long (the write pause of a step such as the cutover).
     pub fence_move_duration: HistogramVec,
@@ -193,6 +195,11 @@ impl Metrics {
             migration_rows_copied: plain_counter(
                 "shardgate_migration_rows_copied_total",
                 "Rows a migration run by this proxy copied to their new shard.",
+            ),
+            hot_keys: gauge_by(
+                "shardgate_hot_keys",
+                "Keys of a table hot in the last detection window, by table.",
+                "table",
             ),
             fence_move_duration: histogram(
                 "shardgate_fence_move_duration_seconds",

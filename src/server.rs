@@ -10,6 +10,7 @@
 use crate::catalog::watch::{RefreshHandle, WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
+use crate::hotkeys::HotKeyWatch;
 use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
 use crate::ingest::batcher::{WriterSettings, Writers};
@@ -162,7 +163,18 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         refresh_requests,
         shutdown.clone(),
     ));
-    let writes = Writes::new(shards.clone(), metrics.clone(), config.server.request_timeout);
+    let hot_keys = Arc::new(HotKeyWatch::new(config.hot_keys.clone(), tables.clone()));
+    background.spawn(
+        hot_keys
+            .clone()
+            .run(shards.clone(), metrics.clone(), shutdown.clone()),
+    );
+    let writes = Writes::new(
+        shards.clone(),
+        metrics.clone(),
+        hot_keys.clone(),
+        config.server.request_timeout,
+    );
     let state = Arc::new(AppState {
         config: config.clone(),
         tables,
@@ -176,6 +188,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         body_budget: tokio::sync::Semaphore::new(config.server.max_inflight_body_bytes.as_usize()),
         queries,
         resharder,
+        hot_keys,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;

@@ -44,6 +44,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/migrations", get(reshard::migrations))
         .route("/admin/migrations/{id}", get(reshard::migration))
         .route("/admin/ring", get(admin::ring))
+        .route("/admin/hot-keys", get(admin::hot_keys))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))

@@ -39,4 +39,6 @@ pub struct AppState {
     pub queries: QueryEngine,
     /// Starts and runs migrations of the shard set.
     pub resharder: Arc<Resharder>,
+    /// The keys found hot, or nearly.
+    pub hot_keys: Arc<crate::hotkeys::HotKeyWatch>,
 }

@@ -6,6 +6,7 @@
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
+use crate::hotkeys::HotKeyWatch;
 use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
 use crate::schema::{TableId, TableSchema};
@@ -54,16 +55,23 @@ pub enum WriteRefused {
 pub struct Writes {
     shards: Arc<Published>,
     metrics: Arc<Metrics>,
+    hot_keys: Arc<HotKeyWatch>,
     request_timeout: Duration,
 }
 
 impl Writes {
-    /// Writes routed and queued by the current set of `shards`; each waits at most
-    /// `request_timeout`.
-    pub fn new(shards: Arc<Published>, metrics: Arc<Metrics>, request_timeout: Duration) -> Writes {
+    /// Writes routed and queued by the current set of `shards`, counted for `hot_keys`; each
+    /// waits at most `request_timeout`.
+    pub fn new(
+        shards: Arc<Published>,
+        metrics: Arc<Metrics>,
+        hot_keys: Arc<HotKeyWatch>,
+        request_timeout: Duration,
+    ) -> Writes {
         Writes {
             shards,
             metrics,
+            hot_keys,
             request_timeout,
         }
     }
@@ -78,8 +86,10 @@ impl Writes {
         body: &[u8],
     ) -> Result<Submitted<'a>, WriteRefused> {
         let set = self.shards.load();
-        let encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
+        let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
         let (rows, dual_written) = (encoded.rows, encoded.dual_written);
+        let keys = std::mem::take(&mut encoded.keys);
+        let shard_rows: Vec<u64> = encoded.shards.iter().map(|s| s.rows as u64).collect();
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
@@ -90,6 +100,7 @@ impl Writes {
                 }
                 SubmitError::TooLarge { .. } => WriteRefused::TooLarge(e),
             })?;
+        self.hot_keys.record(table, &keys, &shard_rows);
         self.metrics
             .rows_accepted
             .with_label_values(&[&schema.name])

@@ -10,12 +10,14 @@ pub mod key;
 pub mod placement;
 pub mod ring;
 pub mod salt;
+pub mod sample;
 pub mod table;
 
 pub use changes::OwnerChange;
 pub use key::{KeyHash, hash_key};
 pub use placement::WritePlacement;
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};
+pub use sample::KeySample;
 pub use table::{Epoch, LeavingRange, MovingRange, RoutingTable, ShardId};
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
-use crate::routing::{RoutingTable, hash_key};
+use crate::routing::{KeySample, RoutingTable, hash_key};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -43,6 +43,8 @@ pub struct EncodedRows {
     pub rows: usize,
     /// Rows also written to the new shard of a range being copied.
     pub dual_written: usize,
+    /// The rows per partition key, sampled, for the hot-key watch.
+    pub keys: KeySample,
 }
 
 /// One problem with one row.
@@ -133,6 +135,7 @@ struct RowEncoder<'a> {
     errors: Vec<RowError>,
     error_total: usize,
     dual_written: usize,
+    keys: KeySample,
     /// Fields of every tuple: the declared columns and the hidden ones.
     field_count: i16,
 }
@@ -151,6 +154,7 @@ impl<'a> RowEncoder<'a> {
             errors: Vec::new(),
             error_total: 0,
             dual_written: 0,
+            keys: KeySample::default(),
             field_count: i16::try_from(table.columns.len() + super::hidden_columns(table).len())
                 .expect("Postgres tables have at most 1600 columns"),
         }
@@ -289,9 +293,9 @@ impl<'a> RowEncoder<'a> {
                 slot_bytes(slots[i], scratch).expect("finish_row checked that key values are present");
             (table.columns[i].ty, value)
         });
-        let placement = self
-            .routing
-            .place_write(hash_key(key_parts, &mut self.key_scratch));
+        let key = hash_key(key_parts, &mut self.key_scratch);
+        self.keys.count(key);
+        let placement = self.routing.place_write(key);
         let field_count = self.field_count;
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
@@ -335,6 +339,7 @@ impl<'a> RowEncoder<'a> {
             shards: self.out,
             rows: self.row,
             dual_written: self.dual_written,
+            keys: self.keys,
         })
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod catalog;
 mod common;
 mod fence;
+mod hot_keys;
 mod lifecycle;
 mod moves;
 mod query;
