@@ -32,9 +32,9 @@ impl WindowCounts {
         }
     }
 
-    /// Counts one request's rows: per key hash, and per shard index.
-    pub fn add(&mut self, keys: &HashMap<u64, u64>, shard_rows: &[u64]) {
-        for (&key, &rows) in keys {
+    /// Counts one request's rows: `(key hash, rows)`, and rows per shard index.
+    pub fn add(&mut self, keys: &[(u64, u64)], shard_rows: &[u64]) {
+        for &(key, rows) in keys {
             self.keys.offer(key, rows);
         }
         self.add_shard_rows(shard_rows);
@@ -74,8 +74,8 @@ impl WindowCollector {
         }
     }
 
-    /// Adds one request's counts to one stripe.
-    pub fn record(&self, keys: &HashMap<u64, u64>, shard_rows: &[u64]) {
+    /// Adds one request's counts, `(key hash, rows)` and rows per shard index, to one stripe.
+    pub fn record(&self, keys: &[(u64, u64)], shard_rows: &[u64]) {
         let stripe = self.next.fetch_add(1, Ordering::Relaxed) % STRIPES;
         lock(&self.stripes[stripe]).add(keys, shard_rows);
     }
@@ -198,8 +198,8 @@ mod tests {
     /// A window of one second: key 42 with `heavy` rows, 200 other keys with 10 each, the
     /// rows split over two shards by key parity.
     fn window(collector: &WindowCollector, heavy: u64) {
-        let mut keys: HashMap<u64, u64> = (1..=200).map(|k| (k * 2 + 1, 10)).collect();
-        keys.insert(42, heavy);
+        let mut keys: Vec<(u64, u64)> = (1..=200).map(|k| (k * 2 + 1, 10)).collect();
+        keys.push((42, heavy));
         let shard_rows = [heavy, 2_000];
         collector.record(&keys, &shard_rows);
     }
@@ -241,7 +241,7 @@ mod tests {
     fn a_heavy_key_of_a_busy_shard_is_not_hot_by_rate_alone() {
         let collector = WindowCollector::new(32);
         let mut detector = Detector::new(settings());
-        let keys = HashMap::from([(42u64, 5_000u64)]);
+        let keys = [(42u64, 5_000u64)];
         collector.record(&keys, &[100_000, 0]);
         let found = detector.close(&collector.take(), Duration::from_secs(1), owner);
         assert!(found.is_empty(), "5% of its shard: {found:?}");
@@ -251,7 +251,7 @@ mod tests {
     fn requests_in_any_stripe_count_in_the_window() {
         let collector = WindowCollector::new(32);
         for _ in 0..(STRIPES * 3) {
-            collector.record(&HashMap::from([(42, 100)]), &[100, 0]);
+            collector.record(&[(42, 100)], &[100, 0]);
         }
         let counts = collector.take();
         assert_eq!(counts.keys.heaviest()[0].count, 100 * STRIPES as u64 * 3);

@@ -9,7 +9,6 @@ use crate::schema::{TableId, Tables};
 use crate::shards::set::Published;
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -61,9 +60,8 @@ impl HotKeyWatch {
     }
 
     /// Counts one accepted request of `table`: its sampled keys and its rows per shard index.
-    pub fn record(&self, table: TableId, keys: &KeySample, shard_rows: &[u64]) {
-        let offered: HashMap<u64, u64> = keys.offered().collect();
-        self.collectors[table.0].record(&offered, shard_rows);
+    pub fn record(&self, table: TableId, keys: &mut KeySample, shard_rows: &[u64]) {
+        self.collectors[table.0].record(&keys.offered(), shard_rows);
     }
 
     /// The keys above the thresholds in the last window, hot ones first.

@@ -88,7 +88,7 @@ impl Writes {
         let set = self.shards.load();
         let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
         let (rows, dual_written) = (encoded.rows, encoded.dual_written);
-        let keys = std::mem::take(&mut encoded.keys);
+        let mut keys = std::mem::take(&mut encoded.keys);
         let shard_rows: Vec<u64> = encoded.shards.iter().map(|s| s.rows as u64).collect();
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
@@ -100,7 +100,7 @@ impl Writes {
                 }
                 SubmitError::TooLarge { .. } => WriteRefused::TooLarge(e),
             })?;
-        self.hot_keys.record(table, &keys, &shard_rows);
+        self.hot_keys.record(table, &mut keys, &shard_rows);
         self.metrics
             .rows_accepted
             .with_label_values(&[&schema.name])

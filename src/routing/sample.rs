@@ -1,58 +1,60 @@
-//! One request's rows per partition key, for the detector: every row of a request's first
-//! [`FULL_ROWS`], then one row in [`SAMPLE_EVERY`] counted for that many, so a large request pays
-//! a few nanoseconds per row for it.
+//! One request's rows per partition key, for the hot-key detector: one row in [`SAMPLE_EVERY`],
+//! picked by a cheap pseudo-random stride and counted for that many, so a request pays a
+//! couple of nanoseconds per row for it and no hashing.
 
 use crate::routing::KeyHash;
-use std::collections::HashMap;
 
-/// Rows of a request counted one by one before sampling starts.
-const FULL_ROWS: u64 = 64;
-/// One row in this many is counted after the first [`FULL_ROWS`].
+/// One row in this many is counted.
 const SAMPLE_EVERY: u64 = 8;
-/// A key is handed to the detector when it has at least this share of the counted rows: at most
-/// this many keys per request, whatever its size.
+/// A key is handed to the detector when it has at least this share of the request's rows: at
+/// most this many keys per request, whatever its size.
 const OFFERED_KEYS: u64 = 64;
 
-/// The rows of one request per key hash, estimated.
-#[derive(Debug, Default)]
+/// The rows of one request per key hash, estimated from a sample.
+#[derive(Debug)]
 pub struct KeySample {
-    counts: HashMap<u64, u64>,
-    counted: u64,
-    seen: u64,
+    sampled: Vec<u64>,
+    rows: u64,
     state: u64,
+}
+
+impl Default for KeySample {
+    fn default() -> Self {
+        KeySample {
+            sampled: Vec::new(),
+            rows: 0,
+            // Any odd seed: xorshift never leaves zero, nor reaches it from elsewhere.
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
 }
 
 impl KeySample {
     /// Counts a row whose partition key hashes to `key`.
     pub fn count(&mut self, key: KeyHash) {
-        self.seen += 1;
-        let weight = if self.seen <= FULL_ROWS {
-            1
-        } else {
-            // xorshift64: a cheap stride that no pattern in the client's rows can follow.
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            if self.state == 0 {
-                self.state = self.seen;
-            }
-            if !self.state.is_multiple_of(SAMPLE_EVERY) {
-                return;
-            }
-            SAMPLE_EVERY
-        };
-        self.counted += weight;
-        *self.counts.entry(key.0).or_default() += weight;
+        self.rows += 1;
+        // xorshift64: a stride no pattern in the client's rows can follow.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        if self.state.is_multiple_of(SAMPLE_EVERY) {
+            self.sampled.push(key.0);
+        }
     }
 
-    /// The keys worth the detector's attention, with their estimated rows: those holding at
-    /// least `1 / OFFERED_KEYS` of the request.
-    pub fn offered(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let floor = self.counted / OFFERED_KEYS;
-        self.counts
-            .iter()
-            .filter(move |&(_, &rows)| rows >= floor.max(1))
-            .map(|(&key, &rows)| (key, rows))
+    /// The keys worth the detector's attention, with their estimated rows: those sampled often
+    /// enough to hold at least `1 / OFFERED_KEYS` of the request. Sorts the sample.
+    pub fn offered(&mut self) -> Vec<(u64, u64)> {
+        self.sampled.sort_unstable();
+        let floor = (self.rows / OFFERED_KEYS).max(1);
+        let mut offered = Vec::new();
+        for run in self.sampled.chunk_by(|a, b| a == b) {
+            let rows = run.len() as u64 * SAMPLE_EVERY;
+            if rows >= floor {
+                offered.push((run[0], rows));
+            }
+        }
+        offered
     }
 }
 
@@ -61,24 +63,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_small_request_is_counted_row_by_row() {
-        let mut sample = KeySample::default();
-        for key in [1, 1, 2, 3, 1] {
-            sample.count(KeyHash(key));
-        }
-        let mut offered: Vec<(u64, u64)> = sample.offered().collect();
-        offered.sort_unstable();
-        assert_eq!(offered, [(1, 3), (2, 1), (3, 1)]);
-    }
-
-    #[test]
     fn a_large_request_is_sampled_close_to_its_counts_and_offers_only_heavy_keys() {
         let mut sample = KeySample::default();
         for row in 0..100_000u64 {
             let key = if row % 2 == 0 { 7 } else { 1_000 + row };
             sample.count(KeyHash(key));
         }
-        let offered: Vec<(u64, u64)> = sample.offered().collect();
+        let offered = sample.offered();
         assert_eq!(
             offered.len(),
             1,
@@ -88,5 +79,18 @@ mod tests {
         let (key, rows) = offered[0];
         assert_eq!(key, 7);
         assert!((45_000..55_000).contains(&rows), "about half of 100 000: {rows}");
+    }
+
+    #[test]
+    fn one_row_in_about_eight_is_sampled_whatever_the_pattern_of_keys() {
+        let mut sample = KeySample::default();
+        for row in 0..80_000u64 {
+            sample.count(KeyHash(row % 8));
+        }
+        let offered = sample.offered();
+        assert_eq!(offered.len(), 8, "{offered:?}");
+        for (key, rows) in offered {
+            assert!((8_500..11_500).contains(&rows), "key {key}: {rows} of 10 000");
+        }
     }
 }
