@@ -1,6 +1,8 @@
 //! One request's rows per partition key, for the hot-key detector: one row in [`SAMPLE_EVERY`],
 //! picked by a cheap pseudo-random stride and counted for that many, so a request pays a
-//! couple of nanoseconds per row for it and no hashing.
+//! couple of nanoseconds per row for it and no hashing. Each request's stride starts from its
+//! own random seed: with one seed for all, every request would sample the same positions, so
+//! keys a client always puts at the same places in its requests would be over- or never counted.
 
 use crate::routing::KeyHash;
 
@@ -23,8 +25,8 @@ impl Default for KeySample {
         KeySample {
             sampled: Vec::new(),
             rows: 0,
-            // Any odd seed: xorshift never leaves zero, nor reaches it from elsewhere.
-            state: 0x9e37_79b9_7f4a_7c15,
+            // Any seed but zero, which xorshift never leaves.
+            state: rand::random::<u64>() | 1,
         }
     }
 }
@@ -79,6 +81,27 @@ mod tests {
         let (key, rows) = offered[0];
         assert_eq!(key, 7);
         assert!((45_000..55_000).contains(&rows), "about half of 100 000: {rows}");
+    }
+
+    #[test]
+    fn a_key_at_the_same_places_in_every_request_is_counted_across_requests() {
+        let mut estimated = 0;
+        for _ in 0..400 {
+            let mut sample = KeySample::default();
+            for row in 0..100u64 {
+                sample.count(KeyHash(if row < 10 { 7 } else { 1_000 + row }));
+            }
+            estimated += sample
+                .offered()
+                .iter()
+                .filter(|(key, _)| *key == 7)
+                .map(|(_, rows)| rows)
+                .sum::<u64>();
+        }
+        assert!(
+            (3_300..4_700).contains(&estimated),
+            "rows 0-9 of 400 requests are 4 000 rows: {estimated}"
+        );
     }
 
     #[test]
