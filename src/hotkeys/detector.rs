@@ -6,7 +6,7 @@
 
 use super::sketch::{Counter, SpaceSaving};
 use crate::config::HotKeysConfig;
-use crate::routing::KeyHash;
+use crate::routing::{KeyHash, ShardIndex};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,26 +32,23 @@ impl WindowCounts {
         }
     }
 
-    /// Counts one request's rows: `(key hash, rows)`, and rows per shard index.
-    pub fn add(&mut self, keys: &[(u64, u64)], shard_rows: &[u64]) {
+    /// Counts one request's rows: `(key hash, rows)`, and `(shard, rows)`.
+    pub fn add(&mut self, keys: &[(u64, u64)], shard_rows: impl IntoIterator<Item = (ShardIndex, u64)>) {
         for &(key, rows) in keys {
             self.keys.offer(key, rows);
         }
-        self.add_shard_rows(shard_rows);
-    }
-
-    fn add_shard_rows(&mut self, shard_rows: &[u64]) {
-        if self.shard_rows.len() < shard_rows.len() {
-            self.shard_rows.resize(shard_rows.len(), 0);
-        }
-        for (total, rows) in self.shard_rows.iter_mut().zip(shard_rows) {
-            *total += rows;
+        for (ShardIndex(shard), rows) in shard_rows {
+            if self.shard_rows.len() <= shard {
+                self.shard_rows.resize(shard + 1, 0);
+            }
+            self.shard_rows[shard] += rows;
         }
     }
 
     fn merge(&mut self, other: &WindowCounts) {
+        let shard_rows = other.shard_rows.iter().enumerate();
+        self.add(&[], shard_rows.map(|(shard, &rows)| (ShardIndex(shard), rows)));
         self.keys.merge(&other.keys);
-        self.add_shard_rows(&other.shard_rows);
     }
 }
 
@@ -74,8 +71,8 @@ impl WindowCollector {
         }
     }
 
-    /// Adds one request's counts, `(key hash, rows)` and rows per shard index, to one stripe.
-    pub fn record(&self, keys: &[(u64, u64)], shard_rows: &[u64]) {
+    /// Adds one request's counts, `(key hash, rows)` and `(shard, rows)`, to one stripe.
+    pub fn record(&self, keys: &[(u64, u64)], shard_rows: impl IntoIterator<Item = (ShardIndex, u64)>) {
         let stripe = self.next.fetch_add(1, Ordering::Relaxed) % STRIPES;
         lock(&self.stripes[stripe]).add(keys, shard_rows);
     }
@@ -200,8 +197,7 @@ mod tests {
     fn window(collector: &WindowCollector, heavy: u64) {
         let mut keys: Vec<(u64, u64)> = (1..=200).map(|k| (k * 2 + 1, 10)).collect();
         keys.push((42, heavy));
-        let shard_rows = [heavy, 2_000];
-        collector.record(&keys, &shard_rows);
+        collector.record(&keys, [(ShardIndex(0), heavy), (ShardIndex(1), 2_000)]);
     }
 
     fn owner(key: KeyHash) -> usize {
@@ -242,7 +238,7 @@ mod tests {
         let collector = WindowCollector::new(32);
         let mut detector = Detector::new(settings());
         let keys = [(42u64, 5_000u64)];
-        collector.record(&keys, &[100_000, 0]);
+        collector.record(&keys, [(ShardIndex(0), 100_000)]);
         let found = detector.close(&collector.take(), Duration::from_secs(1), owner);
         assert!(found.is_empty(), "5% of its shard: {found:?}");
     }
@@ -251,7 +247,7 @@ mod tests {
     fn requests_in_any_stripe_count_in_the_window() {
         let collector = WindowCollector::new(32);
         for _ in 0..(STRIPES * 3) {
-            collector.record(&[(42, 100)], &[100, 0]);
+            collector.record(&[(42, 100)], [(ShardIndex(0), 100), (ShardIndex(1), 0)]);
         }
         let counts = collector.take();
         assert_eq!(counts.keys.heaviest()[0].count, 100 * STRIPES as u64 * 3);

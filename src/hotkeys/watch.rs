@@ -4,7 +4,7 @@
 use super::detector::{Candidate, Detector, WindowCollector};
 use crate::config::HotKeysConfig;
 use crate::metrics::Metrics;
-use crate::routing::KeySample;
+use crate::routing::{KeySample, ShardIndex};
 use crate::schema::{TableId, Tables};
 use crate::shards::set::Published;
 use arc_swap::ArcSwap;
@@ -59,8 +59,13 @@ impl HotKeyWatch {
         }
     }
 
-    /// Counts one accepted request of `table`: its sampled keys and its rows per shard index.
-    pub fn record(&self, table: TableId, keys: &mut KeySample, shard_rows: &[u64]) {
+    /// Counts one accepted request of `table`: its sampled keys and its rows per shard.
+    pub fn record(
+        &self,
+        table: TableId,
+        keys: &mut KeySample,
+        shard_rows: impl IntoIterator<Item = (ShardIndex, u64)>,
+    ) {
         self.collectors[table.0].record(&keys.offered(), shard_rows);
     }
 

@@ -89,7 +89,6 @@ impl Writes {
         let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
         let (rows, dual_written) = (encoded.rows, encoded.dual_written);
         let mut keys = std::mem::take(&mut encoded.keys);
-        let shard_rows: Vec<u64> = encoded.shards.iter().map(|s| s.rows as u64).collect();
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
@@ -100,7 +99,8 @@ impl Writes {
                 }
                 SubmitError::TooLarge { .. } => WriteRefused::TooLarge(e),
             })?;
-        self.hot_keys.record(table, &mut keys, &shard_rows);
+        let shard_rows = pending.iter().map(|write| (write.shard, write.rows as u64));
+        self.hot_keys.record(table, &mut keys, shard_rows);
         self.metrics
             .rows_accepted
             .with_label_values(&[&schema.name])
