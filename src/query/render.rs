@@ -80,9 +80,10 @@ pub fn render(plan: &QueryPlan, limit: u64, skipped: &[TokenRange]) -> RenderedQ
     }
 }
 
-/// `NOT (_sg_hash BETWEEN lo AND hi OR ...)` over every stored interval of `skipped`; the
+/// `NOT (_sg_hash BETWEEN lo AND hi OR ...)` over every stored interval of `skipped`, the
+/// condition that leaves a shard's rows it no longer owns out of a read (invariant 12); the
 /// bounds are numbers, never user text.
-fn skip_clause(skipped: &[TokenRange]) -> Option<String> {
+pub fn skip_clause(skipped: &[TokenRange]) -> Option<String> {
     let intervals: Vec<String> = skipped
         .iter()
         .flat_map(TokenRange::stored_intervals)
