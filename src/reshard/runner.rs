@@ -28,8 +28,6 @@ use crate::routing::{Epoch, Ring, ShardId};
 use crate::schema::{TableSchema, Tables};
 use crate::shards::fence;
 use crate::shards::set::{Published, ShardSet};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -194,13 +192,13 @@ impl Resharder {
         let ends = self.blocks_now(&set, &copying).await?;
         let started = Instant::now();
         let mut copied_total = 0u64;
-        for pass in &copying {
+        for (pass, ends) in copying.iter().zip(&ends) {
             let sides = (
                 side(self.shard(&set, &pass.key.0)?),
                 side(self.shard(&set, &pass.key.1)?),
             );
             for (table_id, table) in self.tables.iter() {
-                let end = ends[&(pass.key.0.clone(), table.name.clone())];
+                let end = ends[table_id.0];
                 let mut copy = RangesCopy::new(
                     table,
                     &statements[table_id.0],
@@ -242,21 +240,21 @@ impl Resharder {
         Ok(())
     }
 
-    /// The blocks each table of each source of `copying` has now, just after the fences moved
-    /// to the dual-write epoch: every row a later block may hold was dual-written.
+    /// Per pass of `copying` and table, the blocks its source has now, just after the fences
+    /// moved to the dual-write epoch: every row a later block may hold was dual-written.
     async fn blocks_now(
         &self,
         set: &ShardSet,
         copying: &[Pass<'_, (String, String)>],
-    ) -> Result<HashMap<(String, String), i64>, StepError> {
-        let mut ends = HashMap::new();
+    ) -> Result<Vec<Vec<i64>>, StepError> {
+        let mut ends = Vec::with_capacity(copying.len());
         for pass in copying {
             let source = side(self.shard(set, &pass.key.0)?);
+            let mut per_table = Vec::new();
             for (_, table) in self.tables.iter() {
-                if let Entry::Vacant(slot) = ends.entry((pass.key.0.clone(), table.name.clone())) {
-                    slot.insert(backfill::blocks::table_blocks(source, table).await?);
-                }
+                per_table.push(backfill::blocks::table_blocks(source, table).await?);
             }
+            ends.push(per_table);
         }
         Ok(ends)
     }

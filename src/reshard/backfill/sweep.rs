@@ -100,10 +100,7 @@ impl<'a> RangesCopy<'a> {
         if self.pass.is_none() {
             self.pass = Some(self.resume().await?);
         }
-        let Some(pass) = self.pass.as_mut() else {
-            return Ok(None);
-        };
-        let Some(chunk) = pass.next_chunk(rows) else {
+        let Some(chunk) = self.pass.as_ref().and_then(|pass| pass.next_chunk(rows)) else {
             return Ok(None);
         };
         let (tuples, copied) = self.read(chunk).await?;
@@ -205,16 +202,15 @@ impl<'a> RangesCopy<'a> {
     /// lock timeout, a serialization failure, a dropped connection) again a few times before
     /// giving up the step.
     async fn load(&self, epoch: Epoch, tuples: Bytes, next_block: i64) -> Result<(), BackfillError> {
+        let end_block = self.progress().1;
         let sql = format!(
             "INSERT INTO {CURSOR_TABLE} (migration, source, table_name, next_block, end_block) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (migration, source, table_name) DO UPDATE SET next_block = excluded.next_block"
         );
-        let source = self.source.name.to_string();
-        let end_block = self.progress().1;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
             &self.migration,
-            &source,
+            &self.source.name,
             &self.table.name,
             &next_block,
             &end_block,
