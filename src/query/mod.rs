@@ -366,26 +366,10 @@ impl QueryEngine {
     /// asked the first time a query needs it.
     async fn text_sorts_bytewise(&self, set: &ShardSet) -> Result<bool, QueryError> {
         for (index, shard) in set.iter() {
-            let known = self.known_sorts_bytewise(&shard.id.0);
+            let known = self.collations().get(&shard.id.0).copied();
             let bytewise = match known {
                 Some(bytewise) => bytewise,
-                None => {
-                    let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
-                    let row = client
-                        .query_one(
-                            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
-                            &[],
-                        )
-                        .await
-                        .map_err(|e| failed(set, index, e.to_string()))?;
-                    let collation: String = row.get(0);
-                    let bytewise = collation == "C" || collation == "POSIX";
-                    self.sorts_bytewise
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .insert(shard.id.0.clone(), bytewise);
-                    bytewise
-                }
+                None => self.ask_sorts_bytewise(set, index).await?,
             };
             if !bytewise {
                 return Ok(false);
@@ -394,12 +378,28 @@ impl QueryEngine {
         Ok(true)
     }
 
-    fn known_sorts_bytewise(&self, shard: &str) -> Option<bool> {
+    /// Asks shard `index` of `set` whether its database collates text bytewise, and keeps the
+    /// answer.
+    async fn ask_sorts_bytewise(&self, set: &ShardSet, index: ShardIndex) -> Result<bool, QueryError> {
+        let shard = set.get(index);
+        let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
+        let row = client
+            .query_one(
+                "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(|e| failed(set, index, e.to_string()))?;
+        let collation: String = row.get(0);
+        let bytewise = collation == "C" || collation == "POSIX";
+        self.collations().insert(shard.id.0.clone(), bytewise);
+        Ok(bytewise)
+    }
+
+    fn collations(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
         self.sorts_bytewise
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(shard)
-            .copied()
     }
 }
 
