@@ -322,6 +322,10 @@ pub struct HotKeysConfig {
     pub rows_per_position: u64,
     /// Counters of the heavy-hitter sketch of each table and window.
     pub sketch_counters: usize,
+    /// How long after a split is decided rows made take the new fan-out: the time every proxy
+    /// has to learn of it first.
+    #[serde(with = "duration")]
+    pub split_delay: Duration,
 }
 
 impl Default for HotKeysConfig {
@@ -334,6 +338,7 @@ impl Default for HotKeysConfig {
             max_fanout: 8,
             rows_per_position: 20_000,
             sketch_counters: 64,
+            split_delay: Duration::from_millis(500),
         }
     }
 }
@@ -394,6 +399,11 @@ pub struct TableConfig {
     pub id: Option<String>,
     /// Ordered columns whose values choose the shard.
     pub partition_key: Vec<String>,
+    /// A `timestamptz` column saying when each row was made: a split hot key places a row by the
+    /// fan-out in force then, so a retry lands where its first attempt did. Without it, a
+    /// UUIDv7 id's time is used, and else the time the proxy received the row.
+    #[serde(default)]
+    pub made_at: Option<String>,
     /// Every column, in table order.
     pub columns: Vec<ColumnConfig>,
 }
@@ -621,6 +631,9 @@ impl Config {
         if !(8..=4096).contains(&hot.sketch_counters) {
             problems.add("hot_keys.sketch_counters", "must be between 8 and 4096");
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&hot.split_delay) {
+            problems.add("hot_keys.split_delay", "must be between 10ms and 60s");
+        }
     }
 
     fn validate_admin(&self, problems: &mut Problems) {
@@ -776,6 +789,17 @@ fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
                     "a {} column cannot be an id (use uuid, bigint, integer or text)",
                     c.ty
                 ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(made_at) = &table.made_at {
+        let at = format!("{key}.made_at");
+        match find(made_at) {
+            None => problems.add(at, format!("column `{made_at}` is not declared")),
+            Some(c) if c.ty != ColumnType::Timestamptz => problems.add(
+                at,
+                format!("column `{made_at}` is {}; it must be a timestamptz", c.ty),
             ),
             Some(_) => {}
         }

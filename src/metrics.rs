@@ -5,8 +5,8 @@
 //! per row. Gauges of queue depth, shard health and routing epoch are read at scrape time.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from a lone group commit (~ms) to the request timeout.
@@ -66,6 +66,11 @@ pub struct Metrics {
     pub migration_rows_copied: IntCounter,
     /// Keys of a table hot in the last detection window, by table.
     pub hot_keys: IntGaugeVec,
+    /// Rows of split hot keys placed at a salted position (salt above 0), by table.
+    pub rows_salted: IntCounterVec,
+    /// A table's rows in the last detection window on its busiest shard over the mean of its
+    /// shards, by table: 1 is even.
+    pub shard_skew: GaugeVec,
     /// Time a migration run by this proxy took to move one shard's fence, by shard: its batches
     /// wait that long (the write pause of a step such as the cutover).
     pub fence_move_duration: HistogramVec,
@@ -103,6 +108,14 @@ impl Metrics {
             metric
         };
         let gauge_vec = |name: &str, help: &str| gauge_by(name, help, "shard");
+        let float_gauge_by = |name: &str, help: &str, label: &str| {
+            let metric =
+                GaugeVec::new(Opts::new(name, help), &[label]).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
         let plain_counter = |name: &str, help: &str| {
             let metric = IntCounter::new(name, help).expect("metric definitions are valid");
             registry
@@ -199,6 +212,16 @@ impl Metrics {
             hot_keys: gauge_by(
                 "shardgate_hot_keys",
                 "Keys of a table hot in the last detection window, by table.",
+                "table",
+            ),
+            rows_salted: counter(
+                "shardgate_rows_salted_total",
+                "Rows of split hot keys placed at a salted position.",
+                &["table"],
+            ),
+            shard_skew: float_gauge_by(
+                "shardgate_shard_skew",
+                "A table's rows in the last detection window on its busiest shard over the mean of its shards.",
                 "table",
             ),
             fence_move_duration: histogram(

@@ -251,6 +251,28 @@ pub fn date_from_unix_micros(micros: i64) -> [u8; 4] {
     i32::try_from(days).unwrap_or(i32::MAX).to_be_bytes()
 }
 
+/// The Unix time in milliseconds of a binary timestamptz value (`None` for infinity or a value
+/// that is not 8 bytes).
+pub fn unix_millis_of_timestamptz(value: &[u8]) -> Option<i64> {
+    let micros = i64::from_be_bytes(value.try_into().ok()?);
+    if micros == i64::MAX || micros == i64::MIN {
+        return None;
+    }
+    Some((micros.checked_add(PG_EPOCH_UNIX_MICROS)?).div_euclid(1000))
+}
+
+/// The Unix time in milliseconds a UUIDv7 carries in its first 48 bits; `None` for a UUID of
+/// another version.
+pub fn unix_millis_of_uuid_v7(value: &[u8]) -> Option<i64> {
+    let bytes: [u8; 16] = value.try_into().ok()?;
+    if bytes[6] >> 4 != 7 {
+        return None;
+    }
+    let mut millis = [0u8; 8];
+    millis[2..].copy_from_slice(&bytes[..6]);
+    Some(i64::from_be_bytes(millis))
+}
+
 fn out_of_range(ty: ColumnType, value: JsonScalar<'_>) -> String {
     format!("{value} is out of range for {ty}")
 }
@@ -346,6 +368,28 @@ mod tests {
     use super::*;
     use ColumnType::*;
     use JsonScalar::*;
+
+    #[test]
+    fn a_row_says_when_it_was_made_by_its_timestamp_or_its_uuid_v7() {
+        let micros = 1_764_620_000_123_456;
+        assert_eq!(
+            unix_millis_of_timestamptz(&timestamptz_from_unix_micros(micros)),
+            Some(1_764_620_000_123)
+        );
+        assert_eq!(
+            unix_millis_of_timestamptz(&i64::MAX.to_be_bytes()),
+            None,
+            "infinity"
+        );
+        let v7 = uuid::Uuid::parse_str("019ad5a0-5c7b-7cc3-9f1a-2b3c4d5e6f70").unwrap();
+        assert_eq!(unix_millis_of_uuid_v7(v7.as_bytes()), Some(0x019a_d5a0_5c7b));
+        let v4 = uuid::Uuid::parse_str("9f1a2b3c-4d5e-4f70-8a1b-2c3d4e5f6a7b").unwrap();
+        assert_eq!(
+            unix_millis_of_uuid_v7(v4.as_bytes()),
+            None,
+            "a v4 carries no time"
+        );
+    }
 
     fn encode(ty: ColumnType, value: JsonScalar<'_>) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();

@@ -10,7 +10,7 @@
 use crate::catalog::watch::{RefreshHandle, WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
-use crate::hotkeys::HotKeyWatch;
+use crate::hotkeys::{HotKeyWatch, Splitter};
 use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
 use crate::ingest::batcher::{WriterSettings, Writers};
@@ -117,7 +117,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (refresh, refresh_requests) = RefreshHandle::new();
     let settings = ShardSettings::from_config(&config, session_setup_sql(&statements), statements.len());
     let writers = Writers::new(
-        writer_settings(&config, &tables, statements, refresh, &metrics),
+        writer_settings(&config, &tables, statements, refresh.clone(), &metrics),
         shutdown.clone(),
         close_queues.clone(),
     );
@@ -143,6 +143,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         started: tokio::sync::Notify::new(),
         metrics: metrics.clone(),
     });
+    let splitter = Splitter {
+        catalog: catalog.clone(),
+        refresh,
+        shards: shards.clone(),
+        delay: config.hot_keys.split_delay,
+    };
     let routing_source = Arc::new(RoutingSource {
         catalog,
         config: config.clone(),
@@ -164,11 +170,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown.clone(),
     ));
     let hot_keys = Arc::new(HotKeyWatch::new(config.hot_keys.clone(), tables.clone()));
-    background.spawn(
-        hot_keys
-            .clone()
-            .run(shards.clone(), metrics.clone(), shutdown.clone()),
-    );
+    background.spawn(hot_keys.clone().run(
+        shards.clone(),
+        metrics.clone(),
+        splitter.clone(),
+        shutdown.clone(),
+    ));
     let writes = Writes::new(
         shards.clone(),
         metrics.clone(),
@@ -189,6 +196,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         queries,
         resharder,
         hot_keys,
+        splitter,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;

@@ -10,8 +10,7 @@
 //! goes the same way, through `cancelling`, and ends `failed` with the reason in `failure`.
 //! A migration may be paused in any phase; its runner then waits.
 
-use super::watch::ROUTING_CHANNEL;
-use super::{Catalog, CatalogError, query, take_catalog_lock};
+use super::{Catalog, CatalogError, advance_epoch, query, read_epoch, take_catalog_lock};
 use crate::pg::without_password;
 use crate::routing::{Epoch, KeyHash, OwnerChange, Ring, ShardId};
 use crate::shards::ShardEndpoint;
@@ -442,35 +441,6 @@ async fn record_joining(
         return Err(CatalogError::ShardExists(shard.id.0.clone()));
     }
     Ok(())
-}
-
-/// The routing epoch, as `client` sees it.
-async fn read_epoch(client: &impl tokio_postgres::GenericClient) -> Result<Epoch, CatalogError> {
-    let epoch: i64 = client
-        .query_one("SELECT epoch FROM shardgate.routing", &[])
-        .await
-        .map_err(query("read the routing epoch"))?
-        .get(0);
-    Ok(Epoch(epoch))
-}
-
-/// Advances the routing epoch and announces it when the transaction commits.
-async fn advance_epoch(tx: &tokio_postgres::Transaction<'_>) -> Result<Epoch, CatalogError> {
-    let epoch: i64 = tx
-        .query_one(
-            "UPDATE shardgate.routing SET epoch = epoch + 1, updated_at = now() RETURNING epoch",
-            &[],
-        )
-        .await
-        .map_err(query("advance the routing epoch"))?
-        .get(0);
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&ROUTING_CHANNEL, &epoch.to_string()],
-    )
-    .await
-    .map_err(query("announce the new epoch"))?;
-    Ok(Epoch(epoch))
 }
 
 fn migration(row: &tokio_postgres::Row) -> MigrationRecord {

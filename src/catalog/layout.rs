@@ -13,12 +13,13 @@
 //!    the target's in the ring while its source still holds its rows (see [`super::ranges`]).
 //! 4. `migrations` records the epoch that began dual-writing (tables without an id copy only
 //!    rows older than it) and, apart from the last error of a step, why a migration was given up.
+//! 5. `hot_keys`: each fan-out step of a split hot key (see [`super::hot_keys`]).
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 4;
+pub const CURRENT: i32 = 5;
 
 /// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -62,6 +63,22 @@ const MIGRATE_2_TO_3: &str = "
 const MIGRATE_3_TO_4: &str = "
     ALTER TABLE shardgate.migrations ADD COLUMN dual_write_epoch bigint, ADD COLUMN failure text;";
 
+/// The fan-out steps of split hot keys (new in layout 5).
+const HOT_KEY_TABLES: &str = "
+    CREATE TABLE shardgate.hot_keys (
+        table_name text NOT NULL,
+        key_hash bigint NOT NULL,
+        fanout integer NOT NULL CHECK (fanout >= 2),
+        salts integer[] NOT NULL CHECK (cardinality(salts) = fanout),
+        since_ms bigint NOT NULL,
+        epoch bigint NOT NULL,
+        key_values jsonb,
+        source text NOT NULL CHECK (source IN ('detected', 'manual')),
+        rows_per_second double precision,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (table_name, key_hash, fanout)
+    );";
+
 /// The resharding journal as the current layout has it (new in layout 3).
 const JOURNAL_TABLES: &str = "
     CREATE TABLE shardgate.migrations (
@@ -96,17 +113,24 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         0 => &[
             (CREATE_CURRENT, "create the catalog"),
             (JOURNAL_TABLES, "create the journal"),
+            (HOT_KEY_TABLES, "create the hot keys"),
         ],
         1 => &[
             (MIGRATE_1_TO_2, "migrate the catalog from layout 1"),
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
+            (HOT_KEY_TABLES, "create the hot keys"),
         ],
         2 => &[
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
+            (HOT_KEY_TABLES, "create the hot keys"),
         ],
-        3 => &[(MIGRATE_3_TO_4, "migrate the catalog from layout 3")],
+        3 => &[
+            (MIGRATE_3_TO_4, "migrate the catalog from layout 3"),
+            (HOT_KEY_TABLES, "create the hot keys"),
+        ],
+        4 => &[(HOT_KEY_TABLES, "create the hot keys")],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     };
@@ -117,7 +141,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
     }
     let record = match found {
-        2 | 3 => "UPDATE shardgate.catalog_version SET version = $1",
+        2..=4 => "UPDATE shardgate.catalog_version SET version = $1",
         _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
     };
     tx.execute(record, &[&CURRENT])

@@ -11,7 +11,8 @@
 
 use crate::config::Config;
 use crate::pg::{PoolSettings, build_pool, without_password};
-use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Token};
+use crate::routing::salt::FanoutError;
+use crate::routing::{Epoch, KeyHash, Ring, RingError, RoutingTable, ShardId, ShardIndex, Splits, Token};
 use crate::schema::{QUIET_SETUP_SQL, Tables};
 use crate::shards::ShardEndpoint;
 use crate::shards::set::{PublishError, Published};
@@ -20,7 +21,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio_postgres::IsolationLevel;
+use watch::ROUTING_CHANNEL;
 
+pub mod hot_keys;
 pub mod journal;
 mod layout;
 mod ranges;
@@ -55,6 +58,9 @@ pub enum CatalogError {
     /// The stored ring is unusable.
     #[error("catalog: stored ring is invalid: {0}")]
     Ring(#[from] RingError),
+    /// A stored hot-key split is unusable.
+    #[error("catalog: a stored hot-key split is invalid: {0}")]
+    Split(#[from] FanoutError),
     /// The catalog was written by a newer shardgate.
     #[error(
         "catalog: its layout is version {0}, newer than this shardgate reads ({current}); \
@@ -192,6 +198,35 @@ async fn take_catalog_lock(tx: &tokio_postgres::Transaction<'_>) -> Result<(), C
         .await
         .map_err(query("take the catalog lock"))?;
     Ok(())
+}
+
+/// The routing epoch, as `client` sees it.
+async fn read_epoch(client: &impl tokio_postgres::GenericClient) -> Result<Epoch, CatalogError> {
+    let epoch: i64 = client
+        .query_one("SELECT epoch FROM shardgate.routing", &[])
+        .await
+        .map_err(query("read the routing epoch"))?
+        .get(0);
+    Ok(Epoch(epoch))
+}
+
+/// Advances the routing epoch and announces it when the transaction commits.
+async fn advance_epoch(tx: &tokio_postgres::Transaction<'_>) -> Result<Epoch, CatalogError> {
+    let epoch: i64 = tx
+        .query_one(
+            "UPDATE shardgate.routing SET epoch = epoch + 1, updated_at = now() RETURNING epoch",
+            &[],
+        )
+        .await
+        .map_err(query("advance the routing epoch"))?
+        .get(0);
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&ROUTING_CHANNEL, &epoch.to_string()],
+    )
+    .await
+    .map_err(query("announce the new epoch"))?;
+    Ok(Epoch(epoch))
 }
 
 fn query(context: &'static str) -> impl Fn(tokio_postgres::Error) -> CatalogError {
@@ -355,6 +390,7 @@ async fn read_state(
     );
     routing.moving = in_motion.moving;
     routing.leaving = in_motion.leaving;
+    routing.splits = Splits::from_steps(hot_keys::read_steps(tx).await?)?;
     Ok(CatalogState { routing, shards })
 }
 

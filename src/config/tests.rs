@@ -249,7 +249,7 @@ fn a_backfill_share_outside_zero_to_one_is_named() {
 fn hot_key_thresholds_out_of_range_are_named() {
     let text = format!(
         "{VALID}\n[hot_keys]\nwindow = \"10ms\"\nmin_share = 1.5\nmin_rows_per_second = 0\nwindows = 0\n\
-         max_fanout = 1\nrows_per_position = 0\nsketch_counters = 2\n"
+         max_fanout = 1\nrows_per_position = 0\nsketch_counters = 2\nsplit_delay = \"0s\"\n"
     );
     let found = problems(&text);
     for (key, reason) in [
@@ -260,7 +260,31 @@ fn hot_key_thresholds_out_of_range_are_named() {
         ("hot_keys.max_fanout", "between 2 and 256"),
         ("hot_keys.rows_per_position", "must be positive"),
         ("hot_keys.sketch_counters", "between 8 and 4096"),
+        ("hot_keys.split_delay", "between 10ms and 60s"),
     ] {
         assert!(has(&found, key, reason), "{key}: {found:?}");
     }
+}
+
+#[test]
+fn a_made_at_column_must_be_a_declared_timestamptz() {
+    let with = |column: &str| {
+        VALID.replace(
+            "id = \"event_id\"\n",
+            &format!("id = \"event_id\"\nmade_at = \"{column}\"\n"),
+        )
+    };
+    let config = Config::parse(&with("ts")).unwrap();
+    assert!(config.validate().is_ok());
+    assert_eq!(config.tables[0].made_at.as_deref(), Some("ts"));
+    assert!(has(
+        &problems(&with("when")),
+        "tables[0].made_at",
+        "column `when` is not declared"
+    ));
+    assert!(has(
+        &problems(&with("tenant_id")),
+        "tables[0].made_at",
+        "column `tenant_id` is text; it must be a timestamptz"
+    ));
 }

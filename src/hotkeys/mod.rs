@@ -2,12 +2,15 @@
 //! Each table's requests feed a heavy-hitter sketch per window (sampled per request by
 //! [`crate::routing::sample`]; [`sketch`], [`detector`], run by [`watch`]); a
 //! key above a share of its shard's rows and an absolute rate for several windows in a row is
-//! hot, and is spread over salted ring positions ([`crate::routing::salt`]).
+//! hot, and is spread over salted ring positions ([`crate::routing::salt`]) by a split recorded
+//! in the catalog and published ([`split`]).
 
 pub mod detector;
 pub mod sketch;
+pub mod split;
 pub mod watch;
 
 pub use detector::{Candidate, Detector, WindowCollector, WindowCounts};
 pub use sketch::{Counter, SpaceSaving};
+pub use split::{Split, Splitter};
 pub use watch::{HotKeyWatch, WatchedKey};

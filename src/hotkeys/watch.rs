@@ -1,7 +1,10 @@
 //! The proxy's hot-key watch: one collector and detector per table, a task that closes a window
-//! every `hot_keys.window`, and the list of the keys found, for the admin API and the metrics.
+//! every `hot_keys.window` and splits each key that became hot (or hotter than its fan-out
+//! serves), and the list of the keys found, for the admin API and the metrics.
 
 use super::detector::{Candidate, Detector, WindowCollector};
+use super::split::{Split, Splitter};
+use crate::catalog::hot_keys::SplitSource;
 use crate::config::HotKeysConfig;
 use crate::metrics::Metrics;
 use crate::routing::{KeySample, ShardIndex};
@@ -28,6 +31,8 @@ pub struct WatchedKey {
     pub windows: u32,
     /// Whether it stayed above them for `hot_keys.windows` windows: hot.
     pub hot: bool,
+    /// The largest fan-out it has been split to; 1 when it is not split.
+    pub fanout: u32,
 }
 
 /// Every table's detection, shared by the write path and the window task.
@@ -75,11 +80,13 @@ impl HotKeyWatch {
     }
 
     /// Closes a window every `hot_keys.window` until `shutdown`, placing keys with the shards
-    /// published then.
+    /// published then, and has `splitter` split every hot key whose rate needs more positions
+    /// than it has.
     pub async fn run(
         self: Arc<Self>,
         shards: Arc<Published>,
         metrics: Arc<Metrics>,
+        splitter: Splitter,
         shutdown: CancellationToken,
     ) {
         let mut ticks = tokio::time::interval(self.settings.window);
@@ -94,19 +101,40 @@ impl HotKeyWatch {
             opened = Instant::now();
             let set = shards.load();
             let mut found = Vec::new();
+            let mut splits = Vec::new();
             for (table, schema) in self.tables.iter() {
                 let window = self.collectors[table.0].take();
-                let candidates = self.detectors[table.0]
+                let mut detector = self.detectors[table.0]
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .close(&window, length, |key| set.table.place_write(key).owner.0);
-                let hot = candidates.iter().filter(|c| c.is_hot(&self.settings)).count();
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let candidates = detector.close(&window, length, |key| set.table.owner_of_key(key).0);
+                if let Some(skew) = skew(&window.shard_rows, set.table.shards_for_scatter().len()) {
+                    metrics.shard_skew.with_label_values(&[&schema.name]).set(skew);
+                }
+                let hot: Vec<&Candidate> = candidates.iter().filter(|c| c.is_hot(&self.settings)).collect();
                 metrics
                     .hot_keys
                     .with_label_values(&[&schema.name])
-                    .set(hot as i64);
-                found.extend(candidates.iter().map(|c| self.describe(&schema.name, c)));
+                    .set(hot.len() as i64);
+                for candidate in hot {
+                    let fanout = detector.fanout_for(candidate.rows_per_second);
+                    if fanout as usize > set.table.salts_for_read(&schema.name, candidate.key).len() {
+                        splits.push(Split {
+                            table: schema.name.clone(),
+                            key: candidate.key,
+                            fanout,
+                            key_values: None,
+                            source: SplitSource::Detected,
+                            rows_per_second: Some(candidate.rows_per_second),
+                        });
+                    }
+                }
+                found.extend(candidates.iter().map(|c| {
+                    let fanout = set.table.salts_for_read(&schema.name, c.key).len() as u32;
+                    self.describe(&schema.name, c, fanout)
+                }));
             }
+            drop(set);
             found.sort_by(|a, b| {
                 b.hot
                     .cmp(&a.hot)
@@ -125,10 +153,15 @@ impl HotKeyWatch {
                 );
             }
             self.found.store(Arc::new(found));
+            for split in splits {
+                if let Err(e) = splitter.split(split).await {
+                    tracing::warn!(error = %e, "cannot split a hot key; trying again after the next window");
+                }
+            }
         }
     }
 
-    fn describe(&self, table: &str, candidate: &Candidate) -> WatchedKey {
+    fn describe(&self, table: &str, candidate: &Candidate, fanout: u32) -> WatchedKey {
         WatchedKey {
             table: table.to_string(),
             key_hash: format!("{:016x}", candidate.key.0),
@@ -136,6 +169,36 @@ impl HotKeyWatch {
             share: candidate.share,
             windows: candidate.streak,
             hot: candidate.is_hot(&self.settings),
+            fanout,
         }
+    }
+}
+
+/// The busiest shard's rows over the mean of `shards` shards (those a shard without rows counts
+/// among); `None` for a window without rows.
+fn skew(shard_rows: &[u64], shards: usize) -> Option<f64> {
+    let total: u64 = shard_rows.iter().sum();
+    let busiest = shard_rows.iter().copied().max()?;
+    if total == 0 {
+        return None;
+    }
+    let mean = total as f64 / shards.max(shard_rows.len()) as f64;
+    Some(busiest as f64 / mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_is_the_busiest_shard_over_the_mean_counting_idle_shards() {
+        assert_eq!(skew(&[100, 100, 100, 100], 4), Some(1.0));
+        assert_eq!(
+            skew(&[300, 100], 4),
+            Some(3.0),
+            "two idle shards count in the mean"
+        );
+        assert_eq!(skew(&[], 4), None);
+        assert_eq!(skew(&[0, 0], 2), None);
     }
 }

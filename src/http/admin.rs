@@ -60,14 +60,6 @@ pub async fn ring(State(state): State<Arc<AppState>>) -> Json<serde_json::Value>
     Json(json!({"epoch": set.epoch().0, "ranges": ranges}))
 }
 
-/// `GET /admin/hot-keys`: the keys above the hot-key thresholds in the last window, hot ones
-/// (above them for `hot_keys.windows` windows in a row) first.
-pub async fn hot_keys(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let found = state.hot_keys.found();
-    let window_ms = state.config.hot_keys.window.as_millis() as u64;
-    Json(json!({"window_ms": window_ms, "keys": *found}))
-}
-
 /// `GET /healthz`: the process is alive and serving HTTP.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))

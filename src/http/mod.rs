@@ -8,6 +8,7 @@ pub mod auth;
 pub mod encoding;
 pub mod error;
 pub mod error_body;
+pub mod hot_keys;
 pub mod query;
 pub mod reshard;
 pub mod routes;

@@ -5,7 +5,7 @@ use super::auth::require_admin_token;
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
-use super::{admin, query, reshard, write};
+use super::{admin, hot_keys, query, reshard, write};
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
@@ -29,6 +29,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
     let changes = Router::new()
         .route("/admin/shards/plan", post(reshard::plan_shard))
         .route("/admin/shards", post(reshard::add_shard))
+        .route("/admin/hot-keys", post(hot_keys::split))
         .route(
             "/admin/shards/{name}",
             delete(reshard::drain_shard).patch(reshard::reweight_shard),
@@ -44,7 +45,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/migrations", get(reshard::migrations))
         .route("/admin/migrations/{id}", get(reshard::migration))
         .route("/admin/ring", get(admin::ring))
-        .route("/admin/hot-keys", get(admin::hot_keys))
+        .route("/admin/hot-keys", get(hot_keys::list))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))

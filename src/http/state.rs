@@ -41,4 +41,6 @@ pub struct AppState {
     pub resharder: Arc<Resharder>,
     /// The keys found hot, or nearly.
     pub hot_keys: Arc<crate::hotkeys::HotKeyWatch>,
+    /// Records and publishes hot-key splits asked for by hand.
+    pub splitter: crate::hotkeys::Splitter,
 }

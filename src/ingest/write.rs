@@ -87,7 +87,7 @@ impl Writes {
     ) -> Result<Submitted<'a>, WriteRefused> {
         let set = self.shards.load();
         let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
-        let (rows, dual_written) = (encoded.rows, encoded.dual_written);
+        let (rows, dual_written, salted) = (encoded.rows, encoded.dual_written, encoded.salted);
         let mut keys = std::mem::take(&mut encoded.keys);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
@@ -110,6 +110,12 @@ impl Writes {
                 .rows_dual_written
                 .with_label_values(&[&schema.name])
                 .inc_by(dual_written as u64);
+        }
+        if salted > 0 {
+            self.metrics
+                .rows_salted
+                .with_label_values(&[&schema.name])
+                .inc_by(salted as u64);
         }
         Ok(Submitted {
             writes: self,

@@ -130,6 +130,9 @@ pub struct Explanation {
     pub statement: String,
     /// How their answers are merged.
     pub merge: &'static str,
+    /// The keys the filter pins that are split hot keys, with the salts read for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub split_keys: Vec<prune::SplitKeyRead>,
 }
 
 /// A merged answer whose rows are produced as they are merged.
@@ -193,6 +196,7 @@ struct Planned {
     plan: Arc<QueryPlan>,
     set: Arc<ShardSet>,
     targets: Vec<ShardIndex>,
+    split_keys: Vec<prune::SplitKeyRead>,
     rendered: render::RenderedQuery,
     per_shard_limit: u64,
 }
@@ -218,6 +222,7 @@ impl QueryEngine {
             targets,
             rendered,
             per_shard_limit,
+            ..
         } = self.plan(sql, &params)?;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
@@ -282,6 +287,7 @@ impl QueryEngine {
             plan,
             set,
             targets,
+            split_keys,
             rendered,
             ..
         } = self.plan(sql, params)?;
@@ -294,6 +300,7 @@ impl QueryEngine {
             shards: targets.iter().map(|&t| set.get(t).id.0.clone()).collect(),
             statement: rendered.sql,
             merge,
+            split_keys,
         })
     }
 
@@ -302,8 +309,10 @@ impl QueryEngine {
     fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Planned, QueryError> {
         let plan = Arc::new(plan_query(sql, params, &self.tables)?);
         let set = self.shards.load();
-        let targets =
-            prune::pruned_shards(&plan, params, &set.table).unwrap_or_else(|| set.table.shards_for_scatter());
+        let (targets, split_keys) = match prune::pruned_shards(&plan, params, &set.table) {
+            Some(pruned) => (pruned.shards, pruned.split_keys),
+            None => (set.table.shards_for_scatter(), Vec::new()),
+        };
         let per_shard_limit = match plan.limit {
             Some(limit) if !plan.aggregated => limit + plan.offset,
             _ => self.limits.max_rows as u64 + 1,
@@ -313,6 +322,7 @@ impl QueryEngine {
             plan,
             set,
             targets,
+            split_keys,
             rendered,
             per_shard_limit,
         })

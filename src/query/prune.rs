@@ -1,5 +1,6 @@
 //! Shard pruning: when the WHERE pins every partition-key column to listed values (`=`,
-//! `IN (...)`, `= ANY(...)`), only the shards owning those keys can hold matching rows.
+//! `IN (...)`, `= ANY(...)`), only the shards owning those keys can hold matching rows: for a
+//! split hot key, the owners of every salt it ever had (invariant 11).
 
 use super::plan::{KeyValues, QueryPlan};
 use crate::routing::{RoutingTable, ShardIndex, hash_key};
@@ -9,13 +10,31 @@ use sqlparser::ast::{Expr, Value};
 /// Most key combinations hashed to prune; a filter listing more visits every shard.
 const MAX_PRUNED_KEYS: usize = 1024;
 
-/// The shards to visit, in order, when the filter pins every partition-key column to listed
-/// values; `None` when it does not (or lists more than [`MAX_PRUNED_KEYS`] combinations).
+/// A pinned key that is split over salts, as `"explain": true` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SplitKeyRead {
+    /// The key's hash, as 16 hex digits.
+    pub key_hash: String,
+    /// The salts whose positions are read.
+    pub salts: Vec<u32>,
+}
+
+/// The shards a pruned query visits, and the split keys among those it pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// The shards, in index order.
+    pub shards: Vec<ShardIndex>,
+    /// The pinned keys that are split.
+    pub split_keys: Vec<SplitKeyRead>,
+}
+
+/// The shards to visit when the filter pins every partition-key column to listed values;
+/// `None` when it does not (or lists more than [`MAX_PRUNED_KEYS`] combinations).
 pub fn pruned_shards(
     plan: &QueryPlan,
     params: &[serde_json::Value],
     routing: &RoutingTable,
-) -> Option<Vec<ShardIndex>> {
+) -> Option<Pruned> {
     let mut columns: Vec<Vec<(ColumnType, Vec<u8>)>> = Vec::new();
     for &key_column in &plan.table.partition_key {
         let (_, pinned) = plan.key_values.iter().find(|(c, _)| *c == key_column)?;
@@ -37,19 +56,28 @@ pub fn pruned_shards(
     if combinations > MAX_PRUNED_KEYS {
         return None;
     }
-    let mut shards: Vec<ShardIndex> = (0..combinations)
-        .flat_map(|mut index| {
-            let key = columns.iter().map(|values| {
-                let (ty, bytes) = &values[index % values.len()];
-                index /= values.len();
-                (*ty, bytes.as_slice())
+    let table = plan.table.name.as_str();
+    let mut shards: Vec<ShardIndex> = Vec::new();
+    let mut split_keys = Vec::new();
+    for mut index in 0..combinations {
+        let key = columns.iter().map(|values| {
+            let (ty, bytes) = &values[index % values.len()];
+            index /= values.len();
+            (*ty, bytes.as_slice())
+        });
+        let key = hash_key(key, &mut Vec::new());
+        shards.extend(routing.shards_for_read(table, key));
+        let salts = routing.salts_for_read(table, key);
+        if salts.len() > 1 {
+            split_keys.push(SplitKeyRead {
+                key_hash: format!("{:016x}", key.0),
+                salts: salts.to_vec(),
             });
-            routing.shards_for_read(hash_key(key, &mut Vec::new()))
-        })
-        .collect();
+        }
+    }
     shards.sort();
     shards.dedup();
-    Some(shards)
+    Some(Pruned { shards, split_keys })
 }
 
 /// The listed values as JSON: literals, parameters, or an array parameter's elements.

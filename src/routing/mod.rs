@@ -11,6 +11,7 @@ pub mod placement;
 pub mod ring;
 pub mod salt;
 pub mod sample;
+pub mod splits;
 pub mod table;
 
 pub use changes::OwnerChange;
@@ -18,6 +19,7 @@ pub use key::{KeyHash, hash_key};
 pub use placement::WritePlacement;
 pub use ring::{Ring, RingError, ShardIndex, Token, TokenRange};
 pub use sample::KeySample;
+pub use splits::{KeySplits, RowOrigin, SplitStep, Splits};
 pub use table::{Epoch, LeavingRange, MovingRange, RoutingTable, ShardId};
 
 #[cfg(test)]

@@ -7,11 +7,16 @@
 //! vectors pin it.
 
 use super::key::KeyHash;
+use std::hash::Hasher;
 use thiserror::Error;
 use twox_hash::XxHash3_64;
 
 /// Domain separator of salted positions; part of the placement contract, never change it.
 const SALT_DOMAIN: &[u8] = b"shardgate-salt-v1";
+
+/// Seed of the hash that spreads a split key's rows over its salts; part of the placement
+/// contract, never change it.
+const SPREAD_SEED: u64 = 0x7367_7370_7265_6164;
 
 /// The ring position of salt `salt` of the key whose hash is `key`.
 pub fn salted_position(key: KeyHash, salt: u32) -> KeyHash {
@@ -25,6 +30,30 @@ pub fn salted_position(key: KeyHash, salt: u32) -> KeyHash {
     KeyHash(XxHash3_64::oneshot(&input))
 }
 
+/// The spread of a row: the hash of its id's binary value, or for a table without an id of
+/// every value of the row (see [`spread_of_values`]). Its remainder by the fan-out is the row's
+/// salt.
+pub fn spread_of_id(id: &[u8]) -> u64 {
+    XxHash3_64::oneshot_with_seed(SPREAD_SEED, id)
+}
+
+/// The spread of a row of a table without an id: the hash of each value's length and bytes in
+/// column order, a null as length -1.
+pub fn spread_of_values<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
+    let mut hasher = XxHash3_64::with_seed(SPREAD_SEED);
+    for value in values {
+        match value {
+            Some(bytes) => {
+                let len = i32::try_from(bytes.len()).expect("a value is smaller than the body limit");
+                hasher.write(&len.to_be_bytes());
+                hasher.write(bytes);
+            }
+            None => hasher.write(&(-1i32).to_be_bytes()),
+        }
+    }
+    hasher.finish()
+}
+
 /// A fan-out history that cannot be.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FanoutError {
@@ -33,45 +62,70 @@ pub enum FanoutError {
     Empty,
     /// A fan-out below 2 spreads nothing.
     #[error("fan-out {0} spreads nothing; a split has at least 2")]
-    TooSmall(u32),
-    /// A later step does not grow the fan-out or does not start later (invariant 11).
-    #[error("fan-out {later} from {later_since} ms does not grow {earlier} from {earlier_since} ms")]
+    TooSmall(usize),
+    /// The first step leaves out the key's own position, where its older rows are.
+    #[error("the first fan-out of a split must keep salt 0, the key's own position")]
+    NoSaltZero,
+    /// A salt is listed twice in one step.
+    #[error("salt {0} is listed twice in one fan-out")]
+    Duplicate(u32),
+    /// A later step does not start later, or drops a salt of the step before (invariant 11).
+    #[error("the fan-out from {later_since} ms does not grow the one from {earlier_since} ms")]
     DoesNotGrow {
-        /// The earlier fan-out.
-        earlier: u32,
-        /// When it began, ms since the Unix epoch.
+        /// When the earlier step began, ms since the Unix epoch.
         earlier_since: i64,
-        /// The later fan-out.
-        later: u32,
-        /// When it began.
+        /// When the later one began.
         later_since: i64,
     },
 }
 
-/// The fan-outs of one hot key, each with the time (milliseconds since the Unix epoch) from
-/// which rows made take it; the fan-out only grows.
+/// One step of a split key: from `since_ms` on (ms since the Unix epoch), rows made take one of
+/// `salts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanoutStep {
+    /// From when rows made take this step.
+    pub since_ms: i64,
+    /// The salts a row may take, in the order a row's spread picks them.
+    pub salts: Vec<u32>,
+}
+
+/// The fan-out steps of one hot key, oldest first. Each step's salts include all of the step
+/// before, and the first includes salt 0, so the last step lists every position the key's rows
+/// can be at (invariant 11).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanoutHistory {
-    steps: Vec<(i64, u32)>,
+    steps: Vec<FanoutStep>,
 }
 
 impl FanoutHistory {
-    /// The history of `(since_ms, fanout)` steps, oldest first.
-    pub fn new(steps: Vec<(i64, u32)>) -> Result<FanoutHistory, FanoutError> {
-        let Some(&(_, first)) = steps.first() else {
+    /// The history of `steps`, oldest first.
+    pub fn new(steps: Vec<FanoutStep>) -> Result<FanoutHistory, FanoutError> {
+        let Some(first) = steps.first() else {
             return Err(FanoutError::Empty);
         };
-        if first < 2 {
-            return Err(FanoutError::TooSmall(first));
+        if !first.salts.contains(&0) {
+            return Err(FanoutError::NoSaltZero);
+        }
+        for step in &steps {
+            if step.salts.len() < 2 {
+                return Err(FanoutError::TooSmall(step.salts.len()));
+            }
+            let mut sorted = step.salts.clone();
+            sorted.sort_unstable();
+            if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                return Err(FanoutError::Duplicate(pair[0]));
+            }
         }
         for pair in steps.windows(2) {
-            let ((earlier_since, earlier), (later_since, later)) = (pair[0], pair[1]);
-            if later <= earlier || later_since <= earlier_since {
+            let (earlier, later) = (&pair[0], &pair[1]);
+            let keeps_every_salt = earlier.salts.iter().all(|s| later.salts.contains(s));
+            if later.since_ms <= earlier.since_ms
+                || later.salts.len() <= earlier.salts.len()
+                || !keeps_every_salt
+            {
                 return Err(FanoutError::DoesNotGrow {
-                    earlier,
-                    earlier_since,
-                    later,
-                    later_since,
+                    earlier_since: earlier.since_ms,
+                    later_since: later.since_ms,
                 });
             }
         }
@@ -79,33 +133,36 @@ impl FanoutHistory {
     }
 
     /// The steps, oldest first.
-    pub fn steps(&self) -> &[(i64, u32)] {
+    pub fn steps(&self) -> &[FanoutStep] {
         &self.steps
     }
 
-    /// The largest fan-out ever: a read of the key visits salts `0..largest`.
-    pub fn largest(&self) -> u32 {
-        self.steps.last().map_or(1, |&(_, k)| k)
+    /// Every salt the key's rows may have: those of the last step. A read of the key visits
+    /// each.
+    pub fn read_salts(&self) -> &[u32] {
+        self.steps.last().map_or(&[0], |step| &step.salts)
     }
 
-    /// The fan-out in force for a row made at `made_ms`: 1 before the first step. A row that
-    /// says nothing of when it was made takes the largest.
-    pub fn fanout_at(&self, made_ms: Option<i64>) -> u32 {
-        let Some(made) = made_ms else {
-            return self.largest();
-        };
+    /// The step in force for a row made at `made_ms`: none before the first.
+    fn step_at(&self, made_ms: i64) -> Option<&FanoutStep> {
         self.steps
             .iter()
-            .take_while(|&&(since, _)| since <= made)
+            .take_while(|step| step.since_ms <= made_ms)
             .last()
-            .map_or(1, |&(_, k)| k)
+    }
+
+    /// The fan-out in force for a row made at `made_ms`: 1 before the first step.
+    pub fn fanout_at(&self, made_ms: i64) -> usize {
+        self.step_at(made_ms).map_or(1, |step| step.salts.len())
     }
 
     /// The salt of a row made at `made_ms` whose id (or, without one, whole row) hashes to
-    /// `spread`.
-    pub fn salt_for(&self, made_ms: Option<i64>, spread: u64) -> u32 {
-        let k = u64::from(self.fanout_at(made_ms));
-        u32::try_from(spread % k).expect("a salt is below the fan-out, a u32")
+    /// `spread`: salt 0 before the first step.
+    pub fn salt_for(&self, made_ms: i64, spread: u64) -> u32 {
+        self.step_at(made_ms).map_or(0, |step| {
+            let index = spread % step.salts.len() as u64;
+            step.salts[usize::try_from(index).expect("an index below the fan-out fits")]
+        })
     }
 }
 
@@ -131,6 +188,31 @@ mod tests {
     }
 
     #[test]
+    fn golden_spreads_never_change() {
+        let uuid = [
+            0x01, 0x93, 0x2f, 0x5e, 0x11, 0x22, 0x73, 0x44, 0x85, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc,
+        ];
+        let found = (
+            spread_of_id(&uuid),
+            spread_of_values([Some(&b"click"[..]), None, Some(&7i64.to_be_bytes()[..])]),
+        );
+        assert_eq!(
+            found,
+            (0x767b_eb4f_673f_d35d, 0x8b78_162c_d5e0_15e0),
+            "{found:x?}"
+        );
+    }
+
+    #[test]
+    fn a_null_and_an_empty_value_spread_apart() {
+        assert_ne!(spread_of_values([None]), spread_of_values([Some(&b""[..])]));
+        assert_ne!(
+            spread_of_values([Some(&b"ab"[..]), Some(&b"c"[..])]),
+            spread_of_values([Some(&b"a"[..]), Some(&b"bc"[..])])
+        );
+    }
+
+    #[test]
     fn salts_of_one_key_are_distinct_and_differ_between_keys() {
         let a: Vec<KeyHash> = (0..16).map(|s| salted_position(KeyHash(1), s)).collect();
         let b: Vec<KeyHash> = (0..16).map(|s| salted_position(KeyHash(2), s)).collect();
@@ -140,48 +222,59 @@ mod tests {
         assert_eq!(all.len(), 32);
     }
 
+    fn step(since_ms: i64, salts: &[u32]) -> FanoutStep {
+        FanoutStep {
+            since_ms,
+            salts: salts.to_vec(),
+        }
+    }
+
     #[test]
     fn a_row_takes_the_fanout_in_force_when_it_was_made() {
-        let history = FanoutHistory::new(vec![(1_000, 2), (5_000, 4)]).unwrap();
-        assert_eq!(history.fanout_at(Some(999)), 1, "made before the split");
-        assert_eq!(history.fanout_at(Some(1_000)), 2);
-        assert_eq!(history.fanout_at(Some(4_999)), 2);
-        assert_eq!(history.fanout_at(Some(5_000)), 4);
-        assert_eq!(history.fanout_at(None), 4, "no time: the largest");
-        assert_eq!(history.largest(), 4);
+        let history = FanoutHistory::new(vec![step(1_000, &[0, 3]), step(5_000, &[0, 3, 1, 6])]).unwrap();
+        assert_eq!(history.fanout_at(999), 1, "made before the split");
+        assert_eq!(history.fanout_at(1_000), 2);
+        assert_eq!(history.fanout_at(4_999), 2);
+        assert_eq!(history.fanout_at(5_000), 4);
+        assert_eq!(history.read_salts(), [0, 3, 1, 6]);
+        assert_eq!(history.salt_for(1_000, 5), 3, "spread 5 picks the second of two");
+        assert_eq!(history.salt_for(5_000, 6), 1, "spread 6 picks the third of four");
     }
 
     #[test]
     fn a_retry_that_straddles_a_split_keeps_its_salt() {
-        let before = FanoutHistory::new(vec![(1_000, 2)]).unwrap();
-        let after = FanoutHistory::new(vec![(1_000, 2), (5_000, 4)]).unwrap();
+        let before = FanoutHistory::new(vec![step(1_000, &[0, 2])]).unwrap();
+        let after = FanoutHistory::new(vec![step(1_000, &[0, 2]), step(5_000, &[0, 2, 1, 5])]).unwrap();
         for spread in 0..64u64 {
-            let made = Some(3_000);
+            let made = 3_000;
             assert_eq!(
                 before.salt_for(made, spread),
                 after.salt_for(made, spread),
-                "a row made at 3 s is placed by k = 2 whenever it arrives"
+                "a row made at 3 s is placed by the first step whenever it arrives"
             );
-            assert!(after.salt_for(Some(6_000), spread) < 4);
+            assert!(after.read_salts().contains(&after.salt_for(6_000, spread)));
         }
-        assert_eq!(after.salt_for(Some(500), 3), 0, "made before any split: salt 0");
+        assert_eq!(after.salt_for(500, 3), 0, "made before any split: salt 0");
     }
 
     #[test]
     fn a_history_that_shrinks_or_spreads_nothing_is_refused() {
         assert_eq!(FanoutHistory::new(vec![]), Err(FanoutError::Empty));
-        assert_eq!(FanoutHistory::new(vec![(0, 1)]), Err(FanoutError::TooSmall(1)));
-        assert!(matches!(
-            FanoutHistory::new(vec![(0, 4), (10, 2)]),
-            Err(FanoutError::DoesNotGrow {
-                earlier: 4,
-                later: 2,
-                ..
-            })
-        ));
-        assert!(matches!(
-            FanoutHistory::new(vec![(10, 2), (10, 4)]),
-            Err(FanoutError::DoesNotGrow { .. })
-        ));
+        assert_eq!(
+            FanoutHistory::new(vec![step(0, &[0])]),
+            Err(FanoutError::TooSmall(1))
+        );
+        assert_eq!(
+            FanoutHistory::new(vec![step(0, &[1, 2])]),
+            Err(FanoutError::NoSaltZero)
+        );
+        assert_eq!(
+            FanoutHistory::new(vec![step(0, &[0, 2, 2])]),
+            Err(FanoutError::Duplicate(2))
+        );
+        let drops_a_salt = FanoutHistory::new(vec![step(0, &[0, 4]), step(10, &[0, 1, 2])]);
+        assert!(matches!(drops_a_salt, Err(FanoutError::DoesNotGrow { .. })));
+        let same_time = FanoutHistory::new(vec![step(10, &[0, 4]), step(10, &[0, 4, 1])]);
+        assert!(matches!(same_time, Err(FanoutError::DoesNotGrow { .. })));
     }
 }

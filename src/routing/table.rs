@@ -6,6 +6,7 @@
 //! a newer one.
 
 use super::ring::{Ring, ShardIndex, TokenRange};
+use super::splits::Splits;
 use std::fmt;
 
 /// Version of the routing table; increases with every change of placement.
@@ -62,10 +63,12 @@ pub struct RoutingTable {
     pub moving: Vec<MovingRange>,
     /// Ranges whose rows their former owner still holds after a cutover.
     pub leaving: Vec<LeavingRange>,
+    /// Hot keys spread over salted positions, per table.
+    pub splits: Splits,
 }
 
 impl RoutingTable {
-    /// A snapshot of `ring` over `shards`, with no range in motion or leaving.
+    /// A snapshot of `ring` over `shards`, with no range in motion or leaving and no key split.
     pub fn new(epoch: Epoch, shards: Vec<ShardId>, ring: Ring) -> RoutingTable {
         RoutingTable {
             epoch,
@@ -73,6 +76,7 @@ impl RoutingTable {
             ring,
             moving: Vec::new(),
             leaving: Vec::new(),
+            splits: Splits::default(),
         }
     }
 }

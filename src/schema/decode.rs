@@ -7,7 +7,8 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
-use crate::routing::{KeySample, RoutingTable, hash_key};
+use crate::routing::salt::{spread_of_id, spread_of_values};
+use crate::routing::{KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -43,6 +44,8 @@ pub struct EncodedRows {
     pub rows: usize,
     /// Rows also written to the new shard of a range being copied.
     pub dual_written: usize,
+    /// Rows of split hot keys placed at a salted position (salt above 0).
+    pub salted: usize,
     /// The rows per partition key, sampled, for the hot-key watch.
     pub keys: KeySample,
 }
@@ -126,6 +129,7 @@ enum Slot {
 struct RowEncoder<'a> {
     table: &'a TableSchema,
     routing: &'a RoutingTable,
+    splits: Option<&'a KeySplits>,
     now_micros: i64,
     scratch: Vec<u8>,
     slots: Vec<Slot>,
@@ -135,6 +139,7 @@ struct RowEncoder<'a> {
     errors: Vec<RowError>,
     error_total: usize,
     dual_written: usize,
+    salted: usize,
     keys: KeySample,
     /// Fields of every tuple: the declared columns and the hidden ones.
     field_count: i16,
@@ -145,6 +150,7 @@ impl<'a> RowEncoder<'a> {
         RowEncoder {
             table,
             routing,
+            splits: routing.splits.of(&table.name),
             now_micros,
             scratch: Vec::with_capacity(512),
             slots: vec![Slot::Missing; table.columns.len()],
@@ -154,6 +160,7 @@ impl<'a> RowEncoder<'a> {
             errors: Vec::new(),
             error_total: 0,
             dual_written: 0,
+            salted: 0,
             keys: KeySample::default(),
             field_count: i16::try_from(table.columns.len() + super::hidden_columns(table).len())
                 .expect("Postgres tables have at most 1600 columns"),
@@ -295,7 +302,11 @@ impl<'a> RowEncoder<'a> {
         });
         let key = hash_key(key_parts, &mut self.key_scratch);
         self.keys.count(key);
-        let placement = self.routing.place_write(key);
+        let routing = self.routing;
+        let placement = routing.place_write(self.splits, key, || self.origin());
+        if placement.salt > 0 {
+            self.salted += 1;
+        }
         let field_count = self.field_count;
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
@@ -327,6 +338,38 @@ impl<'a> RowEncoder<'a> {
         out.rows += 1;
     }
 
+    /// What places this row among its key's salts: its id, or all its values, and when it was
+    /// made.
+    fn origin(&self) -> RowOrigin {
+        let spread = match self.table.id {
+            Some(id) => spread_of_id(self.value(id).expect("an id is never null")),
+            None => spread_of_values((0..self.table.columns.len()).map(|i| self.value(i))),
+        };
+        RowOrigin {
+            spread,
+            made_ms: self.made_ms(),
+        }
+    }
+
+    /// When this row was made: its `made_at` column, else its UUIDv7 id's time, else now.
+    fn made_ms(&self) -> i64 {
+        let table = self.table;
+        let declared = table
+            .made_at
+            .and_then(|c| self.value(c))
+            .and_then(crate::pgtype::unix_millis_of_timestamptz);
+        let from_id = || {
+            table
+                .id
+                .filter(|&id| table.columns[id].ty == ColumnType::Uuid)
+                .and_then(|id| self.value(id))
+                .and_then(crate::pgtype::unix_millis_of_uuid_v7)
+        };
+        declared
+            .or_else(from_id)
+            .unwrap_or(self.now_micros.div_euclid(1000))
+    }
+
     fn finish(self) -> Result<EncodedRows, DecodeError> {
         if self.error_total > 0 {
             return Err(DecodeError::InvalidRows {
@@ -339,6 +382,7 @@ impl<'a> RowEncoder<'a> {
             shards: self.out,
             rows: self.row,
             dual_written: self.dual_written,
+            salted: self.salted,
             keys: self.keys,
         })
     }

@@ -16,6 +16,7 @@ pub use ddl::{
 };
 
 use crate::config::{ColumnConfig, TableConfig};
+use crate::routing::{KeyHash, hash_key};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct TableSchema {
     pub id: Option<usize>,
     /// Indexes of the partition-key columns, in key order.
     pub partition_key: Vec<usize>,
+    /// Index of the `timestamptz` column saying when a row was made, when one is declared.
+    pub made_at: Option<usize>,
 }
 
 impl TableSchema {
@@ -61,6 +64,7 @@ impl TableSchema {
             .iter()
             .map(|n| position(n))
             .collect::<Result<_, _>>()?;
+        let made_at = table.made_at.as_deref().map(position).transpose()?;
         let columns = table
             .columns
             .iter()
@@ -72,6 +76,7 @@ impl TableSchema {
             columns,
             id,
             partition_key,
+            made_at,
         })
     }
 
@@ -88,6 +93,38 @@ impl TableSchema {
     /// Whether column `index` is part of the partition key.
     pub fn is_partition_key(&self, index: usize) -> bool {
         self.partition_key.contains(&index)
+    }
+
+    /// The hash of the partition key given as JSON values by column name, as a row with those
+    /// values would hash; the error names the column missing, unknown or of the wrong type.
+    pub fn hash_key_values(
+        &self,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<KeyHash, String> {
+        if let Some(unknown) = values
+            .keys()
+            .find(|name| self.column_index(name).is_none_or(|i| !self.is_partition_key(i)))
+        {
+            return Err(format!(
+                "`{unknown}` is not a partition-key column of {}",
+                self.name
+            ));
+        }
+        let mut encoded = Vec::with_capacity(self.partition_key.len());
+        for &index in &self.partition_key {
+            let column = &self.columns[index];
+            let value = values
+                .get(&column.name)
+                .ok_or_else(|| format!("the key lacks partition-key column `{}`", column.name))?;
+            let scalar = JsonScalar::from_json(value)
+                .ok_or_else(|| format!("`{}`: expected a {} value, got {value}", column.name, column.ty))?;
+            let mut bytes = Vec::new();
+            encode_scalar(column.ty, scalar, &mut bytes)
+                .map_err(|reason| format!("`{}`: {reason}", column.name))?;
+            encoded.push((column.ty, bytes));
+        }
+        let parts = encoded.iter().map(|(ty, bytes)| (*ty, bytes.as_slice()));
+        Ok(hash_key(parts, &mut Vec::new()))
     }
 }
 

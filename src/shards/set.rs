@@ -364,6 +364,7 @@ mod tests {
             shards: rows,
             rows: 1,
             dual_written: 0,
+            salted: 0,
             keys: Default::default(),
         }
     }

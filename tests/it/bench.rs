@@ -93,7 +93,7 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
             .unwrap()
             .iter()
             .map(|r| r.get(0))
-            .filter(|h| routing.place_write(KeyHash::from_i64(*h)).owner != ShardIndex(index))
+            .filter(|h| routing.owner_of_key(KeyHash::from_i64(*h)) != ShardIndex(index))
             .collect();
         assert!(misplaced.is_empty(), "shard s{index} holds rows of other shards");
     }

@@ -158,7 +158,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let stored = catalog
         .query(
             "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
@@ -193,7 +193,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
     // Back to layout 2, as the previous release left it: no resharding journal.
     catalog
         .batch_execute(
-            "DROP TABLE shardgate.migration_ranges, shardgate.migrations;
+            "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys;
              ALTER TABLE shardgate.shards DROP COLUMN retired;
              UPDATE shardgate.catalog_version SET version = 2;",
         )
@@ -211,12 +211,13 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .map(|row| (row.get(0), row.get(1)))
         .unwrap();
-    assert_eq!(journal, (4, true), "layout 2 is migrated to 4, with the journal");
+    assert_eq!(journal, (5, true), "layout 2 is migrated to 5, with the journal");
 
     // Back to layout 3: a journal without the dual-write epoch and the failure.
     catalog
         .batch_execute(
             "ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
+             DROP TABLE shardgate.hot_keys;
              UPDATE shardgate.catalog_version SET version = 3;",
         )
         .await
@@ -234,7 +235,30 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(columns, 2, "layout 3 is migrated to 4");
+    assert_eq!(columns, 2, "layout 3 is migrated to 5");
+
+    // Back to layout 4: no hot keys.
+    catalog
+        .batch_execute("DROP TABLE shardgate.hot_keys; UPDATE shardgate.catalog_version SET version = 4;")
+        .await
+        .unwrap();
+    let from_four = TestServer::start_on(urls.clone(), "").await;
+    assert_eq!(from_four.admin("/readyz").await.body["epoch"], 7);
+    from_four.stop().await;
+    let hot_keys: (i32, bool) = catalog
+        .query_one(
+            "SELECT (SELECT version FROM shardgate.catalog_version), \
+                    to_regclass('shardgate.hot_keys') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        hot_keys,
+        (5, true),
+        "layout 4 is migrated to 5, with the hot keys"
+    );
 }
 
 /// Moves the fences of every shard and then the catalog to `epoch`, as a cutover does;

@@ -1,11 +1,76 @@
-//! Hot-key detection on a running proxy: one tenant sending most rows is listed as hot within
-//! a few windows, and the keys it drowns out are not.
+//! Hot keys on a running proxy: one tenant sending most rows is listed as hot within a few
+//! windows (and the keys it drowns out are not), is split over salted positions on four shards,
+//! and every read of it stays exact, through retries, a restart and a split made by hand.
 
-use crate::common::{TestServer, fresh_shards};
+use crate::admin::{TOKEN, with_token};
+use crate::common::{Reply, TestServer, clusters, connect, fresh_database, fresh_shards, query_rows};
 use serde_json::{Value, json};
-use shardgate::routing::hash_key;
+use shardgate::routing::salt::salted_position;
+use shardgate::routing::{KeyHash, hash_key};
 use shardgate::schema::ColumnType;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+
+/// Four fresh shard databases, two on each shared cluster.
+async fn four_shards(test: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    for i in 0..4 {
+        urls.push(fresh_database(&clusters()[i % 2], &format!("{test}_s{i}")).await);
+    }
+    urls
+}
+
+/// Detection fast enough for a test, and a fan-out of 4 for any key above 400 rows/s.
+const SPLIT_QUICKLY: &str = "[hot_keys]\nwindow = \"200ms\"\nwindows = 3\nmin_share = 0.3\n\
+                             min_rows_per_second = 500\nrows_per_position = 100\nmax_fanout = 4\n\
+                             split_delay = \"100ms\"\n";
+
+/// `whale`'s rows on each shard, with the distinct positions they are stored at.
+async fn whale_rows_per_shard(urls: &[String], tenant: &str) -> Vec<(i64, BTreeSet<i64>)> {
+    let mut found = Vec::new();
+    for url in urls {
+        let rows = connect(url)
+            .await
+            .query("SELECT _sg_hash FROM events WHERE tenant_id = $1", &[&tenant])
+            .await
+            .unwrap();
+        let positions: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        found.push((rows.len() as i64, positions));
+    }
+    found
+}
+
+/// Rows of `tenant` in `bodies`, counted once per event id.
+fn oracle(bodies: &[Value], tenant: &str) -> (usize, usize) {
+    let mut ids = HashMap::new();
+    for body in bodies {
+        for row in body.as_array().unwrap() {
+            ids.insert(
+                row["event_id"].as_str().unwrap().to_string(),
+                row["tenant_id"] == tenant,
+            );
+        }
+    }
+    (ids.len(), ids.values().filter(|&&t| t).count())
+}
+
+async fn count_of(gate: &TestServer, tenant: &str) -> i64 {
+    let rows = query_rows(
+        gate,
+        json!([tenant]),
+        "SELECT count(*) AS n FROM events WHERE tenant_id = $1 AND event_type = 'click'",
+    )
+    .await;
+    rows[0][0].as_i64().unwrap()
+}
+
+async fn split_by_hand(gate: &TestServer, token: Option<&str>, body: Value) -> Reply {
+    let mut request = gate.http.post(gate.admin_url("/admin/hot-keys")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    Reply::read(request.send().await.unwrap()).await
+}
 
 /// `n` events, `heavy` of every 10 of them for tenant `whale` (clicks), the rest spread over
 /// 100 tenants.
@@ -90,5 +155,219 @@ async fn a_tenant_sending_most_rows_is_found_hot_within_a_few_windows_and_no_oth
         assert!(Instant::now() < deadline, "the whale is still listed: {listed}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_sending_half_the_rows_is_split_over_four_shards_and_reads_stay_exact() {
+    let urls = four_shards("hot_split").await;
+    let gate = TestServer::start_on(urls.clone(), SPLIT_QUICKLY).await;
+    let whale = key_hash("whale", "click");
+    let mut sent = Vec::new();
+    let started = Instant::now();
+    let split = loop {
+        let body = skewed_events(500, 5);
+        let reply = gate.post("events", "application/json", body.to_string()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        sent.push(body);
+        let listed = gate.admin("/admin/hot-keys").await.body;
+        if let Some(split) = listed["splits"].as_array().unwrap().first() {
+            break split.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no split within 20 s: {listed}"
+        );
+    };
+    let took = started.elapsed();
+    assert_eq!(split["table"], "events");
+    assert_eq!(split["key_hash"], whale.as_str());
+    assert_eq!(split["fanout"], 4, "{split}");
+    assert_eq!(split["source"], "detected");
+    assert!(took < Duration::from_secs(10), "detected and split in {took:?}");
+    let before_split = sent.len();
+    assert_eq!(
+        count_of(&gate, "whale").await as usize,
+        oracle(&sent, "whale").1,
+        "exact at the split"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let body = skewed_events(500, 5);
+        let reply = gate.post("events", "application/json", body.to_string()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        sent.push(body);
+    }
+    let spread = whale_rows_per_shard(&urls, "whale").await;
+    assert!(
+        spread.iter().all(|(rows, _)| *rows > 0),
+        "the whale is on every shard: {spread:?}"
+    );
+    let key = KeyHash(u64::from_str_radix(&whale, 16).unwrap());
+    let salts: Vec<u32> = split["salts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap() as u32)
+        .collect();
+    let allowed: BTreeSet<i64> = salts.iter().map(|&s| salted_position(key, s).as_i64()).collect();
+    let stored: BTreeSet<i64> = spread.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    assert_eq!(stored, allowed, "every salt is used, and no other position");
+    let listed = gate.admin("/admin/hot-keys").await.body;
+    let watched = listed["keys"].as_array().unwrap();
+    assert!(
+        watched
+            .iter()
+            .any(|k| k["key_hash"] == whale.as_str() && k["fanout"] == 4),
+        "{listed}"
+    );
+
+    // Retries of rows sent before and after the split store nothing twice.
+    for body in [&sent[0], &sent[before_split - 1], &sent[before_split + 5]] {
+        let reply = gate.post("events", "application/json", body.to_string()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let (all, whales) = oracle(&sent, "whale");
+    assert_eq!(gate.total("events").await as usize, all);
+    assert_eq!(count_of(&gate, "whale").await as usize, whales);
+    let grouped = query_rows(
+        &gate,
+        json!([]),
+        "SELECT tenant_id, count(*) AS n FROM events GROUP BY tenant_id ORDER BY n DESC LIMIT 2",
+    )
+    .await;
+    assert_eq!(grouped[0], json!(["whale", whales]));
+    let explained = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({"sql": "SELECT count(*) FROM events WHERE tenant_id = 'whale' AND event_type = 'click'", "explain": true}))
+        .send()
+        .await
+        .unwrap();
+    let explained = Reply::read(explained).await.body;
+    assert_eq!(explained["shards"].as_array().unwrap().len(), 4, "{explained}");
+    assert_eq!(explained["split_keys"][0]["salts"], split["salts"], "{explained}");
+    let metrics = gate.metrics_page().await;
+    assert!(
+        metrics.contains("shardgate_rows_salted_total{table=\"events\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shardgate_shard_skew{table=\"events\"}"),
+        "{metrics}"
+    );
+    gate.stop().await;
+
+    // A restarted proxy routes with the split it finds in the catalog.
+    let again = TestServer::start_on(urls.clone(), SPLIT_QUICKLY).await;
+    let listed = again.admin("/admin/hot-keys").await.body;
+    assert_eq!(listed["splits"][0]["salts"], split["salts"], "{listed}");
+    let retried = again
+        .post("events", "application/json", sent[before_split + 10].to_string())
+        .await;
+    assert_eq!(retried.status, 200);
+    assert_eq!(
+        again.total("events").await as usize,
+        all,
+        "a retry after the restart lands where it did"
+    );
+    assert_eq!(count_of(&again, "whale").await as usize, whales);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_splits_a_key_by_hand_before_its_launch() {
+    let urls = four_shards("hot_manual").await;
+    let gate = TestServer::start_on(urls.clone(), &format!("{}{SPLIT_QUICKLY}", with_token())).await;
+    let launch =
+        json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click"}, "fanout": 4});
+    let unauthorised = split_by_hand(&gate, None, launch.clone()).await;
+    assert_eq!(unauthorised.status, 401);
+    let cases = [
+        (
+            json!({"table": "nope", "key": {}, "fanout": 2}),
+            404,
+            "unknown table `nope`",
+        ),
+        (
+            json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click"}, "fanout": 9}),
+            400,
+            "fanout must be between 2 and hot_keys.max_fanout (4), not 9",
+        ),
+        (
+            json!({"table": "events", "key": {"tenant_id": "launch"}, "fanout": 2}),
+            400,
+            "the key lacks partition-key column `event_type`",
+        ),
+        (
+            json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click", "n": 1}, "fanout": 2}),
+            400,
+            "`n` is not a partition-key column of events",
+        ),
+        (
+            json!({"table": "events", "key": {"tenant_id": 5, "event_type": "click"}, "fanout": 2}),
+            400,
+            "`tenant_id`: expected a string, got 5",
+        ),
+    ];
+    for (body, status, error) in cases {
+        let reply = split_by_hand(&gate, Some(TOKEN), body.clone()).await;
+        assert_eq!((reply.status, reply.error()), (status, error), "{body}");
+    }
+    let in_two =
+        json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click"}, "fanout": 2});
+    let made = split_by_hand(&gate, Some(TOKEN), in_two.clone()).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.body["grown"], true);
+    assert_eq!(made.body["key_hash"], key_hash("launch", "click").as_str());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let launch_rows = |n: usize| -> Value {
+        let rows = (0..n)
+            .map(|_| json!({"event_id": uuid::Uuid::now_v7().to_string(), "tenant_id": "launch", "event_type": "click"}));
+        Value::Array(rows.collect())
+    };
+    let first = launch_rows(400);
+    assert_eq!(gate.post_events(&first).await.status, 200);
+    let in_two_ways = whale_rows_per_shard(&urls, "launch").await;
+    let positions: BTreeSet<i64> = in_two_ways.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    assert_eq!(positions.len(), 2, "{in_two_ways:?}");
+
+    // The launch comes bigger than planned: four ways. Rows made while it was two ways, retried
+    // now, land where they are.
+    let grown = split_by_hand(&gate, Some(TOKEN), launch.clone()).await;
+    assert_eq!(
+        (grown.status, &grown.body["grown"]),
+        (200, &json!(true)),
+        "{}",
+        grown.body
+    );
+    let smaller = split_by_hand(&gate, Some(TOKEN), in_two).await;
+    assert_eq!(
+        (smaller.status, &smaller.body["grown"], &smaller.body["fanout"]),
+        (200, &json!(false), &json!(4))
+    );
+    let listed = gate.admin("/admin/hot-keys").await.body;
+    let steps = listed["splits"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{listed}");
+    assert_eq!(steps[1]["source"], "manual");
+    assert_eq!(steps[1]["key_values"], launch["key"]);
+    assert!(steps[1]["epoch"].as_i64() > steps[0]["epoch"].as_i64());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gate.post_events(&first).await.status, 200);
+    assert_eq!(
+        count_of(&gate, "launch").await,
+        400,
+        "the retry stored nothing twice"
+    );
+    assert_eq!(gate.post_events(&launch_rows(400)).await.status, 200);
+    let spread = whale_rows_per_shard(&urls, "launch").await;
+    assert!(
+        spread.iter().all(|(rows, _)| *rows > 40),
+        "the new rows go four ways: {spread:?}"
+    );
+    let positions: BTreeSet<i64> = spread.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    assert_eq!(positions.len(), 4);
+    assert_eq!(count_of(&gate, "launch").await, 800);
     gate.stop().await;
 }

@@ -45,7 +45,7 @@ async fn each_row_lands_on_the_shard_its_key_hashes_to() {
                 "stored _sg_hash is the key's hash"
             );
             assert_eq!(
-                routing.place_write(hash).owner,
+                routing.owner_of_key(hash),
                 ShardIndex(index),
                 "row sits on the shard owning its hash"
             );

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Config;
-use crate::routing::{Epoch, KeyHash, MovingRange, Ring, ShardId, ShardIndex, TokenRange};
+use crate::routing::salt::{salted_position, spread_of_id};
+use crate::routing::{Epoch, KeyHash, MovingRange, Ring, ShardId, ShardIndex, SplitStep, Splits, TokenRange};
 
 const TABLES: &str = r#"
 [[tables]]
@@ -95,7 +96,7 @@ fn a_row_becomes_a_tuple_with_defaults_and_its_hash() {
     );
     let hash = KeyHash::from_i64(i64::from_be_bytes(row[7].clone().unwrap().try_into().unwrap()));
     assert_eq!(
-        routing().place_write(hash).owner,
+        routing().owner_of_key(hash),
         ShardIndex(shard),
         "tuple sits in the buffer of its shard"
     );
@@ -278,4 +279,90 @@ fn rows_in_a_moving_range_are_encoded_for_its_owner_and_its_target() {
         dual.shards[1].tuples.len(),
         plain.shards[0].tuples.len() + plain.shards[1].tuples.len()
     );
+}
+
+/// The position stored in each decoded row's `_sg_hash`, by row, over every shard.
+fn positions(encoded: &EncodedRows) -> Vec<(Vec<u8>, KeyHash)> {
+    let mut found = Vec::new();
+    for shard in &encoded.shards {
+        for row in fields(&shard.tuples) {
+            let hash = row[7].clone().unwrap();
+            found.push((
+                row[0].clone().unwrap(),
+                KeyHash::from_i64(i64::from_be_bytes(hash.try_into().unwrap())),
+            ));
+        }
+    }
+    found
+}
+
+#[test]
+fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were_made() {
+    let key = hash_key(
+        [
+            (ColumnType::Text, &b"whale"[..]),
+            (ColumnType::BigInt, &1i64.to_be_bytes()[..]),
+        ],
+        &mut Vec::new(),
+    );
+    let salts = vec![0, 3, 5, 6];
+    let since_ms = 1_700_000_000_000;
+    let mut routing = routing();
+    routing.splits = Splits::from_steps([SplitStep {
+        table: "events".into(),
+        key,
+        since_ms,
+        salts: salts.clone(),
+    }])
+    .unwrap();
+    let v7 = |ms: u64, tail: u64| {
+        let mut random = [0u8; 10];
+        random[2..].copy_from_slice(&tail.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
+    };
+    let before = v7(since_ms as u64 - 1, 7);
+    let after: Vec<uuid::Uuid> = (0..32).map(|i| v7(since_ms as u64 + 10, i)).collect();
+    let row = |id: &uuid::Uuid| format!(r#"{{"event_id": "{id}", "tenant_id": "whale", "n": 1}}"#);
+    let body = format!(
+        "[{}]",
+        std::iter::once(&before)
+            .chain(&after)
+            .map(row)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let encoded = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let placed = positions(&encoded);
+    for (id, position) in &placed {
+        let expected = if id.as_slice() == before.as_bytes() {
+            key
+        } else {
+            salted_position(key, salts[(spread_of_id(id) % 4) as usize])
+        };
+        assert_eq!(*position, expected);
+    }
+    let used: std::collections::BTreeSet<KeyHash> = placed.iter().map(|(_, p)| *p).collect();
+    assert_eq!(used.len(), 4, "32 ids over 4 salts use each");
+    assert_eq!(encoded.salted, placed.iter().filter(|(_, p)| *p != key).count());
+    let again = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    assert_eq!(positions(&again), placed, "a retried row lands where it did");
+    let v4 = r#"[{"event_id": "9f1a2b3c-4d5e-4f70-8a1b-2c3d4e5f6a7b", "tenant_id": "whale", "n": 1}]"#;
+    let v4_id = uuid::Uuid::parse_str("9f1a2b3c-4d5e-4f70-8a1b-2c3d4e5f6a7b").unwrap();
+    let arrived_after = since_ms * 1000 + 1_000;
+    let late = decode_rows(
+        &events(),
+        &routing,
+        BodyFormat::Json,
+        v4.as_bytes(),
+        arrived_after,
+    )
+    .unwrap();
+    let salt = salts[(spread_of_id(v4_id.as_bytes()) % 4) as usize];
+    assert_eq!(
+        positions(&late)[0].1,
+        salted_position(key, salt),
+        "an id without time takes the fan-out in force when it arrives"
+    );
+    let early = decode_rows(&events(), &routing, BodyFormat::Json, v4.as_bytes(), NOW).unwrap();
+    assert_eq!(positions(&early)[0].1, key, "it arrived before the split");
 }
