@@ -1,6 +1,6 @@
-//! `shardgate admin ...`: the admin API from the command line. Lists shards and migrations,
-//! plans and starts adding a shard, and follows a migration with a progress bar until it ends
-//! (exit status 1 when it fails).
+//! `shardgate admin ...`: the admin API from the command line. Lists shards, migrations and hot
+//! keys, plans and starts adding a shard, splits a key by hand, and follows a migration with a
+//! progress bar until it ends (exit status 1 when it fails).
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,6 +38,38 @@ enum AdminCommand {
         #[arg(long, requires = "id")]
         watch: bool,
     },
+    /// List the hot keys and the splits, or split a key by hand.
+    HotKeys {
+        #[command(subcommand)]
+        action: Option<HotKeysAction>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum HotKeysAction {
+    /// Spread a key's rows over FANOUT positions from now on (fan-out only grows).
+    Split {
+        /// The table.
+        table: String,
+        /// The fan-out.
+        #[arg(long)]
+        fanout: u32,
+        /// A partition-key value: `column=text`, or `column:=json` for a number or boolean.
+        #[arg(long = "key", value_name = "COLUMN=VALUE", required = true, value_parser = key_value)]
+        key: Vec<(String, Value)>,
+    },
+}
+
+/// A `--key` argument: `column=text` gives a string, `column:=json` any JSON value.
+fn key_value(argument: &str) -> Result<(String, Value), String> {
+    if let Some((column, json)) = argument.split_once(":=") {
+        let value = serde_json::from_str(json).map_err(|e| format!("`{json}` is not JSON: {e}"))?;
+        return Ok((column.to_string(), value));
+    }
+    match argument.split_once('=') {
+        Some((column, text)) => Ok((column.to_string(), Value::String(text.to_string()))),
+        None => Err("expected COLUMN=VALUE or COLUMN:=JSON".into()),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -129,6 +161,14 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 no_watch,
             )
             .await?;
+        }
+        AdminCommand::HotKeys { action: None } => print_hot_keys(&api.get("/admin/hot-keys").await?),
+        AdminCommand::HotKeys {
+            action: Some(HotKeysAction::Split { table, fanout, key }),
+        } => {
+            let key: serde_json::Map<String, Value> = key.into_iter().collect();
+            let body = json!({"table": table, "key": key, "fanout": fanout});
+            print_split(&api.post("/admin/hot-keys", &body).await?);
         }
         AdminCommand::Migrations { id: None, .. } => print_migrations(&api.get("/admin/migrations").await?),
         AdminCommand::Migrations {
@@ -274,6 +314,62 @@ fn print_shards(shards: &Value) {
             shard["queued_rows"].to_string(),
             shard["url"].as_str().unwrap_or_default()
         );
+    }
+}
+
+fn print_hot_keys(listed: &Value) {
+    let window_ms = listed["window_ms"].as_u64().unwrap_or_default();
+    println!("keys above the thresholds in the last {window_ms} ms window:");
+    println!(
+        "  {:<16} {:<16} {:>10} {:>6} {:>7} {:>4} {:>6}",
+        "table", "key hash", "rows/s", "share", "windows", "hot", "fanout"
+    );
+    for key in listed["keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        println!(
+            "  {:<16} {:<16} {:>10.0} {:>5.1}% {:>7} {:>4} {:>6}",
+            key["table"].as_str().unwrap_or_default(),
+            key["key_hash"].as_str().unwrap_or_default(),
+            key["rows_per_second"].as_f64().unwrap_or_default(),
+            key["share"].as_f64().unwrap_or_default() * 100.0,
+            key["windows"].to_string(),
+            if key["hot"] == true { "yes" } else { "no" },
+            key["fanout"].to_string(),
+        );
+    }
+    println!("splits:");
+    println!(
+        "  {:<16} {:<16} {:>6} {:>6} {:<9}  key",
+        "table", "key hash", "fanout", "epoch", "source"
+    );
+    for split in listed["splits"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let values = match &split["key_values"] {
+            Value::Null => "(detected: values not recorded)".to_string(),
+            values => values.to_string(),
+        };
+        println!(
+            "  {:<16} {:<16} {:>6} {:>6} {:<9}  {values}",
+            split["table"].as_str().unwrap_or_default(),
+            split["key_hash"].as_str().unwrap_or_default(),
+            split["fanout"].to_string(),
+            split["epoch"].to_string(),
+            split["source"].as_str().unwrap_or_default(),
+        );
+    }
+}
+
+fn print_split(answer: &Value) {
+    let (table, key, fanout) = (
+        answer["table"].as_str().unwrap_or_default(),
+        answer["key_hash"].as_str().unwrap_or_default(),
+        &answer["fanout"],
+    );
+    if answer["grown"] == true {
+        println!(
+            "{table} key {key} now spreads over {fanout} positions (epoch {}, rows made from {} ms on)",
+            answer["epoch"], answer["since_ms"]
+        );
+    } else {
+        println!("{table} key {key} already spreads over {fanout} positions; fan-out only grows");
     }
 }
 

@@ -501,7 +501,7 @@ async fn a_migration_cut_short_by_a_restart_goes_on_from_its_phase() {
 }
 
 /// Runs `shardgate admin --url <admin> args...` without blocking the server's runtime.
-async fn admin_cli(gate: &TestServer, args: &[&str]) -> (bool, String, String) {
+pub async fn admin_cli(gate: &TestServer, args: &[&str]) -> (bool, String, String) {
     let mut all = vec!["admin".to_string(), "--url".to_string(), gate.admin_url("")];
     all.extend(args.iter().map(|a| a.to_string()));
     let output = tokio::task::spawn_blocking(move || crate::common::shardgate(&all))

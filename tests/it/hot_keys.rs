@@ -2,7 +2,7 @@
 //! windows (and the keys it drowns out are not), is split over salted positions on four shards,
 //! and every read of it stays exact, through retries, a restart and a split made by hand.
 
-use crate::admin::{TOKEN, with_token};
+use crate::admin::{TOKEN, admin_cli, with_token};
 use crate::common::{Reply, TestServer, clusters, connect, fresh_database, fresh_shards, query_rows};
 use serde_json::{Value, json};
 use shardgate::routing::salt::salted_position;
@@ -369,5 +369,58 @@ async fn an_operator_splits_a_key_by_hand_before_its_launch() {
     let positions: BTreeSet<i64> = spread.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     assert_eq!(positions.len(), 4);
     assert_eq!(count_of(&gate, "launch").await, 800);
+
+    // The same from the command line.
+    let split = [
+        "--token",
+        TOKEN,
+        "hot-keys",
+        "split",
+        "events",
+        "--fanout",
+        "3",
+        "--key",
+        "tenant_id=cli",
+        "--key",
+        "event_type=click",
+    ];
+    let (ok, stdout, stderr) = admin_cli(&gate, &split).await;
+    assert!(ok, "{stderr}");
+    let cli_key = key_hash("cli", "click");
+    assert!(
+        stdout.starts_with(&format!("events key {cli_key} now spreads over 3 positions")),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = admin_cli(&gate, &split).await;
+    assert!(
+        ok && stdout.contains("already spreads over 3 positions; fan-out only grows"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = admin_cli(
+        &gate,
+        &[
+            "--token",
+            TOKEN,
+            "hot-keys",
+            "split",
+            "events",
+            "--fanout",
+            "2",
+            "--key",
+            "tenant_id=x",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && stderr.contains("400 Bad Request: the key lacks partition-key column `event_type`"),
+        "{stderr}"
+    );
+    let (ok, stdout, _) = admin_cli(&gate, &["hot-keys"]).await;
+    assert!(ok, "{stdout}");
+    let listed = stdout.lines().find(|l| l.contains(&cli_key)).unwrap_or_default();
+    assert!(
+        listed.contains("manual") && listed.contains(r#""tenant_id":"cli""#),
+        "{stdout}"
+    );
     gate.stop().await;
 }
