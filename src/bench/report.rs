@@ -2,7 +2,7 @@
 //! and optionally the router's peak memory and a row count on the shards.
 
 use super::process::ProcessUsage;
-use super::timeline::{MigrationEffect, Timeline};
+use super::timeline::{HotKeyEffect, MigrationEffect, Timeline};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -139,6 +139,8 @@ pub struct Report {
     pub verification: Option<Verification>,
     /// How a migration that ran meanwhile showed, when the run kept a timeline.
     pub migration: Option<MigrationEffect>,
+    /// How a hot key's split showed, when the run sent one (`--hot-share`).
+    pub hot_key: Option<HotKeyEffect>,
 }
 
 impl Report {
@@ -168,6 +170,7 @@ impl Report {
             cpu_us_per_row: None,
             verification: None,
             migration: None,
+            hot_key: None,
         }
     }
 
@@ -257,6 +260,19 @@ impl Report {
                 )),
                 _ => out.push_str("cutover       not seen during the run\n"),
             }
+        }
+        if let Some(h) = &self.hot_key {
+            let skew = |s: Option<f64>| s.map_or("unknown".to_string(), |s| format!("{s:.2}"));
+            out.push_str(&format!(
+                "hot key       split {:.1} s after the start; {:.0} rows/s after, {:.2}x the {:.0} before; \
+                 shard skew {} before, {} after\n",
+                h.split_after_seconds,
+                h.rows_per_second_after,
+                h.ratio,
+                h.rows_per_second_before,
+                skew(h.skew_before),
+                skew(h.skew_after)
+            ));
         }
         out
     }

@@ -1,12 +1,14 @@
-//! A run second by second: rows acknowledged, errors and ack latency in each second, and the
-//! phase of a migration running meanwhile. From it come the figures a migration is judged by
-//! (ingest during it against the steady rate before it, and the write pause at its cutover),
-//! a CSV file, and a chart ([`chart`]).
+//! A run second by second: rows acknowledged, errors and ack latency in each second, the phase
+//! of a migration running meanwhile, and the rows each shard had committed and when a hot key
+//! was split. From it come the figures a migration is judged by (ingest during it against the
+//! steady rate before it, and the write pause at its cutover), those of a hot-key split (the
+//! shards' skew and ingest before and after it), a CSV file, and a chart ([`chart`]).
 
 pub mod chart;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,6 +26,8 @@ struct Second {
     errors: u64,
     latency: Histogram<u64>,
     phase: Option<String>,
+    /// Rows each shard had committed since it started, as last read in this second.
+    shard_totals: Option<BTreeMap<String, u64>>,
 }
 
 impl Second {
@@ -34,6 +38,7 @@ impl Second {
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2)
                 .expect("histogram bounds are valid"),
             phase: None,
+            shard_totals: None,
         }
     }
 }
@@ -42,6 +47,7 @@ impl Second {
 pub struct Timeline {
     start: Instant,
     seconds: Mutex<Vec<Second>>,
+    split_at: Mutex<Option<Duration>>,
 }
 
 /// One second of a finished timeline.
@@ -88,6 +94,7 @@ impl Timeline {
         Timeline {
             start,
             seconds: Mutex::new(Vec::new()),
+            split_at: Mutex::new(None),
         }
     }
 
@@ -112,6 +119,46 @@ impl Timeline {
                 second.phase = Some(phase.to_string());
             }
         });
+    }
+
+    /// The rows each shard has committed since it started, read now.
+    pub fn shard_totals(&self, totals: BTreeMap<String, u64>) {
+        self.with_now(|second| second.shard_totals = Some(totals));
+    }
+
+    /// A hot key's split seen now; only the first counts.
+    pub fn split_seen(&self) {
+        let mut split_at = self.split_at.lock().unwrap_or_else(|e| e.into_inner());
+        split_at.get_or_insert(self.start.elapsed());
+    }
+
+    /// How the hot-key split seen during the run showed: `None` when none was seen, or when
+    /// there are not a second before and one settled second after it to compare.
+    pub fn hot_key_effect(&self) -> Option<HotKeyEffect> {
+        let split_at = (*self.split_at.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        let split = split_at.as_secs() as usize;
+        // The first second is ramp-up and the last partial; the split's second and the next
+        // are mixed while the new placement takes over.
+        let before = 1..split;
+        let after = (split + 2)..seconds.len().saturating_sub(1);
+        if before.is_empty() || after.is_empty() {
+            return None;
+        }
+        let rate = |part: &[Second]| part.iter().map(|s| s.rows).sum::<u64>() as f64 / part.len() as f64;
+        let (rows_before, rows_after) = (rate(&seconds[before.clone()]), rate(&seconds[after.clone()]));
+        Some(HotKeyEffect {
+            split_after_seconds: split_at.as_secs_f64(),
+            rows_per_second_before: rows_before,
+            rows_per_second_after: rows_after,
+            ratio: if rows_before > 0.0 {
+                rows_after / rows_before
+            } else {
+                0.0
+            },
+            skew_before: skew(&seconds[before]),
+            skew_after: skew(&seconds[after]),
+        })
     }
 
     fn with_now(&self, update: impl FnOnce(&mut Second)) {
@@ -189,6 +236,52 @@ impl Timeline {
     }
 }
 
+/// How a hot key's split showed in a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotKeyEffect {
+    /// Seconds from the start of the run to the split being published.
+    pub split_after_seconds: f64,
+    /// Rows per second acknowledged before the split.
+    pub rows_per_second_before: f64,
+    /// Rows per second acknowledged once it settled.
+    pub rows_per_second_after: f64,
+    /// `rows_per_second_after / rows_per_second_before`.
+    pub ratio: f64,
+    /// The busiest shard's committed rows over the mean of the shards', before the split.
+    pub skew_before: Option<f64>,
+    /// The same after it.
+    pub skew_after: Option<f64>,
+}
+
+/// The busiest shard's rows over the mean, between the first and the last reading of the
+/// shards' totals in `seconds`; `None` without two readings.
+fn skew(seconds: &[Second]) -> Option<f64> {
+    let mut readings = seconds.iter().filter_map(|s| s.shard_totals.as_ref());
+    let first = readings.next()?;
+    let last = readings.next_back()?;
+    let rows: Vec<u64> = last
+        .iter()
+        .map(|(shard, &total)| total.saturating_sub(first.get(shard).copied().unwrap_or(0)))
+        .collect();
+    let mean = rows.iter().sum::<u64>() as f64 / rows.len().max(1) as f64;
+    let busiest = rows.iter().copied().max()? as f64;
+    (mean > 0.0).then(|| busiest / mean)
+}
+
+/// The rows each shard has committed to `table`, read from shardgate's `/metrics` page.
+pub fn committed_per_shard(metrics: &str, table: &str) -> BTreeMap<String, u64> {
+    let table_label = format!("table=\"{table}\"");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("shardgate_rows_committed_total{") && line.contains(&table_label))
+        .filter_map(|line| {
+            let shard = line.split("shard=\"").nth(1)?.split('"').next()?;
+            let value = line.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((shard.to_string(), value as u64))
+        })
+        .collect()
+}
+
 /// The timeline as CSV, one line per second under a header.
 pub fn to_csv(rows: &[SecondRow]) -> String {
     let mut out = String::from("second,rows,errors,p50_ms,p99_ms,max_ms,phase\n");
@@ -257,6 +350,53 @@ mod tests {
         assert!(
             (effect.cutover_pause_ms.unwrap() - 148.0).abs() < 1.0,
             "{effect:?}"
+        );
+    }
+
+    #[test]
+    fn a_split_is_judged_by_the_shards_skew_and_the_rows_before_and_after_it() {
+        let timeline = timeline(&[
+            (50, 1, None),
+            (100, 1, None),
+            (100, 1, None),
+            (100, 1, None),
+            (120, 1, None),
+            (200, 1, None),
+            (200, 1, None),
+            (200, 1, None),
+            (10, 1, None),
+        ]);
+        let totals = |a: u64, b: u64| BTreeMap::from([("s0".to_string(), a), ("s1".to_string(), b)]);
+        {
+            let mut seconds = timeline.seconds.lock().unwrap();
+            seconds[1].shard_totals = Some(totals(100, 100));
+            seconds[2].shard_totals = Some(totals(250, 150));
+            seconds[5].shard_totals = Some(totals(1_000, 1_000));
+            seconds[7].shard_totals = Some(totals(1_220, 1_180));
+        }
+        *timeline.split_at.lock().unwrap() = Some(Duration::from_millis(3_400));
+        let effect = timeline.hot_key_effect().unwrap();
+        assert_eq!(effect.split_after_seconds, 3.4);
+        assert_eq!(effect.rows_per_second_before, 100.0, "seconds 1 and 2");
+        assert_eq!(effect.rows_per_second_after, 200.0, "seconds 5 to 7");
+        assert_eq!(effect.ratio, 2.0);
+        assert_eq!(effect.skew_before, Some(1.5), "150 and 50 rows");
+        assert_eq!(effect.skew_after, Some(1.1), "220 and 180 rows");
+        *timeline.split_at.lock().unwrap() = Some(Duration::from_millis(7_100));
+        assert_eq!(timeline.hot_key_effect(), None, "no settled second after it");
+    }
+
+    #[test]
+    fn committed_rows_are_read_per_shard_for_one_table() {
+        let page = "# HELP shardgate_rows_committed_total Rows whose batch committed on a shard.\n\
+                    shardgate_rows_committed_total{shard=\"s0\",table=\"events\"} 1200\n\
+                    shardgate_rows_committed_total{shard=\"s1\",table=\"events\"} 800\n\
+                    shardgate_rows_committed_total{shard=\"s1\",table=\"logs\"} 5\n\
+                    shardgate_rows_accepted_total{table=\"events\"} 2000\n";
+        let found = committed_per_shard(page, "events");
+        assert_eq!(
+            found,
+            BTreeMap::from([("s0".to_string(), 1200), ("s1".to_string(), 800)])
         );
     }
 

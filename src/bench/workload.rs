@@ -1,7 +1,7 @@
 //! The rows a benchmark writes: events of the `shardgate dev` shape
 //! `(event_id uuid, tenant_id text, event_type text, ts timestamptz, payload jsonb)`, keyed by
-//! `(tenant_id, event_type)` drawn uniformly or from a Zipf distribution, and their three wire
-//! forms: a JSON body for shardgate, binary COPY tuples for straight COPY, and INSERT parameters.
+//! `(tenant_id, event_type)` drawn uniformly or from a Zipf distribution (with, optionally, one
+//! hot key taking a given share of the rows), and their three wire forms: a JSON body for shardgate, binary COPY tuples for straight COPY, and INSERT parameters.
 
 use crate::routing::{KeyHash, RoutingTable, ShardIndex, hash_key};
 use crate::schema::ColumnType;
@@ -33,6 +33,9 @@ pub struct WorkloadSpec {
     pub distribution: KeyDistribution,
     /// Zipf exponent.
     pub zipf_s: f64,
+    /// Share of the rows, in [0, 1), that go to the one hot key `(tenant-0, type-0)`; the others
+    /// are drawn from `distribution`.
+    pub hot_share: f64,
     /// Bytes of padding in each payload.
     pub payload_bytes: usize,
     /// Whether rows carry an `event_id`.
@@ -84,8 +87,15 @@ impl RowGenerator {
     /// The next row.
     pub fn next_row(&mut self) -> BenchRow {
         self.seq += 1;
-        let tenant = draw(&mut self.rng, self.tenant_zipf.as_ref(), self.spec.tenants);
-        let event_type = draw(&mut self.rng, self.type_zipf.as_ref(), self.spec.event_types);
+        let hot = self.spec.hot_share > 0.0 && self.rng.random_bool(self.spec.hot_share);
+        let (tenant, event_type) = if hot {
+            (0, 0)
+        } else {
+            (
+                draw(&mut self.rng, self.tenant_zipf.as_ref(), self.spec.tenants),
+                draw(&mut self.rng, self.type_zipf.as_ref(), self.spec.event_types),
+            )
+        };
         BenchRow {
             id: self.spec.with_ids.then(uuid::Uuid::now_v7),
             tenant,
@@ -197,9 +207,25 @@ mod tests {
             event_types: 5,
             distribution,
             zipf_s: 1.2,
+            hot_share: 0.0,
             payload_bytes: 10,
             with_ids: true,
         }
+    }
+
+    #[test]
+    fn a_hot_share_sends_that_share_of_rows_to_one_key() {
+        let spec = WorkloadSpec {
+            hot_share: 0.5,
+            ..spec(KeyDistribution::Uniform)
+        };
+        let mut generator = RowGenerator::new(&spec, 0).unwrap();
+        let hot = (0..20_000)
+            .map(|_| generator.next_row())
+            .filter(|row| (row.tenant, row.event_type) == (0, 0))
+            .count() as f64
+            / 20_000.0;
+        assert!((hot - 0.5).abs() < 0.02, "{hot}");
     }
 
     #[test]

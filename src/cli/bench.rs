@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// Exponent of the Zipf distribution.
     #[arg(long, default_value_t = 1.1)]
     zipf_s: f64,
+    /// Send this share of the rows (0 to below 1) to one hot key, (tenant-0, type-0); the
+    /// others follow --distribution. The report adds when the key was split, and the shards'
+    /// skew and the total rows/s before and after.
+    #[arg(long, default_value_t = 0.0, value_parser = hot_share)]
+    hot_share: f64,
     /// Bytes of padding in each row's payload.
     #[arg(long, default_value_t = 100)]
     payload_bytes: usize,
@@ -122,6 +127,14 @@ pub struct BenchArgs {
     json: bool,
 }
 
+/// A `--hot-share`: a share in [0, 1).
+fn hot_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..1.0).contains(&share) => Ok(share),
+        _ => Err(format!("`{text}` is not a share from 0 up to (not including) 1")),
+    }
+}
+
 /// Runs one benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
@@ -138,6 +151,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         event_types: args.event_types,
         distribution: args.distribution,
         zipf_s: args.zipf_s,
+        hot_share: args.hot_share,
         payload_bytes: args.payload_bytes,
         with_ids: !args.no_ids,
     };
@@ -154,19 +168,29 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let watch = args.watch_pid.map(ProcessWatch::start);
     let progress = progress_bar(total_rows);
     let plan = Plan::new(args.rows_per_request, total_rows, args.duration, args.rate);
-    let timeline =
-        (args.timeline.is_some() || args.chart.is_some()).then(|| Arc::new(Timeline::new(Instant::now())));
+    let keeps_timeline = args.timeline.is_some() || args.chart.is_some() || args.hot_share > 0.0;
+    let timeline = keeps_timeline.then(|| Arc::new(Timeline::new(Instant::now())));
     let plan = Arc::new(match &timeline {
         Some(timeline) => plan.with_timeline(timeline.clone()),
         None => plan,
     });
-    let phases = timeline.as_ref().map(|timeline| {
-        let admin = args
-            .admin_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
-        tokio::spawn(watch_migrations(admin, timeline.clone()))
-    });
+    let admin = args
+        .admin_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
+    let phases = timeline
+        .as_ref()
+        .map(|timeline| tokio::spawn(watch_migrations(admin.clone(), timeline.clone())));
+    let splits = timeline
+        .as_ref()
+        .filter(|_| args.hot_share > 0.0)
+        .map(|timeline| {
+            tokio::spawn(watch_hot_keys(
+                admin.clone(),
+                table_name.clone(),
+                timeline.clone(),
+            ))
+        });
     let started = Instant::now();
     let (recorder, latency_of) = match args.target {
         Target::Shardgate => (
@@ -184,8 +208,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
-    if let Some(phases) = phases {
-        phases.abort();
+    for watcher in phases.into_iter().chain(splits) {
+        watcher.abort();
     }
     let mut target = format!("{:?}", args.target).to_lowercase();
     if args.gzip && args.target == Target::Shardgate {
@@ -207,6 +231,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if let Some(timeline) = &timeline {
         report.migration = timeline.migration_effect();
+        report.hot_key = timeline.hot_key_effect();
         write_timeline(&args, timeline)?;
     }
     if args.json {
@@ -240,6 +265,32 @@ async fn watch_migrations(admin: String, timeline: Arc<Timeline>) {
         timeline.phase(phase);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Notes in `timeline`, four times a second, whether the admin API at `admin` lists a split
+/// hot key, and once a second the rows each shard has committed to `table` (from `/metrics`).
+/// Errors note nothing.
+async fn watch_hot_keys(admin: String, table: String, timeline: Arc<Timeline>) {
+    let client = reqwest::Client::new();
+    let base = admin.trim_end_matches('/').to_string();
+    for tick in 0u64.. {
+        if let Some(listed) = fetch(&client, &format!("{base}/admin/hot-keys")).await
+            && let Ok(listed) = serde_json::from_str::<serde_json::Value>(&listed)
+            && listed["splits"].as_array().is_some_and(|s| !s.is_empty())
+        {
+            timeline.split_seen();
+        }
+        if tick % 4 == 0
+            && let Some(metrics) = fetch(&client, &format!("{base}/metrics")).await
+        {
+            timeline.shard_totals(timeline::committed_per_shard(&metrics, &table));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> Option<String> {
+    client.get(url).send().await.ok()?.text().await.ok()
 }
 
 /// Writes the timeline's CSV and chart where `args` asks.
