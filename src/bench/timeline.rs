@@ -156,7 +156,8 @@ impl Timeline {
             } else {
                 0.0
             },
-            skew_before: skew(&seconds[before]),
+            // The shards' totals are read from the start, before the first row.
+            skew_before: skew(&seconds[..split]),
             skew_after: skew(&seconds[after]),
         })
     }
@@ -369,7 +370,7 @@ mod tests {
         let totals = |a: u64, b: u64| BTreeMap::from([("s0".to_string(), a), ("s1".to_string(), b)]);
         {
             let mut seconds = timeline.seconds.lock().unwrap();
-            seconds[1].shard_totals = Some(totals(100, 100));
+            seconds[0].shard_totals = Some(totals(100, 100));
             seconds[2].shard_totals = Some(totals(250, 150));
             seconds[5].shard_totals = Some(totals(1_000, 1_000));
             seconds[7].shard_totals = Some(totals(1_220, 1_180));
