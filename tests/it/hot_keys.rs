@@ -2,7 +2,7 @@
 //! windows (and the keys it drowns out are not), is split over salted positions on four shards,
 //! and every read of it stays exact, through retries, a restart and a split made by hand.
 
-use crate::admin::{TOKEN, admin_cli, with_token};
+use crate::admin::{TOKEN, add_shard, admin_cli, phase_of, with_token};
 use crate::common::{Reply, TestServer, clusters, connect, fresh_database, fresh_shards, query_rows};
 use serde_json::{Value, json};
 use shardgate::routing::salt::salted_position;
@@ -422,5 +422,70 @@ async fn an_operator_splits_a_key_by_hand_before_its_launch() {
         listed.contains("manual") && listed.contains(r#""tenant_id":"cli""#),
         "{stdout}"
     );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_split_key_whose_salts_move_to_a_new_shard_stays_exact() {
+    let urls = fresh_shards("hot_move").await;
+    let third = fresh_database(&clusters()[1], "hot_move_s2").await;
+    let extra = format!(
+        "{}{SPLIT_QUICKLY}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 300\n\
+         [query]\nstatement_timeout = \"2s\"\n",
+        with_token()
+    );
+    let gate = TestServer::start_on(urls.clone(), &extra).await;
+    let launch =
+        json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click"}, "fanout": 4});
+    let made = split_by_hand(&gate, Some(TOKEN), launch).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let launch_rows = |n: usize| -> Value {
+        let rows = (0..n)
+            .map(|_| json!({"event_id": uuid::Uuid::now_v7().to_string(), "tenant_id": "launch", "event_type": "click"}));
+        Value::Array(rows.collect())
+    };
+    for _ in 0..4 {
+        assert_eq!(gate.post_events(&launch_rows(500)).await.status, 200);
+    }
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let mut written = 2000;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let phase = phase_of(&gate, id).await;
+        assert_ne!(phase, "failed", "{}", gate.admin("/admin/migrations").await.body);
+        assert_eq!(
+            count_of(&gate, "launch").await,
+            written,
+            "a read of the key in phase {phase}"
+        );
+        if phase == "done" {
+            break;
+        }
+        assert_eq!(gate.post_events(&launch_rows(100)).await.status, 200);
+        written += 100;
+        assert!(Instant::now() < deadline, "the migration ends");
+    }
+    assert_eq!(gate.post_events(&launch_rows(400)).await.status, 200);
+    written += 400;
+    assert_eq!(count_of(&gate, "launch").await, written);
+    let mut all = urls.clone();
+    all.push(third.clone());
+    let seen = crate::common::placement(
+        &all,
+        &["s0", "s1", "s2"],
+        &[("s0", 1), ("s1", 1), ("s2", 1)],
+        "SELECT event_id::text, _sg_hash FROM events WHERE tenant_id = 'launch'",
+    )
+    .await;
+    assert_eq!(
+        seen.len() as i64,
+        written,
+        "every row once, on the owner of its salted position"
+    );
+    let on_new = seen.values().filter(|&&shard| shard == 2).count();
+    assert!(on_new > 0, "some of the key's salts moved to s2");
     gate.stop().await;
 }
