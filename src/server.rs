@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         catalog: catalog.clone(),
         refresh,
         shards: shards.clone(),
+        tables: tables.clone(),
         delay: config.hot_keys.split_delay,
     };
     let routing_source = Arc::new(RoutingSource {

@@ -141,6 +141,25 @@ impl Catalog {
         Ok(SplitOutcome::Grown { epoch, since_ms })
     }
 
+    /// Records the values of a split key whose steps lack them (one found hot by its hash).
+    pub async fn record_key_values(
+        &self,
+        table: &str,
+        key: KeyHash,
+        values: &serde_json::Value,
+    ) -> Result<(), CatalogError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE shardgate.hot_keys SET key_values = $3 \
+                 WHERE table_name = $1 AND key_hash = $2 AND key_values IS NULL",
+                &[&table, &key.as_i64(), values],
+            )
+            .await
+            .map_err(query("record the key's values"))?;
+        Ok(())
+    }
+
     /// Every recorded fan-out step, by table, key and fan-out.
     pub async fn splits(&self) -> Result<Vec<StoredSplit>, CatalogError> {
         let client = self.client().await?;

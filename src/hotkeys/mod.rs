@@ -8,6 +8,7 @@
 pub mod detector;
 pub mod sketch;
 pub mod split;
+pub mod values;
 pub mod watch;
 
 pub use detector::{Candidate, Detector, WindowCollector, WindowCounts};

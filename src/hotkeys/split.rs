@@ -8,6 +8,7 @@ use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource};
 use crate::catalog::watch::RefreshHandle;
 use crate::catalog::{Catalog, CatalogError};
 use crate::routing::KeyHash;
+use crate::schema::Tables;
 use crate::shards::set::Published;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,8 +20,10 @@ pub struct Splitter {
     pub catalog: Arc<Catalog>,
     /// Has this proxy re-read the catalog and publish what is newer.
     pub refresh: RefreshHandle,
-    /// The ring a split's salts are chosen on.
+    /// The ring a split's salts are chosen on, and the shards a key's values are read from.
     pub shards: Arc<Published>,
+    /// The declared tables, whose partition keys name a key's values.
+    pub tables: Arc<Tables>,
     /// How far ahead of the decision the new fan-out begins.
     pub delay: Duration,
 }
@@ -43,8 +46,10 @@ pub struct Split {
 }
 
 impl Splitter {
-    /// Records `split` and, when it grew the key's fan-out, publishes it before returning.
+    /// Records `split` and, when it grew the key's fan-out, publishes it before returning; a
+    /// key found by its hash alone then has its values read from a shard and recorded.
     pub async fn split(&self, split: Split) -> Result<SplitOutcome, CatalogError> {
+        let values_known = split.key_values.is_some();
         let since_ms = unix_millis_now() + self.delay.as_millis() as i64;
         let routing = self.shards.load();
         let (key, fanout) = (split.key, split.fanout as usize);
@@ -74,8 +79,32 @@ impl Splitter {
                 "hot key split"
             );
             self.refresh.refresh().await;
+            if !values_known {
+                self.record_values(&split.table, split.key).await;
+            }
         }
         Ok(outcome)
+    }
+
+    /// Reads the values of `key` from a recent row of it on the shard owning its own position,
+    /// and records them with its split; a key not found there is left without.
+    async fn record_values(&self, table: &str, key: KeyHash) {
+        let Some((_, schema)) = self.tables.lookup(table) else {
+            return;
+        };
+        let set = self.shards.load();
+        let shard = set.get(set.table.owner_of_key(key));
+        match super::values::recent_key_values(&shard.pools.query, schema, key).await {
+            Ok(Some(values)) => {
+                if let Err(e) = self.catalog.record_key_values(table, key, &values).await {
+                    tracing::warn!(error = %e, "cannot record a hot key's values");
+                }
+            }
+            Ok(None) => {
+                tracing::info!(%table, key = %format!("{:016x}", key.0), "no recent row of a hot key to read its values from")
+            }
+            Err(reason) => tracing::warn!(%reason, shard = %shard.id, "cannot read a hot key's values"),
+        }
     }
 }
 

@@ -184,6 +184,15 @@ async fn a_tenant_sending_half_the_rows_is_split_over_four_shards_and_reads_stay
     assert_eq!(split["key_hash"], whale.as_str());
     assert_eq!(split["fanout"], 4, "{split}");
     assert_eq!(split["source"], "detected");
+    let values_read_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = gate.admin("/admin/hot-keys").await.body;
+        if listed["splits"][0]["key_values"] == json!({"tenant_id": "whale", "event_type": "click"}) {
+            break;
+        }
+        assert!(Instant::now() < values_read_by, "a key found by its hash has its values read back: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(took < Duration::from_secs(10), "detected and split in {took:?}");
     let before_split = sent.len();
     assert_eq!(
