@@ -404,6 +404,10 @@ pub struct TableConfig {
     /// UUIDv7 id's time is used, and else the time the proxy received the row.
     #[serde(default)]
     pub made_at: Option<String>,
+    /// Most rows per second one key of the table may send; a key found above it gets 429 for
+    /// its rows beyond it, other keys are not affected. No limit when absent.
+    #[serde(default)]
+    pub max_key_rows_per_second: Option<u64>,
     /// Every column, in table order.
     pub columns: Vec<ColumnConfig>,
 }
@@ -792,6 +796,9 @@ fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
             ),
             Some(_) => {}
         }
+    }
+    if table.max_key_rows_per_second == Some(0) {
+        problems.add(format!("{key}.max_key_rows_per_second"), "must be positive");
     }
     if let Some(made_at) = &table.made_at {
         let at = format!("{key}.made_at");

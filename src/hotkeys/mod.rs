@@ -5,6 +5,7 @@
 //! hot, and is spread over salted ring positions ([`crate::routing::salt`]) by a split recorded
 //! in the catalog and published ([`split`]).
 
+pub mod cap;
 pub mod detector;
 pub mod sketch;
 pub mod split;

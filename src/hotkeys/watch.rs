@@ -2,12 +2,13 @@
 //! every `hot_keys.window` and splits each key that became hot (or hotter than its fan-out
 //! serves), and the list of the keys found, for the admin API and the metrics.
 
+use super::cap::{KeyCap, KeyOverLimit, LimitedKeys};
 use super::detector::{Candidate, Detector, WindowCollector};
 use super::split::{Split, Splitter};
 use crate::catalog::hot_keys::SplitSource;
 use crate::config::HotKeysConfig;
 use crate::metrics::Metrics;
-use crate::routing::{KeySample, ShardIndex};
+use crate::routing::{KeyHash, KeySample, ShardIndex};
 use crate::schema::{TableId, Tables};
 use crate::shards::set::Published;
 use arc_swap::ArcSwap;
@@ -41,6 +42,7 @@ pub struct HotKeyWatch {
     tables: Arc<Tables>,
     collectors: Vec<WindowCollector>,
     detectors: Vec<Mutex<Detector>>,
+    caps: Vec<Option<KeyCap>>,
     found: ArcSwap<Vec<WatchedKey>>,
 }
 
@@ -55,11 +57,16 @@ impl HotKeyWatch {
             .iter()
             .map(|_| Mutex::new(Detector::new(settings.clone())))
             .collect();
+        let caps = tables
+            .iter()
+            .map(|(_, t)| t.max_key_rows_per_second.map(|limit| KeyCap::new(&t.name, limit)))
+            .collect();
         HotKeyWatch {
             settings,
             tables,
             collectors,
             detectors,
+            caps,
             found: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -72,6 +79,25 @@ impl HotKeyWatch {
         shard_rows: impl IntoIterator<Item = (ShardIndex, u64)>,
     ) {
         self.collectors[table.0].record(&keys.offered(), shard_rows);
+    }
+
+    /// The keys of `table` whose rate is limited now; `None` for a table without a cap.
+    pub fn limited(&self, table: TableId) -> Option<Arc<LimitedKeys>> {
+        self.caps[table.0].as_ref().map(KeyCap::limited)
+    }
+
+    /// Admits a request of `table` with `rows` rows per limited key (of `limited`), or refuses
+    /// it naming the key over its limit.
+    pub fn admit(
+        &self,
+        table: TableId,
+        limited: &LimitedKeys,
+        rows: &[(KeyHash, u64)],
+    ) -> Result<(), KeyOverLimit> {
+        match &self.caps[table.0] {
+            Some(cap) => cap.admit(limited, rows),
+            None => Ok(()),
+        }
     }
 
     /// The keys above the thresholds in the last window, hot ones first.
@@ -108,6 +134,16 @@ impl HotKeyWatch {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let candidates = detector.close(&window, length, |key| set.table.owner_of_key(key).0);
+                if let Some(cap) = &self.caps[table.0] {
+                    let seconds = length.as_secs_f64().max(f64::EPSILON);
+                    let rates: Vec<(KeyHash, f64)> = window
+                        .keys
+                        .heaviest()
+                        .iter()
+                        .map(|c| (KeyHash(c.key), c.count as f64 / seconds))
+                        .collect();
+                    cap.update(&rates);
+                }
                 if let Some(skew) = skew(&window.shard_rows, set.table.shards_for_scatter().len()) {
                     metrics.shard_skew.with_label_values(&[&schema.name]).set(skew);
                 }

@@ -208,6 +208,10 @@ impl ApiError {
                 retry_after,
             },
             WriteRefused::TooLarge(e) => ApiError::TooLargeForQueue(e),
+            WriteRefused::KeyOverLimit(over) => ApiError::Overloaded {
+                retry_after: over.retry_after,
+                reason: over.to_string(),
+            },
             WriteRefused::Failed { failures, committed } => ApiError::WriteFailed {
                 failures,
                 committed,

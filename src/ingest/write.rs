@@ -7,6 +7,7 @@
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
 use crate::hotkeys::HotKeyWatch;
+use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
 use crate::schema::{TableId, TableSchema};
@@ -40,6 +41,9 @@ pub enum WriteRefused {
     /// The rows for one shard exceed its whole queue; nothing was queued.
     #[error(transparent)]
     TooLarge(SubmitError),
+    /// A key of the request is over its table's per-key rate limit; nothing was queued.
+    #[error(transparent)]
+    KeyOverLimit(KeyOverLimit),
     /// Some shard did not commit its rows; others may have.
     #[error("{} shard(s) did not commit", .failures.len())]
     Failed {
@@ -86,7 +90,15 @@ impl Writes {
         body: &[u8],
     ) -> Result<Submitted<'a>, WriteRefused> {
         let set = self.shards.load();
-        let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now())?;
+        let limited = self.hot_keys.limited(table);
+        let limited_keys = limited.as_deref().map(|l| l.hashes()).unwrap_or_default();
+        let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now(), limited_keys)?;
+        if let Some(limited) = &limited
+            && let Err(over) = self.hot_keys.admit(table, limited, &encoded.limited_rows)
+        {
+            self.count_rejected(&schema.name, "key_over_limit", encoded.rows);
+            return Err(WriteRefused::KeyOverLimit(over));
+        }
         let (rows, dual_written, salted) = (encoded.rows, encoded.dual_written, encoded.salted);
         let mut keys = std::mem::take(&mut encoded.keys);
         let deadline = Instant::now() + self.request_timeout;

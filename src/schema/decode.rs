@@ -8,7 +8,7 @@
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
 use crate::routing::salt::{spread_of_id, spread_of_values};
-use crate::routing::{KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
+use crate::routing::{KeyHash, KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -48,6 +48,8 @@ pub struct EncodedRows {
     pub salted: usize,
     /// The rows per partition key, sampled, for the hot-key watch.
     pub keys: KeySample,
+    /// Rows of each rate-limited key given to [`decode_rows`], those without rows left out.
+    pub limited_rows: Vec<(KeyHash, u64)>,
 }
 
 /// One problem with one row.
@@ -81,15 +83,17 @@ pub enum DecodeError {
 }
 
 /// Decodes `body` for `table`, routing each row with `routing`. `now_micros` (Unix time) stamps
-/// `now()` defaults, so every row of a request gets the same time.
+/// `now()` defaults, so every row of a request gets the same time. The rows of each key of
+/// `limited` (sorted) are counted.
 pub fn decode_rows(
     table: &TableSchema,
     routing: &RoutingTable,
     format: BodyFormat,
     body: &[u8],
     now_micros: i64,
+    limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
-    let mut encoder = RowEncoder::new(table, routing, now_micros);
+    let mut encoder = RowEncoder::new(table, routing, now_micros, limited);
     match format {
         BodyFormat::Json => {
             let mut de = serde_json::Deserializer::from_slice(body);
@@ -141,12 +145,19 @@ struct RowEncoder<'a> {
     dual_written: usize,
     salted: usize,
     keys: KeySample,
+    limited: &'a [KeyHash],
+    limited_rows: Vec<u64>,
     /// Fields of every tuple: the declared columns and the hidden ones.
     field_count: i16,
 }
 
 impl<'a> RowEncoder<'a> {
-    fn new(table: &'a TableSchema, routing: &'a RoutingTable, now_micros: i64) -> Self {
+    fn new(
+        table: &'a TableSchema,
+        routing: &'a RoutingTable,
+        now_micros: i64,
+        limited: &'a [KeyHash],
+    ) -> Self {
         RowEncoder {
             table,
             routing,
@@ -162,6 +173,8 @@ impl<'a> RowEncoder<'a> {
             dual_written: 0,
             salted: 0,
             keys: KeySample::default(),
+            limited,
+            limited_rows: vec![0; limited.len()],
             field_count: i16::try_from(table.columns.len() + super::hidden_columns(table).len())
                 .expect("Postgres tables have at most 1600 columns"),
         }
@@ -302,6 +315,11 @@ impl<'a> RowEncoder<'a> {
         });
         let key = hash_key(key_parts, &mut self.key_scratch);
         self.keys.count(key);
+        if !self.limited.is_empty()
+            && let Ok(i) = self.limited.binary_search(&key)
+        {
+            self.limited_rows[i] += 1;
+        }
         let routing = self.routing;
         let placement = routing.place_write(self.splits, key, || self.origin());
         if placement.salt > 0 {
@@ -384,6 +402,13 @@ impl<'a> RowEncoder<'a> {
             dual_written: self.dual_written,
             salted: self.salted,
             keys: self.keys,
+            limited_rows: self
+                .limited
+                .iter()
+                .copied()
+                .zip(self.limited_rows)
+                .filter(|&(_, rows)| rows > 0)
+                .collect(),
         })
     }
 }

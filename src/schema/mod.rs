@@ -46,6 +46,8 @@ pub struct TableSchema {
     pub partition_key: Vec<usize>,
     /// Index of the `timestamptz` column saying when a row was made, when one is declared.
     pub made_at: Option<usize>,
+    /// Most rows per second one key may send, when capped.
+    pub max_key_rows_per_second: Option<u64>,
 }
 
 impl TableSchema {
@@ -77,6 +79,7 @@ impl TableSchema {
             id,
             partition_key,
             made_at,
+            max_key_rows_per_second: table.max_key_rows_per_second,
         })
     }
 

@@ -366,6 +366,7 @@ mod tests {
             dual_written: 0,
             salted: 0,
             keys: Default::default(),
+            limited_rows: Vec::new(),
         }
     }
 

@@ -19,7 +19,7 @@ fn one_shard_batch(events: &TableSchema, rows: usize) -> bytes::Bytes {
         Ring::build([("s1", 1)], 16).unwrap(),
     );
     let body = crate::common::events(rows, 3).to_string();
-    let mut encoded = decode_rows(events, &routing, BodyFormat::Json, body.as_bytes(), 0).unwrap();
+    let mut encoded = decode_rows(events, &routing, BodyFormat::Json, body.as_bytes(), 0, &[]).unwrap();
     encoded.shards.remove(0).tuples.into()
 }
 

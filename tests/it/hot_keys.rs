@@ -3,7 +3,9 @@
 //! and every read of it stays exact, through retries, a restart and a split made by hand.
 
 use crate::admin::{TOKEN, add_shard, admin_cli, phase_of, with_token};
-use crate::common::{Reply, TestServer, clusters, connect, fresh_database, fresh_shards, query_rows};
+use crate::common::{
+    Reply, TestServer, clusters, config_for, connect, fresh_database, fresh_shards, query_rows,
+};
 use serde_json::{Value, json};
 use shardgate::routing::salt::salted_position;
 use shardgate::routing::{KeyHash, hash_key};
@@ -190,7 +192,10 @@ async fn a_tenant_sending_half_the_rows_is_split_over_four_shards_and_reads_stay
         if listed["splits"][0]["key_values"] == json!({"tenant_id": "whale", "event_type": "click"}) {
             break;
         }
-        assert!(Instant::now() < values_read_by, "a key found by its hash has its values read back: {listed}");
+        assert!(
+            Instant::now() < values_read_by,
+            "a key found by its hash has its values read back: {listed}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(took < Duration::from_secs(10), "detected and split in {took:?}");
@@ -496,5 +501,72 @@ async fn a_split_key_whose_salts_move_to_a_new_shard_stays_exact() {
     );
     let on_new = seen.values().filter(|&&shard| shard == 2).count();
     assert!(on_new > 0, "some of the key's salts moved to s2");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_over_its_tables_rate_cap_gets_429_and_the_other_keys_do_not() {
+    let urls = fresh_shards("hot_cap").await;
+    let mut config = config_for(&urls, "[hot_keys]\nwindow = \"200ms\"\n");
+    config.tables[0].max_key_rows_per_second = Some(2_000);
+    let gate = TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls: urls,
+        http: reqwest::Client::new(),
+    };
+    let whale = key_hash("whale", "click");
+    let (mut accepted, mut accepted_once_limited) = (0i64, 0i64);
+    let mut limited_since: Option<Instant> = None;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let reply = gate
+            .post("events", "application/json", skewed_events(200, 10).to_string())
+            .await;
+        match reply.status {
+            200 => {
+                accepted += 200;
+                if limited_since.is_some() {
+                    accepted_once_limited += 200;
+                }
+            }
+            429 => {
+                limited_since.get_or_insert_with(Instant::now);
+                assert_eq!(
+                    reply.error(),
+                    format!(
+                        "key {whale} of table events is over its limit of 2000 rows per second \
+                         ([[tables]] max_key_rows_per_second); other keys are not limited; retry after 1s"
+                    )
+                );
+                assert_eq!(reply.headers["retry-after"], "1");
+            }
+            other => panic!("{other}: {}", reply.body),
+        }
+        let others = gate
+            .post("events", "application/json", skewed_events(200, 0).to_string())
+            .await;
+        assert_eq!(others.status, 200, "other keys are not limited: {}", others.body);
+    }
+    let limited_since = limited_since.expect("the whale was limited");
+    assert!(
+        limited_since - started < Duration::from_secs(1),
+        "limited within a second"
+    );
+    let seconds = limited_since.elapsed().as_secs_f64();
+    assert_eq!(
+        count_of(&gate, "whale").await,
+        accepted,
+        "refused rows are not stored"
+    );
+    assert!(
+        (accepted_once_limited as f64) <= 2_000.0 * (seconds + 1.0),
+        "at most the limit and one second's allowance: {accepted_once_limited} rows in {seconds:.1} s"
+    );
+    assert!(
+        (accepted_once_limited as f64) >= 2_000.0 * seconds * 0.5,
+        "and not far below it: {accepted_once_limited} rows in {seconds:.1} s"
+    );
+    let metrics = gate.metrics_page().await;
+    assert!(metrics.contains("reason=\"key_over_limit\""), "{metrics}");
     gate.stop().await;
 }

@@ -34,7 +34,7 @@ fn routing() -> RoutingTable {
 }
 
 fn decode(format: BodyFormat, body: &str) -> Result<EncodedRows, DecodeError> {
-    decode_rows(&events(), &routing(), format, body.as_bytes(), NOW)
+    decode_rows(&events(), &routing(), format, body.as_bytes(), NOW, &[])
 }
 
 fn row_errors(body: &str) -> Vec<RowError> {
@@ -109,7 +109,7 @@ fn a_row_without_an_id_carries_the_epoch_it_was_routed_with() {
     let mut routing = routing();
     routing.epoch = Epoch(42);
     let body = br#"[{"event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "tenant_id": "acme", "n": 5}]"#;
-    let encoded = decode_rows(&table, &routing, BodyFormat::Json, body, NOW).unwrap();
+    let encoded = decode_rows(&table, &routing, BodyFormat::Json, body, NOW, &[]).unwrap();
     let rows: Vec<_> = encoded.shards.iter().flat_map(|s| fields(&s.tuples)).collect();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].len(), 9, "seven columns, _sg_hash and _sg_epoch");
@@ -254,7 +254,7 @@ fn rows_in_a_moving_range_are_encoded_for_its_owner_and_its_target() {
         .map(|i| format!(r#"{{"tenant_id": "t{i}", "n": {i}}}"#))
         .collect();
     let body = format!("[{}]", body.join(","));
-    let plain = decode_rows(&events(), &routing(), BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let plain = decode_rows(&events(), &routing(), BodyFormat::Json, body.as_bytes(), NOW, &[]).unwrap();
     let mut moving = routing();
     moving.moving = vec![MovingRange {
         range: TokenRange {
@@ -264,7 +264,7 @@ fn rows_in_a_moving_range_are_encoded_for_its_owner_and_its_target() {
         },
         target: ShardIndex(1),
     }];
-    let dual = decode_rows(&events(), &moving, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let dual = decode_rows(&events(), &moving, BodyFormat::Json, body.as_bytes(), NOW, &[]).unwrap();
     assert!(plain.shards[0].rows > 0 && plain.shards[1].rows > 0);
     assert_eq!(
         dual.shards[0].rows, plain.shards[0].rows,
@@ -331,7 +331,7 @@ fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were
             .collect::<Vec<_>>()
             .join(",")
     );
-    let encoded = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let encoded = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW, &[]).unwrap();
     let placed = positions(&encoded);
     for (id, position) in &placed {
         let expected = if id.as_slice() == before.as_bytes() {
@@ -344,7 +344,7 @@ fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were
     let used: std::collections::BTreeSet<KeyHash> = placed.iter().map(|(_, p)| *p).collect();
     assert_eq!(used.len(), 4, "32 ids over 4 salts use each");
     assert_eq!(encoded.salted, placed.iter().filter(|(_, p)| *p != key).count());
-    let again = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW).unwrap();
+    let again = decode_rows(&events(), &routing, BodyFormat::Json, body.as_bytes(), NOW, &[]).unwrap();
     assert_eq!(positions(&again), placed, "a retried row lands where it did");
     let v4 = r#"[{"event_id": "9f1a2b3c-4d5e-4f70-8a1b-2c3d4e5f6a7b", "tenant_id": "whale", "n": 1}]"#;
     let v4_id = uuid::Uuid::parse_str("9f1a2b3c-4d5e-4f70-8a1b-2c3d4e5f6a7b").unwrap();
@@ -355,6 +355,7 @@ fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were
         BodyFormat::Json,
         v4.as_bytes(),
         arrived_after,
+        &[],
     )
     .unwrap();
     let salt = salts[(spread_of_id(v4_id.as_bytes()) % 4) as usize];
@@ -363,6 +364,6 @@ fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were
         salted_position(key, salt),
         "an id without time takes the fan-out in force when it arrives"
     );
-    let early = decode_rows(&events(), &routing, BodyFormat::Json, v4.as_bytes(), NOW).unwrap();
+    let early = decode_rows(&events(), &routing, BodyFormat::Json, v4.as_bytes(), NOW, &[]).unwrap();
     assert_eq!(positions(&early)[0].1, key, "it arrived before the split");
 }
