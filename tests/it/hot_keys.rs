@@ -4,7 +4,7 @@
 
 use crate::admin::{TOKEN, add_shard, admin_cli, phase_of, with_token};
 use crate::common::{
-    Reply, TestServer, clusters, config_for, connect, fresh_database, fresh_shards, query_rows,
+    Reply, TestServer, clusters, config_for, connect, fresh_database, fresh_shards, query_rows, time_to_epoch,
 };
 use serde_json::{Value, json};
 use shardgate::routing::salt::salted_position;
@@ -294,6 +294,7 @@ async fn a_tenant_sending_half_the_rows_is_split_over_four_shards_and_reads_stay
 async fn an_operator_splits_a_key_by_hand_before_its_launch() {
     let urls = four_shards("hot_manual").await;
     let gate = TestServer::start_on(urls.clone(), &format!("{}{SPLIT_QUICKLY}", with_token())).await;
+    let second = TestServer::start_on(urls.clone(), SPLIT_QUICKLY).await;
     let launch =
         json!({"table": "events", "key": {"tenant_id": "launch", "event_type": "click"}, "fanout": 4});
     let unauthorised = split_by_hand(&gate, None, launch.clone()).await;
@@ -367,8 +368,23 @@ async fn an_operator_splits_a_key_by_hand_before_its_launch() {
     assert_eq!(steps[1]["source"], "manual");
     assert_eq!(steps[1]["key_values"], launch["key"]);
     assert!(steps[1]["epoch"].as_i64() > steps[0]["epoch"].as_i64());
+    let learned = time_to_epoch(
+        &second,
+        steps[1]["epoch"].as_i64().unwrap(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        learned < Duration::from_secs(1),
+        "a second proxy publishes the split in {learned:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gate.post_events(&first).await.status, 200);
+    assert_eq!(
+        second.post_events(&first).await.status,
+        200,
+        "the same retry through the other proxy"
+    );
     assert_eq!(
         count_of(&gate, "launch").await,
         400,
