@@ -27,8 +27,8 @@ impl SplitSource {
     }
 }
 
-/// A split to record: grow `key`'s fan-out in `table` to `fanout` for rows made from
-/// `since_ms` on.
+/// A split to make: grow `key`'s fan-out in `table` to `fanout`; a key already at it or above
+/// is left alone.
 #[derive(Debug, Clone)]
 pub struct SplitRequest {
     /// The table.
@@ -37,9 +37,6 @@ pub struct SplitRequest {
     pub key: KeyHash,
     /// The fan-out wanted.
     pub fanout: u32,
-    /// From when rows made take it, ms since the Unix epoch; moved past the key's last step
-    /// when it is not.
-    pub since_ms: i64,
     /// The key's values, by column, when known.
     pub key_values: Option<serde_json::Value>,
     /// Who decided it.
@@ -89,12 +86,14 @@ pub struct StoredSplit {
 }
 
 impl Catalog {
-    /// Records `split` with the salts `choose` picks given the key's salts so far (none when it
-    /// is not split), and publishes it with a new epoch, unless the key already has that
-    /// fan-out or more: fan-out only grows.
+    /// Records `split` for rows made from `since_ms` on (ms since the Unix epoch; moved past the
+    /// key's last step when it is not), with the salts `choose` picks given the key's salts so
+    /// far (none when it is not split), and publishes it with a new epoch, unless the key
+    /// already has that fan-out or more: fan-out only grows.
     pub async fn split_key(
         &self,
         split: &SplitRequest,
+        since_ms: i64,
         choose: impl FnOnce(&[u32]) -> Vec<u32>,
     ) -> Result<SplitOutcome, CatalogError> {
         let mut client = self.client().await?;
@@ -117,7 +116,7 @@ impl Catalog {
             return Ok(SplitOutcome::AlreadyAtLeast { fanout: largest });
         }
         let salts: Vec<i32> = choose(&previous).iter().map(|&s| s as i32).collect();
-        let since_ms = last_since.map_or(split.since_ms, |last| split.since_ms.max(last + 1));
+        let since_ms = last_since.map_or(since_ms, |last| since_ms.max(last + 1));
         let epoch = advance_epoch(&tx).await?;
         tx.execute(
             "INSERT INTO shardgate.hot_keys \

@@ -14,5 +14,5 @@ pub mod watch;
 
 pub use detector::{Candidate, Detector, WindowCollector, WindowCounts};
 pub use sketch::{Counter, SpaceSaving};
-pub use split::{Split, Splitter};
+pub use split::Splitter;
 pub use watch::{HotKeyWatch, WatchedKey};

@@ -4,7 +4,7 @@
 //! so every proxy knows it before any row takes it: a row is placed the same way whichever
 //! proxy takes it, and whenever it is retried.
 
-use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource};
+use crate::catalog::hot_keys::{SplitOutcome, SplitRequest};
 use crate::catalog::watch::RefreshHandle;
 use crate::catalog::{Catalog, CatalogError};
 use crate::routing::KeyHash;
@@ -28,47 +28,16 @@ pub struct Splitter {
     pub delay: Duration,
 }
 
-/// A split to make.
-#[derive(Debug, Clone)]
-pub struct Split {
-    /// The table.
-    pub table: String,
-    /// The key's hash.
-    pub key: KeyHash,
-    /// The fan-out wanted; a key already at it or above is left alone.
-    pub fanout: u32,
-    /// The key's values by column, when known.
-    pub key_values: Option<serde_json::Value>,
-    /// Who decided it.
-    pub source: SplitSource,
-    /// The key's rate when decided, when measured.
-    pub rows_per_second: Option<f64>,
-}
-
 impl Splitter {
     /// Records `split` and, when it grew the key's fan-out, publishes it before returning; a
     /// key found by its hash alone then has its values read from a shard and recorded.
-    pub async fn split(&self, split: Split) -> Result<SplitOutcome, CatalogError> {
+    pub async fn split(&self, split: SplitRequest) -> Result<SplitOutcome, CatalogError> {
         let values_known = split.key_values.is_some();
         let since_ms = unix_millis_now() + self.delay.as_millis() as i64;
         let routing = self.shards.load();
         let (key, fanout) = (split.key, split.fanout as usize);
         let choose = |previous: &[u32]| routing.table.choose_salts(key, fanout, previous);
-        let outcome = self
-            .catalog
-            .split_key(
-                &SplitRequest {
-                    table: split.table.clone(),
-                    key: split.key,
-                    fanout: split.fanout,
-                    since_ms,
-                    key_values: split.key_values,
-                    source: split.source,
-                    rows_per_second: split.rows_per_second,
-                },
-                choose,
-            )
-            .await?;
+        let outcome = self.catalog.split_key(&split, since_ms, choose).await?;
         if let SplitOutcome::Grown { epoch, since_ms } = outcome {
             tracing::info!(
                 table = %split.table,

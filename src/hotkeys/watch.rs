@@ -4,8 +4,8 @@
 
 use super::cap::{KeyCap, KeyOverLimit, LimitedKeys};
 use super::detector::{Candidate, Detector, WindowCollector};
-use super::split::{Split, Splitter};
-use crate::catalog::hot_keys::SplitSource;
+use super::split::Splitter;
+use crate::catalog::hot_keys::{SplitRequest, SplitSource};
 use crate::config::HotKeysConfig;
 use crate::metrics::Metrics;
 use crate::routing::{KeyHash, KeySample, ShardIndex};
@@ -155,7 +155,7 @@ impl HotKeyWatch {
                 for candidate in hot {
                     let fanout = detector.fanout_for(candidate.rows_per_second);
                     if fanout as usize > set.table.salts_for_read(&schema.name, candidate.key).len() {
-                        splits.push(Split {
+                        splits.push(SplitRequest {
                             table: schema.name.clone(),
                             key: candidate.key,
                             fanout,

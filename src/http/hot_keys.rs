@@ -3,8 +3,7 @@
 
 use super::error::error_response;
 use super::state::AppState;
-use crate::catalog::hot_keys::{SplitOutcome, SplitSource};
-use crate::hotkeys::Split;
+use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -60,7 +59,7 @@ pub async fn split(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         Ok(key) => key,
         Err(message) => return refused(StatusCode::BAD_REQUEST, message),
     };
-    let split = Split {
+    let split = SplitRequest {
         table: body.table.clone(),
         key,
         fanout: body.fanout,

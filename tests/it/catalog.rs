@@ -191,74 +191,63 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
     again.stop().await;
 
     // Back to layout 2, as the previous release left it: no resharding journal.
-    catalog
-        .batch_execute(
-            "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys;
-             ALTER TABLE shardgate.shards DROP COLUMN retired;
-             UPDATE shardgate.catalog_version SET version = 2;",
-        )
-        .await
-        .unwrap();
-    let from_two = TestServer::start_on(urls.clone(), "").await;
-    assert_eq!(from_two.admin("/readyz").await.body["epoch"], 7);
-    from_two.stop().await;
-    let journal: (i32, bool) = catalog
-        .query_one(
-            "SELECT (SELECT version FROM shardgate.catalog_version), \
-                    to_regclass('shardgate.migration_ranges') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap();
-    assert_eq!(journal, (5, true), "layout 2 is migrated to 5, with the journal");
+    let journal = migrated_from(
+        &catalog,
+        &urls,
+        "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys;
+         ALTER TABLE shardgate.shards DROP COLUMN retired;
+         UPDATE shardgate.catalog_version SET version = 2;",
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'migration_ranges'",
+    )
+    .await;
+    assert_eq!(journal, (5, 1), "layout 2 is migrated to 5, with the journal");
 
     // Back to layout 3: a journal without the dual-write epoch and the failure.
-    catalog
-        .batch_execute(
-            "ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
-             DROP TABLE shardgate.hot_keys;
-             UPDATE shardgate.catalog_version SET version = 3;",
-        )
-        .await
-        .unwrap();
-    let from_three = TestServer::start_on(urls.clone(), "").await;
-    assert_eq!(from_three.admin("/readyz").await.body["epoch"], 7);
-    assert_eq!(from_three.admin("/admin/migrations").await.status, 200);
-    from_three.stop().await;
-    let columns: i64 = catalog
-        .query_one(
-            "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
-             AND table_name = 'migrations' AND column_name IN ('dual_write_epoch', 'failure')",
-            &[],
-        )
+    let columns = migrated_from(
+        &catalog,
+        &urls,
+        "ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
+         DROP TABLE shardgate.hot_keys;
+         UPDATE shardgate.catalog_version SET version = 3;",
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
+         AND table_name = 'migrations' AND column_name IN ('dual_write_epoch', 'failure')",
+    )
+    .await;
+    assert_eq!(columns, (5, 2), "layout 3 is migrated to 5");
+
+    // Back to layout 4: no hot keys.
+    let hot_keys = migrated_from(
+        &catalog,
+        &urls,
+        "DROP TABLE shardgate.hot_keys; UPDATE shardgate.catalog_version SET version = 4;",
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'hot_keys'",
+    )
+    .await;
+    assert_eq!(hot_keys, (5, 1), "layout 4 is migrated to 5, with the hot keys");
+}
+
+/// Takes the catalog back to an older layout with `downgrade`, starts a proxy on it (which
+/// must keep the stored epoch and answer the admin API), and returns the layout it left and
+/// the count `check` reads.
+async fn migrated_from(
+    catalog: &tokio_postgres::Client,
+    urls: &[String],
+    downgrade: &str,
+    check: &str,
+) -> (i32, i64) {
+    catalog.batch_execute(downgrade).await.unwrap();
+    let gate = TestServer::start_on(urls.to_vec(), "").await;
+    assert_eq!(gate.admin("/readyz").await.body["epoch"], 7);
+    assert_eq!(gate.admin("/admin/migrations").await.status, 200);
+    assert_eq!(gate.admin("/admin/hot-keys").await.status, 200);
+    gate.stop().await;
+    let version: i32 = catalog
+        .query_one("SELECT version FROM shardgate.catalog_version", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(columns, 2, "layout 3 is migrated to 5");
-
-    // Back to layout 4: no hot keys.
-    catalog
-        .batch_execute("DROP TABLE shardgate.hot_keys; UPDATE shardgate.catalog_version SET version = 4;")
-        .await
-        .unwrap();
-    let from_four = TestServer::start_on(urls.clone(), "").await;
-    assert_eq!(from_four.admin("/readyz").await.body["epoch"], 7);
-    from_four.stop().await;
-    let hot_keys: (i32, bool) = catalog
-        .query_one(
-            "SELECT (SELECT version FROM shardgate.catalog_version), \
-                    to_regclass('shardgate.hot_keys') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap();
-    assert_eq!(
-        hot_keys,
-        (5, true),
-        "layout 4 is migrated to 5, with the hot keys"
-    );
+    let count: i64 = catalog.query_one(check, &[]).await.unwrap().get(0);
+    (version, count)
 }
 
 /// Moves the fences of every shard and then the catalog to `epoch`, as a cutover does;

@@ -66,6 +66,21 @@ async fn count_of(gate: &TestServer, tenant: &str) -> i64 {
     rows[0][0].as_i64().unwrap()
 }
 
+/// `shardgate admin hot-keys split events --fanout <fanout> --key <key>...` with the token.
+async fn split_from_the_command_line(
+    gate: &TestServer,
+    fanout: &str,
+    keys: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "--token", TOKEN, "hot-keys", "split", "events", "--fanout", fanout,
+    ];
+    for key in keys {
+        args.extend(["--key", key]);
+    }
+    admin_cli(gate, &args).await
+}
+
 async fn split_by_hand(gate: &TestServer, token: Option<&str>, body: Value) -> Reply {
     let mut request = gate.http.post(gate.admin_url("/admin/hot-keys")).json(&body);
     if let Some(token) = token {
@@ -401,46 +416,21 @@ async fn an_operator_splits_a_key_by_hand_before_its_launch() {
     assert_eq!(count_of(&gate, "launch").await, 800);
 
     // The same from the command line.
-    let split = [
-        "--token",
-        TOKEN,
-        "hot-keys",
-        "split",
-        "events",
-        "--fanout",
-        "3",
-        "--key",
-        "tenant_id=cli",
-        "--key",
-        "event_type=click",
-    ];
-    let (ok, stdout, stderr) = admin_cli(&gate, &split).await;
+    let (ok, stdout, stderr) =
+        split_from_the_command_line(&gate, "3", &["tenant_id=cli", "event_type=click"]).await;
     assert!(ok, "{stderr}");
     let cli_key = key_hash("cli", "click");
     assert!(
         stdout.starts_with(&format!("events key {cli_key} now spreads over 3 positions")),
         "{stdout}"
     );
-    let (ok, stdout, _) = admin_cli(&gate, &split).await;
+    let (ok, stdout, _) =
+        split_from_the_command_line(&gate, "3", &["tenant_id=cli", "event_type=click"]).await;
     assert!(
         ok && stdout.contains("already spreads over 3 positions; fan-out only grows"),
         "{stdout}"
     );
-    let (ok, _, stderr) = admin_cli(
-        &gate,
-        &[
-            "--token",
-            TOKEN,
-            "hot-keys",
-            "split",
-            "events",
-            "--fanout",
-            "2",
-            "--key",
-            "tenant_id=x",
-        ],
-    )
-    .await;
+    let (ok, _, stderr) = split_from_the_command_line(&gate, "2", &["tenant_id=x"]).await;
     assert!(
         !ok && stderr.contains("400 Bad Request: the key lacks partition-key column `event_type`"),
         "{stderr}"
