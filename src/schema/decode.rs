@@ -94,24 +94,42 @@ pub fn decode_rows(
     limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
     let mut encoder = RowEncoder::new(table, routing, now_micros, limited);
-    match format {
-        BodyFormat::Json => {
-            let mut de = serde_json::Deserializer::from_slice(body);
-            de.deserialize_seq(RowsVisitor(&mut encoder)).map_err(malformed)?;
-            de.end().map_err(malformed)?;
-        }
-        BodyFormat::Ndjson => {
+    // A body checked to be UTF-8 once is parsed as text, so its strings are not checked again
+    // one by one; a body that is not is parsed as bytes, for the error serde_json gives it.
+    match (format, std::str::from_utf8(body)) {
+        (BodyFormat::Json, Ok(text)) => decode_array(serde_json::Deserializer::from_str(text), &mut encoder)?,
+        (BodyFormat::Json, Err(_)) => decode_array(serde_json::Deserializer::from_slice(body), &mut encoder)?,
+        (BodyFormat::Ndjson, _) => {
             for (number, line) in body.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let mut de = serde_json::Deserializer::from_slice(line);
-                let parsed = RowSeed(&mut encoder).deserialize(&mut de).and_then(|()| de.end());
+                let parsed = match std::str::from_utf8(line) {
+                    Ok(text) => decode_line(serde_json::Deserializer::from_str(text), &mut encoder),
+                    Err(_) => decode_line(serde_json::Deserializer::from_slice(line), &mut encoder),
+                };
                 parsed.map_err(|e| DecodeError::Malformed(format!("line {}: {e}", number + 1)))?;
             }
         }
     }
     encoder.finish()
+}
+
+/// Decodes a JSON array of rows read by `de`.
+fn decode_array<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    encoder: &mut RowEncoder<'_>,
+) -> Result<(), DecodeError> {
+    de.deserialize_seq(RowsVisitor(encoder)).map_err(malformed)?;
+    de.end().map_err(malformed)
+}
+
+/// Decodes one NDJSON line's row read by `de`.
+fn decode_line<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    encoder: &mut RowEncoder<'_>,
+) -> Result<(), serde_json::Error> {
+    RowSeed(encoder).deserialize(&mut de).and_then(|()| de.end())
 }
 
 fn malformed(e: serde_json::Error) -> DecodeError {

@@ -367,3 +367,28 @@ fn rows_of_a_split_key_take_the_salt_of_their_id_in_the_fanout_of_when_they_were
     let early = decode_rows(&events(), &routing, BodyFormat::Json, v4.as_bytes(), NOW, &[]).unwrap();
     assert_eq!(positions(&early)[0].1, key, "it arrived before the split");
 }
+
+#[test]
+fn a_body_that_is_not_utf8_is_refused_with_the_position_of_the_bad_byte() {
+    let mut body = br#"[{"event_id": "018f2d6e-9a1b-7c3d-8e4f-5a6b7c8d9e0f", "tenant_id": "a"#.to_vec();
+    body.extend_from_slice(&[0xff, b'"', b',', b' ']);
+    body.extend_from_slice(br#""n": 1}]"#);
+    let message = |format, body: &[u8]| match decode_rows(&events(), &routing(), format, body, NOW, &[]) {
+        Err(DecodeError::Malformed(message)) => message,
+        other => panic!("expected a malformed body, got {other:?}"),
+    };
+    assert_eq!(
+        message(BodyFormat::Json, &body),
+        "invalid unicode code point at line 1 column 70"
+    );
+    let line = &body[1..body.len() - 1];
+    let lines = [
+        &br#"{"event_id": "018f2d6e-9a1b-7c3d-8e4f-5a6b7c8d9e0f", "tenant_id": "b", "n": 2}"#[..],
+        line,
+    ]
+    .join(&b'\n');
+    assert_eq!(
+        message(BodyFormat::Ndjson, &lines),
+        "line 2: invalid unicode code point at line 1 column 69"
+    );
+}
