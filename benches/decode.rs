@@ -6,6 +6,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde::de::IgnoredAny;
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
 use shardgate::config::Config;
+use shardgate::devcluster::DEV_TABLES;
 use shardgate::routing::{Epoch, Ring, RoutingTable, ShardId};
 use shardgate::schema::TableSchema;
 use shardgate::schema::decode::{BodyFormat, decode_rows};
@@ -13,31 +14,6 @@ use std::hint::black_box;
 
 /// Rows per request body, as `shardgate bench` sends by default.
 const ROWS: usize = 1000;
-
-/// The example tables `shardgate dev` declares.
-const TABLES: &str = r#"
-[[tables]]
-name = "events"
-id = "event_id"
-partition_key = ["tenant_id", "event_type"]
-columns = [
-  { name = "event_id", type = "uuid" },
-  { name = "tenant_id", type = "text" },
-  { name = "event_type", type = "text" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-]
-
-[[tables]]
-name = "events_no_id"
-partition_key = ["tenant_id", "event_type"]
-columns = [
-  { name = "tenant_id", type = "text" },
-  { name = "event_type", type = "text" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-]
-"#;
 
 fn body(with_ids: bool) -> Vec<u8> {
     let spec = WorkloadSpec {
@@ -55,7 +31,7 @@ fn body(with_ids: bool) -> Vec<u8> {
 }
 
 fn decoding(c: &mut Criterion) {
-    let config = Config::parse(TABLES).expect("the tables parse");
+    let config = Config::parse(DEV_TABLES).expect("the tables parse");
     let ring = Ring::build([("s0", 1), ("s1", 1)], 256).expect("the ring builds");
     let routing = RoutingTable::new(Epoch(1), vec![ShardId("s0".into()), ShardId("s1".into())], ring);
     let mut group = c.benchmark_group("decode");

@@ -1,9 +1,18 @@
 //! Human-readable durations (`"20ms"`, `"5s"`) and byte sizes (`"4MiB"`) for the TOML config.
 //!
-//! Both also accept a bare integer: milliseconds for a duration, bytes for a size.
+//! Both also accept a bare integer: milliseconds for a duration, bytes for a size. Also the
+//! wall clock as Unix microseconds, the one time the proxy stamps rows and splits with.
 
 use serde::{Deserialize, Deserializer, de};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// Microseconds since the Unix epoch, by this machine's clock.
+pub fn unix_micros_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
+}
 
 /// A byte count read from `"4MiB"`, `"512KiB"`, `"100"` or a bare integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

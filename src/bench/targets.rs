@@ -220,7 +220,7 @@ pub async fn direct_worker(
     let (mut scratch, mut text) = (Vec::new(), RowText::default());
     while let Some((_, rows)) = plan.next().await {
         // One timestamp per ticket, as shardgate stamps one per request.
-        let now = unix_micros();
+        let now = crate::units::unix_micros_now();
         for _ in 0..rows {
             let row = generator.next_row();
             generator.fill_text(&row, &mut text);
@@ -347,11 +347,4 @@ async fn insert_row(
                 .await
         }
     }
-}
-
-fn unix_micros() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_micros() as i64
 }

@@ -264,9 +264,7 @@ fn skew(seconds: &[Second]) -> Option<f64> {
         .iter()
         .map(|(shard, &total)| total.saturating_sub(first.get(shard).copied().unwrap_or(0)))
         .collect();
-    let mean = rows.iter().sum::<u64>() as f64 / rows.len().max(1) as f64;
-    let busiest = rows.iter().copied().max()? as f64;
-    (mean > 0.0).then(|| busiest / mean)
+    crate::hotkeys::skew(&rows, rows.len())
 }
 
 /// The rows each shard has committed to `table`, read from shardgate's `/metrics` page.

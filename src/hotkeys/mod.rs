@@ -15,4 +15,4 @@ pub mod watch;
 pub use detector::{Candidate, Detector, WindowCollector, WindowCounts};
 pub use sketch::{Counter, SpaceSaving};
 pub use split::Splitter;
-pub use watch::{HotKeyWatch, WatchedKey};
+pub use watch::{HotKeyWatch, WatchedKey, skew};

@@ -11,7 +11,7 @@ use crate::routing::KeyHash;
 use crate::schema::Tables;
 use crate::shards::set::Published;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Records splits and publishes them.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ impl Splitter {
     /// key found by its hash alone then has its values read from a shard and recorded.
     pub async fn split(&self, split: SplitRequest) -> Result<SplitOutcome, CatalogError> {
         let values_known = split.key_values.is_some();
-        let since_ms = unix_millis_now() + self.delay.as_millis() as i64;
+        let since_ms = crate::units::unix_micros_now() / 1000 + self.delay.as_millis() as i64;
         let routing = self.shards.load();
         let (key, fanout) = (split.key, split.fanout as usize);
         let choose = |previous: &[u32]| routing.table.choose_salts(key, fanout, previous);
@@ -75,11 +75,4 @@ impl Splitter {
             Err(reason) => tracing::warn!(%reason, shard = %shard.id, "cannot read a hot key's values"),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, by this machine's clock.
-pub fn unix_millis_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -211,8 +211,8 @@ impl HotKeyWatch {
 }
 
 /// The busiest shard's rows over the mean of `shards` shards (those a shard without rows counts
-/// among); `None` for a window without rows.
-fn skew(shard_rows: &[u64], shards: usize) -> Option<f64> {
+/// among); `None` without rows.
+pub fn skew(shard_rows: &[u64], shards: usize) -> Option<f64> {
     let total: u64 = shard_rows.iter().sum();
     let busiest = shard_rows.iter().copied().max()?;
     if total == 0 {

@@ -8,6 +8,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::time::Duration;
 
+/// The answer refusing an admin request: `status` and `message`, no details.
+pub fn refused(status: StatusCode, message: String) -> Response {
+    error_response(status, message, json!([]), None)
+}
+
 /// The API's error answer.
 pub fn error_response(
     status: StatusCode,

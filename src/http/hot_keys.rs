@@ -1,7 +1,7 @@
 //! `GET /admin/hot-keys` (what the watch found in the last window and every split the catalog
 //! records) and `POST /admin/hot-keys` (split a key by hand, with the admin token).
 
-use super::error::error_response;
+use super::error::refused;
 use super::state::AppState;
 use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource};
 use axum::Json;
@@ -80,8 +80,4 @@ pub async fn split(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         .into_response(),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-fn refused(status: StatusCode, message: String) -> Response {
-    error_response(status, message, json!([]), None)
 }

@@ -3,7 +3,7 @@
 //! `DELETE /admin/shards/{name}` draining one and `PATCH /admin/shards/{name}` reweighting one
 //! (all behind the admin token); `GET /admin/migrations[/{id}]` shows the journal.
 
-use super::error::error_response;
+use super::error::refused;
 use super::state::AppState;
 use crate::catalog::CatalogError;
 use crate::reshard::ChangeError;
@@ -189,8 +189,4 @@ fn candidate_status(error: &CandidateError) -> StatusCode {
         CandidateError::Duplicate(_) | CandidateError::InUse { .. } => StatusCode::CONFLICT,
         CandidateError::Query { .. } => StatusCode::BAD_GATEWAY,
     }
-}
-
-fn refused(status: StatusCode, message: String) -> Response {
-    error_response(status, message, json!([]), None)
 }

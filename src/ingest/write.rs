@@ -13,10 +13,11 @@ use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, SubmitError, WriteError};
 use crate::shards::set::Published;
+use crate::units::unix_micros_now;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
@@ -198,11 +199,4 @@ impl Submitted<'_> {
             Err(WriteRefused::Failed { failures, committed })
         }
     }
-}
-
-fn unix_micros_now() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
 }
