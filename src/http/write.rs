@@ -9,6 +9,7 @@
 use super::encoding::{BodyEncoding, EncodingError};
 use super::error::error_response;
 use super::state::AppState;
+use crate::hotkeys::cap::KeyOverLimit;
 use crate::ingest::write::{WriteAck, WriteRefused};
 use crate::metrics::Metrics;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError};
@@ -70,6 +71,9 @@ pub enum ApiError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// 429: a key of the request is over its table's per-key rate limit.
+    #[error("{over}; retry after {}", crate::units::format_duration(.0.retry_after), over = .0)]
+    KeyOverLimit(KeyOverLimit),
     /// 422 or 503: some shard did not commit its rows.
     #[error("{}", write_failure_message(.failures))]
     WriteFailed {
@@ -110,7 +114,7 @@ impl ApiError {
             | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Encoding(EncodingError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } | ApiError::KeyOverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
                 if any_rejected(failures) {
                     StatusCode::UNPROCESSABLE_ENTITY
@@ -151,6 +155,7 @@ impl ApiError {
             ApiError::Malformed(_) | ApiError::Encoding(EncodingError::Corrupt { .. }) => "malformed",
             ApiError::InvalidRows { .. } => "invalid",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::KeyOverLimit(_) => "key_over_limit",
             ApiError::WriteFailed { failures, .. } => {
                 if any_rejected(failures) {
                     "rejected"
@@ -164,6 +169,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ApiError::KeyOverLimit(over) => Some(over.retry_after),
             ApiError::WriteFailed { retry_after, .. } if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 Some(*retry_after)
             }
@@ -208,10 +214,7 @@ impl ApiError {
                 retry_after,
             },
             WriteRefused::TooLarge(e) => ApiError::TooLargeForQueue(e),
-            WriteRefused::KeyOverLimit(over) => ApiError::Overloaded {
-                retry_after: over.retry_after,
-                reason: over.to_string(),
-            },
+            WriteRefused::KeyOverLimit(over) => ApiError::KeyOverLimit(over),
             WriteRefused::Failed { failures, committed } => ApiError::WriteFailed {
                 failures,
                 committed,

@@ -573,6 +573,19 @@ async fn a_key_over_its_tables_rate_cap_gets_429_and_the_other_keys_do_not() {
         "and not far below it: {accepted_once_limited} rows in {seconds:.1} s"
     );
     let metrics = gate.metrics_page().await;
-    assert!(metrics.contains("reason=\"key_over_limit\""), "{metrics}");
+    let refused_requests = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("shardgate_requests_rejected_total{") && l.contains("reason=\"key_over_limit\"")
+        })
+        .unwrap_or_else(|| panic!("refusals are counted as key_over_limit: {metrics}"));
+    assert!(!refused_requests.ends_with(" 0"), "{refused_requests}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shardgate_rows_rejected_total{")
+                && l.contains("reason=\"key_over_limit\"")),
+        "{metrics}"
+    );
     gate.stop().await;
 }
