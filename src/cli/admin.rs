@@ -364,9 +364,16 @@ fn print_split(answer: &Value) {
         &answer["fanout"],
     );
     if answer["grown"] == true {
+        let since = answer["since_ms"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(
+                || answer["since_ms"].to_string(),
+                |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            );
         println!(
-            "{table} key {key} now spreads over {fanout} positions (epoch {}, rows made from {} ms on)",
-            answer["epoch"], answer["since_ms"]
+            "{table} key {key} now spreads over {fanout} positions (epoch {}, rows made from {since} on)",
+            answer["epoch"]
         );
     } else {
         println!("{table} key {key} already spreads over {fanout} positions; fan-out only grows");

@@ -238,6 +238,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
+        if args.hot_share > 0.0 && report.hot_key.is_none() {
+            println!(
+                "hot key       no split seen with a second before it and a settled second after it; \
+                 run longer, or see GET /admin/hot-keys"
+            );
+        }
     }
     match report.failure() {
         Some(failure) => bail!("{failure}"),
