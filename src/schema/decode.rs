@@ -94,12 +94,15 @@ pub fn decode_rows(
     limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
     let mut encoder = RowEncoder::new(table, routing, now_micros, limited);
-    // A body checked to be UTF-8 once is parsed as text, so its strings are not checked again
-    // one by one; a body that is not is parsed as bytes, for the error serde_json gives it.
-    match (format, std::str::from_utf8(body)) {
-        (BodyFormat::Json, Ok(text)) => decode_array(serde_json::Deserializer::from_str(text), &mut encoder)?,
-        (BodyFormat::Json, Err(_)) => decode_array(serde_json::Deserializer::from_slice(body), &mut encoder)?,
-        (BodyFormat::Ndjson, _) => {
+    // A body (or NDJSON line) checked to be UTF-8 once is parsed as text, so its strings are
+    // not checked again one by one; one that is not is parsed as bytes, for the error
+    // serde_json gives it.
+    match format {
+        BodyFormat::Json => match std::str::from_utf8(body) {
+            Ok(text) => decode_array(serde_json::Deserializer::from_str(text), &mut encoder)?,
+            Err(_) => decode_array(serde_json::Deserializer::from_slice(body), &mut encoder)?,
+        },
+        BodyFormat::Ndjson => {
             for (number, line) in body.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
