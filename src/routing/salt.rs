@@ -132,11 +132,6 @@ impl FanoutHistory {
         Ok(FanoutHistory { steps })
     }
 
-    /// The steps, oldest first.
-    pub fn steps(&self) -> &[FanoutStep] {
-        &self.steps
-    }
-
     /// Every salt the key's rows may have: those of the last step. A read of the key visits
     /// each.
     pub fn read_salts(&self) -> &[u32] {

@@ -30,11 +30,6 @@ impl KeySplits {
             .ok()
             .map(|i| &self.keys[i].1)
     }
-
-    /// Every split key with its history, by key hash.
-    pub fn iter(&self) -> impl Iterator<Item = (KeyHash, &FanoutHistory)> {
-        self.keys.iter().map(|(k, h)| (*k, h))
-    }
 }
 
 /// One fan-out step of a split key as the catalog stores it.
@@ -82,11 +77,6 @@ impl Splits {
     pub fn of(&self, table: &str) -> Option<&KeySplits> {
         self.tables.get(table)
     }
-
-    /// Every table with split keys.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &KeySplits)> {
-        self.tables.iter().map(|(t, s)| (t.as_str(), s))
-    }
 }
 
 #[cfg(test)]
@@ -113,12 +103,18 @@ mod tests {
         .unwrap();
         let events = splits.of("events").unwrap();
         let history = events.get(KeyHash(9)).unwrap();
-        let since: Vec<i64> = history.steps().iter().map(|s| s.since_ms).collect();
-        assert_eq!(since, [1_000, 2_000]);
+        let fanouts: Vec<usize> = [999, 1_000, 2_000]
+            .iter()
+            .map(|&t| history.fanout_at(t))
+            .collect();
+        assert_eq!(fanouts, [1, 2, 4], "the steps in time order");
         assert_eq!(history.read_salts(), [0, 1, 2, 3]);
         assert_eq!(events.get(KeyHash(3)).unwrap().read_salts(), [0, 5]);
         assert_eq!(events.get(KeyHash(4)), None);
-        assert_eq!(splits.of("logs").unwrap().iter().count(), 1);
+        assert_eq!(
+            splits.of("logs").unwrap().get(KeyHash(9)).unwrap().read_salts(),
+            [0, 1]
+        );
         assert_eq!(splits.of("other"), None);
     }
 
