@@ -21,7 +21,7 @@ import sys
 STAGES = [
     ("key hash and routing", ["hash_key", "XxHash3", "xxh3", "place_write", "shard_for",
                               "salted_position", "KeySample", "hotkeys::", "WindowCollector"]),
-    ("JSON decode and validation", ["serde_json", "RowVisitor", "ValueSeed", "ColumnSeed",
+    ("JSON decode and validation", ["serde_json", "decode::scan", "RowVisitor", "ValueSeed", "ColumnSeed",
                                     "encode_scalar", "encode_jsonb", "RowsVisitor", "RowSeed",
                                     "JsonScalar", "chrono", "uuid::parser"]),
     ("COPY tuple encoding", ["RowEncoder", "decode_rows", "emit_row", "finish_row"]),

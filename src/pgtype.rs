@@ -232,12 +232,18 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
 /// Appends the binary jsonb form of a raw JSON text.
 pub fn encode_jsonb(raw_json: &str, out: &mut Vec<u8>) -> Result<(), String> {
     // Postgres refuses \u0000 inside jsonb strings; refuse it here, with the row's index.
-    if raw_json.contains("\\u0000") {
+    if raw_json.as_bytes().contains(&b'\\') && raw_json.contains("\\u0000") {
         return Err("jsonb cannot contain \\u0000".into());
     }
+    encode_jsonb_without_escapes(raw_json, out);
+    Ok(())
+}
+
+/// Appends the binary jsonb form of a raw JSON text known to hold no backslash, and so no
+/// `\u0000` to refuse.
+pub fn encode_jsonb_without_escapes(raw_json: &str, out: &mut Vec<u8>) {
     out.push(JSONB_VERSION);
     out.extend_from_slice(raw_json.as_bytes());
-    Ok(())
 }
 
 /// The binary timestamptz value of a Unix time in microseconds.

@@ -7,8 +7,10 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
+use crate::pgtype::encode_jsonb_without_escapes;
 use crate::routing::salt::{spread_of_id, spread_of_values};
 use crate::routing::{KeyHash, KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
+use scan::{GaveUp, Scanner};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -93,7 +95,34 @@ pub fn decode_rows(
     now_micros: i64,
     limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
-    let mut encoder = RowEncoder::new(table, routing, now_micros, limited);
+    let new_encoder = || RowEncoder::new(table, routing, now_micros, limited);
+    let mut encoder = new_encoder();
+    if scan_body(table, format, body, &mut encoder).is_ok() {
+        return encoder.finish();
+    }
+    decode_with_serde(format, body, new_encoder())
+}
+
+/// Decodes `body` on the fast path; [`GaveUp`] when it must be decoded with serde_json.
+fn scan_body(
+    table: &TableSchema,
+    format: BodyFormat,
+    body: &[u8],
+    encoder: &mut RowEncoder<'_>,
+) -> Result<(), GaveUp> {
+    let mut scanner = Scanner::new(table.columns.len());
+    match format {
+        BodyFormat::Json => scanner.array(body, encoder),
+        BodyFormat::Ndjson => ndjson_lines(body).try_for_each(|(_, line)| scanner.line(line, encoder)),
+    }
+}
+
+/// Decodes `body` with serde_json: the reference for every value and every error text.
+fn decode_with_serde(
+    format: BodyFormat,
+    body: &[u8],
+    mut encoder: RowEncoder<'_>,
+) -> Result<EncodedRows, DecodeError> {
     // A body (or NDJSON line) checked to be UTF-8 once is parsed as text, so its strings are
     // not checked again one by one; one that is not is parsed as bytes, for the error
     // serde_json gives it.
@@ -103,19 +132,24 @@ pub fn decode_rows(
             Err(_) => decode_array(serde_json::Deserializer::from_slice(body), &mut encoder)?,
         },
         BodyFormat::Ndjson => {
-            for (number, line) in body.split(|b| *b == b'\n').enumerate() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
+            for (number, line) in ndjson_lines(body) {
                 let parsed = match std::str::from_utf8(line) {
                     Ok(text) => decode_line(serde_json::Deserializer::from_str(text), &mut encoder),
                     Err(_) => decode_line(serde_json::Deserializer::from_slice(line), &mut encoder),
                 };
-                parsed.map_err(|e| DecodeError::Malformed(format!("line {}: {e}", number + 1)))?;
+                parsed.map_err(|e| DecodeError::Malformed(format!("line {number}: {e}")))?;
             }
         }
     }
     encoder.finish()
+}
+
+/// The lines of an NDJSON body that hold something, with their one-based numbers.
+fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(index, line)| (index + 1, line))
 }
 
 /// Decodes a JSON array of rows read by `de`.
@@ -258,20 +292,22 @@ impl<'a> RowEncoder<'a> {
         }
     }
 
-    fn put_jsonb(&mut self, column: usize, raw: &str) {
+    /// Puts the raw JSON text of a jsonb value; `escaped` says whether it may hold a backslash.
+    fn put_jsonb(&mut self, column: usize, raw: &str, escaped: bool) {
         if raw == "null" {
             self.slots[column] = Slot::Null;
             return;
         }
         let start = self.scratch.len();
-        match encode_jsonb(raw, &mut self.scratch) {
-            Ok(()) => {
-                self.slots[column] = Slot::Value {
-                    start,
-                    len: self.scratch.len() - start,
-                }
-            }
-            Err(reason) => self.reject(column, reason),
+        if escaped && let Err(reason) = encode_jsonb(raw, &mut self.scratch) {
+            return self.reject(column, reason);
+        }
+        if !escaped {
+            encode_jsonb_without_escapes(raw, &mut self.scratch);
+        }
+        self.slots[column] = Slot::Value {
+            start,
+            len: self.scratch.len() - start,
         }
     }
 
@@ -576,7 +612,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         if self.encoder.table.columns[self.column].ty == ColumnType::Jsonb {
             let raw = <&RawValue>::deserialize(deserializer)?;
-            self.encoder.put_jsonb(self.column, raw.get());
+            self.encoder.put_jsonb(self.column, raw.get(), true);
             Ok(())
         } else {
             deserializer.deserialize_any(self)
@@ -642,5 +678,6 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 }
 
+mod scan;
 #[cfg(test)]
 mod tests;
