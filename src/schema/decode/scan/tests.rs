@@ -78,9 +78,13 @@ fn answer(result: &Result<EncodedRows, DecodeError>) -> String {
 
 /// Whether the fast path took `body`; panics when its answer differs from the serde path's.
 fn compare(table: &TableSchema, routing: &RoutingTable, format: BodyFormat, body: &[u8]) -> bool {
-    let mut fast = RowEncoder::new(table, routing, NOW, &[]);
+    let mut fast = RowEncoder::new(table, routing, NOW, &[], body.len());
     let scanned = scan_body(table, format, body, &mut fast).is_ok();
-    let reference = decode_with_serde(format, body, RowEncoder::new(table, routing, NOW, &[]));
+    let reference = decode_with_serde(
+        format,
+        body,
+        RowEncoder::new(table, routing, NOW, &[], body.len()),
+    );
     let shown = || String::from_utf8_lossy(body).into_owned();
     if scanned {
         let fast = fast.finish().expect("a scanned body has no row errors");
