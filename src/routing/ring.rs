@@ -93,6 +93,45 @@ pub enum RingError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ring {
     tokens: Vec<Token>,
+    /// An index into the tokens, so a lookup searches a couple of tokens instead of them all.
+    buckets: Buckets,
+}
+
+/// The hash space cut into 2^`bits` equal slices, and for each slice the index of its first
+/// token.
+#[derive(Clone, PartialEq, Eq)]
+struct Buckets {
+    bits: u32,
+    /// `starts[b]` is the first token at or after slice `b`; one more entry ends the last slice.
+    starts: Vec<u32>,
+}
+
+impl Buckets {
+    /// Slices for `tokens` (sorted): about two tokens per slice.
+    fn new(tokens: &[Token]) -> Buckets {
+        let bits = (tokens.len().next_power_of_two().trailing_zeros() + 1).min(20);
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0;
+        for bucket in 0..1u64 << bits {
+            while at < tokens.len() && Buckets::slice_of(bits, tokens[at].position) < bucket {
+                at += 1;
+            }
+            starts.push(u32::try_from(at).expect("a ring has fewer than 2^32 tokens"));
+        }
+        starts.push(u32::try_from(tokens.len()).expect("a ring has fewer than 2^32 tokens"));
+        Buckets { bits, starts }
+    }
+
+    fn slice_of(bits: u32, position: u64) -> u64 {
+        position >> (64 - bits)
+    }
+
+    /// The tokens that may be the first at or after `position`, as an index range; when none
+    /// of them is, the answer is the range's end.
+    fn candidates(&self, position: u64) -> std::ops::Range<usize> {
+        let slice = Buckets::slice_of(self.bits, position) as usize;
+        self.starts[slice] as usize..self.starts[slice + 1] as usize
+    }
 }
 
 impl fmt::Debug for Ring {
@@ -128,13 +167,16 @@ impl Ring {
         if let Some(pair) = tokens.windows(2).find(|w| w[0].position == w[1].position) {
             return Err(RingError::DuplicatePosition(pair[0].position));
         }
-        Ok(Ring { tokens })
+        let buckets = Buckets::new(&tokens);
+        Ok(Ring { tokens, buckets })
     }
 
     /// The shard owning `hash`: the owner of the first token at or after it, wrapping around.
     /// Outside routing, placement is asked of a [`super::RoutingTable`].
     pub(super) fn shard_for(&self, hash: KeyHash) -> ShardIndex {
-        let at = self.tokens.partition_point(|t| t.position < hash.0);
+        let candidates = self.buckets.candidates(hash.0);
+        let start = candidates.start;
+        let at = start + self.tokens[candidates].partition_point(|t| t.position < hash.0);
         self.tokens.get(at).unwrap_or(&self.tokens[0]).shard
     }
 

@@ -166,3 +166,26 @@ fn stored_intervals_hold_exactly_the_range_s_hashes() {
         }
     }
 }
+
+#[test]
+fn the_bucket_index_finds_the_owner_a_search_of_every_token_finds() {
+    let search_all = |ring: &Ring, hash: KeyHash| {
+        let at = ring.tokens.partition_point(|t| t.position < hash.0);
+        ring.tokens.get(at).unwrap_or(&ring.tokens[0]).shard
+    };
+    for (shards, vnodes) in [(1, 1), (2, 256), (3, 7), (64, 256)] {
+        let ring = ring_of(&names(shards), vnodes);
+        let edges = ring
+            .tokens()
+            .iter()
+            .flat_map(|t| [t.position.wrapping_sub(1), t.position, t.position.wrapping_add(1)].map(KeyHash));
+        let extremes = [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX].map(KeyHash);
+        for hash in key_hashes().take(20_000).chain(edges).chain(extremes) {
+            assert_eq!(
+                ring.shard_for(hash),
+                search_all(&ring, hash),
+                "{hash:?} on {shards}x{vnodes}"
+            );
+        }
+    }
+}
