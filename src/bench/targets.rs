@@ -226,7 +226,7 @@ pub async fn direct_worker(
             generator.fill_text(&row, &mut text);
             let (hash, shard) = place(&text, &target.routing, &mut scratch);
             let (tuples, count) = &mut buffers[shard.0];
-            encode_tuple(&row, &text, hash, now, tuples);
+            encode_tuple(&row, &text, hash, now, target.epoch, tuples);
             *count += 1;
             if *count >= target.batch_rows {
                 let batch = std::mem::take(tuples);

@@ -3,7 +3,7 @@
 //! `(tenant_id, event_type)` drawn uniformly or from a Zipf distribution (with, optionally, one
 //! hot key taking a given share of the rows), and their three wire forms: a JSON body for shardgate, binary COPY tuples for straight COPY, and INSERT parameters.
 
-use crate::routing::{KeyHash, RoutingTable, ShardIndex, hash_key};
+use crate::routing::{Epoch, KeyHash, RoutingTable, ShardIndex, hash_key};
 use crate::schema::ColumnType;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -176,11 +176,17 @@ pub fn place(text: &RowText, routing: &RoutingTable, scratch: &mut Vec<u8>) -> (
 }
 
 /// Appends a row as a binary COPY tuple in the column order
-/// `(event_id, tenant_id, event_type, ts, payload, _sg_hash)`, without `event_id` when the
-/// workload has no ids.
-pub fn encode_tuple(row: &BenchRow, text: &RowText, hash: KeyHash, now_micros: i64, out: &mut Vec<u8>) {
-    let fields: i16 = if row.id.is_some() { 6 } else { 5 };
-    out.extend_from_slice(&fields.to_be_bytes());
+/// `(event_id, tenant_id, event_type, ts, payload, _sg_hash)`; when the workload has no ids,
+/// without `event_id` and with `_sg_epoch` last, holding `epoch` as shardgate's rows do.
+pub fn encode_tuple(
+    row: &BenchRow,
+    text: &RowText,
+    hash: KeyHash,
+    now_micros: i64,
+    epoch: Epoch,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&6i16.to_be_bytes());
     let mut field = |parts: &[&[u8]]| {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         out.extend_from_slice(&(len as i32).to_be_bytes());
@@ -195,6 +201,9 @@ pub fn encode_tuple(row: &BenchRow, text: &RowText, hash: KeyHash, now_micros: i
     // jsonb's binary form: version byte 1, then the JSON text.
     field(&[&[1], text.payload.as_bytes()]);
     field(&[&hash.as_i64().to_be_bytes()]);
+    if row.id.is_none() {
+        field(&[&epoch.0.to_be_bytes()]);
+    }
 }
 
 #[cfg(test)]

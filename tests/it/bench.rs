@@ -56,27 +56,30 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
         .unwrap();
     let url = format!("http://{}", server.write_addr());
 
-    let cases = [
-        ("shardgate", 5000, None),
-        ("shardgate", 4100, Some("--prebuilt-bodies")),
-        ("direct", 3000, None),
-        ("insert", 200, None),
+    let cases: [(&str, usize, &[&str]); 6] = [
+        ("shardgate", 5000, &[]),
+        ("shardgate", 4100, &["--prebuilt-bodies"]),
+        ("shardgate", 1500, &["--no-ids"]),
+        ("direct", 3000, &[]),
+        ("direct", 2000, &["--no-ids"]),
+        ("insert", 200, &[]),
     ];
-    for (target, rows, flag) in cases {
+    for (target, rows, flags) in cases {
         let report = tokio::task::spawn_blocking({
             let (path, url) = (path.clone(), url.clone());
             move || {
                 let rows = rows.to_string();
                 let mut args = vec!["--target", target, "--rows", &rows, "--distribution", "zipf"];
-                args.extend(flag);
+                args.extend(flags);
                 bench(&path, &url, &args)
             }
         })
         .await
         .unwrap();
-        let shown = match flag {
-            Some(_) => format!("{target} (prebuilt bodies)"),
-            None => target.to_string(),
+        let shown = if flags.contains(&"--prebuilt-bodies") {
+            format!("{target} (prebuilt bodies)")
+        } else {
+            target.to_string()
         };
         assert_eq!(report["target"], shown.as_str());
         assert_eq!(report["rows"], rows, "{report}");
@@ -88,7 +91,10 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     for (index, url) in urls.iter().enumerate() {
         let client = connect(url).await;
         let misplaced: Vec<i64> = client
-            .query("SELECT _sg_hash FROM events", &[])
+            .query(
+                "SELECT _sg_hash FROM events UNION ALL SELECT _sg_hash FROM events_no_id",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
