@@ -5,6 +5,7 @@
 use super::super::{
     BodyFormat, DecodeError, EncodedRows, RowEncoder, decode_rows, decode_with_serde, scan_body,
 };
+use super::{is_special, special_byte};
 use crate::config::Config;
 use crate::routing::{Epoch, Ring, RoutingTable, ShardId};
 use crate::schema::TableSchema;
@@ -211,4 +212,24 @@ fn mutated_bodies_get_the_same_answer_on_both_paths() {
         scanned * 20 > tried,
         "only {scanned} of {tried} mutated bodies were scanned"
     );
+}
+
+#[test]
+fn the_word_at_a_time_finder_stops_where_a_byte_by_byte_search_stops() {
+    for special in 0..=u8::MAX {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = special;
+                let expected = if is_special(special) { at } else { len };
+                for from in 0..=at {
+                    assert_eq!(
+                        special_byte(&bytes, from),
+                        expected,
+                        "byte {special:#04x} at {at} of {len}, searched from {from}"
+                    );
+                }
+            }
+        }
+    }
 }
