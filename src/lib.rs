@@ -28,5 +28,6 @@ pub mod routing;
 pub mod schema;
 pub mod server;
 pub mod shards;
+pub mod spool;
 pub mod tls;
 pub mod units;

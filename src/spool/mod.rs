@@ -1,0 +1,56 @@
+//! The durable spool: a local, append-only log in front of the shards for writes answered
+//! `202` once their rows are on this machine's disk (DESIGN.md section 9).
+//!
+//! This module holds the log itself ([`SpoolLog`]): checksummed records with increasing
+//! sequence numbers in segment files, a sync that makes every record appended before it
+//! durable, recovery that finds and cuts a torn tail after a crash, and removal of segments
+//! whose records have all been applied; and its group commit ([`SpoolWriter`]), a thread that
+//! makes many requests' records durable with one sync. Draining records to the shards and the dead-letter
+//! table build on it.
+
+mod log;
+mod record;
+#[cfg(test)]
+mod test_dir;
+mod writer;
+
+pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
+pub use record::{Record, RecordSeq};
+pub use writer::{AppendError, SpoolAppender, SpoolWriter};
+
+use std::path::PathBuf;
+
+/// What went wrong with the spool's files.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A read, write, sync or directory operation failed.
+    #[error("spool file {path}: {source}")]
+    Io {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A segment other than the newest one holds a damaged record: that is not the tail a
+    /// crash leaves, so the spool refuses to guess which rows it held.
+    #[error(
+        "spool segment {path} is damaged at byte {offset} ({reason}); only the newest segment \
+         can have a torn tail, so this one needs an operator: move it aside to start without it"
+    )]
+    Corrupt {
+        /// The damaged segment.
+        path: PathBuf,
+        /// Where its first bad record starts.
+        offset: u64,
+        /// What is wrong there.
+        reason: &'static str,
+    },
+    /// A record larger than a segment may hold was appended.
+    #[error("a spool record of {len} bytes is larger than the {max} bytes a record may hold")]
+    RecordTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload a record holds.
+        max: usize,
+    },
+}
