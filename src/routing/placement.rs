@@ -47,6 +47,18 @@ impl RoutingTable {
             None => 0,
         };
         let position = salted_position(key, salt);
+        let (owner, also) = self.place_position(position);
+        WritePlacement {
+            position,
+            salt,
+            owner,
+            also,
+        }
+    }
+
+    /// The shard owning ring position `position`, and the target of a range being copied that
+    /// holds it: where a row already given its position (a spooled one, say) is written.
+    pub fn place_position(&self, position: KeyHash) -> (ShardIndex, Option<ShardIndex>) {
         let owner = self.ring.shard_for(position);
         let also = self
             .moving
@@ -54,12 +66,7 @@ impl RoutingTable {
             .find(|m| m.range.contains(position))
             .map(|m| m.target)
             .filter(|target| *target != owner);
-        WritePlacement {
-            position,
-            salt,
-            owner,
-            also,
-        }
+        (owner, also)
     }
 
     /// The shard owning the key's own (unsalted) position.

@@ -10,12 +10,14 @@
 
 mod log;
 mod record;
+mod spooled;
 #[cfg(test)]
 mod test_dir;
 mod writer;
 
 pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
+pub use spooled::{MalformedWrite, SpooledWrite};
 pub use writer::{AppendError, SpoolAppender, SpoolWriter};
 
 use std::path::PathBuf;
