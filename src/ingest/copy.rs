@@ -15,6 +15,7 @@
 use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
 use crate::schema::{HASH_COLUMN, TableSchema, hidden_columns, quote_ident};
+use crate::shards::applied;
 use crate::shards::fence::{self, FenceMismatch};
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
@@ -42,6 +43,10 @@ pub enum CopyError {
     /// The shard's fence holds another epoch than the batch was routed with.
     #[error(transparent)]
     Fence(#[from] FenceMismatch),
+    /// The batch's spool record is marked as applied on the shard already: an earlier attempt
+    /// committed it (its answer lost), so nothing of this one was stored.
+    #[error("the spool record was applied on this shard before")]
+    AlreadyApplied,
 }
 
 impl CopyError {
@@ -50,6 +55,9 @@ impl CopyError {
         let Some(db) = error.as_db_error() else {
             return CopyError::Transient(error.to_string());
         };
+        if db.constraint() == Some(applied::APPLIED_KEY) {
+            return CopyError::AlreadyApplied;
+        }
         let message = match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),

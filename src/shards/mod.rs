@@ -9,6 +9,7 @@
 use crate::config::{Config, TlsConfig};
 use crate::routing::{Epoch, ShardId};
 
+pub mod applied;
 pub mod fence;
 pub mod queue;
 pub mod set;
@@ -305,6 +306,9 @@ impl Setup<'_> {
             self.prepare_table(&tx, table).await?;
         }
         self.prepare_fence(&tx, epoch).await?;
+        tx.batch_execute(&applied::create_sql())
+            .await
+            .map_err(|e| self.query_error("set up the spool's applied marks", e))?;
         tx.commit()
             .await
             .map_err(|e| self.query_error("commit set-up", e))

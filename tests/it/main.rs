@@ -11,5 +11,6 @@ mod lifecycle;
 mod moves;
 mod query;
 mod reshard;
+mod spool;
 mod tls;
 mod write_path;

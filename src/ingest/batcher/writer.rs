@@ -318,6 +318,7 @@ impl ShardWriter {
             Ok(()) => "committed",
             Err(CopyError::Data(_)) => "data_error",
             Err(CopyError::Fence { .. }) => "fenced",
+            Err(CopyError::AlreadyApplied) => "already_applied",
             Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
         };
         let seconds = started.elapsed().as_secs_f64();
