@@ -11,8 +11,11 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use uuid::Uuid;
 
 const MAGIC: &[u8; 8] = b"SGSPOOL1";
+/// The file holding the spool's id, which names its records on the shards.
+const ID_FILE: &str = "spool.id";
 const SEGMENT_HEADER_LEN: u64 = 16;
 const EXTENSION: &str = "seg";
 
@@ -55,6 +58,7 @@ pub struct Recovery {
 /// whose records were all applied.
 #[derive(Debug)]
 pub struct SpoolLog {
+    id: Uuid,
     dir: PathBuf,
     segment_bytes: u64,
     /// Oldest first; the last one is the segment records are appended to.
@@ -72,6 +76,7 @@ impl SpoolLog {
     /// would grow past `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(SpoolLog, Recovery), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let id = read_or_create_id(dir)?;
         let mut segments = VecDeque::new();
         let mut records = 0;
         let mut torn_tail = None;
@@ -111,6 +116,7 @@ impl SpoolLog {
             }
         };
         let log = SpoolLog {
+            id,
             dir: dir.to_path_buf(),
             segment_bytes,
             segments,
@@ -206,6 +212,13 @@ impl SpoolLog {
         Ok(removed)
     }
 
+    /// The spool's id: made when its directory was first opened, so a spool started afresh
+    /// (its directory lost or emptied) never takes another's applied marks on the shards for
+    /// its own records.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
     /// The segments, oldest first.
     pub fn segments(&self) -> impl ExactSizeIterator<Item = &SegmentInfo> {
         self.segments.iter()
@@ -230,6 +243,25 @@ impl SpoolLog {
         self.segments.push_back(segment);
         self.dir_changed = true;
         Ok(())
+    }
+}
+
+/// The id in the spool's id file, written (and synced with its directory) when missing.
+fn read_or_create_id(dir: &Path) -> Result<Uuid, SpoolError> {
+    let path = dir.join(ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Uuid::parse_str(text.trim()).map_err(|_| SpoolError::BadId { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = Uuid::now_v7();
+            let mut file = File::create(&path).map_err(io_error(&path))?;
+            writeln!(file, "{id}").map_err(io_error(&path))?;
+            file.sync_all().map_err(io_error(&path))?;
+            File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error(dir))?;
+            Ok(id)
+        }
+        Err(source) => Err(SpoolError::Io { path, source }),
     }
 }
 

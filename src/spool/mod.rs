@@ -47,6 +47,14 @@ pub enum SpoolError {
         /// What is wrong there.
         reason: &'static str,
     },
+    /// The spool's id file holds no id.
+    #[error(
+        "spool id file {path} does not hold a UUID; restore it, or remove the spool directory to start a new spool"
+    )]
+    BadId {
+        /// The id file.
+        path: PathBuf,
+    },
     /// A record larger than a segment may hold was appended.
     #[error("a spool record of {len} bytes is larger than the {max} bytes a record may hold")]
     RecordTooLarge {

@@ -30,6 +30,7 @@ fn newest_segment(dir: &Path) -> PathBuf {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
         .collect();
     files.sort();
     files.pop().expect("a segment")
@@ -187,4 +188,19 @@ fn applied_segments_are_removed_but_the_newest_stays_and_numbering_goes_on() {
     drop(log);
     let (log, _) = SpoolLog::open(&dir.0, 200).unwrap();
     assert_eq!(log.next_seq(), RecordSeq(11));
+}
+
+#[test]
+fn a_spool_keeps_its_id_across_opens_and_a_new_one_gets_its_own() {
+    let (first, second) = (TestDir::new("id-a"), TestDir::new("id-b"));
+    let id = SpoolLog::open(&first.0, 1 << 20).unwrap().0.id();
+    assert_eq!(SpoolLog::open(&first.0, 1 << 20).unwrap().0.id(), id);
+    assert_ne!(SpoolLog::open(&second.0, 1 << 20).unwrap().0.id(), id);
+
+    std::fs::write(first.0.join("spool.id"), "not an id").unwrap();
+    let error = SpoolLog::open(&first.0, 1 << 20).unwrap_err();
+    assert!(
+        matches!(&error, SpoolError::BadId { path } if path.ends_with("spool.id")),
+        "{error}"
+    );
 }
