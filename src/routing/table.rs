@@ -68,6 +68,18 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
+    /// Two shards, `s0` and `s1`, of 64 vnodes each, at `epoch`: the snapshot unit tests
+    /// decode and route with.
+    #[cfg(test)]
+    pub(crate) fn two_shards_for_tests(epoch: i64) -> RoutingTable {
+        let ring = Ring::build([("s0", 1), ("s1", 1)], 64).expect("two shards make a ring");
+        RoutingTable::new(
+            Epoch(epoch),
+            vec![ShardId("s0".into()), ShardId("s1".into())],
+            ring,
+        )
+    }
+
     /// A snapshot of `ring` over `shards`, with no range in motion or leaving and no key split.
     pub fn new(epoch: Epoch, shards: Vec<ShardId>, ring: Ring) -> RoutingTable {
         RoutingTable {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::routing::salt::{salted_position, spread_of_id};
-use crate::routing::{Epoch, KeyHash, MovingRange, Ring, ShardId, ShardIndex, SplitStep, Splits, TokenRange};
+use crate::routing::{Epoch, KeyHash, MovingRange, ShardIndex, SplitStep, Splits, TokenRange};
 
 const TABLES: &str = r#"
 [[tables]]
@@ -26,11 +26,7 @@ fn events() -> TableSchema {
 }
 
 fn routing() -> RoutingTable {
-    RoutingTable::new(
-        Epoch(1),
-        vec![ShardId("s0".into()), ShardId("s1".into())],
-        Ring::build([("s0", 1), ("s1", 1)], 64).unwrap(),
-    )
+    RoutingTable::two_shards_for_tests(1)
 }
 
 fn decode(format: BodyFormat, body: &str) -> Result<EncodedRows, DecodeError> {

@@ -44,13 +44,8 @@ fn shard_ids(n: usize) -> Vec<ShardId> {
     (0..n).map(|i| ShardId(format!("s{i}"))).collect()
 }
 
-/// Two shards, at `epoch`.
 fn two_shards(epoch: i64) -> RoutingTable {
-    RoutingTable::new(
-        Epoch(epoch),
-        shard_ids(2),
-        Ring::build([("s0", 1), ("s1", 1)], 16).unwrap(),
-    )
+    RoutingTable::two_shards_for_tests(epoch)
 }
 
 /// Three shards, the third receiving every range s0 owns in `before`.

@@ -7,7 +7,7 @@ use super::super::{
 };
 use super::{is_special, special_byte};
 use crate::config::Config;
-use crate::routing::{Epoch, Ring, RoutingTable, ShardId};
+use crate::routing::RoutingTable;
 use crate::schema::TableSchema;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -51,11 +51,7 @@ fn table() -> TableSchema {
 }
 
 fn routing() -> RoutingTable {
-    RoutingTable::new(
-        Epoch(1),
-        vec![ShardId("s0".into()), ShardId("s1".into())],
-        Ring::build([("s0", 1), ("s1", 1)], 64).unwrap(),
-    )
+    RoutingTable::two_shards_for_tests(1)
 }
 
 /// The per-shard tuples and row counts of a decode.
