@@ -13,6 +13,7 @@ pub mod query;
 pub mod reshard;
 pub mod routes;
 pub mod state;
+pub mod status_page;
 pub mod write;
 
 use state::AppState;

@@ -5,7 +5,7 @@ use super::auth::require_admin_token;
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
-use super::{admin, hot_keys, query, reshard, write};
+use super::{admin, hot_keys, query, reshard, status_page, write};
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
@@ -23,8 +23,8 @@ pub fn write_router(state: Arc<AppState>) -> Router {
     with_json_error_bodies(router)
 }
 
-/// The admin listener: shards, the ring, metrics, health; changes to the shard set behind the
-/// admin token.
+/// The admin listener: the status page, shards, the ring, metrics, health; changes to the shard
+/// set behind the admin token.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     let changes = Router::new()
         .route("/admin/shards/plan", post(reshard::plan_shard))
@@ -41,6 +41,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let router = Router::new()
         .merge(changes)
+        .route("/", get(status_page::page))
         .route("/admin/shards", get(admin::list_shards))
         .route("/admin/migrations", get(reshard::migrations))
         .route("/admin/migrations/{id}", get(reshard::migration))

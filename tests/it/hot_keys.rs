@@ -302,6 +302,21 @@ async fn a_tenant_sending_half_the_rows_is_split_over_four_shards_and_reads_stay
     let again = TestServer::start_on(urls.clone(), SPLIT_QUICKLY).await;
     let listed = again.admin("/admin/hot-keys").await.body;
     assert_eq!(listed["splits"][0]["salts"], split["salts"], "{listed}");
+    let key = u64::from_str_radix(listed["splits"][0]["key_hash"].as_str().unwrap(), 16).unwrap();
+    let positions: Vec<String> = split["salts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|salt| {
+            let salt = u32::try_from(salt.as_u64().unwrap()).unwrap();
+            format!("{:016x}", salted_position(KeyHash(key), salt).0)
+        })
+        .collect();
+    assert_eq!(
+        listed["splits"][0]["positions"],
+        json!(positions),
+        "each salt's ring position"
+    );
     let retried = again
         .post("events", "application/json", sent[before_split + 10].to_string())
         .await;

@@ -12,5 +12,6 @@ mod moves;
 mod query;
 mod reshard;
 mod spool;
+mod status_page;
 mod tls;
 mod write_path;
