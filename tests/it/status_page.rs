@@ -79,6 +79,8 @@ async fn the_status_page_is_one_offline_page_on_the_admin_listener_without_secre
 #[tokio::test]
 async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_every_shard() {
     let gate = TestServer::start("status_page_browser", "").await;
+    let written = gate.post_events(&crate::common::events(1000, 40)).await;
+    assert_eq!(written.status, 200, "{}", written.body);
     let ring = gate.admin("/admin/ring").await;
     let ranges = ring.body["ranges"].as_array().unwrap().len();
     let url = gate.admin_url("/");
@@ -107,6 +109,14 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
             "a row for {shard}"
         );
     }
+    for (index, shard) in ["s0", "s1"].iter().enumerate() {
+        let stored = gate.count(index, "events").await;
+        assert_eq!(
+            committed_cell(&html, shard),
+            stored,
+            "{shard}'s rows committed, as the shard holds them"
+        );
+    }
     let colours: std::collections::BTreeSet<_> = html
         .split("class=\"arc\"")
         .skip(1)
@@ -132,6 +142,22 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
     assert_png(&screenshot);
     let _ = std::fs::remove_file(&screenshot);
     gate.stop().await;
+}
+
+/// The number in the "rows committed" cell of `shard`'s row.
+fn committed_cell(html: &str, shard: &str) -> i64 {
+    let row = html
+        .split(&format!("<tr data-shard=\"{shard}\">"))
+        .nth(1)
+        .expect("the shard's row");
+    let cell = row
+        .split("class=\"number committed\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the rows committed cell");
+    cell.replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("a count: {cell}"))
 }
 
 fn screenshot_path() -> PathBuf {
