@@ -14,4 +14,5 @@ mod reshard;
 mod spool;
 mod status_page;
 mod tls;
+mod webdriver;
 mod write_path;

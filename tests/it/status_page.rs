@@ -1,8 +1,10 @@
 //! The status page: served offline from the admin listener, and, in a real headless Chromium,
 //! drawing one arc per range of the ring in its owner's colour and a row per shard, without a
-//! script error.
+//! script error; and, driven through WebDriver, pausing, resuming and cancelling a migration
+//! with the admin token.
 
 use crate::common::TestServer;
+use crate::webdriver::Browser;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -171,4 +173,94 @@ fn assert_png(path: &Path) {
         "{} bytes",
         bytes.len()
     );
+}
+
+#[tokio::test]
+async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_migration() {
+    let urls = crate::common::fresh_shards("status_page_actions").await;
+    let third = crate::common::fresh_database(&crate::common::clusters()[1], "status_page_actions_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 100\n[query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    let gate = TestServer::start_on(urls, &extra).await;
+    assert_eq!(
+        gate.post_events(&crate::common::events(3000, 97)).await.status,
+        200
+    );
+    let started = crate::admin::add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+
+    let browser = Browser::start().await;
+    browser.open(&gate.admin_url("/")).await;
+    let button = |action: &str| format!("[data-migration=\"{id}\"] button[data-action=\"{action}\"]");
+    let pause = button("pause");
+    browser
+        .wait_until(
+            &format!("return document.querySelector('{pause}') !== null"),
+            "a pause button",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!("return document.querySelector('{pause}').disabled"))
+            .await,
+        serde_json::json!(true),
+        "without the token the page is read-only"
+    );
+
+    browser.type_into("#token", crate::admin::TOKEN).await;
+    browser.click(&pause).await;
+    wait_for_migration(&gate, id, |m| m["paused"] == true).await;
+    browser
+        .wait_until(
+            "return document.getElementById('action-result').textContent.includes('pause done')",
+            "the page says the pause was done",
+        )
+        .await;
+    let resume = button("resume");
+    browser
+        .wait_until(
+            &format!("return document.querySelector('{resume}') !== null"),
+            "a resume button",
+        )
+        .await;
+    browser.click(&resume).await;
+    wait_for_migration(&gate, id, |m| m["paused"] == false).await;
+
+    let cancel = button("cancel");
+    browser
+        .wait_until(
+            &format!("return document.querySelector('{cancel}') !== null"),
+            "a cancel button",
+        )
+        .await;
+    browser.click(&cancel).await;
+    wait_for_migration(&gate, id, |m| m["phase"] == "cancelled").await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+    gate.stop().await;
+}
+
+/// Waits until `GET /admin/migrations` shows migration `id` as `done` says.
+async fn wait_for_migration(gate: &TestServer, id: i64, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = gate.admin("/admin/migrations").await.body;
+        let migration = listed
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["id"] == id))
+            .cloned()
+            .unwrap_or_default();
+        if done(&migration) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migration {id}: {migration}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
