@@ -228,6 +228,15 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
         .await;
     browser.click(&resume).await;
     wait_for_migration(&gate, id, |m| m["paused"] == false).await;
+    browser
+        .wait_until(
+            &format!(
+                "return Number(document.querySelector('[data-migration=\"{id}\"]').cells[6]\
+                 .textContent.replace(/,/g, '')) > 0"
+            ),
+            "the copy's rows/s is shown while it runs",
+        )
+        .await;
 
     let cancel = button("cancel");
     browser
