@@ -5,6 +5,7 @@
 //! rows the same way.
 
 use super::{Catalog, CatalogError, advance_epoch, query, take_catalog_lock};
+use crate::routing::salt::salted_position;
 use crate::routing::{Epoch, KeyHash, SplitStep};
 use serde::Serialize;
 
@@ -83,6 +84,8 @@ pub struct StoredSplit {
     pub source: String,
     /// The key's rate when it was decided, when measured.
     pub rows_per_second: Option<f64>,
+    /// The ring position of each of its salts, in the order of `salts`, as 16 hex digits.
+    pub positions: Vec<String>,
 }
 
 impl Catalog {
@@ -172,16 +175,25 @@ impl Catalog {
             .map_err(query("read the hot keys"))?;
         Ok(rows
             .iter()
-            .map(|r| StoredSplit {
-                table: r.get(0),
-                key_hash: format!("{:016x}", KeyHash::from_i64(r.get(1)).0),
-                fanout: r.get::<_, i32>(2) as u32,
-                salts: salts_of(r.get(3)),
-                since_ms: r.get(4),
-                epoch: r.get(5),
-                key_values: r.get(6),
-                source: r.get(7),
-                rows_per_second: r.get(8),
+            .map(|r| {
+                let key = KeyHash::from_i64(r.get(1));
+                let salts = salts_of(r.get(3));
+                let positions = salts
+                    .iter()
+                    .map(|&salt| format!("{:016x}", salted_position(key, salt).0))
+                    .collect();
+                StoredSplit {
+                    table: r.get(0),
+                    key_hash: format!("{:016x}", key.0),
+                    fanout: r.get::<_, i32>(2) as u32,
+                    salts,
+                    since_ms: r.get(4),
+                    epoch: r.get(5),
+                    key_values: r.get(6),
+                    source: r.get(7),
+                    rows_per_second: r.get(8),
+                    positions,
+                }
             })
             .collect())
     }

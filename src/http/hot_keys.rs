@@ -3,9 +3,7 @@
 
 use super::error::refused;
 use super::state::AppState;
-use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource, StoredSplit};
-use crate::routing::KeyHash;
-use crate::routing::salt::salted_position;
+use crate::catalog::hot_keys::{SplitOutcome, SplitRequest, SplitSource};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,29 +18,9 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     let found = state.hot_keys.found();
     let window_ms = state.config.hot_keys.window.as_millis() as u64;
     match state.splitter.catalog.splits().await {
-        Ok(splits) => {
-            let splits: Vec<_> = splits.iter().map(with_positions).collect();
-            Json(json!({"window_ms": window_ms, "keys": *found, "splits": splits})).into_response()
-        }
+        Ok(splits) => Json(json!({"window_ms": window_ms, "keys": *found, "splits": splits})).into_response(),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-/// A split step as listed, with the ring position of each of its salts (16 hex digits), which
-/// the status page marks on the ring.
-fn with_positions(split: &StoredSplit) -> serde_json::Value {
-    let key = u64::from_str_radix(&split.key_hash, 16).map(KeyHash);
-    let positions: Vec<String> = match key {
-        Ok(key) => split
-            .salts
-            .iter()
-            .map(|&salt| format!("{:016x}", salted_position(key, salt).0))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let mut listed = json!(split);
-    listed["positions"] = json!(positions);
-    listed
 }
 
 /// The body of `POST /admin/hot-keys`.
