@@ -725,11 +725,14 @@ async fn control(gate: &TestServer, id: i64, action: &str) -> Reply {
     admin_request(gate, reqwest::Method::POST, &path, None).await
 }
 
-async fn migration_status(gate: &TestServer, id: i64) -> Value {
+/// Migration `id` as `GET /admin/migrations/{id}` shows it.
+pub async fn migration_status(gate: &TestServer, id: i64) -> Value {
     gate.admin(&format!("/admin/migrations/{id}")).await.body["migration"].clone()
 }
 
-async fn wait_for(gate: &TestServer, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+/// Waits until migration `id`, as `GET /admin/migrations/{id}` shows it, is as `done` says;
+/// panics naming `what` after a minute.
+pub async fn wait_for(gate: &TestServer, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let status = migration_status(gate, id).await;

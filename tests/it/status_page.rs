@@ -3,6 +3,7 @@
 //! script error; and, driven through WebDriver, pausing, resuming and cancelling a migration
 //! with the admin token.
 
+use crate::admin::{migration_status, wait_for};
 use crate::common::TestServer;
 use crate::webdriver::Browser;
 use std::path::{Path, PathBuf};
@@ -196,12 +197,7 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
     browser.open(&gate.admin_url("/")).await;
     let button = |action: &str| format!("[data-migration=\"{id}\"] button[data-action=\"{action}\"]");
     let pause = button("pause");
-    browser
-        .wait_until(
-            &format!("return document.querySelector('{pause}') !== null"),
-            "a pause button",
-        )
-        .await;
+    browser.wait_for_element(&pause, "a pause button").await;
     assert_eq!(
         browser
             .eval(&format!("return document.querySelector('{pause}').disabled"))
@@ -210,9 +206,24 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
         "without the token the page is read-only"
     );
 
+    browser.type_into("#token", "not-the-token").await;
+    browser.click(&pause).await;
+    browser
+        .wait_until(
+            "return document.getElementById('action-result').textContent.includes('refused (401)')",
+            "a wrong token is refused, with the API's status",
+        )
+        .await;
+    assert_eq!(
+        migration_status(&gate, id).await["paused"],
+        serde_json::json!(false),
+        "a refused pause leaves the migration running"
+    );
+
+    browser.clear("#token").await;
     browser.type_into("#token", crate::admin::TOKEN).await;
     browser.click(&pause).await;
-    wait_for_migration(&gate, id, |m| m["paused"] == true).await;
+    wait_for(&gate, id, "paused from the page", |m| m["paused"] == true).await;
     browser
         .wait_until(
             "return document.getElementById('action-result').textContent.includes('pause done')",
@@ -220,14 +231,9 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
         )
         .await;
     let resume = button("resume");
-    browser
-        .wait_until(
-            &format!("return document.querySelector('{resume}') !== null"),
-            "a resume button",
-        )
-        .await;
+    browser.wait_for_element(&resume, "a resume button").await;
     browser.click(&resume).await;
-    wait_for_migration(&gate, id, |m| m["paused"] == false).await;
+    wait_for(&gate, id, "resumed from the page", |m| m["paused"] == false).await;
     browser
         .wait_until(
             &format!(
@@ -239,37 +245,22 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
         .await;
 
     let cancel = button("cancel");
-    browser
-        .wait_until(
-            &format!("return document.querySelector('{cancel}') !== null"),
-            "a cancel button",
-        )
-        .await;
+    browser.wait_for_element(&cancel, "a cancel button").await;
     browser.click(&cancel).await;
-    wait_for_migration(&gate, id, |m| m["phase"] == "cancelled").await;
-    let errors = browser.console_errors().await;
+    wait_for(&gate, id, "cancelled from the page", |m| {
+        m["phase"] == "cancelled"
+    })
+    .await;
+    let refused_on_purpose = format!(
+        "/admin/migrations/{id}/pause - Failed to load resource: the server responded with a status of 401"
+    );
+    let errors: Vec<_> = browser
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|message| !message.contains(&refused_on_purpose))
+        .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     gate.stop().await;
-}
-
-/// Waits until `GET /admin/migrations` shows migration `id` as `done` says.
-async fn wait_for_migration(gate: &TestServer, id: i64, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let listed = gate.admin("/admin/migrations").await.body;
-        let migration = listed
-            .as_array()
-            .and_then(|all| all.iter().find(|m| m["id"] == id))
-            .cloned()
-            .unwrap_or_default();
-        if done(&migration) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "migration {id}: {migration}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }

@@ -93,6 +93,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the page has an element `selector` finds; panics with `what` after 20 s.
+    pub async fn wait_for_element(&self, selector: &str, what: &str) {
+        let script = format!("return document.querySelector({}) !== null", json!(selector));
+        self.wait_until(&script, what).await;
+    }
+
+    /// Empties the input `selector` finds.
+    pub async fn clear(&self, selector: &str) {
+        let element = self.element(selector).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     /// The element `selector` finds.
     async fn element(&self, selector: &str) -> String {
         let found = self
