@@ -96,7 +96,7 @@ impl SpoolLog {
                 if !newest {
                     return Err(corrupt(path, offset, reason));
                 }
-                torn_tail = Some(cut_tail(path, offset, reason)?);
+                torn_tail = Some(cut_tail(path, *first, offset, reason)?);
             }
             records += scan.next.0 - first.0;
             segments.push_back(SegmentInfo {
@@ -163,9 +163,7 @@ impl SpoolLog {
         }
         self.active.sync_data().map_err(io_error(path))?;
         if self.dir_changed {
-            File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error(&self.dir))?;
+            sync_dir(&self.dir)?;
             self.dir_changed = false;
         }
         Ok(())
@@ -176,20 +174,17 @@ impl SpoolLog {
         let mut records = Vec::new();
         for segment in self.segments.iter().filter(|s| s.next > from) {
             let bytes = std::fs::read(&segment.path).map_err(io_error(&segment.path))?;
-            let mut at = SEGMENT_HEADER_LEN as usize;
-            while at < bytes.len() && records.len() < limit {
-                let (seq, payload, len) = record::decode(&bytes[at..])
-                    .map_err(|reason| corrupt(&segment.path, at as u64, reason))?;
+            for (at, record) in records_in(&bytes) {
+                if records.len() == limit {
+                    return Ok(records);
+                }
+                let (seq, payload) = record.map_err(|reason| corrupt(&segment.path, at as u64, reason))?;
                 if seq >= from {
                     records.push(Record {
                         seq,
                         payload: payload.to_vec(),
                     });
                 }
-                at += len;
-            }
-            if records.len() == limit {
-                break;
             }
         }
         Ok(records)
@@ -256,9 +251,7 @@ fn read_or_create_id(dir: &Path) -> Result<Uuid, SpoolError> {
             let mut file = File::create(&path).map_err(io_error(&path))?;
             writeln!(file, "{id}").map_err(io_error(&path))?;
             file.sync_all().map_err(io_error(&path))?;
-            File::open(dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error(dir))?;
+            sync_dir(dir)?;
             Ok(id)
         }
         Err(source) => Err(SpoolError::Io { path, source }),
@@ -288,21 +281,40 @@ fn scan_segment(path: &Path, first: RecordSeq) -> Result<SegmentScan, SpoolError
         });
     }
     let mut next = first;
-    let mut at = SEGMENT_HEADER_LEN as usize;
-    while at < bytes.len() {
-        match record::decode(&bytes[at..]) {
-            Ok((seq, _, len)) if seq == next => {
-                next = next.next();
-                at += len;
-            }
+    for (at, record) in records_in(&bytes) {
+        match record {
+            Ok((seq, _)) if seq == next => next = next.next(),
             Ok(_) => return Ok(bad_at(next, at, "record out of sequence")),
             Err(reason) => return Ok(bad_at(next, at, reason)),
         }
     }
     Ok(SegmentScan {
         next,
-        valid_len: at as u64,
+        valid_len: bytes.len() as u64,
         bad: None,
+    })
+}
+
+/// The records of a segment's bytes after its header, each with its offset, up to and
+/// including the first that does not decode.
+fn records_in(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<(RecordSeq, &[u8]), &'static str>)> {
+    let mut at = SEGMENT_HEADER_LEN as usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || at >= bytes.len() {
+            return None;
+        }
+        let start = at;
+        match record::decode(&bytes[at..]) {
+            Ok((seq, payload, len)) => {
+                at += len;
+                Some((start, Ok((seq, payload))))
+            }
+            Err(reason) => {
+                failed = true;
+                Some((start, Err(reason)))
+            }
+        }
     })
 }
 
@@ -315,14 +327,18 @@ fn bad_at(next: RecordSeq, at: usize, reason: &'static str) -> SegmentScan {
 }
 
 /// Cuts the newest segment at `offset`; a segment whose header is bad is written anew, empty.
-fn cut_tail(path: &Path, offset: u64, reason: &'static str) -> Result<TornTail, SpoolError> {
+fn cut_tail(
+    path: &Path,
+    first: RecordSeq,
+    offset: u64,
+    reason: &'static str,
+) -> Result<TornTail, SpoolError> {
     let len = std::fs::metadata(path).map_err(io_error(path))?.len();
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(io_error(path))?;
     if offset < SEGMENT_HEADER_LEN {
-        let first = segment_first(path).expect("only segment files are scanned");
         file.set_len(0).map_err(io_error(path))?;
         (&file)
             .write_all(&segment_header(first))
@@ -389,6 +405,13 @@ fn create_segment(dir: &Path, first: RecordSeq) -> Result<SegmentInfo, SpoolErro
         next: first,
         bytes: SEGMENT_HEADER_LEN,
     })
+}
+
+/// Makes the directory's entries (files created or removed) durable.
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(dir))
 }
 
 fn open_for_append(path: &Path) -> Result<File, SpoolError> {
