@@ -369,6 +369,7 @@ impl Welcome<'_> {
         println!("  write API:  http://{write}/v1/tables/events/rows");
         println!("  query API:  http://{write}/v1/query");
         println!("  admin API:  http://{admin}/admin/shards");
+        println!("  status page: http://{admin}/");
         println!();
         println!("  write:");
         println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");

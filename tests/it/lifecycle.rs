@@ -419,6 +419,18 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     let mut first = DevProcess::spawn(&data.0);
     let (write, shards_before, token_before) = first.banner().await;
     assert_eq!(token_before.len(), 32, "{token_before}");
+    let status_page = first
+        .printed
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("status page:"))
+        .map(|url| url.trim().to_string())
+        .expect("the banner names the status page");
+    let page = http.get(&status_page).send().await.unwrap();
+    assert_eq!(
+        page.headers()["content-type"],
+        "text/html; charset=utf-8",
+        "{status_page}"
+    );
     post_dev_events(&http, &write, 300).await;
     first.kill_group().await;
     let pid_file = std::fs::read_to_string(data.0.join("s0/data/postmaster.pid")).unwrap();
