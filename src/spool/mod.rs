@@ -17,7 +17,7 @@ mod writer;
 
 pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
-pub use spooled::{MalformedWrite, SpooledWrite};
+pub use spooled::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
 pub use writer::{AppendError, SpoolAppender, SpoolWriter};
 
 use std::path::PathBuf;

@@ -1,30 +1,68 @@
 //! A request's rows as the spool keeps them: binary COPY tuples that already carry their ring
-//! position (`_sg_hash`, salt included), routed only when they are drained, so a range that
-//! moved meanwhile is written to its new owner (and to a range's copy target during a move).
+//! position (`_sg_hash`, salt included), in one part per shard that owned them on arrival.
+//! Each part is checked against the routing in force when it is drained: a part whose rows
+//! are in a range being copied waits for the cutover, and one whose rows moved meanwhile is
+//! split by their new owners into a record that supersedes it.
 //!
 //! A tuple's hidden fields come after its declared columns: the position, then for a table
 //! without an id the routing epoch, which draining sets to the epoch it routes with (a
 //! migration's copy and its dual write tell rows apart by it).
 
-use crate::routing::{KeyHash, RoutingTable};
+use super::RecordSeq;
+use crate::routing::{Epoch, KeyHash, RoutingTable, ShardIndex};
 use crate::schema::TableSchema;
-use crate::schema::decode::{EncodedRows, ShardRows};
+use crate::schema::decode::EncodedRows;
+use bytes::Bytes;
 use uuid::Uuid;
 
 /// The first byte of every spooled write: the layout below.
-const LAYOUT: u8 = 1;
+const LAYOUT: u8 = 2;
 
-/// A request's rows in the spool.
+/// A request's rows in the spool, in parts: the rows each shard owned when the request was
+/// accepted, each part drained (and marked as applied) in one transaction on its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledWrite {
     /// The write's id, by which its status is asked.
     pub write_id: Uuid,
     /// The table the rows are for.
     pub table: String,
+    /// The rows, each in one part.
+    pub parts: Vec<SpooledPart>,
+    /// Parts of earlier records this one carries instead: their rows moved to other shards
+    /// before they were applied, and are here split by their new owners.
+    pub supersedes: Vec<PartRef>,
+}
+
+/// The rows of a spooled write bound for one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledPart {
+    /// The shard's name.
+    pub shard: String,
     /// Rows in `tuples`.
     pub rows: usize,
-    /// The rows' binary COPY tuples, each once.
-    pub tuples: Vec<u8>,
+    /// The rows' binary COPY tuples.
+    pub tuples: Bytes,
+}
+
+/// One part of one spool record: what a shard's mark names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartRef {
+    /// The record.
+    pub seq: RecordSeq,
+    /// The part's index in its record.
+    pub part: u16,
+}
+
+/// Where a part's rows belong under a routing snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Its shard, at this index, owns every row and none is in a range being copied.
+    Owned(ShardIndex),
+    /// Some row is in a range being copied: the part waits for the cutover, so no row needs
+    /// writing twice.
+    Moving,
+    /// Some row now belongs to another shard (or the shard left the snapshot).
+    Moved,
 }
 
 /// A spooled write that cannot be read back as one.
@@ -33,17 +71,19 @@ pub struct SpooledWrite {
 pub struct MalformedWrite(&'static str);
 
 impl SpooledWrite {
-    /// The rows of a request `encoded` with `routing`, each once: a row that went to a range's
-    /// copy target as well is kept only from the shard owning its position.
+    /// The rows of a request `encoded` with `routing`, each once, in one part per shard owning
+    /// some of them: a row that went to a range's copy target as well is kept only from the
+    /// shard owning its position.
     pub fn from_encoded(
         write_id: Uuid,
         table: &TableSchema,
         routing: &RoutingTable,
         encoded: &EncodedRows,
     ) -> SpooledWrite {
-        let mut tuples = Vec::with_capacity(encoded.shards.iter().map(|s| s.tuples.len()).sum());
-        let mut rows = 0;
-        for (index, shard) in encoded.shards.iter().enumerate() {
+        let mut parts = Vec::new();
+        for (index, shard) in encoded.shards.iter().enumerate().filter(|(_, s)| s.rows > 0) {
+            let mut tuples = Vec::with_capacity(shard.tuples.len());
+            let mut rows = 0;
             for tuple in Tuples::new(&shard.tuples, table) {
                 let tuple = tuple.expect("the encoder's tuples are well formed");
                 if routing.place_position(tuple.position).0.0 == index {
@@ -51,89 +91,216 @@ impl SpooledWrite {
                     rows += 1;
                 }
             }
+            if rows > 0 {
+                parts.push(SpooledPart {
+                    shard: routing.shards[index].0.clone(),
+                    rows,
+                    tuples: tuples.into(),
+                });
+            }
         }
         SpooledWrite {
             write_id,
             table: table.name.clone(),
-            rows,
-            tuples,
+            parts,
+            supersedes: Vec::new(),
         }
+    }
+
+    /// Rows over all parts.
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|part| part.rows).sum()
     }
 
     /// The bytes a spool record holds.
     pub fn encode(&self) -> Vec<u8> {
-        let name = self.table.as_bytes();
-        let mut out = Vec::with_capacity(1 + 16 + 2 + name.len() + 4 + self.tuples.len());
+        let bytes: usize = self
+            .parts
+            .iter()
+            .map(|p| p.tuples.len() + p.shard.len() + 10)
+            .sum();
+        let mut out = Vec::with_capacity(32 + self.table.len() + bytes + 10 * self.supersedes.len());
         out.push(LAYOUT);
         out.extend_from_slice(self.write_id.as_bytes());
-        out.extend_from_slice(
-            &u16::try_from(name.len())
-                .expect("table names are short")
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(name);
-        out.extend_from_slice(
-            &u32::try_from(self.rows)
-                .expect("a request's rows fit")
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(&self.tuples);
+        put_name(&mut out, &self.table);
+        put_u32(&mut out, self.supersedes.len());
+        for superseded in &self.supersedes {
+            out.extend_from_slice(&superseded.seq.0.to_le_bytes());
+            out.extend_from_slice(&superseded.part.to_le_bytes());
+        }
+        put_u32(&mut out, self.parts.len());
+        for part in &self.parts {
+            put_name(&mut out, &part.shard);
+            put_u32(&mut out, part.rows);
+            put_u32(&mut out, part.tuples.len());
+            out.extend_from_slice(&part.tuples);
+        }
         out
     }
 
     /// Reads a spooled write back from a spool record's bytes.
-    pub fn decode(bytes: &[u8]) -> Result<SpooledWrite, MalformedWrite> {
-        let mut rest = bytes;
-        let mut take = |n: usize| -> Result<&[u8], MalformedWrite> {
-            let (head, tail) = rest.split_at_checked(n).ok_or(MalformedWrite("cut short"))?;
-            rest = tail;
-            Ok(head)
-        };
-        if take(1)? != [LAYOUT] {
+    pub fn decode(bytes: Bytes) -> Result<SpooledWrite, MalformedWrite> {
+        let mut reader = Reader { bytes, at: 0 };
+        if reader.take(1)?[..] != [LAYOUT] {
             return Err(MalformedWrite("unknown layout"));
         }
-        let write_id = Uuid::from_slice(take(16)?).expect("sixteen bytes");
-        let name_len = u16::from_le_bytes(take(2)?.try_into().expect("two bytes"));
-        let table = std::str::from_utf8(take(name_len.into())?)
-            .map_err(|_| MalformedWrite("table name is not UTF-8"))?
-            .to_string();
-        let rows = u32::from_le_bytes(take(4)?.try_into().expect("four bytes")) as usize;
+        let write_id = Uuid::from_slice(&reader.take(16)?).expect("sixteen bytes");
+        let table = reader.name()?;
+        let supersedes = (0..reader.u32()?)
+            .map(|_| {
+                Ok(PartRef {
+                    seq: RecordSeq(u64::from_le_bytes(reader.array()?)),
+                    part: u16::from_le_bytes(reader.array()?),
+                })
+            })
+            .collect::<Result<_, MalformedWrite>>()?;
+        let parts = (0..reader.u32()?)
+            .map(|_| {
+                let shard = reader.name()?;
+                let rows = reader.u32()?;
+                let len = reader.u32()?;
+                let tuples = reader.take(len)?;
+                Ok(SpooledPart { shard, rows, tuples })
+            })
+            .collect::<Result<_, MalformedWrite>>()?;
+        if reader.at != reader.bytes.len() {
+            return Err(MalformedWrite("bytes after the last part"));
+        }
         Ok(SpooledWrite {
             write_id,
             table,
-            rows,
-            tuples: rest.to_vec(),
+            parts,
+            supersedes,
         })
     }
+}
 
-    /// The rows routed with `routing`, the snapshot in force when they are drained: per shard
-    /// index, the tuples of the rows it owns and of those it receives as a range's copy target,
-    /// with the snapshot's epoch for a table that stores one.
-    pub fn route(
+impl SpooledPart {
+    /// Where the part's rows belong under `routing`, the snapshot in force when it is drained.
+    pub fn placement(
         &self,
         table: &TableSchema,
         routing: &RoutingTable,
-    ) -> Result<Vec<ShardRows>, MalformedWrite> {
-        let mut shards: Vec<ShardRows> = routing.shards.iter().map(|_| ShardRows::default()).collect();
-        let mut rows = 0;
-        for tuple in Tuples::new(&self.tuples, table) {
-            let tuple = tuple?;
-            let (owner, also) = routing.place_position(tuple.position);
-            for index in std::iter::once(owner).chain(also) {
-                let out = &mut shards[index.0];
-                let start = out.tuples.len();
-                out.tuples.extend_from_slice(tuple.bytes);
-                if let Some(at) = tuple.epoch_at {
-                    out.tuples[start + at..start + at + 8].copy_from_slice(&routing.epoch.0.to_be_bytes());
-                }
-                out.rows += 1;
+    ) -> Result<Placement, MalformedWrite> {
+        let Some(index) = routing.shards.iter().position(|s| s.0 == self.shard) else {
+            return Ok(Placement::Moved);
+        };
+        let mut moving = false;
+        for tuple in self.tuples(table) {
+            let (owner, also) = routing.place_position(tuple?.position);
+            if owner.0 != index {
+                return Ok(Placement::Moved);
             }
+            moving |= also.is_some();
+        }
+        Ok(if moving {
+            Placement::Moving
+        } else {
+            Placement::Owned(ShardIndex(index))
+        })
+    }
+
+    /// The tuples to write with a snapshot at `epoch`: for a table that stores the routing
+    /// epoch, a copy carrying this one; otherwise the part's own bytes.
+    pub fn tuples_at(&self, table: &TableSchema, epoch: Epoch) -> Result<Bytes, MalformedWrite> {
+        self.check(table)?;
+        if table.id.is_some() {
+            return Ok(self.tuples.clone());
+        }
+        let mut out = self.tuples.to_vec();
+        let mut start = 0;
+        for tuple in self.tuples(table) {
+            let tuple = tuple?;
+            let at = start + tuple.epoch_at.expect("a table without an id stores its epoch");
+            out[at..at + 8].copy_from_slice(&epoch.0.to_be_bytes());
+            start += tuple.bytes.len();
+        }
+        Ok(out.into())
+    }
+
+    /// The part's rows split by the shards owning them under `routing`, each row once (a
+    /// range's copy target is not given a copy).
+    pub fn split(
+        &self,
+        table: &TableSchema,
+        routing: &RoutingTable,
+    ) -> Result<Vec<SpooledPart>, MalformedWrite> {
+        let mut by_shard: Vec<(Vec<u8>, usize)> = routing.shards.iter().map(|_| (Vec::new(), 0)).collect();
+        for tuple in self.tuples(table) {
+            let tuple = tuple?;
+            let (owner, _) = routing.place_position(tuple.position);
+            let (tuples, rows) = &mut by_shard[owner.0];
+            tuples.extend_from_slice(tuple.bytes);
+            *rows += 1;
+        }
+        self.check(table)?;
+        Ok(by_shard
+            .into_iter()
+            .zip(&routing.shards)
+            .filter(|((_, rows), _)| *rows > 0)
+            .map(|((tuples, rows), shard)| SpooledPart {
+                shard: shard.0.clone(),
+                rows,
+                tuples: tuples.into(),
+            })
+            .collect())
+    }
+
+    fn tuples<'a>(&'a self, table: &TableSchema) -> Tuples<'a> {
+        Tuples::new(&self.tuples, table)
+    }
+
+    /// Checks every tuple is whole and their count is the part's.
+    fn check(&self, table: &TableSchema) -> Result<(), MalformedWrite> {
+        let mut rows = 0;
+        for tuple in self.tuples(table) {
+            tuple?;
             rows += 1;
         }
         if rows != self.rows {
             return Err(MalformedWrite("row count does not match its tuples"));
         }
-        Ok(shards)
+        Ok(())
+    }
+}
+
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    let len = u16::try_from(name.len()).expect("table and shard names are short");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).expect("a request's sizes fit u32").to_le_bytes());
+}
+
+/// Reads a spooled write's fields in order.
+struct Reader {
+    bytes: Bytes,
+    at: usize,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, MalformedWrite> {
+        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or(MalformedWrite("cut short"))?;
+        let taken = self.bytes.slice(self.at..end);
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], MalformedWrite> {
+        Ok(self.take(N)?[..].try_into().expect("N bytes"))
+    }
+
+    fn u32(&mut self) -> Result<usize, MalformedWrite> {
+        Ok(u32::from_le_bytes(self.array()?) as usize)
+    }
+
+    fn name(&mut self) -> Result<String, MalformedWrite> {
+        let len = u16::from_le_bytes(self.array()?);
+        let bytes = self.take(len.into())?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| MalformedWrite("a name is not UTF-8"))
     }
 }
 

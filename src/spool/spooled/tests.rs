@@ -1,12 +1,13 @@
-//! Spooled writes against the direct path: routed with the snapshot they were decoded with,
-//! they give the same tuples; routed after a range moved, each row reaches the new owner once,
-//! with the epoch it was drained with.
+//! Spooled writes against the direct path: drained with the snapshot they were decoded with,
+//! their parts give the same tuples; a part in a moving range waits, and after the move it
+//! splits to the new owner, each row once, with the epoch it was drained with.
 
-use super::{MalformedWrite, SpooledWrite};
+use super::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
 use crate::config::Config;
 use crate::routing::{Epoch, MovingRange, Ring, RoutingTable, ShardId, ShardIndex, Token};
 use crate::schema::TableSchema;
 use crate::schema::decode::{BodyFormat, EncodedRows, decode_rows};
+use crate::spool::RecordSeq;
 use uuid::Uuid;
 
 const TABLES: &str = r#"
@@ -103,22 +104,67 @@ fn per_shard(shards: &[crate::schema::decode::ShardRows]) -> Vec<(Vec<u8>, usize
     shards.iter().map(|s| (s.tuples.clone(), s.rows)).collect()
 }
 
+/// The parts' tuples at `epoch`, per shard index of `routing`, as the direct path gives them.
+fn drained(spooled: &[SpooledPart], table: &TableSchema, routing: &RoutingTable) -> Vec<(Vec<u8>, usize)> {
+    let mut shards = vec![(Vec::new(), 0); routing.shards.len()];
+    for part in spooled {
+        let index = routing.shards.iter().position(|s| s.0 == part.shard).unwrap();
+        shards[index]
+            .0
+            .extend_from_slice(&part.tuples_at(table, routing.epoch).unwrap());
+        shards[index].1 += part.rows;
+    }
+    shards
+}
+
 #[test]
-fn routed_with_the_snapshot_it_was_decoded_with_a_write_gives_the_direct_tuples() {
+fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
     for table in tables() {
         let routing = two_shards(1);
         let encoded = decode(&table, &routing, &body(&table, 200));
         let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
-        assert_eq!(spooled.rows, 200, "{}", table.name);
-        let stored = SpooledWrite::decode(&spooled.encode()).unwrap();
+        assert_eq!(spooled.rows(), 200, "{}", table.name);
+        assert_eq!(spooled.parts.len(), 2, "{}", table.name);
+        let stored = SpooledWrite::decode(spooled.encode().into()).unwrap();
         assert_eq!(stored, spooled, "{}", table.name);
-        let routed = stored.route(&table, &routing).unwrap();
-        assert_eq!(per_shard(&routed), per_shard(&encoded.shards), "{}", table.name);
+        for (index, part) in stored.parts.iter().enumerate() {
+            assert_eq!(
+                part.placement(&table, &routing).unwrap(),
+                Placement::Owned(ShardIndex(index)),
+                "{}",
+                table.name
+            );
+        }
+        assert_eq!(
+            drained(&stored.parts, &table, &routing),
+            per_shard(&encoded.shards),
+            "{}",
+            table.name
+        );
     }
 }
 
 #[test]
-fn a_write_spooled_during_a_move_keeps_each_row_once_and_drains_to_the_new_owner() {
+fn a_superseding_write_round_trips() {
+    let table = tables().remove(0);
+    let routing = two_shards(1);
+    let encoded = decode(&table, &routing, &body(&table, 20));
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    spooled.supersedes = vec![
+        PartRef {
+            seq: RecordSeq(7),
+            part: 1,
+        },
+        PartRef {
+            seq: RecordSeq(u64::MAX),
+            part: 0,
+        },
+    ];
+    assert_eq!(SpooledWrite::decode(spooled.encode().into()).unwrap(), spooled);
+}
+
+#[test]
+fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
     for table in tables() {
         let before = two_shards(1);
         let during = moving_to_third(&before, 2);
@@ -126,28 +172,31 @@ fn a_write_spooled_during_a_move_keeps_each_row_once_and_drains_to_the_new_owner
         let encoded = decode(&table, &during, &text);
         assert!(encoded.dual_written > 0, "some rows are in moving ranges");
         let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &during, &encoded);
-        assert_eq!(spooled.rows, 300, "{}: the copies are not spooled", table.name);
-
-        let drained_during = spooled.route(&table, &during).unwrap();
+        assert_eq!(spooled.rows(), 300, "{}: the copies are not spooled", table.name);
+        let [on_s0, on_s1] = &spooled.parts[..] else {
+            panic!("{}: one part per owner", table.name)
+        };
+        assert_eq!(on_s0.placement(&table, &during).unwrap(), Placement::Moving);
         assert_eq!(
-            per_shard(&drained_during),
-            per_shard(&encoded.shards),
-            "{}: drained during the move, a row reaches the target as well",
-            table.name
+            on_s1.placement(&table, &during).unwrap(),
+            Placement::Owned(ShardIndex(1))
         );
 
         let after = moved_to_third(&before, 3);
-        let drained_after = spooled.route(&table, &after).unwrap();
+        assert_eq!(on_s0.placement(&table, &after).unwrap(), Placement::Moved);
         assert_eq!(
-            drained_after[0].rows, 0,
-            "{}: s0 owns nothing after the move",
-            table.name
+            on_s1.placement(&table, &after).unwrap(),
+            Placement::Owned(ShardIndex(1))
         );
-        assert_eq!(drained_after[2].rows, encoded.shards[0].rows, "{}", table.name);
+        let split = on_s0.split(&table, &after).unwrap();
+        assert_eq!(split.len(), 1, "{}: every row of s0 went to s2", table.name);
+        assert_eq!(split[0].shard, "s2");
         let direct = decode(&table, &after, &text);
+        let mut expected = per_shard(&direct.shards);
+        expected[1] = (Vec::new(), 0);
         assert_eq!(
-            per_shard(&drained_after),
-            per_shard(&direct.shards),
+            drained(&split, &table, &after),
+            expected,
             "{}: drained after the move, as if written then",
             table.name
         );
@@ -161,10 +210,16 @@ fn a_table_without_an_id_takes_the_epoch_it_is_drained_with() {
     let encoded = decode(&table, &routing, &body(&table, 10));
     let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
     let later = two_shards(7);
-    let routed = spooled.route(&table, &later).unwrap();
     let expected = decode(&table, &later, &body(&table, 10));
-    assert_eq!(per_shard(&routed), per_shard(&expected.shards));
-    assert_ne!(per_shard(&routed), per_shard(&encoded.shards), "epoch 1 became 7");
+    assert_eq!(
+        drained(&spooled.parts, &table, &later),
+        per_shard(&expected.shards)
+    );
+    assert_ne!(
+        drained(&spooled.parts, &table, &later),
+        per_shard(&encoded.shards),
+        "epoch 1 became 7"
+    );
 }
 
 #[test]
@@ -172,22 +227,34 @@ fn a_damaged_spooled_write_is_refused_not_routed() {
     let table = tables().remove(0);
     let routing = two_shards(1);
     let encoded = decode(&table, &routing, &body(&table, 5));
-    let bytes = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded).encode();
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    let bytes = spooled.encode();
 
     assert_eq!(
-        SpooledWrite::decode(&bytes[..10]),
+        SpooledWrite::decode(bytes[..10].to_vec().into()),
         Err(MalformedWrite("cut short"))
     );
-    assert_eq!(SpooledWrite::decode(&[9]), Err(MalformedWrite("unknown layout")));
-    let cut = SpooledWrite::decode(&bytes[..bytes.len() - 3]).unwrap();
     assert_eq!(
-        cut.route(&table, &routing).err(),
+        SpooledWrite::decode(vec![9].into()),
+        Err(MalformedWrite("unknown layout"))
+    );
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(
+        SpooledWrite::decode(longer.into()),
+        Err(MalformedWrite("bytes after the last part"))
+    );
+    let part = &mut spooled.parts[0];
+    let whole = part.tuples.clone();
+    part.tuples = whole.slice(..whole.len() - 3);
+    assert_eq!(
+        part.placement(&table, &routing).err(),
         Some(MalformedWrite("tuple cut short"))
     );
-    let mut miscounted = SpooledWrite::decode(&bytes).unwrap();
-    miscounted.rows += 1;
+    part.tuples = whole;
+    part.rows += 1;
     assert_eq!(
-        miscounted.route(&table, &routing).err(),
+        part.tuples_at(&table, routing.epoch).err(),
         Some(MalformedWrite("row count does not match its tuples"))
     );
 }
