@@ -8,6 +8,7 @@
 //! some routing snapshot names the shard; the writers that empty it are in
 //! `crate::ingest::batcher`.
 
+use super::applied::Mark;
 use crate::routing::{Epoch, ShardId, ShardIndex};
 use crate::schema::TableId;
 use bytes::Bytes;
@@ -104,6 +105,8 @@ pub struct Chunk {
     pub enqueued_at: Instant,
     /// When its request stops waiting.
     pub deadline: Instant,
+    /// For a drained part of a spooled write, the mark its batch inserts with the rows.
+    pub mark: Option<Mark>,
     reply: oneshot::Sender<Result<(), WriteError>>,
     /// Queue space held until the chunk is answered.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -169,6 +172,8 @@ pub struct RequestChunks {
     pub enqueued_at: Instant,
     /// When the request stops waiting.
     pub deadline: Instant,
+    /// For a drained part of a spooled write, its mark.
+    pub mark: Option<Mark>,
 }
 
 /// Queue space reserved for one request's rows on one shard, not yet sent.
@@ -214,6 +219,7 @@ impl WriteQueue {
             rows,
             enqueued_at: request.enqueued_at,
             deadline: request.deadline,
+            mark: request.mark,
             reply,
             _permits: reservation.permits,
         };

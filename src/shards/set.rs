@@ -8,6 +8,7 @@
 //! leaves is dropped with the last set that names it: its queue then closes and its writers
 //! drain it and stop. Loading is an arc-swap load; only publishing, which is rare, serialises.
 
+use super::applied::Mark;
 use super::queue::{PendingWrite, QueueReceiver, RequestChunks, SubmitError};
 use super::{Shard, ShardEndpoint, ShardError, ShardSettings};
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
@@ -116,6 +117,7 @@ impl ShardSet {
             epoch: self.epoch(),
             enqueued_at: Instant::now(),
             deadline,
+            mark: None,
         };
         let pending = reserved
             .into_iter()
@@ -131,6 +133,32 @@ impl ShardSet {
             })
             .collect();
         Ok(pending)
+    }
+
+    /// Queues one drained part of a spooled write for the shard at `index`, with its `mark`,
+    /// routed with this snapshot: or says why the shard's queue has no room for it now.
+    pub fn submit_part(
+        &self,
+        index: ShardIndex,
+        table: (TableId, &str),
+        tuples: Bytes,
+        rows: usize,
+        mark: Mark,
+        deadline: Instant,
+    ) -> Result<PendingWrite, SubmitError> {
+        let shard = &self.shards[index.0];
+        let names = || (shard.id.clone(), table.1.to_string());
+        let reservation = shard.queue.reserve(table.0, rows, tuples.len(), names)?;
+        let request = RequestChunks {
+            table: table.0,
+            epoch: self.epoch(),
+            enqueued_at: Instant::now(),
+            deadline,
+            mark: Some(mark),
+        };
+        Ok(shard
+            .queue
+            .send((index, &shard.id), request, tuples, rows, reservation))
     }
 
     /// Creates or verifies the tables and the fence (at this set's epoch) on every shard not yet

@@ -1,5 +1,6 @@
 //! The spool's applied marks on a real cluster: a drained part commits its rows and its mark
-//! together or neither, and a part whose mark is there already stores nothing again.
+//! together or neither, a part whose mark is there already stores nothing again, and one
+//! batch marks every part it carries.
 
 use crate::common::{TestServer, connect, count_on};
 use shardgate::config::TlsConfig;
@@ -49,10 +50,12 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
     })
     .unwrap();
     let spool = uuid::Uuid::now_v7();
+    let mark = |seq: i64| applied::Mark { spool, seq, part: 0 };
     let write = |part: bytes::Bytes, seq: i64| {
         let (pool, statements) = (&pool, &statements);
         async move {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&spool, &seq];
+            let (spool, seqs, parts) = applied::mark_columns(&[mark(seq)]).unwrap();
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&spool, &seqs, &parts];
             let mark = AlsoRecord {
                 sql: applied::MARK_SQL,
                 params: &params,
@@ -64,7 +67,10 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
     write(logs_part(&logs, "app", 40), 7).await.unwrap();
     assert_eq!(count_on(&url, "logs").await, 40);
     let shard = connect(&url).await;
-    assert_eq!(applied::applied_from(&shard, spool, 0).await.unwrap(), vec![7]);
+    assert_eq!(
+        applied::applied_from(&shard, spool, 0).await.unwrap(),
+        vec![mark(7)]
+    );
 
     let again = write(logs_part(&logs, "app", 40), 7).await;
     assert!(matches!(again, Err(CopyError::AlreadyApplied)), "{again:?}");
@@ -85,11 +91,14 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
     );
     assert_eq!(
         applied::applied_from(&shard, spool, 0).await.unwrap(),
-        vec![7],
+        vec![mark(7)],
         "no mark without its rows"
     );
     write(logs_part(&logs, "app", 3), 9).await.unwrap();
-    assert_eq!(applied::applied_from(&shard, spool, 8).await.unwrap(), vec![9]);
+    assert_eq!(
+        applied::applied_from(&shard, spool, 8).await.unwrap(),
+        vec![mark(9)]
+    );
     assert_eq!(count_on(&url, "logs").await, 43);
 
     let other_spool = uuid::Uuid::now_v7();
@@ -100,5 +109,38 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
             .is_empty()
     );
     assert_eq!(applied::prune_through(&shard, spool, 7).await.unwrap(), 1);
-    assert_eq!(applied::applied_from(&shard, spool, 0).await.unwrap(), vec![9]);
+    assert_eq!(
+        applied::applied_from(&shard, spool, 0).await.unwrap(),
+        vec![mark(9)]
+    );
+
+    let both = [
+        applied::Mark {
+            spool,
+            seq: 10,
+            part: 0,
+        },
+        applied::Mark {
+            spool,
+            seq: 10,
+            part: 1,
+        },
+    ];
+    let (id, seqs, parts) = applied::mark_columns(&both).unwrap();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&id, &seqs, &parts];
+    let record = AlsoRecord {
+        sql: applied::MARK_SQL,
+        params: &params,
+    };
+    let two_parts = [logs_part(&logs, "app", 2), logs_part(&logs, "app", 3)];
+    write_batch_recording(&pool, &statements, Epoch(1), &two_parts, Some(record))
+        .await
+        .unwrap();
+    assert_eq!(
+        applied::applied_from(&shard, spool, 10).await.unwrap(),
+        both.to_vec()
+    );
+    let mut client = pool.get().await.unwrap();
+    assert!(applied::settled_applied(&mut client, both[1]).await.unwrap());
+    assert!(!applied::settled_applied(&mut client, mark(11)).await.unwrap());
 }

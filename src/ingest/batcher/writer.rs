@@ -1,12 +1,14 @@
 //! The writer tasks of one shard: collect queued chunks into a batch (natural batching), write
-//! it, split it when Postgres refuses some request's data, retry transient failures until the
+//! it with the marks of any spooled parts in it, split it when Postgres refuses some request's
+//! data (or a part's mark was there already), retry transient failures until the
 //! requests' deadlines, and answer every chunk.
 
 use super::WriterSettings;
 use crate::config::BatchConfig;
-use crate::ingest::copy::{CopyError, TableStatements, write_batch};
+use crate::ingest::copy::{AlsoRecord, CopyError, TableStatements, write_batch, write_batch_recording};
 use crate::routing::{Epoch, ShardId};
 use crate::schema::TableId;
+use crate::shards::applied::{self, Mark};
 use crate::shards::queue::{Chunk, QueueReceiver, WriteError};
 use crate::shards::{Shard, ShardPools};
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -229,7 +232,11 @@ impl ShardWriter {
                         })
                     });
                 }
-                Err(CopyError::Data(_)) => {
+                Err(CopyError::AlreadyApplied) if group.len() == 1 => {
+                    tracing::debug!("spooled part applied before; nothing written again");
+                    answer(group, || Ok(()));
+                }
+                Err(CopyError::Data(_) | CopyError::AlreadyApplied) => {
                     let second_half = group.split_off(group.len() / 2);
                     pending.push(second_half);
                     pending.push(group);
@@ -277,8 +284,9 @@ impl ShardWriter {
                 return Ok(());
             };
             let parts: Vec<Bytes> = group.iter().map(|c| c.tuples.clone()).collect();
+            let marks: Vec<Mark> = group.iter().filter_map(|c| c.mark).collect();
             let rows = group.iter().map(|c| c.rows).sum();
-            let attempt = self.timed_write(statements, epoch, &parts, rows);
+            let attempt = self.timed_write(statements, epoch, (&parts, &marks), rows);
             let reason = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Err(CopyError::Transient(reason))) => reason,
                 Ok(result) => return result,
@@ -302,13 +310,13 @@ impl ShardWriter {
         &self,
         statements: &TableStatements,
         epoch: Epoch,
-        parts: &[Bytes],
+        (parts, marks): (&[Bytes], &[Mark]),
         rows: usize,
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
         let started = Instant::now();
         let result = if self.pools.is_prepared() {
-            write_batch(&self.pools.copy, statements, epoch, parts).await
+            write_marked(&self.pools.copy, statements, epoch, parts, marks).await
         } else {
             Err(CopyError::Transient(
                 "its tables are not verified yet (unreachable since start-up)".into(),
@@ -342,6 +350,25 @@ impl ShardWriter {
         }
         result
     }
+}
+
+/// Writes a batch with the marks of the spooled parts in it, in its transaction.
+async fn write_marked(
+    pool: &deadpool_postgres::Pool,
+    statements: &TableStatements,
+    epoch: Epoch,
+    parts: &[Bytes],
+    marks: &[Mark],
+) -> Result<(), CopyError> {
+    let Some((spool, seqs, indexes)) = applied::mark_columns(marks) else {
+        return write_batch(pool, statements, epoch, parts).await;
+    };
+    let params: [&(dyn ToSql + Sync); 3] = [&spool, &seqs, &indexes];
+    let record = AlsoRecord {
+        sql: applied::MARK_SQL,
+        params: &params,
+    };
+    write_batch_recording(pool, statements, epoch, parts, Some(record)).await
 }
 
 fn answer(group: Vec<Chunk>, outcome: impl Fn() -> Result<(), WriteError>) {
