@@ -18,7 +18,7 @@ mod writer;
 pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
 pub use spooled::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
-pub use writer::{AppendError, SpoolAppender, SpoolWriter};
+pub use writer::{AppendError, SpoolAppender, SpoolWriter, WriterOptions};
 
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! and answers each request once a sync covered its record. Records that arrive while a sync
 //! runs share the next one, as concurrent transactions share a commit on the shards.
 
-use super::{RecordSeq, SpoolLog};
+use super::{Record, RecordSeq, SpoolLog};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -14,6 +14,14 @@ const QUEUED_APPENDS: usize = 4096;
 /// Why a record was not made durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
+    /// The spool holds `max_bytes` already (with this record it would hold more).
+    #[error("the spool is full: it holds {bytes} bytes of its {max_bytes}")]
+    Full {
+        /// Bytes the spool holds.
+        bytes: u64,
+        /// Its bound.
+        max_bytes: u64,
+    },
     /// The record was refused, or a write or sync failed (after which the writer stops, as
     /// nothing since the last good sync is known to be on disk).
     #[error("{0}")]
@@ -23,9 +31,19 @@ pub enum AppendError {
     Stopped,
 }
 
-struct Append {
-    payload: Vec<u8>,
-    durable: oneshot::Sender<Result<RecordSeq, AppendError>>,
+/// What the writer thread is asked to do.
+enum Op {
+    /// Append a record and answer once it is durable.
+    Append {
+        payload: Vec<u8>,
+        durable: oneshot::Sender<Result<RecordSeq, AppendError>>,
+    },
+    /// Remove the segments whose records are all applied up to `through`, and answer with
+    /// the first record the spool still holds.
+    RemoveApplied {
+        through: RecordSeq,
+        done: oneshot::Sender<Result<RecordSeq, AppendError>>,
+    },
 }
 
 /// Counters of the writer thread's work.
@@ -33,12 +51,22 @@ struct Append {
 struct Counters {
     syncs: AtomicU64,
     records: AtomicU64,
+    bytes: AtomicU64,
+    segments: AtomicU64,
+}
+
+/// How the writer thread runs.
+pub struct WriterOptions {
+    /// Most bytes the spool's segments may hold; an append past it is refused as full.
+    pub max_bytes: u64,
+    /// Where every durable record goes, in order, once its sync returned: the drainer.
+    pub durable: Option<mpsc::UnboundedSender<Record>>,
 }
 
 /// Hands records to the writer thread; cheap to clone, one per task that appends.
 #[derive(Clone)]
 pub struct SpoolAppender {
-    appends: mpsc::Sender<Append>,
+    ops: mpsc::Sender<Op>,
     counters: Arc<Counters>,
 }
 
@@ -46,8 +74,19 @@ impl SpoolAppender {
     /// Appends `payload` and returns its sequence number once the disk holds it.
     pub async fn append(&self, payload: Vec<u8>) -> Result<RecordSeq, AppendError> {
         let (durable, answer) = oneshot::channel();
-        self.appends
-            .send(Append { payload, durable })
+        self.ops
+            .send(Op::Append { payload, durable })
+            .await
+            .map_err(|_| AppendError::Stopped)?;
+        answer.await.map_err(|_| AppendError::Stopped)?
+    }
+
+    /// Removes the segments whose records all come up to `through` (every one applied), and
+    /// returns the first record the spool still holds.
+    pub async fn remove_applied(&self, through: RecordSeq) -> Result<RecordSeq, AppendError> {
+        let (done, answer) = oneshot::channel();
+        self.ops
+            .send(Op::RemoveApplied { through, done })
             .await
             .map_err(|_| AppendError::Stopped)?;
         answer.await.map_err(|_| AppendError::Stopped)?
@@ -62,6 +101,16 @@ impl SpoolAppender {
     pub fn records(&self) -> u64 {
         self.counters.records.load(Ordering::Relaxed)
     }
+
+    /// Bytes the spool's segments hold.
+    pub fn bytes(&self) -> u64 {
+        self.counters.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Segment files the spool has.
+    pub fn segments(&self) -> u64 {
+        self.counters.segments.load(Ordering::Relaxed)
+    }
 }
 
 /// The writer thread that owns the log.
@@ -71,15 +120,24 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     /// Starts the writer thread on `log` and returns it with the first appender.
-    pub fn start(log: SpoolLog) -> (SpoolWriter, SpoolAppender) {
-        let (appends, queued) = mpsc::channel(QUEUED_APPENDS);
+    pub fn start(log: SpoolLog, options: WriterOptions) -> (SpoolWriter, SpoolAppender) {
+        let (ops, queued) = mpsc::channel(QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || write_until_closed(log, queued, &thread_counters))
+            .spawn(move || {
+                let mut thread = WriterThread {
+                    log,
+                    options,
+                    counters: thread_counters,
+                };
+                thread.count_files();
+                thread.run(queued);
+                thread.log
+            })
             .expect("the spool's writer thread starts");
-        (SpoolWriter { thread }, SpoolAppender { appends, counters })
+        (SpoolWriter { thread }, SpoolAppender { ops, counters })
     }
 
     /// Waits until every appender is dropped and every queued record answered, and gives the
@@ -91,41 +149,105 @@ impl SpoolWriter {
     }
 }
 
-/// The writer's loop: take every queued append, write them, sync once, answer them all.
-fn write_until_closed(
-    mut log: SpoolLog,
-    mut queued: mpsc::Receiver<Append>,
-    counters: &Counters,
-) -> SpoolLog {
-    let mut group = Vec::new();
-    while let Some(first) = queued.blocking_recv() {
-        group.push(first);
-        while let Ok(next) = queued.try_recv() {
-            group.push(next);
-        }
-        let appended: Vec<_> = group
-            .iter()
-            .map(|append| {
-                log.append(&append.payload)
-                    .map_err(|e| AppendError::Failed(e.to_string()))
-            })
-            .collect();
-        let synced = log.sync().map_err(|e| AppendError::Failed(e.to_string()));
-        counters.syncs.fetch_add(1, Ordering::Relaxed);
-        let failed = synced.is_err();
-        for (append, result) in group.drain(..).zip(appended) {
-            let answer = synced.clone().and(result);
-            if answer.is_ok() {
-                counters.records.fetch_add(1, Ordering::Relaxed);
+/// The log and what the thread reports to.
+struct WriterThread {
+    log: SpoolLog,
+    options: WriterOptions,
+    counters: Arc<Counters>,
+}
+
+/// An append waiting for its group's sync.
+struct Appended {
+    payload: Vec<u8>,
+    durable: oneshot::Sender<Result<RecordSeq, AppendError>>,
+    result: Result<RecordSeq, AppendError>,
+}
+
+impl WriterThread {
+    /// The loop: take every queued op, append the records, sync once, answer them all.
+    fn run(&mut self, mut queued: mpsc::Receiver<Op>) {
+        let mut group = Vec::new();
+        while let Some(first) = queued.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(op) = next.take().or_else(|| queued.try_recv().ok()) {
+                match op {
+                    Op::Append { payload, durable } => {
+                        let result = self.append(&payload);
+                        group.push(Appended {
+                            payload,
+                            durable,
+                            result,
+                        });
+                    }
+                    Op::RemoveApplied { through, done } => {
+                        let result = self.remove_applied(through);
+                        let _ = done.send(result);
+                    }
+                }
             }
-            let _ = append.durable.send(answer);
-        }
-        if failed {
-            tracing::error!("the spool's sync failed; the spool stops taking records");
-            break;
+            if !self.sync_and_answer(&mut group) {
+                tracing::error!("the spool's sync failed; the spool stops taking records");
+                break;
+            }
         }
     }
-    log
+
+    fn append(&mut self, payload: &[u8]) -> Result<RecordSeq, AppendError> {
+        let bytes = self.log.bytes();
+        if bytes + payload.len() as u64 > self.options.max_bytes {
+            return Err(AppendError::Full {
+                bytes,
+                max_bytes: self.options.max_bytes,
+            });
+        }
+        self.log
+            .append(payload)
+            .map_err(|e| AppendError::Failed(e.to_string()))
+    }
+
+    fn remove_applied(&mut self, through: RecordSeq) -> Result<RecordSeq, AppendError> {
+        self.log
+            .remove_applied(through)
+            .map_err(|e| AppendError::Failed(e.to_string()))?;
+        self.count_files();
+        Ok(self
+            .log
+            .segments()
+            .next()
+            .expect("the log always has a segment")
+            .first)
+    }
+
+    /// Syncs what the group appended and answers each append; false once a sync failed.
+    fn sync_and_answer(&mut self, group: &mut Vec<Appended>) -> bool {
+        if group.is_empty() {
+            return true;
+        }
+        let synced = self.log.sync().map_err(|e| AppendError::Failed(e.to_string()));
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        self.count_files();
+        for appended in group.drain(..) {
+            let answer = synced.clone().and(appended.result);
+            if let Ok(seq) = answer {
+                self.counters.records.fetch_add(1, Ordering::Relaxed);
+                if let Some(durable) = &self.options.durable {
+                    let _ = durable.send(Record {
+                        seq,
+                        payload: appended.payload,
+                    });
+                }
+            }
+            let _ = appended.durable.send(answer);
+        }
+        synced.is_ok()
+    }
+
+    fn count_files(&self) {
+        self.counters.bytes.store(self.log.bytes(), Ordering::Relaxed);
+        self.counters
+            .segments
+            .store(self.log.segments().len() as u64, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
