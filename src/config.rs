@@ -58,6 +58,8 @@ pub struct Config {
     pub reshard: ReshardConfig,
     /// When a partition key counts as hot.
     pub hot_keys: HotKeysConfig,
+    /// `[spool]`: the local log in front of the shards for writes acknowledged once spooled.
+    pub spool: SpoolConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -174,6 +176,41 @@ impl Default for QueueConfig {
             retry_after: Duration::from_secs(1),
         }
     }
+}
+
+/// `[spool]`: the durable spool, for tables whose writes may be acknowledged (`202`) once their
+/// rows are on this machine's disk and are written to the shards afterwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory of the spool's segment files; needed when any table may spool.
+    pub dir: Option<PathBuf>,
+    /// Most bytes the spool may hold; a spooled write past it is answered 429.
+    pub max_bytes: ByteSize,
+    /// Size at which a segment file is closed and the next one started; a segment is removed
+    /// once every row in it is written.
+    pub segment_bytes: ByteSize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: ByteSize(1 << 30),
+            segment_bytes: ByteSize(64 << 20),
+        }
+    }
+}
+
+/// What a write to a table waits for before it is answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// `200` once every shard committed the rows.
+    #[default]
+    Commit,
+    /// `202` once the rows are in the spool on this machine's disk.
+    Spool,
 }
 
 /// `[pool]`: connections to each shard.
@@ -408,6 +445,13 @@ pub struct TableConfig {
     /// its rows beyond it, other keys are not affected. No limit when absent.
     #[serde(default)]
     pub max_key_rows_per_second: Option<u64>,
+    /// What a write waits for by default: `"commit"` or `"spool"`.
+    #[serde(default)]
+    pub ack: AckMode,
+    /// Whether a request may choose the other ack (`Prefer: respond-async` asks for the
+    /// spool, `Shardgate-Ack: commit` for the commit).
+    #[serde(default)]
+    pub ack_per_request: bool,
     /// Every column, in table order.
     pub columns: Vec<ColumnConfig>,
 }
@@ -538,6 +582,7 @@ impl Config {
         self.validate_reshard(&mut problems);
         self.validate_hot_keys(&mut problems);
         self.validate_shards(&mut problems);
+        self.validate_spool(&mut problems);
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
         }
@@ -579,6 +624,39 @@ impl Config {
         }
         if self.server.request_timeout.is_zero() {
             problems.add("server.request_timeout", "must be positive");
+        }
+    }
+
+    /// Whether some table's writes may be spooled, by default or on request.
+    pub fn may_spool(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.ack == AckMode::Spool || t.ack_per_request)
+    }
+
+    fn validate_spool(&self, problems: &mut Problems) {
+        let spool = &self.spool;
+        if self.may_spool() && spool.dir.is_none() {
+            let (i, table) = self
+                .tables
+                .iter()
+                .enumerate()
+                .find(|(_, t)| t.ack == AckMode::Spool || t.ack_per_request)
+                .expect("some table may spool");
+            problems.add(
+                "spool.dir",
+                format!(
+                    "required: table `{}` (tables[{i}]) may be acknowledged once spooled",
+                    table.name
+                ),
+            );
+        }
+        if spool.segment_bytes.0 < 64 << 10 || spool.segment_bytes.0 > 1 << 30 {
+            problems.add("spool.segment_bytes", "must be between 64KiB and 1GiB");
+        }
+        if spool.max_bytes.0 < spool.segment_bytes.0.saturating_mul(2) {
+            // The newest segment stays until it is full, written rows and all.
+            problems.add("spool.max_bytes", "must be at least twice spool.segment_bytes");
         }
     }
 

@@ -113,13 +113,16 @@ fn debian_bin_dirs() -> Vec<PathBuf> {
 }
 
 /// The tables of the config `shardgate dev` writes: the example `events` table a newcomer can
-/// write to at once, and the same rows without an id (used by `shardgate bench --no-ids`).
+/// write to at once (and ask to spool), and the same rows without an id (used by `shardgate
+/// bench --no-ids`). A config with them needs `spool.dir`.
 pub const DEV_TABLES: &str = r#"
 # The example table: events partitioned by (tenant_id, event_type), deduplicated by event_id.
+# A request may ask to be answered 202 once its rows are in the spool: `Prefer: respond-async`.
 [[tables]]
 name = "events"
 id = "event_id"
 partition_key = ["tenant_id", "event_type"]
+ack_per_request = true
 columns = [
   { name = "event_id", type = "uuid" },
   { name = "tenant_id", type = "text" },

@@ -77,6 +77,17 @@ pub struct Metrics {
     /// 1 for the phase of the migration this proxy runs (`copying`, `cleaning`), by phase; 0
     /// otherwise.
     pub migration_phase: IntGaugeVec,
+    /// `shardgate_spool_rows_total{table, outcome}`: rows spooled (answered 202) and drained.
+    pub spool_rows: IntCounterVec,
+    /// `shardgate_spool_bytes`: bytes the spool's segment files hold.
+    pub spool_bytes: IntGauge,
+    /// `shardgate_spool_segments`: the spool's segment files.
+    pub spool_segments: IntGauge,
+    /// `shardgate_spool_pending_rows{shard}`: spooled rows not yet written, by their shard.
+    pub spool_pending_rows: IntGaugeVec,
+    /// `shardgate_spool_oldest_pending_seconds{shard}`: age of the oldest spooled row not yet
+    /// written to the shard (the drain's lag); 0 when none waits.
+    pub spool_oldest_pending: GaugeVec,
 }
 
 impl Metrics {
@@ -234,6 +245,22 @@ impl Metrics {
                 "shardgate_migration_phase",
                 "1 for the phase of the migration this proxy runs, by phase.",
                 "phase",
+            ),
+            spool_rows: counter(
+                "shardgate_spool_rows_total",
+                "Rows of spooled writes: spooled (answered 202) and drained (written to their shard).",
+                &["table", "outcome"],
+            ),
+            spool_bytes: gauge("shardgate_spool_bytes", "Bytes the spool's segment files hold."),
+            spool_segments: gauge("shardgate_spool_segments", "Segment files of the spool."),
+            spool_pending_rows: gauge_vec(
+                "shardgate_spool_pending_rows",
+                "Spooled rows not yet written, by the shard they wait for.",
+            ),
+            spool_oldest_pending: float_gauge_by(
+                "shardgate_spool_oldest_pending_seconds",
+                "Age of the oldest spooled row not yet written to the shard (the drain's lag).",
+                "shard",
             ),
             registry,
         }

@@ -3,7 +3,8 @@
 //!
 //! Start-up order: validate config → load (or initialise, or migrate) the catalog, which owns
 //! the shard list → connect pools to its shards → create or verify tables and fences on every
-//! shard → start the writers → listen.
+//! shard → start the writers → open the spool, if some table may use it, and start draining
+//! it → listen.
 //! Shutdown: stop accepting, let in-flight requests finish while the writers flush at once, then
 //! let the writers drain their queues and exit. No acknowledged row is left in memory.
 
@@ -15,13 +16,16 @@ use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
 use crate::ingest::batcher::{WriterSettings, Writers};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
-use crate::ingest::write::Writes;
+use crate::ingest::drain::{DrainSettings, Recovered, drain};
+use crate::ingest::write::{Spool, Writes};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
 use crate::schema::Tables;
+use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
+use crate::spool::{SpoolError, SpoolLog, SpoolWriter, WriterOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -48,6 +52,9 @@ pub enum StartError {
     /// The shards could not be opened.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The spool could not be opened.
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -111,6 +118,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let stored = catalog.load_or_init(&config).await?;
     let epoch = stored.routing.epoch;
     let shard_count = stored.shards.len();
+    let spool = open_spool(&config)?;
     let shutdown = CancellationToken::new();
     let close_queues = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
@@ -177,11 +185,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         splitter.clone(),
         shutdown.clone(),
     ));
+    let spool = spool.map(|spool| {
+        let settings = DrainContext {
+            config: &config,
+            shards: &shards,
+            tables: &tables,
+            metrics: &metrics,
+        };
+        start_spool(spool, settings, &mut background, &shutdown)
+    });
     let writes = Writes::new(
         shards.clone(),
         metrics.clone(),
         hot_keys.clone(),
         config.server.request_timeout,
+        spool,
     );
     let state = Arc::new(AppState {
         config: config.clone(),
@@ -219,6 +237,81 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         task,
         shards,
     })
+}
+
+/// The spool as found at start-up: its log and the records it holds.
+struct OpenedSpool {
+    log: SpoolLog,
+    recovered: Recovered,
+}
+
+/// Opens the spool when some table may use it, cutting a torn tail a crash left (with a
+/// warning naming it) and reading back every record it still holds.
+fn open_spool(config: &Config) -> Result<Option<OpenedSpool>, StartError> {
+    let Some(dir) = config.spool.dir.as_deref().filter(|_| config.may_spool()) else {
+        return Ok(None);
+    };
+    let (log, recovery) = SpoolLog::open(dir, config.spool.segment_bytes.0)?;
+    if let Some(torn) = &recovery.torn_tail {
+        tracing::warn!(
+            segment = %torn.path.display(),
+            offset = torn.offset,
+            bytes_cut = torn.bytes_cut,
+            reason = torn.reason,
+            "the spool's last segment ended in a torn record (a crash while it was written); it was cut there and the rest replays"
+        );
+    }
+    let first = log.segments().next().expect("the log always has a segment").first;
+    let records = log.read_from(first, usize::MAX)?;
+    tracing::info!(dir = %dir.display(), records = records.len(), bytes = log.bytes(), "spool opened");
+    let next = log.next_seq();
+    Ok(Some(OpenedSpool {
+        log,
+        recovered: Recovered { records, next },
+    }))
+}
+
+/// What the drainer is built from.
+struct DrainContext<'a> {
+    config: &'a Config,
+    shards: &'a Arc<Published>,
+    tables: &'a Arc<Tables>,
+    metrics: &'a Arc<Metrics>,
+}
+
+/// Starts the spool's writer thread and its drainer (a background task that stops at
+/// `shutdown`), and returns the write path's side of it.
+fn start_spool(
+    spool: OpenedSpool,
+    context: DrainContext<'_>,
+    background: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> Spool {
+    let config = context.config;
+    let queue = QueueLimits {
+        max_rows: config.queue.max_rows,
+        max_bytes: config.queue.max_bytes.as_usize(),
+    };
+    let spool_id = spool.log.id();
+    let (durable, handed) = tokio::sync::mpsc::unbounded_channel();
+    let options = WriterOptions {
+        max_bytes: config.spool.max_bytes.0,
+        durable: Some(durable),
+    };
+    // The thread runs until every appender is dropped; each append is synced before it is
+    // answered, so nothing waits for the thread at shutdown.
+    let (_writer, appender) = SpoolWriter::start(spool.log, options);
+    let settings = DrainSettings {
+        spool: spool_id,
+        shards: context.shards.clone(),
+        tables: context.tables.clone(),
+        appender: appender.clone(),
+        request_timeout: config.server.request_timeout,
+        queue,
+        metrics: context.metrics.clone(),
+    };
+    background.spawn(drain(settings, spool.recovered, handed, shutdown.clone()));
+    Spool { appender, queue }
 }
 
 fn writer_settings(

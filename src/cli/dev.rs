@@ -225,6 +225,11 @@ async fn prepare_clusters(args: &DevArgs, clusters: &DevClusters) -> Result<()> 
 }
 
 /// The CA certificate `--tls` writes and the config trusts.
+/// The spool's directory, absolute so the config works from any directory.
+fn spool_dir(args: &DevArgs) -> PathBuf {
+    std::path::absolute(args.dir.join("spool")).unwrap_or_else(|_| args.dir.join("spool"))
+}
+
 fn ca_file(args: &DevArgs) -> PathBuf {
     std::path::absolute(args.dir.join("ca.pem")).unwrap_or_else(|_| args.dir.join("ca.pem"))
 }
@@ -332,6 +337,10 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str) -> String {
          # the cleanup waits at least as long as a query may run (query.statement_timeout, 30 s).\n\
          [reshard]\ncleanup_delay = \"30s\"\n",
     );
+    text.push_str(&format!(
+        "\n# Where writes answered 202 wait for their shards.\n[spool]\ndir = \"{}\"\n",
+        spool_dir(args).display()
+    ));
     if args.tls {
         text.push_str(&format!("\n[tls]\nca_file = \"{}\"\n", ca_file(args).display()));
     }

@@ -288,3 +288,52 @@ fn a_made_at_column_must_be_a_declared_timestamptz() {
         "column `tenant_id` is text; it must be a timestamptz"
     ));
 }
+
+#[test]
+fn a_table_that_may_spool_needs_a_spool_directory_and_sane_sizes() {
+    let config = Config::parse(VALID).unwrap();
+    assert_eq!(config.tables[0].ack, AckMode::Commit, "commit is the default");
+    assert!(!config.may_spool());
+
+    let spooling = VALID.replace("name = \"events\"\n", "name = \"events\"\nack = \"spool\"\n");
+    let found = problems(&spooling);
+    assert!(
+        has(
+            &found,
+            "spool.dir",
+            "required: table `events` (tables[0]) may be acknowledged once spooled"
+        ),
+        "{found:?}"
+    );
+    let on_request = VALID.replace(
+        "name = \"events\"\n",
+        "name = \"events\"\nack_per_request = true\n",
+    );
+    assert!(has(&problems(&on_request), "spool.dir", "required"));
+
+    let with_dir =
+        format!("{on_request}\n[spool]\ndir = \"spool\"\nmax_bytes = \"1MiB\"\nsegment_bytes = \"4MiB\"\n");
+    let found = problems(&with_dir);
+    assert!(
+        has(&found, "spool.max_bytes", "at least twice spool.segment_bytes"),
+        "{found:?}"
+    );
+    assert!(!has(&found, "spool.dir", ""), "{found:?}");
+    let tiny = with_dir.replace("\"4MiB\"", "\"1KiB\"");
+    assert!(has(
+        &problems(&tiny),
+        "spool.segment_bytes",
+        "between 64KiB and 1GiB"
+    ));
+    let good = with_dir.replace("\"4MiB\"", "\"512KiB\"");
+    let config = Config::parse(&good).unwrap();
+    config.validate().unwrap();
+    assert!(config.may_spool());
+
+    let unknown = Config::parse(&VALID.replace("name = \"events\"\n", "name = \"events\"\nack = \"fast\"\n"))
+        .unwrap_err();
+    assert!(
+        unknown.contains("unknown variant `fast`, expected `commit` or `spool`"),
+        "{unknown}"
+    );
+}

@@ -1,5 +1,9 @@
 //! The write API: `POST /v1/tables/{table}/rows`.
 //!
+//! A write is answered `200` once its rows committed, or `202` once they are in the spool: by
+//! the table's `ack`, or as the request asks where the table allows it (`Prefer:
+//! respond-async`, `Shardgate-Ack`).
+//!
 //! The handler checks the table, content type, encoding and size, reads the body within the
 //! in-flight budget, and hands it to [`crate::ingest::write`], which decodes, routes, queues and
 //! waits for the commits (invariant 5). Each refusal has its own status and the JSON error
@@ -9,9 +13,11 @@
 use super::encoding::{BodyEncoding, EncodingError};
 use super::error::error_response;
 use super::state::AppState;
+use crate::config::AckMode;
 use crate::hotkeys::cap::KeyOverLimit;
-use crate::ingest::write::{WriteAck, WriteRefused};
+use crate::ingest::write::{SpoolAck, WriteAck, WriteRefused};
 use crate::metrics::Metrics;
+use crate::schema::TableSchema;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError};
 use crate::shards::queue::{SubmitError, WriteError};
 use axum::Json;
@@ -74,6 +80,12 @@ pub enum ApiError {
     /// 429: a key of the request is over its table's per-key rate limit.
     #[error("{over}; retry after {}", crate::units::format_duration(.0.retry_after), over = .0)]
     KeyOverLimit(KeyOverLimit),
+    /// 400: the request asks for an ack its table does not allow, or names none.
+    #[error("{0}")]
+    BadAck(String),
+    /// 503: the spool could not make the rows durable.
+    #[error("{0}; retrying is safe, nothing was acknowledged")]
+    SpoolUnavailable(String),
     /// 422 or 503: some shard did not commit its rows.
     #[error("{}", write_failure_message(.failures))]
     WriteFailed {
@@ -113,7 +125,10 @@ impl ApiError {
             | ApiError::Encoding(EncodingError::TooLarge(_))
             | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Encoding(EncodingError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
-            ApiError::Malformed(_) | ApiError::InvalidRows { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Malformed(_) | ApiError::InvalidRows { .. } | ApiError::BadAck(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::SpoolUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded { .. } | ApiError::KeyOverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
                 if any_rejected(failures) {
@@ -156,6 +171,8 @@ impl ApiError {
             ApiError::InvalidRows { .. } => "invalid",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::KeyOverLimit(_) => "key_over_limit",
+            ApiError::BadAck(_) => "bad_ack",
+            ApiError::SpoolUnavailable(_) => "spool_failed",
             ApiError::WriteFailed { failures, .. } => {
                 if any_rejected(failures) {
                     "rejected"
@@ -170,6 +187,7 @@ impl ApiError {
         match self {
             ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
             ApiError::KeyOverLimit(over) => Some(over.retry_after),
+            ApiError::SpoolUnavailable(_) => Some(Duration::from_secs(1)),
             ApiError::WriteFailed { retry_after, .. } if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 Some(*retry_after)
             }
@@ -214,6 +232,13 @@ impl ApiError {
                 retry_after,
             },
             WriteRefused::TooLarge(e) => ApiError::TooLargeForQueue(e),
+            WriteRefused::SpoolFull(e) => ApiError::Overloaded {
+                reason: e.to_string(),
+                retry_after,
+            },
+            WriteRefused::SpoolFailed(e) => {
+                ApiError::SpoolUnavailable(WriteRefused::SpoolFailed(e).to_string())
+            }
             WriteRefused::KeyOverLimit(over) => ApiError::KeyOverLimit(over),
             WriteRefused::Failed { failures, committed } => ApiError::WriteFailed {
                 failures,
@@ -284,16 +309,45 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The answer to an accepted write: `200` once committed, `202` once spooled.
+enum Accepted {
+    Committed(WriteAck),
+    Spooled {
+        ack: SpoolAck,
+        /// Whether the spool was asked for with `Prefer: respond-async`.
+        preferred: bool,
+    },
+}
+
+impl IntoResponse for Accepted {
+    fn into_response(self) -> Response {
+        match self {
+            Accepted::Committed(ack) => Json(ack).into_response(),
+            Accepted::Spooled { ack, preferred } => {
+                let mut response = (StatusCode::ACCEPTED, Json(ack)).into_response();
+                if preferred {
+                    response.headers_mut().insert(
+                        "preference-applied",
+                        header::HeaderValue::from_static("respond-async"),
+                    );
+                }
+                response
+            }
+        }
+    }
+}
+
 async fn accept_rows(
     state: &AppState,
     table: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Json<WriteAck>, ApiError> {
+) -> Result<Accepted, ApiError> {
     let (table_id, schema) = state
         .tables
         .lookup(table)
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
+    let ack = chosen_ack(schema, headers)?;
     let format = body_format(headers)?;
     let encoding = BodyEncoding::of(headers)?;
     let mut body_permit = reserve_body_memory(state, headers)?;
@@ -307,12 +361,99 @@ async fn accept_rows(
         },
     )?;
     let refused = |refusal| ApiError::refused(refusal, state.limits.retry_after);
-    let submitted = state
-        .writes
-        .submit(table_id, schema, format, &body)
-        .map_err(refused)?;
-    drop((body, body_permit));
-    Ok(Json(submitted.committed().await.map_err(refused)?))
+    match ack {
+        ChosenAck::Commit => {
+            let submitted = state
+                .writes
+                .submit(table_id, schema, format, &body)
+                .map_err(refused)?;
+            drop((body, body_permit));
+            Ok(Accepted::Committed(submitted.committed().await.map_err(refused)?))
+        }
+        ChosenAck::Spool { preferred } => {
+            let spooling = state
+                .writes
+                .spool(table_id, schema, format, &body)
+                .map_err(refused)?;
+            drop((body, body_permit));
+            let ack = spooling.durable().await.map_err(refused)?;
+            Ok(Accepted::Spooled { ack, preferred })
+        }
+    }
+}
+
+/// The ack a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChosenAck {
+    Commit,
+    Spool {
+        /// Asked for with `Prefer: respond-async` (answered with `Preference-Applied`).
+        preferred: bool,
+    },
+}
+
+/// The ack of a request to `schema`: the table's `ack`, unless the request asks for another
+/// and the table allows it (`ack_per_request`). `Shardgate-Ack: commit|spool` asks outright
+/// and is refused when not allowed; `Prefer: respond-async` (RFC 7240) is a preference, so
+/// a table that does not allow it answers as usual.
+fn chosen_ack(schema: &TableSchema, headers: &HeaderMap) -> Result<ChosenAck, ApiError> {
+    let explicit = match headers.get(ACK_HEADER) {
+        None => None,
+        Some(value) => match value.to_str().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Ok("commit") => Some(AckMode::Commit),
+            Ok("spool") => Some(AckMode::Spool),
+            _ => {
+                return Err(ApiError::BadAck(format!(
+                    "{ACK_HEADER} must be `commit` or `spool`, not {value:?}"
+                )));
+            }
+        },
+    };
+    let preferred = prefers_async(headers);
+    let asked = explicit.or(preferred.then_some(AckMode::Spool));
+    let mode = match asked {
+        Some(mode) if mode != schema.ack && !schema.ack_per_request => {
+            if explicit.is_some() {
+                return Err(ApiError::BadAck(format!(
+                    "table `{}` acknowledges with `{}` only; set ack_per_request = true on it to let requests choose",
+                    schema.name,
+                    ack_name(schema.ack)
+                )));
+            }
+            schema.ack
+        }
+        Some(mode) => mode,
+        None => schema.ack,
+    };
+    Ok(match mode {
+        AckMode::Commit => ChosenAck::Commit,
+        AckMode::Spool => ChosenAck::Spool {
+            preferred: preferred && explicit.is_none(),
+        },
+    })
+}
+
+/// The header a request names its ack with.
+const ACK_HEADER: &str = "shardgate-ack";
+
+fn ack_name(mode: AckMode) -> &'static str {
+    match mode {
+        AckMode::Commit => "commit",
+        AckMode::Spool => "spool",
+    }
+}
+
+/// Whether a `Prefer` header holds the `respond-async` preference.
+fn prefers_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|preference| {
+            let token = preference.split(';').next().unwrap_or("");
+            token.trim().eq_ignore_ascii_case("respond-async")
+        })
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {

@@ -4,4 +4,5 @@
 
 pub mod batcher;
 pub mod copy;
+pub mod drain;
 pub mod write;

@@ -1,6 +1,7 @@
 //! One write request once its body is read: decoded and routed with one routing snapshot
 //! (invariant 3), queued to every shard it touches, and acknowledged only when every shard's
-//! batch committed (invariant 5). It knows nothing of HTTP; the `http` layer turns its answers
+//! batch committed (invariant 5); or, for a write acknowledged once spooled, decoded the same
+//! way and appended to the spool, answered once the spool's disk holds it. It knows nothing of HTTP; the `http` layer turns its answers
 //! into status codes.
 //!
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
@@ -9,10 +10,12 @@
 use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
-use crate::schema::decode::{BodyFormat, DecodeError, decode_rows};
+use crate::routing::{ShardId, ShardIndex};
+use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
-use crate::shards::queue::{PendingWrite, SubmitError, WriteError};
-use crate::shards::set::Published;
+use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
+use crate::shards::set::{Published, ShardSet};
+use crate::spool::{AppendError, SpoolAppender, SpooledWrite};
 use crate::units::unix_micros_now;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// The answer to a write whose rows all committed.
 #[derive(Debug, Serialize)]
@@ -45,6 +49,12 @@ pub enum WriteRefused {
     /// A key of the request is over its table's per-key rate limit; nothing was queued.
     #[error(transparent)]
     KeyOverLimit(KeyOverLimit),
+    /// The spool holds its `max_bytes`; nothing was spooled.
+    #[error(transparent)]
+    SpoolFull(AppendError),
+    /// The spool could not make the rows durable; nothing is known to be spooled.
+    #[error("the spool could not store the rows: {0}")]
+    SpoolFailed(AppendError),
     /// Some shard did not commit its rows; others may have.
     #[error("{} shard(s) did not commit", .failures.len())]
     Failed {
@@ -55,13 +65,32 @@ pub enum WriteRefused {
     },
 }
 
-/// Where writes go: the published shard set (routing snapshot and shard queues) and the
-/// metrics that count them.
+/// The answer to a write whose rows are in the spool.
+#[derive(Debug, Serialize)]
+pub struct SpoolAck {
+    /// Rows in the request.
+    pub rows: usize,
+    /// The write's id, by which its rows are found in the spool and on the shards' marks.
+    pub write_id: Uuid,
+}
+
+/// Where writes go: the published shard set (routing snapshot and shard queues), the spool
+/// when some table may use it, and the metrics that count them.
 pub struct Writes {
     shards: Arc<Published>,
     metrics: Arc<Metrics>,
     hot_keys: Arc<HotKeyWatch>,
     request_timeout: Duration,
+    spool: Option<Spool>,
+}
+
+/// The spool's side of the write path: where records are appended, and the queue bounds each
+/// part must fit to be drained.
+pub struct Spool {
+    /// Appends records and answers once they are durable.
+    pub appender: SpoolAppender,
+    /// The shards' queue bounds.
+    pub queue: QueueLimits,
 }
 
 impl Writes {
@@ -72,12 +101,14 @@ impl Writes {
         metrics: Arc<Metrics>,
         hot_keys: Arc<HotKeyWatch>,
         request_timeout: Duration,
+        spool: Option<Spool>,
     ) -> Writes {
         Writes {
             shards,
             metrics,
             hot_keys,
             request_timeout,
+            spool,
         }
     }
 
@@ -91,15 +122,7 @@ impl Writes {
         body: &[u8],
     ) -> Result<Submitted<'a>, WriteRefused> {
         let set = self.shards.load();
-        let limited = self.hot_keys.limited(table);
-        let limited_keys = limited.as_deref().map(|l| l.hashes()).unwrap_or_default();
-        let mut encoded = decode_rows(schema, &set.table, format, body, unix_micros_now(), limited_keys)?;
-        if let Some(limited) = &limited
-            && let Err(over) = self.hot_keys.admit(table, limited, &encoded.limited_rows)
-        {
-            self.count_rejected(&schema.name, "key_over_limit", encoded.rows);
-            return Err(WriteRefused::KeyOverLimit(over));
-        }
+        let mut encoded = self.decode(table, schema, &set, format, body)?;
         let (rows, dual_written, salted) = (encoded.rows, encoded.dual_written, encoded.salted);
         let mut keys = std::mem::take(&mut encoded.keys);
         let deadline = Instant::now() + self.request_timeout;
@@ -139,11 +162,115 @@ impl Writes {
         })
     }
 
+    /// Decodes `body` as rows of `schema` like [`Writes::submit`], and makes the record that
+    /// keeps them in the spool: nothing is spooled until [`Spooling::durable`].
+    pub fn spool<'a>(
+        &'a self,
+        table: TableId,
+        schema: &'a TableSchema,
+        format: BodyFormat,
+        body: &[u8],
+    ) -> Result<Spooling<'a>, WriteRefused> {
+        let spool = self.spool.as_ref().expect("a table that may spool has a spool");
+        let set = self.shards.load();
+        let mut encoded = self.decode(table, schema, &set, format, body)?;
+        let write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &encoded);
+        if let Some(part) = write
+            .parts
+            .iter()
+            .find(|p| p.rows > spool.queue.max_rows || p.tuples.len() > spool.queue.max_bytes)
+        {
+            return Err(WriteRefused::TooLarge(SubmitError::TooLarge {
+                shard: ShardId(part.shard.clone()),
+                rows: part.rows,
+                bytes: part.tuples.len(),
+            }));
+        }
+        let mut keys = std::mem::take(&mut encoded.keys);
+        let shard_rows = encoded
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (ShardIndex(i), s.rows as u64));
+        self.hot_keys.record(table, &mut keys, shard_rows);
+        Ok(Spooling {
+            writes: self,
+            appender: spool.appender.clone(),
+            table: &schema.name,
+            rows: encoded.rows,
+            write_id: write.write_id,
+            payload: write.encode(),
+        })
+    }
+
+    /// Decodes `body` with the routing of `set`, refusing rows of keys over their rate limit.
+    fn decode(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        set: &ShardSet,
+        format: BodyFormat,
+        body: &[u8],
+    ) -> Result<EncodedRows, WriteRefused> {
+        let limited = self.hot_keys.limited(table);
+        let limited_keys = limited.as_deref().map(|l| l.hashes()).unwrap_or_default();
+        let encoded = decode_rows(schema, &set.table, format, body, unix_micros_now(), limited_keys)?;
+        if let Some(limited) = &limited
+            && let Err(over) = self.hot_keys.admit(table, limited, &encoded.limited_rows)
+        {
+            self.count_rejected(&schema.name, "key_over_limit", encoded.rows);
+            return Err(WriteRefused::KeyOverLimit(over));
+        }
+        Ok(encoded)
+    }
+
     fn count_rejected(&self, table: &str, reason: &str, rows: usize) {
         self.metrics
             .rows_rejected
             .with_label_values(&[table, reason])
             .inc_by(rows as u64);
+    }
+}
+
+/// A write whose rows are decoded into a spool record, not yet appended.
+pub struct Spooling<'a> {
+    writes: &'a Writes,
+    appender: SpoolAppender,
+    table: &'a str,
+    rows: usize,
+    write_id: Uuid,
+    payload: Vec<u8>,
+}
+
+impl Spooling<'_> {
+    /// Appends the record and answers once the spool's disk holds it.
+    pub async fn durable(self) -> Result<SpoolAck, WriteRefused> {
+        let rows = self.rows;
+        match self.appender.append(self.payload).await {
+            Ok(_) => {
+                let metrics = &self.writes.metrics;
+                metrics
+                    .rows_accepted
+                    .with_label_values(&[self.table])
+                    .inc_by(rows as u64);
+                metrics
+                    .spool_rows
+                    .with_label_values(&[self.table, "spooled"])
+                    .inc_by(rows as u64);
+                Ok(SpoolAck {
+                    rows,
+                    write_id: self.write_id,
+                })
+            }
+            Err(full @ AppendError::Full { .. }) => {
+                self.writes.count_rejected(self.table, "spool_full", rows);
+                Err(WriteRefused::SpoolFull(full))
+            }
+            Err(error) => {
+                self.writes.count_rejected(self.table, "spool_failed", rows);
+                Err(WriteRefused::SpoolFailed(error))
+            }
+        }
     }
 }
 

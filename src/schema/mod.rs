@@ -15,7 +15,7 @@ pub use ddl::{
     expected_columns, hidden_columns,
 };
 
-use crate::config::{ColumnConfig, TableConfig};
+use crate::config::{AckMode, ColumnConfig, TableConfig};
 use crate::routing::{KeyHash, hash_key};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +48,10 @@ pub struct TableSchema {
     pub made_at: Option<usize>,
     /// Most rows per second one key may send, when capped.
     pub max_key_rows_per_second: Option<u64>,
+    /// What a write waits for by default.
+    pub ack: AckMode,
+    /// Whether a request may ask for the other ack.
+    pub ack_per_request: bool,
 }
 
 impl TableSchema {
@@ -80,6 +84,8 @@ impl TableSchema {
             partition_key,
             made_at,
             max_key_rows_per_second: table.max_key_rows_per_second,
+            ack: table.ack,
+            ack_per_request: table.ack_per_request,
         })
     }
 
@@ -175,6 +181,11 @@ impl Tables {
     pub fn lookup(&self, name: &str) -> Option<(TableId, &Arc<TableSchema>)> {
         let index = *self.by_name.get(name)?;
         Some((TableId(index), &self.tables[index]))
+    }
+
+    /// The table with id `id`.
+    pub fn get(&self, id: TableId) -> &Arc<TableSchema> {
+        &self.tables[id.0]
     }
 
     /// Every table with its id.

@@ -46,8 +46,9 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
     }
-    text.push_str(shardgate::devcluster::DEV_TABLES);
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
+    text.push_str(&format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display()));
+    text.push_str(shardgate::devcluster::DEV_TABLES);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shardgate.toml");
     std::fs::write(&path, &text).unwrap();
@@ -140,8 +141,9 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     for (i, url) in urls.iter().enumerate() {
         text.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
     }
-    text.push_str(shardgate::devcluster::DEV_TABLES);
     let dir = std::env::temp_dir().join(format!("shardgate-bench-timeline-{}", std::process::id()));
+    text.push_str(&format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display()));
+    text.push_str(shardgate::devcluster::DEV_TABLES);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shardgate.toml");
     std::fs::write(&path, &text).unwrap();

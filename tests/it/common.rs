@@ -376,3 +376,13 @@ pub async fn placement(
     }
     seen
 }
+
+/// The value of `series` (name and labels, as Prometheus prints them) on a metrics page.
+pub fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in\n{page}"))
+}

@@ -2,10 +2,11 @@
 //! it is written, and a proxy killed with `kill -9` in the middle of the copy and again while it
 //! waits to clean up, then started again, with every acknowledged row stored once at the end.
 
-use crate::admin::{TOKEN, add_shard, phase_of, wait_done, with_token};
+use crate::admin::{add_shard, phase_of, wait_done, with_token};
 use crate::common::{
     Reply, TestServer, clusters, connect, count_on, fresh_database, fresh_shards, query_rows,
 };
+use crate::proxy::Proxy;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,133 +170,6 @@ async fn a_table_without_an_id_moves_to_a_new_shard_with_every_row_once_while_it
         assert!(!cursors, "the copy's cursors are dropped once done");
     }
     gate.stop().await;
-}
-
-/// A `shardgate serve` process on its own ports, for killing.
-struct Proxy {
-    child: tokio::process::Child,
-    base: String,
-    admin: String,
-}
-
-impl Proxy {
-    /// Starts `shardgate serve` with `config` (shards and tables; the listeners are added),
-    /// written into `dir`, and waits until it answers.
-    async fn start(dir: &std::path::Path, config: &str) -> Proxy {
-        Self::start_with(dir, "", config).await
-    }
-
-    /// [`Proxy::start`] with more `[server]` keys.
-    async fn start_with(dir: &std::path::Path, server: &str, config: &str) -> Proxy {
-        std::fs::create_dir_all(dir).unwrap();
-        let ports: Vec<u16> = (0..2)
-            .map(|_| {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                listener.local_addr().unwrap().port()
-            })
-            .collect();
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{server}{config}",
-            ports[0], ports[1]
-        );
-        let path = dir.join("shardgate.toml");
-        std::fs::write(&path, text).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let proxy = Proxy {
-            child,
-            base: format!("http://127.0.0.1:{}", ports[0]),
-            admin: format!("http://127.0.0.1:{}", ports[1]),
-        };
-        let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{}/healthz", proxy.base)).send().await.is_ok() {
-                return proxy;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("shardgate serve came up");
-    }
-
-    /// The migration `id` as the admin API shows it.
-    async fn migration(&self, id: i64) -> Value {
-        let url = format!("{}/admin/migrations/{id}", self.admin);
-        Reply::read(reqwest::get(url).await.unwrap()).await.body
-    }
-
-    /// Waits until migration `id` satisfies `reached`; panics after a minute.
-    async fn wait_for(&self, id: i64, what: &str, reached: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let shown = self.migration(id).await;
-            if reached(&shown["migration"]) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: {shown}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Adds shard `name` at `url` through the admin API; returns the `202` answer's body.
-    async fn add_shard(&self, name: &str, url: &str) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}/admin/shards", self.admin))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": name, "url": url}))
-            .send()
-            .await
-            .unwrap();
-        let started = Reply::read(response).await;
-        assert_eq!(started.status, 202, "{}", started.body);
-        started.body
-    }
-
-    /// Sends `signal` to the process.
-    fn signal(&self, signal: i32) {
-        // SAFETY: signals the child this test started.
-        unsafe { libc::kill(self.child.id().unwrap() as i32, signal) };
-    }
-
-    /// The routing epoch the proxy serves with.
-    async fn epoch(&self) -> i64 {
-        let url = format!("{}/readyz", self.admin);
-        Reply::read(reqwest::get(url).await.unwrap()).await.body["epoch"]
-            .as_i64()
-            .unwrap()
-    }
-
-    /// Posts `rows` to `events`, retrying a 503 (a fence refusal) like a client would; returns
-    /// how many 503s it took.
-    async fn post_events_retrying(&self, rows: &Value) -> usize {
-        let http = reqwest::Client::new();
-        for refusals in 0..50 {
-            let response = http
-                .post(format!("{}/v1/tables/events/rows", self.base))
-                .json(rows)
-                .send()
-                .await
-                .unwrap();
-            let reply = Reply::read(response).await;
-            match reply.status {
-                200 => return refusals,
-                503 => tokio::time::sleep(Duration::from_millis(100)).await,
-                other => panic!("{other}: {}", reply.body),
-            }
-        }
-        panic!("refused fifty times");
-    }
-
-    /// `kill -9`: no drain, no goodbye to the catalog or the shards.
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        self.child.wait().await.unwrap();
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The write path against real PostgreSQL shards: placement, counts, deduplication, formats,
 //! defaults, and every refusal with its status, message and nothing stored.
 
-use crate::common::{TestServer, connect, events};
+use crate::common::{TestServer, connect, events, sample};
 use serde_json::json;
 use shardgate::routing::{KeyHash, ShardIndex, hash_key};
 use shardgate::schema::{ColumnType, JsonScalar, encode_scalar};
@@ -551,16 +551,6 @@ async fn shutdown_flushes_rows_still_waiting_for_their_batch() {
     let total = gate.total("events").await;
     assert_eq!(total, 30);
     gate.server.wait().await;
-}
-
-/// The value of the sample `name{labels}` in a Prometheus text page.
-fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in\n{page}"))
 }
 
 #[tokio::test]

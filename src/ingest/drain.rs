@@ -1,0 +1,716 @@
+//! Draining the spool into the shards: every part of every spooled write is written once to
+//! the shard owning its rows, through the same queues and batcher as the writes that wait for
+//! their commit, with its mark in the batch's transaction.
+//!
+//! The drainer is one task. It keeps the records not yet written in memory (the writer thread
+//! hands it each record once durable; at start-up it is handed what the spool held), and keeps
+//! each shard's parts apart, oldest first: a shard that is down or full holds back only its
+//! own parts. Per part, with the routing in force:
+//! - its shard owns every row: the part is queued, with a share of the shard's queue at most
+//!   half, so spooled rows never take all the room from writes that wait for their commit;
+//! - some row is in a range being copied: the part waits for the cutover, so no row needs
+//!   writing to two shards;
+//! - some row moved to another shard: the part's own shard is asked, once no batch can still
+//!   be writing there, whether it applied the part; if not, the rows are split by their new
+//!   owners into a record that supersedes the part.
+//!
+//! A record written in full frees its place in the spool; segments whose records are all
+//! written are removed, and the shards' marks of their records pruned.
+
+use crate::metrics::Metrics;
+use crate::routing::{Epoch, ShardIndex};
+use crate::schema::{TableId, Tables};
+use crate::shards::applied::{self, Mark};
+use crate::shards::queue::{QueueLimits, SubmitError, WriteError};
+use crate::shards::set::{Published, ShardSet};
+use crate::spool::{PartRef, Placement, Record, RecordSeq, SpoolAppender, SpooledWrite};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often the drainer looks again at parts that wait (a paused shard, a moving range).
+const TICK: Duration = Duration::from_millis(100);
+/// First pause of a shard that could not take a part; doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause of a shard between attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Pause of a shard whose queue is full.
+const FULL_PAUSE: Duration = Duration::from_millis(20);
+/// How long a part the shard refused for its data waits before it is tried again.
+const REFUSED_PAUSE: Duration = Duration::from_secs(30);
+/// How often written records are let go of on disk, and the metrics set.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the drainer works with.
+pub struct DrainSettings {
+    /// The spool's id, which the shards' marks name.
+    pub spool: Uuid,
+    /// The shards and the routing in force.
+    pub shards: Arc<Published>,
+    /// Declared tables.
+    pub tables: Arc<Tables>,
+    /// The spool's writer, for superseding records and for removing written segments.
+    pub appender: SpoolAppender,
+    /// Longest wait for one part's batch.
+    pub request_timeout: Duration,
+    /// Each shard's queue bounds; the drainer takes at most half.
+    pub queue: QueueLimits,
+    /// Spool metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the spool held at start-up.
+pub struct Recovered {
+    /// Its records, oldest first.
+    pub records: Vec<Record>,
+    /// The sequence number the next record appended gets.
+    pub next: RecordSeq,
+}
+
+/// Drains the spool until `shutdown`: the `recovered` records first (skipping the parts the
+/// shards marked as applied), then each record `durable` hands over. At shutdown it stops
+/// queueing parts and waits for those queued; what is left stays in the spool.
+pub async fn drain(
+    settings: DrainSettings,
+    recovered: Recovered,
+    mut durable: mpsc::UnboundedReceiver<Record>,
+    shutdown: CancellationToken,
+) {
+    let mut drainer = Drainer::new(settings, recovered.next);
+    for record in recovered.records {
+        drainer.add(record);
+    }
+    drainer.recovered_until = recovered.next;
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        drainer.dispatch();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(event) = drainer.events.next(), if !drainer.events.is_empty() => drainer.handle(event),
+            Some(record) = durable.recv() => drainer.add(record),
+            _ = housekeeping.tick() => drainer.housekeeping(),
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    while let Some(event) = drainer.events.next().await {
+        drainer.handle(event);
+    }
+    drainer.housekeeping();
+}
+
+/// A record not yet written in full.
+struct Spooled {
+    write: SpooledWrite,
+    table: TableId,
+    parts: Vec<PartState>,
+    left: usize,
+    accepted_ms: u64,
+}
+
+/// How far one part is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartState {
+    /// Not written; looked at again once the routing has another epoch than `checked` (it
+    /// waited for a range being copied) and after `not_before`.
+    Waiting {
+        checked: Option<Epoch>,
+        not_before: Option<Instant>,
+    },
+    /// Queued, or being settled or split.
+    Busy,
+    /// Written, found applied, or superseded.
+    Done,
+}
+
+const WAITING: PartState = PartState::Waiting {
+    checked: None,
+    not_before: None,
+};
+
+/// What the drainer knows of one shard.
+#[derive(Default)]
+struct ShardState {
+    /// The parts of records spooled before start-up that the shard marked as applied, once read.
+    marks: Option<HashSet<Mark>>,
+    loading: bool,
+    paused_until: Option<Instant>,
+    pause: Option<Duration>,
+    in_flight_rows: usize,
+    in_flight_bytes: usize,
+}
+
+/// Something a background step of the drainer finished.
+enum Event {
+    Written {
+        part: PartRef,
+        shard: String,
+        size: (usize, usize),
+        result: Result<(), WriteError>,
+    },
+    MarksRead {
+        shard: String,
+        result: Result<HashSet<Mark>, String>,
+    },
+    Settled {
+        part: PartRef,
+        result: Result<bool, String>,
+    },
+    Superseded {
+        part: PartRef,
+        result: Result<(), String>,
+    },
+    Removed {
+        result: Result<RecordSeq, String>,
+    },
+}
+
+/// What to do with one waiting part.
+enum Step {
+    Skip,
+    Done,
+    Queue(ShardIndex, bytes::Bytes),
+    Settle,
+    StopShard,
+}
+
+struct Drainer {
+    settings: DrainSettings,
+    records: BTreeMap<RecordSeq, Spooled>,
+    waiting: BTreeMap<String, BTreeSet<PartRef>>,
+    shards: HashMap<String, ShardState>,
+    /// Records before this one were spooled before start-up, so may be marked on a shard.
+    recovered_until: RecordSeq,
+    /// The sequence number after the newest record seen.
+    next: RecordSeq,
+    /// Records up to this one were let go of on disk.
+    removed_through: RecordSeq,
+    removing: bool,
+    /// Marks before this record were pruned on the shards.
+    pruned_before: RecordSeq,
+    events: FuturesUnordered<BoxFuture<'static, Event>>,
+}
+
+impl Drainer {
+    fn new(settings: DrainSettings, next: RecordSeq) -> Drainer {
+        Drainer {
+            settings,
+            records: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            shards: HashMap::new(),
+            recovered_until: RecordSeq(0),
+            next,
+            removed_through: RecordSeq(0),
+            removing: false,
+            pruned_before: RecordSeq(0),
+            events: FuturesUnordered::new(),
+        }
+    }
+
+    /// Takes a durable record: its parts wait for their shards, and the parts it supersedes
+    /// are done.
+    fn add(&mut self, record: Record) {
+        self.next = self.next.max(record.seq.next());
+        let write = match SpooledWrite::decode(record.payload.into()) {
+            Ok(write) => write,
+            Err(error) => {
+                tracing::error!(seq = record.seq.0, %error, "a spool record cannot be read; it stays in the spool");
+                return;
+            }
+        };
+        let Some((table, _)) = self.settings.tables.lookup(&write.table) else {
+            tracing::error!(seq = record.seq.0, table = %write.table, "a spool record names a table not declared any more; it stays in the spool");
+            return;
+        };
+        for superseded in &write.supersedes {
+            self.finish(*superseded);
+        }
+        for (index, part) in write.parts.iter().enumerate() {
+            let part_ref = PartRef {
+                seq: record.seq,
+                part: index as u16,
+            };
+            self.waiting
+                .entry(part.shard.clone())
+                .or_default()
+                .insert(part_ref);
+        }
+        let accepted_ms = write
+            .write_id
+            .get_timestamp()
+            .map_or(0, |t| t.to_unix().0 * 1000 + u64::from(t.to_unix().1 / 1_000_000));
+        let parts = vec![WAITING; write.parts.len()];
+        let left = parts.len();
+        self.records.insert(
+            record.seq,
+            Spooled {
+                write,
+                table,
+                parts,
+                left,
+                accepted_ms,
+            },
+        );
+        if left == 0 {
+            self.records.remove(&record.seq);
+        }
+    }
+
+    /// Queues, settles or leaves waiting every part whose shard can take work now.
+    fn dispatch(&mut self) {
+        let set = self.settings.shards.load();
+        let now = Instant::now();
+        let names: Vec<String> = self.waiting.keys().cloned().collect();
+        for name in names {
+            self.dispatch_shard(&set, &name, now);
+        }
+    }
+
+    fn dispatch_shard(&mut self, set: &ShardSet, name: &str, now: Instant) {
+        let state = self.shards.entry(name.to_string()).or_default();
+        if state.paused_until.is_some_and(|until| until > now) {
+            return;
+        }
+        let parts: Vec<PartRef> = self
+            .waiting
+            .get(name)
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        for part in parts {
+            match self.step(set, name, part, now) {
+                Step::Skip => {}
+                Step::Done => self.finish(part),
+                Step::Queue(index, tuples) => {
+                    if !self.queue(set, name, part, index, tuples) {
+                        return;
+                    }
+                }
+                Step::Settle => self.settle(set, name, part),
+                Step::StopShard => return,
+            }
+        }
+    }
+
+    /// Decides about one waiting part of shard `name`.
+    fn step(&mut self, set: &ShardSet, name: &str, part: PartRef, now: Instant) -> Step {
+        let Some(spooled) = self.records.get(&part.seq) else {
+            return Step::Skip;
+        };
+        let PartState::Waiting { checked, not_before } = spooled.parts[usize::from(part.part)] else {
+            return Step::Skip;
+        };
+        if not_before.is_some_and(|at| at > now) || checked == Some(set.epoch()) {
+            return Step::Skip;
+        }
+        if part.seq < self.recovered_until {
+            let mark = self.mark(part);
+            let state = self
+                .shards
+                .get_mut(name)
+                .expect("dispatch made the shard's state");
+            match &state.marks {
+                Some(marks) if marks.contains(&mark) => return Step::Done,
+                Some(_) => {}
+                None => {
+                    if !state.loading {
+                        state.loading = true;
+                        self.read_marks(set, name);
+                    }
+                    return Step::StopShard;
+                }
+            }
+        }
+        let placement = {
+            let spooled = &self.records[&part.seq];
+            let spooled_part = &spooled.write.parts[usize::from(part.part)];
+            let state = &self.shards[name];
+            let half = (
+                self.settings.queue.max_rows / 2,
+                self.settings.queue.max_bytes / 2,
+            );
+            if state.in_flight_rows > 0
+                && (state.in_flight_rows + spooled_part.rows > half.0
+                    || state.in_flight_bytes + spooled_part.tuples.len() > half.1)
+            {
+                return Step::StopShard;
+            }
+            let schema = self.settings.tables.get(spooled.table);
+            spooled_part
+                .placement(schema, &set.table)
+                .and_then(|p| Ok((p, spooled_part.tuples_at(schema, set.epoch())?)))
+        };
+        match placement {
+            Ok((Placement::Owned(index), tuples)) => Step::Queue(index, tuples),
+            Ok((Placement::Moving, _)) => {
+                let checked = Some(set.epoch());
+                self.set_state(
+                    part,
+                    PartState::Waiting {
+                        checked,
+                        not_before: None,
+                    },
+                );
+                Step::Skip
+            }
+            Ok((Placement::Moved, _)) => Step::Settle,
+            Err(error) => {
+                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
+                self.set_state(part, PartState::Busy);
+                Step::Skip
+            }
+        }
+    }
+
+    /// Queues a part on its shard; false when the shard cannot take more now.
+    fn queue(
+        &mut self,
+        set: &ShardSet,
+        name: &str,
+        part: PartRef,
+        index: ShardIndex,
+        tuples: bytes::Bytes,
+    ) -> bool {
+        let spooled = &self.records[&part.seq];
+        let table = spooled.table;
+        let rows = spooled.write.parts[usize::from(part.part)].rows;
+        let size = (rows, tuples.len());
+        let deadline = Instant::now() + self.settings.request_timeout;
+        let mark = self.mark(part);
+        let schema = Arc::clone(self.settings.tables.get(table));
+        match set.submit_part(index, (table, &schema.name), tuples, rows, mark, deadline) {
+            Ok(pending) => {
+                let state = self
+                    .shards
+                    .get_mut(name)
+                    .expect("dispatch made the shard's state");
+                state.in_flight_rows += size.0;
+                state.in_flight_bytes += size.1;
+                self.set_state(part, PartState::Busy);
+                let shard = name.to_string();
+                self.events.push(Box::pin(async move {
+                    let result = pending.outcome().await;
+                    Event::Written {
+                        part,
+                        shard,
+                        size,
+                        result,
+                    }
+                }));
+                true
+            }
+            Err(SubmitError::QueueFull { .. }) => {
+                self.pause(name, Some(FULL_PAUSE));
+                false
+            }
+            Err(error @ SubmitError::TooLarge { .. }) => {
+                tracing::error!(%error, "a spooled part is larger than its shard's whole queue; raise queue.max_rows or queue.max_bytes");
+                self.set_state(
+                    part,
+                    PartState::Waiting {
+                        checked: None,
+                        not_before: Some(Instant::now() + REFUSED_PAUSE),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Asks the part's own shard whether it applied the part, now that its rows moved.
+    fn settle(&mut self, set: &ShardSet, name: &str, part: PartRef) {
+        self.set_state(part, PartState::Busy);
+        let mark = self.mark(part);
+        let pool = set
+            .iter()
+            .find(|(_, shard)| shard.id.0 == name)
+            .map(|(_, shard)| shard.pools.copy.clone());
+        self.events.push(Box::pin(async move {
+            let result = match pool {
+                Some(pool) => settled_on(&pool, mark).await,
+                None => Err("the shard is not in the routing table any more".to_string()),
+            };
+            Event::Settled { part, result }
+        }));
+    }
+
+    /// Splits a moved part by its rows' new owners into a record that supersedes it.
+    fn supersede(&mut self, part: PartRef) {
+        let set = self.settings.shards.load();
+        let spooled = &self.records[&part.seq];
+        let schema = self.settings.tables.get(spooled.table);
+        let split = spooled.write.parts[usize::from(part.part)].split(schema, &set.table);
+        let parts = match split {
+            Ok(parts) => parts,
+            Err(error) => {
+                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
+                return;
+            }
+        };
+        let record = SpooledWrite {
+            write_id: spooled.write.write_id,
+            table: spooled.write.table.clone(),
+            parts,
+            supersedes: vec![part],
+        };
+        let appender = self.settings.appender.clone();
+        self.events.push(Box::pin(async move {
+            let result = appender
+                .append(record.encode())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            Event::Superseded { part, result }
+        }));
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Written {
+                part,
+                shard,
+                size,
+                result,
+            } => self.written(part, &shard, size, result),
+            Event::MarksRead { shard, result } => {
+                let state = self.shards.entry(shard.clone()).or_default();
+                state.loading = false;
+                match result {
+                    Ok(marks) => state.marks = Some(marks),
+                    Err(error) => {
+                        tracing::warn!(%shard, %error, "cannot read the shard's applied marks; retrying");
+                        self.pause(&shard, None);
+                    }
+                }
+            }
+            Event::Settled { part, result } => match result {
+                Ok(true) => self.finish(part),
+                Ok(false) => self.supersede(part),
+                Err(error) => {
+                    tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot ask the shard whether it applied a moved part; retrying");
+                    self.retry_later(part, MAX_PAUSE);
+                }
+            },
+            Event::Superseded { part, result } => match result {
+                Ok(()) => self.finish(part),
+                Err(error) => {
+                    tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot spool the split of a moved part; retrying");
+                    self.retry_later(part, MAX_PAUSE);
+                }
+            },
+            Event::Removed { result } => {
+                self.removing = false;
+                match result {
+                    Ok(first_kept) => self.prune_marks(first_kept),
+                    Err(error) => tracing::error!(%error, "cannot remove written spool segments"),
+                }
+            }
+        }
+    }
+
+    fn written(&mut self, part: PartRef, shard: &str, size: (usize, usize), result: Result<(), WriteError>) {
+        let state = self.shards.entry(shard.to_string()).or_default();
+        state.in_flight_rows -= size.0;
+        state.in_flight_bytes -= size.1;
+        match result {
+            Ok(()) => {
+                state.pause = None;
+                if let Some(spooled) = self.records.get(&part.seq) {
+                    let table = &self.settings.tables.get(spooled.table).name;
+                    self.settings
+                        .metrics
+                        .spool_rows
+                        .with_label_values(&[table, "drained"])
+                        .inc_by(size.0 as u64);
+                }
+                self.finish(part);
+            }
+            Err(WriteError::RoutingChanged { .. }) => self.set_state(part, WAITING),
+            Err(WriteError::Unavailable { reason, .. }) => {
+                tracing::warn!(%shard, %reason, "a spooled part was not written; its shard is paused");
+                self.set_state(part, WAITING);
+                self.pause(shard, None);
+            }
+            Err(WriteError::Rejected { message, .. }) => {
+                tracing::warn!(%shard, %message, seq = part.seq.0, "the shard refused a spooled part for its data; it is tried again later");
+                self.retry_later(part, REFUSED_PAUSE);
+            }
+        }
+    }
+
+    /// Marks a part done; a record done in full is let go of.
+    fn finish(&mut self, part: PartRef) {
+        let Some(spooled) = self.records.get_mut(&part.seq) else {
+            return;
+        };
+        let state = &mut spooled.parts[usize::from(part.part)];
+        if *state == PartState::Done {
+            return;
+        }
+        *state = PartState::Done;
+        spooled.left -= 1;
+        let shard = &spooled.write.parts[usize::from(part.part)].shard;
+        if let Some(waiting) = self.waiting.get_mut(shard) {
+            waiting.remove(&part);
+            if waiting.is_empty() {
+                self.waiting.remove(shard);
+            }
+        }
+        if spooled.left == 0 {
+            self.records.remove(&part.seq);
+        }
+    }
+
+    /// Lets go of written records on disk and sets the spool's metrics.
+    fn housekeeping(&mut self) {
+        let metrics = &self.settings.metrics;
+        metrics.spool_bytes.set(self.settings.appender.bytes() as i64);
+        metrics
+            .spool_segments
+            .set(self.settings.appender.segments() as i64);
+        self.set_pending_metrics();
+        let through = RecordSeq(
+            self.records
+                .keys()
+                .next()
+                .unwrap_or(&self.next)
+                .0
+                .saturating_sub(1),
+        );
+        if through > self.removed_through && !self.removing {
+            self.removing = true;
+            self.removed_through = through;
+            let appender = self.settings.appender.clone();
+            self.events.push(Box::pin(async move {
+                let result = appender.remove_applied(through).await.map_err(|e| e.to_string());
+                Event::Removed { result }
+            }));
+        }
+    }
+
+    fn set_pending_metrics(&self) {
+        let metrics = &self.settings.metrics;
+        let now_ms = (crate::units::unix_micros_now() / 1000) as u64;
+        let mut pending: HashMap<&str, (usize, u64)> = HashMap::new();
+        for spooled in self.records.values() {
+            for (part, state) in spooled.write.parts.iter().zip(&spooled.parts) {
+                if *state != PartState::Done {
+                    let entry = pending.entry(&part.shard).or_insert((0, spooled.accepted_ms));
+                    entry.0 += part.rows;
+                    entry.1 = entry.1.min(spooled.accepted_ms);
+                }
+            }
+        }
+        let set = self.settings.shards.load();
+        let names: BTreeSet<&str> = set
+            .iter()
+            .map(|(_, shard)| shard.id.0.as_str())
+            .chain(pending.keys().copied())
+            .collect();
+        for name in names {
+            let (rows, oldest) = pending.get(name).copied().unwrap_or((0, now_ms));
+            metrics
+                .spool_pending_rows
+                .with_label_values(&[name])
+                .set(rows as i64);
+            let lag = now_ms.saturating_sub(oldest) as f64 / 1000.0;
+            metrics.spool_oldest_pending.with_label_values(&[name]).set(lag);
+        }
+    }
+
+    /// Removes the shards' marks of records the spool no longer holds (best effort: a shard
+    /// that is down keeps them until the next removal).
+    fn prune_marks(&mut self, first_kept: RecordSeq) {
+        if first_kept <= self.pruned_before {
+            return;
+        }
+        self.pruned_before = first_kept;
+        let spool = self.settings.spool;
+        let through = first_kept.0 as i64 - 1;
+        for (_, shard) in self.settings.shards.load().iter() {
+            let pool = shard.pools.copy.clone();
+            let name = shard.id.0.clone();
+            tokio::spawn(async move {
+                let pruned = match pool.get().await {
+                    Ok(client) => applied::prune_through(&**client, spool, through)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = pruned {
+                    tracing::debug!(shard = %name, %error, "spool marks not pruned this time");
+                }
+            });
+        }
+    }
+
+    fn read_marks(&mut self, set: &ShardSet, name: &str) {
+        let spool = self.settings.spool;
+        let from = self.records.keys().next().map_or(0, |seq| seq.0) as i64;
+        let pool = set
+            .iter()
+            .find(|(_, shard)| shard.id.0 == name)
+            .map(|(_, shard)| shard.pools.copy.clone());
+        let shard = name.to_string();
+        self.events.push(Box::pin(async move {
+            let result = match pool {
+                Some(pool) => match pool.get().await {
+                    Ok(client) => applied::applied_from(&**client, spool, from)
+                        .await
+                        .map(|marks| marks.into_iter().collect())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => Err("the shard is not in the routing table".to_string()),
+            };
+            Event::MarksRead { shard, result }
+        }));
+    }
+
+    /// Pauses a shard for `pause`, or for twice its last pause.
+    fn pause(&mut self, name: &str, pause: Option<Duration>) {
+        let state = self.shards.entry(name.to_string()).or_default();
+        let pause = pause.unwrap_or_else(|| state.pause.map_or(FIRST_PAUSE, |p| (p * 2).min(MAX_PAUSE)));
+        if pause > FULL_PAUSE {
+            state.pause = Some(pause);
+        }
+        state.paused_until = Some(Instant::now() + pause);
+    }
+
+    fn retry_later(&mut self, part: PartRef, after: Duration) {
+        self.set_state(
+            part,
+            PartState::Waiting {
+                checked: None,
+                not_before: Some(Instant::now() + after),
+            },
+        );
+    }
+
+    fn set_state(&mut self, part: PartRef, state: PartState) {
+        if let Some(spooled) = self.records.get_mut(&part.seq) {
+            spooled.parts[usize::from(part.part)] = state;
+        }
+    }
+
+    fn mark(&self, part: PartRef) -> Mark {
+        Mark {
+            spool: self.settings.spool,
+            seq: part.seq.0 as i64,
+            part: part.part as i16,
+        }
+    }
+}
+
+/// Whether the shard behind `pool` applied `mark`, asked once no batch can be writing it.
+async fn settled_on(pool: &deadpool_postgres::Pool, mark: Mark) -> Result<bool, String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    applied::settled_applied(&mut client, mark)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,384 @@
+//! Writes answered `202` once spooled, as a user lives them: the ack a request may choose, rows
+//! that reach their shards once, a shard that is down holding back only its own rows, a full
+//! spool answering 429, and a proxy killed with `kill -9` while parts wait, whose successor
+//! writes every accepted row exactly once.
+
+use crate::common::{
+    Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
+    private_cluster, sample,
+};
+use crate::proxy::Proxy;
+use serde_json::{Value, json};
+use shardgate::config::{AckMode, Config};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A directory of its own for one test's spool.
+fn spool_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardgate-spool-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The test config with a spool in `dir` (plus `extra` keys under `[spool]`), `events`
+/// acknowledged by commit unless a request asks for the spool, and `logs` always spooled.
+fn spooling_config(urls: &[String], dir: &Path, extra: &str) -> Config {
+    let spool = format!("[spool]\ndir = \"{}\"\n{extra}", dir.display());
+    let mut config = config_for(urls, &spool);
+    config.tables[0].ack_per_request = true;
+    config.tables[1].ack = AckMode::Spool;
+    config
+}
+
+/// `n` rows of `logs`, each `line` unique: `{prefix}-{i}`, over 29 sources.
+fn log_rows(prefix: &str, n: usize) -> Value {
+    let rows: Vec<Value> = (0..n)
+        .map(|i| json!({"source": format!("src-{}", i % 29), "line": format!("{prefix}-{i}")}))
+        .collect();
+    Value::Array(rows)
+}
+
+async fn post(http: &reqwest::Client, url: &str, headers: &[(&str, &str)], rows: &Value) -> Reply {
+    let mut request = http.post(url).json(rows);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Reply::read(request.send().await.unwrap()).await
+}
+
+/// Waits until `table` holds `rows` over `urls`; panics with what it found after `within`.
+async fn wait_for_rows(urls: &[String], table: &str, rows: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut found = 0;
+        for url in urls {
+            found += count_on(url, table).await;
+        }
+        if found == rows {
+            return;
+        }
+        assert!(
+            found < rows,
+            "{table}: {found} rows, more than the {rows} accepted"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{table}: {found} of {rows} rows after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Distinct `line`s of `logs` over `urls`, which must equal its rows (no row stored twice).
+async fn distinct_lines(urls: &[String]) -> i64 {
+    let mut lines = std::collections::HashSet::new();
+    for url in urls {
+        for row in connect(url)
+            .await
+            .query("SELECT line FROM logs", &[])
+            .await
+            .unwrap()
+        {
+            let line: String = row.get(0);
+            assert!(lines.insert(line.clone()), "line {line} is stored twice");
+        }
+    }
+    lines.len() as i64
+}
+
+#[tokio::test]
+async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() {
+    let urls = fresh_shards("spool_ack").await;
+    let dir = spool_dir("ack");
+    let server = shardgate::server::start(spooling_config(&urls, &dir, ""))
+        .await
+        .expect("shardgate starts");
+    let gate = TestServer {
+        server,
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (events_url, logs_url) = (
+        gate.url("/v1/tables/events/rows"),
+        gate.url("/v1/tables/logs/rows"),
+    );
+
+    let mut write_ids = std::collections::HashSet::new();
+    for round in 0..10 {
+        let reply = post(
+            &gate.http,
+            &events_url,
+            &[("prefer", "respond-async")],
+            &events(30, 7),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        assert_eq!(reply.headers["preference-applied"], "respond-async");
+        assert_eq!(reply.body["rows"], 30);
+        let write_id: uuid::Uuid = reply.body["write_id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(write_id.get_version_num(), 7, "write ids are UUIDv7");
+        write_ids.insert(write_id);
+
+        let reply = post(&gate.http, &logs_url, &[], &log_rows(&format!("r{round}"), 40)).await;
+        assert_eq!(reply.status, 202, "logs spool without asking: {}", reply.body);
+        assert!(!reply.headers.contains_key("preference-applied"));
+        write_ids.insert(reply.body["write_id"].as_str().unwrap().parse().unwrap());
+    }
+    assert_eq!(write_ids.len(), 20, "every write has its own id");
+    wait_for_rows(&urls, "events", 300, Duration::from_secs(20)).await;
+    wait_for_rows(&urls, "logs", 400, Duration::from_secs(20)).await;
+    assert_eq!(distinct_lines(&urls).await, 400);
+
+    let committed = post(
+        &gate.http,
+        &events_url,
+        &[("shardgate-ack", "commit")],
+        &events(5, 5),
+    )
+    .await;
+    assert_eq!(
+        committed.status, 200,
+        "events commit by default: {}",
+        committed.body
+    );
+    assert_eq!(gate.total("events").await, 305, "a 200 means committed");
+
+    let refused = post(
+        &gate.http,
+        &logs_url,
+        &[("shardgate-ack", "commit")],
+        &log_rows("no", 3),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.error(),
+        "table `logs` acknowledges with `spool` only; set ack_per_request = true on it to let requests choose"
+    );
+    let bad = post(
+        &gate.http,
+        &events_url,
+        &[("shardgate-ack", "later")],
+        &events(1, 1),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        bad.error(),
+        "shardgate-ack must be `commit` or `spool`, not \"later\""
+    );
+
+    let invalid = post(&gate.http, &logs_url, &[], &json!([{"source": "a", "line": 5}])).await;
+    assert_eq!(invalid.status, 400, "validation is unchanged: {}", invalid.body);
+    assert_eq!(invalid.body["details"][0]["column"], "line");
+
+    let page = gate.metrics_page().await;
+    for (table, outcome, rows) in [
+        ("events", "spooled", 300.0),
+        ("events", "drained", 300.0),
+        ("logs", "spooled", 400.0),
+        ("logs", "drained", 400.0),
+    ] {
+        let series = format!("shardgate_spool_rows_total{{outcome=\"{outcome}\",table=\"{table}\"}}");
+        assert_eq!(sample(&page, &series), rows, "{series}");
+    }
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_429() {
+    let doomed = private_cluster("spool_outage");
+    let healthy_url = fresh_database(&clusters()[0], "spool_outage").await;
+    let doomed_url = fresh_database(&doomed, "spool_outage").await;
+    let urls = vec![healthy_url, doomed_url];
+    let dir = spool_dir("outage");
+    let sizes = "segment_bytes = \"64KiB\"\nmax_bytes = \"256KiB\"\n";
+    let server = shardgate::server::start(spooling_config(&urls, &dir, sizes))
+        .await
+        .expect("shardgate starts");
+    let gate = TestServer {
+        server,
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let logs_url = gate.url("/v1/tables/logs/rows");
+    doomed.stop().unwrap();
+
+    let mut accepted = 0;
+    let full = loop {
+        let reply = post(&gate.http, &logs_url, &[], &log_rows(&format!("b{accepted}"), 50)).await;
+        match reply.status {
+            202 => accepted += 1,
+            429 => break reply,
+            other => panic!("{other}: {}", reply.body),
+        }
+        assert!(accepted < 1000, "the spool never filled");
+    };
+    assert!(accepted > 10, "{accepted} requests before the spool filled");
+    assert!(
+        full.error().starts_with("the spool is full: it holds ")
+            && full.error().ends_with(" bytes of its 262144; retry after 1s"),
+        "{}",
+        full.error()
+    );
+    assert_eq!(full.headers["retry-after"], "1");
+
+    let accepted_rows = accepted * 50;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (on_healthy, waiting) = loop {
+        let on_healthy = gate.count(0, "logs").await;
+        let page = gate.metrics_page().await;
+        let waiting = sample(&page, "shardgate_spool_pending_rows{shard=\"s1\"}") as i64;
+        if on_healthy + waiting == accepted_rows as i64 {
+            break (on_healthy, waiting);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{on_healthy} rows on s0, {waiting} waiting for s1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        on_healthy > 0 && waiting > 0,
+        "{on_healthy} on s0, {waiting} for s1"
+    );
+    let page = gate.metrics_page().await;
+    assert_eq!(sample(&page, "shardgate_spool_pending_rows{shard=\"s0\"}"), 0.0);
+    assert!(sample(&page, "shardgate_spool_oldest_pending_seconds{shard=\"s1\"}") > 0.0);
+
+    doomed.restart().unwrap();
+    wait_for_rows(&urls, "logs", accepted_rows as i64, Duration::from_secs(30)).await;
+    assert_eq!(
+        gate.count(0, "logs").await,
+        on_healthy,
+        "s0 had all its rows already"
+    );
+    assert_eq!(distinct_lines(&urls).await, accepted_rows as i64);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = post(&gate.http, &logs_url, &[], &log_rows("after", 50)).await;
+        if reply.status == 202 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drained spool takes writes again: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_accepted_row_once() {
+    let urls = fresh_shards("spool_kill").await;
+    let dir = spool_dir("kill");
+    let mut config = format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display());
+    for (i, url) in urls.iter().enumerate() {
+        config.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    config.push_str(&crate::common::EVENTS_TABLE.replace(
+        "partition_key = [\"source\"]",
+        "partition_key = [\"source\"]\nack = \"spool\"",
+    ));
+    let config = config.replace(
+        "partition_key = [\"tenant_id\", \"event_type\"]",
+        "partition_key = [\"tenant_id\", \"event_type\"]\nack = \"spool\"",
+    );
+    let first = Proxy::start(&dir, &config).await;
+    let http = reqwest::Client::new();
+    let post_both = |round: usize| {
+        let (http, base) = (http.clone(), first.base.clone());
+        async move {
+            let logs = post(
+                &http,
+                &format!("{base}/v1/tables/logs/rows"),
+                &[],
+                &log_rows(&format!("k{round}"), 40),
+            )
+            .await;
+            let events = post(
+                &http,
+                &format!("{base}/v1/tables/events/rows"),
+                &[],
+                &events(40, 9),
+            )
+            .await;
+            assert_eq!(
+                (logs.status, events.status),
+                (202, 202),
+                "{} {}",
+                logs.body,
+                events.body
+            );
+        }
+    };
+    for round in 0..5 {
+        post_both(round).await;
+    }
+    wait_for_rows(&urls, "logs", 200, Duration::from_secs(20)).await;
+
+    // s1's tables are locked: its parts wait in the spool while s0's are written.
+    let mut locker = connect(&urls[1]).await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE logs, events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for round in 5..15 {
+        post_both(round).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = http.get(format!("{}/metrics", first.admin)).send().await.unwrap();
+        let page = page.text().await.unwrap();
+        let pending = |shard: &str| {
+            sample(
+                &page,
+                &format!("shardgate_spool_pending_rows{{shard=\"{shard}\"}}"),
+            )
+        };
+        if pending("s0") == 0.0 && pending("s1") > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "s0's parts are written while s1's wait"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.kill().await;
+    lock.rollback().await.unwrap();
+    let on_s0 = (
+        count_on(&urls[0], "logs").await,
+        count_on(&urls[0], "events").await,
+    );
+    assert!(
+        count_on(&urls[1], "logs").await < 300,
+        "s1's parts were still waiting"
+    );
+
+    let second = Proxy::start(&dir, &config).await;
+    wait_for_rows(&urls, "logs", 600, Duration::from_secs(30)).await;
+    wait_for_rows(&urls, "events", 600, Duration::from_secs(30)).await;
+    assert_eq!(distinct_lines(&urls).await, 600, "every accepted row once");
+    assert_eq!(
+        (
+            count_on(&urls[0], "logs").await,
+            count_on(&urls[0], "events").await
+        ),
+        on_s0,
+        "s0's parts were marked applied and not written again"
+    );
+    let applied: i64 = connect(&urls[1])
+        .await
+        .query_one("SELECT count(*) FROM shardgate_spool_applied", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(applied > 0, "s1 marked the parts it took");
+    second.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
