@@ -382,3 +382,88 @@ async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_ac
     second.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_once_on_their_owner() {
+    let urls = fresh_shards("spool_move").await;
+    let third = fresh_database(&clusters()[1], "spool_move_s2").await;
+    let dir = spool_dir("move");
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 300\n\
+         [query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    let server = shardgate::server::start(spooling_config(&urls, &dir, &extra))
+        .await
+        .expect("shardgate starts");
+    let gate = TestServer {
+        server,
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let logs_url = gate.url("/v1/tables/logs/rows");
+    assert_eq!(gate.post_events(&events(1500, 97)).await.status, 200);
+    for round in 0..3 {
+        let reply = post(
+            &gate.http,
+            &logs_url,
+            &[],
+            &log_rows(&format!("before{round}"), 40),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    wait_for_rows(&urls, "logs", 120, Duration::from_secs(20)).await;
+
+    let started = crate::admin::add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    // Rows are copied once every proxy routes with the ranges in motion and the fences follow.
+    crate::admin::wait_for(&gate, id, "the copy starts", |m| {
+        m["rows_copied"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    for round in 0..10 {
+        let reply = post(
+            &gate.http,
+            &logs_url,
+            &[],
+            &log_rows(&format!("during{round}"), 40),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let copying = crate::admin::migration_status(&gate, id).await;
+    let mut stored = 0;
+    for url in &urls {
+        stored += count_on(url, "logs").await;
+    }
+    if copying["phase"] == "copying" {
+        assert!(
+            stored < 520,
+            "parts in moving ranges wait for the cutover: {stored} stored"
+        );
+    }
+    crate::admin::wait_done(&gate, id).await;
+
+    let all_urls = [urls[0].clone(), urls[1].clone(), third];
+    wait_for_rows(&all_urls, "logs", 520, Duration::from_secs(30)).await;
+    let seen = crate::common::placement(
+        &all_urls,
+        &["s0", "s1", "s2"],
+        &[("s0", 1), ("s1", 1), ("s2", 1)],
+        "SELECT line, _sg_hash FROM logs",
+    )
+    .await;
+    assert_eq!(
+        seen.len(),
+        520,
+        "every accepted row once, on the owner of its position"
+    );
+    assert!(
+        seen.values().any(|shard| *shard == 2),
+        "some spooled rows went to s2"
+    );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
