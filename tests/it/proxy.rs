@@ -17,7 +17,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts `shardgate serve` with `config` (shards and tables; the listeners are added),
-    /// written into `dir`, and waits until it answers.
+    /// written into `dir`, and waits until it answers. Its log (warnings and errors) is
+    /// appended to `serve.log` in `dir`.
     pub async fn start(dir: &std::path::Path, config: &str) -> Proxy {
         Self::start_with(dir, "", config).await
     }
@@ -42,6 +43,7 @@ impl Proxy {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn")
+            .stderr(log_file(dir))
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -133,4 +135,13 @@ impl Proxy {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
+}
+
+/// The log of the proxies started in `dir`, appended to by each.
+pub fn log_file(dir: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .unwrap()
 }

@@ -1,7 +1,8 @@
 //! Writes answered `202` once spooled, as a user lives them: the ack a request may choose, rows
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
-//! spool answering 429, and a proxy killed with `kill -9` while parts wait, whose successor
-//! writes every accepted row exactly once.
+//! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
+//! the torn tail it left and writes every accepted row exactly once, and writes spooled while a
+//! shard is added.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
@@ -360,6 +361,18 @@ async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_ac
         "s1's parts were still waiting"
     );
 
+    // A torn record at the end, as a crash in the middle of a write leaves one.
+    let newest = std::fs::read_dir(dir.join("spool"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .unwrap();
+    let whole = std::fs::metadata(&newest).unwrap().len();
+    let mut segment = std::fs::OpenOptions::new().append(true).open(&newest).unwrap();
+    std::io::Write::write_all(&mut segment, &[200, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(segment);
+
     let second = Proxy::start(&dir, &config).await;
     wait_for_rows(&urls, "logs", 600, Duration::from_secs(30)).await;
     wait_for_rows(&urls, "events", 600, Duration::from_secs(30)).await;
@@ -379,6 +392,15 @@ async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_ac
         .unwrap()
         .get(0);
     assert!(applied > 0, "s1 marked the parts it took");
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("torn record"))
+        .unwrap_or_else(|| panic!("the cut is logged:\n{log}"));
+    assert!(
+        warning.contains(&format!("offset={whole}")) && warning.contains(&newest.display().to_string()),
+        "{warning}"
+    );
     second.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
