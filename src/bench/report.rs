@@ -108,6 +108,17 @@ pub struct Verification {
     pub rows_acknowledged: u64,
 }
 
+/// How long the spool took to write every spooled row of the run to the shards.
+#[derive(Debug, Serialize)]
+pub struct SpoolDrain {
+    /// Seconds from the start of the run until the last spooled row was written.
+    pub drained_after_seconds: f64,
+    /// Seconds after the last `202` until then.
+    pub backlog_seconds: f64,
+    /// Rows written to the shards per second, over the run and its backlog.
+    pub drained_rows_per_second: f64,
+}
+
 /// The outcome of a run.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -141,6 +152,8 @@ pub struct Report {
     pub migration: Option<MigrationEffect>,
     /// How a hot key's split showed, when the run sent one (`--hot-share`).
     pub hot_key: Option<HotKeyEffect>,
+    /// For a run that asked for the spool, how long the spool took to write its rows.
+    pub spool: Option<SpoolDrain>,
 }
 
 impl Report {
@@ -171,6 +184,7 @@ impl Report {
             verification: None,
             migration: None,
             hot_key: None,
+            spool: None,
         }
     }
 
@@ -272,6 +286,12 @@ impl Report {
                 h.rows_per_second_before,
                 skew(h.skew_before),
                 skew(h.skew_after)
+            ));
+        }
+        if let Some(d) = &self.spool {
+            out.push_str(&format!(
+                "spool drain   every row written {:.1} s after the start ({:.1} s after the last 202), {:.0} rows/s\n",
+                d.drained_after_seconds, d.backlog_seconds, d.drained_rows_per_second
             ));
         }
         out

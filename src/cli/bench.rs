@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardgate::bench::process::ProcessWatch;
-use shardgate::bench::report::{Recorder, Report, Verification};
+use shardgate::bench::report::{Recorder, Report, SpoolDrain, Verification};
 use shardgate::bench::targets::{
     Bodies, BodyPool, DirectTarget, Plan, direct_worker, http_worker, insert_worker,
 };
@@ -97,6 +97,11 @@ pub struct BenchArgs {
     /// Send request bodies gzip-compressed (shardgate target).
     #[arg(long)]
     gzip: bool,
+    /// Ask for the spool's 202 (`Prefer: respond-async`; the table must allow it), and after
+    /// the run wait until the spool wrote every row, reporting how long that took (shardgate
+    /// target).
+    #[arg(long)]
+    spool: bool,
     /// Offered load in rows per second (open loop); as fast as possible when absent.
     #[arg(long)]
     rate: Option<f64>,
@@ -218,7 +223,18 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.prebuilt_bodies && args.target == Target::Shardgate {
         target.push_str(" (prebuilt bodies)");
     }
+    if args.spool && args.target == Target::Shardgate {
+        target.push_str(" (spool)");
+    }
     let mut report = Report::new(&target, latency_of, &recorder, elapsed);
+    if args.spool && args.target == Target::Shardgate {
+        let drained = wait_for_the_spool(&admin, &table_name, started).await?;
+        report.spool = Some(SpoolDrain {
+            drained_after_seconds: drained.as_secs_f64(),
+            backlog_seconds: drained.saturating_sub(elapsed).as_secs_f64(),
+            drained_rows_per_second: recorder.rows() as f64 / drained.as_secs_f64(),
+        });
+    }
     if let Some(watch) = watch {
         report.watched(watch.finish().await);
     }
@@ -248,6 +264,31 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match report.failure() {
         Some(failure) => bail!("{failure}"),
         None => Ok(()),
+    }
+}
+
+/// Waits until shardgate's spool wrote every row of `table` it spooled, as its metrics at
+/// `admin` count them, and returns the time since `started`.
+async fn wait_for_the_spool(admin: &str, table: &str, started: Instant) -> Result<Duration> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", admin.trim_end_matches('/'));
+    let series =
+        |outcome: &str| format!("shardgate_spool_rows_total{{outcome=\"{outcome}\",table=\"{table}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let page = client.get(&url).send().await?.error_for_status()?.text().await?;
+        let value = |name: &str| {
+            page.lines()
+                .find_map(|line| line.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+                .unwrap_or(0.0)
+        };
+        if value(&series("drained")) >= value(&series("spooled")) {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("the spool did not drain within ten minutes of the run's end");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -387,7 +428,15 @@ async fn run_http(
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let url = format!("{}/v1/tables/{table}/rows", base.trim_end_matches('/'));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if args.spool {
+        headers.insert(
+            "prefer",
+            reqwest::header::HeaderValue::from_static("respond-async"),
+        );
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(args.concurrency)
         .timeout(config.server.request_timeout + Duration::from_secs(5))
         .build()?;
