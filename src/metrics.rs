@@ -5,13 +5,17 @@
 //! per row. Gauges of queue depth, shard health and routing epoch are read at scrape time.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from a lone group commit (~ms) to the request timeout.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Disk sync buckets in seconds, from a write cache's answer to a stalled disk.
+const SYNC_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 /// Query duration buckets in seconds, from a pruned lookup to the statement timeout.
 const QUERY_BUCKETS: &[f64] = &[
@@ -88,6 +92,9 @@ pub struct Metrics {
     /// `shardgate_spool_oldest_pending_seconds{shard}`: age of the oldest spooled row not yet
     /// written to the shard (the drain's lag); 0 when none waits.
     pub spool_oldest_pending: GaugeVec,
+    /// `shardgate_spool_sync_duration_seconds`: how long each of the spool's syncs took (one
+    /// per group of requests spooled together).
+    pub spool_sync_duration: Histogram,
 }
 
 impl Metrics {
@@ -262,6 +269,18 @@ impl Metrics {
                 "Age of the oldest spooled row not yet written to the shard (the drain's lag).",
                 "shard",
             ),
+            spool_sync_duration: {
+                let opts = HistogramOpts::new(
+                    "shardgate_spool_sync_duration_seconds",
+                    "Time of one sync of the spool's segment, shared by the requests spooled with it.",
+                )
+                .buckets(SYNC_BUCKETS.to_vec());
+                let metric = Histogram::with_opts(opts).expect("metric definitions are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric names are unique");
+                metric
+            },
             registry,
         }
     }

@@ -297,6 +297,7 @@ fn start_spool(
     let options = WriterOptions {
         max_bytes: config.spool.max_bytes.0,
         durable: Some(durable),
+        sync_seconds: Some(context.metrics.spool_sync_duration.clone()),
     };
     // The thread runs until every appender is dropped; each append is synced before it is
     // answered, so nothing waits for the thread at shutdown.

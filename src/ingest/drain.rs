@@ -340,14 +340,11 @@ impl Drainer {
             {
                 return Step::StopShard;
             }
-            let schema = self.settings.tables.get(spooled.table);
-            spooled_part
-                .placement(schema, &set.table)
-                .and_then(|p| Ok((p, spooled_part.tuples_at(schema, set.epoch())?)))
+            spooled_part.placement(self.settings.tables.get(spooled.table), &set.table)
         };
         match placement {
-            Ok((Placement::Owned(index), tuples)) => Step::Queue(index, tuples),
-            Ok((Placement::Moving, _)) => {
+            Ok(Placement::Owned(index, tuples)) => Step::Queue(index, tuples),
+            Ok(Placement::Moving) => {
                 let checked = Some(set.epoch());
                 self.set_state(
                     part,
@@ -358,7 +355,7 @@ impl Drainer {
                 );
                 Step::Skip
             }
-            Ok((Placement::Moved, _)) => Step::Settle,
+            Ok(Placement::Moved) => Step::Settle,
             Err(error) => {
                 tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
                 self.set_state(part, PartState::Busy);
@@ -548,20 +545,13 @@ impl Drainer {
         let Some(spooled) = self.records.get_mut(&part.seq) else {
             return;
         };
-        let state = &mut spooled.parts[usize::from(part.part)];
-        if *state == PartState::Done {
+        if spooled.parts[usize::from(part.part)] == PartState::Done {
             return;
         }
-        *state = PartState::Done;
         spooled.left -= 1;
-        let shard = &spooled.write.parts[usize::from(part.part)].shard;
-        if let Some(waiting) = self.waiting.get_mut(shard) {
-            waiting.remove(&part);
-            if waiting.is_empty() {
-                self.waiting.remove(shard);
-            }
-        }
-        if spooled.left == 0 {
+        let left = spooled.left;
+        self.set_state(part, PartState::Done);
+        if left == 0 {
             self.records.remove(&part.seq);
         }
     }
@@ -692,9 +682,20 @@ impl Drainer {
         );
     }
 
+    /// Sets a part's state; only waiting parts are listed under their shard.
     fn set_state(&mut self, part: PartRef, state: PartState) {
-        if let Some(spooled) = self.records.get_mut(&part.seq) {
-            spooled.parts[usize::from(part.part)] = state;
+        let Some(spooled) = self.records.get_mut(&part.seq) else {
+            return;
+        };
+        spooled.parts[usize::from(part.part)] = state;
+        let shard = &spooled.write.parts[usize::from(part.part)].shard;
+        if matches!(state, PartState::Waiting { .. }) {
+            self.waiting.entry(shard.clone()).or_default().insert(part);
+        } else if let Some(waiting) = self.waiting.get_mut(shard) {
+            waiting.remove(&part);
+            if waiting.is_empty() {
+                self.waiting.remove(shard);
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 //! migration's copy and its dual write tell rows apart by it).
 
 use super::RecordSeq;
-use crate::routing::{Epoch, KeyHash, RoutingTable, ShardIndex};
+use crate::routing::{KeyHash, RoutingTable, ShardIndex};
 use crate::schema::TableSchema;
 use crate::schema::decode::EncodedRows;
 use bytes::Bytes;
@@ -54,10 +54,11 @@ pub struct PartRef {
 }
 
 /// Where a part's rows belong under a routing snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// Its shard, at this index, owns every row and none is in a range being copied.
-    Owned(ShardIndex),
+    /// Its shard, at this index, owns every row and none is in a range being copied: the
+    /// tuples to write.
+    Owned(ShardIndex, Bytes),
     /// Some row is in a range being copied: the part waits for the cutover, so no row needs
     /// writing twice.
     Moving,
@@ -176,7 +177,10 @@ impl SpooledWrite {
 }
 
 impl SpooledPart {
-    /// Where the part's rows belong under `routing`, the snapshot in force when it is drained.
+    /// Where the part's rows belong under `routing`, the snapshot in force when it is drained,
+    /// in one walk over its tuples: when its shard owns them, the tuples to write with that
+    /// snapshot (for a table that stores the routing epoch, a copy carrying this one;
+    /// otherwise the part's own bytes).
     pub fn placement(
         &self,
         table: &TableSchema,
@@ -185,37 +189,30 @@ impl SpooledPart {
         let Some(index) = routing.shards.iter().position(|s| s.0 == self.shard) else {
             return Ok(Placement::Moved);
         };
-        let mut moving = false;
+        let mut patched = table.id.is_none().then(|| self.tuples.to_vec());
+        let (mut moving, mut rows, mut start) = (false, 0, 0);
         for tuple in self.tuples(table) {
-            let (owner, also) = routing.place_position(tuple?.position);
+            let tuple = tuple?;
+            let (owner, also) = routing.place_position(tuple.position);
             if owner.0 != index {
                 return Ok(Placement::Moved);
             }
             moving |= also.is_some();
+            if let (Some(out), Some(at)) = (&mut patched, tuple.epoch_at) {
+                out[start + at..start + at + 8].copy_from_slice(&routing.epoch.0.to_be_bytes());
+            }
+            start += tuple.bytes.len();
+            rows += 1;
+        }
+        if rows != self.rows {
+            return Err(MalformedWrite("row count does not match its tuples"));
         }
         Ok(if moving {
             Placement::Moving
         } else {
-            Placement::Owned(ShardIndex(index))
+            let tuples = patched.map_or_else(|| self.tuples.clone(), Bytes::from);
+            Placement::Owned(ShardIndex(index), tuples)
         })
-    }
-
-    /// The tuples to write with a snapshot at `epoch`: for a table that stores the routing
-    /// epoch, a copy carrying this one; otherwise the part's own bytes.
-    pub fn tuples_at(&self, table: &TableSchema, epoch: Epoch) -> Result<Bytes, MalformedWrite> {
-        self.check(table)?;
-        if table.id.is_some() {
-            return Ok(self.tuples.clone());
-        }
-        let mut out = self.tuples.to_vec();
-        let mut start = 0;
-        for tuple in self.tuples(table) {
-            let tuple = tuple?;
-            let at = start + tuple.epoch_at.expect("a table without an id stores its epoch");
-            out[at..at + 8].copy_from_slice(&epoch.0.to_be_bytes());
-            start += tuple.bytes.len();
-        }
-        Ok(out.into())
     }
 
     /// The part's rows split by the shards owning them under `routing`, each row once (a

@@ -61,6 +61,8 @@ pub struct WriterOptions {
     pub max_bytes: u64,
     /// Where every durable record goes, in order, once its sync returned: the drainer.
     pub durable: Option<mpsc::UnboundedSender<Record>>,
+    /// Observes how long each sync took, in seconds.
+    pub sync_seconds: Option<prometheus::Histogram>,
 }
 
 /// Hands records to the writer thread; cheap to clone, one per task that appends.
@@ -223,7 +225,11 @@ impl WriterThread {
         if group.is_empty() {
             return true;
         }
+        let started = std::time::Instant::now();
         let synced = self.log.sync().map_err(|e| AppendError::Failed(e.to_string()));
+        if let Some(histogram) = &self.options.sync_seconds {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         self.count_files();
         for appended in group.drain(..) {

@@ -15,6 +15,7 @@ async fn concurrent_appends_share_syncs_and_every_answered_record_is_on_disk() {
     let options = WriterOptions {
         max_bytes: u64::MAX,
         durable: None,
+        sync_seconds: None,
     };
     let (writer, appender) = SpoolWriter::start(log, options);
     let appends = (0..200).map(|n| {
@@ -66,6 +67,7 @@ async fn durable_records_reach_the_drainer_in_order_and_a_full_spool_refuses_unt
     let options = WriterOptions {
         max_bytes: 3000,
         durable: Some(durable),
+        sync_seconds: None,
     };
     let (writer, appender) = SpoolWriter::start(log, options);
     let mut seqs = Vec::new();
