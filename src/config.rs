@@ -190,6 +190,9 @@ pub struct SpoolConfig {
     /// Size at which a segment file is closed and the next one started; a segment is removed
     /// once every row in it is written.
     pub segment_bytes: ByteSize,
+    /// How long `GET /v1/writes/{write_id}` still knows a write after its last row was written.
+    #[serde(with = "duration")]
+    pub remember_writes: Duration,
 }
 
 impl Default for SpoolConfig {
@@ -198,6 +201,7 @@ impl Default for SpoolConfig {
             dir: None,
             max_bytes: ByteSize(1 << 30),
             segment_bytes: ByteSize(64 << 20),
+            remember_writes: Duration::from_secs(600),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::schema::Tables;
 use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
-use crate::spool::{SpoolError, SpoolLog, SpoolWriter, WriterOptions};
+use crate::spool::{SpoolError, SpoolLog, SpoolWriter, WriteStatuses, WriterOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -293,6 +293,7 @@ fn start_spool(
         max_bytes: config.queue.max_bytes.as_usize(),
     };
     let spool_id = spool.log.id();
+    let statuses = Arc::new(WriteStatuses::new(config.spool.remember_writes));
     let (durable, handed) = tokio::sync::mpsc::unbounded_channel();
     let options = WriterOptions {
         max_bytes: config.spool.max_bytes.0,
@@ -310,9 +311,14 @@ fn start_spool(
         request_timeout: config.server.request_timeout,
         queue,
         metrics: context.metrics.clone(),
+        statuses: statuses.clone(),
     };
     background.spawn(drain(settings, spool.recovered, handed, shutdown.clone()));
-    Spool { appender, queue }
+    Spool {
+        appender,
+        queue,
+        statuses,
+    }
 }
 
 fn writer_settings(

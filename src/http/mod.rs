@@ -15,6 +15,7 @@ pub mod routes;
 pub mod state;
 pub mod status_page;
 pub mod write;
+pub mod write_status;
 
 use state::AppState;
 use std::sync::Arc;

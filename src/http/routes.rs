@@ -5,7 +5,7 @@ use super::auth::require_admin_token;
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
-use super::{admin, hot_keys, query, reshard, status_page, write};
+use super::{admin, hot_keys, query, reshard, status_page, write, write_status};
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
@@ -16,6 +16,7 @@ pub fn write_router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/v1/tables/{table}/rows", post(write::write_rows))
         .route("/v1/query", post(query::query))
+        .route("/v1/writes/{write_id}", get(write_status::write_status))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })

@@ -23,7 +23,7 @@ use crate::schema::{TableId, Tables};
 use crate::shards::applied::{self, Mark};
 use crate::shards::queue::{QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
-use crate::spool::{PartRef, Placement, Record, RecordSeq, SpoolAppender, SpooledWrite};
+use crate::spool::{PartRef, Placement, Record, RecordSeq, SpoolAppender, SpooledWrite, WriteStatuses};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -63,6 +63,8 @@ pub struct DrainSettings {
     pub queue: QueueLimits,
     /// Spool metrics.
     pub metrics: Arc<Metrics>,
+    /// What is known of each write, for `GET /v1/writes/{write_id}`.
+    pub statuses: Arc<WriteStatuses>,
 }
 
 /// What the spool held at start-up.
@@ -228,8 +230,13 @@ impl Drainer {
             tracing::error!(seq = record.seq.0, table = %write.table, "a spool record names a table not declared any more; it stays in the spool");
             return;
         };
+        let parts = write.parts.iter().map(|p| (p.shard.as_str(), p.rows));
+        let supersedes = !write.supersedes.is_empty();
+        self.settings
+            .statuses
+            .spooled(write.write_id, &write.table, parts, supersedes);
         for superseded in &write.supersedes {
-            self.finish(*superseded);
+            self.finish(*superseded, false);
         }
         for (index, part) in write.parts.iter().enumerate() {
             let part_ref = PartRef {
@@ -285,7 +292,7 @@ impl Drainer {
         for part in parts {
             match self.step(set, name, part, now) {
                 Step::Skip => {}
-                Step::Done => self.finish(part),
+                Step::Done => self.finish(part, true),
                 Step::Queue(index, tuples) => {
                     if !self.queue(set, name, part, index, tuples) {
                         return;
@@ -486,7 +493,7 @@ impl Drainer {
                 }
             }
             Event::Settled { part, result } => match result {
-                Ok(true) => self.finish(part),
+                Ok(true) => self.finish(part, true),
                 Ok(false) => self.supersede(part),
                 Err(error) => {
                     tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot ask the shard whether it applied a moved part; retrying");
@@ -494,7 +501,7 @@ impl Drainer {
                 }
             },
             Event::Superseded { part, result } => match result {
-                Ok(()) => self.finish(part),
+                Ok(()) => self.finish(part, false),
                 Err(error) => {
                     tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot spool the split of a moved part; retrying");
                     self.retry_later(part, MAX_PAUSE);
@@ -525,7 +532,7 @@ impl Drainer {
                         .with_label_values(&[table, "drained"])
                         .inc_by(size.0 as u64);
                 }
-                self.finish(part);
+                self.finish(part, true);
             }
             Err(WriteError::RoutingChanged { .. }) => self.set_state(part, WAITING),
             Err(WriteError::Unavailable { reason, .. }) => {
@@ -540,8 +547,9 @@ impl Drainer {
         }
     }
 
-    /// Marks a part done; a record done in full is let go of.
-    fn finish(&mut self, part: PartRef) {
+    /// Marks a part done: `written` to its shard (now or before), or superseded by a record
+    /// that carries its rows on. A record done in full is let go of.
+    fn finish(&mut self, part: PartRef, written: bool) {
         let Some(spooled) = self.records.get_mut(&part.seq) else {
             return;
         };
@@ -550,6 +558,10 @@ impl Drainer {
         }
         spooled.left -= 1;
         let left = spooled.left;
+        let done = &spooled.write.parts[usize::from(part.part)];
+        self.settings
+            .statuses
+            .done(spooled.write.write_id, &done.shard, done.rows, written);
         self.set_state(part, PartState::Done);
         if left == 0 {
             self.records.remove(&part.seq);

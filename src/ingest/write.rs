@@ -15,7 +15,7 @@ use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
-use crate::spool::{AppendError, SpoolAppender, SpooledWrite};
+use crate::spool::{AppendError, SpoolAppender, SpooledWrite, WriteStatuses};
 use crate::units::unix_micros_now;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,6 +91,8 @@ pub struct Spool {
     pub appender: SpoolAppender,
     /// The shards' queue bounds.
     pub queue: QueueLimits,
+    /// What is known of each spooled write.
+    pub statuses: Arc<WriteStatuses>,
 }
 
 impl Writes {
@@ -201,6 +203,11 @@ impl Writes {
             write_id: write.write_id,
             payload: write.encode(),
         })
+    }
+
+    /// What the spool knows of the writes it holds or wrote lately; `None` without a spool.
+    pub fn statuses(&self) -> Option<&WriteStatuses> {
+        self.spool.as_ref().map(|spool| spool.statuses.as_ref())
     }
 
     /// Decodes `body` with the routing of `set`, refusing rows of keys over their rate limit.

@@ -11,6 +11,7 @@
 mod log;
 mod record;
 mod spooled;
+mod status;
 #[cfg(test)]
 mod test_dir;
 mod writer;
@@ -18,6 +19,7 @@ mod writer;
 pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
 pub use spooled::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
+pub use status::{ShardRows, WriteStatus, WriteStatuses};
 pub use writer::{AppendError, SpoolAppender, SpoolWriter, WriterOptions};
 
 use std::path::PathBuf;

@@ -130,6 +130,36 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
     wait_for_rows(&urls, "logs", 400, Duration::from_secs(20)).await;
     assert_eq!(distinct_lines(&urls).await, 400);
 
+    let get = |path: String| {
+        let request = gate.http.get(gate.url(&path));
+        async move { Reply::read(request.send().await.unwrap()).await }
+    };
+    let some_id = write_ids.iter().next().unwrap();
+    let status = get(format!("/v1/writes/{some_id}")).await;
+    assert_eq!(status.status, 200, "{}", status.body);
+    assert_eq!(status.body["status"], "committed");
+    assert_eq!(status.body["write_id"], some_id.to_string());
+    let shards = status.body["shards"].as_object().unwrap();
+    let written: i64 = shards.values().map(|s| s["written"].as_i64().unwrap()).sum();
+    assert_eq!(written, status.body["rows"].as_i64().unwrap(), "{}", status.body);
+    assert!(shards.values().all(|s| s["pending"] == 0), "{}", status.body);
+    let unknown = uuid::Uuid::now_v7();
+    let status = get(format!("/v1/writes/{unknown}")).await;
+    assert_eq!(status.status, 404);
+    assert_eq!(
+        status.error(),
+        format!(
+            "write {unknown} is not known here: it was not spooled by this proxy, or its last row was \
+             written more than 10m ago (spool.remember_writes)"
+        )
+    );
+    let status = get("/v1/writes/nope".to_string()).await;
+    assert_eq!(status.status, 400);
+    assert_eq!(
+        status.error(),
+        "`nope` is not a write id (a UUID from a 202 answer)"
+    );
+
     let committed = post(
         &gate.http,
         &events_url,
@@ -207,10 +237,14 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
     doomed.stop().unwrap();
 
     let mut accepted = 0;
+    let mut last_id = String::new();
     let full = loop {
         let reply = post(&gate.http, &logs_url, &[], &log_rows(&format!("b{accepted}"), 50)).await;
         match reply.status {
-            202 => accepted += 1,
+            202 => {
+                accepted += 1;
+                last_id = reply.body["write_id"].as_str().unwrap().to_string();
+            }
             429 => break reply,
             other => panic!("{other}: {}", reply.body),
         }
@@ -248,6 +282,22 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
     assert_eq!(sample(&page, "shardgate_spool_pending_rows{shard=\"s0\"}"), 0.0);
     assert!(sample(&page, "shardgate_spool_oldest_pending_seconds{shard=\"s1\"}") > 0.0);
 
+    let status_url = gate.url(&format!("/v1/writes/{last_id}"));
+    let status = Reply::read(gate.http.get(&status_url).send().await.unwrap()).await;
+    assert_eq!(status.body["status"], "spooled", "{}", status.body);
+    assert_eq!(status.body["rows"], 50);
+    let s1 = &status.body["shards"]["s1"];
+    assert!(
+        s1["pending"].as_i64().unwrap() > 0 && s1["written"] == 0,
+        "{}",
+        status.body
+    );
+    assert_eq!(
+        status.body["shards"]["s0"]["pending"], 0,
+        "s0's rows are written: {}",
+        status.body
+    );
+
     doomed.restart().unwrap();
     wait_for_rows(&urls, "logs", accepted_rows as i64, Duration::from_secs(30)).await;
     assert_eq!(
@@ -255,6 +305,8 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
         on_healthy,
         "s0 had all its rows already"
     );
+    let status = Reply::read(gate.http.get(&status_url).send().await.unwrap()).await;
+    assert_eq!(status.body["status"], "committed", "{}", status.body);
     assert_eq!(distinct_lines(&urls).await, accepted_rows as i64);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
