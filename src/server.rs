@@ -318,6 +318,7 @@ fn start_spool(
         appender,
         queue,
         statuses,
+        max_bytes: config.spool.max_bytes.0,
     }
 }
 

@@ -65,7 +65,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the catalog is loaded (always, once serving) and every shard answers.
+/// `GET /readyz`: the catalog is loaded (always, once serving) and every shard answers; or,
+/// with a spool that has room for a request's rows, even while some shard does not.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let set = state.shards.load();
     let probes = set
@@ -82,6 +83,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .collect();
     if down.is_empty() {
         Json(json!({"status": "ready", "epoch": set.epoch().0})).into_response()
+    } else if let Some(spool) = state
+        .writes
+        .spool_use()
+        .filter(|s| s.has_room(state.limits.max_body_size))
+    {
+        // Spooled writes are still taken: a shard that is down only holds its rows back.
+        let spool = json!({"bytes": spool.bytes, "max_bytes": spool.max_bytes});
+        Json(json!({"status": "ready", "epoch": set.epoch().0, "shards_down": down, "spool": spool}))
+            .into_response()
     } else {
         let message = "not ready: some shards are unreachable or not verified yet".to_string();
         error_response(StatusCode::SERVICE_UNAVAILABLE, message, json!(down), None)

@@ -93,6 +93,25 @@ pub struct Spool {
     pub queue: QueueLimits,
     /// What is known of each spooled write.
     pub statuses: Arc<WriteStatuses>,
+    /// Most bytes the spool may hold.
+    pub max_bytes: u64,
+}
+
+/// How full the spool is.
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolUse {
+    /// Bytes its segments hold.
+    pub bytes: u64,
+    /// Most it may hold.
+    pub max_bytes: u64,
+}
+
+impl SpoolUse {
+    /// Whether a request of `body_bytes` still fits (its record is no larger than its body
+    /// in the common case; the spool refuses the one that does not).
+    pub fn has_room(&self, body_bytes: usize) -> bool {
+        self.bytes + body_bytes as u64 <= self.max_bytes
+    }
 }
 
 impl Writes {
@@ -202,6 +221,14 @@ impl Writes {
             rows: encoded.rows,
             write_id: write.write_id,
             payload: write.encode(),
+        })
+    }
+
+    /// How full the spool is; `None` without a spool.
+    pub fn spool_use(&self) -> Option<SpoolUse> {
+        self.spool.as_ref().map(|spool| SpoolUse {
+            bytes: spool.appender.bytes(),
+            max_bytes: spool.max_bytes,
         })
     }
 

@@ -225,9 +225,9 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
     let urls = vec![healthy_url, doomed_url];
     let dir = spool_dir("outage");
     let sizes = "segment_bytes = \"64KiB\"\nmax_bytes = \"256KiB\"\n";
-    let server = shardgate::server::start(spooling_config(&urls, &dir, sizes))
-        .await
-        .expect("shardgate starts");
+    let mut config = spooling_config(&urls, &dir, sizes);
+    config.server.max_body_size = shardgate::units::ByteSize(16 << 10);
+    let server = shardgate::server::start(config).await.expect("shardgate starts");
     let gate = TestServer {
         server,
         shard_urls: urls.clone(),
@@ -235,6 +235,17 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
     };
     let logs_url = gate.url("/v1/tables/logs/rows");
     doomed.stop().unwrap();
+    let ready = gate.admin("/readyz").await;
+    assert_eq!(
+        ready.status, 200,
+        "spooled writes are still taken: {}",
+        ready.body
+    );
+    assert_eq!(
+        ready.body["shards_down"],
+        json!([{"shard": "s1", "reason": "unreachable"}])
+    );
+    assert_eq!(ready.body["spool"]["max_bytes"], 262144);
 
     let mut accepted = 0;
     let mut last_id = String::new();
@@ -258,6 +269,12 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
         full.error()
     );
     assert_eq!(full.headers["retry-after"], "1");
+    let full_ready = gate.admin("/readyz").await;
+    assert_eq!(
+        full_ready.status, 503,
+        "no room in the spool: {}",
+        full_ready.body
+    );
 
     let accepted_rows = accepted * 50;
     let deadline = Instant::now() + Duration::from_secs(20);
