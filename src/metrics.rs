@@ -95,6 +95,9 @@ pub struct Metrics {
     /// `shardgate_spool_sync_duration_seconds`: how long each of the spool's syncs took (one
     /// per group of requests spooled together).
     pub spool_sync_duration: Histogram,
+    /// `shardgate_spool_dead_letters_total{table}`: spooled rows a shard refused for their
+    /// data, recorded in the dead-letter table.
+    pub spool_dead_letters: IntCounterVec,
 }
 
 impl Metrics {
@@ -268,6 +271,11 @@ impl Metrics {
                 "shardgate_spool_oldest_pending_seconds",
                 "Age of the oldest spooled row not yet written to the shard (the drain's lag).",
                 "shard",
+            ),
+            spool_dead_letters: counter(
+                "shardgate_spool_dead_letters_total",
+                "Spooled rows a shard refused for their data, moved to the dead-letter table.",
+                &["table"],
             ),
             spool_sync_duration: {
                 let opts = HistogramOpts::new(

@@ -159,7 +159,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         delay: config.hot_keys.split_delay,
     };
     let routing_source = Arc::new(RoutingSource {
-        catalog,
+        catalog: catalog.clone(),
         config: config.clone(),
         tables: tables.clone(),
         shards: shards.clone(),
@@ -187,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     let spool = spool.map(|spool| {
         let settings = DrainContext {
+            catalog: &catalog,
             config: &config,
             shards: &shards,
             tables: &tables,
@@ -273,6 +274,7 @@ fn open_spool(config: &Config) -> Result<Option<OpenedSpool>, StartError> {
 
 /// What the drainer is built from.
 struct DrainContext<'a> {
+    catalog: &'a Arc<Catalog>,
     config: &'a Config,
     shards: &'a Arc<Published>,
     tables: &'a Arc<Tables>,
@@ -312,6 +314,7 @@ fn start_spool(
         queue,
         metrics: context.metrics.clone(),
         statuses: statuses.clone(),
+        catalog: context.catalog.clone(),
     };
     background.spawn(drain(settings, spool.recovered, handed, shutdown.clone()));
     Spool {

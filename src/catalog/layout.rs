@@ -14,12 +14,13 @@
 //! 4. `migrations` records the epoch that began dual-writing (tables without an id copy only
 //!    rows older than it) and, apart from the last error of a step, why a migration was given up.
 //! 5. `hot_keys`: each fan-out step of a split hot key (see [`super::hot_keys`]).
+//! 6. `dead_letters`: spooled rows a shard refused for their data (see [`super::dead_letters`]).
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 5;
+pub const CURRENT: i32 = 6;
 
 /// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -79,6 +80,23 @@ const HOT_KEY_TABLES: &str = "
         PRIMARY KEY (table_name, key_hash, fanout)
     );";
 
+/// Spooled rows a shard refused for their data (new in layout 6); one per spool part, so a
+/// part refused again after a crash is recorded once.
+const DEAD_LETTER_TABLE: &str = "
+    CREATE TABLE shardgate.dead_letters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        table_name text NOT NULL,
+        shard text NOT NULL,
+        write_id uuid NOT NULL,
+        row_values jsonb NOT NULL,
+        message text NOT NULL,
+        spool uuid NOT NULL,
+        seq bigint NOT NULL,
+        part smallint NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (spool, seq, part)
+    );";
+
 /// The resharding journal as the current layout has it (new in layout 3).
 const JOURNAL_TABLES: &str = "
     CREATE TABLE shardgate.migrations (
@@ -114,23 +132,31 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             (CREATE_CURRENT, "create the catalog"),
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
+            (DEAD_LETTER_TABLE, "create the dead letters"),
         ],
         1 => &[
             (MIGRATE_1_TO_2, "migrate the catalog from layout 1"),
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
+            (DEAD_LETTER_TABLE, "create the dead letters"),
         ],
         2 => &[
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
+            (DEAD_LETTER_TABLE, "create the dead letters"),
         ],
         3 => &[
             (MIGRATE_3_TO_4, "migrate the catalog from layout 3"),
             (HOT_KEY_TABLES, "create the hot keys"),
+            (DEAD_LETTER_TABLE, "create the dead letters"),
         ],
-        4 => &[(HOT_KEY_TABLES, "create the hot keys")],
+        4 => &[
+            (HOT_KEY_TABLES, "create the hot keys"),
+            (DEAD_LETTER_TABLE, "create the dead letters"),
+        ],
+        5 => &[(DEAD_LETTER_TABLE, "create the dead letters")],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     };
@@ -141,7 +167,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
     }
     let record = match found {
-        2..=4 => "UPDATE shardgate.catalog_version SET version = $1",
+        2..=5 => "UPDATE shardgate.catalog_version SET version = $1",
         _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
     };
     tx.execute(record, &[&CURRENT])

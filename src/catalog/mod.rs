@@ -23,6 +23,7 @@ use thiserror::Error;
 use tokio_postgres::IsolationLevel;
 use watch::ROUTING_CHANNEL;
 
+pub mod dead_letters;
 pub mod hot_keys;
 pub mod journal;
 mod layout;

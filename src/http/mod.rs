@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dead_letters;
 pub mod encoding;
 pub mod error;
 pub mod error_body;

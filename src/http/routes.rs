@@ -5,7 +5,7 @@ use super::auth::require_admin_token;
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
-use super::{admin, hot_keys, query, reshard, status_page, write, write_status};
+use super::{admin, dead_letters, hot_keys, query, reshard, status_page, write, write_status};
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
@@ -31,6 +31,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/shards/plan", post(reshard::plan_shard))
         .route("/admin/shards", post(reshard::add_shard))
         .route("/admin/hot-keys", post(hot_keys::split))
+        .route("/admin/dead-letters/{id}", delete(dead_letters::delete))
         .route(
             "/admin/shards/{name}",
             delete(reshard::drain_shard).patch(reshard::reweight_shard),
@@ -48,6 +49,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/migrations/{id}", get(reshard::migration))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/hot-keys", get(hot_keys::list))
+        .route("/admin/dead-letters", get(dead_letters::list))
         .route("/metrics", get(admin::metrics))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))

@@ -1,13 +1,12 @@
 //! `GET /v1/writes/{write_id}`: how far a spooled write is, per shard, for as long as the
 //! spool remembers it.
 
-use super::error::error_response;
+use super::error::refused;
 use super::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -15,11 +14,11 @@ use uuid::Uuid;
 pub async fn write_status(State(state): State<Arc<AppState>>, Path(write_id): Path<String>) -> Response {
     let Ok(id) = write_id.parse::<Uuid>() else {
         let message = format!("`{write_id}` is not a write id (a UUID from a 202 answer)");
-        return error_response(StatusCode::BAD_REQUEST, message, json!([]), None);
+        return refused(StatusCode::BAD_REQUEST, message);
     };
     let Some(statuses) = state.writes.statuses() else {
         let message = "this proxy has no spool: only spooled writes (202) have a status".to_string();
-        return error_response(StatusCode::NOT_FOUND, message, json!([]), None);
+        return refused(StatusCode::NOT_FOUND, message);
     };
     match statuses.get(id) {
         Some(status) => Json(status).into_response(),
@@ -29,7 +28,7 @@ pub async fn write_status(State(state): State<Arc<AppState>>, Path(write_id): Pa
                  was written more than {} ago (spool.remember_writes)",
                 crate::units::format_duration(statuses.remember())
             );
-            error_response(StatusCode::NOT_FOUND, message, json!([]), None)
+            refused(StatusCode::NOT_FOUND, message)
         }
     }
 }

@@ -17,13 +17,19 @@
 //! A record written in full frees its place in the spool; segments whose records are all
 //! written are removed, and the shards' marks of their records pruned.
 
+use crate::catalog::Catalog;
+use crate::catalog::dead_letters::NewDeadLetter;
 use crate::metrics::Metrics;
+use crate::query::value::Cell;
 use crate::routing::{Epoch, ShardIndex};
-use crate::schema::{TableId, Tables};
+use crate::schema::{TableId, TableSchema, Tables};
 use crate::shards::applied::{self, Mark};
 use crate::shards::queue::{QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
-use crate::spool::{PartRef, Placement, Record, RecordSeq, SpoolAppender, SpooledWrite, WriteStatuses};
+use crate::spool::{
+    PartRef, Placement, Record, RecordSeq, RowsOutcome, SpoolAppender, SpooledPart, SpooledWrite,
+    WriteStatuses,
+};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -42,7 +48,7 @@ const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// Pause of a shard whose queue is full.
 const FULL_PAUSE: Duration = Duration::from_millis(20);
-/// How long a part the shard refused for its data waits before it is tried again.
+/// How long a part larger than its shard's whole queue waits before it is tried again.
 const REFUSED_PAUSE: Duration = Duration::from_secs(30);
 /// How often written records are let go of on disk, and the metrics set.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -65,6 +71,8 @@ pub struct DrainSettings {
     pub metrics: Arc<Metrics>,
     /// What is known of each write, for `GET /v1/writes/{write_id}`.
     pub statuses: Arc<WriteStatuses>,
+    /// Where refused rows are recorded.
+    pub catalog: Arc<Catalog>,
 }
 
 /// What the spool held at start-up.
@@ -168,6 +176,11 @@ enum Event {
         part: PartRef,
         result: Result<(), String>,
     },
+    DeadLettered {
+        part: PartRef,
+        table: String,
+        result: Result<(), String>,
+    },
     Removed {
         result: Result<RecordSeq, String>,
     },
@@ -236,7 +249,7 @@ impl Drainer {
             .statuses
             .spooled(write.write_id, &write.table, parts, supersedes);
         for superseded in &write.supersedes {
-            self.finish(*superseded, false);
+            self.finish(*superseded, RowsOutcome::Moved);
         }
         for (index, part) in write.parts.iter().enumerate() {
             let part_ref = PartRef {
@@ -292,7 +305,7 @@ impl Drainer {
         for part in parts {
             match self.step(set, name, part, now) {
                 Step::Skip => {}
-                Step::Done => self.finish(part, true),
+                Step::Done => self.finish(part, RowsOutcome::Written),
                 Step::Queue(index, tuples) => {
                     if !self.queue(set, name, part, index, tuples) {
                         return;
@@ -444,18 +457,70 @@ impl Drainer {
     }
 
     /// Splits a moved part by its rows' new owners into a record that supersedes it.
-    fn supersede(&mut self, part: PartRef) {
+    fn split_moved(&mut self, part: PartRef) {
         let set = self.settings.shards.load();
         let spooled = &self.records[&part.seq];
         let schema = self.settings.tables.get(spooled.table);
-        let split = spooled.write.parts[usize::from(part.part)].split(schema, &set.table);
-        let parts = match split {
-            Ok(parts) => parts,
+        match spooled.write.parts[usize::from(part.part)].split(schema, &set.table) {
+            Ok(parts) => self.supersede(part, parts),
             Err(error) => {
                 tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
+            }
+        }
+    }
+
+    /// A part the shard refused for its data: cut in two, each half tried on its own, until
+    /// the refused row is alone; then it goes to the dead-letter table.
+    fn refused(&mut self, part: PartRef, message: String) {
+        let spooled = &self.records[&part.seq];
+        let schema = Arc::clone(self.settings.tables.get(spooled.table));
+        let refused = &spooled.write.parts[usize::from(part.part)];
+        match refused.halves(&schema) {
+            Ok(Some((first, second))) => self.supersede(part, vec![first, second]),
+            Ok(None) => self.dead_letter(part, &schema, message),
+            Err(error) => {
+                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
+            }
+        }
+    }
+
+    /// Records a refused part of one row in the catalog's dead-letter table.
+    fn dead_letter(&mut self, part: PartRef, schema: &TableSchema, message: String) {
+        let spooled = &self.records[&part.seq];
+        let refused = &spooled.write.parts[usize::from(part.part)];
+        let fields = refused.first_row_fields(schema).map_err(|e| e.to_string());
+        let row = match fields.and_then(|fields| row_json(schema, &fields)) {
+            Ok(row) => row,
+            Err(error) => {
+                tracing::error!(seq = part.seq.0, part = part.part, %error, "a refused row cannot be read; it stays in the spool");
                 return;
             }
         };
+        tracing::warn!(table = %schema.name, shard = %refused.shard, %message, "a spooled row was refused for its data; it goes to the dead-letter table");
+        let catalog = self.settings.catalog.clone();
+        let (table, shard, write_id) = (schema.name.clone(), refused.shard.clone(), spooled.write.write_id);
+        let mark = self.mark(part);
+        self.events.push(Box::pin(async move {
+            let letter = NewDeadLetter {
+                table: &table,
+                shard: &shard,
+                write_id,
+                row: &row,
+                message: &message,
+                part: (mark.spool, mark.seq, mark.part),
+            };
+            let result = catalog
+                .record_dead_letter(letter)
+                .await
+                .map_err(|e| e.to_string());
+            Event::DeadLettered { part, table, result }
+        }));
+    }
+
+    /// Appends a record carrying `parts` in place of `part`.
+    fn supersede(&mut self, part: PartRef, parts: Vec<SpooledPart>) {
+        self.set_state(part, PartState::Busy);
+        let spooled = &self.records[&part.seq];
         let record = SpooledWrite {
             write_id: spooled.write.write_id,
             table: spooled.write.table.clone(),
@@ -493,17 +558,31 @@ impl Drainer {
                 }
             }
             Event::Settled { part, result } => match result {
-                Ok(true) => self.finish(part, true),
-                Ok(false) => self.supersede(part),
+                Ok(true) => self.finish(part, RowsOutcome::Written),
+                Ok(false) => self.split_moved(part),
                 Err(error) => {
                     tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot ask the shard whether it applied a moved part; retrying");
                     self.retry_later(part, MAX_PAUSE);
                 }
             },
             Event::Superseded { part, result } => match result {
-                Ok(()) => self.finish(part, false),
+                Ok(()) => self.finish(part, RowsOutcome::Moved),
                 Err(error) => {
                     tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot spool the split of a moved part; retrying");
+                    self.retry_later(part, MAX_PAUSE);
+                }
+            },
+            Event::DeadLettered { part, table, result } => match result {
+                Ok(()) => {
+                    self.settings
+                        .metrics
+                        .spool_dead_letters
+                        .with_label_values(&[&table])
+                        .inc();
+                    self.finish(part, RowsOutcome::DeadLetter);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot record a dead letter in the catalog; retrying");
                     self.retry_later(part, MAX_PAUSE);
                 }
             },
@@ -532,7 +611,7 @@ impl Drainer {
                         .with_label_values(&[table, "drained"])
                         .inc_by(size.0 as u64);
                 }
-                self.finish(part, true);
+                self.finish(part, RowsOutcome::Written);
             }
             Err(WriteError::RoutingChanged { .. }) => self.set_state(part, WAITING),
             Err(WriteError::Unavailable { reason, .. }) => {
@@ -540,16 +619,13 @@ impl Drainer {
                 self.set_state(part, WAITING);
                 self.pause(shard, None);
             }
-            Err(WriteError::Rejected { message, .. }) => {
-                tracing::warn!(%shard, %message, seq = part.seq.0, "the shard refused a spooled part for its data; it is tried again later");
-                self.retry_later(part, REFUSED_PAUSE);
-            }
+            Err(WriteError::Rejected { message, .. }) => self.refused(part, message),
         }
     }
 
-    /// Marks a part done: `written` to its shard (now or before), or superseded by a record
-    /// that carries its rows on. A record done in full is let go of.
-    fn finish(&mut self, part: PartRef, written: bool) {
+    /// Marks a part done: written to its shard (now or before), superseded by a record that
+    /// carries its rows on, or recorded as a dead letter. A record done in full is let go of.
+    fn finish(&mut self, part: PartRef, outcome: RowsOutcome) {
         let Some(spooled) = self.records.get_mut(&part.seq) else {
             return;
         };
@@ -561,7 +637,7 @@ impl Drainer {
         let done = &spooled.write.parts[usize::from(part.part)];
         self.settings
             .statuses
-            .done(spooled.write.write_id, &done.shard, done.rows, written);
+            .done(spooled.write.write_id, &done.shard, done.rows, outcome);
         self.set_state(part, PartState::Done);
         if left == 0 {
             self.records.remove(&part.seq);
@@ -718,6 +794,17 @@ impl Drainer {
             part: part.part as i16,
         }
     }
+}
+
+/// A row's declared columns as a JSON object, from their binary COPY fields.
+fn row_json(schema: &TableSchema, fields: &[Option<&[u8]>]) -> Result<serde_json::Value, String> {
+    let mut row = serde_json::Map::new();
+    for (column, field) in schema.columns.iter().zip(fields) {
+        let cell =
+            Cell::from_binary(column.ty, *field).map_err(|e| format!("column {}: {e}", column.name))?;
+        row.insert(column.name.clone(), cell.to_json());
+    }
+    Ok(serde_json::Value::Object(row))
 }
 
 /// Whether the shard behind `pool` applied `mark`, asked once no batch can be writing it.

@@ -353,6 +353,35 @@ impl Cell {
         }
     }
 
+    /// A value of column type `ty` in Postgres's binary format (as a COPY field holds it);
+    /// `None` is NULL.
+    pub fn from_binary(ty: ColumnType, raw: Option<&[u8]>) -> Result<Cell, String> {
+        use tokio_postgres::types::{FromSql, Type};
+        fn decode<'a, T: FromSql<'a>>(
+            ty: &Type,
+            raw: &'a [u8],
+            wrap: impl Fn(T) -> Cell,
+        ) -> Result<Cell, String> {
+            T::from_sql(ty, raw).map(wrap).map_err(|e| e.to_string())
+        }
+        let Some(raw) = raw else {
+            return Ok(Cell::Null);
+        };
+        match ty {
+            ColumnType::Text => decode(&Type::TEXT, raw, Cell::Text),
+            ColumnType::BigInt => decode(&Type::INT8, raw, Cell::Int),
+            ColumnType::Integer => decode(&Type::INT4, raw, |v: i32| Cell::Int(v.into())),
+            ColumnType::SmallInt => decode(&Type::INT2, raw, |v: i16| Cell::Int(v.into())),
+            ColumnType::Double => decode(&Type::FLOAT8, raw, Cell::Float),
+            ColumnType::Boolean => decode(&Type::BOOL, raw, Cell::Bool),
+            ColumnType::Uuid => decode(&Type::UUID, raw, Cell::Uuid),
+            ColumnType::Timestamptz => decode(&Type::TIMESTAMPTZ, raw, Cell::Timestamp),
+            ColumnType::Date => decode(&Type::DATE, raw, Cell::Date),
+            ColumnType::Jsonb => decode(&Type::JSONB, raw, Cell::Json),
+            ColumnType::Bytea => decode(&Type::BYTEA, raw, Cell::Bytes),
+        }
+    }
+
     /// The cell as JSON: numbers, strings (RFC 3339 timestamps, base64 bytes), JSON as is.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;

@@ -19,7 +19,7 @@ mod writer;
 pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
 pub use spooled::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
-pub use status::{ShardRows, WriteStatus, WriteStatuses};
+pub use status::{RowsOutcome, ShardRows, WriteStatus, WriteStatuses};
 pub use writer::{AppendError, SpoolAppender, SpoolWriter, WriterOptions};
 
 use std::path::PathBuf;

@@ -243,6 +243,50 @@ impl SpooledPart {
             .collect())
     }
 
+    /// The part cut in two, each half with about half of its rows (to isolate a row the shard
+    /// refuses); a part of one row cannot be cut.
+    pub fn halves(&self, table: &TableSchema) -> Result<Option<(SpooledPart, SpooledPart)>, MalformedWrite> {
+        if self.rows < 2 {
+            return Ok(None);
+        }
+        let mut cut = 0;
+        for tuple in self.tuples(table).take(self.rows / 2) {
+            cut += tuple?.bytes.len();
+        }
+        let half = |tuples: Bytes, rows| SpooledPart {
+            shard: self.shard.clone(),
+            rows,
+            tuples,
+        };
+        Ok(Some((
+            half(self.tuples.slice(..cut), self.rows / 2),
+            half(self.tuples.slice(cut..), self.rows - self.rows / 2),
+        )))
+    }
+
+    /// The declared columns' values of the part's first row, as binary COPY fields (`None`
+    /// for NULL).
+    pub fn first_row_fields(&self, table: &TableSchema) -> Result<Vec<Option<&[u8]>>, MalformedWrite> {
+        let tuple = self
+            .tuples(table)
+            .next()
+            .ok_or(MalformedWrite("part has no row"))??;
+        let mut fields = Vec::with_capacity(table.columns.len());
+        let mut at = 2;
+        for _ in 0..table.columns.len() {
+            let len = i32::from_be_bytes(tuple.bytes[at..at + 4].try_into().expect("four bytes"));
+            at += 4;
+            match usize::try_from(len) {
+                Ok(len) => {
+                    fields.push(Some(&tuple.bytes[at..at + len]));
+                    at += len;
+                }
+                Err(_) => fields.push(None),
+            }
+        }
+        Ok(fields)
+    }
+
     fn tuples<'a>(&'a self, table: &TableSchema) -> Tuples<'a> {
         Tuples::new(&self.tuples, table)
     }

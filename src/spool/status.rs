@@ -36,6 +36,19 @@ pub struct ShardRows {
     pub written: usize,
     /// Rows waiting in the spool for it.
     pub pending: usize,
+    /// Rows the shard refused for their data, now in the dead-letter table.
+    pub dead_letter: usize,
+}
+
+/// What became of some of a write's rows that waited for a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsOutcome {
+    /// Committed on the shard.
+    Written,
+    /// Carried on by a record that supersedes their part.
+    Moved,
+    /// Refused by the shard for their data and recorded as dead letters.
+    DeadLetter,
 }
 
 /// A write as `GET /v1/writes/{write_id}` shows it.
@@ -45,7 +58,8 @@ pub struct WriteStatus {
     pub write_id: Uuid,
     /// Its table.
     pub table: String,
-    /// `spooled` while some row waits, `committed` once every row is written.
+    /// `spooled` while some row waits, `committed` once every row is written, `dead_letter`
+    /// once none waits and some went to the dead-letter table.
     pub status: &'static str,
     /// Rows in the write.
     pub rows: usize,
@@ -93,20 +107,20 @@ impl WriteStatuses {
         }
     }
 
-    /// `rows` of `write_id` waiting for `shard` were written there (`written`), or moved on to
-    /// a record that supersedes them (not `written`).
-    pub fn done(&self, write_id: Uuid, shard: &str, rows: usize, written: bool) {
+    /// `rows` of `write_id` that waited for `shard` are done with, as `outcome` says.
+    pub fn done(&self, write_id: Uuid, shard: &str, rows: usize, outcome: RowsOutcome) {
         let mut known = self.lock();
         let Some(tracked) = known.writes.get_mut(&write_id) else {
             return;
         };
         let counts = tracked.shards.entry(shard.to_string()).or_default();
         counts.pending = counts.pending.saturating_sub(rows);
-        if written {
-            counts.written += rows;
+        match outcome {
+            RowsOutcome::Written => counts.written += rows,
+            RowsOutcome::DeadLetter => counts.dead_letter += rows,
+            RowsOutcome::Moved => {}
         }
-        let all_written = tracked.shards.values().map(|s| s.written).sum::<usize>() >= tracked.rows;
-        if all_written {
+        if tracked.settled() >= tracked.rows {
             known.finished.push_back((Instant::now(), write_id));
         }
     }
@@ -123,15 +137,16 @@ impl WriteStatuses {
             known.writes.remove(&id);
         }
         let tracked = known.writes.get(&write_id)?;
-        let written: usize = tracked.shards.values().map(|s| s.written).sum();
+        let dead: usize = tracked.shards.values().map(|s| s.dead_letter).sum();
+        let status = match (tracked.settled() >= tracked.rows, dead) {
+            (false, _) => "spooled",
+            (true, 0) => "committed",
+            (true, _) => "dead_letter",
+        };
         Some(WriteStatus {
             write_id,
             table: tracked.table.clone(),
-            status: if written >= tracked.rows {
-                "committed"
-            } else {
-                "spooled"
-            },
+            status,
             rows: tracked.rows,
             shards: tracked.shards.clone(),
         })
@@ -142,19 +157,26 @@ impl WriteStatuses {
     }
 }
 
+impl Tracked {
+    /// Rows no longer waiting: written or dead letters.
+    fn settled(&self) -> usize {
+        self.shards.values().map(|s| s.written + s.dead_letter).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_write_is_spooled_until_every_row_is_written_then_committed_then_forgotten() {
+    async fn a_write_is_spooled_until_every_row_is_done_then_committed_then_forgotten() {
         let statuses = WriteStatuses::new(Duration::from_millis(300));
         let id = Uuid::now_v7();
         statuses.spooled(id, "logs", [("s0", 3), ("s1", 2)].into_iter(), false);
         let shown = statuses.get(id).unwrap();
         assert_eq!((shown.status, shown.rows), ("spooled", 5));
-        statuses.done(id, "s0", 3, true);
-        statuses.done(id, "s1", 2, false);
+        statuses.done(id, "s0", 3, RowsOutcome::Written);
+        statuses.done(id, "s1", 2, RowsOutcome::Moved);
         statuses.spooled(id, "logs", [("s2", 2)].into_iter(), true);
         let shown = statuses.get(id).unwrap();
         assert_eq!(
@@ -162,30 +184,28 @@ mod tests {
             ("spooled", 5),
             "moved rows still wait"
         );
-        assert_eq!(
-            shown.shards["s1"],
-            ShardRows {
-                written: 0,
-                pending: 0
-            }
-        );
-        assert_eq!(
-            shown.shards["s2"],
-            ShardRows {
-                written: 0,
-                pending: 2
-            }
-        );
-        statuses.done(id, "s2", 2, true);
+        assert_eq!(shown.shards["s1"], ShardRows::default());
+        let waiting = ShardRows {
+            pending: 2,
+            ..ShardRows::default()
+        };
+        assert_eq!(shown.shards["s2"], waiting);
+        statuses.done(id, "s2", 2, RowsOutcome::Written);
         let shown = statuses.get(id).unwrap();
         assert_eq!(shown.status, "committed");
-        assert_eq!(
-            shown.shards["s0"],
-            ShardRows {
-                written: 3,
-                pending: 0
-            }
-        );
+        let written = ShardRows {
+            written: 3,
+            ..ShardRows::default()
+        };
+        assert_eq!(shown.shards["s0"], written);
+
+        let refused = Uuid::now_v7();
+        statuses.spooled(refused, "logs", [("s0", 2)].into_iter(), false);
+        statuses.done(refused, "s0", 1, RowsOutcome::Written);
+        assert_eq!(statuses.get(refused).unwrap().status, "spooled");
+        statuses.done(refused, "s0", 1, RowsOutcome::DeadLetter);
+        assert_eq!(statuses.get(refused).unwrap().status, "dead_letter");
+
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(statuses.get(id), None, "forgotten after spool.remember_writes");
         assert_eq!(statuses.get(Uuid::now_v7()), None);

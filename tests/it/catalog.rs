@@ -158,7 +158,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let stored = catalog
         .query(
             "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
@@ -194,36 +194,50 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
     let journal = migrated_from(
         &catalog,
         &urls,
-        "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys;
+        "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys, shardgate.dead_letters;
          ALTER TABLE shardgate.shards DROP COLUMN retired;
          UPDATE shardgate.catalog_version SET version = 2;",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'migration_ranges'",
     )
     .await;
-    assert_eq!(journal, (5, 1), "layout 2 is migrated to 5, with the journal");
+    assert_eq!(journal, (6, 1), "layout 2 is migrated to 6, with the journal");
 
     // Back to layout 3: a journal without the dual-write epoch and the failure.
     let columns = migrated_from(
         &catalog,
         &urls,
         "ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
-         DROP TABLE shardgate.hot_keys;
+         DROP TABLE shardgate.hot_keys, shardgate.dead_letters;
          UPDATE shardgate.catalog_version SET version = 3;",
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
          AND table_name = 'migrations' AND column_name IN ('dual_write_epoch', 'failure')",
     )
     .await;
-    assert_eq!(columns, (5, 2), "layout 3 is migrated to 5");
+    assert_eq!(columns, (6, 2), "layout 3 is migrated to 6");
 
     // Back to layout 4: no hot keys.
     let hot_keys = migrated_from(
         &catalog,
         &urls,
-        "DROP TABLE shardgate.hot_keys; UPDATE shardgate.catalog_version SET version = 4;",
+        "DROP TABLE shardgate.hot_keys, shardgate.dead_letters; UPDATE shardgate.catalog_version SET version = 4;",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'hot_keys'",
     )
     .await;
-    assert_eq!(hot_keys, (5, 1), "layout 4 is migrated to 5, with the hot keys");
+    assert_eq!(hot_keys, (6, 1), "layout 4 is migrated to 6, with the hot keys");
+
+    // Back to layout 5: no dead letters.
+    let dead_letters = migrated_from(
+        &catalog,
+        &urls,
+        "DROP TABLE shardgate.dead_letters; UPDATE shardgate.catalog_version SET version = 5;",
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'dead_letters'",
+    )
+    .await;
+    assert_eq!(
+        dead_letters,
+        (6, 1),
+        "layout 5 is migrated to 6, with the dead letters"
+    );
 }
 
 /// Takes the catalog back to an older layout with `downgrade`, starts a proxy on it (which

@@ -558,3 +558,110 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
     gate.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbours_commit() {
+    let urls = fresh_shards("spool_poison").await;
+    let dir = spool_dir("poison");
+    let server = shardgate::server::start(spooling_config(&urls, &dir, &crate::admin::with_token()))
+        .await
+        .expect("shardgate starts");
+    let gate = TestServer {
+        server,
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    gate.on_every_shard("ALTER TABLE logs ADD CONSTRAINT no_poison CHECK (line <> 'poison')")
+        .await;
+    let mut rows = log_rows("ok", 40);
+    rows[17]["line"] = json!("poison");
+    let reply = post(&gate.http, &gate.url("/v1/tables/logs/rows"), &[], &rows).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let write_id = reply.body["write_id"].as_str().unwrap().to_string();
+    wait_for_rows(&urls, "logs", 39, Duration::from_secs(20)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let letters = loop {
+        let listed = gate.admin("/admin/dead-letters").await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let letters = listed.body["dead_letters"].as_array().unwrap().clone();
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "the refused row is recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["table"], "logs");
+    assert_eq!(letter["row"], json!({"source": "src-17", "line": "poison"}));
+    assert_eq!(letter["write_id"], write_id.as_str());
+    let message = letter["message"].as_str().unwrap();
+    assert!(message.contains("no_poison"), "{message}");
+    let shard = letter["shard"].as_str().unwrap();
+    assert!(shard == "s0" || shard == "s1", "{shard}");
+    assert_eq!(distinct_lines(&urls).await, 39, "every other row once");
+
+    let status = Reply::read(
+        gate.http
+            .get(gate.url(&format!("/v1/writes/{write_id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.body["status"], "dead_letter", "{}", status.body);
+    assert_eq!(status.body["shards"][shard]["dead_letter"], 1, "{}", status.body);
+    let page = gate.metrics_page().await;
+    assert_eq!(
+        sample(&page, "shardgate_spool_dead_letters_total{table=\"logs\"}"),
+        1.0
+    );
+
+    assert_eq!(
+        gate.admin("/admin/dead-letters?table=events").await.body["dead_letters"],
+        json!([])
+    );
+    assert_eq!(
+        gate.admin(&format!(
+            "/admin/dead-letters?table=logs&shard={shard}&since=2020-01-01T00:00:00Z"
+        ))
+        .await
+        .body["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let bad_time = gate.admin("/admin/dead-letters?since=yesterday").await;
+    assert_eq!(bad_time.status, 400);
+    assert_eq!(
+        bad_time.error(),
+        "since must be an RFC 3339 time, such as 2026-05-01T12:00:00Z"
+    );
+    let unknown = gate.admin("/admin/dead-letters?colour=red").await;
+    assert_eq!(unknown.status, 400);
+    assert_eq!(
+        unknown.error(),
+        "unknown parameter `colour`; filter by table, shard, since, until, and set limit"
+    );
+
+    let id = letter["id"].as_i64().unwrap();
+    let url = gate.admin_url(&format!("/admin/dead-letters/{id}"));
+    let anonymous = Reply::read(gate.http.delete(&url).send().await.unwrap()).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let delete = || gate.http.delete(&url).bearer_auth(crate::admin::TOKEN).send();
+    let deleted = Reply::read(delete().await.unwrap()).await;
+    assert_eq!((deleted.status, &deleted.body), (200, &json!({"deleted": id})));
+    let again = Reply::read(delete().await.unwrap()).await;
+    assert_eq!(
+        (again.status, again.error()),
+        (404, format!("there is no dead letter {id}").as_str())
+    );
+    assert_eq!(
+        gate.admin("/admin/dead-letters").await.body["dead_letters"],
+        json!([])
+    );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
