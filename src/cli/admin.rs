@@ -43,6 +43,32 @@ enum AdminCommand {
         #[command(subcommand)]
         action: Option<HotKeysAction>,
     },
+    /// List the spooled rows a shard refused for their data, or delete one.
+    DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadLettersAction>,
+        /// Only of this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only refused by this shard.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Only recorded at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Most to list.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum DeadLettersAction {
+    /// Delete dead letter ID, once its cause is dealt with.
+    Delete {
+        /// The dead letter's id, as listed.
+        id: i64,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -169,6 +195,31 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let key: serde_json::Map<String, Value> = key.into_iter().collect();
             let body = json!({"table": table, "key": key, "fanout": fanout});
             print_split(&api.post("/admin/hot-keys", &body).await?);
+        }
+        AdminCommand::DeadLetters {
+            action: Some(DeadLettersAction::Delete { id }),
+            ..
+        } => {
+            let request = api.http.delete(api.url(&format!("/admin/dead-letters/{id}")));
+            api.send_token(request).await?;
+            println!("dead letter {id} deleted");
+        }
+        AdminCommand::DeadLetters {
+            action: None,
+            table,
+            shard,
+            since,
+            limit,
+        } => {
+            let filters = [("table", table), ("shard", shard), ("since", since)];
+            let params = filters
+                .into_iter()
+                .filter_map(|(name, value)| value.map(|value| (name, value)))
+                .chain([("limit", limit.to_string())]);
+            let url = reqwest::Url::parse_with_params(&api.url("/admin/dead-letters"), params)
+                .context("the admin URL")?;
+            let request = api.http.get(url);
+            print_dead_letters(&api.send(request).await?);
         }
         AdminCommand::Migrations { id: None, .. } => print_migrations(&api.get("/admin/migrations").await?),
         AdminCommand::Migrations {
@@ -313,6 +364,34 @@ fn print_shards(shards: &Value) {
             shard["owned_fraction"].as_f64().unwrap_or_default() * 100.0,
             shard["queued_rows"].to_string(),
             shard["url"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+fn print_dead_letters(listed: &Value) {
+    let letters = listed["dead_letters"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if letters.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    println!(
+        "{:>6}  {:<24}  {:<16} {:<6} {:<36}  row / message",
+        "id", "recorded", "table", "shard", "write id"
+    );
+    for letter in letters {
+        println!(
+            "{:>6}  {:<24}  {:<16} {:<6} {:<36}  {}\n{:>6}  {}",
+            letter["id"].to_string(),
+            letter["created_at"].as_str().unwrap_or_default(),
+            letter["table"].as_str().unwrap_or_default(),
+            letter["shard"].as_str().unwrap_or_default(),
+            letter["write_id"].as_str().unwrap_or_default(),
+            letter["row"],
+            "",
+            letter["message"].as_str().unwrap_or_default(),
         );
     }
 }

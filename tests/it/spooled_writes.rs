@@ -650,9 +650,18 @@ async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbour
     let url = gate.admin_url(&format!("/admin/dead-letters/{id}"));
     let anonymous = Reply::read(gate.http.delete(&url).send().await.unwrap()).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
+    let (ok, listed, stderr) = crate::admin::admin_cli(&gate, &["dead-letters", "--table", "logs"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains(r#"{"line":"poison","source":"src-17"}"#) && listed.contains("no_poison"),
+        "{listed}"
+    );
+    let id_text = id.to_string();
+    let args = ["--token", crate::admin::TOKEN, "dead-letters", "delete", &id_text];
+    let (ok, deleted, stderr) = crate::admin::admin_cli(&gate, &args).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(deleted.trim(), format!("dead letter {id} deleted"));
     let delete = || gate.http.delete(&url).bearer_auth(crate::admin::TOKEN).send();
-    let deleted = Reply::read(delete().await.unwrap()).await;
-    assert_eq!((deleted.status, &deleted.body), (200, &json!({"deleted": id})));
     let again = Reply::read(delete().await.unwrap()).await;
     assert_eq!(
         (again.status, again.error()),
