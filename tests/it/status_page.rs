@@ -1,7 +1,7 @@
 //! The status page: served offline from the admin listener, and, in a real headless Chromium,
 //! drawing one arc per range of the ring in its owner's colour and a row per shard, without a
-//! script error; and, driven through WebDriver, pausing, resuming and cancelling a migration
-//! with the admin token.
+//! script error, and the rows the spool holds for a shard that is down; and, driven through
+//! WebDriver, pausing, resuming and cancelling a migration with the admin token.
 
 use crate::admin::{migration_status, wait_for};
 use crate::common::TestServer;
@@ -149,15 +149,20 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
 
 /// The number in the "rows committed" cell of `shard`'s row.
 fn committed_cell(html: &str, shard: &str) -> i64 {
+    count_cell(html, shard, "committed")
+}
+
+/// The count in the cell of class `number {class}` of `shard`'s row.
+fn count_cell(html: &str, shard: &str, class: &str) -> i64 {
     let row = html
         .split(&format!("<tr data-shard=\"{shard}\">"))
         .nth(1)
         .expect("the shard's row");
     let cell = row
-        .split("class=\"number committed\">")
+        .split(&format!("class=\"number {class}\">"))
         .nth(1)
         .and_then(|rest| rest.split('<').next())
-        .expect("the rows committed cell");
+        .unwrap_or_else(|| panic!("the {class} cell"));
     cell.replace(',', "")
         .parse()
         .unwrap_or_else(|_| panic!("a count: {cell}"))
@@ -263,4 +268,78 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     gate.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_is_down() {
+    use crate::common::{clusters, config_for, fresh_database, private_cluster, sample};
+    let doomed = private_cluster("status_page_spool");
+    let urls = vec![
+        fresh_database(&clusters()[0], "status_page_spool").await,
+        fresh_database(&doomed, "status_page_spool").await,
+    ];
+    let dir = std::env::temp_dir().join(format!("shardgate-page-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = config_for(&urls, &format!("[spool]\ndir = \"{}\"\n", dir.display()));
+    config.tables[1].ack = shardgate::config::AckMode::Spool;
+    let gate = TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls: urls,
+        http: reqwest::Client::new(),
+    };
+    doomed.stop().unwrap();
+    for round in 0..3 {
+        let rows: Vec<_> = (0..100)
+            .map(|i| serde_json::json!({"source": format!("src-{i}"), "line": format!("{round}-{i}")}))
+            .collect();
+        let reply = gate
+            .post(
+                "logs",
+                "application/json",
+                serde_json::Value::Array(rows).to_string(),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let waiting = loop {
+        let page = gate.metrics_page().await;
+        let waiting = sample(&page, "shardgate_spool_pending_rows{shard=\"s1\"}") as i64;
+        if waiting > 0 && gate.count(0, "logs").await + waiting == 300 {
+            break waiting;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s0's rows are written, s1's wait"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    let dom = run_chromium(&gate.admin_url("/"), &["--dump-dom"]).await;
+    let stderr = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "chromium failed: {stderr}");
+    assert!(
+        script_errors(&stderr).is_empty(),
+        "script errors: {:?}",
+        script_errors(&stderr)
+    );
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(
+        count_cell(&html, "s1", "spool-waiting"),
+        waiting,
+        "s1's rows in the spool"
+    );
+    assert_eq!(count_cell(&html, "s0", "spool-waiting"), 0);
+    assert!(
+        html.contains(&format!("data-waiting=\"{waiting}\"")) && html.contains("data-dead-letters=\"0\""),
+        "the spool's line: {}",
+        html.split("id=\"spool\"")
+            .nth(1)
+            .unwrap_or_default()
+            .split("</p>")
+            .next()
+            .unwrap_or_default()
+    );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
