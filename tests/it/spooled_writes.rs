@@ -70,6 +70,12 @@ async fn wait_for_rows(urls: &[String], table: &str, rows: i64, within: Duration
     }
 }
 
+/// Checks a refusal's status and exact error text.
+fn assert_refused(reply: &Reply, status: u16, message: impl AsRef<str>) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(reply.error(), message.as_ref());
+}
+
 /// Distinct `line`s of `logs` over `urls`, which must equal its rows (no row stored twice).
 async fn distinct_lines(urls: &[String]) -> i64 {
     let mut lines = std::collections::HashSet::new();
@@ -145,19 +151,19 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
     assert!(shards.values().all(|s| s["pending"] == 0), "{}", status.body);
     let unknown = uuid::Uuid::now_v7();
     let status = get(format!("/v1/writes/{unknown}")).await;
-    assert_eq!(status.status, 404);
-    assert_eq!(
-        status.error(),
+    assert_refused(
+        &status,
+        404,
         format!(
             "write {unknown} is not known here: it was not spooled by this proxy, or its last row was \
              written more than 10m ago (spool.remember_writes)"
-        )
+        ),
     );
     let status = get("/v1/writes/nope".to_string()).await;
-    assert_eq!(status.status, 400);
-    assert_eq!(
-        status.error(),
-        "`nope` is not a write id (a UUID from a 202 answer)"
+    assert_refused(
+        &status,
+        400,
+        "`nope` is not a write id (a UUID from a 202 answer)",
     );
 
     let committed = post(
@@ -181,10 +187,10 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
         &log_rows("no", 3),
     )
     .await;
-    assert_eq!(refused.status, 400);
-    assert_eq!(
-        refused.error(),
-        "table `logs` acknowledges with `spool` only; set ack_per_request = true on it to let requests choose"
+    assert_refused(
+        &refused,
+        400,
+        "table `logs` acknowledges with `spool` only; set ack_per_request = true on it to let requests choose",
     );
     let bad = post(
         &gate.http,
@@ -193,10 +199,10 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
         &events(1, 1),
     )
     .await;
-    assert_eq!(bad.status, 400);
-    assert_eq!(
-        bad.error(),
-        "shardgate-ack must be `commit` or `spool`, not \"later\""
+    assert_refused(
+        &bad,
+        400,
+        "shardgate-ack must be `commit` or `spool`, not \"later\"",
     );
 
     let invalid = post(&gate.http, &logs_url, &[], &json!([{"source": "a", "line": 5}])).await;
@@ -634,16 +640,16 @@ async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbour
         1
     );
     let bad_time = gate.admin("/admin/dead-letters?since=yesterday").await;
-    assert_eq!(bad_time.status, 400);
-    assert_eq!(
-        bad_time.error(),
-        "since must be an RFC 3339 time, such as 2026-05-01T12:00:00Z"
+    assert_refused(
+        &bad_time,
+        400,
+        "since must be an RFC 3339 time, such as 2026-05-01T12:00:00Z",
     );
     let unknown = gate.admin("/admin/dead-letters?colour=red").await;
-    assert_eq!(unknown.status, 400);
-    assert_eq!(
-        unknown.error(),
-        "unknown parameter `colour`; filter by table, shard, since, until, and set limit"
+    assert_refused(
+        &unknown,
+        400,
+        "unknown parameter `colour`; filter by table, shard, since, until, and set limit",
     );
 
     let id = letter["id"].as_i64().unwrap();

@@ -43,6 +43,20 @@ async fn run_chromium(url: &str, args: &[&str]) -> Output {
     output
 }
 
+/// The page at `url` as headless Chromium leaves it after its script ran, failing on a script
+/// error.
+async fn dump_dom(url: &str) -> String {
+    let dom = run_chromium(url, &["--dump-dom"]).await;
+    let stderr = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "chromium failed: {stderr}");
+    assert!(
+        script_errors(&stderr).is_empty(),
+        "script errors: {:?}",
+        script_errors(&stderr)
+    );
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
 fn script_errors(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
@@ -88,15 +102,7 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
     let ranges = ring.body["ranges"].as_array().unwrap().len();
     let url = gate.admin_url("/");
 
-    let dom = run_chromium(&url, &["--dump-dom"]).await;
-    let stderr = String::from_utf8_lossy(&dom.stderr);
-    assert!(dom.status.success(), "chromium failed: {stderr}");
-    assert!(
-        script_errors(&stderr).is_empty(),
-        "script errors: {:?}",
-        script_errors(&stderr)
-    );
-    let html = String::from_utf8_lossy(&dom.stdout);
+    let html = dump_dom(&url).await;
     assert_eq!(html.matches("class=\"arc\"").count(), ranges, "one arc per range");
     for shard in ["s0", "s1"] {
         let arcs = html.matches(&format!("data-shard=\"{shard}\" d=")).count();
@@ -315,15 +321,7 @@ async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_i
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
 
-    let dom = run_chromium(&gate.admin_url("/"), &["--dump-dom"]).await;
-    let stderr = String::from_utf8_lossy(&dom.stderr);
-    assert!(dom.status.success(), "chromium failed: {stderr}");
-    assert!(
-        script_errors(&stderr).is_empty(),
-        "script errors: {:?}",
-        script_errors(&stderr)
-    );
-    let html = String::from_utf8_lossy(&dom.stdout);
+    let html = dump_dom(&gate.admin_url("/")).await;
     assert_eq!(
         count_cell(&html, "s1", "spool-waiting"),
         waiting,
