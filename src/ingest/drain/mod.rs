@@ -12,23 +12,27 @@
 //!   writing to two shards;
 //! - some row moved to another shard: the part's own shard is asked, once no batch can still
 //!   be writing there, whether it applied the part; if not, the rows are split by their new
-//!   owners into a record that supersedes the part.
+//!   owners into a record that supersedes the part;
+//! - the shard refuses the part for its data: it is cut in halves until the refused row is
+//!   alone, which goes to the dead-letter table (module `refused`).
 //!
 //! A record written in full frees its place in the spool; segments whose records are all
-//! written are removed, and the shards' marks of their records pruned.
+//! written are removed, and the shards' marks of their records pruned (module `upkeep`). Parts
+//! whose rows moved are in module `moved`.
+
+mod moved;
+mod refused;
+mod upkeep;
 
 use crate::catalog::Catalog;
-use crate::catalog::dead_letters::NewDeadLetter;
 use crate::metrics::Metrics;
-use crate::query::value::Cell;
 use crate::routing::{Epoch, ShardIndex};
-use crate::schema::{TableId, TableSchema, Tables};
-use crate::shards::applied::{self, Mark};
+use crate::schema::{TableId, Tables};
+use crate::shards::applied::Mark;
 use crate::shards::queue::{QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
 use crate::spool::{
-    PartRef, Placement, Record, RecordSeq, RowsOutcome, SpoolAppender, SpooledPart, SpooledWrite,
-    WriteStatuses,
+    PartRef, Placement, Record, RecordSeq, RowsOutcome, SpoolAppender, SpooledWrite, WriteStatuses,
 };
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -439,105 +443,6 @@ impl Drainer {
         }
     }
 
-    /// Asks the part's own shard whether it applied the part, now that its rows moved.
-    fn settle(&mut self, set: &ShardSet, name: &str, part: PartRef) {
-        self.set_state(part, PartState::Busy);
-        let mark = self.mark(part);
-        let pool = set
-            .iter()
-            .find(|(_, shard)| shard.id.0 == name)
-            .map(|(_, shard)| shard.pools.copy.clone());
-        self.events.push(Box::pin(async move {
-            let result = match pool {
-                Some(pool) => settled_on(&pool, mark).await,
-                None => Err("the shard is not in the routing table any more".to_string()),
-            };
-            Event::Settled { part, result }
-        }));
-    }
-
-    /// Splits a moved part by its rows' new owners into a record that supersedes it.
-    fn split_moved(&mut self, part: PartRef) {
-        let set = self.settings.shards.load();
-        let spooled = &self.records[&part.seq];
-        let schema = self.settings.tables.get(spooled.table);
-        match spooled.write.parts[usize::from(part.part)].split(schema, &set.table) {
-            Ok(parts) => self.supersede(part, parts),
-            Err(error) => {
-                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
-            }
-        }
-    }
-
-    /// A part the shard refused for its data: cut in two, each half tried on its own, until
-    /// the refused row is alone; then it goes to the dead-letter table.
-    fn refused(&mut self, part: PartRef, message: String) {
-        let spooled = &self.records[&part.seq];
-        let schema = Arc::clone(self.settings.tables.get(spooled.table));
-        let refused = &spooled.write.parts[usize::from(part.part)];
-        match refused.halves(&schema) {
-            Ok(Some((first, second))) => self.supersede(part, vec![first, second]),
-            Ok(None) => self.dead_letter(part, &schema, message),
-            Err(error) => {
-                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
-            }
-        }
-    }
-
-    /// Records a refused part of one row in the catalog's dead-letter table.
-    fn dead_letter(&mut self, part: PartRef, schema: &TableSchema, message: String) {
-        let spooled = &self.records[&part.seq];
-        let refused = &spooled.write.parts[usize::from(part.part)];
-        let fields = refused.first_row_fields(schema).map_err(|e| e.to_string());
-        let row = match fields.and_then(|fields| row_json(schema, &fields)) {
-            Ok(row) => row,
-            Err(error) => {
-                tracing::error!(seq = part.seq.0, part = part.part, %error, "a refused row cannot be read; it stays in the spool");
-                return;
-            }
-        };
-        tracing::warn!(table = %schema.name, shard = %refused.shard, %message, "a spooled row was refused for its data; it goes to the dead-letter table");
-        let catalog = self.settings.catalog.clone();
-        let (table, shard, write_id) = (schema.name.clone(), refused.shard.clone(), spooled.write.write_id);
-        let mark = self.mark(part);
-        self.events.push(Box::pin(async move {
-            let letter = NewDeadLetter {
-                table: &table,
-                shard: &shard,
-                write_id,
-                row: &row,
-                message: &message,
-                part: (mark.spool, mark.seq, mark.part),
-            };
-            let result = catalog
-                .record_dead_letter(letter)
-                .await
-                .map_err(|e| e.to_string());
-            Event::DeadLettered { part, table, result }
-        }));
-    }
-
-    /// Appends a record carrying `parts` in place of `part`.
-    fn supersede(&mut self, part: PartRef, parts: Vec<SpooledPart>) {
-        self.set_state(part, PartState::Busy);
-        let spooled = &self.records[&part.seq];
-        let record = SpooledWrite {
-            write_id: spooled.write.write_id,
-            table: spooled.write.table.clone(),
-            parts,
-            supersedes: vec![part],
-        };
-        let appender = self.settings.appender.clone();
-        self.events.push(Box::pin(async move {
-            let result = appender
-                .append(record.encode())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            Event::Superseded { part, result }
-        }));
-    }
-
     fn handle(&mut self, event: Event) {
         match event {
             Event::Written {
@@ -644,112 +549,6 @@ impl Drainer {
         }
     }
 
-    /// Lets go of written records on disk and sets the spool's metrics.
-    fn housekeeping(&mut self) {
-        let metrics = &self.settings.metrics;
-        metrics.spool_bytes.set(self.settings.appender.bytes() as i64);
-        metrics
-            .spool_segments
-            .set(self.settings.appender.segments() as i64);
-        self.set_pending_metrics();
-        let through = RecordSeq(
-            self.records
-                .keys()
-                .next()
-                .unwrap_or(&self.next)
-                .0
-                .saturating_sub(1),
-        );
-        if through > self.removed_through && !self.removing {
-            self.removing = true;
-            self.removed_through = through;
-            let appender = self.settings.appender.clone();
-            self.events.push(Box::pin(async move {
-                let result = appender.remove_applied(through).await.map_err(|e| e.to_string());
-                Event::Removed { result }
-            }));
-        }
-    }
-
-    fn set_pending_metrics(&self) {
-        let metrics = &self.settings.metrics;
-        let now_ms = (crate::units::unix_micros_now() / 1000) as u64;
-        let mut pending: HashMap<&str, (usize, u64)> = HashMap::new();
-        for spooled in self.records.values() {
-            for (part, state) in spooled.write.parts.iter().zip(&spooled.parts) {
-                if *state != PartState::Done {
-                    let entry = pending.entry(&part.shard).or_insert((0, spooled.accepted_ms));
-                    entry.0 += part.rows;
-                    entry.1 = entry.1.min(spooled.accepted_ms);
-                }
-            }
-        }
-        let set = self.settings.shards.load();
-        let names: BTreeSet<&str> = set
-            .iter()
-            .map(|(_, shard)| shard.id.0.as_str())
-            .chain(pending.keys().copied())
-            .collect();
-        for name in names {
-            let (rows, oldest) = pending.get(name).copied().unwrap_or((0, now_ms));
-            metrics
-                .spool_pending_rows
-                .with_label_values(&[name])
-                .set(rows as i64);
-            let lag = now_ms.saturating_sub(oldest) as f64 / 1000.0;
-            metrics.spool_oldest_pending.with_label_values(&[name]).set(lag);
-        }
-    }
-
-    /// Removes the shards' marks of records the spool no longer holds (best effort: a shard
-    /// that is down keeps them until the next removal).
-    fn prune_marks(&mut self, first_kept: RecordSeq) {
-        if first_kept <= self.pruned_before {
-            return;
-        }
-        self.pruned_before = first_kept;
-        let spool = self.settings.spool;
-        let through = first_kept.0 as i64 - 1;
-        for (_, shard) in self.settings.shards.load().iter() {
-            let pool = shard.pools.copy.clone();
-            let name = shard.id.0.clone();
-            tokio::spawn(async move {
-                let pruned = match pool.get().await {
-                    Ok(client) => applied::prune_through(&**client, spool, through)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(error) = pruned {
-                    tracing::debug!(shard = %name, %error, "spool marks not pruned this time");
-                }
-            });
-        }
-    }
-
-    fn read_marks(&mut self, set: &ShardSet, name: &str) {
-        let spool = self.settings.spool;
-        let from = self.records.keys().next().map_or(0, |seq| seq.0) as i64;
-        let pool = set
-            .iter()
-            .find(|(_, shard)| shard.id.0 == name)
-            .map(|(_, shard)| shard.pools.copy.clone());
-        let shard = name.to_string();
-        self.events.push(Box::pin(async move {
-            let result = match pool {
-                Some(pool) => match pool.get().await {
-                    Ok(client) => applied::applied_from(&**client, spool, from)
-                        .await
-                        .map(|marks| marks.into_iter().collect())
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                None => Err("the shard is not in the routing table".to_string()),
-            };
-            Event::MarksRead { shard, result }
-        }));
-    }
-
     /// Pauses a shard for `pause`, or for twice its last pause.
     fn pause(&mut self, name: &str, pause: Option<Duration>) {
         let state = self.shards.entry(name.to_string()).or_default();
@@ -794,23 +593,4 @@ impl Drainer {
             part: part.part as i16,
         }
     }
-}
-
-/// A row's declared columns as a JSON object, from their binary COPY fields.
-fn row_json(schema: &TableSchema, fields: &[Option<&[u8]>]) -> Result<serde_json::Value, String> {
-    let mut row = serde_json::Map::new();
-    for (column, field) in schema.columns.iter().zip(fields) {
-        let cell =
-            Cell::from_binary(column.ty, *field).map_err(|e| format!("column {}: {e}", column.name))?;
-        row.insert(column.name.clone(), cell.to_json());
-    }
-    Ok(serde_json::Value::Object(row))
-}
-
-/// Whether the shard behind `pool` applied `mark`, asked once no batch can be writing it.
-async fn settled_on(pool: &deadpool_postgres::Pool, mark: Mark) -> Result<bool, String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    applied::settled_applied(&mut client, mark)
-        .await
-        .map_err(|e| e.to_string())
 }

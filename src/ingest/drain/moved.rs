@@ -1,0 +1,69 @@
+//! Parts whose rows moved to other shards before they were written: the part's own shard is
+//! asked whether it applied the part, once no batch can still be writing it there, and if not,
+//! the rows are split by their new owners into a record that supersedes the part.
+
+use super::{Drainer, Event, PartState};
+use crate::shards::applied::{self, Mark};
+use crate::shards::set::ShardSet;
+use crate::spool::{PartRef, SpooledPart, SpooledWrite};
+
+impl Drainer {
+    /// Asks the part's own shard whether it applied the part, now that its rows moved.
+    pub(super) fn settle(&mut self, set: &ShardSet, name: &str, part: PartRef) {
+        self.set_state(part, PartState::Busy);
+        let mark = self.mark(part);
+        let pool = set
+            .iter()
+            .find(|(_, shard)| shard.id.0 == name)
+            .map(|(_, shard)| shard.pools.copy.clone());
+        self.events.push(Box::pin(async move {
+            let result = match pool {
+                Some(pool) => settled_on(&pool, mark).await,
+                None => Err("the shard is not in the routing table any more".to_string()),
+            };
+            Event::Settled { part, result }
+        }));
+    }
+
+    /// Splits a moved part by its rows' new owners into a record that supersedes it.
+    pub(super) fn split_moved(&mut self, part: PartRef) {
+        let set = self.settings.shards.load();
+        let spooled = &self.records[&part.seq];
+        let schema = self.settings.tables.get(spooled.table);
+        match spooled.write.parts[usize::from(part.part)].split(schema, &set.table) {
+            Ok(parts) => self.supersede(part, parts),
+            Err(error) => {
+                tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
+            }
+        }
+    }
+
+    /// Appends a record carrying `parts` in place of `part`.
+    pub(super) fn supersede(&mut self, part: PartRef, parts: Vec<SpooledPart>) {
+        self.set_state(part, PartState::Busy);
+        let spooled = &self.records[&part.seq];
+        let record = SpooledWrite {
+            write_id: spooled.write.write_id,
+            table: spooled.write.table.clone(),
+            parts,
+            supersedes: vec![part],
+        };
+        let appender = self.settings.appender.clone();
+        self.events.push(Box::pin(async move {
+            let result = appender
+                .append(record.encode())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            Event::Superseded { part, result }
+        }));
+    }
+}
+
+/// Whether the shard behind `pool` applied `mark`, asked once no batch can be writing it.
+async fn settled_on(pool: &deadpool_postgres::Pool, mark: Mark) -> Result<bool, String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    applied::settled_applied(&mut client, mark)
+        .await
+        .map_err(|e| e.to_string())
+}
