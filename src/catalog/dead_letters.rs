@@ -102,19 +102,30 @@ impl Catalog {
             )
             .await
             .map_err(query("list the dead letters"))?;
+        Ok(rows.iter().map(dead_letter).collect())
+    }
+
+    /// The dead letters to replay, oldest first, at most `limit`: those of `ids`, or all, each
+    /// with the spool part it came from: (spool, record, part).
+    pub async fn dead_letters_to_replay(
+        &self,
+        ids: Option<&[i64]>,
+        limit: i64,
+    ) -> Result<Vec<(DeadLetter, (Uuid, i64, i16))>, CatalogError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, table_name, shard, write_id, row_values, message, created_at, spool, seq, part \
+                 FROM shardgate.dead_letters WHERE ($1::bigint[] IS NULL OR id = ANY($1)) \
+                 ORDER BY id LIMIT $2",
+                &[&ids, &limit],
+            )
+            .await
+            .map_err(query("read the dead letters to replay"))?;
         Ok(rows
             .iter()
-            .map(|row| DeadLetter {
-                id: row.get(0),
-                table: row.get(1),
-                shard: row.get(2),
-                write_id: row.get(3),
-                row: row.get(4),
-                message: row.get(5),
-                created_at: row
-                    .get::<_, DateTime<Utc>>(6)
-                    .to_rfc3339_opts(SecondsFormat::Millis, true),
-            })
+            .map(|row| (dead_letter(row), (row.get(7), row.get(8), row.get(9))))
             .collect())
     }
 
@@ -127,5 +138,20 @@ impl Catalog {
             .await
             .map_err(query("delete a dead letter"))?;
         Ok(deleted > 0)
+    }
+}
+
+/// A dead letter from the first seven columns of a row of `shardgate.dead_letters`.
+fn dead_letter(row: &tokio_postgres::Row) -> DeadLetter {
+    DeadLetter {
+        id: row.get(0),
+        table: row.get(1),
+        shard: row.get(2),
+        write_id: row.get(3),
+        row: row.get(4),
+        message: row.get(5),
+        created_at: row
+            .get::<_, DateTime<Utc>>(6)
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
     }
 }

@@ -64,6 +64,13 @@ enum AdminCommand {
 
 #[derive(clap::Subcommand)]
 enum DeadLettersAction {
+    /// Spool dead letters again once their cause is fixed (all, or those named with --id);
+    /// each is written once even if replayed twice.
+    Replay {
+        /// A dead letter to replay (repeat for more); all when none is named.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
     /// Delete dead letter ID, once its cause is dealt with.
     Delete {
         /// The dead letter's id, as listed.
@@ -195,6 +202,17 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             let key: serde_json::Map<String, Value> = key.into_iter().collect();
             let body = json!({"table": table, "key": key, "fanout": fanout});
             print_split(&api.post("/admin/hot-keys", &body).await?);
+        }
+        AdminCommand::DeadLetters {
+            action: Some(DeadLettersAction::Replay { ids }),
+            ..
+        } => {
+            let body = if ids.is_empty() {
+                json!({})
+            } else {
+                json!({"ids": ids})
+            };
+            print_replayed(&api.post("/admin/dead-letters/replay", &body).await?);
         }
         AdminCommand::DeadLetters {
             action: Some(DeadLettersAction::Delete { id }),
@@ -365,6 +383,27 @@ fn print_shards(shards: &Value) {
             shard["queued_rows"].to_string(),
             shard["url"].as_str().unwrap_or_default()
         );
+    }
+}
+
+fn print_replayed(answer: &Value) {
+    let list = |key: &str| answer[key].as_array().cloned().unwrap_or_default();
+    for replayed in list("replayed") {
+        println!(
+            "dead letter {} replayed as write {}",
+            replayed["id"],
+            replayed["write_id"].as_str().unwrap_or_default()
+        );
+    }
+    for skipped in list("not_replayed") {
+        println!(
+            "dead letter {} not replayed: {}",
+            skipped["id"],
+            skipped["reason"].as_str().unwrap_or_default()
+        );
+    }
+    if list("replayed").is_empty() && list("not_replayed").is_empty() {
+        println!("no dead letters to replay");
     }
 }
 

@@ -1,9 +1,12 @@
-//! `GET /admin/dead-letters` (spooled rows a shard refused for their data, from the catalog)
-//! and `DELETE /admin/dead-letters/{id}` (with the admin token, once an operator dealt with one).
+//! `GET /admin/dead-letters` (spooled rows a shard refused for their data, from the catalog),
+//! and with the admin token `POST /admin/dead-letters/replay` (spool them again once their
+//! cause is fixed) and `DELETE /admin/dead-letters/{id}` (forget one).
 
 use super::error::refused;
 use super::state::AppState;
 use crate::catalog::dead_letters::DeadLetterFilter;
+use crate::schema::decode::BodyFormat;
+use crate::spool::ReplayedPart;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Dead letters listed when the request names no `limit`.
 const DEFAULT_LIMIT: i64 = 100;
@@ -47,6 +51,76 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
         Ok(false) => refused(StatusCode::NOT_FOUND, format!("there is no dead letter {id}")),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+/// The body of `POST /admin/dead-letters/replay`: the ids to replay, or none for all.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    ids: Option<Vec<i64>>,
+}
+
+/// `POST /admin/dead-letters/replay` (`{}` for all, or `{"ids": [...]}`): spools each dead
+/// letter's row again, as a write of its own answered once durable, then deletes the dead
+/// letter. The replay's part takes the mark of the part that first held the row, so a dead
+/// letter replayed twice (say, after a crash between spooling it and deleting it) is written
+/// once on its shard. Answers which were replayed, with their write ids, and which were not.
+pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let body: ReplayBody = if body.is_empty() {
+        ReplayBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(body) => body,
+            Err(e) => return refused(StatusCode::BAD_REQUEST, format!("malformed body: {e}")),
+        }
+    };
+    if state.writes.statuses().is_none() {
+        let message = "this proxy has no spool to replay dead letters through; set spool.dir".to_string();
+        return refused(StatusCode::CONFLICT, message);
+    }
+    let catalog = &state.splitter.catalog;
+    let letters = match catalog
+        .dead_letters_to_replay(body.ids.as_deref(), MAX_LIMIT)
+        .await
+    {
+        Ok(letters) => letters,
+        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let (mut replayed, mut not_replayed) = (Vec::new(), Vec::new());
+    for (letter, (spool, seq, part)) in letters {
+        let replays = ReplayedPart {
+            spool,
+            seq: seq as u64,
+            part: part as u16,
+        };
+        match replay_one(&state, &letter.table, &letter.row, replays).await {
+            Ok(write_id) => match catalog.delete_dead_letter(letter.id).await {
+                Ok(_) => replayed.push(json!({"id": letter.id, "write_id": write_id})),
+                Err(e) => not_replayed.push(json!({"id": letter.id, "reason": format!("spooled as {write_id}, but not deleted: {e}")})),
+            },
+            Err(reason) => not_replayed.push(json!({"id": letter.id, "reason": reason})),
+        }
+    }
+    Json(json!({"replayed": replayed, "not_replayed": not_replayed})).into_response()
+}
+
+/// Spools `row` of `table` again for a dead letter; its write id once durable.
+async fn replay_one(
+    state: &AppState,
+    table: &str,
+    row: &serde_json::Value,
+    replays: ReplayedPart,
+) -> Result<Uuid, String> {
+    let (id, schema) = state
+        .tables
+        .lookup(table)
+        .ok_or_else(|| format!("table `{table}` is not declared any more"))?;
+    let body = serde_json::Value::Array(vec![row.clone()]).to_string();
+    let spooling = state
+        .writes
+        .spool_replaying(id, schema, BodyFormat::Json, body.as_bytes(), Some(replays))
+        .map_err(|e| e.to_string())?;
+    Ok(spooling.durable().await.map_err(|e| e.to_string())?.write_id)
 }
 
 fn filter_of(params: HashMap<String, String>) -> Result<(DeadLetterFilter, i64), String> {

@@ -32,6 +32,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/admin/shards", post(reshard::add_shard))
         .route("/admin/hot-keys", post(hot_keys::split))
         .route("/admin/dead-letters/{id}", delete(dead_letters::delete))
+        .route("/admin/dead-letters/replay", post(dead_letters::replay))
         .route(
             "/admin/shards/{name}",
             delete(reshard::drain_shard).patch(reshard::reweight_shard),

@@ -15,7 +15,7 @@ use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
-use crate::spool::{AppendError, SpoolAppender, SpooledWrite, WriteStatuses};
+use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledWrite, WriteStatuses};
 use crate::units::unix_micros_now;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -192,10 +192,24 @@ impl Writes {
         format: BodyFormat,
         body: &[u8],
     ) -> Result<Spooling<'a>, WriteRefused> {
+        self.spool_replaying(table, schema, format, body, None)
+    }
+
+    /// [`Writes::spool`] for the replay of a dead letter (a body of its one row): the record
+    /// names the part that first held the row, whose mark its part takes.
+    pub fn spool_replaying<'a>(
+        &'a self,
+        table: TableId,
+        schema: &'a TableSchema,
+        format: BodyFormat,
+        body: &[u8],
+        replays: Option<ReplayedPart>,
+    ) -> Result<Spooling<'a>, WriteRefused> {
         let spool = self.spool.as_ref().expect("a table that may spool has a spool");
         let set = self.shards.load();
         let mut encoded = self.decode(table, schema, &set, format, body)?;
-        let write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &encoded);
+        let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &encoded);
+        write.replays = replays;
         if let Some(part) = write
             .parts
             .iter()

@@ -15,8 +15,9 @@ use crate::schema::decode::EncodedRows;
 use bytes::Bytes;
 use uuid::Uuid;
 
-/// The first byte of every spooled write: the layout below.
-const LAYOUT: u8 = 2;
+/// The first byte of every spooled write: the layout below (3: with the dead letter a write
+/// replays; 2, read too: without).
+const LAYOUT: u8 = 3;
 
 /// A request's rows in the spool, in parts: the rows each shard owned when the request was
 /// accepted, each part drained (and marked as applied) in one transaction on its shard.
@@ -31,6 +32,20 @@ pub struct SpooledWrite {
     /// Parts of earlier records this one carries instead: their rows moved to other shards
     /// before they were applied, and are here split by their new owners.
     pub supersedes: Vec<PartRef>,
+    /// For the replay of a dead letter (one row, one part): the spool part that first held
+    /// the row, whose mark the replay's part takes, so a replay spooled twice is written once.
+    pub replays: Option<ReplayedPart>,
+}
+
+/// The spool part a dead letter came from: (spool, record, part), as the shards' marks name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayedPart {
+    /// The spool's id.
+    pub spool: Uuid,
+    /// The record.
+    pub seq: u64,
+    /// The part.
+    pub part: u16,
 }
 
 /// The rows of a spooled write bound for one shard.
@@ -105,6 +120,7 @@ impl SpooledWrite {
             table: table.name.clone(),
             parts,
             supersedes: Vec::new(),
+            replays: None,
         }
     }
 
@@ -129,6 +145,15 @@ impl SpooledWrite {
             out.extend_from_slice(&superseded.seq.0.to_le_bytes());
             out.extend_from_slice(&superseded.part.to_le_bytes());
         }
+        match &self.replays {
+            None => out.push(0),
+            Some(replayed) => {
+                out.push(1);
+                out.extend_from_slice(replayed.spool.as_bytes());
+                out.extend_from_slice(&replayed.seq.to_le_bytes());
+                out.extend_from_slice(&replayed.part.to_le_bytes());
+            }
+        }
         put_u32(&mut out, self.parts.len());
         for part in &self.parts {
             put_name(&mut out, &part.shard);
@@ -142,7 +167,8 @@ impl SpooledWrite {
     /// Reads a spooled write back from a spool record's bytes.
     pub fn decode(bytes: Bytes) -> Result<SpooledWrite, MalformedWrite> {
         let mut reader = Reader { bytes, at: 0 };
-        if reader.take(1)?[..] != [LAYOUT] {
+        let layout = reader.take(1)?[0];
+        if layout != LAYOUT && layout != 2 {
             return Err(MalformedWrite("unknown layout"));
         }
         let write_id = Uuid::from_slice(&reader.take(16)?).expect("sixteen bytes");
@@ -155,6 +181,18 @@ impl SpooledWrite {
                 })
             })
             .collect::<Result<_, MalformedWrite>>()?;
+        let replays = match layout {
+            2 => None,
+            _ => match reader.take(1)?[0] {
+                0 => None,
+                1 => Some(ReplayedPart {
+                    spool: Uuid::from_slice(&reader.take(16)?).expect("sixteen bytes"),
+                    seq: u64::from_le_bytes(reader.array()?),
+                    part: u16::from_le_bytes(reader.array()?),
+                }),
+                _ => return Err(MalformedWrite("unknown replay flag")),
+            },
+        };
         let parts = (0..reader.u32()?)
             .map(|_| {
                 let shard = reader.name()?;
@@ -172,6 +210,7 @@ impl SpooledWrite {
             table,
             parts,
             supersedes,
+            replays,
         })
     }
 }

@@ -662,17 +662,106 @@ async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbour
         listed.contains(r#"{"line":"poison","source":"src-17"}"#) && listed.contains("no_poison"),
         "{listed}"
     );
-    let id_text = id.to_string();
-    let args = ["--token", crate::admin::TOKEN, "dead-letters", "delete", &id_text];
+
+    // The operator fixes the cause and replays it: the row is written once.
+    let catalog = connect(&urls[0]).await;
+    let original = catalog
+        .query_one(
+            "SELECT table_name, shard, write_id, row_values, message, spool, seq, part \
+             FROM shardgate.dead_letters WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    gate.on_every_shard("ALTER TABLE logs DROP CONSTRAINT no_poison")
+        .await;
+    let replay = gate
+        .http
+        .post(gate.admin_url("/admin/dead-letters/replay"))
+        .bearer_auth(crate::admin::TOKEN)
+        .json(&json!({"ids": [id]}))
+        .send()
+        .await
+        .unwrap();
+    let replay = Reply::read(replay).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.body["replayed"][0]["id"], id, "{}", replay.body);
+    assert_eq!(replay.body["not_replayed"], json!([]));
+    wait_for_rows(&urls, "logs", 40, Duration::from_secs(20)).await;
+    assert_eq!(
+        gate.admin("/admin/dead-letters").await.body["dead_letters"],
+        json!([])
+    );
+
+    // The same dead letter again, as a crash between spooling its replay and deleting it
+    // leaves it, replayed again from the command line: still written once.
+    let insert = "INSERT INTO shardgate.dead_letters \
+                  (table_name, shard, write_id, row_values, message, spool, seq, part) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+    let values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync>> = vec![
+        Box::new(original.get::<_, String>(0)),
+        Box::new(original.get::<_, String>(1)),
+        Box::new(original.get::<_, uuid::Uuid>(2)),
+        Box::new(original.get::<_, Value>(3)),
+        Box::new(original.get::<_, String>(4)),
+        Box::new(original.get::<_, uuid::Uuid>(5)),
+        Box::new(original.get::<_, i64>(6)),
+        Box::new(original.get::<_, i16>(7)),
+    ];
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+    let kept: i64 = catalog.query_one(insert, &params).await.unwrap().get(0);
+    let args = ["--token", crate::admin::TOKEN, "dead-letters", "replay"];
+    let (ok, replayed, stderr) = crate::admin::admin_cli(&gate, &args).await;
+    assert!(ok, "{stderr}");
+    let write_id = replayed
+        .trim()
+        .strip_prefix(&format!("dead letter {kept} replayed as write "))
+        .unwrap_or_else(|| panic!("{replayed}"))
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = gate.http.get(gate.url(&format!("/v1/writes/{write_id}"))).send();
+        let status = Reply::read(status.await.unwrap()).await;
+        if status.body["status"] == "committed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second replay is settled: {}",
+            status.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        distinct_lines(&urls).await,
+        40,
+        "the poison row once, and every other"
+    );
+
+    let (ok, nothing, _) = crate::admin::admin_cli(&gate, &args).await;
+    assert!(ok && nothing.trim() == "no dead letters to replay", "{nothing}");
+    let spare: i64 = catalog.query_one(insert, &params).await.unwrap().get(0);
+    let spare_text = spare.to_string();
+    let args = [
+        "--token",
+        crate::admin::TOKEN,
+        "dead-letters",
+        "delete",
+        &spare_text,
+    ];
     let (ok, deleted, stderr) = crate::admin::admin_cli(&gate, &args).await;
     assert!(ok, "{stderr}");
-    assert_eq!(deleted.trim(), format!("dead letter {id} deleted"));
-    let delete = || gate.http.delete(&url).bearer_auth(crate::admin::TOKEN).send();
-    let again = Reply::read(delete().await.unwrap()).await;
-    assert_eq!(
-        (again.status, again.error()),
-        (404, format!("there is no dead letter {id}").as_str())
-    );
+    assert_eq!(deleted.trim(), format!("dead letter {spare} deleted"));
+    let url = gate.admin_url(&format!("/admin/dead-letters/{spare}"));
+    let again = gate
+        .http
+        .delete(&url)
+        .bearer_auth(crate::admin::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let again = Reply::read(again).await;
+    assert_refused(&again, 404, format!("there is no dead letter {spare}"));
     assert_eq!(
         gate.admin("/admin/dead-letters").await.body["dead_letters"],
         json!([])

@@ -586,11 +586,21 @@ impl Drainer {
         }
     }
 
+    /// The mark a part is written with: its own place in the spool, or for the replay of a
+    /// dead letter, the place of the part that first held the row.
     fn mark(&self, part: PartRef) -> Mark {
-        Mark {
-            spool: self.settings.spool,
-            seq: part.seq.0 as i64,
-            part: part.part as i16,
+        let replayed = self.records.get(&part.seq).and_then(|r| r.write.replays);
+        match replayed {
+            Some(replayed) if part.part == 0 => Mark {
+                spool: replayed.spool,
+                seq: replayed.seq as i64,
+                part: replayed.part as i16,
+            },
+            _ => Mark {
+                spool: self.settings.spool,
+                seq: part.seq.0 as i64,
+                part: part.part as i16,
+            },
         }
     }
 }

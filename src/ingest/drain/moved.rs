@@ -45,6 +45,7 @@ impl Drainer {
         let record = SpooledWrite {
             write_id: spooled.write.write_id,
             table: spooled.write.table.clone(),
+            replays: spooled.write.replays.filter(|_| parts.len() == 1),
             parts,
             supersedes: vec![part],
         };
