@@ -2,7 +2,7 @@
 //! their parts give the same tuples; a part in a moving range waits, and after the move it
 //! splits to the new owner, each row once, with the epoch it was drained with.
 
-use super::{MalformedWrite, PartRef, Placement, SpooledPart, SpooledWrite};
+use super::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledPart, SpooledWrite};
 use crate::config::Config;
 use crate::routing::{Epoch, MovingRange, Ring, RoutingTable, ShardId, ShardIndex, Token};
 use crate::schema::TableSchema;
@@ -146,7 +146,7 @@ fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
 }
 
 #[test]
-fn a_superseding_write_round_trips() {
+fn a_superseding_write_and_a_replay_round_trip() {
     let table = tables().remove(0);
     let routing = two_shards(1);
     let encoded = decode(&table, &routing, &body(&table, 20));
@@ -161,6 +161,12 @@ fn a_superseding_write_round_trips() {
             part: 0,
         },
     ];
+    assert_eq!(SpooledWrite::decode(spooled.encode().into()).unwrap(), spooled);
+    spooled.replays = Some(ReplayedPart {
+        spool: Uuid::now_v7(),
+        seq: 12,
+        part: 3,
+    });
     assert_eq!(SpooledWrite::decode(spooled.encode().into()).unwrap(), spooled);
 }
 
