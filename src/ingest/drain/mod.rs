@@ -236,7 +236,7 @@ impl Drainer {
     /// are done.
     fn add(&mut self, record: Record) {
         self.next = self.next.max(record.seq.next());
-        let write = match SpooledWrite::decode(record.payload.into()) {
+        let mut write = match SpooledWrite::decode(record.payload.into()) {
             Ok(write) => write,
             Err(error) => {
                 tracing::error!(seq = record.seq.0, %error, "a spool record cannot be read; it stays in the spool");
@@ -247,6 +247,13 @@ impl Drainer {
             tracing::error!(seq = record.seq.0, table = %write.table, "a spool record names a table not declared any more; it stays in the spool");
             return;
         };
+        if write.parts.len() > 1 {
+            // Each part in its own buffer, so one written while another waits (for a shard that
+            // is down, say) frees its memory.
+            for part in &mut write.parts {
+                part.tuples = bytes::Bytes::copy_from_slice(&part.tuples);
+            }
+        }
         let parts = write.parts.iter().map(|p| (p.shard.as_str(), p.rows));
         let supersedes = !write.supersedes.is_empty();
         self.settings
@@ -544,8 +551,12 @@ impl Drainer {
             .statuses
             .done(spooled.write.write_id, &done.shard, done.rows, outcome);
         self.set_state(part, PartState::Done);
-        if left == 0 {
-            self.records.remove(&part.seq);
+        match self.records.get_mut(&part.seq) {
+            Some(_) if left == 0 => {
+                self.records.remove(&part.seq);
+            }
+            Some(spooled) => spooled.write.parts[usize::from(part.part)].tuples = bytes::Bytes::new(),
+            None => {}
         }
     }
 
