@@ -321,7 +321,6 @@ fn start_spool(
         appender,
         queue,
         statuses,
-        max_bytes: config.spool.max_bytes.0,
     }
 }
 

@@ -1,8 +1,8 @@
 //! One write request once its body is read: decoded and routed with one routing snapshot
 //! (invariant 3), queued to every shard it touches, and acknowledged only when every shard's
 //! batch committed (invariant 5); or, for a write acknowledged once spooled, decoded the same
-//! way and appended to the spool, answered once the spool's disk holds it. It knows nothing of HTTP; the `http` layer turns its answers
-//! into status codes.
+//! way and appended to the spool, answered once the spool's disk holds it. It knows nothing of
+//! HTTP; the `http` layer turns its answers into status codes.
 //!
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
 //! free the request body before [`Submitted::committed`] waits for the commits.
@@ -93,8 +93,6 @@ pub struct Spool {
     pub queue: QueueLimits,
     /// What is known of each spooled write.
     pub statuses: Arc<WriteStatuses>,
-    /// Most bytes the spool may hold.
-    pub max_bytes: u64,
 }
 
 /// How full the spool is.
@@ -210,16 +208,12 @@ impl Writes {
         let mut encoded = self.decode(table, schema, &set, format, body)?;
         let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &encoded);
         write.replays = replays;
-        if let Some(part) = write
-            .parts
-            .iter()
-            .find(|p| p.rows > spool.queue.max_rows || p.tuples.len() > spool.queue.max_bytes)
-        {
-            return Err(WriteRefused::TooLarge(SubmitError::TooLarge {
-                shard: ShardId(part.shard.clone()),
-                rows: part.rows,
-                bytes: part.tuples.len(),
-            }));
+        for part in &write.parts {
+            let shard = || ShardId(part.shard.clone());
+            spool
+                .queue
+                .fit(shard, part.rows, part.tuples.len())
+                .map_err(WriteRefused::TooLarge)?;
         }
         let mut keys = std::mem::take(&mut encoded.keys);
         let shard_rows = encoded
@@ -242,7 +236,7 @@ impl Writes {
     pub fn spool_use(&self) -> Option<SpoolUse> {
         self.spool.as_ref().map(|spool| SpoolUse {
             bytes: spool.appender.bytes(),
-            max_bytes: spool.max_bytes,
+            max_bytes: spool.appender.max_bytes(),
         })
     }
 

@@ -91,6 +91,20 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+impl QueueLimits {
+    /// Refuses `rows` rows of `bytes` bytes for `shard` that no queue could ever hold.
+    pub fn fit(&self, shard: impl FnOnce() -> ShardId, rows: usize, bytes: usize) -> Result<(), SubmitError> {
+        if rows > self.max_rows || bytes > self.max_bytes {
+            return Err(SubmitError::TooLarge {
+                shard: shard(),
+                rows,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One request's rows for one shard, waiting to be written.
 pub struct Chunk {
     /// The rows' table.
@@ -252,8 +266,7 @@ impl WriteQueue {
 struct QueueBudget {
     rows: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
-    max_rows: usize,
-    max_bytes: usize,
+    limits: QueueLimits,
 }
 
 impl QueueBudget {
@@ -261,8 +274,7 @@ impl QueueBudget {
         QueueBudget {
             rows: Arc::new(Semaphore::new(limits.max_rows)),
             bytes: Arc::new(Semaphore::new(limits.max_bytes)),
-            max_rows: limits.max_rows,
-            max_bytes: limits.max_bytes,
+            limits,
         }
     }
 
@@ -272,13 +284,7 @@ impl QueueBudget {
         bytes: usize,
         names: impl Fn() -> (ShardId, String),
     ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), SubmitError> {
-        if rows > self.max_rows || bytes > self.max_bytes {
-            return Err(SubmitError::TooLarge {
-                shard: names().0,
-                rows,
-                bytes,
-            });
-        }
+        self.limits.fit(|| names().0, rows, bytes)?;
         let full = || {
             let (shard, table) = names();
             SubmitError::QueueFull { shard, table }
@@ -299,8 +305,8 @@ impl QueueBudget {
 
     fn used(&self) -> (usize, usize) {
         (
-            self.max_rows - self.rows.available_permits(),
-            self.max_bytes - self.bytes.available_permits(),
+            self.limits.max_rows - self.rows.available_permits(),
+            self.limits.max_bytes - self.bytes.available_permits(),
         )
     }
 }

@@ -70,6 +70,7 @@ pub struct WriterOptions {
 pub struct SpoolAppender {
     ops: mpsc::Sender<Op>,
     counters: Arc<Counters>,
+    max_bytes: u64,
 }
 
 impl SpoolAppender {
@@ -109,6 +110,11 @@ impl SpoolAppender {
         self.counters.bytes.load(Ordering::Relaxed)
     }
 
+    /// Most bytes the spool may hold.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Segment files the spool has.
     pub fn segments(&self) -> u64 {
         self.counters.segments.load(Ordering::Relaxed)
@@ -126,6 +132,7 @@ impl SpoolWriter {
         let (ops, queued) = mpsc::channel(QUEUED_APPENDS);
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
+        let max_bytes = options.max_bytes;
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
@@ -139,7 +146,12 @@ impl SpoolWriter {
                 thread.log
             })
             .expect("the spool's writer thread starts");
-        (SpoolWriter { thread }, SpoolAppender { ops, counters })
+        let appender = SpoolAppender {
+            ops,
+            counters,
+            max_bytes,
+        };
+        (SpoolWriter { thread }, appender)
     }
 
     /// Waits until every appender is dropped and every queued record answered, and gives the
