@@ -131,13 +131,16 @@ impl Catalog {
 
     /// Deletes dead letter `id`; false when there is none.
     pub async fn delete_dead_letter(&self, id: i64) -> Result<bool, CatalogError> {
-        let deleted = self
-            .client()
+        Ok(self.delete_dead_letters(&[id]).await? > 0)
+    }
+
+    /// Deletes the dead letters `ids` in one statement; how many there were.
+    pub async fn delete_dead_letters(&self, ids: &[i64]) -> Result<u64, CatalogError> {
+        self.client()
             .await?
-            .execute("DELETE FROM shardgate.dead_letters WHERE id = $1", &[&id])
+            .execute("DELETE FROM shardgate.dead_letters WHERE id = ANY($1)", &[&ids])
             .await
-            .map_err(query("delete a dead letter"))?;
-        Ok(deleted > 0)
+            .map_err(query("delete dead letters"))
     }
 }
 

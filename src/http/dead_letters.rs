@@ -86,21 +86,33 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
         Ok(letters) => letters,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let (mut replayed, mut not_replayed) = (Vec::new(), Vec::new());
-    for (letter, (spool, seq, part)) in letters {
+    // Spooled together, so the appends share their syncs; then deleted in one statement.
+    let attempts = letters.iter().map(|(letter, (spool, seq, part))| {
         let replays = ReplayedPart {
-            spool,
-            seq: seq as u64,
-            part: part as u16,
+            spool: *spool,
+            seq: *seq as u64,
+            part: *part as u16,
         };
-        match replay_one(&state, &letter.table, &letter.row, replays).await {
-            Ok(write_id) => match catalog.delete_dead_letter(letter.id).await {
-                Ok(_) => replayed.push(json!({"id": letter.id, "write_id": write_id})),
-                Err(e) => not_replayed.push(json!({"id": letter.id, "reason": format!("spooled as {write_id}, but not deleted: {e}")})),
-            },
+        replay_one(&state, &letter.table, &letter.row, replays)
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let (mut replayed, mut not_replayed) = (Vec::new(), Vec::new());
+    for ((letter, _), outcome) in letters.iter().zip(outcomes) {
+        match outcome {
+            Ok(write_id) => replayed.push((letter.id, write_id)),
             Err(reason) => not_replayed.push(json!({"id": letter.id, "reason": reason})),
         }
     }
+    let ids: Vec<i64> = replayed.iter().map(|(id, _)| *id).collect();
+    if let Err(e) = catalog.delete_dead_letters(&ids).await {
+        // Spooled but kept: a later replay of them is written once, under the same marks.
+        let reason = format!("spooled, but the dead letters were not deleted: {e}");
+        return refused(StatusCode::SERVICE_UNAVAILABLE, reason);
+    }
+    let replayed: Vec<_> = replayed
+        .into_iter()
+        .map(|(id, write_id)| json!({"id": id, "write_id": write_id}))
+        .collect();
     Json(json!({"replayed": replayed, "not_replayed": not_replayed})).into_response()
 }
 
