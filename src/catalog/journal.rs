@@ -38,6 +38,9 @@ pub struct MigrationRecord {
     pub dual_write_epoch: Option<i64>,
     /// Rows copied to the target so far.
     pub rows_copied: i64,
+    /// Rows its plan expected to copy, over every range (an estimate from the sources'
+    /// statistics); `None` for one started by a release that did not record it.
+    pub estimated_rows: Option<i64>,
     /// Ranges it moves.
     pub ranges: i64,
     /// When it was started, RFC 3339.
@@ -61,6 +64,18 @@ pub struct RangeRecord {
     pub phase: String,
     /// Rows copied to the target.
     pub rows_copied: i64,
+    /// Rows the plan expected it to carry; `None` when not recorded.
+    pub estimated_rows: Option<i64>,
+}
+
+/// A range a migration is to move, as it is recorded: its change of owner and the rows the
+/// plan expects it to carry.
+#[derive(Debug, Clone)]
+pub struct PlannedMove {
+    /// The range and its owners before and after.
+    pub change: OwnerChange,
+    /// Rows it holds, estimated.
+    pub estimated_rows: u64,
 }
 
 /// Phases of a migration that still has work to do.
@@ -68,6 +83,7 @@ const UNFINISHED: &str = "phase IN ('copying', 'cleaning', 'cancelling')";
 
 const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.paused, m.error, m.failure, m.dual_write_epoch, \
      (SELECT coalesce(sum(rows_copied), 0)::bigint FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
+     (SELECT sum(estimated_rows)::bigint FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      (SELECT count(*) FROM shardgate.migration_ranges r WHERE r.migration = m.id), \
      to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
      to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
@@ -75,14 +91,15 @@ const MIGRATION_COLUMNS: &str = "m.id, m.kind, m.shard, m.phase, m.paused, m.err
 impl Catalog {
     /// Starts a migration of `kind` (`add`, `drain`, `reweight`) about shard `shard`, which
     /// `joining` records first when it is new (its URL without the password): the migration,
-    /// the weight of every shard once it is done, and its ranges in phase `copying`, with a new
+    /// the weight of every shard once it is done, and the ranges `moves` lists in phase
+    /// `copying` with their estimated rows, with a new
     /// epoch, in one transaction. Refused while another migration is unfinished or when a
     /// joining shard's name is taken.
     pub async fn start_migration(
         &self,
         (kind, shard): (&str, &str),
         joining: Option<&ShardEndpoint>,
-        changes: &[OwnerChange],
+        moves: &[PlannedMove],
         weights: &[(String, u32)],
     ) -> Result<(i64, Epoch), CatalogError> {
         let mut client = self.client().await?;
@@ -114,14 +131,20 @@ impl Catalog {
             .await
             .map_err(query("record the migration"))?
             .get(0);
-        let starts: Vec<i64> = changes.iter().map(|c| KeyHash(c.start).as_i64()).collect();
-        let ends: Vec<i64> = changes.iter().map(|c| KeyHash(c.end).as_i64()).collect();
-        let sources: Vec<&str> = changes.iter().map(|c| c.from.0.as_str()).collect();
-        let targets: Vec<&str> = changes.iter().map(|c| c.to.0.as_str()).collect();
+        let starts: Vec<i64> = moves.iter().map(|m| KeyHash(m.change.start).as_i64()).collect();
+        let ends: Vec<i64> = moves.iter().map(|m| KeyHash(m.change.end).as_i64()).collect();
+        let sources: Vec<&str> = moves.iter().map(|m| m.change.from.0.as_str()).collect();
+        let targets: Vec<&str> = moves.iter().map(|m| m.change.to.0.as_str()).collect();
+        let estimated: Vec<i64> = moves
+            .iter()
+            .map(|m| i64::try_from(m.estimated_rows).unwrap_or(i64::MAX))
+            .collect();
         tx.execute(
-            "INSERT INTO shardgate.migration_ranges (migration, start_position, end_position, source, target, phase) \
-             SELECT $1, s, e, src, dst, 'copying' FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS r(s, e, src, dst)",
-            &[&id, &starts, &ends, &sources, &targets],
+            "INSERT INTO shardgate.migration_ranges \
+                 (migration, start_position, end_position, source, target, phase, estimated_rows) \
+             SELECT $1, s, e, src, dst, 'copying', n \
+             FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[]) AS r(s, e, src, dst, n)",
+            &[&id, &starts, &ends, &sources, &targets, &estimated],
         )
         .await
         .map_err(query("record the ranges"))?;
@@ -190,7 +213,7 @@ impl Catalog {
         };
         let ranges = client
             .query(
-                "SELECT start_position, end_position, source, target, phase, rows_copied \
+                "SELECT start_position, end_position, source, target, phase, rows_copied, estimated_rows \
                  FROM shardgate.migration_ranges WHERE migration = $1 ORDER BY start_position",
                 &[&id],
             )
@@ -204,6 +227,7 @@ impl Catalog {
                 target: r.get(3),
                 phase: r.get(4),
                 rows_copied: r.get(5),
+                estimated_rows: r.get(6),
             })
             .collect();
         Ok(Some((migration(&row), ranges)))
@@ -454,8 +478,9 @@ fn migration(row: &tokio_postgres::Row) -> MigrationRecord {
         failure: row.get(6),
         dual_write_epoch: row.get(7),
         rows_copied: row.get(8),
-        ranges: row.get(9),
-        created_at: row.get(10),
-        updated_at: row.get(11),
+        estimated_rows: row.get(9),
+        ranges: row.get(10),
+        created_at: row.get(11),
+        updated_at: row.get(12),
     }
 }

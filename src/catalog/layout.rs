@@ -15,12 +15,14 @@
 //!    rows older than it) and, apart from the last error of a step, why a migration was given up.
 //! 5. `hot_keys`: each fan-out step of a split hot key (see [`super::hot_keys`]).
 //! 6. `dead_letters`: spooled rows a shard refused for their data (see [`super::dead_letters`]).
+//! 7. `migration_ranges` records the rows the plan expected each range to carry, so progress
+//!    and the time left can be told while the copy runs.
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 6;
+pub const CURRENT: i32 = 7;
 
 /// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -63,6 +65,10 @@ const MIGRATE_2_TO_3: &str = "
 /// From layout 3 to 4: the dual-write epoch and the failure of each migration.
 const MIGRATE_3_TO_4: &str = "
     ALTER TABLE shardgate.migrations ADD COLUMN dual_write_epoch bigint, ADD COLUMN failure text;";
+
+/// From layout 6 to 7: each range's estimated rows (unknown for ranges recorded before).
+const MIGRATE_6_TO_7: &str = "
+    ALTER TABLE shardgate.migration_ranges ADD COLUMN estimated_rows bigint;";
 
 /// The fan-out steps of split hot keys (new in layout 5).
 const HOT_KEY_TABLES: &str = "
@@ -120,6 +126,7 @@ const JOURNAL_TABLES: &str = "
         target text NOT NULL REFERENCES shardgate.shards (name),
         phase text NOT NULL CHECK (phase IN ('copying', 'leaving', 'cleaned', 'cancelled')),
         rows_copied bigint NOT NULL DEFAULT 0,
+        estimated_rows bigint,
         PRIMARY KEY (migration, start_position)
     );";
 
@@ -151,12 +158,18 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             (MIGRATE_3_TO_4, "migrate the catalog from layout 3"),
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
+            (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
         ],
         4 => &[
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
+            (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
         ],
-        5 => &[(DEAD_LETTER_TABLE, "create the dead letters")],
+        5 => &[
+            (DEAD_LETTER_TABLE, "create the dead letters"),
+            (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
+        ],
+        6 => &[(MIGRATE_6_TO_7, "migrate the catalog from layout 6")],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     };
@@ -167,7 +180,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
     }
     let record = match found {
-        2..=5 => "UPDATE shardgate.catalog_version SET version = $1",
+        2..=6 => "UPDATE shardgate.catalog_version SET version = $1",
         _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
     };
     tx.execute(record, &[&CURRENT])

@@ -243,7 +243,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Migrations {
             id: Some(id),
             watch: true,
-        } => watch(&api, id, None).await?,
+        } => watch(&api, id).await?,
         AdminCommand::Migrations {
             id: Some(id),
             watch: false,
@@ -319,13 +319,14 @@ async fn follow(api: &Api, started: &Value, what: &str, no_watch: bool) -> Resul
     if no_watch {
         return Ok(());
     }
-    watch(api, id, started["plan"]["estimated_rows"].as_u64()).await
+    watch(api, id).await
 }
 
-/// Follows migration `id` until it ends: a bar of rows copied (against `estimate` when known)
-/// and the phase. Fails when the migration fails.
-async fn watch(api: &Api, id: i64, estimate: Option<u64>) -> Result<()> {
-    let bar = match estimate {
+/// Follows migration `id` until it ends: a bar of rows copied (against the rows its plan
+/// estimated, when the journal has them) and the phase. Fails when the migration fails.
+async fn watch(api: &Api, id: i64) -> Result<()> {
+    let first = api.get(&format!("/admin/migrations/{id}")).await?;
+    let bar = match first["migration"]["estimated_rows"].as_u64() {
         Some(total) if total > 0 => ProgressBar::new(total).with_style(
             ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/~{len} rows copied, {per_sec}")
                 .expect("the template is valid"),

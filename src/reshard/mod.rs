@@ -16,7 +16,7 @@ use crate::routing::ShardIndex;
 use crate::shards::set::ShardSet;
 use crate::shards::{ShardError, prepare_database};
 use candidate::{CandidateError, NewShard};
-use plan::{AddPlan, MovePlan, PlanError, current_weights, next_table, owner_changes, plan_add, plan_moves};
+use plan::{AddPlan, MovePlan, PlanError, current_weights, next_table, plan_add, plan_moves, planned_moves};
 pub use runner::Resharder;
 use thiserror::Error;
 
@@ -77,11 +77,11 @@ impl Resharder {
         prepare_database(&mut client, &endpoint.id, &self.tables, current.epoch()).await?;
         let mut weights = current_weights(&current);
         weights.push((endpoint.id.0.clone(), endpoint.weight));
-        let changes = owner_changes(&plan.moves);
+        let moves = planned_moves(&plan.moves);
         let kind = ("add", endpoint.id.0.as_str());
         let (migration, epoch) = match self
             .catalog
-            .start_migration(kind, Some(endpoint), &changes, &weights)
+            .start_migration(kind, Some(endpoint), &moves, &weights)
             .await
         {
             Ok(started) => started,
@@ -91,7 +91,7 @@ impl Resharder {
                 return Err(e.into());
             }
         };
-        self.begun(migration, epoch, "adding", &endpoint.id.0, changes.len());
+        self.begun(migration, epoch, "adding", &endpoint.id.0, moves.len());
         Ok(Started {
             migration,
             epoch: epoch.0,
@@ -157,11 +157,12 @@ impl Resharder {
         let next = next_table(current, &weights, self.vnodes).map_err(PlanError::from)?;
         let changes = current.table.owner_changes(&next);
         let plan = plan_moves(current, &changes, &self.tables).await?;
+        let moves = planned_moves(&plan);
         let (migration, epoch) = self
             .catalog
-            .start_migration((kind, name), None, &changes, &weights)
+            .start_migration((kind, name), None, &moves, &weights)
             .await?;
-        self.begun(migration, epoch, kind, name, changes.len());
+        self.begun(migration, epoch, kind, name, moves.len());
         Ok(Started {
             migration,
             epoch: epoch.0,

@@ -60,6 +60,7 @@ mod tests {
             target: target.to_string(),
             phase: "copying".to_string(),
             rows_copied: 0,
+            estimated_rows: None,
         }
     }
 

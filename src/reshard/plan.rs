@@ -3,6 +3,7 @@
 //! read from the sources' table statistics. Planning reads the shards and writes nothing.
 
 use super::candidate::CheckedShard;
+use crate::catalog::journal::PlannedMove;
 use crate::pg::redact_url;
 use crate::pgtype::quote_ident;
 use crate::routing::{Epoch, OwnerChange, Ring, RingError, RoutingTable, ShardId, ShardIndex};
@@ -169,15 +170,18 @@ pub async fn plan_moves(
     })
 }
 
-/// The changes a plan lists, to record in the journal.
-pub fn owner_changes(plan: &MovePlan) -> Vec<OwnerChange> {
+/// The ranges a plan lists with their estimated rows, to record in the journal.
+pub fn planned_moves(plan: &MovePlan) -> Vec<PlannedMove> {
     plan.ranges
         .iter()
-        .map(|r| OwnerChange {
-            start: r.start,
-            end: r.end,
-            from: ShardId(r.source.clone()),
-            to: ShardId(r.target.clone()),
+        .map(|r| PlannedMove {
+            change: OwnerChange {
+                start: r.start,
+                end: r.end,
+                from: ShardId(r.source.clone()),
+                to: ShardId(r.target.clone()),
+            },
+            estimated_rows: r.estimated_rows,
         })
         .collect()
 }

@@ -23,7 +23,7 @@ async fn four_shards(test: &str) -> Vec<String> {
 }
 
 /// Detection fast enough for a test, and a fan-out of 4 for any key above 400 rows/s.
-const SPLIT_QUICKLY: &str = "[hot_keys]\nwindow = \"200ms\"\nwindows = 3\nmin_share = 0.3\n\
+pub const SPLIT_QUICKLY: &str = "[hot_keys]\nwindow = \"200ms\"\nwindows = 3\nmin_share = 0.3\n\
                              min_rows_per_second = 500\nrows_per_position = 100\nmax_fanout = 4\n\
                              split_delay = \"100ms\"\n";
 
@@ -91,7 +91,7 @@ async fn split_by_hand(gate: &TestServer, token: Option<&str>, body: Value) -> R
 
 /// `n` events, `heavy` of every 10 of them for tenant `whale` (clicks), the rest spread over
 /// 100 tenants.
-fn skewed_events(n: usize, heavy: usize) -> Value {
+pub fn skewed_events(n: usize, heavy: usize) -> Value {
     let rows: Vec<Value> = (0..n)
         .map(|i| {
             let tenant = if i % 10 < heavy {
@@ -110,7 +110,7 @@ fn skewed_events(n: usize, heavy: usize) -> Value {
 }
 
 /// The ring position of the `events` key `(tenant, event_type)`, as the admin API shows it.
-fn key_hash(tenant: &str, event_type: &str) -> String {
+pub fn key_hash(tenant: &str, event_type: &str) -> String {
     let parts = [
         (ColumnType::Text, tenant.as_bytes()),
         (ColumnType::Text, event_type.as_bytes()),

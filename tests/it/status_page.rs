@@ -1,7 +1,9 @@
 //! The status page: served offline from the admin listener, and, in a real headless Chromium,
 //! drawing one arc per range of the ring in its owner's colour and a row per shard, without a
 //! script error, and the rows the spool holds for a shard that is down; and, driven through
-//! WebDriver, pausing, resuming and cancelling a migration with the admin token.
+//! WebDriver, pausing, resuming and cancelling a migration with the admin token, a shard being
+//! added (its ranges drawn moving, the copy's progress and time left, then the ranges its
+//! own) and a hot key found and split under load.
 
 use crate::admin::{migration_status, wait_for};
 use crate::common::TestServer;
@@ -340,4 +342,122 @@ async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_i
     );
     gate.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn in_a_browser_a_shard_being_added_shows_its_moving_ranges_and_progress_and_a_hot_key_its_split() {
+    use crate::hot_keys::{SPLIT_QUICKLY, key_hash, skewed_events};
+    let urls = crate::common::fresh_shards("status_page_live").await;
+    let third = crate::common::fresh_database(&crate::common::clusters()[1], "status_page_live_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 150\n\
+         [query]\nstatement_timeout = \"1s\"\n{}",
+        crate::admin::with_token(),
+        SPLIT_QUICKLY.replace("max_fanout = 4", "max_fanout = 2"),
+    );
+    let gate = TestServer::start_on(urls, &extra).await;
+    assert_eq!(
+        gate.post_events(&crate::common::events(3000, 97)).await.status,
+        200
+    );
+    let browser = Browser::start().await;
+    browser.open(&gate.admin_url("/")).await;
+    browser
+        .wait_for_element("#shards tr[data-shard=\"s1\"]", "the shard table")
+        .await;
+
+    let started = crate::admin::add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let journal = gate.admin(&format!("/admin/migrations/{id}")).await.body;
+    assert_eq!(
+        journal["migration"]["estimated_rows"], started.body["plan"]["estimated_rows"],
+        "the journal keeps the plan's estimate: {journal}"
+    );
+    let estimates = |ranges: &serde_json::Value| -> std::collections::BTreeMap<u64, u64> {
+        ranges
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|range| {
+                (
+                    range["start"].as_u64().unwrap(),
+                    range["estimated_rows"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let recorded = estimates(&journal["ranges"]);
+    assert_eq!(
+        recorded,
+        estimates(&started.body["plan"]["ranges"]),
+        "and each range's"
+    );
+    let moving = recorded.len();
+    browser
+        .wait_until(
+            &format!(
+                "return document.querySelectorAll('#ring path.moving[data-target=\"s2\"]').length === {moving}"
+            ),
+            "every moving range is drawn in the new shard's colour",
+        )
+        .await;
+    let row = format!("#migrations tr[data-migration=\"{id}\"]");
+    browser
+        .wait_until(
+            &format!(
+                "const row = document.querySelector('{row}'); if (!row) return false; \
+                 const fraction = Number(row.querySelector('.progress').dataset.fraction); \
+                 return fraction > 0 && fraction < 1 && row.cells[4].textContent.includes('% of ~') \
+                 && /\\d+(\\.\\d)? s|min/.test(row.cells[7].textContent)"
+            ),
+            "the copy's progress against the plan's estimate, and its time left",
+        )
+        .await;
+    wait_for(&gate, id, "the migration ends", |m| m["phase"] == "done").await;
+    let ring = gate.admin("/admin/ring").await.body;
+    let owned_by_new = ring["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|range| range["shard"] == "s2")
+        .count();
+    assert!(owned_by_new > 0, "{ring}");
+    browser
+        .wait_until(
+            &format!(
+                "return document.querySelectorAll('#ring path.moving').length === 0 \
+                 && document.querySelectorAll('#ring path.arc[data-shard=\"s2\"]').length === {owned_by_new} \
+                 && document.querySelector('{row}').cells[3].textContent === 'done' \
+                 && document.querySelector('{row} .progress').dataset.fraction === '1.000' \
+                 && document.querySelector('#shards tr[data-shard=\"s2\"]') !== null"
+            ),
+            "once done, the new shard's ranges are drawn as its own and nothing moves",
+        )
+        .await;
+
+    let whale = key_hash("whale", "click");
+    let listed = format!(
+        "return [...document.querySelectorAll('#hot-keys tbody tr')].some(row => \
+         row.cells[1]?.textContent === '{whale}' && row.cells[5].textContent.startsWith('split') \
+         && row.cells[4].textContent === '2') \
+         && document.querySelectorAll('#ring line.salt').length >= 2"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while browser.eval(&listed).await != serde_json::json!(true) {
+        let reply = gate
+            .post("events", "application/json", skewed_events(500, 8).to_string())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hot key is listed as split, with its salted positions on the ring: {}",
+            gate.admin("/admin/hot-keys").await.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+    gate.stop().await;
 }
