@@ -81,6 +81,25 @@ async fn the_ring_lists_every_range_with_its_owner_in_order() {
         let owned = ranges.iter().filter(|r| r["shard"] == shard).count();
         assert_eq!(owned, 256, "{shard}");
     }
+
+    let tagged = |tag: &'static str| {
+        gate.http
+            .get(gate.admin_url("/admin/ring"))
+            .header("if-none-match", tag)
+            .send()
+    };
+    let fresh = tagged("\"epoch-0\"").await.unwrap();
+    assert_eq!(fresh.status(), 200, "another epoch's tag gets the ring");
+    assert_eq!(fresh.headers()["etag"], "\"epoch-1\"");
+    assert_eq!(fresh.headers()["cache-control"], "no-cache");
+    let same = tagged("\"epoch-1\"").await.unwrap();
+    assert_eq!(
+        same.status(),
+        304,
+        "the ring of the tag's epoch is not sent again"
+    );
+    assert_eq!(same.headers()["etag"], "\"epoch-1\"");
+    assert!(same.bytes().await.unwrap().is_empty());
     gate.stop().await;
 }
 

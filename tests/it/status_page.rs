@@ -3,7 +3,8 @@
 //! script error, and the rows the spool holds for a shard that is down; and, driven through
 //! WebDriver, pausing, resuming and cancelling a migration with the admin token, a shard being
 //! added (its ranges drawn moving, the copy's progress and time left, then the ranges its
-//! own) and a hot key found and split under load.
+//! own) and a hot key found and split under load; and a ring of 64 shards of 256 vnodes drawn
+//! whole.
 
 use crate::admin::{migration_status, wait_for};
 use crate::common::TestServer;
@@ -435,6 +436,20 @@ async fn in_a_browser_a_shard_being_added_shows_its_moving_ranges_and_progress_a
             "once done, the new shard's ranges are drawn as its own and nothing moves",
         )
         .await;
+    let opacities = browser
+        .eval(
+            "document.querySelector('#shards tr[data-shard=\"s2\"] td').dispatchEvent(\
+             new MouseEvent('mouseover', { bubbles: true })); \
+             const of = shard => getComputedStyle(document.querySelector(\
+             `#ring path.arc[data-shard=\"${shard}\"]`)).opacity; \
+             return [of('s2'), of('s0'), of('s1')]",
+        )
+        .await;
+    assert_eq!(
+        opacities,
+        serde_json::json!(["1", "0.12", "0.12"]),
+        "hovering s2's row leaves only its ranges bright"
+    );
 
     let whale = key_hash("whale", "click");
     let listed = format!(
@@ -460,4 +475,44 @@ async fn in_a_browser_a_shard_being_added_shows_its_moving_ranges_and_progress_a
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     gate.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_browser_the_page_draws_a_ring_of_64_shards_of_256_vnodes_whole() {
+    use crate::common::{fresh_database, private_cluster};
+    let cluster = private_cluster("status_page_64");
+    let mut urls = Vec::new();
+    for i in 0..64 {
+        urls.push(fresh_database(&cluster, &format!("status_page_64_s{i}")).await);
+    }
+    let one_connection = "[pool]\nconnections_per_shard = 1\n[query]\nconnections_per_shard = 1\n";
+    let gate = TestServer::start_on(urls, one_connection).await;
+    let ring = gate.admin("/admin/ring").await;
+    let ranges = ring.body["ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 64 * 256);
+
+    let html = dump_dom(&gate.admin_url("/")).await;
+    assert_eq!(
+        html.matches("class=\"arc\"").count(),
+        64 * 256,
+        "one arc per range"
+    );
+    for i in 0..64 {
+        let shard = format!("s{i}");
+        let owned = ranges
+            .iter()
+            .filter(|range| range["shard"] == shard.as_str())
+            .count();
+        assert_eq!(
+            html.matches(&format!("data-shard=\"{shard}\" d=")).count(),
+            owned,
+            "{shard}'s arcs"
+        );
+        assert!(
+            html.contains(&format!("<tr data-shard=\"{shard}\">")),
+            "a row for {shard}"
+        );
+    }
+    gate.stop().await;
+    cluster.stop().unwrap();
 }
