@@ -4,6 +4,7 @@
 
 use super::error::error_response;
 use super::state::AppState;
+use crate::pgtype::quote_ident;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -31,6 +32,8 @@ pub struct ShardStatus {
     pub queued_rows: usize,
     /// Encoded bytes queued or being written to it.
     pub queued_bytes: usize,
+    /// Rows its tables hold, as Postgres's statistics count them; `None` when it did not say.
+    pub stored_rows: Option<i64>,
 }
 
 /// One range of the ring as `/admin/ring` lists it.
@@ -117,23 +120,32 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /admin/shards`: every shard with its health, weight, ring share and queue depth.
+/// `GET /admin/shards`: every shard with its health, weight, ring share, queue depth and the rows
+/// it holds.
 pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardStatus>> {
     let set = state.shards.load();
+    let tables: Vec<String> = state
+        .tables
+        .iter()
+        .map(|(_, table)| quote_ident(&table.name))
+        .collect();
+    let tables = &tables;
     let statuses = set.iter().map(|(index, shard)| {
         let (queued_rows, queued_bytes) = shard.queue.depth();
         let owned_fraction = set.table.ring.owned_fraction(index);
         let weight = set.weight(index);
         async move {
+            let (up, stored_rows) = tokio::join!(shard.is_up(), shard.stored_rows_estimate(tables));
             ShardStatus {
                 name: shard.id.0.clone(),
                 url: shard.redacted_url.clone(),
-                up: shard.is_up().await,
+                up,
                 prepared: shard.is_prepared(),
                 weight,
                 owned_fraction,
                 queued_rows,
                 queued_bytes,
+                stored_rows,
             }
         }
     });

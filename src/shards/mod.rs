@@ -232,6 +232,25 @@ impl Shard {
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
     }
 
+    /// The rows its tables named `tables` hold, as Postgres's statistics count them
+    /// (`n_live_tup`, updated as transactions end, without a scan); `None` when the shard did not
+    /// answer within a short timeout.
+    pub async fn stored_rows_estimate(&self, tables: &[String]) -> Option<i64> {
+        let read = async {
+            let client = self.pools.query.get().await.ok()?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(n_live_tup), 0)::bigint FROM pg_stat_user_tables \
+                     WHERE relid = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)",
+                    &[&tables],
+                )
+                .await
+                .ok()?;
+            Some(row.get(0))
+        };
+        tokio::time::timeout(HEALTH_TIMEOUT, read).await.ok().flatten()
+    }
+
     /// Whether it was opened with `endpoint`'s URL and password.
     fn connects_as(&self, endpoint: &ShardEndpoint) -> bool {
         self.endpoint.url == endpoint.url && self.endpoint.password == endpoint.password

@@ -104,6 +104,7 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
     let ring = gate.admin("/admin/ring").await;
     let ranges = ring.body["ranges"].as_array().unwrap().len();
     let url = gate.admin_url("/");
+    let stored = stored_rows_once_counted(&gate).await;
 
     let html = dump_dom(&url).await;
     assert_eq!(html.matches("class=\"arc\"").count(), ranges, "one arc per range");
@@ -122,11 +123,15 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
         );
     }
     for (index, shard) in ["s0", "s1"].iter().enumerate() {
-        let stored = gate.count(index, "events").await;
         assert_eq!(
             committed_cell(&html, shard),
-            stored,
+            stored[index],
             "{shard}'s rows committed, as the shard holds them"
+        );
+        assert_eq!(
+            count_cell(&html, shard, "stored"),
+            stored[index],
+            "{shard}'s rows stored"
         );
     }
     let colours: std::collections::BTreeSet<_> = html
@@ -154,6 +159,33 @@ async fn in_a_browser_the_page_draws_every_range_in_its_owners_colour_and_lists_
     assert_png(&screenshot);
     let _ = std::fs::remove_file(&screenshot);
     gate.stop().await;
+}
+
+/// Each shard's `events` rows, once `/admin/shards` (from Postgres's statistics, which lag
+/// the commits by up to a second or so) says the same.
+async fn stored_rows_once_counted(gate: &TestServer) -> Vec<i64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut counted = Vec::new();
+        for index in 0..gate.shard_urls.len() {
+            counted.push(gate.count(index, "events").await);
+        }
+        let listed = gate.admin("/admin/shards").await.body;
+        let said: Vec<i64> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|shard| shard["stored_rows"].as_i64().unwrap_or(-1))
+            .collect();
+        if said == counted {
+            return counted;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stored rows {said:?}, counted {counted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// The number in the "rows committed" cell of `shard`'s row.
@@ -450,6 +482,41 @@ async fn in_a_browser_a_shard_being_added_shows_its_moving_ranges_and_progress_a
         serde_json::json!(["1", "0.12", "0.12"]),
         "hovering s2's row leaves only its ranges bright"
     );
+    let hovered = browser
+        .eval(
+            "const arc = document.querySelector('#ring path.arc[data-shard=\"s2\"]'); \
+             arc.dispatchEvent(new MouseEvent('mouseover', { bubbles: true })); \
+             return arc.querySelector('title').textContent",
+        )
+        .await;
+    let hovered = hovered.as_str().unwrap();
+    assert!(
+        hovered.starts_with('(')
+            && hovered.contains("] owned by s2: ")
+            && hovered.contains("% of the ring, about "),
+        "a range's hover text names its bounds, owner, share and rows: {hovered}"
+    );
+    let spread = browser
+        .eval(
+            "const sums = new Map(); \
+             for (const arc of document.querySelectorAll('#ring path.arc')) { \
+               const rows = Number((/about ([\\d,]+) rows/.exec(arcTitle(arc)) ?? [, '0'])[1].replace(/,/g, '')); \
+               sums.set(arc.dataset.shard, (sums.get(arc.dataset.shard) ?? 0) + rows); } \
+             return [...holdings].map(([shard, held]) => [held.rows, sums.get(shard), \
+               document.querySelectorAll(`#ring path.arc[data-shard=\"${shard}\"]`).length])",
+        )
+        .await;
+    for shard in spread.as_array().unwrap() {
+        let (rows, summed, arcs) = (
+            shard[0].as_i64().unwrap(),
+            shard[1].as_i64().unwrap(),
+            shard[2].as_i64().unwrap(),
+        );
+        assert!(
+            (rows - summed).abs() <= arcs,
+            "a shard's ranges' rows add up to its rows, within rounding: {spread}"
+        );
+    }
 
     let whale = key_hash("whale", "click");
     let listed = format!(
