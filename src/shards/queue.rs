@@ -7,6 +7,10 @@
 //! enqueued. The queue belongs to its [`Shard`](super::Shard), so it lives exactly as long as
 //! some routing snapshot names the shard; the writers that empty it are in
 //! `crate::ingest::batcher`.
+//!
+//! It has two lanes. Requests waiting for their commit take the first; the drained parts of
+//! spooled writes (chunks with a mark) the second, which writers take from only while the
+//! first is empty, so a spool's backlog never queues ahead of a request that waits.
 
 use super::applied::Mark;
 use crate::routing::{Epoch, ShardId, ShardIndex};
@@ -14,6 +18,7 @@ use crate::schema::TableId;
 use bytes::Bytes;
 use std::sync::Arc;
 use thiserror::Error;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -166,12 +171,51 @@ impl PendingWrite {
     }
 }
 
-/// The receiving half of a shard's queue, handed to its writers.
-pub type QueueReceiver = mpsc::UnboundedReceiver<Chunk>;
+/// The receiving half of a shard's queue, handed to its writers: both lanes, the waiting
+/// requests' first.
+pub struct QueueReceiver {
+    waiting: mpsc::UnboundedReceiver<Chunk>,
+    drained: mpsc::UnboundedReceiver<Chunk>,
+}
+
+impl QueueReceiver {
+    /// The next chunk, a waiting request's before any drained part; `None` once the queue is
+    /// closed and empty.
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        tokio::select! {
+            biased;
+            Some(chunk) = self.waiting.recv() => Some(chunk),
+            Some(chunk) = self.drained.recv() => Some(chunk),
+            else => None,
+        }
+    }
+
+    /// The next chunk if one is queued, a waiting request's first; `Disconnected` once the
+    /// queue is closed and empty.
+    pub fn try_recv(&mut self) -> Result<Chunk, TryRecvError> {
+        match self.waiting.try_recv() {
+            Ok(chunk) => Ok(chunk),
+            Err(waiting) => match (waiting, self.drained.try_recv()) {
+                (_, Ok(chunk)) => Ok(chunk),
+                (TryRecvError::Disconnected, Err(TryRecvError::Disconnected)) => {
+                    Err(TryRecvError::Disconnected)
+                }
+                _ => Err(TryRecvError::Empty),
+            },
+        }
+    }
+
+    /// Refuses new chunks; those queued are still received.
+    pub fn close(&mut self) {
+        self.waiting.close();
+        self.drained.close();
+    }
+}
 
 /// The sending half of one shard's queue with the space left per table.
 pub struct WriteQueue {
-    sender: mpsc::UnboundedSender<Chunk>,
+    waiting: mpsc::UnboundedSender<Chunk>,
+    drained: mpsc::UnboundedSender<Chunk>,
     budgets: Vec<QueueBudget>,
 }
 
@@ -198,9 +242,21 @@ pub struct Reservation {
 impl WriteQueue {
     /// A queue for `tables` tables, each bounded by `limits`, and its receiving half.
     pub fn new(tables: usize, limits: QueueLimits) -> (WriteQueue, QueueReceiver) {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (waiting, waiting_receiver) = mpsc::unbounded_channel();
+        let (drained, drained_receiver) = mpsc::unbounded_channel();
         let budgets = (0..tables).map(|_| QueueBudget::new(limits)).collect();
-        (WriteQueue { sender, budgets }, receiver)
+        let receiver = QueueReceiver {
+            waiting: waiting_receiver,
+            drained: drained_receiver,
+        };
+        (
+            WriteQueue {
+                waiting,
+                drained,
+                budgets,
+            },
+            receiver,
+        )
     }
 
     /// Takes room for `rows` rows of `bytes` bytes of `table`, or says why there is none.
@@ -237,9 +293,14 @@ impl WriteQueue {
             reply,
             _permits: reservation.permits,
         };
+        let lane = if chunk.mark.is_some() {
+            &self.drained
+        } else {
+            &self.waiting
+        };
         // A send fails only once the writers closed the queue at shutdown; the dropped reply
         // then reports it.
-        let _ = self.sender.send(chunk);
+        let _ = lane.send(chunk);
         PendingWrite {
             shard: shard.0,
             rows,
@@ -258,7 +319,7 @@ impl WriteQueue {
 
     /// Whether writers still take from the queue.
     pub fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+        !self.waiting.is_closed()
     }
 }
 
@@ -308,5 +369,85 @@ impl QueueBudget {
             self.limits.max_rows - self.rows.available_permits(),
             self.limits.max_bytes - self.bytes.available_permits(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            max_rows: 100,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    /// Queues one row of table 0, drained from the spool when `mark` is set.
+    fn queue_one(queue: &WriteQueue, mark: Option<Mark>) -> PendingWrite {
+        let shard = ShardId("s0".into());
+        let reservation = queue
+            .reserve(TableId(0), 1, 8, || (shard.clone(), "events".into()))
+            .unwrap();
+        let now = Instant::now();
+        let request = RequestChunks {
+            table: TableId(0),
+            epoch: Epoch(1),
+            enqueued_at: now,
+            deadline: now + Duration::from_secs(60),
+            mark,
+        };
+        queue.send(
+            (ShardIndex(0), &shard),
+            request,
+            Bytes::from_static(b"tuple..."),
+            1,
+            reservation,
+        )
+    }
+
+    fn drained_mark(seq: i64) -> Option<Mark> {
+        Some(Mark {
+            spool: uuid::Uuid::nil(),
+            seq,
+            part: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_is_taken_before_drained_parts_queued_earlier() {
+        let (queue, mut receiver) = WriteQueue::new(1, limits());
+        let _drained: Vec<_> = (0..3).map(|seq| queue_one(&queue, drained_mark(seq))).collect();
+        let _waiting = queue_one(&queue, None);
+        let taken = [
+            receiver.recv().await.unwrap(),
+            receiver.try_recv().unwrap(),
+            receiver.recv().await.unwrap(),
+            receiver.try_recv().unwrap(),
+        ];
+        let order: Vec<Option<i64>> = taken
+            .iter()
+            .map(|chunk| chunk.mark.map(|mark| mark.seq))
+            .collect();
+        assert_eq!(order, [None, Some(0), Some(1), Some(2)]);
+        assert!(matches!(receiver.try_recv(), Err(TryRecvError::Empty)));
+        assert_eq!(
+            queue.depth().0,
+            4,
+            "every chunk holds its queue space until answered"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_queue_ends_once_both_lanes_are_closed_and_empty() {
+        let (queue, mut receiver) = WriteQueue::new(1, limits());
+        let _drained = queue_one(&queue, drained_mark(7));
+        receiver.close();
+        assert!(!queue.is_open());
+        assert_eq!(receiver.recv().await.unwrap().mark, drained_mark(7));
+        assert!(receiver.recv().await.is_none());
+        assert!(matches!(receiver.try_recv(), Err(TryRecvError::Disconnected)));
+        drop(queue);
     }
 }

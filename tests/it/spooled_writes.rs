@@ -1,8 +1,8 @@
 //! Writes answered `202` once spooled, as a user lives them: the ack a request may choose, rows
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
 //! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
-//! the torn tail it left and writes every accepted row exactly once, and writes spooled while a
-//! shard is added.
+//! the torn tail it left and writes every accepted row exactly once, writes spooled while a
+//! shard is added, and commit-mode requests that go ahead of a backlog draining to their shard.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
@@ -765,6 +765,96 @@ async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbour
     assert_eq!(
         gate.admin("/admin/dead-letters").await.body["dead_letters"],
         json!([])
+    );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn commit_mode_requests_go_ahead_of_a_spooled_backlog_draining_to_their_shard() {
+    let doomed = private_cluster("spool_backlog");
+    let urls = vec![
+        fresh_database(&clusters()[0], "spool_backlog").await,
+        fresh_database(&doomed, "spool_backlog").await,
+    ];
+    let dir = spool_dir("backlog");
+    let mut config = spooling_config(&urls, &dir, "");
+    // A drain window of 20,000 rows per shard (half the queue), written 500 rows a batch.
+    config.queue.max_rows = 40_000;
+    config.batch.max_rows = 500;
+    config.pool.connections_per_shard = 2;
+    let window = 20_000;
+    let gate = TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let logs_url = gate.url("/v1/tables/logs/rows");
+    doomed.stop().unwrap();
+    let requests = 300;
+    for request in 0..requests {
+        let reply = post(
+            &gate.http,
+            &logs_url,
+            &[],
+            &log_rows(&format!("r{request}"), 1000),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let accepted = requests as i64 * 1000;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let for_s1 = loop {
+        let waiting = sample(
+            &gate.metrics_page().await,
+            "shardgate_spool_pending_rows{shard=\"s1\"}",
+        ) as i64;
+        if waiting + gate.count(0, "logs").await == accepted {
+            break waiting;
+        }
+        assert!(Instant::now() < deadline, "s0's rows are written, s1's wait");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(for_s1 > 4 * window, "a backlog of {for_s1} rows for s1");
+
+    doomed.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gate.count(1, "logs").await == 0 {
+        assert!(Instant::now() < deadline, "s1's backlog starts draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut drained_meanwhile = Vec::new();
+    let mut committed = 0;
+    for round in 0..5 {
+        let before = gate.count(1, "logs").await;
+        let started = Instant::now();
+        let reply = gate.post_events(&events(200, 31)).await;
+        assert_eq!(
+            reply.status, 200,
+            "a commit-mode request during the backlog: {}",
+            reply.body
+        );
+        committed += 200;
+        let drained = gate.count(1, "logs").await - before;
+        drained_meanwhile.push((drained, started.elapsed()));
+        assert!(
+            gate.count(1, "logs").await + window < for_s1,
+            "round {round}: the backlog still fills s1's drain window"
+        );
+    }
+    drained_meanwhile.sort();
+    let (median, _) = drained_meanwhile[drained_meanwhile.len() / 2];
+    assert!(
+        median < window / 2,
+        "while a commit-mode request waited for s1, s1 took fewer spooled rows than its drain \
+         window holds (they did not queue ahead of it): {drained_meanwhile:?}"
+    );
+
+    wait_for_rows(&urls, "logs", accepted, Duration::from_secs(60)).await;
+    assert_eq!(distinct_lines(&urls).await, accepted);
+    assert_eq!(
+        gate.count(0, "events").await + gate.count(1, "events").await,
+        committed
     );
     gate.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,7 +7,9 @@
 //! each shard's parts apart, oldest first: a shard that is down or full holds back only its
 //! own parts. Per part, with the routing in force:
 //! - its shard owns every row: the part is queued, with a share of the shard's queue at most
-//!   half, so spooled rows never take all the room from writes that wait for their commit;
+//!   half, so spooled rows never take all the room from writes that wait for their commit,
+//!   in the queue's lane for drained parts, which the writers take from only when no waiting
+//!   request is queued;
 //! - some row is in a range being copied: the part waits for the cutover, so no row needs
 //!   writing to two shards;
 //! - some row moved to another shard: the part's own shard is asked, once no batch can still
