@@ -2,7 +2,8 @@
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
 //! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
 //! the torn tail it left and writes every accepted row exactly once, writes spooled while a
-//! shard is added, and commit-mode requests that go ahead of a backlog draining to their shard.
+//! shard is added, commit-mode requests that go ahead of a backlog draining to their shard, and
+//! a body over the limit refused with 413 before anything is spooled.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
@@ -856,6 +857,60 @@ async fn commit_mode_requests_go_ahead_of_a_spooled_backlog_draining_to_their_sh
         gate.count(0, "events").await + gate.count(1, "events").await,
         committed
     );
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413_before_anything_is_spooled() {
+    let urls = fresh_shards("spool_too_large").await;
+    let dir = spool_dir("too_large");
+    let mut config = spooling_config(&urls, &dir, "");
+    config.server.max_body_size = shardgate::units::ByteSize(2 << 10);
+    let gate = TestServer {
+        server: shardgate::server::start(config).await.expect("shardgate starts"),
+        shard_urls: urls.clone(),
+        http: reqwest::Client::new(),
+    };
+    let logs_url = gate.url("/v1/tables/logs/rows");
+    let spooled_bytes = |page: &str| sample(page, "shardgate_spool_bytes");
+    let before = spooled_bytes(&gate.metrics_page().await);
+
+    let reply = post(&gate.http, &logs_url, &[], &log_rows("big", 100)).await;
+    assert_refused(&reply, 413, "request body exceeds the limit of 2048 bytes");
+    let chunks: Vec<Result<String, std::io::Error>> = (0..10)
+        .map(|i| Ok(log_rows(&format!("c{i}"), 20).to_string()))
+        .collect();
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let reply = gate.post("logs", "application/json", streamed).await;
+    assert_eq!(
+        reply.status, 413,
+        "a chunked body without Content-Length is cut off too"
+    );
+    let events_url = gate.url("/v1/tables/events/rows");
+    let reply = post(
+        &gate.http,
+        &events_url,
+        &[("prefer", "respond-async")],
+        &events(100, 3),
+    )
+    .await;
+    assert_refused(&reply, 413, "request body exceeds the limit of 2048 bytes");
+
+    let page = gate.metrics_page().await;
+    assert_eq!(spooled_bytes(&page), before, "nothing was spooled");
+    assert!(
+        !page.contains("shardgate_spool_rows_total{outcome=\"spooled\""),
+        "no row was counted as spooled"
+    );
+    let small = post(&gate.http, &logs_url, &[], &log_rows("small", 5)).await;
+    assert_eq!(
+        small.status, 202,
+        "a body within the limit is spooled: {}",
+        small.body
+    );
+    wait_for_rows(&urls, "logs", 5, Duration::from_secs(20)).await;
+    assert_eq!(gate.total("events").await, 0);
     gate.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
