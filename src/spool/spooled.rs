@@ -9,15 +9,15 @@
 //! migration's copy and its dual write tell rows apart by it).
 
 use super::RecordSeq;
-use crate::routing::{KeyHash, RoutingTable, ShardIndex};
+use crate::routing::{Epoch, KeyHash, RoutingTable, ShardIndex};
 use crate::schema::TableSchema;
 use crate::schema::decode::EncodedRows;
 use bytes::Bytes;
 use uuid::Uuid;
 
-/// The first byte of every spooled write: the layout below (3: with the dead letter a write
-/// replays; 2, read too: without).
-const LAYOUT: u8 = 3;
+/// The first byte of every spooled write: the layout below (4: with the epoch its parts were
+/// routed with; 3, read too: without it; 2, read too: nor the dead letter a write replays).
+const LAYOUT: u8 = 4;
 
 /// A request's rows in the spool, in parts: the rows each shard owned when the request was
 /// accepted, each part drained (and marked as applied) in one transaction on its shard.
@@ -35,6 +35,10 @@ pub struct SpooledWrite {
     /// For the replay of a dead letter (one row, one part): the spool part that first held
     /// the row, whose mark the replay's part takes, so a replay spooled twice is written once.
     pub replays: Option<ReplayedPart>,
+    /// The epoch of the routing its parts were made with; `None` in records of layouts 2
+    /// and 3. Drained with that same routing, and no range being copied, every part's shard
+    /// owns its rows as they are, so they are written without being looked at again.
+    pub routed_at: Option<Epoch>,
 }
 
 /// The spool part a dead letter came from: (spool, record, part), as the shards' marks name it.
@@ -98,6 +102,15 @@ impl SpooledWrite {
     ) -> SpooledWrite {
         let mut parts = Vec::new();
         for (index, shard) in encoded.shards.iter().enumerate().filter(|(_, s)| s.rows > 0) {
+            if encoded.dual_written == 0 {
+                // No copy went to a range's new shard: each shard's tuples are its own rows.
+                parts.push(SpooledPart {
+                    shard: routing.shards[index].0.clone(),
+                    rows: shard.rows,
+                    tuples: Bytes::copy_from_slice(&shard.tuples),
+                });
+                continue;
+            }
             let mut tuples = Vec::with_capacity(shard.tuples.len());
             let mut rows = 0;
             for tuple in Tuples::new(&shard.tuples, table) {
@@ -121,6 +134,7 @@ impl SpooledWrite {
             parts,
             supersedes: Vec::new(),
             replays: None,
+            routed_at: Some(routing.epoch),
         }
     }
 
@@ -154,6 +168,7 @@ impl SpooledWrite {
                 out.extend_from_slice(&replayed.part.to_le_bytes());
             }
         }
+        out.extend_from_slice(&self.routed_at.map_or(0, |epoch| epoch.0).to_le_bytes());
         put_u32(&mut out, self.parts.len());
         for part in &self.parts {
             put_name(&mut out, &part.shard);
@@ -168,7 +183,7 @@ impl SpooledWrite {
     pub fn decode(bytes: Bytes) -> Result<SpooledWrite, MalformedWrite> {
         let mut reader = Reader { bytes, at: 0 };
         let layout = reader.take(1)?[0];
-        if layout != LAYOUT && layout != 2 {
+        if !(2..=LAYOUT).contains(&layout) {
             return Err(MalformedWrite("unknown layout"));
         }
         let write_id = Uuid::from_slice(&reader.take(16)?).expect("sixteen bytes");
@@ -193,6 +208,10 @@ impl SpooledWrite {
                 _ => return Err(MalformedWrite("unknown replay flag")),
             },
         };
+        let routed_at = match layout {
+            2 | 3 => None,
+            _ => Some(Epoch(i64::from_le_bytes(reader.array()?))).filter(|epoch| epoch.0 > 0),
+        };
         let parts = (0..reader.u32()?)
             .map(|_| {
                 let shard = reader.name()?;
@@ -211,6 +230,7 @@ impl SpooledWrite {
             parts,
             supersedes,
             replays,
+            routed_at,
         })
     }
 }
@@ -219,15 +239,20 @@ impl SpooledPart {
     /// Where the part's rows belong under `routing`, the snapshot in force when it is drained,
     /// in one walk over its tuples: when its shard owns them, the tuples to write with that
     /// snapshot (for a table that stores the routing epoch, a copy carrying this one;
-    /// otherwise the part's own bytes).
+    /// otherwise the part's own bytes). A part made with `routing` itself (its record's
+    /// `routed_at`), which has no range being copied, is its shard's as it is, without a walk.
     pub fn placement(
         &self,
         table: &TableSchema,
         routing: &RoutingTable,
+        routed_at: Option<Epoch>,
     ) -> Result<Placement, MalformedWrite> {
         let Some(index) = routing.shards.iter().position(|s| s.0 == self.shard) else {
             return Ok(Placement::Moved);
         };
+        if routed_at == Some(routing.epoch) && routing.moving.is_empty() {
+            return Ok(Placement::Owned(ShardIndex(index), self.tuples.clone()));
+        }
         let mut patched = table.id.is_none().then(|| self.tuples.to_vec());
         let (mut moving, mut rows, mut start) = (false, 0, 0);
         for tuple in self.tuples(table) {

@@ -373,7 +373,11 @@ impl Drainer {
             {
                 return Step::StopShard;
             }
-            spooled_part.placement(self.settings.tables.get(spooled.table), &set.table)
+            spooled_part.placement(
+                self.settings.tables.get(spooled.table),
+                &set.table,
+                spooled.write.routed_at,
+            )
         };
         match placement {
             Ok(Placement::Owned(index, tuples)) => Step::Queue(index, tuples),

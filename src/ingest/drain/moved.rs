@@ -3,6 +3,7 @@
 //! the rows are split by their new owners into a record that supersedes the part.
 
 use super::{Drainer, Event, PartState};
+use crate::routing::Epoch;
 use crate::shards::applied::{self, Mark};
 use crate::shards::set::ShardSet;
 use crate::spool::{PartRef, SpooledPart, SpooledWrite};
@@ -31,15 +32,18 @@ impl Drainer {
         let spooled = &self.records[&part.seq];
         let schema = self.settings.tables.get(spooled.table);
         match spooled.write.parts[usize::from(part.part)].split(schema, &set.table) {
-            Ok(parts) => self.supersede(part, parts),
+            // Split by owner but not patched: the tuples of a table without an id still carry
+            // the epoch the part was first routed with, so they are looked at again when drained.
+            Ok(parts) => self.supersede(part, parts, None),
             Err(error) => {
                 tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
             }
         }
     }
 
-    /// Appends a record carrying `parts` in place of `part`.
-    pub(super) fn supersede(&mut self, part: PartRef, parts: Vec<SpooledPart>) {
+    /// Appends a record carrying `parts` in place of `part`; `routed_at` is the epoch of the
+    /// routing they were made with, if they were made with one.
+    pub(super) fn supersede(&mut self, part: PartRef, parts: Vec<SpooledPart>, routed_at: Option<Epoch>) {
         self.set_state(part, PartState::Busy);
         let spooled = &self.records[&part.seq];
         let record = SpooledWrite {
@@ -48,6 +52,7 @@ impl Drainer {
             replays: spooled.write.replays.filter(|_| parts.len() == 1),
             parts,
             supersedes: vec![part],
+            routed_at,
         };
         let appender = self.settings.appender.clone();
         self.events.push(Box::pin(async move {

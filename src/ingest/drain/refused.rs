@@ -16,7 +16,11 @@ impl Drainer {
         let schema = Arc::clone(self.settings.tables.get(spooled.table));
         let refused = &spooled.write.parts[usize::from(part.part)];
         match refused.halves(&schema) {
-            Ok(Some((first, second))) => self.supersede(part, vec![first, second]),
+            Ok(Some((first, second))) => {
+                // The halves are the part's own tuples, as routed when it was made.
+                let routed_at = self.records[&part.seq].write.routed_at;
+                self.supersede(part, vec![first, second], routed_at)
+            }
             Ok(None) => self.dead_letter(part, &schema, message),
             Err(error) => {
                 tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");

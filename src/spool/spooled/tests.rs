@@ -104,11 +104,24 @@ fn per_shard(shards: &[crate::schema::decode::ShardRows]) -> Vec<(Vec<u8>, usize
     shards.iter().map(|s| (s.tuples.clone(), s.rows)).collect()
 }
 
-/// The parts' tuples as drained with `routing`, per shard index, as the direct path gives them.
-fn drained(spooled: &[SpooledPart], table: &TableSchema, routing: &RoutingTable) -> Vec<(Vec<u8>, usize)> {
+/// The parts' tuples as drained with `routing`, per shard index, as the direct path gives them,
+/// for parts routed with the epoch `routed_at`. Checks that looking at every row again places
+/// them the same.
+fn drained(
+    spooled: &[SpooledPart],
+    routed_at: Option<Epoch>,
+    table: &TableSchema,
+    routing: &RoutingTable,
+) -> Vec<(Vec<u8>, usize)> {
     let mut shards = vec![(Vec::new(), 0); routing.shards.len()];
     for part in spooled {
-        let Placement::Owned(index, tuples) = part.placement(table, routing).unwrap() else {
+        let placement = part.placement(table, routing, routed_at).unwrap();
+        assert_eq!(
+            placement,
+            part.placement(table, routing, None).unwrap(),
+            "placed as a walk over its rows places it"
+        );
+        let Placement::Owned(index, tuples) = placement else {
             panic!("the part's shard owns its rows")
         };
         assert_eq!(routing.shards[index.0].0, part.shard);
@@ -129,7 +142,7 @@ fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
         let stored = SpooledWrite::decode(spooled.encode().into()).unwrap();
         assert_eq!(stored, spooled, "{}", table.name);
         for (index, part) in stored.parts.iter().enumerate() {
-            let placement = part.placement(&table, &routing).unwrap();
+            let placement = part.placement(&table, &routing, stored.routed_at).unwrap();
             assert!(
                 matches!(placement, Placement::Owned(at, _) if at == ShardIndex(index)),
                 "{}",
@@ -137,7 +150,7 @@ fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
             );
         }
         assert_eq!(
-            drained(&stored.parts, &table, &routing),
+            drained(&stored.parts, stored.routed_at, &table, &routing),
             per_shard(&encoded.shards),
             "{}",
             table.name
@@ -183,16 +196,25 @@ fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
         let [on_s0, on_s1] = &spooled.parts[..] else {
             panic!("{}: one part per owner", table.name)
         };
-        assert_eq!(on_s0.placement(&table, &during).unwrap(), Placement::Moving);
+        let routed_at = spooled.routed_at;
+        assert_eq!(routed_at, Some(during.epoch));
+        assert_eq!(
+            on_s0.placement(&table, &during, routed_at).unwrap(),
+            Placement::Moving,
+            "routed with this very snapshot, but a range is being copied"
+        );
         assert!(matches!(
-            on_s1.placement(&table, &during).unwrap(),
+            on_s1.placement(&table, &during, routed_at).unwrap(),
             Placement::Owned(ShardIndex(1), _)
         ));
 
         let after = moved_to_third(&before, 3);
-        assert_eq!(on_s0.placement(&table, &after).unwrap(), Placement::Moved);
+        assert_eq!(
+            on_s0.placement(&table, &after, routed_at).unwrap(),
+            Placement::Moved
+        );
         assert!(matches!(
-            on_s1.placement(&table, &after).unwrap(),
+            on_s1.placement(&table, &after, routed_at).unwrap(),
             Placement::Owned(ShardIndex(1), _)
         ));
         let split = on_s0.split(&table, &after).unwrap();
@@ -202,7 +224,7 @@ fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
         let mut expected = per_shard(&direct.shards);
         expected[1] = (Vec::new(), 0);
         assert_eq!(
-            drained(&split, &table, &after),
+            drained(&split, None, &table, &after),
             expected,
             "{}: drained after the move, as if written then",
             table.name
@@ -219,11 +241,11 @@ fn a_table_without_an_id_takes_the_epoch_it_is_drained_with() {
     let later = two_shards(7);
     let expected = decode(&table, &later, &body(&table, 10));
     assert_eq!(
-        drained(&spooled.parts, &table, &later),
+        drained(&spooled.parts, spooled.routed_at, &table, &later),
         per_shard(&expected.shards)
     );
     assert_ne!(
-        drained(&spooled.parts, &table, &later),
+        drained(&spooled.parts, spooled.routed_at, &table, &later),
         per_shard(&encoded.shards),
         "epoch 1 became 7"
     );
@@ -255,13 +277,38 @@ fn a_damaged_spooled_write_is_refused_not_routed() {
     let whole = part.tuples.clone();
     part.tuples = whole.slice(..whole.len() - 3);
     assert_eq!(
-        part.placement(&table, &routing).err(),
+        part.placement(&table, &routing, None).err(),
         Some(MalformedWrite("tuple cut short"))
     );
     part.tuples = whole;
     part.rows += 1;
     assert_eq!(
-        part.placement(&table, &routing).err(),
+        part.placement(&table, &routing, None).err(),
         Some(MalformedWrite("row count does not match its tuples"))
+    );
+}
+
+#[test]
+fn a_record_of_layout_3_is_read_without_the_epoch_it_was_routed_with() {
+    let table = tables().remove(0);
+    let routing = two_shards(1);
+    let encoded = decode(&table, &routing, &body(&table, 20));
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    spooled.routed_at = Some(Epoch(0x0102_0304_0506_0708));
+    let mut bytes = spooled.encode();
+    let epoch = 0x0102_0304_0506_0708_i64.to_le_bytes();
+    let at = bytes
+        .windows(8)
+        .position(|window| window == epoch)
+        .expect("layout 4 holds the epoch");
+    bytes.drain(at..at + 8);
+    bytes[0] = 3;
+    let read = SpooledWrite::decode(bytes.into()).unwrap();
+    assert_eq!(read.routed_at, None);
+    assert_eq!(read.parts, spooled.parts);
+    assert_eq!(
+        drained(&read.parts, read.routed_at, &table, &routing),
+        per_shard(&encoded.shards),
+        "its parts are looked at row by row"
     );
 }
