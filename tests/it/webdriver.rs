@@ -25,11 +25,13 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // In a process group of its own, which the browsers it starts join, so that all of
+        // them are stopped together when the test ends, even by a failed assertion.
         let driver = tokio::process::Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("the browser test needs Debian's chromium-driver package (.ci/run installs it)");
         let http = reqwest::Client::new();
@@ -175,10 +177,20 @@ impl Browser {
             .collect()
     }
 
-    /// Ends the session and the driver.
-    pub async fn close(mut self) {
+    /// Ends the session, then the driver (see [`Drop`]).
+    pub async fn close(self) {
         self.command(reqwest::Method::DELETE, "", None).await;
-        let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    /// Stops chromedriver and every browser it started (its process group) and removes the
+    /// browser's profile.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            // SAFETY: sends a signal to the process group this test started; no memory is shared.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
