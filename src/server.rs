@@ -252,7 +252,7 @@ fn open_spool(config: &Config) -> Result<Option<OpenedSpool>, StartError> {
     let Some(dir) = config.spool.dir.as_deref().filter(|_| config.may_spool()) else {
         return Ok(None);
     };
-    let (log, recovery) = SpoolLog::open(dir, config.spool.segment_bytes.0)?;
+    let (mut log, recovery) = SpoolLog::open(dir, config.spool.segment_bytes.0)?;
     if let Some(torn) = &recovery.torn_tail {
         tracing::warn!(
             segment = %torn.path.display(),

@@ -4,10 +4,19 @@
 //! and starts with a 16-byte header: the magic `SGSPOOL1` and that number again. Records are
 //! appended to the newest segment, which is the only one a crash can leave with a torn tail;
 //! when it would grow past the segment size, it is synced and a new one is started.
+//!
+//! Records are read back from the segment files mapped into memory, not copied to the heap:
+//! a spool holding gigabytes for a shard that is down keeps them in the page cache, which the
+//! kernel may reclaim, and reads them again when they are drained. Segments are only ever
+//! appended to (a torn tail is cut at open, before anything is mapped), and no byte of a
+//! record is written again once synced, so what a mapping shows of a synced record never
+//! changes.
 
 use super::SpoolError;
 use super::record::{self, HEADER_LEN, MAX_PAYLOAD, Record, RecordSeq};
-use std::collections::VecDeque;
+use bytes::Bytes;
+use memmap2::MmapOptions;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,6 +54,17 @@ pub struct TornTail {
     pub reason: &'static str,
 }
 
+/// Where an appended record's payload lies: its segment (by first record) and the payload's
+/// offset and length in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt {
+    /// The record's sequence number.
+    pub seq: RecordSeq,
+    segment: RecordSeq,
+    offset: u64,
+    len: usize,
+}
+
 /// What opening the spool found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
@@ -68,6 +88,9 @@ pub struct SpoolLog {
     pending: Vec<u8>,
     /// Whether a segment was created or removed since the directory was last synced.
     dir_changed: bool,
+    /// Segments mapped into memory, by their first record; each mapping covers at least the
+    /// records synced when it was made.
+    maps: BTreeMap<RecordSeq, Bytes>,
 }
 
 impl SpoolLog {
@@ -123,14 +146,17 @@ impl SpoolLog {
             active,
             pending: Vec::new(),
             dir_changed: true,
+            maps: BTreeMap::new(),
         };
         Ok((log, Recovery { records, torn_tail }))
     }
 
-    /// Appends a record and returns its sequence number. It is durable once [`sync`] returns.
+    /// Appends a record and returns its sequence number and place. It is durable, and may be
+    /// read with [`synced_payload`], once [`sync`] returns.
     ///
     /// [`sync`]: SpoolLog::sync
-    pub fn append(&mut self, payload: &[u8]) -> Result<RecordSeq, SpoolError> {
+    /// [`synced_payload`]: SpoolLog::synced_payload
+    pub fn append(&mut self, payload: &[u8]) -> Result<RecordAt, SpoolError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(SpoolError::RecordTooLarge {
                 len: payload.len(),
@@ -144,10 +170,49 @@ impl SpoolLog {
         }
         let active = self.segments.back_mut().expect("the log always has a segment");
         let seq = active.next;
+        let at = RecordAt {
+            seq,
+            segment: active.first,
+            offset: active.bytes + HEADER_LEN as u64,
+            len: payload.len(),
+        };
         record::encode(seq, payload, &mut self.pending);
         active.next = seq.next();
         active.bytes += record_len;
-        Ok(seq)
+        Ok(at)
+    }
+
+    /// The payload of a record appended and synced since, as its segment file holds it.
+    pub fn synced_payload(&mut self, at: &RecordAt) -> Result<Bytes, SpoolError> {
+        let end = at.offset + at.len as u64;
+        let map = self.map(at.segment, end)?;
+        Ok(map.slice(at.offset as usize..end as usize))
+    }
+
+    /// A mapping of segment `first` covering at least its first `end` bytes, which must be
+    /// synced records. The newest segment is mapped past its end, up to the segment size, so
+    /// one mapping serves the records still to come.
+    fn map(&mut self, first: RecordSeq, end: u64) -> Result<Bytes, SpoolError> {
+        if let Some(map) = self.maps.get(&first).filter(|map| map.len() as u64 >= end) {
+            return Ok(map.clone());
+        }
+        let segment = self
+            .segments
+            .iter()
+            .find(|segment| segment.first == first)
+            .expect("a record's segment stays until its records are applied");
+        let newest = self.segments.back().is_some_and(|s| s.first == first);
+        let len = if newest { end.max(self.segment_bytes) } else { end };
+        let file = File::open(&segment.path).map_err(io_error(&segment.path))?;
+        // SAFETY: the file is one of this spool's segments, which only this process writes, and
+        // only by appending: the bytes of synced records, the only ones read through the
+        // mapping, never change, and a tail is cut only at open, before anything is mapped.
+        // Pages past the file's end are mapped but never read.
+        let map =
+            unsafe { MmapOptions::new().len(len as usize).map(&file) }.map_err(io_error(&segment.path))?;
+        let map = Bytes::from_owner(map);
+        self.maps.insert(first, map.clone());
+        Ok(map)
     }
 
     /// Writes every record appended so far and waits until the disk holds them (and the
@@ -170,19 +235,27 @@ impl SpoolLog {
     }
 
     /// Up to `limit` records from `from` on, in order, as the files hold them (synced ones).
-    pub fn read_from(&self, from: RecordSeq, limit: usize) -> Result<Vec<Record>, SpoolError> {
+    pub fn read_from(&mut self, from: RecordSeq, limit: usize) -> Result<Vec<Record>, SpoolError> {
         let mut records = Vec::new();
-        for segment in self.segments.iter().filter(|s| s.next > from) {
-            let bytes = std::fs::read(&segment.path).map_err(io_error(&segment.path))?;
-            for (at, record) in records_in(&bytes) {
+        let wanted: Vec<(RecordSeq, PathBuf)> = self
+            .segments
+            .iter()
+            .filter(|s| s.next > from && s.next > s.first)
+            .map(|s| (s.first, s.path.clone()))
+            .collect();
+        for (first, path) in wanted {
+            let synced = std::fs::metadata(&path).map_err(io_error(&path))?.len();
+            let bytes = self.map(first, synced)?;
+            for (at, record) in records_in(&bytes[..synced as usize]) {
                 if records.len() == limit {
                     return Ok(records);
                 }
-                let (seq, payload) = record.map_err(|reason| corrupt(&segment.path, at as u64, reason))?;
+                let (seq, payload) = record.map_err(|reason| corrupt(&path, at as u64, reason))?;
                 if seq >= from {
+                    let start = at + HEADER_LEN;
                     records.push(Record {
                         seq,
-                        payload: payload.to_vec(),
+                        payload: bytes.slice(start..start + payload.len()),
                     });
                 }
             }
@@ -198,6 +271,8 @@ impl SpoolLog {
         while self.segments.len() > 1 && self.segments[0].next <= applied_through.next() {
             let segment = self.segments.pop_front().expect("more than one segment");
             std::fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+            // Records still held elsewhere keep their pages until they are dropped.
+            self.maps.remove(&segment.first);
             removed += 1;
         }
         if removed > 0 {

@@ -16,7 +16,7 @@ mod status;
 mod test_dir;
 mod writer;
 
-pub use log::{Recovery, SegmentInfo, SpoolLog, TornTail};
+pub use log::{RecordAt, Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
 pub use spooled::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledPart, SpooledWrite};
 pub use status::{RowsOutcome, ShardRows, WriteStatus, WriteStatuses};

@@ -25,8 +25,9 @@ impl RecordSeq {
 pub struct Record {
     /// Its sequence number.
     pub seq: RecordSeq,
-    /// The bytes it was appended with.
-    pub payload: Vec<u8>,
+    /// The bytes it was appended with: a slice of its segment file mapped into memory, so the
+    /// kernel may page it out and in again while it waits.
+    pub payload: bytes::Bytes,
 }
 
 /// Appends the encoded record to `out`.

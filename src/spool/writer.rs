@@ -2,7 +2,7 @@
 //! and answers each request once a sync covered its record. Records that arrive while a sync
 //! runs share the next one, as concurrent transactions share a commit on the shards.
 
-use super::{Record, RecordSeq, SpoolLog};
+use super::{Record, RecordAt, RecordSeq, SpoolLog};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -174,7 +174,7 @@ struct WriterThread {
 struct Appended {
     payload: Vec<u8>,
     durable: oneshot::Sender<Result<RecordSeq, AppendError>>,
-    result: Result<RecordSeq, AppendError>,
+    result: Result<RecordAt, AppendError>,
 }
 
 impl WriterThread {
@@ -206,7 +206,7 @@ impl WriterThread {
         }
     }
 
-    fn append(&mut self, payload: &[u8]) -> Result<RecordSeq, AppendError> {
+    fn append(&mut self, payload: &[u8]) -> Result<RecordAt, AppendError> {
         let bytes = self.log.bytes();
         if bytes + payload.len() as u64 > self.options.max_bytes {
             return Err(AppendError::Full {
@@ -246,18 +246,26 @@ impl WriterThread {
         self.count_files();
         for appended in group.drain(..) {
             let answer = synced.clone().and(appended.result);
-            if let Ok(seq) = answer {
+            if let Ok(at) = &answer {
                 self.counters.records.fetch_add(1, Ordering::Relaxed);
-                if let Some(durable) = &self.options.durable {
-                    let _ = durable.send(Record {
-                        seq,
-                        payload: appended.payload,
-                    });
-                }
+                self.hand_over(at, appended.payload);
             }
-            let _ = appended.durable.send(answer);
+            let _ = appended.durable.send(answer.map(|at| at.seq));
         }
         synced.is_ok()
+    }
+
+    /// Hands a durable record to whoever drains the spool, as its segment file holds it (the
+    /// heap copy it was appended from is let go); when the file cannot be mapped, from `payload`.
+    fn hand_over(&mut self, at: &RecordAt, payload: Vec<u8>) {
+        let Some(durable) = &self.options.durable else {
+            return;
+        };
+        let payload = self.log.synced_payload(at).unwrap_or_else(|error| {
+            tracing::warn!(%error, "a spool segment could not be mapped; its record is kept in memory");
+            payload.into()
+        });
+        let _ = durable.send(Record { seq: at.seq, payload });
     }
 
     fn count_files(&self) {

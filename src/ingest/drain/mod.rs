@@ -2,10 +2,11 @@
 //! the shard owning its rows, through the same queues and batcher as the writes that wait for
 //! their commit, with its mark in the batch's transaction.
 //!
-//! The drainer is one task. It keeps the records not yet written in memory (the writer thread
-//! hands it each record once durable; at start-up it is handed what the spool held), and keeps
-//! each shard's parts apart, oldest first: a shard that is down or full holds back only its
-//! own parts. Per part, with the routing in force:
+//! The drainer is one task. It keeps the records not yet written (the writer thread hands it
+//! each record once durable; at start-up it is handed what the spool held), as slices of the
+//! spool's segment files mapped into memory, so a backlog lives in the page cache rather than
+//! the heap; and it keeps each shard's parts apart, oldest first: a shard that is down or full
+//! holds back only its own parts. Per part, with the routing in force:
 //! - its shard owns every row: the part is queued, with a share of the shard's queue at most
 //!   half, so spooled rows never take all the room from writes that wait for their commit,
 //!   in the queue's lane for drained parts, which the writers take from only when no waiting
@@ -238,7 +239,7 @@ impl Drainer {
     /// are done.
     fn add(&mut self, record: Record) {
         self.next = self.next.max(record.seq.next());
-        let mut write = match SpooledWrite::decode(record.payload.into()) {
+        let write = match SpooledWrite::decode(record.payload) {
             Ok(write) => write,
             Err(error) => {
                 tracing::error!(seq = record.seq.0, %error, "a spool record cannot be read; it stays in the spool");
@@ -249,13 +250,6 @@ impl Drainer {
             tracing::error!(seq = record.seq.0, table = %write.table, "a spool record names a table not declared any more; it stays in the spool");
             return;
         };
-        if write.parts.len() > 1 {
-            // Each part in its own buffer, so one written while another waits (for a shard that
-            // is down, say) frees its memory.
-            for part in &mut write.parts {
-                part.tuples = bytes::Bytes::copy_from_slice(&part.tuples);
-            }
-        }
         let parts = write.parts.iter().map(|p| (p.shard.as_str(), p.rows));
         let supersedes = !write.supersedes.is_empty();
         self.settings

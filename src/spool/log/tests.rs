@@ -11,17 +11,17 @@ fn payload(n: u64) -> Vec<u8> {
     format!("record {n}: {}", "x".repeat((n % 7) as usize * 10)).into_bytes()
 }
 
-fn payloads(log: &SpoolLog, from: u64) -> Vec<(u64, Vec<u8>)> {
+fn payloads(log: &mut SpoolLog, from: u64) -> Vec<(u64, Vec<u8>)> {
     log.read_from(RecordSeq(from), usize::MAX)
         .expect("the records read back")
         .into_iter()
-        .map(|record| (record.seq.0, record.payload))
+        .map(|record| (record.seq.0, record.payload.to_vec()))
         .collect()
 }
 
 fn append_synced(log: &mut SpoolLog, range: std::ops::RangeInclusive<u64>) {
     for n in range {
-        assert_eq!(log.append(&payload(n)).expect("append"), RecordSeq(n));
+        assert_eq!(log.append(&payload(n)).expect("append").seq, RecordSeq(n));
     }
     log.sync().expect("sync");
 }
@@ -44,17 +44,17 @@ fn synced_records_come_back_in_order_after_a_reopen_across_segments() {
     append_synced(&mut log, 1..=20);
     assert!(log.segments().len() > 3, "300-byte segments rotate");
     let expected: Vec<_> = (1..=20).map(|n| (n, payload(n))).collect();
-    assert_eq!(payloads(&log, 1), expected);
-    assert_eq!(payloads(&log, 15), expected[14..].to_vec());
+    assert_eq!(payloads(&mut log, 1), expected);
+    assert_eq!(payloads(&mut log, 15), expected[14..].to_vec());
     assert_eq!(log.read_from(RecordSeq(3), 4).unwrap().len(), 4);
     drop(log);
 
     let (mut log, recovery) = SpoolLog::open(&dir.0, 300).unwrap();
     assert_eq!((recovery.records, recovery.torn_tail), (20, None));
-    assert_eq!(payloads(&log, 1), expected);
+    assert_eq!(payloads(&mut log, 1), expected);
     assert_eq!(log.next_seq(), RecordSeq(21));
     append_synced(&mut log, 21..=22);
-    assert_eq!(payloads(&log, 21), vec![(21, payload(21)), (22, payload(22))]);
+    assert_eq!(payloads(&mut log, 21), vec![(21, payload(21)), (22, payload(22))]);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn records_not_yet_synced_are_neither_read_nor_kept() {
     let (mut log, _) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
     append_synced(&mut log, 1..=3);
     log.append(&payload(4)).unwrap();
-    assert_eq!(payloads(&log, 1).len(), 3);
+    assert_eq!(payloads(&mut log, 1).len(), 3);
     drop(log);
     let (log, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
     assert_eq!(recovery.records, 3);
@@ -98,7 +98,7 @@ fn a_torn_tail_is_cut_at_the_last_whole_record_and_appends_go_on_from_there() {
     assert_eq!((recovery.records, recovery.torn_tail), (5, Some(expected_cut)));
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
     append_synced(&mut log, 6..=6);
-    assert_eq!(payloads(&log, 5), vec![(5, payload(5)), (6, payload(6))]);
+    assert_eq!(payloads(&mut log, 5), vec![(5, payload(5)), (6, payload(6))]);
 }
 
 #[test]
@@ -114,13 +114,13 @@ fn a_changed_byte_in_the_newest_segment_cuts_it_at_that_record() {
     bytes[after_two as usize + 20] ^= 0x40;
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (log, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
+    let (mut log, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
     let torn = recovery.torn_tail.expect("the damaged record is cut");
     assert_eq!(
         (torn.offset, torn.reason),
         (after_two, "record checksum mismatch")
     );
-    assert_eq!(payloads(&log, 1), vec![(1, payload(1)), (2, payload(2))]);
+    assert_eq!(payloads(&mut log, 1), vec![(1, payload(1)), (2, payload(2))]);
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn a_newest_segment_with_a_torn_header_is_started_again_empty() {
     assert_eq!(log.next_seq(), newest.first);
     let n = newest.first.0;
     append_synced(&mut log, n..=n);
-    assert_eq!(payloads(&log, n), vec![(n, payload(n))]);
+    assert_eq!(payloads(&mut log, n), vec![(n, payload(n))]);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn applied_segments_are_removed_but_the_newest_stays_and_numbering_goes_on() {
     assert_eq!(log.remove_applied(RecordSeq(second_end.0 - 1)).unwrap(), 1);
     assert!(!segments[0].path.exists() && segments[1].path.exists());
     assert_eq!(log.remove_applied(second_end).unwrap(), 1);
-    assert_eq!(payloads(&log, 1)[0].0, segments[2].first.0);
+    assert_eq!(payloads(&mut log, 1)[0].0, segments[2].first.0);
     let bytes_before = log.bytes();
 
     assert_eq!(log.remove_applied(RecordSeq(10)).unwrap(), segments.len() - 3);
@@ -203,4 +203,37 @@ fn a_spool_keeps_its_id_across_opens_and_a_new_one_gets_its_own() {
         matches!(&error, SpoolError::BadId { path } if path.ends_with("spool.id")),
         "{error}"
     );
+}
+
+#[test]
+fn a_synced_record_is_read_from_its_mapped_segment_even_after_the_segment_is_removed() {
+    let dir = TestDir::new("mapped");
+    let (mut log, _) = SpoolLog::open(&dir.0, 300).unwrap();
+    let mut appended = Vec::new();
+    for n in 1..=20 {
+        appended.push((log.append(&payload(n)).unwrap(), payload(n)));
+        if n % 3 == 0 {
+            log.sync().unwrap();
+        }
+    }
+    let big = vec![7u8; 1000];
+    appended.push((log.append(&big).unwrap(), big.clone()));
+    log.sync().unwrap();
+    assert!(log.segments().len() > 3, "300-byte segments rotate");
+    let read: Vec<_> = appended
+        .iter()
+        .map(|(at, _)| log.synced_payload(at).unwrap())
+        .collect();
+    for ((at, expected), payload) in appended.iter().zip(&read) {
+        assert_eq!(&payload[..], &expected[..], "record {}", at.seq.0);
+    }
+
+    assert!(log.remove_applied(RecordSeq(20)).unwrap() > 0);
+    assert!(!log.segments().any(|segment| segment.first == RecordSeq(1)));
+    assert_eq!(
+        &read[0][..],
+        &payload(1)[..],
+        "a removed segment's records stay readable"
+    );
+    assert_eq!(&read[20][..], &big[..], "a record larger than the segment size");
 }

@@ -48,13 +48,13 @@ async fn concurrent_appends_share_syncs_and_every_answered_record_is_on_disk() {
         .unwrap();
     drop(log);
 
-    let (log, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
+    let (mut log, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
     assert_eq!((recovery.records, recovery.torn_tail), (200, None));
     let stored: BTreeMap<_, _> = log
         .read_from(crate::spool::RecordSeq(1), usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|record| (record.seq, record.payload))
+        .map(|record| (record.seq, record.payload.to_vec()))
         .collect();
     assert_eq!(stored, answered);
 }
