@@ -450,11 +450,7 @@ fn per_tenant(rows: &[Value]) -> Value {
 async fn start_events_only(urls: &[String], extra: &str) -> TestServer {
     let mut config = crate::common::config_for(urls, extra);
     config.tables.retain(|t| t.name == "events");
-    TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls: urls.to_vec(),
-        http: reqwest::Client::new(),
-    }
+    TestServer::start_with(config, urls.to_vec()).await
 }
 
 pub async fn phase_of(gate: &TestServer, id: i64) -> String {

@@ -147,13 +147,8 @@ async fn a_timeline_of_a_run_during_a_migration_marks_its_phases_and_counts_ever
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("shardgate.toml");
     std::fs::write(&path, &text).unwrap();
-    let gate = crate::common::TestServer {
-        server: shardgate::server::start(shardgate::config::Config::parse(&text).unwrap())
-            .await
-            .unwrap(),
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let config = shardgate::config::Config::parse(&text).unwrap();
+    let gate = crate::common::TestServer::start_with(config, urls.clone()).await;
     let (csv, svg) = (dir.join("timeline.csv"), dir.join("timeline.svg"));
     let run = tokio::task::spawn_blocking({
         let (path, url, admin) = (path.clone(), gate.url(""), gate.admin_url(""));

@@ -18,19 +18,11 @@ fn with_password(url: &str, password: &str) -> String {
     url.replacen("postgres@", &format!("postgres:{password}@"), 1)
 }
 
-async fn start(config: shardgate::config::Config, shard_urls: Vec<String>) -> TestServer {
-    TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls,
-        http: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn a_shard_only_the_catalog_names_is_used_as_the_catalog_records_it() {
     let urls = fresh_shards("catalog_owns").await;
     let seeded: Vec<String> = urls.iter().map(|u| with_password(u, "s3cret")).collect();
-    let gate = start(config_for(&seeded, ""), urls.clone()).await;
+    let gate = TestServer::start_with(config_for(&seeded, ""), urls.clone()).await;
     gate.stop().await;
     let stored = connect(&urls[0])
         .await
@@ -47,7 +39,7 @@ async fn a_shard_only_the_catalog_names_is_used_as_the_catalog_records_it() {
         "the catalog keeps each URL without its password"
     );
 
-    let gate = start(config_for(&urls[..1], ""), urls.clone()).await;
+    let gate = TestServer::start_with(config_for(&urls[..1], ""), urls.clone()).await;
     let reply = gate.post_events(&events(400, 37)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let on_s1 = reply.body["shards"]["s1"].as_i64().unwrap_or_default();
@@ -93,7 +85,7 @@ async fn a_config_naming_a_shard_the_catalog_lacks_or_other_vnodes_stops_start_u
     }
     let restarted = TestServer::start_on(urls.clone(), "").await;
     restarted.stop().await;
-    let seeded_otherwise = start(heavier, urls).await;
+    let seeded_otherwise = TestServer::start_with(heavier, urls).await;
     let listed = seeded_otherwise.admin("/admin/shards").await.body;
     assert_eq!(
         listed[1]["weight"], 1,
@@ -340,7 +332,7 @@ async fn a_config_without_shards_starts_from_the_catalog_it_names() {
     gate.stop().await;
     let catalog_only = config_for(&[], &format!("[catalog]\nurl = \"{}\"\n", urls[0]));
     assert!(catalog_only.shards.is_empty());
-    let gate = start(catalog_only, urls.clone()).await;
+    let gate = TestServer::start_with(catalog_only, urls.clone()).await;
     let reply = gate.post_events(&events(200, 19)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     for (index, url) in urls.iter().enumerate() {

@@ -183,9 +183,13 @@ impl TestServer {
 
     /// Starts shardgate on the given shard databases.
     pub async fn start_on(shard_urls: Vec<String>, extra: &str) -> TestServer {
-        let server = shardgate::server::start(config_for(&shard_urls, extra))
-            .await
-            .expect("shardgate starts");
+        let config = config_for(&shard_urls, extra);
+        Self::start_with(config, shard_urls).await
+    }
+
+    /// Starts shardgate with `config`, whose shards are the databases at `shard_urls`.
+    pub async fn start_with(config: Config, shard_urls: Vec<String>) -> TestServer {
+        let server = shardgate::server::start(config).await.expect("shardgate starts");
         TestServer {
             server,
             shard_urls,

@@ -540,11 +540,7 @@ async fn a_key_over_its_tables_rate_cap_gets_429_and_the_other_keys_do_not() {
     let urls = fresh_shards("hot_cap").await;
     let mut config = config_for(&urls, "[hot_keys]\nwindow = \"200ms\"\n");
     config.tables[0].max_key_rows_per_second = Some(2_000);
-    let gate = TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls: urls,
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(config, urls).await;
     let whale = key_hash("whale", "click");
     let (mut accepted, mut accepted_once_limited) = (0i64, 0i64);
     let mut limited_since: Option<Instant> = None;

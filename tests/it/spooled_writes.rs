@@ -98,14 +98,7 @@ async fn distinct_lines(urls: &[String]) -> i64 {
 async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() {
     let urls = fresh_shards("spool_ack").await;
     let dir = spool_dir("ack");
-    let server = shardgate::server::start(spooling_config(&urls, &dir, ""))
-        .await
-        .expect("shardgate starts");
-    let gate = TestServer {
-        server,
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(spooling_config(&urls, &dir, ""), urls.clone()).await;
     let (events_url, logs_url) = (
         gate.url("/v1/tables/events/rows"),
         gate.url("/v1/tables/logs/rows"),
@@ -234,12 +227,7 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
     let sizes = "segment_bytes = \"64KiB\"\nmax_bytes = \"256KiB\"\n";
     let mut config = spooling_config(&urls, &dir, sizes);
     config.server.max_body_size = shardgate::units::ByteSize(16 << 10);
-    let server = shardgate::server::start(config).await.expect("shardgate starts");
-    let gate = TestServer {
-        server,
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(config, urls.clone()).await;
     let logs_url = gate.url("/v1/tables/logs/rows");
     doomed.stop().unwrap();
     let ready = gate.admin("/readyz").await;
@@ -491,14 +479,7 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
          [query]\nstatement_timeout = \"1s\"\n",
         crate::admin::with_token()
     );
-    let server = shardgate::server::start(spooling_config(&urls, &dir, &extra))
-        .await
-        .expect("shardgate starts");
-    let gate = TestServer {
-        server,
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(spooling_config(&urls, &dir, &extra), urls.clone()).await;
     let logs_url = gate.url("/v1/tables/logs/rows");
     assert_eq!(gate.post_events(&events(1500, 97)).await.status, 200);
     for round in 0..3 {
@@ -570,14 +551,11 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
 async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbours_commit() {
     let urls = fresh_shards("spool_poison").await;
     let dir = spool_dir("poison");
-    let server = shardgate::server::start(spooling_config(&urls, &dir, &crate::admin::with_token()))
-        .await
-        .expect("shardgate starts");
-    let gate = TestServer {
-        server,
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(
+        spooling_config(&urls, &dir, &crate::admin::with_token()),
+        urls.clone(),
+    )
+    .await;
     gate.on_every_shard("ALTER TABLE logs ADD CONSTRAINT no_poison CHECK (line <> 'poison')")
         .await;
     let mut rows = log_rows("ok", 40);
@@ -785,11 +763,7 @@ async fn commit_mode_requests_go_ahead_of_a_spooled_backlog_draining_to_their_sh
     config.batch.max_rows = 500;
     config.pool.connections_per_shard = 2;
     let window = 20_000;
-    let gate = TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(config, urls.clone()).await;
     let logs_url = gate.url("/v1/tables/logs/rows");
     doomed.stop().unwrap();
     let requests = 300;
@@ -867,11 +841,7 @@ async fn a_body_over_the_limit_is_refused_with_413_before_anything_is_spooled() 
     let dir = spool_dir("too_large");
     let mut config = spooling_config(&urls, &dir, "");
     config.server.max_body_size = shardgate::units::ByteSize(2 << 10);
-    let gate = TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls: urls.clone(),
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(config, urls.clone()).await;
     let logs_url = gate.url("/v1/tables/logs/rows");
     let spooled_bytes = |page: &str| sample(page, "shardgate_spool_bytes");
     let before = spooled_bytes(&gate.metrics_page().await);

@@ -323,11 +323,7 @@ async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_i
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = config_for(&urls, &format!("[spool]\ndir = \"{}\"\n", dir.display()));
     config.tables[1].ack = shardgate::config::AckMode::Spool;
-    let gate = TestServer {
-        server: shardgate::server::start(config).await.expect("shardgate starts"),
-        shard_urls: urls,
-        http: reqwest::Client::new(),
-    };
+    let gate = TestServer::start_with(config, urls).await;
     doomed.stop().unwrap();
     for round in 0..3 {
         let rows: Vec<_> = (0..100)
