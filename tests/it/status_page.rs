@@ -27,7 +27,11 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `url` with `args`, letting the page's script run for a few
 /// seconds of virtual time, with the console logged to stderr.
 async fn run_chromium(url: &str, args: &[&str]) -> Output {
-    let profile = std::env::temp_dir().join(format!("shardgate-chromium-{}", std::process::id()));
+    // A profile of its own per run: tests of one process run at once, and Chromium refuses a
+    // profile another instance holds.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("shardgate-chromium-{}-{run}", std::process::id()));
     let output = tokio::process::Command::new(chromium())
         .args([
             "--headless",
