@@ -206,7 +206,7 @@ impl Writes {
         let spool = self.spool.as_ref().expect("a table that may spool has a spool");
         let set = self.shards.load();
         let mut encoded = self.decode(table, schema, &set, format, body)?;
-        let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &encoded);
+        let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &mut encoded);
         write.replays = replays;
         for part in &write.parts {
             let shard = || ShardId(part.shard.clone());

@@ -93,21 +93,22 @@ pub struct MalformedWrite(&'static str);
 impl SpooledWrite {
     /// The rows of a request `encoded` with `routing`, each once, in one part per shard owning
     /// some of them: a row that went to a range's copy target as well is kept only from the
-    /// shard owning its position.
+    /// shard owning its position. The tuples are taken out of `encoded` (its counts stay).
     pub fn from_encoded(
         write_id: Uuid,
         table: &TableSchema,
         routing: &RoutingTable,
-        encoded: &EncodedRows,
+        encoded: &mut EncodedRows,
     ) -> SpooledWrite {
         let mut parts = Vec::new();
-        for (index, shard) in encoded.shards.iter().enumerate().filter(|(_, s)| s.rows > 0) {
-            if encoded.dual_written == 0 {
+        let dual_written = encoded.dual_written;
+        for (index, shard) in encoded.shards.iter_mut().enumerate().filter(|(_, s)| s.rows > 0) {
+            if dual_written == 0 {
                 // No copy went to a range's new shard: each shard's tuples are its own rows.
                 parts.push(SpooledPart {
                     shard: routing.shards[index].0.clone(),
                     rows: shard.rows,
-                    tuples: Bytes::copy_from_slice(&shard.tuples),
+                    tuples: Bytes::from(std::mem::take(&mut shard.tuples)),
                 });
                 continue;
             }

@@ -135,8 +135,9 @@ fn drained(
 fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
     for table in tables() {
         let routing = two_shards(1);
-        let encoded = decode(&table, &routing, &body(&table, 200));
-        let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+        let mut encoded = decode(&table, &routing, &body(&table, 200));
+        let direct = per_shard(&encoded.shards);
+        let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
         assert_eq!(spooled.rows(), 200, "{}", table.name);
         assert_eq!(spooled.parts.len(), 2, "{}", table.name);
         let stored = SpooledWrite::decode(spooled.encode().into()).unwrap();
@@ -151,7 +152,7 @@ fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
         }
         assert_eq!(
             drained(&stored.parts, stored.routed_at, &table, &routing),
-            per_shard(&encoded.shards),
+            direct,
             "{}",
             table.name
         );
@@ -162,8 +163,8 @@ fn a_write_keeps_one_part_per_owner_and_drains_to_the_direct_tuples() {
 fn a_superseding_write_and_a_replay_round_trip() {
     let table = tables().remove(0);
     let routing = two_shards(1);
-    let encoded = decode(&table, &routing, &body(&table, 20));
-    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    let mut encoded = decode(&table, &routing, &body(&table, 20));
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
     spooled.supersedes = vec![
         PartRef {
             seq: RecordSeq(7),
@@ -189,9 +190,9 @@ fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
         let before = two_shards(1);
         let during = moving_to_third(&before, 2);
         let text = body(&table, 300);
-        let encoded = decode(&table, &during, &text);
+        let mut encoded = decode(&table, &during, &text);
         assert!(encoded.dual_written > 0, "some rows are in moving ranges");
-        let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &during, &encoded);
+        let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &during, &mut encoded);
         assert_eq!(spooled.rows(), 300, "{}: the copies are not spooled", table.name);
         let [on_s0, on_s1] = &spooled.parts[..] else {
             panic!("{}: one part per owner", table.name)
@@ -236,8 +237,9 @@ fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
 fn a_table_without_an_id_takes_the_epoch_it_is_drained_with() {
     let table = tables().remove(1);
     let routing = two_shards(1);
-    let encoded = decode(&table, &routing, &body(&table, 10));
-    let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    let mut encoded = decode(&table, &routing, &body(&table, 10));
+    let direct = per_shard(&encoded.shards);
+    let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
     let later = two_shards(7);
     let expected = decode(&table, &later, &body(&table, 10));
     assert_eq!(
@@ -246,7 +248,7 @@ fn a_table_without_an_id_takes_the_epoch_it_is_drained_with() {
     );
     assert_ne!(
         drained(&spooled.parts, spooled.routed_at, &table, &later),
-        per_shard(&encoded.shards),
+        direct,
         "epoch 1 became 7"
     );
 }
@@ -255,8 +257,8 @@ fn a_table_without_an_id_takes_the_epoch_it_is_drained_with() {
 fn a_damaged_spooled_write_is_refused_not_routed() {
     let table = tables().remove(0);
     let routing = two_shards(1);
-    let encoded = decode(&table, &routing, &body(&table, 5));
-    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    let mut encoded = decode(&table, &routing, &body(&table, 5));
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
     let bytes = spooled.encode();
 
     assert_eq!(
@@ -292,8 +294,9 @@ fn a_damaged_spooled_write_is_refused_not_routed() {
 fn a_record_of_layout_3_is_read_without_the_epoch_it_was_routed_with() {
     let table = tables().remove(0);
     let routing = two_shards(1);
-    let encoded = decode(&table, &routing, &body(&table, 20));
-    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &encoded);
+    let mut encoded = decode(&table, &routing, &body(&table, 20));
+    let direct = per_shard(&encoded.shards);
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
     spooled.routed_at = Some(Epoch(0x0102_0304_0506_0708));
     let mut bytes = spooled.encode();
     let epoch = 0x0102_0304_0506_0708_i64.to_le_bytes();
@@ -308,7 +311,7 @@ fn a_record_of_layout_3_is_read_without_the_epoch_it_was_routed_with() {
     assert_eq!(read.parts, spooled.parts);
     assert_eq!(
         drained(&read.parts, read.routed_at, &table, &routing),
-        per_shard(&encoded.shards),
+        direct,
         "its parts are looked at row by row"
     );
 }
