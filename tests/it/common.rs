@@ -81,6 +81,17 @@ pub async fn fresh_database(cluster: &LocalCluster, test: &str) -> String {
     cluster.url(&name)
 }
 
+/// Two fresh shard databases: the first on a shared cluster, the second on a cluster only this
+/// test uses, returned so the test may stop and restart it.
+pub async fn shards_with_one_to_stop(test: &str) -> (LocalCluster, Vec<String>) {
+    let doomed = private_cluster(test);
+    let urls = vec![
+        fresh_database(&clusters()[0], test).await,
+        fresh_database(&doomed, test).await,
+    ];
+    (doomed, urls)
+}
+
 /// One fresh database on each shared cluster.
 pub async fn fresh_shards(test: &str) -> Vec<String> {
     let mut urls = Vec::new();

@@ -7,14 +7,8 @@ use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
 async fn a_stopped_shard_gets_503_for_its_rows_while_the_other_keeps_accepting() {
-    let doomed = private_cluster("outage");
-    let healthy_url = fresh_database(&crate::common::clusters()[0], "outage").await;
-    let doomed_url = fresh_database(&doomed, "outage").await;
-    let gate = TestServer::start_on(
-        vec![healthy_url, doomed_url],
-        "request_timeout = \"2s\"\n[batch]\nmax_delay = \"5ms\"\n",
-    )
-    .await;
+    let (doomed, urls) = crate::common::shards_with_one_to_stop("outage").await;
+    let gate = TestServer::start_on(urls, "request_timeout = \"2s\"\n[batch]\nmax_delay = \"5ms\"\n").await;
     // Find one key per shard by writing and looking at the ack.
     let mut key_for = [None, None];
     for i in 0..50 {

@@ -879,11 +879,7 @@ async fn query_command(gate: &TestServer, args: &[&str]) -> std::process::Output
 
 #[tokio::test]
 async fn a_query_over_a_stopped_shard_fails_with_502_naming_it() {
-    let doomed = crate::common::private_cluster("query_outage");
-    let urls = vec![
-        fresh_database(&crate::common::clusters()[0], "query_outage").await,
-        fresh_database(&doomed, "query_outage").await,
-    ];
+    let (doomed, urls) = crate::common::shards_with_one_to_stop("query_outage").await;
     let gate = TestServer::start_on(urls, "[pool]\nconnect_timeout = \"2s\"\n").await;
     load_rows(&gate).await;
     doomed.stop().unwrap();

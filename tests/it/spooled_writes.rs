@@ -6,8 +6,8 @@
 //! a body over the limit refused with 413 before anything is spooled.
 
 use crate::common::{
-    Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards,
-    private_cluster, sample,
+    Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards, sample,
+    shards_with_one_to_stop,
 };
 use crate::proxy::Proxy;
 use serde_json::{Value, json};
@@ -38,6 +38,22 @@ fn log_rows(prefix: &str, n: usize) -> Value {
         .map(|i| json!({"source": format!("src-{}", i % 29), "line": format!("{prefix}-{i}")}))
         .collect();
     Value::Array(rows)
+}
+
+/// Spools `requests` requests of `rows` rows of `logs` each, lines `{prefix}{request}-{i}`,
+/// each answered `202`.
+async fn spool_logs(gate: &TestServer, prefix: &str, requests: usize, rows: usize) {
+    let url = gate.url("/v1/tables/logs/rows");
+    for request in 0..requests {
+        let reply = post(
+            &gate.http,
+            &url,
+            &[],
+            &log_rows(&format!("{prefix}{request}"), rows),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
 }
 
 async fn post(http: &reqwest::Client, url: &str, headers: &[(&str, &str)], rows: &Value) -> Reply {
@@ -219,10 +235,7 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
 
 #[tokio::test]
 async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_429() {
-    let doomed = private_cluster("spool_outage");
-    let healthy_url = fresh_database(&clusters()[0], "spool_outage").await;
-    let doomed_url = fresh_database(&doomed, "spool_outage").await;
-    let urls = vec![healthy_url, doomed_url];
+    let (doomed, urls) = shards_with_one_to_stop("spool_outage").await;
     let dir = spool_dir("outage");
     let sizes = "segment_bytes = \"64KiB\"\nmax_bytes = \"256KiB\"\n";
     let mut config = spooling_config(&urls, &dir, sizes);
@@ -480,18 +493,8 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
         crate::admin::with_token()
     );
     let gate = TestServer::start_with(spooling_config(&urls, &dir, &extra), urls.clone()).await;
-    let logs_url = gate.url("/v1/tables/logs/rows");
     assert_eq!(gate.post_events(&events(1500, 97)).await.status, 200);
-    for round in 0..3 {
-        let reply = post(
-            &gate.http,
-            &logs_url,
-            &[],
-            &log_rows(&format!("before{round}"), 40),
-        )
-        .await;
-        assert_eq!(reply.status, 202, "{}", reply.body);
-    }
+    spool_logs(&gate, "before", 3, 40).await;
     wait_for_rows(&urls, "logs", 120, Duration::from_secs(20)).await;
 
     let started = crate::admin::add_shard(&gate, "s2", &third).await;
@@ -502,16 +505,7 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
         m["rows_copied"].as_i64().unwrap_or(0) > 0
     })
     .await;
-    for round in 0..10 {
-        let reply = post(
-            &gate.http,
-            &logs_url,
-            &[],
-            &log_rows(&format!("during{round}"), 40),
-        )
-        .await;
-        assert_eq!(reply.status, 202, "{}", reply.body);
-    }
+    spool_logs(&gate, "during", 10, 40).await;
     let copying = crate::admin::migration_status(&gate, id).await;
     let mut stored = 0;
     for url in &urls {
@@ -751,11 +745,7 @@ async fn a_row_its_shard_refuses_goes_to_the_dead_letter_table_and_its_neighbour
 
 #[tokio::test]
 async fn commit_mode_requests_go_ahead_of_a_spooled_backlog_draining_to_their_shard() {
-    let doomed = private_cluster("spool_backlog");
-    let urls = vec![
-        fresh_database(&clusters()[0], "spool_backlog").await,
-        fresh_database(&doomed, "spool_backlog").await,
-    ];
+    let (doomed, urls) = shards_with_one_to_stop("spool_backlog").await;
     let dir = spool_dir("backlog");
     let mut config = spooling_config(&urls, &dir, "");
     // A drain window of 20,000 rows per shard (half the queue), written 500 rows a batch.
@@ -764,19 +754,9 @@ async fn commit_mode_requests_go_ahead_of_a_spooled_backlog_draining_to_their_sh
     config.pool.connections_per_shard = 2;
     let window = 20_000;
     let gate = TestServer::start_with(config, urls.clone()).await;
-    let logs_url = gate.url("/v1/tables/logs/rows");
     doomed.stop().unwrap();
     let requests = 300;
-    for request in 0..requests {
-        let reply = post(
-            &gate.http,
-            &logs_url,
-            &[],
-            &log_rows(&format!("r{request}"), 1000),
-        )
-        .await;
-        assert_eq!(reply.status, 202, "{}", reply.body);
-    }
+    spool_logs(&gate, "r", requests, 1000).await;
     let accepted = requests as i64 * 1000;
     let deadline = Instant::now() + Duration::from_secs(30);
     let for_s1 = loop {

@@ -317,12 +317,8 @@ async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_m
 
 #[tokio::test]
 async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_is_down() {
-    use crate::common::{clusters, config_for, fresh_database, private_cluster, sample};
-    let doomed = private_cluster("status_page_spool");
-    let urls = vec![
-        fresh_database(&clusters()[0], "status_page_spool").await,
-        fresh_database(&doomed, "status_page_spool").await,
-    ];
+    use crate::common::{config_for, sample, shards_with_one_to_stop};
+    let (doomed, urls) = shards_with_one_to_stop("status_page_spool").await;
     let dir = std::env::temp_dir().join(format!("shardgate-page-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = config_for(&urls, &format!("[spool]\ndir = \"{}\"\n", dir.display()));
@@ -363,6 +359,23 @@ async fn in_a_browser_the_page_shows_the_rows_the_spool_holds_for_a_shard_that_i
         "s1's rows in the spool"
     );
     assert_eq!(count_cell(&html, "s0", "spool-waiting"), 0);
+    let listed = gate.admin("/admin/shards").await.body;
+    assert_eq!(
+        (
+            listed[1]["name"].as_str(),
+            listed[1]["up"].as_bool(),
+            &listed[1]["stored_rows"]
+        ),
+        (Some("s1"), Some(false), &serde_json::Value::Null),
+        "a shard that is down tells no row count: {listed}"
+    );
+    assert!(listed[0]["stored_rows"].is_i64(), "{listed}");
+    assert!(
+        html.split("<tr data-shard=\"s1\">")
+            .nth(1)
+            .is_some_and(|row| row.contains("class=\"number stored\">–<")),
+        "the page shows no count for it"
+    );
     assert!(
         html.contains(&format!("data-waiting=\"{waiting}\"")) && html.contains("data-dead-letters=\"0\""),
         "the spool's line: {}",
