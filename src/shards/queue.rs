@@ -448,6 +448,5 @@ mod tests {
         assert_eq!(receiver.recv().await.unwrap().mark, drained_mark(7));
         assert!(receiver.recv().await.is_none());
         assert!(matches!(receiver.try_recv(), Err(TryRecvError::Disconnected)));
-        drop(queue);
     }
 }
