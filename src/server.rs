@@ -16,7 +16,7 @@ use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
 use crate::ingest::batcher::{WriterSettings, Writers};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
-use crate::ingest::drain::{DrainSettings, Recovered, drain};
+use crate::ingest::drain::{DepartedShards, DrainSettings, Recovered, drain};
 use crate::ingest::write::{Spool, Writes};
 use crate::metrics::Metrics;
 use crate::query::QueryEngine;
@@ -130,6 +130,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         close_queues.clone(),
     );
     let writer_tasks = writers.tasks();
+    let departed = Arc::new(DepartedShards::new(catalog.clone(), config.clone(), &settings));
     let shards = Arc::new(Published::open(
         stored.routing,
         &stored.shards,
@@ -188,6 +189,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let spool = spool.map(|spool| {
         let settings = DrainContext {
             catalog: &catalog,
+            departed: departed.clone(),
             config: &config,
             shards: &shards,
             tables: &tables,
@@ -275,6 +277,7 @@ fn open_spool(config: &Config) -> Result<Option<OpenedSpool>, StartError> {
 /// What the drainer is built from.
 struct DrainContext<'a> {
     catalog: &'a Arc<Catalog>,
+    departed: Arc<DepartedShards>,
     config: &'a Config,
     shards: &'a Arc<Published>,
     tables: &'a Arc<Tables>,
@@ -315,6 +318,7 @@ fn start_spool(
         metrics: context.metrics.clone(),
         statuses: statuses.clone(),
         catalog: context.catalog.clone(),
+        departed: context.departed,
     };
     background.spawn(drain(settings, spool.recovered, handed, shutdown.clone()));
     Spool {

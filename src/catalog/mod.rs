@@ -185,6 +185,25 @@ impl Catalog {
         Ok(state)
     }
 
+    /// How this proxy connects to shard `name` as the catalog records it, whether or not it is
+    /// still in the routing table: for a shard drained away (or whose adding was cancelled)
+    /// that spooled parts still name. `None` when the catalog never had such a shard.
+    pub async fn recorded_shard(
+        &self,
+        name: &str,
+        config: &Config,
+    ) -> Result<Option<ShardEndpoint>, CatalogError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT name, weight, url FROM shardgate.shards WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(query("read the shard's record"))?;
+        row.map(|r| endpoint(&stored_shard(&r), config)).transpose()
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
         self.pool
             .get()
@@ -350,11 +369,7 @@ async fn read_state(
         .await
         .map_err(query("read the shards"))?
         .iter()
-        .map(|r| StoredShard {
-            name: r.get(0),
-            weight: r.get::<_, i32>(1).max(0) as u32,
-            url: r.get(2),
-        })
+        .map(stored_shard)
         .collect();
     let index: HashMap<&str, ShardIndex> = stored
         .iter()
@@ -393,6 +408,15 @@ async fn read_state(
     routing.leaving = in_motion.leaving;
     routing.splits = Splits::from_steps(hot_keys::read_steps(tx).await?)?;
     Ok(CatalogState { routing, shards })
+}
+
+/// A shard as a row of `name, weight, url` from `shardgate.shards` records it.
+fn stored_shard(row: &tokio_postgres::Row) -> StoredShard {
+    StoredShard {
+        name: row.get(0),
+        weight: row.get::<_, i32>(1).max(0) as u32,
+        url: row.get(2),
+    }
 }
 
 /// How this proxy connects to a stored shard: the config's URL when the config names it, else

@@ -83,14 +83,25 @@ impl Proxy {
 
     /// Adds shard `name` at `url` through the admin API; returns the `202` answer's body.
     pub async fn add_shard(&self, name: &str, url: &str) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}/admin/shards", self.admin))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": name, "url": url}))
-            .send()
+        let body = json!({"name": name, "url": url});
+        self.start_migration(reqwest::Method::POST, "/admin/shards", Some(body))
             .await
-            .unwrap();
-        let started = Reply::read(response).await;
+    }
+
+    /// Drains shard `name` through the admin API; returns the `202` answer's body.
+    pub async fn drain_shard(&self, name: &str) -> Value {
+        let path = format!("/admin/shards/{name}");
+        self.start_migration(reqwest::Method::DELETE, &path, None).await
+    }
+
+    async fn start_migration(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let started = Reply::read(request.send().await.unwrap()).await;
         assert_eq!(started.status, 202, "{}", started.body);
         started.body
     }

@@ -2,8 +2,9 @@
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
 //! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
 //! the torn tail it left and writes every accepted row exactly once, writes spooled while a
-//! shard is added, commit-mode requests that go ahead of a backlog draining to their shard, and
-//! a body over the limit refused with 413 before anything is spooled.
+//! shard is added, parts spooled for a shard drained away while their proxy was down,
+//! commit-mode requests that go ahead of a backlog draining to their shard, and a body over the
+//! limit refused with 413 before anything is spooled.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards, sample,
@@ -54,6 +55,20 @@ async fn spool_logs(gate: &TestServer, prefix: &str, requests: usize, rows: usiz
         .await;
         assert_eq!(reply.status, 202, "{}", reply.body);
     }
+}
+
+/// A `shardgate serve` config for shards `urls` (named s0, s1, ...) spooling in `spool`, with
+/// `extra` TOML after the spool's `dir`, and `logs` always spooled.
+fn serve_config(urls: &[String], spool: &Path, extra: &str) -> String {
+    let mut config = format!("[spool]\ndir = \"{}\"\n{extra}", spool.display());
+    for (i, url) in urls.iter().enumerate() {
+        config.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    config.push_str(&crate::common::EVENTS_TABLE.replace(
+        "partition_key = [\"source\"]",
+        "partition_key = [\"source\"]\nack = \"spool\"",
+    ));
+    config
 }
 
 async fn post(http: &reqwest::Client, url: &str, headers: &[(&str, &str)], rows: &Value) -> Reply {
@@ -354,15 +369,7 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
 async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_accepted_row_once() {
     let urls = fresh_shards("spool_kill").await;
     let dir = spool_dir("kill");
-    let mut config = format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display());
-    for (i, url) in urls.iter().enumerate() {
-        config.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
-    }
-    config.push_str(&crate::common::EVENTS_TABLE.replace(
-        "partition_key = [\"source\"]",
-        "partition_key = [\"source\"]\nack = \"spool\"",
-    ));
-    let config = config.replace(
+    let config = serve_config(&urls, &dir.join("spool"), "").replace(
         "partition_key = [\"tenant_id\", \"event_type\"]",
         "partition_key = [\"tenant_id\", \"event_type\"]\nack = \"spool\"",
     );
@@ -538,6 +545,68 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
         "some spooled rows went to s2"
     );
     gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn parts_spooled_for_a_shard_drained_away_while_their_proxy_was_down_land_once_on_its_heirs() {
+    let mut urls = fresh_shards("spool_departed").await;
+    urls.push(fresh_database(&clusters()[0], "spool_departed_s2").await);
+    let dir = spool_dir("departed");
+    let reshard = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 100\n[query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    let config = |proxy: &str| serve_config(&urls, &dir.join(proxy).join("spool"), &reshard);
+    let first = Proxy::start(&dir.join("a"), &config("a")).await;
+    let http = reqwest::Client::new();
+    let spool = |proxy: &Proxy, prefix: &'static str, requests: usize| {
+        let (http, url) = (http.clone(), format!("{}/v1/tables/logs/rows", proxy.base));
+        async move {
+            for request in 0..requests {
+                let rows = log_rows(&format!("{prefix}{request}"), 100);
+                let reply = post(&http, &url, &[], &rows).await;
+                assert_eq!(reply.status, 202, "{}", reply.body);
+            }
+        }
+    };
+    spool(&first, "before", 15).await;
+    wait_for_rows(&urls, "logs", 1500, Duration::from_secs(20)).await;
+
+    // s2 gives its ranges away slowly; parts spooled for it meanwhile wait for the cutover.
+    let id = first.drain_shard("s2").await["migration"].as_i64().unwrap();
+    first
+        .wait_for(id, "the copy starts", |m| {
+            m["rows_copied"].as_i64().unwrap_or(0) > 0
+        })
+        .await;
+    spool(&first, "during", 4).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = http.get(format!("{}/metrics", first.admin)).send().await.unwrap();
+        let page = page.text().await.unwrap();
+        if sample(&page, "shardgate_spool_pending_rows{shard=\"s2\"}") > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "s2's parts wait for the cutover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(first.migration(id).await["migration"]["phase"], "copying");
+    first.kill().await;
+
+    // Another proxy takes the migration over and ends it: s2 leaves the routing table.
+    let second = Proxy::start(&dir.join("b"), &config("b")).await;
+    second
+        .wait_for(id, "the drain ends", |m| m["phase"] == "done")
+        .await;
+    second.kill().await;
+
+    let restarted = Proxy::start(&dir.join("a"), &config("a")).await;
+    let heirs = &urls[..2];
+    wait_for_rows(heirs, "logs", 1900, Duration::from_secs(30)).await;
+    assert_eq!(distinct_lines(heirs).await, 1900, "every accepted row once");
+    assert_eq!(count_on(&urls[2], "logs").await, 0, "s2 was emptied");
+    restarted.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,8 +21,10 @@
 //!
 //! A record written in full frees its place in the spool; segments whose records are all
 //! written are removed, and the shards' marks of their records pruned (module `upkeep`). Parts
-//! whose rows moved are in module `moved`.
+//! whose rows moved are in module `moved`, and shards that left the routing table while parts
+//! still named them in module `departed`.
 
+mod departed;
 mod moved;
 mod refused;
 mod upkeep;
@@ -37,6 +39,7 @@ use crate::shards::set::{Published, ShardSet};
 use crate::spool::{
     PartRef, Placement, Record, RecordSeq, RowsOutcome, SpoolAppender, SpooledWrite, WriteStatuses,
 };
+pub use departed::DepartedShards;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -80,6 +83,8 @@ pub struct DrainSettings {
     pub statuses: Arc<WriteStatuses>,
     /// Where refused rows are recorded.
     pub catalog: Arc<Catalog>,
+    /// Shards that left the routing table, for parts that still name them.
+    pub departed: Arc<DepartedShards>,
 }
 
 /// What the spool held at start-up.
@@ -595,6 +600,27 @@ impl Drainer {
                 self.waiting.remove(shard);
             }
         }
+    }
+
+    /// The COPY pool of shard `name`: its own when `set` names it, else one to the shard as the
+    /// catalog still records it (it left the routing table while parts named it).
+    fn reach(
+        &self,
+        set: &ShardSet,
+        name: &str,
+    ) -> BoxFuture<'static, Result<deadpool_postgres::Pool, String>> {
+        let pool = set
+            .iter()
+            .find(|(_, shard)| shard.id.0 == name)
+            .map(|(_, shard)| shard.pools.copy.clone());
+        let departed = Arc::clone(&self.settings.departed);
+        let name = name.to_string();
+        Box::pin(async move {
+            match pool {
+                Some(pool) => Ok(pool),
+                None => departed.pool(&name).await,
+            }
+        })
     }
 
     /// The mark a part is written with: its own place in the spool, or for the replay of a

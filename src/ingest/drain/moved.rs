@@ -13,14 +13,11 @@ impl Drainer {
     pub(super) fn settle(&mut self, set: &ShardSet, name: &str, part: PartRef) {
         self.set_state(part, PartState::Busy);
         let mark = self.mark(part);
-        let pool = set
-            .iter()
-            .find(|(_, shard)| shard.id.0 == name)
-            .map(|(_, shard)| shard.pools.copy.clone());
+        let pool = self.reach(set, name);
         self.events.push(Box::pin(async move {
-            let result = match pool {
-                Some(pool) => settled_on(&pool, mark).await,
-                None => Err("the shard is not in the routing table any more".to_string()),
+            let result = match pool.await {
+                Ok(pool) => settled_on(&pool, mark).await,
+                Err(error) => Err(error),
             };
             Event::Settled { part, result }
         }));

@@ -95,21 +95,18 @@ impl Drainer {
     pub(super) fn read_marks(&mut self, set: &ShardSet, name: &str) {
         let spool = self.settings.spool;
         let from = self.records.keys().next().map_or(0, |seq| seq.0) as i64;
-        let pool = set
-            .iter()
-            .find(|(_, shard)| shard.id.0 == name)
-            .map(|(_, shard)| shard.pools.copy.clone());
+        let pool = self.reach(set, name);
         let shard = name.to_string();
         self.events.push(Box::pin(async move {
-            let result = match pool {
-                Some(pool) => match pool.get().await {
+            let result = match pool.await {
+                Ok(pool) => match pool.get().await {
                     Ok(client) => applied::applied_from(&**client, spool, from)
                         .await
                         .map(|marks| marks.into_iter().collect())
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 },
-                None => Err("the shard is not in the routing table".to_string()),
+                Err(error) => Err(error),
             };
             Event::MarksRead { shard, result }
         }));
