@@ -130,7 +130,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         close_queues.clone(),
     );
     let writer_tasks = writers.tasks();
-    let departed = Arc::new(DepartedShards::new(catalog.clone(), config.clone(), &settings));
     let shards = Arc::new(Published::open(
         stored.routing,
         &stored.shards,
@@ -189,7 +188,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let spool = spool.map(|spool| {
         let settings = DrainContext {
             catalog: &catalog,
-            departed: departed.clone(),
             config: &config,
             shards: &shards,
             tables: &tables,
@@ -277,8 +275,7 @@ fn open_spool(config: &Config) -> Result<Option<OpenedSpool>, StartError> {
 /// What the drainer is built from.
 struct DrainContext<'a> {
     catalog: &'a Arc<Catalog>,
-    departed: Arc<DepartedShards>,
-    config: &'a Config,
+    config: &'a Arc<Config>,
     shards: &'a Arc<Published>,
     tables: &'a Arc<Tables>,
     metrics: &'a Arc<Metrics>,
@@ -318,7 +315,11 @@ fn start_spool(
         metrics: context.metrics.clone(),
         statuses: statuses.clone(),
         catalog: context.catalog.clone(),
-        departed: context.departed,
+        departed: Arc::new(DepartedShards::new(
+            context.catalog.clone(),
+            config.clone(),
+            context.shards.settings(),
+        )),
     };
     background.spawn(drain(settings, spool.recovered, handed, shutdown.clone()));
     Spool {

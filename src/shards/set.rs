@@ -207,6 +207,11 @@ impl Published {
         })
     }
 
+    /// The settings every shard of every set is opened with.
+    pub fn settings(&self) -> &ShardSettings {
+        &self.settings
+    }
+
     /// The current set; hold it for the whole request.
     pub fn load(&self) -> Arc<ShardSet> {
         self.current.load_full()

@@ -15,10 +15,7 @@ impl Drainer {
         let mark = self.mark(part);
         let pool = self.reach(set, name);
         self.events.push(Box::pin(async move {
-            let result = match pool.await {
-                Ok(pool) => settled_on(&pool, mark).await,
-                Err(error) => Err(error),
-            };
+            let result = async { settled_on(&pool.await?, mark).await }.await;
             Event::Settled { part, result }
         }));
     }

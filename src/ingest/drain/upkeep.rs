@@ -98,16 +98,14 @@ impl Drainer {
         let pool = self.reach(set, name);
         let shard = name.to_string();
         self.events.push(Box::pin(async move {
-            let result = match pool.await {
-                Ok(pool) => match pool.get().await {
-                    Ok(client) => applied::applied_from(&**client, spool, from)
-                        .await
-                        .map(|marks| marks.into_iter().collect())
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(error) => Err(error),
-            };
+            let result = async {
+                let client = pool.await?.get().await.map_err(|e| e.to_string())?;
+                let marks = applied::applied_from(&**client, spool, from).await;
+                marks
+                    .map(|marks| marks.into_iter().collect())
+                    .map_err(|e| e.to_string())
+            }
+            .await;
             Event::MarksRead { shard, result }
         }));
     }
