@@ -1,8 +1,9 @@
 //! A request's rows as the spool keeps them: binary COPY tuples that already carry their ring
 //! position (`_sg_hash`, salt included), in one part per shard that owned them on arrival.
 //! Each part is checked against the routing in force when it is drained: a part whose rows
-//! are in a range being copied waits for the cutover, and one whose rows moved meanwhile is
-//! split by their new owners into a record that supersedes it.
+//! are in a range being copied waits for the cutover (one with only some of them there is split
+//! first, so the others need not wait), and one whose rows moved meanwhile is split by their
+//! new owners into a record that supersedes it.
 //!
 //! A tuple's hidden fields come after its declared columns: the position, then for a table
 //! without an id the routing epoch, which draining sets to the epoch it routes with (a
@@ -78,9 +79,12 @@ pub enum Placement {
     /// Its shard, at this index, owns every row and none is in a range being copied: the
     /// tuples to write.
     Owned(ShardIndex, Bytes),
-    /// Some row is in a range being copied: the part waits for the cutover, so no row needs
+    /// Every row is in a range being copied: the part waits for the cutover, so no row needs
     /// writing twice.
     Moving,
+    /// Its shard owns every row, and some but not all are in a range being copied: split in
+    /// two, the rows outside those ranges can be written now while the others wait.
+    PartlyMoving,
     /// Some row now belongs to another shard (or the shard left the snapshot).
     Moved,
 }
@@ -255,14 +259,14 @@ impl SpooledPart {
             return Ok(Placement::Owned(ShardIndex(index), self.tuples.clone()));
         }
         let mut patched = table.id.is_none().then(|| self.tuples.to_vec());
-        let (mut moving, mut rows, mut start) = (false, 0, 0);
+        let (mut moving, mut rows, mut start) = (0, 0, 0);
         for tuple in self.tuples(table) {
             let tuple = tuple?;
             let (owner, also) = routing.place_position(tuple.position);
             if owner.0 != index {
                 return Ok(Placement::Moved);
             }
-            moving |= also.is_some();
+            moving += usize::from(also.is_some());
             if let (Some(out), Some(at)) = (&mut patched, tuple.epoch_at) {
                 out[start + at..start + at + 8].copy_from_slice(&routing.epoch.0.to_be_bytes());
             }
@@ -272,26 +276,31 @@ impl SpooledPart {
         if rows != self.rows {
             return Err(MalformedWrite("row count does not match its tuples"));
         }
-        Ok(if moving {
-            Placement::Moving
-        } else {
-            let tuples = patched.map_or_else(|| self.tuples.clone(), Bytes::from);
-            Placement::Owned(ShardIndex(index), tuples)
+        Ok(match moving {
+            0 => {
+                let tuples = patched.map_or_else(|| self.tuples.clone(), Bytes::from);
+                Placement::Owned(ShardIndex(index), tuples)
+            }
+            all if all == rows => Placement::Moving,
+            _ => Placement::PartlyMoving,
         })
     }
 
     /// The part's rows split by the shards owning them under `routing`, each row once (a
-    /// range's copy target is not given a copy).
+    /// range's copy target is not given a copy), and each shard's rows in a range being copied
+    /// apart from its others, so those can be written before the cutover.
     pub fn split(
         &self,
         table: &TableSchema,
         routing: &RoutingTable,
     ) -> Result<Vec<SpooledPart>, MalformedWrite> {
-        let mut by_shard: Vec<(Vec<u8>, usize)> = routing.shards.iter().map(|_| (Vec::new(), 0)).collect();
+        // Per shard: its rows outside ranges being copied, then those inside.
+        let mut by_shard: Vec<[(Vec<u8>, usize); 2]> =
+            routing.shards.iter().map(|_| Default::default()).collect();
         for tuple in self.tuples(table) {
             let tuple = tuple?;
-            let (owner, _) = routing.place_position(tuple.position);
-            let (tuples, rows) = &mut by_shard[owner.0];
+            let (owner, also) = routing.place_position(tuple.position);
+            let (tuples, rows) = &mut by_shard[owner.0][usize::from(also.is_some())];
             tuples.extend_from_slice(tuple.bytes);
             *rows += 1;
         }
@@ -299,6 +308,7 @@ impl SpooledPart {
         Ok(by_shard
             .into_iter()
             .zip(&routing.shards)
+            .flat_map(|(groups, shard)| groups.into_iter().map(move |group| (group, shard)))
             .filter(|((_, rows), _)| *rows > 0)
             .map(|((tuples, rows), shard)| SpooledPart {
                 shard: shard.0.clone(),

@@ -735,7 +735,8 @@ async fn a_shard_reweighted_then_drained_hands_its_ranges_over_exactly() {
     gate.stop().await;
 }
 
-async fn control(gate: &TestServer, id: i64, action: &str) -> Reply {
+/// `POST /admin/migrations/{id}/{action}` (pause, resume or cancel) with the admin token.
+pub async fn control(gate: &TestServer, id: i64, action: &str) -> Reply {
     let path = format!("/admin/migrations/{id}/{action}");
     admin_request(gate, reqwest::Method::POST, &path, None).await
 }

@@ -2,7 +2,7 @@
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
 //! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
 //! the torn tail it left and writes every accepted row exactly once, writes spooled while a
-//! shard is added, parts spooled for a shard drained away while their proxy was down,
+//! shard is added (only the rows being copied wait for the cutover), parts spooled for a shard drained away while their proxy was down,
 //! commit-mode requests that go ahead of a backlog draining to their shard, and a body over the
 //! limit refused with 413 before anything is spooled.
 
@@ -100,6 +100,28 @@ async fn wait_for_rows(urls: &[String], table: &str, rows: i64, within: Duration
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Rows of `spool_logs(prefix, requests, rows)` whose position s2 owns once added to s0 and s1.
+fn rows_taken_by_s2(prefix: &str, requests: usize, rows: usize) -> i64 {
+    let after = shardgate::routing::Ring::build([("s0", 1), ("s1", 1), ("s2", 1)], 256).unwrap();
+    let mut scratch = Vec::new();
+    let body: Vec<Value> = (0..requests)
+        .flat_map(|request| {
+            log_rows(&format!("{prefix}{request}"), rows)
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    body.iter()
+        .filter(|row| {
+            let source = row["source"].as_str().unwrap().as_bytes();
+            let key =
+                shardgate::routing::hash_key([(shardgate::schema::ColumnType::Text, source)], &mut scratch);
+            after.ranges().find(|r| r.contains(key)).unwrap().shard.0 == 2
+        })
+        .count() as i64
 }
 
 /// Checks a refusal's status and exact error text.
@@ -490,7 +512,7 @@ async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_ac
 }
 
 #[tokio::test]
-async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_once_on_their_owner() {
+async fn writes_spooled_while_a_shard_is_added_land_once_on_their_owner_only_rows_being_copied_waiting() {
     let urls = fresh_shards("spool_move").await;
     let third = fresh_database(&clusters()[1], "spool_move_s2").await;
     let dir = spool_dir("move");
@@ -512,18 +534,38 @@ async fn writes_spooled_while_a_shard_is_added_wait_for_the_cutover_and_land_onc
         m["rows_copied"].as_i64().unwrap_or(0) > 0
     })
     .await;
+    let paused = crate::admin::control(&gate, id, "pause").await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
     spool_logs(&gate, "during", 10, 40).await;
-    let copying = crate::admin::migration_status(&gate, id).await;
-    let mut stored = 0;
-    for url in &urls {
-        stored += count_on(url, "logs").await;
-    }
-    if copying["phase"] == "copying" {
+    // While the copy is held, the rows outside the ranges s2 takes are written and the others
+    // wait for the cutover, so no row needs writing to two shards.
+    let waiting = rows_taken_by_s2("during", 10, 40);
+    assert!(
+        0 < waiting && waiting < 400,
+        "{waiting} of the rows are in moving ranges"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stored = 0;
+        for url in &urls {
+            stored += count_on(url, "logs").await;
+        }
         assert!(
-            stored < 520,
-            "parts in moving ranges wait for the cutover: {stored} stored"
+            stored <= 520 - waiting,
+            "rows in ranges being copied wait for the cutover: {stored} stored"
         );
+        if stored == 520 - waiting {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} rows stored during the copy, not the {} outside the moving ranges",
+            520 - waiting
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let resumed = crate::admin::control(&gate, id, "resume").await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
     crate::admin::wait_done(&gate, id).await;
 
     let all_urls = [urls[0].clone(), urls[1].clone(), third];

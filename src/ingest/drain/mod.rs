@@ -12,7 +12,8 @@
 //!   in the queue's lane for drained parts, which the writers take from only when no waiting
 //!   request is queued;
 //! - some row is in a range being copied: the part waits for the cutover, so no row needs
-//!   writing to two shards;
+//!   writing to two shards; a part with rows outside those ranges too is first split in two
+//!   (as a moved part is, below), so that those rows need not wait;
 //! - some row moved to another shard: the part's own shard is asked, once no batch can still
 //!   be writing there, whether it applied the part; if not, the rows are split by their new
 //!   owners into a record that supersedes the part;
@@ -132,6 +133,9 @@ struct Spooled {
     write: SpooledWrite,
     table: TableId,
     parts: Vec<PartState>,
+    /// Parts an attempt of this process left in doubt (the shard went away mid-batch, so it
+    /// may have committed): they are asked about on their shard before they are split.
+    in_doubt: Vec<bool>,
     left: usize,
     accepted_ms: u64,
 }
@@ -204,6 +208,7 @@ enum Step {
     Done,
     Queue(ShardIndex, bytes::Bytes),
     Settle,
+    Split,
     StopShard,
 }
 
@@ -285,6 +290,7 @@ impl Drainer {
                 write,
                 table,
                 parts,
+                in_doubt: vec![false; left],
                 left,
                 accepted_ms,
             },
@@ -324,6 +330,7 @@ impl Drainer {
                     }
                 }
                 Step::Settle => self.settle(set, name, part),
+                Step::Split => self.split_moved(part),
                 Step::StopShard => return,
             }
         }
@@ -391,6 +398,8 @@ impl Drainer {
                 );
                 Step::Skip
             }
+            Ok(Placement::PartlyMoving) if self.may_be_applied(part) => Step::Settle,
+            Ok(Placement::PartlyMoving) => Step::Split,
             Ok(Placement::Moved) => Step::Settle,
             Err(error) => {
                 tracing::error!(seq = part.seq.0, part = part.part, %error, "a spooled part cannot be read; it stays in the spool");
@@ -398,6 +407,13 @@ impl Drainer {
                 Step::Skip
             }
         }
+    }
+
+    /// Whether a batch may have applied `part`: one of this process's attempts left it in
+    /// doubt, or it was spooled before start-up. Every other attempt ended in a rollback (a
+    /// fence that moved, a refused row), so only such a part is asked about before a split.
+    fn may_be_applied(&self, part: PartRef) -> bool {
+        part.seq < self.recovered_until || self.records[&part.seq].in_doubt[usize::from(part.part)]
     }
 
     /// Queues a part on its shard; false when the shard cannot take more now.
@@ -533,6 +549,9 @@ impl Drainer {
             Err(WriteError::RoutingChanged { .. }) => self.set_state(part, WAITING),
             Err(WriteError::Unavailable { reason, .. }) => {
                 tracing::warn!(%shard, %reason, "a spooled part was not written; its shard is paused");
+                if let Some(spooled) = self.records.get_mut(&part.seq) {
+                    spooled.in_doubt[usize::from(part.part)] = true;
+                }
                 self.set_state(part, WAITING);
                 self.pause(shard, None);
             }

@@ -1,6 +1,8 @@
-//! Parts whose rows moved to other shards before they were written: the part's own shard is
-//! asked whether it applied the part, once no batch can still be writing it there, and if not,
-//! the rows are split by their new owners into a record that supersedes the part.
+//! Parts whose rows moved to other shards before they were written, or some of whose rows are
+//! in a range being copied: the part's own shard is asked whether it applied the part, once no
+//! batch can still be writing it there (unless no batch ever held it), and if not, the rows are
+//! split by their owners, and by whether they wait for a cutover, into a record that supersedes
+//! the part.
 
 use super::{Drainer, Event, PartState};
 use crate::routing::Epoch;
@@ -20,7 +22,8 @@ impl Drainer {
         }));
     }
 
-    /// Splits a moved part by its rows' new owners into a record that supersedes it.
+    /// Splits a part by its rows' owners, the rows in ranges being copied apart, into a record
+    /// that supersedes it.
     pub(super) fn split_moved(&mut self, part: PartRef) {
         let set = self.settings.shards.load();
         let spooled = &self.records[&part.seq];

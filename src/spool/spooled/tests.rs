@@ -1,6 +1,7 @@
 //! Spooled writes against the direct path: drained with the snapshot they were decoded with,
-//! their parts give the same tuples; a part in a moving range waits, and after the move it
-//! splits to the new owner, each row once, with the epoch it was drained with.
+//! their parts give the same tuples; a part in a moving range waits (one partly in one is split
+//! so the rest need not), and after the move it splits to the new owner, each row once, with
+//! the epoch it was drained with.
 
 use super::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledPart, SpooledWrite};
 use crate::config::Config;
@@ -61,6 +62,13 @@ fn moving_to_third(before: &RoutingTable, epoch: i64) -> RoutingTable {
             target: ShardIndex(2),
         })
         .collect();
+    routing
+}
+
+/// Three shards, the third receiving every other range s0 owns in `before`.
+fn half_moving_to_third(before: &RoutingTable, epoch: i64) -> RoutingTable {
+    let mut routing = moving_to_third(before, epoch);
+    routing.moving = routing.moving.into_iter().step_by(2).collect();
     routing
 }
 
@@ -228,6 +236,65 @@ fn a_part_in_a_moving_range_waits_and_after_the_move_splits_to_the_new_owner() {
             drained(&split, None, &table, &after),
             expected,
             "{}: drained after the move, as if written then",
+            table.name
+        );
+    }
+}
+
+#[test]
+fn a_part_with_some_rows_in_a_moving_range_splits_so_that_the_others_drain_now() {
+    for table in tables() {
+        let before = two_shards(1);
+        let text = body(&table, 300);
+        let mut encoded = decode(&table, &before, &text);
+        let spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &before, &mut encoded);
+        let on_s0 = &spooled.parts[0];
+        assert_eq!(on_s0.shard, "s0");
+        let during = half_moving_to_third(&before, 2);
+        assert_eq!(
+            on_s0.placement(&table, &during, spooled.routed_at).unwrap(),
+            Placement::PartlyMoving,
+            "{}: s0 still owns every row, some of them in ranges being copied",
+            table.name
+        );
+
+        let split = on_s0.split(&table, &during).unwrap();
+        let [staying, moving] = &split[..] else {
+            panic!("{}: s0's rows in two parts, not {}", table.name, split.len())
+        };
+        assert_eq!((&staying.shard[..], &moving.shard[..]), ("s0", "s0"));
+        assert_eq!(
+            staying.rows + moving.rows,
+            on_s0.rows,
+            "{}: each row once",
+            table.name
+        );
+        assert!(staying.rows > 0 && moving.rows > 0, "{}", table.name);
+        assert!(
+            matches!(
+                staying.placement(&table, &during, None).unwrap(),
+                Placement::Owned(ShardIndex(0), _)
+            ),
+            "{}: the rows outside the moving ranges are written now",
+            table.name
+        );
+        assert_eq!(
+            moving.placement(&table, &during, None).unwrap(),
+            Placement::Moving,
+            "{}: the others wait for the cutover",
+            table.name
+        );
+        let direct = decode(&table, &during, &text);
+        let moving_positions = |part: &SpooledPart| -> Vec<_> {
+            part.tuples(&table)
+                .map(|tuple| during.place_position(tuple.unwrap().position).1.is_some())
+                .collect()
+        };
+        assert!(moving_positions(staying).iter().all(|moving| !moving));
+        assert!(moving_positions(moving).iter().all(|moving| *moving));
+        assert_eq!(
+            direct.dual_written, moving.rows,
+            "{}: the rows a write made now would also copy to s2 are the ones that wait",
             table.name
         );
     }
