@@ -106,6 +106,15 @@ impl Proxy {
         started.body
     }
 
+    /// `POST /admin/migrations/{id}/{action}` (pause, resume or cancel); the answer's body.
+    pub async fn control(&self, id: i64, action: &str) -> Value {
+        let url = format!("{}/admin/migrations/{id}/{action}", self.admin);
+        let request = reqwest::Client::new().post(url).bearer_auth(TOKEN);
+        let answer = Reply::read(request.send().await.unwrap()).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: signals the child this test started.

@@ -2,9 +2,10 @@
 //! that reach their shards once, a shard that is down holding back only its own rows, a full
 //! spool answering 429, a proxy killed with `kill -9` while parts wait, whose successor cuts
 //! the torn tail it left and writes every accepted row exactly once, writes spooled while a
-//! shard is added (only the rows being copied wait for the cutover), parts spooled for a shard drained away while their proxy was down,
-//! commit-mode requests that go ahead of a backlog draining to their shard, and a body over the
-//! limit refused with 413 before anything is spooled.
+//! shard is added (only the rows being copied wait for the cutover), parts spooled for a shard
+//! drained away while their proxy was down, parts spooled before a restart whose rows are
+//! partly in ranges being copied, commit-mode requests that go ahead of a backlog draining to
+//! their shard, and a body over the limit refused with 413 before anything is spooled.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards, sample,
@@ -104,24 +105,41 @@ async fn wait_for_rows(urls: &[String], table: &str, rows: i64, within: Duration
 
 /// Rows of `spool_logs(prefix, requests, rows)` whose position s2 owns once added to s0 and s1.
 fn rows_taken_by_s2(prefix: &str, requests: usize, rows: usize) -> i64 {
-    let after = shardgate::routing::Ring::build([("s0", 1), ("s1", 1), ("s2", 1)], 256).unwrap();
+    owners_of_rows(prefix, requests, rows)
+        .filter(|&(_, after)| after == 2)
+        .count() as i64
+}
+
+/// Rows of `spool_logs(prefix, requests, rows)` that s1 owns and s2 takes when it is added.
+fn rows_moving_from_s1_to_s2(prefix: &str, requests: usize, rows: usize) -> i64 {
+    owners_of_rows(prefix, requests, rows)
+        .filter(|&owners| owners == (1, 2))
+        .count() as i64
+}
+
+/// The owner of each row of `spool_logs(prefix, requests, rows)` on s0 and s1, and once s2 is
+/// added.
+fn owners_of_rows(prefix: &str, requests: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    use shardgate::routing::Ring;
+    let before = Ring::build([("s0", 1), ("s1", 1)], 256).unwrap();
+    let after = Ring::build([("s0", 1), ("s1", 1), ("s2", 1)], 256).unwrap();
     let mut scratch = Vec::new();
-    let body: Vec<Value> = (0..requests)
+    let owners: Vec<(usize, usize)> = (0..requests)
         .flat_map(|request| {
             log_rows(&format!("{prefix}{request}"), rows)
                 .as_array()
                 .unwrap()
                 .clone()
         })
-        .collect();
-    body.iter()
-        .filter(|row| {
+        .map(|row| {
             let source = row["source"].as_str().unwrap().as_bytes();
             let key =
                 shardgate::routing::hash_key([(shardgate::schema::ColumnType::Text, source)], &mut scratch);
-            after.ranges().find(|r| r.contains(key)).unwrap().shard.0 == 2
+            let owner = |ring: &Ring| ring.ranges().find(|r| r.contains(key)).unwrap().shard.0;
+            (owner(&before), owner(&after))
         })
-        .count() as i64
+        .collect();
+    owners.into_iter()
 }
 
 /// Checks a refusal's status and exact error text.
@@ -650,6 +668,80 @@ async fn parts_spooled_for_a_shard_drained_away_while_their_proxy_was_down_land_
     assert_eq!(count_on(&urls[2], "logs").await, 0, "s2 was emptied");
     restarted.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn parts_spooled_before_a_restart_and_partly_in_ranges_being_copied_split_once_on_their_shard() {
+    let (doomed, mut urls) = shards_with_one_to_stop("spool_recovered_split").await;
+    urls.push(fresh_database(&clusters()[1], "spool_recovered_split_s2").await);
+    let dir = spool_dir("recovered_split");
+    let reshard = format!(
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 300\n[query]\nstatement_timeout = \"1s\"\n",
+        crate::admin::with_token()
+    );
+    let (ring, spare) = (&urls[..2], urls[2].clone());
+    let config = |proxy: &str| serve_config(ring, &dir.join(proxy).join("spool"), &reshard);
+    let http = reqwest::Client::new();
+
+    // s1 is down: proxy A keeps its parts, and is killed with them in its spool.
+    let first = Proxy::start(&dir.join("a"), &config("a")).await;
+    doomed.stop().unwrap();
+    let url = format!("{}/v1/tables/logs/rows", first.base);
+    for request in 0..5 {
+        let reply = post(&http, &url, &[], &log_rows(&format!("kept{request}"), 100)).await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+    }
+    let for_s1 = 500 - count_after(&urls[..1], "logs", Duration::from_secs(2)).await;
+    assert!(for_s1 > 0, "some rows wait for s1");
+    first.kill().await;
+    doomed.restart().unwrap();
+
+    // Proxy B adds s2 and holds the copy, so ranges of s1 are in motion.
+    let second = Proxy::start(&dir.join("b"), &config("b")).await;
+    let id = second.add_shard("s2", &spare).await["migration"]
+        .as_i64()
+        .unwrap();
+    second
+        .wait_for(id, "the copy starts", |m| {
+            m["rows_copied"].as_i64().unwrap_or(0) > 0
+        })
+        .await;
+    second.control(id, "pause").await;
+
+    // A, restarted on its spool, asks s1 about each recovered part before splitting it: the
+    // rows outside the moving ranges land now, each once, and those inside wait.
+    let restarted = Proxy::start(&dir.join("a"), &config("a")).await;
+    let moving = rows_moving_from_s1_to_s2("kept", 5, 100);
+    assert!(
+        0 < moving && moving < for_s1,
+        "{moving} of s1's {for_s1} rows move"
+    );
+    wait_for_rows(ring, "logs", 500 - moving, Duration::from_secs(20)).await;
+    assert_eq!(
+        count_after(ring, "logs", Duration::from_millis(500)).await,
+        500 - moving,
+        "the rows in moving ranges wait for the cutover"
+    );
+
+    second.control(id, "resume").await;
+    second
+        .wait_for(id, "the copy ends", |m| m["phase"] == "done")
+        .await;
+    wait_for_rows(&urls, "logs", 500, Duration::from_secs(30)).await;
+    assert_eq!(distinct_lines(&urls).await, 500, "every accepted row once");
+    restarted.kill().await;
+    second.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rows of `table` over `urls` after waiting `settle`.
+async fn count_after(urls: &[String], table: &str, settle: Duration) -> i64 {
+    tokio::time::sleep(settle).await;
+    let mut rows = 0;
+    for url in urls {
+        rows += count_on(url, table).await;
+    }
+    rows
 }
 
 #[tokio::test]
