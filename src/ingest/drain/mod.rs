@@ -330,7 +330,7 @@ impl Drainer {
                     }
                 }
                 Step::Settle => self.settle(set, name, part),
-                Step::Split => self.split_moved(part),
+                Step::Split => self.split_part(part),
                 Step::StopShard => return,
             }
         }
@@ -492,7 +492,7 @@ impl Drainer {
             }
             Event::Settled { part, result } => match result {
                 Ok(true) => self.finish(part, RowsOutcome::Written),
-                Ok(false) => self.split_moved(part),
+                Ok(false) => self.split_part(part),
                 Err(error) => {
                     tracing::warn!(seq = part.seq.0, part = part.part, %error, "cannot ask the shard whether it applied a moved part; retrying");
                     self.retry_later(part, MAX_PAUSE);

@@ -24,7 +24,7 @@ impl Drainer {
 
     /// Splits a part by its rows' owners, the rows in ranges being copied apart, into a record
     /// that supersedes it.
-    pub(super) fn split_moved(&mut self, part: PartRef) {
+    pub(super) fn split_part(&mut self, part: PartRef) {
         let set = self.settings.shards.load();
         let spooled = &self.records[&part.seq];
         let schema = self.settings.tables.get(spooled.table);
