@@ -562,26 +562,12 @@ async fn writes_spooled_while_a_shard_is_added_land_once_on_their_owner_only_row
         0 < waiting && waiting < 400,
         "{waiting} of the rows are in moving ranges"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut stored = 0;
-        for url in &urls {
-            stored += count_on(url, "logs").await;
-        }
-        assert!(
-            stored <= 520 - waiting,
-            "rows in ranges being copied wait for the cutover: {stored} stored"
-        );
-        if stored == 520 - waiting {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stored} rows stored during the copy, not the {} outside the moving ranges",
-            520 - waiting
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_rows(&urls, "logs", 520 - waiting, Duration::from_secs(10)).await;
+    assert_eq!(
+        count_after(&urls, "logs", Duration::from_millis(500)).await,
+        520 - waiting,
+        "rows in ranges being copied wait for the cutover"
+    );
     let resumed = crate::admin::control(&gate, id, "resume").await;
     assert_eq!(resumed.status, 200, "{}", resumed.body);
     crate::admin::wait_done(&gate, id).await;
@@ -691,8 +677,11 @@ async fn parts_spooled_before_a_restart_and_partly_in_ranges_being_copied_split_
         let reply = post(&http, &url, &[], &log_rows(&format!("kept{request}"), 100)).await;
         assert_eq!(reply.status, 202, "{}", reply.body);
     }
-    let for_s1 = 500 - count_after(&urls[..1], "logs", Duration::from_secs(2)).await;
+    let for_s1 = owners_of_rows("kept", 5, 100)
+        .filter(|&(before, _)| before == 1)
+        .count() as i64;
     assert!(for_s1 > 0, "some rows wait for s1");
+    wait_for_rows(&urls[..1], "logs", 500 - for_s1, Duration::from_secs(10)).await;
     first.kill().await;
     doomed.restart().unwrap();
 
