@@ -8,9 +8,18 @@
 //! the body again with serde_json, whose values and error texts are the reference, so a body
 //! this scanner accepts gives the same tuples and one it gives up on gets the same answer as
 //! before.
+//!
+//! Rows of one body nearly always share their shape: the same keys in the same order, the same
+//! punctuation and spacing, only the values differ. The scanner reads the first row in full and
+//! remembers its [`Shape`]; each later row is first read against it, comparing the bytes between
+//! values whole and reading only the values. A row that differs is read in full again, and its
+//! shape is remembered instead.
+
+mod shape;
 
 use super::{RowEncoder, Slot};
 use crate::schema::{ColumnType, JsonScalar};
+use shape::{Mark, Shape};
 
 /// The scanner stopped: the body is decoded again by the serde path.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,6 +36,8 @@ pub(super) struct Scanner {
     /// For the start of a row (index 0) and after each column `c` (index `c + 1`): the column
     /// that came next in the last row read.
     next_column: Vec<Option<usize>>,
+    /// The shape of the last row read in full.
+    shape: Option<Shape>,
 }
 
 impl Scanner {
@@ -34,6 +45,7 @@ impl Scanner {
     pub(super) fn new(columns: usize) -> Scanner {
         Scanner {
             next_column: vec![None; columns + 1],
+            shape: None,
         }
     }
 
@@ -69,8 +81,25 @@ impl Scanner {
         cursor.at_end()
     }
 
-    /// Reads one row object into the encoder.
+    /// Reads one row object into the encoder: against the last row's shape when it has that
+    /// shape, else in full.
     fn row(&mut self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+        if let Some(shape) = &self.shape {
+            let (start, escapes) = (cursor.at, cursor.escapes);
+            match shape.replay(cursor, encoder) {
+                Ok(()) => return ok_unless_refused(encoder),
+                // The encoder refused a value: the serde path gives the answer.
+                Err(GaveUp) if encoder.error_total > 0 => return Err(GaveUp),
+                Err(GaveUp) => (cursor.at, cursor.escapes) = (start, escapes),
+            }
+        }
+        self.row_in_full(cursor, encoder)
+    }
+
+    /// Reads one row object into the encoder token by token, and remembers its shape.
+    fn row_in_full(&mut self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+        let row_start = cursor.at;
+        cursor.marks.clear();
         cursor.expect(b'{')?;
         encoder.begin_row();
         cursor.skip_whitespace();
@@ -85,7 +114,7 @@ impl Scanner {
                 cursor.skip_whitespace();
                 cursor.expect(b':')?;
                 cursor.skip_whitespace();
-                value(cursor, encoder, column)?;
+                marked_value(cursor, encoder, column)?;
                 previous = Some(column);
                 cursor.skip_whitespace();
                 if cursor.take(b'}') {
@@ -96,9 +125,8 @@ impl Scanner {
             }
         }
         encoder.finish_row();
-        if encoder.error_total > 0 {
-            return Err(GaveUp);
-        }
+        ok_unless_refused(encoder)?;
+        self.shape = Some(Shape::learn(cursor.bytes(), row_start..cursor.at, &cursor.marks));
         Ok(())
     }
 
@@ -126,6 +154,35 @@ impl Scanner {
         self.next_column[slot] = Some(column);
         Ok(column)
     }
+}
+
+/// Whether the encoder took the row: a row it refused is answered by the serde path.
+fn ok_unless_refused(encoder: &RowEncoder<'_>) -> Scan {
+    if encoder.error_total > 0 {
+        Err(GaveUp)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads the value of `column`, marking where it lies for the row's shape.
+fn marked_value(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: usize) -> Scan {
+    let start = cursor.at;
+    if encoder.table.columns[column].ty == ColumnType::Jsonb {
+        cursor.marks.push(Mark::JsonbStart(start));
+        value(cursor, encoder, column)?;
+        cursor.marks.push(Mark::JsonbEnd {
+            column,
+            at: cursor.at,
+        });
+    } else {
+        value(cursor, encoder, column)?;
+        cursor.marks.push(Mark::Value {
+            column,
+            span: start..cursor.at,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the value of `column`.
@@ -199,6 +256,8 @@ struct Cursor<'a> {
     at: usize,
     /// Escapes stepped over so far.
     escapes: usize,
+    /// Where the values of the row being read in full lie, for its shape.
+    marks: Vec<Mark>,
 }
 
 impl<'a> Cursor<'a> {
@@ -207,6 +266,7 @@ impl<'a> Cursor<'a> {
             text,
             at: 0,
             escapes: 0,
+            marks: Vec::new(),
         }
     }
 
@@ -318,14 +378,37 @@ impl<'a> Cursor<'a> {
         Ok((&self.text[start..self.at], self.escapes > escapes))
     }
 
+    /// Steps over the bytes of a row's shape where they come next.
+    fn fixed(&mut self, bytes: &[u8]) -> Scan {
+        if self.bytes()[self.at..].starts_with(bytes) {
+            self.at += bytes.len();
+            Ok(())
+        } else {
+            Err(GaveUp)
+        }
+    }
+
+    /// Steps over a value, marking each string, number or literal inside it.
     fn skip_value(&mut self, depth: usize) -> Scan {
+        match self.peek() {
+            Some(b'{') if depth < MAX_DEPTH => self.skip_object(depth + 1),
+            Some(b'[') if depth < MAX_DEPTH => self.skip_array(depth + 1),
+            _ => {
+                let start = self.at;
+                self.skip_scalar()?;
+                self.marks.push(Mark::Scalar(start..self.at));
+                Ok(())
+            }
+        }
+    }
+
+    /// Steps over a string, number or literal, checked.
+    fn skip_scalar(&mut self) -> Scan {
         match self.peek() {
             Some(b'"') => {
                 self.at += 1;
                 self.skip_string()
             }
-            Some(b'{') if depth < MAX_DEPTH => self.skip_object(depth + 1),
-            Some(b'[') if depth < MAX_DEPTH => self.skip_array(depth + 1),
             Some(b't') => self.literal("true"),
             Some(b'f') => self.literal("false"),
             Some(b'n') => self.literal("null"),

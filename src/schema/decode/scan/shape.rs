@@ -1,0 +1,137 @@
+//! The shape of a row: the bytes between its values, learned from one row read in full, so
+//! that the rows after it are read by comparing those bytes whole and reading only the values.
+//!
+//! A row read against a shape is the learned row with each string, number or literal replaced
+//! by another one. Such a replacement keeps a valid row valid (any of them may stand where
+//! another stood, and each ends where the learned one's following bytes begin), so a row that
+//! matches needs no other check of its grammar: its keys, nesting and punctuation are the
+//! learned row's, which was checked in full.
+
+use super::{Cursor, Scan, value};
+use crate::schema::decode::RowEncoder;
+use std::ops::Range;
+
+/// Where one value of a row read in full lies, noted as the row is read.
+#[derive(Debug, Clone)]
+pub(super) enum Mark {
+    /// A value of a column other than `jsonb`.
+    Value {
+        /// The column.
+        column: usize,
+        /// Its text, as positions in the body.
+        span: Range<usize>,
+    },
+    /// Where the value of a `jsonb` column starts.
+    JsonbStart(usize),
+    /// A string, number or literal inside a `jsonb` value.
+    Scalar(Range<usize>),
+    /// Where the value of a `jsonb` column ends.
+    JsonbEnd {
+        /// The column.
+        column: usize,
+        /// The position after its last byte.
+        at: usize,
+    },
+}
+
+/// One step of reading a row against a shape.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Bytes that come next: these positions of [`Shape::fixed`].
+    Fixed(Range<usize>),
+    /// The value of a column other than `jsonb`.
+    Value(usize),
+    /// The value of a `jsonb` column starts here.
+    JsonbStart,
+    /// A string, number or literal inside a `jsonb` value.
+    Scalar,
+    /// The value of a `jsonb` column ends here.
+    JsonbEnd {
+        /// The column.
+        column: usize,
+        /// Whether the bytes between its values (its keys) hold an escape.
+        escaped_keys: bool,
+    },
+}
+
+/// What rows of one shape have in common, and where their values go.
+#[derive(Debug)]
+pub(super) struct Shape {
+    /// The bytes between values, one after another.
+    fixed: Vec<u8>,
+    steps: Vec<Step>,
+}
+
+impl Shape {
+    /// The shape of the row at `row` of `text`, whose values lie at `marks` (in order).
+    pub(super) fn learn(text: &[u8], row: Range<usize>, marks: &[Mark]) -> Shape {
+        let mut shape = Shape {
+            fixed: Vec::with_capacity(row.len()),
+            steps: Vec::with_capacity(2 * marks.len() + 1),
+        };
+        let mut at = row.start;
+        let mut escaped_keys = false;
+        for mark in marks {
+            match mark {
+                Mark::Value { column, span } => {
+                    shape.fix(&text[at..span.start]);
+                    shape.steps.push(Step::Value(*column));
+                    at = span.end;
+                }
+                Mark::JsonbStart(start) => {
+                    shape.fix(&text[at..*start]);
+                    shape.steps.push(Step::JsonbStart);
+                    at = *start;
+                    escaped_keys = false;
+                }
+                Mark::Scalar(span) => {
+                    escaped_keys |= shape.fix(&text[at..span.start]);
+                    shape.steps.push(Step::Scalar);
+                    at = span.end;
+                }
+                Mark::JsonbEnd { column, at: end } => {
+                    escaped_keys |= shape.fix(&text[at..*end]);
+                    shape.steps.push(Step::JsonbEnd {
+                        column: *column,
+                        escaped_keys,
+                    });
+                    at = *end;
+                }
+            }
+        }
+        shape.fix(&text[at..row.end]);
+        shape
+    }
+
+    /// Adds `bytes` as bytes that come next; whether they hold a backslash.
+    fn fix(&mut self, bytes: &[u8]) -> bool {
+        if !bytes.is_empty() {
+            let start = self.fixed.len();
+            self.fixed.extend_from_slice(bytes);
+            self.steps.push(Step::Fixed(start..self.fixed.len()));
+        }
+        bytes.contains(&b'\\')
+    }
+
+    /// Reads the row at the cursor into the encoder when it has this shape, and finishes it.
+    /// [`GaveUp`](super::GaveUp) when it has not; the cursor is then anywhere in the row, which was not
+    /// finished. Values the encoder refused show in its `error_total` either way.
+    pub(super) fn replay(&self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+        encoder.begin_row();
+        let (mut jsonb_start, mut escapes) = (0, 0);
+        for step in &self.steps {
+            match step {
+                Step::Fixed(range) => cursor.fixed(&self.fixed[range.clone()])?,
+                Step::Value(column) => value(cursor, encoder, *column)?,
+                Step::JsonbStart => (jsonb_start, escapes) = (cursor.at, cursor.escapes),
+                Step::Scalar => cursor.skip_scalar()?,
+                Step::JsonbEnd { column, escaped_keys } => {
+                    let raw = &cursor.text[jsonb_start..cursor.at];
+                    encoder.put_jsonb(*column, raw, *escaped_keys || cursor.escapes > escapes);
+                }
+            }
+        }
+        encoder.finish_row();
+        Ok(())
+    }
+}
