@@ -361,9 +361,16 @@ impl<'a> Cursor<'a> {
         Ok(&self.text[start..self.at])
     }
 
-    /// One or more digits.
+    /// One or more digits, eight at a time while eight bytes are left.
     fn digits(&mut self) -> Scan {
         let start = self.at;
+        while let Some(chunk) = self.bytes().get(self.at..self.at + 8) {
+            let digits = leading_digits_of_8(chunk.try_into().expect("the chunk has 8 bytes"));
+            self.at += digits;
+            if digits < 8 {
+                break;
+            }
+        }
         while matches!(self.peek(), Some(b'0'..=b'9')) {
             self.at += 1;
         }
@@ -376,16 +383,6 @@ impl<'a> Cursor<'a> {
         let (start, escapes) = (self.at, self.escapes);
         self.skip_value(0)?;
         Ok((&self.text[start..self.at], self.escapes > escapes))
-    }
-
-    /// Steps over the bytes of a row's shape where they come next.
-    fn fixed(&mut self, bytes: &[u8]) -> Scan {
-        if self.bytes()[self.at..].starts_with(bytes) {
-            self.at += bytes.len();
-            Ok(())
-        } else {
-            Err(GaveUp)
-        }
     }
 
     /// Steps over a value, marking each string, number or literal inside it.
@@ -472,8 +469,23 @@ fn is_special(byte: u8) -> bool {
     byte == b'"' || byte == b'\\' || byte < 0x20
 }
 
+/// How many of the eight bytes are ASCII digits before the first that is not.
+///
+/// A byte is a digit when its high nibble is 3 and stays 3 after adding 6 (0x30-0x39, not
+/// 0x3a-0x3f). An addition's carry can only change bytes after the first non-digit (it comes
+/// from a byte of 0xfa or more), so the lowest mark is exact.
+fn leading_digits_of_8(chunk: &[u8; 8]) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH_NIBBLES: u64 = ONES * 0xf0;
+    let word = u64::from_le_bytes(*chunk);
+    let not_digit = ((word & HIGH_NIBBLES) ^ (ONES * 0x30))
+        | ((word.wrapping_add(ONES * 6) & HIGH_NIBBLES) ^ (ONES * 0x30));
+    (not_digit.trailing_zeros() / 8) as usize
+}
+
 /// The index of the first special byte at or after `from`, or the length of `bytes`: sixteen
-/// bytes at a time where the CPU has SSE2, then eight at a time, then one by one.
+/// bytes at a time where the CPU has SSE2, then eight at a time, then one by one. Inlined into
+/// its callers: most strings end within the first sixteen bytes.
 fn special_byte(bytes: &[u8], from: usize) -> usize {
     let mut at = from;
     #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,7 @@
 //! matches needs no other check of its grammar: its keys, nesting and punctuation are the
 //! learned row's, which was checked in full.
 
-use super::{Cursor, Scan, value};
+use super::{Cursor, GaveUp, Scan, value};
 use crate::schema::decode::RowEncoder;
 use std::ops::Range;
 
@@ -37,8 +37,10 @@ pub(super) enum Mark {
 /// One step of reading a row against a shape.
 #[derive(Debug, Clone)]
 enum Step {
-    /// Bytes that come next: these positions of [`Shape::fixed`].
-    Fixed(Range<usize>),
+    /// Up to sixteen bytes that come next: most runs between values are that short.
+    Short(Short),
+    /// More bytes that come next: these positions of [`Shape::fixed`].
+    Long(Range<usize>),
     /// The value of a column other than `jsonb`.
     Value(usize),
     /// The value of a `jsonb` column starts here.
@@ -57,7 +59,7 @@ enum Step {
 /// What rows of one shape have in common, and where their values go.
 #[derive(Debug)]
 pub(super) struct Shape {
-    /// The bytes between values, one after another.
+    /// The runs of bytes between values longer than sixteen, one after another.
     fixed: Vec<u8>,
     steps: Vec<Step>,
 }
@@ -66,7 +68,7 @@ impl Shape {
     /// The shape of the row at `row` of `text`, whose values lie at `marks` (in order).
     pub(super) fn learn(text: &[u8], row: Range<usize>, marks: &[Mark]) -> Shape {
         let mut shape = Shape {
-            fixed: Vec::with_capacity(row.len()),
+            fixed: Vec::new(),
             steps: Vec::with_capacity(2 * marks.len() + 1),
         };
         let mut at = row.start;
@@ -105,23 +107,32 @@ impl Shape {
 
     /// Adds `bytes` as bytes that come next; whether they hold a backslash.
     fn fix(&mut self, bytes: &[u8]) -> bool {
-        if !bytes.is_empty() {
+        if let Some(short) = Short::new(bytes) {
+            self.steps.push(Step::Short(short));
+        } else if !bytes.is_empty() {
             let start = self.fixed.len();
             self.fixed.extend_from_slice(bytes);
-            self.steps.push(Step::Fixed(start..self.fixed.len()));
+            self.steps.push(Step::Long(start..self.fixed.len()));
         }
         bytes.contains(&b'\\')
     }
 
     /// Reads the row at the cursor into the encoder when it has this shape, and finishes it.
-    /// [`GaveUp`](super::GaveUp) when it has not; the cursor is then anywhere in the row, which was not
+    /// [`GaveUp`] when it has not; the cursor is then anywhere in the row, which was not
     /// finished. Values the encoder refused show in its `error_total` either way.
     pub(super) fn replay(&self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
         encoder.begin_row();
         let (mut jsonb_start, mut escapes) = (0, 0);
         for step in &self.steps {
             match step {
-                Step::Fixed(range) => cursor.fixed(&self.fixed[range.clone()])?,
+                Step::Short(short) => cursor.at += short.len_at_start_of(&cursor.bytes()[cursor.at..])?,
+                Step::Long(range) => {
+                    let fixed = &self.fixed[range.clone()];
+                    if !cursor.bytes()[cursor.at..].starts_with(fixed) {
+                        return Err(GaveUp);
+                    }
+                    cursor.at += fixed.len();
+                }
                 Step::Value(column) => value(cursor, encoder, *column)?,
                 Step::JsonbStart => (jsonb_start, escapes) = (cursor.at, cursor.escapes),
                 Step::Scalar => cursor.skip_scalar()?,
@@ -133,5 +144,65 @@ impl Shape {
         }
         encoder.finish_row();
         Ok(())
+    }
+}
+
+/// One to sixteen bytes, compared in one step with the next sixteen of a body.
+#[derive(Debug, Clone)]
+struct Short {
+    /// The bytes, little-endian, zero after `len`.
+    word: u128,
+    /// Ones in the bytes of `word` that count.
+    mask: u128,
+    len: usize,
+}
+
+impl Short {
+    /// `bytes` when there are one to sixteen of them.
+    fn new(bytes: &[u8]) -> Option<Short> {
+        if bytes.is_empty() || bytes.len() > 16 {
+            return None;
+        }
+        let mut word = [0; 16];
+        word[..bytes.len()].copy_from_slice(bytes);
+        Some(Short {
+            word: u128::from_le_bytes(word),
+            mask: u128::MAX >> (8 * (16 - bytes.len())),
+            len: bytes.len(),
+        })
+    }
+
+    /// The bytes' length when `rest` starts with them.
+    fn len_at_start_of(&self, rest: &[u8]) -> Scan<usize> {
+        let same = match rest.first_chunk::<16>() {
+            Some(next) => (u128::from_le_bytes(*next) ^ self.word) & self.mask == 0,
+            None => rest.starts_with(&self.word.to_le_bytes()[..self.len]),
+        };
+        if same { Ok(self.len) } else { Err(GaveUp) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Short;
+
+    #[test]
+    fn sixteen_bytes_at_once_compare_as_a_byte_by_byte_prefix_check() {
+        let text: Vec<u8> = (0..40).map(|i| b'a' + (i % 7)).collect();
+        for len in 1..=16 {
+            for at in 0..=text.len() - len {
+                let short = Short::new(&text[at..at + len]).expect("one to sixteen bytes");
+                for rest_at in [at, at + 1, at + 7] {
+                    let rest = &text[rest_at.min(text.len())..];
+                    let expected = rest.starts_with(&text[at..at + len]).then_some(len);
+                    assert_eq!(
+                        short.len_at_start_of(rest).ok(),
+                        expected,
+                        "{len} bytes from {at}, compared at {rest_at}"
+                    );
+                }
+            }
+        }
+        assert!(Short::new(b"").is_none() && Short::new(&[b'a'; 17]).is_none());
     }
 }
