@@ -104,11 +104,11 @@ pub fn decode_rows(
 }
 
 /// Decodes `body` on the fast path; [`GaveUp`] when it must be decoded with serde_json.
-fn scan_body(
+fn scan_body<'a>(
     table: &TableSchema,
     format: BodyFormat,
-    body: &[u8],
-    encoder: &mut RowEncoder<'_>,
+    body: &'a [u8],
+    encoder: &mut RowEncoder<'a>,
 ) -> Result<(), GaveUp> {
     let mut scanner = Scanner::new(table.columns.len());
     match format {
@@ -173,16 +173,20 @@ fn malformed(e: serde_json::Error) -> DecodeError {
     DecodeError::Malformed(e.to_string())
 }
 
+/// What a row gave for a column.
 #[derive(Debug, Clone, Copy)]
-enum Slot {
+enum Slot<'a> {
     Missing,
     /// Given, but refused (already reported).
     Invalid,
     Null,
+    /// Binary field bytes at these positions of the encoder's scratch buffer.
     Value {
         start: usize,
         len: usize,
     },
+    /// Binary field bytes that are the body's own bytes (a plain string of a `text` column).
+    Body(&'a [u8]),
 }
 
 struct RowEncoder<'a> {
@@ -191,7 +195,7 @@ struct RowEncoder<'a> {
     splits: Option<&'a KeySplits>,
     now_micros: i64,
     scratch: Vec<u8>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<'a>>,
     key_scratch: Vec<u8>,
     out: Vec<ShardRows>,
     row: usize,
@@ -320,6 +324,11 @@ impl<'a> RowEncoder<'a> {
             start,
             len: self.scratch.len() - start,
         }
+    }
+
+    /// Puts field bytes that the body holds as they are: they are copied once, into the tuple.
+    fn put_body_bytes(&mut self, column: usize, bytes: &'a [u8]) {
+        self.slots[column] = Slot::Body(bytes);
     }
 
     fn put_bytes(&mut self, column: usize, bytes: &[u8]) {
@@ -481,9 +490,10 @@ impl<'a> RowEncoder<'a> {
     }
 }
 
-fn slot_bytes(slot: Slot, scratch: &[u8]) -> Option<&[u8]> {
+fn slot_bytes<'s>(slot: Slot<'s>, scratch: &'s [u8]) -> Option<&'s [u8]> {
     match slot {
         Slot::Value { start, len } => Some(&scratch[start..start + len]),
+        Slot::Body(bytes) => Some(bytes),
         Slot::Null | Slot::Missing | Slot::Invalid => None,
     }
 }

@@ -50,7 +50,7 @@ impl Scanner {
     }
 
     /// Decodes a JSON array of rows.
-    pub(super) fn array(&mut self, body: &[u8], encoder: &mut RowEncoder<'_>) -> Scan {
+    pub(super) fn array<'a>(&mut self, body: &'a [u8], encoder: &mut RowEncoder<'a>) -> Scan {
         let text = std::str::from_utf8(body).map_err(|_| GaveUp)?;
         let mut cursor = Cursor::new(text);
         cursor.skip_whitespace();
@@ -72,7 +72,7 @@ impl Scanner {
     }
 
     /// Decodes one NDJSON line's row.
-    pub(super) fn line(&mut self, line: &[u8], encoder: &mut RowEncoder<'_>) -> Scan {
+    pub(super) fn line<'a>(&mut self, line: &'a [u8], encoder: &mut RowEncoder<'a>) -> Scan {
         let text = std::str::from_utf8(line).map_err(|_| GaveUp)?;
         let mut cursor = Cursor::new(text);
         cursor.skip_whitespace();
@@ -83,7 +83,7 @@ impl Scanner {
 
     /// Reads one row object into the encoder: against the last row's shape when it has that
     /// shape, else in full.
-    fn row(&mut self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+    fn row<'a>(&mut self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
         if let Some(shape) = &self.shape {
             let (start, escapes) = (cursor.at, cursor.escapes);
             match shape.replay(cursor, encoder) {
@@ -97,7 +97,7 @@ impl Scanner {
     }
 
     /// Reads one row object into the encoder token by token, and remembers its shape.
-    fn row_in_full(&mut self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+    fn row_in_full<'a>(&mut self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
         let row_start = cursor.at;
         cursor.marks.clear();
         cursor.expect(b'{')?;
@@ -166,7 +166,7 @@ fn ok_unless_refused(encoder: &RowEncoder<'_>) -> Scan {
 }
 
 /// Reads the value of `column`, marking where it lies for the row's shape.
-fn marked_value(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: usize) -> Scan {
+fn marked_value<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, column: usize) -> Scan {
     let start = cursor.at;
     if encoder.table.columns[column].ty == ColumnType::Jsonb {
         cursor.marks.push(Mark::JsonbStart(start));
@@ -186,7 +186,7 @@ fn marked_value(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: u
 }
 
 /// Reads the value of `column`.
-fn value(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: usize) -> Scan {
+fn value<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, column: usize) -> Scan {
     if encoder.table.columns[column].ty == ColumnType::Jsonb {
         let (raw, escaped) = cursor.raw_value()?;
         encoder.put_jsonb(column, raw, escaped);
@@ -215,13 +215,13 @@ fn value(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: usize) -
 }
 
 /// Reads a string value of `column`; one with escapes is unescaped by serde_json.
-fn string(cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>, column: usize) -> Scan {
+fn string<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, column: usize) -> Scan {
     let start = cursor.at;
     cursor.at += 1;
     if let Ok(plain) = cursor.plain_string() {
         // A plain string holds no control character, so no NUL for text to refuse.
         if encoder.table.columns[column].ty == ColumnType::Text {
-            encoder.put_bytes(column, plain.as_bytes());
+            encoder.put_body_bytes(column, plain.as_bytes());
         } else {
             encoder.put_scalar(column, JsonScalar::Str(plain));
         }

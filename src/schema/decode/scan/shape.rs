@@ -120,7 +120,7 @@ impl Shape {
     /// Reads the row at the cursor into the encoder when it has this shape, and finishes it.
     /// [`GaveUp`] when it has not; the cursor is then anywhere in the row, which was not
     /// finished. Values the encoder refused show in its `error_total` either way.
-    pub(super) fn replay(&self, cursor: &mut Cursor<'_>, encoder: &mut RowEncoder<'_>) -> Scan {
+    pub(super) fn replay<'a>(&self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
         encoder.begin_row();
         let (mut jsonb_start, mut escapes) = (0, 0);
         for step in &self.steps {
