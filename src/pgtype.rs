@@ -16,7 +16,7 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 /// Days between 1970-01-01 and 2000-01-01.
 const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 /// Version byte that starts the binary form of jsonb.
-const JSONB_VERSION: u8 = 1;
+pub const JSONB_VERSION: u8 = 1;
 
 /// A column type shardgate can decode from JSON and send in binary COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -7,13 +7,14 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
-use crate::pgtype::encode_jsonb_without_escapes;
+use crate::pgtype::{JSONB_VERSION, encode_jsonb_without_escapes};
 use crate::routing::salt::{spread_of_id, spread_of_values};
 use crate::routing::{KeyHash, KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
 use scan::{GaveUp, Scanner};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Most row problems reported for one request.
@@ -187,6 +188,9 @@ enum Slot<'a> {
     },
     /// Binary field bytes that are the body's own bytes (a plain string of a `text` column).
     Body(&'a [u8]),
+    /// The body's text of a `jsonb` value without escapes, not part of the partition key: the
+    /// binary field is [`crate::pgtype::JSONB_VERSION`], then this text.
+    Jsonb(&'a [u8]),
 }
 
 struct RowEncoder<'a> {
@@ -326,6 +330,16 @@ impl<'a> RowEncoder<'a> {
         }
     }
 
+    /// Puts the body's raw JSON text of a jsonb value; `escaped` says whether it may hold a
+    /// backslash. Without one it is copied once, into the tuple, unless it is part of the
+    /// partition key, which is hashed from its binary field.
+    fn put_body_jsonb(&mut self, column: usize, raw: &'a str, escaped: bool) {
+        if escaped || raw == "null" || self.table.is_partition_key(column) {
+            return self.put_jsonb(column, raw, escaped);
+        }
+        self.slots[column] = Slot::Jsonb(raw.as_bytes());
+    }
+
     /// Puts field bytes that the body holds as they are: they are copied once, into the tuple.
     fn put_body_bytes(&mut self, column: usize, bytes: &'a [u8]) {
         self.slots[column] = Slot::Body(bytes);
@@ -378,8 +392,12 @@ impl<'a> RowEncoder<'a> {
         self.row += 1;
     }
 
-    fn value(&self, column: usize) -> Option<&[u8]> {
-        slot_bytes(self.slots[column], &self.scratch)
+    /// The binary field of `column`, None for null.
+    fn value(&self, column: usize) -> Option<Cow<'_, [u8]>> {
+        match self.slots[column] {
+            Slot::Jsonb(text) => Some(Cow::Owned([&[JSONB_VERSION], text].concat())),
+            slot => slot_bytes(slot, &self.scratch).map(Cow::Borrowed),
+        }
     }
 
     fn emit_row(&mut self) {
@@ -406,15 +424,8 @@ impl<'a> RowEncoder<'a> {
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
         tuples.extend_from_slice(&field_count.to_be_bytes());
-        for i in 0..table.columns.len() {
-            match self.value(i) {
-                Some(bytes) => {
-                    let len = i32::try_from(bytes.len()).expect("a value is smaller than the body limit");
-                    tuples.extend_from_slice(&len.to_be_bytes());
-                    tuples.extend_from_slice(bytes);
-                }
-                None => tuples.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
+        for &slot in &self.slots {
+            append_field(&mut tuples, slot, &self.scratch);
         }
         tuples.extend_from_slice(&8i32.to_be_bytes());
         tuples.extend_from_slice(&placement.position.as_i64().to_be_bytes());
@@ -437,8 +448,11 @@ impl<'a> RowEncoder<'a> {
     /// made.
     fn origin(&self) -> RowOrigin {
         let spread = match self.table.id {
-            Some(id) => spread_of_id(self.value(id).expect("an id is never null")),
-            None => spread_of_values((0..self.table.columns.len()).map(|i| self.value(i))),
+            Some(id) => spread_of_id(&self.value(id).expect("an id is never null")),
+            None => {
+                let values: Vec<_> = (0..self.table.columns.len()).map(|i| self.value(i)).collect();
+                spread_of_values(values.iter().map(Option::as_deref))
+            }
         };
         RowOrigin {
             spread,
@@ -452,13 +466,13 @@ impl<'a> RowEncoder<'a> {
         let declared = table
             .made_at
             .and_then(|c| self.value(c))
-            .and_then(crate::pgtype::unix_millis_of_timestamptz);
+            .and_then(|field| crate::pgtype::unix_millis_of_timestamptz(&field));
         let from_id = || {
             table
                 .id
                 .filter(|&id| table.columns[id].ty == ColumnType::Uuid)
                 .and_then(|id| self.value(id))
-                .and_then(crate::pgtype::unix_millis_of_uuid_v7)
+                .and_then(|field| crate::pgtype::unix_millis_of_uuid_v7(&field))
         };
         declared
             .or_else(from_id)
@@ -490,11 +504,36 @@ impl<'a> RowEncoder<'a> {
     }
 }
 
+/// The binary field of `slot` as one slice; None for null, and for a [`Slot::Jsonb`], whose
+/// field is two pieces.
 fn slot_bytes<'s>(slot: Slot<'s>, scratch: &'s [u8]) -> Option<&'s [u8]> {
     match slot {
         Slot::Value { start, len } => Some(&scratch[start..start + len]),
         Slot::Body(bytes) => Some(bytes),
-        Slot::Null | Slot::Missing | Slot::Invalid => None,
+        Slot::Null | Slot::Missing | Slot::Invalid | Slot::Jsonb(_) => None,
+    }
+}
+
+/// Appends the COPY field of `slot`: its length (-1 for null), then its bytes.
+fn append_field(tuples: &mut Vec<u8>, slot: Slot<'_>, scratch: &[u8]) {
+    let field_len = |len: usize| {
+        i32::try_from(len)
+            .expect("a value is smaller than the body limit")
+            .to_be_bytes()
+    };
+    match slot {
+        Slot::Jsonb(text) => {
+            tuples.extend_from_slice(&field_len(text.len() + 1));
+            tuples.push(JSONB_VERSION);
+            tuples.extend_from_slice(text);
+        }
+        slot => match slot_bytes(slot, scratch) {
+            Some(bytes) => {
+                tuples.extend_from_slice(&field_len(bytes.len()));
+                tuples.extend_from_slice(bytes);
+            }
+            None => tuples.extend_from_slice(&(-1i32).to_be_bytes()),
+        },
     }
 }
 

@@ -189,7 +189,7 @@ fn marked_value<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, colum
 fn value<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, column: usize) -> Scan {
     if encoder.table.columns[column].ty == ColumnType::Jsonb {
         let (raw, escaped) = cursor.raw_value()?;
-        encoder.put_jsonb(column, raw, escaped);
+        encoder.put_body_jsonb(column, raw, escaped);
         return Ok(());
     }
     let scalar = match cursor.peek() {

@@ -138,7 +138,7 @@ impl Shape {
                 Step::Scalar => cursor.skip_scalar()?,
                 Step::JsonbEnd { column, escaped_keys } => {
                     let raw = &cursor.text[jsonb_start..cursor.at];
-                    encoder.put_jsonb(*column, raw, *escaped_keys || cursor.escapes > escapes);
+                    encoder.put_body_jsonb(*column, raw, *escaped_keys || cursor.escapes > escapes);
                 }
             }
         }
