@@ -31,6 +31,11 @@ type Scan<T = ()> = Result<T, GaveUp>;
 /// own limit.
 const MAX_DEPTH: usize = 64;
 
+/// Rows that did not have the shape of the row before them, in a body where they are over half
+/// of the rows read, after which its rows are all read in full: they differ too often for a
+/// try to pay.
+const SHAPE_MISSES: usize = 8;
+
 /// Scans the bodies of one request, learning the order its rows list their columns in.
 pub(super) struct Scanner {
     /// For the start of a row (index 0) and after each column `c` (index `c + 1`): the column
@@ -38,6 +43,8 @@ pub(super) struct Scanner {
     next_column: Vec<Option<usize>>,
     /// The shape of the last row read in full.
     shape: Option<Shape>,
+    /// Rows that turned out not to have the shape of the row before them.
+    shape_misses: usize,
 }
 
 impl Scanner {
@@ -46,7 +53,14 @@ impl Scanner {
         Scanner {
             next_column: vec![None; columns + 1],
             shape: None,
+            shape_misses: 0,
         }
+    }
+
+    /// Whether rows are still read against shapes, `rows` rows into the body: not once more
+    /// than half of them missed.
+    fn shapes_pay(&self, rows: usize) -> bool {
+        self.shape_misses <= SHAPE_MISSES.max(rows / 2)
     }
 
     /// Decodes a JSON array of rows.
@@ -84,13 +98,16 @@ impl Scanner {
     /// Reads one row object into the encoder: against the last row's shape when it has that
     /// shape, else in full.
     fn row<'a>(&mut self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
-        if let Some(shape) = &self.shape {
+        if let Some(shape) = self.shape.as_ref().filter(|_| self.shapes_pay(encoder.row)) {
             let (start, escapes) = (cursor.at, cursor.escapes);
             match shape.replay(cursor, encoder) {
                 Ok(()) => return ok_unless_refused(encoder),
                 // The encoder refused a value: the serde path gives the answer.
                 Err(GaveUp) if encoder.error_total > 0 => return Err(GaveUp),
-                Err(GaveUp) => (cursor.at, cursor.escapes) = (start, escapes),
+                Err(GaveUp) => {
+                    self.shape_misses += 1;
+                    (cursor.at, cursor.escapes) = (start, escapes);
+                }
             }
         }
         self.row_in_full(cursor, encoder)
@@ -126,7 +143,10 @@ impl Scanner {
         }
         encoder.finish_row();
         ok_unless_refused(encoder)?;
-        self.shape = Some(Shape::learn(cursor.bytes(), row_start..cursor.at, &cursor.marks));
+        if self.shapes_pay(encoder.row) {
+            let shape = self.shape.get_or_insert_with(Shape::default);
+            shape.learn(cursor.bytes(), row_start..cursor.at, &cursor.marks);
+        }
         Ok(())
     }
 

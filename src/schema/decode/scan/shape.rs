@@ -57,7 +57,7 @@ enum Step {
 }
 
 /// What rows of one shape have in common, and where their values go.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct Shape {
     /// The runs of bytes between values longer than sixteen, one after another.
     fixed: Vec<u8>,
@@ -65,12 +65,12 @@ pub(super) struct Shape {
 }
 
 impl Shape {
-    /// The shape of the row at `row` of `text`, whose values lie at `marks` (in order).
-    pub(super) fn learn(text: &[u8], row: Range<usize>, marks: &[Mark]) -> Shape {
-        let mut shape = Shape {
-            fixed: Vec::new(),
-            steps: Vec::with_capacity(2 * marks.len() + 1),
-        };
+    /// Becomes the shape of the row at `row` of `text`, whose values lie at `marks` (in order),
+    /// reusing its buffers.
+    pub(super) fn learn(&mut self, text: &[u8], row: Range<usize>, marks: &[Mark]) {
+        self.fixed.clear();
+        self.steps.clear();
+        let shape = self;
         let mut at = row.start;
         let mut escaped_keys = false;
         for mark in marks {
@@ -102,7 +102,6 @@ impl Shape {
             }
         }
         shape.fix(&text[at..row.end]);
-        shape
     }
 
     /// Adds `bytes` as bytes that come next; whether they hold a backslash.
