@@ -38,15 +38,22 @@ pub fn spread_of_id(id: &[u8]) -> u64 {
 }
 
 /// The spread of a row of a table without an id: the hash of each value's length and bytes in
-/// column order, a null as length -1.
-pub fn spread_of_values<'a>(values: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
+/// column order, a null as length -1. Each value is given as the pieces its bytes are in, one
+/// after another (a `jsonb` field's version byte, then its text), so none is copied to be
+/// hashed.
+pub fn spread_of_values<'a, P>(values: impl IntoIterator<Item = Option<P>>) -> u64
+where
+    P: AsRef<[&'a [u8]]>,
+{
     let mut hasher = XxHash3_64::with_seed(SPREAD_SEED);
     for value in values {
         match value {
-            Some(bytes) => {
-                let len = i32::try_from(bytes.len()).expect("a value is smaller than the body limit");
+            Some(pieces) => {
+                let pieces = pieces.as_ref();
+                let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+                let len = i32::try_from(len).expect("a value is smaller than the body limit");
                 hasher.write(&len.to_be_bytes());
-                hasher.write(bytes);
+                pieces.iter().for_each(|piece| hasher.write(piece));
             }
             None => hasher.write(&(-1i32).to_be_bytes()),
         }
@@ -189,7 +196,7 @@ mod tests {
         ];
         let found = (
             spread_of_id(&uuid),
-            spread_of_values([Some(&b"click"[..]), None, Some(&7i64.to_be_bytes()[..])]),
+            spread_of_values([Some([&b"click"[..]]), None, Some([&7i64.to_be_bytes()[..]])]),
         );
         assert_eq!(
             found,
@@ -200,10 +207,21 @@ mod tests {
 
     #[test]
     fn a_null_and_an_empty_value_spread_apart() {
-        assert_ne!(spread_of_values([None]), spread_of_values([Some(&b""[..])]));
         assert_ne!(
-            spread_of_values([Some(&b"ab"[..]), Some(&b"c"[..])]),
-            spread_of_values([Some(&b"a"[..]), Some(&b"bc"[..])])
+            spread_of_values([None::<[&[u8]; 1]>]),
+            spread_of_values([Some([&b""[..]])])
+        );
+        assert_ne!(
+            spread_of_values([Some([&b"ab"[..]]), Some([&b"c"[..]])]),
+            spread_of_values([Some([&b"a"[..]]), Some([&b"bc"[..]])])
+        );
+    }
+
+    #[test]
+    fn a_value_spreads_alike_whole_or_in_pieces() {
+        assert_eq!(
+            spread_of_values([Some([&b"\x01"[..], &b"{}"[..]]), None]),
+            spread_of_values([Some([&b""[..], &b"\x01{}"[..]]), None])
         );
     }
 

@@ -400,6 +400,14 @@ impl<'a> RowEncoder<'a> {
         }
     }
 
+    /// The binary field of `slot` in the pieces it is in, None for null.
+    fn pieces(&self, slot: Slot<'a>) -> Option<[&[u8]; 2]> {
+        match slot {
+            Slot::Jsonb(text) => Some([&[JSONB_VERSION], text]),
+            slot => slot_bytes(slot, &self.scratch).map(|bytes| [&[][..], bytes]),
+        }
+    }
+
     fn emit_row(&mut self) {
         let table = self.table;
         let (slots, scratch) = (&self.slots, &self.scratch);
@@ -449,10 +457,7 @@ impl<'a> RowEncoder<'a> {
     fn origin(&self) -> RowOrigin {
         let spread = match self.table.id {
             Some(id) => spread_of_id(&self.value(id).expect("an id is never null")),
-            None => {
-                let values: Vec<_> = (0..self.table.columns.len()).map(|i| self.value(i)).collect();
-                spread_of_values(values.iter().map(Option::as_deref))
-            }
+            None => spread_of_values(self.slots.iter().map(|&slot| self.pieces(slot))),
         };
         RowOrigin {
             spread,
