@@ -504,8 +504,7 @@ fn leading_digits_of_8(chunk: &[u8; 8]) -> usize {
 }
 
 /// The index of the first special byte at or after `from`, or the length of `bytes`: sixteen
-/// bytes at a time where the CPU has SSE2, then eight at a time, then one by one. Inlined into
-/// its callers: most strings end within the first sixteen bytes.
+/// bytes at a time where the CPU has SSE2, then eight at a time, then one by one.
 fn special_byte(bytes: &[u8], from: usize) -> usize {
     let mut at = from;
     #[cfg(target_arch = "x86_64")]
