@@ -31,9 +31,9 @@ type Scan<T = ()> = Result<T, GaveUp>;
 /// own limit.
 const MAX_DEPTH: usize = 64;
 
-/// Rows that did not have the shape of the row before them, in a body where they are over half
-/// of the rows read, after which its rows are all read in full: they differ too often for a
-/// try to pay.
+/// Rows that did not have the shape of the row before them, in a body where they are also over
+/// half of the rows read, after which the rest of its rows are read in full: they differ too
+/// often for a try to pay.
 const SHAPE_MISSES: usize = 8;
 
 /// Scans the bodies of one request, learning the order its rows list their columns in.
@@ -45,6 +45,8 @@ pub(super) struct Scanner {
     shape: Option<Shape>,
     /// Rows that turned out not to have the shape of the row before them.
     shape_misses: usize,
+    /// Whether shapes stopped paying in this body: its rows are read in full.
+    shapes_stopped: bool,
 }
 
 impl Scanner {
@@ -54,13 +56,15 @@ impl Scanner {
             next_column: vec![None; columns + 1],
             shape: None,
             shape_misses: 0,
+            shapes_stopped: false,
         }
     }
 
-    /// Whether rows are still read against shapes, `rows` rows into the body: not once more
-    /// than half of them missed.
-    fn shapes_pay(&self, rows: usize) -> bool {
-        self.shape_misses <= SHAPE_MISSES.max(rows / 2)
+    /// Counts a row that did not have the shape of the row before it, `rows` rows into the
+    /// body, and stops the tries when they missed too often.
+    fn missed_shape(&mut self, rows: usize) {
+        self.shape_misses += 1;
+        self.shapes_stopped = self.shape_misses > SHAPE_MISSES.max(rows / 2);
     }
 
     /// Decodes a JSON array of rows.
@@ -98,14 +102,14 @@ impl Scanner {
     /// Reads one row object into the encoder: against the last row's shape when it has that
     /// shape, else in full.
     fn row<'a>(&mut self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
-        if let Some(shape) = self.shape.as_ref().filter(|_| self.shapes_pay(encoder.row)) {
+        if let Some(shape) = self.shape.as_ref().filter(|_| !self.shapes_stopped) {
             let (start, escapes) = (cursor.at, cursor.escapes);
             match shape.replay(cursor, encoder) {
                 Ok(()) => return ok_unless_refused(encoder),
                 // The encoder refused a value: the serde path gives the answer.
                 Err(GaveUp) if encoder.error_total > 0 => return Err(GaveUp),
                 Err(GaveUp) => {
-                    self.shape_misses += 1;
+                    self.missed_shape(encoder.row);
                     (cursor.at, cursor.escapes) = (start, escapes);
                 }
             }
@@ -143,7 +147,7 @@ impl Scanner {
         }
         encoder.finish_row();
         ok_unless_refused(encoder)?;
-        if self.shapes_pay(encoder.row) {
+        if !self.shapes_stopped {
             let shape = self.shape.get_or_insert_with(Shape::default);
             shape.learn(cursor.bytes(), row_start..cursor.at, &cursor.marks);
         }
