@@ -121,6 +121,7 @@ impl Scanner {
     fn row_in_full<'a>(&mut self, cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>) -> Scan {
         let row_start = cursor.at;
         cursor.marks.clear();
+        cursor.marking = !self.shapes_stopped;
         cursor.expect(b'{')?;
         encoder.begin_row();
         cursor.skip_whitespace();
@@ -193,15 +194,15 @@ fn ok_unless_refused(encoder: &RowEncoder<'_>) -> Scan {
 fn marked_value<'a>(cursor: &mut Cursor<'a>, encoder: &mut RowEncoder<'a>, column: usize) -> Scan {
     let start = cursor.at;
     if encoder.table.columns[column].ty == ColumnType::Jsonb {
-        cursor.marks.push(Mark::JsonbStart(start));
+        cursor.mark(Mark::JsonbStart(start));
         value(cursor, encoder, column)?;
-        cursor.marks.push(Mark::JsonbEnd {
+        cursor.mark(Mark::JsonbEnd {
             column,
             at: cursor.at,
         });
     } else {
         value(cursor, encoder, column)?;
-        cursor.marks.push(Mark::Value {
+        cursor.mark(Mark::Value {
             column,
             span: start..cursor.at,
         });
@@ -282,6 +283,8 @@ struct Cursor<'a> {
     escapes: usize,
     /// Where the values of the row being read in full lie, for its shape.
     marks: Vec<Mark>,
+    /// Whether the row being read in full is marked: not once shapes stopped paying.
+    marking: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -291,11 +294,19 @@ impl<'a> Cursor<'a> {
             at: 0,
             escapes: 0,
             marks: Vec::new(),
+            marking: true,
         }
     }
 
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
+    }
+
+    /// Notes where a value of the row being read in full lies, when its shape is wanted.
+    fn mark(&mut self, mark: Mark) {
+        if self.marking {
+            self.marks.push(mark);
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -417,7 +428,7 @@ impl<'a> Cursor<'a> {
             _ => {
                 let start = self.at;
                 self.skip_scalar()?;
-                self.marks.push(Mark::Scalar(start..self.at));
+                self.mark(Mark::Scalar(start..self.at));
                 Ok(())
             }
         }
