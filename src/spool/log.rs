@@ -13,6 +13,7 @@
 //! changes.
 
 use super::SpoolError;
+use super::lock::DirLock;
 use super::record::{self, HEADER_LEN, MAX_PAYLOAD, Record, RecordSeq};
 use bytes::Bytes;
 use memmap2::MmapOptions;
@@ -91,14 +92,18 @@ pub struct SpoolLog {
     /// Segments mapped into memory, by their first record; each mapping covers at least the
     /// records synced when it was made.
     maps: BTreeMap<RecordSeq, Bytes>,
+    /// This process's hold on the directory, for as long as the log lives.
+    _lock: DirLock,
 }
 
 impl SpoolLog {
     /// Opens the spool in `dir` (creating it when missing), checks every record of every
     /// segment and cuts a torn tail from the newest one. New segments start once the newest
-    /// would grow past `segment_bytes`.
+    /// would grow past `segment_bytes`. Fails with [`SpoolError::InUse`], before reading
+    /// anything, when another process (or another log in this one) holds the directory.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(SpoolLog, Recovery), SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock = DirLock::acquire(dir)?;
         let id = read_or_create_id(dir)?;
         let mut segments = VecDeque::new();
         let mut records = 0;
@@ -147,6 +152,7 @@ impl SpoolLog {
             pending: Vec::new(),
             dir_changed: true,
             maps: BTreeMap::new(),
+            _lock: lock,
         };
         Ok((log, Recovery { records, torn_tail }))
     }

@@ -8,6 +8,7 @@
 //! makes many requests' records durable with one sync. Draining records to the shards and the dead-letter
 //! table build on it.
 
+mod lock;
 mod log;
 mod record;
 mod spooled;
@@ -48,6 +49,19 @@ pub enum SpoolError {
         offset: u64,
         /// What is wrong there.
         reason: &'static str,
+    },
+    /// Another process holds the spool directory: two processes on one spool would cut each
+    /// other's segments and replay the same records.
+    #[error(
+        "spool directory {dir} is in use by another shardgate process{}; stop it, or give this \
+         one a spool.dir of its own",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The PID the holder wrote into the lock file, when it could be read.
+        holder: Option<u32>,
     },
     /// The spool's id file holds no id.
     #[error(

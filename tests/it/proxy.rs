@@ -115,6 +115,11 @@ impl Proxy {
         answer.body
     }
 
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the proxy runs until killed")
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: signals the child this test started.

@@ -406,6 +406,48 @@ async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_
 }
 
 #[tokio::test]
+async fn a_second_proxy_on_a_spool_in_use_refuses_to_start_and_names_the_holder() {
+    let urls = fresh_shards("spool_held").await;
+    let dir = spool_dir("held");
+    let spool = dir.join("spool");
+    let config = serve_config(&urls, &spool, "");
+    let first = Proxy::start(&dir, &config).await;
+    let http = reqwest::Client::new();
+    let logs_url = format!("{}/v1/tables/logs/rows", first.base);
+    assert_eq!(
+        post(&http, &logs_url, &[], &log_rows("before", 30)).await.status,
+        202
+    );
+
+    let second_config = dir.join("second.toml");
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{config}");
+    std::fs::write(&second_config, text).unwrap();
+    let second = crate::common::shardgate(["serve".as_ref(), "--config".as_ref(), second_config.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    let message = format!(
+        "spool directory {} is in use by another shardgate process (pid {}); stop it, or give \
+         this one a spool.dir of its own",
+        spool.display(),
+        first.pid()
+    );
+    assert!(stderr.contains(&message), "{stderr}");
+
+    assert_eq!(
+        post(&http, &logs_url, &[], &log_rows("after", 30)).await.status,
+        202
+    );
+    wait_for_rows(&urls, "logs", 60, Duration::from_secs(20)).await;
+    assert_eq!(
+        distinct_lines(&urls).await,
+        60,
+        "the first proxy drains every row once"
+    );
+    first.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_accepted_row_once() {
     let urls = fresh_shards("spool_kill").await;
     let dir = spool_dir("kill");

@@ -237,3 +237,43 @@ fn a_synced_record_is_read_from_its_mapped_segment_even_after_the_segment_is_rem
     );
     assert_eq!(&read[20][..], &big[..], "a record larger than the segment size");
 }
+
+#[test]
+fn a_second_open_of_a_held_directory_is_refused_before_it_cuts_anything() {
+    let dir = TestDir::new("held");
+    let (mut log, _) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
+    append_synced(&mut log, 1..=2);
+    let segment = newest_segment(&dir.0);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(b"half a record")
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+
+    let error = SpoolLog::open(&dir.0, 1 << 20).unwrap_err();
+    assert!(
+        matches!(&error, SpoolError::InUse { dir: held, holder: Some(pid) }
+            if *held == dir.0 && *pid == std::process::id()),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "spool directory {} is in use by another shardgate process (pid {}); stop it, or give \
+             this one a spool.dir of its own",
+            dir.0.display(),
+            std::process::id()
+        )
+    );
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        len,
+        "the holder's segment is left as it is"
+    );
+
+    drop(log);
+    let (_, recovery) = SpoolLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.records, 2, "the lock is released with the log");
+}
