@@ -32,6 +32,10 @@ const MAX_TOKENS_PER_SHARD: u64 = 65_536;
 /// Longest table name: its staging table adds `shardgate_stage_` within Postgres's 63 bytes.
 const MAX_TABLE_NAME_LEN: usize = 47;
 
+/// The largest `server.max_body_size`: a body is never larger than the most Postgres takes in
+/// one field (1 GiB), so no value read from it needs a longer field than COPY may frame.
+const MAX_BODY_SIZE: u64 = 1 << 30;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -104,6 +108,14 @@ pub struct ServerConfig {
     /// How long a write may wait for its rows to commit before it is answered 503.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers, on both listeners; past it the
+    /// connection is closed.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long a client may pause between two reads of a request body, on both listeners;
+    /// past it the request is answered 408, its connection closed and nothing of it stored.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +126,9 @@ impl Default for ServerConfig {
             max_body_size: ByteSize(16 << 20),
             max_inflight_body_bytes: ByteSize(256 << 20),
             request_timeout: Duration::from_secs(10),
+            // nginx's client_header_timeout and client_body_timeout.
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -618,6 +633,12 @@ impl Config {
         if self.server.max_body_size.0 == 0 {
             problems.add("server.max_body_size", "must be positive");
         }
+        if self.server.max_body_size.0 > MAX_BODY_SIZE {
+            problems.add(
+                "server.max_body_size",
+                "must be at most 1GiB, the most Postgres takes in one field",
+            );
+        }
         if self.server.max_inflight_body_bytes < self.server.max_body_size
             || u32::try_from(self.server.max_inflight_body_bytes.0).is_err()
         {
@@ -626,8 +647,14 @@ impl Config {
                 "must be at least server.max_body_size and below 4Gi",
             );
         }
-        if self.server.request_timeout.is_zero() {
-            problems.add("server.request_timeout", "must be positive");
+        for (key, timeout) in [
+            ("server.request_timeout", self.server.request_timeout),
+            ("server.header_read_timeout", self.server.header_read_timeout),
+            ("server.body_read_timeout", self.server.body_read_timeout),
+        ] {
+            if timeout.is_zero() {
+                problems.add(key, "must be positive");
+            }
         }
     }
 

@@ -17,6 +17,9 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 const PG_EPOCH_UNIX_DAYS: i64 = 10_957;
 /// Version byte that starts the binary form of jsonb.
 pub const JSONB_VERSION: u8 = 1;
+/// The most bytes Postgres takes in one field (a varlena's limit, 1 GiB less one byte): the
+/// cap on a value, and so on a request body.
+pub const MAX_FIELD_BYTES: usize = (1 << 30) - 1;
 
 /// A column type shardgate can decode from JSON and send in binary COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -12,8 +12,8 @@ use crate::catalog::watch::{RefreshHandle, WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
 use crate::hotkeys::{HotKeyWatch, Splitter};
-use crate::http::Listeners;
 use crate::http::state::{AppState, RequestLimits};
+use crate::http::{Listeners, ReadTimeouts};
 use crate::ingest::batcher::{WriterSettings, Writers};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::ingest::drain::{DepartedShards, DrainSettings, Recovered, drain};
@@ -224,6 +224,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listeners = Listeners {
         write: write_listener,
         admin: admin_listener,
+        timeouts: ReadTimeouts {
+            header: config.server.header_read_timeout,
+            body: config.server.body_read_timeout,
+        },
     };
     let tasks = Tasks {
         writers: writer_tasks,

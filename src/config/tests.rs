@@ -337,3 +337,34 @@ fn a_table_that_may_spool_needs_a_spool_directory_and_sane_sizes() {
         "{unknown}"
     );
 }
+
+#[test]
+fn a_body_limit_past_what_postgres_takes_in_a_field_and_zero_read_timeouts_are_named() {
+    let text = VALID.replace(
+        "admin_listen = \"127.0.0.1:9001\"",
+        "admin_listen = \"127.0.0.1:9001\"\nmax_body_size = \"2GiB\"\nmax_inflight_body_bytes = \"3GiB\"\n\
+         header_read_timeout = \"0s\"\nbody_read_timeout = \"0s\"",
+    );
+    let found = problems(&text);
+    assert!(
+        has(
+            &found,
+            "server.max_body_size",
+            "must be at most 1GiB, the most Postgres takes in one field"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, "server.header_read_timeout", "must be positive"),
+        "{found:?}"
+    );
+    assert!(
+        has(&found, "server.body_read_timeout", "must be positive"),
+        "{found:?}"
+    );
+    let at_the_cap = VALID.replace(
+        "admin_listen = \"127.0.0.1:9001\"",
+        "admin_listen = \"127.0.0.1:9001\"\nmax_body_size = \"1GiB\"\nmax_inflight_body_bytes = \"1GiB\"",
+    );
+    assert!(Config::parse(&at_the_cap).is_ok());
+}

@@ -13,6 +13,20 @@ pub fn refused(status: StatusCode, message: String) -> Response {
     error_response(status, message, json!([]), None)
 }
 
+/// The answer to a request whose body paused longer than `timeout` between two reads: `408`,
+/// and `Connection: close`, as the rest of the body may still be on its way.
+pub fn body_read_timed_out(timeout: Duration) -> Response {
+    let message = format!(
+        "the request body stalled: no bytes arrived for {}; nothing of it was stored",
+        humantime::format_duration(timeout)
+    );
+    let mut response = refused(StatusCode::REQUEST_TIMEOUT, message);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The API's error answer.
 pub fn error_response(
     status: StatusCode,

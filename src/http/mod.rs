@@ -13,11 +13,13 @@ pub mod hot_keys;
 pub mod query;
 pub mod reshard;
 pub mod routes;
+mod serve;
 pub mod state;
 pub mod status_page;
 pub mod write;
 pub mod write_status;
 
+pub use serve::ReadTimeouts;
 use state::AppState;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -29,21 +31,21 @@ pub struct Listeners {
     pub write: TcpListener,
     /// The admin API (shards, metrics, health).
     pub admin: TcpListener,
+    /// How long a client may take to send a request, on both.
+    pub timeouts: ReadTimeouts,
 }
 
 impl Listeners {
     /// Serves both until `shutdown`, then lets in-flight requests finish. When this returns, the
     /// routers and the state they held are dropped.
     pub async fn serve(self, state: Arc<AppState>, shutdown: CancellationToken) {
-        let write = axum::serve(self.write, routes::write_router(state.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let admin = axum::serve(self.admin, routes::admin_router(state))
-            .with_graceful_shutdown(shutdown.cancelled_owned());
-        let (write, admin) = tokio::join!(write, admin);
-        for result in [write, admin] {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "listener failed");
-            }
-        }
+        let write = serve::serve(
+            self.write,
+            routes::write_router(state.clone()),
+            self.timeouts,
+            shutdown.clone(),
+        );
+        let admin = serve::serve(self.admin, routes::admin_router(state), self.timeouts, shutdown);
+        tokio::join!(write, admin);
     }
 }

@@ -7,7 +7,7 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
-use crate::pgtype::{JSONB_VERSION, encode_jsonb_without_escapes};
+use crate::pgtype::{JSONB_VERSION, MAX_FIELD_BYTES, encode_jsonb_without_escapes};
 use crate::routing::salt::{spread_of_id, spread_of_values};
 use crate::routing::{KeyHash, KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
 use scan::{GaveUp, Scanner};
@@ -432,8 +432,19 @@ impl<'a> RowEncoder<'a> {
         let mut tuples = std::mem::take(&mut self.out[placement.owner.0].tuples);
         let start = tuples.len();
         tuples.extend_from_slice(&field_count.to_be_bytes());
-        for &slot in &self.slots {
-            append_field(&mut tuples, slot, &self.scratch);
+        let oversized = self.slots.iter().enumerate().find_map(|(i, &slot)| {
+            append_field(&mut tuples, slot, &self.scratch)
+                .err()
+                .map(|len| (i, len))
+        });
+        if let Some((column, len)) = oversized {
+            tuples.truncate(start);
+            self.out[placement.owner.0].tuples = tuples;
+            self.fail(
+                Some(column),
+                format!("a value of {len} bytes is larger than the {MAX_FIELD_BYTES} bytes Postgres takes in one field"),
+            );
+            return;
         }
         tuples.extend_from_slice(&8i32.to_be_bytes());
         tuples.extend_from_slice(&placement.position.as_i64().to_be_bytes());
@@ -519,27 +530,28 @@ fn slot_bytes<'s>(slot: Slot<'s>, scratch: &'s [u8]) -> Option<&'s [u8]> {
     }
 }
 
-/// Appends the COPY field of `slot`: its length (-1 for null), then its bytes.
-fn append_field(tuples: &mut Vec<u8>, slot: Slot<'_>, scratch: &[u8]) {
-    let field_len = |len: usize| {
-        i32::try_from(len)
-            .expect("a value is smaller than the body limit")
-            .to_be_bytes()
+/// Appends the COPY field of `slot`: its length (-1 for null), then its bytes. A value longer
+/// than Postgres takes in one field is not appended: its length is the error.
+fn append_field(tuples: &mut Vec<u8>, slot: Slot<'_>, scratch: &[u8]) -> Result<(), usize> {
+    let field_len = |len: usize| match i32::try_from(len) {
+        Ok(framed) if len <= MAX_FIELD_BYTES => Ok(framed.to_be_bytes()),
+        _ => Err(len),
     };
     match slot {
         Slot::Jsonb(text) => {
-            tuples.extend_from_slice(&field_len(text.len() + 1));
+            tuples.extend_from_slice(&field_len(text.len() + 1)?);
             tuples.push(JSONB_VERSION);
             tuples.extend_from_slice(text);
         }
         slot => match slot_bytes(slot, scratch) {
             Some(bytes) => {
-                tuples.extend_from_slice(&field_len(bytes.len()));
+                tuples.extend_from_slice(&field_len(bytes.len())?);
                 tuples.extend_from_slice(bytes);
             }
             None => tuples.extend_from_slice(&(-1i32).to_be_bytes()),
         },
     }
+    Ok(())
 }
 
 struct RowsVisitor<'e, 'a>(&'e mut RowEncoder<'a>);

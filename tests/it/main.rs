@@ -12,6 +12,7 @@ mod moves;
 mod proxy;
 mod query;
 mod reshard;
+mod slow_clients;
 mod spool;
 mod spooled_writes;
 mod status_page;

@@ -1,0 +1,98 @@
+//! The accept loop both listeners run: HTTP/1.1 connections served by hyper with a bound on
+//! how long a client may take to send its headers and how long it may pause inside a body.
+//!
+//! Without them a client that stalls after its first bytes keeps its connection, and its share
+//! of the in-flight body budget, for as long as it likes. A stalled header read closes the
+//! connection (no request exists to answer); a stalled body read fails the handler's read, and
+//! the request is answered `408` with `Connection: close` whatever the handler made of the
+//! failure, so nothing of it is stored and its budget goes back when the handler returns.
+
+use super::error::body_read_timed_out;
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::timeout::{TimeoutBody, TimeoutError};
+
+/// How long an accept that failed (out of file descriptors, say) waits before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long clients may take to send a request, on each listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTimeouts {
+    /// From the start of a request to the end of its headers.
+    pub header: Duration,
+    /// Between two reads of a body.
+    pub body: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown`, then waits for the requests in flight.
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    timeouts: ReadTimeouts,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |request| answer(router.clone(), request, timeouts.body));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Answers one request with `router`, its body bounded by `body_timeout` between reads.
+async fn answer(
+    router: Router,
+    request: Request<Incoming>,
+    body_timeout: Duration,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let seen = stalled.clone();
+    let request = request.map(|body| {
+        Body::new(TimeoutBody::new(body_timeout, body).map_err(move |e| {
+            if e.is::<TimeoutError>() {
+                seen.store(true, Ordering::Relaxed);
+            }
+            e
+        }))
+    });
+    let response = router.oneshot(request).await?;
+    if stalled.load(Ordering::Relaxed) {
+        return Ok(body_read_timed_out(body_timeout));
+    }
+    Ok(response)
+}
