@@ -81,6 +81,9 @@ pub struct Metrics {
     /// 1 for the phase of the migration this proxy runs (`copying`, `cleaning`), by phase; 0
     /// otherwise.
     pub migration_phase: IntGaugeVec,
+    /// `shardgate_migration_paused`: 1 while the migration this proxy runs waits because it
+    /// is paused (no chunk is being copied or deleted), 0 otherwise.
+    pub migration_paused: IntGauge,
     /// `shardgate_spool_rows_total{table, outcome}`: rows spooled (answered 202) and drained.
     pub spool_rows: IntCounterVec,
     /// `shardgate_spool_bytes`: bytes the spool's segment files hold.
@@ -255,6 +258,10 @@ impl Metrics {
                 "shardgate_migration_phase",
                 "1 for the phase of the migration this proxy runs, by phase.",
                 "phase",
+            ),
+            migration_paused: gauge(
+                "shardgate_migration_paused",
+                "1 while the migration this proxy runs waits because it is paused.",
             ),
             spool_rows: counter(
                 "shardgate_spool_rows_total",

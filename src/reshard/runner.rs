@@ -325,11 +325,21 @@ impl Resharder {
         Ok(())
     }
 
-    /// Whether migration `id` is still in `phase`, waiting while it is paused.
+    /// Whether migration `id` is still in `phase`, waiting while it is paused (and showing
+    /// so in `shardgate_migration_paused`).
     async fn still_in(&self, id: i64, phase: &str) -> Result<bool, StepError> {
+        let waited = self.wait_while_paused(id, phase).await;
+        self.metrics.migration_paused.set(0);
+        waited
+    }
+
+    async fn wait_while_paused(&self, id: i64, phase: &str) -> Result<bool, StepError> {
         loop {
             match self.catalog.state(id).await? {
-                Some((now, true)) if now == phase => tokio::time::sleep(PAUSE_POLL).await,
+                Some((now, true)) if now == phase => {
+                    self.metrics.migration_paused.set(1);
+                    tokio::time::sleep(PAUSE_POLL).await
+                }
                 Some((now, false)) => return Ok(now == phase),
                 _ => return Ok(false),
             }

@@ -760,6 +760,23 @@ pub async fn wait_for(gate: &TestServer, id: i64, what: &str, done: impl Fn(&Val
     }
 }
 
+/// Waits until `shardgate_migration_paused` is `value` (1: the runner waits, copying
+/// nothing, because its migration is paused); panics after ten seconds.
+async fn wait_for_paused_runner(gate: &TestServer, value: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = gate.metrics_page().await;
+        if crate::common::sample(&page, "shardgate_migration_paused") == value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shardgate_migration_paused never became {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_paused_migration_waits_and_a_cancelled_one_leaves_the_old_placement_and_no_copy() {
     let urls = fresh_shards("admin_cancel").await;
@@ -786,9 +803,8 @@ async fn a_paused_migration_waits_and_a_cancelled_one_leaves_the_old_placement_a
         "{}",
         paused.body
     );
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    wait_for_paused_runner(&gate, 1.0).await;
     let before = migration_status(&gate, id).await["rows_copied"].as_i64().unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let still = migration_status(&gate, id).await;
     assert_eq!(
         (still["rows_copied"].as_i64().unwrap(), still["phase"].as_str()),
@@ -804,6 +820,7 @@ async fn a_paused_migration_waits_and_a_cancelled_one_leaves_the_old_placement_a
         m["rows_copied"].as_i64() > Some(before)
     })
     .await;
+    wait_for_paused_runner(&gate, 0.0).await;
 
     let cancelled = control(&gate, id, "cancel").await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);

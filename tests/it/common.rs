@@ -125,6 +125,32 @@ where
         .expect("the shardgate binary runs")
 }
 
+/// Waits until `waiters` backends of the database at `url` wait for a lock, as
+/// `pg_stat_activity` shows them; panics with what it saw after ten seconds.
+pub async fn wait_for_lock_waiters(url: &str, waiters: i64) {
+    let client = connect(url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        if waiting == waiters {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} backends wait for a lock, not {waiters}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A client whose connection is driven in the background.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -390,6 +416,15 @@ pub async fn placement(
         }
     }
     seen
+}
+
+/// The sum of every series of `metric` on a Prometheus `page` (0 when it has none yet).
+pub fn total_of(page: &str, metric: &str) -> f64 {
+    page.lines()
+        .filter_map(|line| line.strip_prefix(metric))
+        .filter(|rest| rest.starts_with(['{', ' ']))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of `series` (name and labels, as Prometheus prints them) on a metrics page.

@@ -1,7 +1,7 @@
 //! The fence on a real cluster: a bump waits for the batches in flight, then turns away every
 //! batch routed with the epoch before it, while one routed with the new epoch commits.
 
-use crate::common::{TestServer, connect};
+use crate::common::{TestServer, connect, wait_for_lock_waiters};
 use shardgate::config::TlsConfig;
 use shardgate::ingest::copy::{CopyError, TableStatements, session_setup_sql, write_batch};
 use shardgate::pg::{PoolSettings, build_pool};
@@ -49,7 +49,7 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
     in_flight.query(fence::READ_FOR_BATCH_SQL, &[]).await.unwrap();
     let url = urls[1].clone();
     let bump = tokio::spawn(async move { fence::bump(&mut connect(&url).await, Epoch(2)).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_lock_waiters(&urls[1], 1).await;
     assert!(
         !bump.is_finished(),
         "the bump waits for the batch holding the fence"
@@ -65,7 +65,7 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
         late.batch_execute("COMMIT").await.unwrap();
         epoch
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_lock_waiters(&urls[1], 2).await;
     assert!(
         !late.is_finished(),
         "a batch that starts while the bump waits queues behind it, so batches that overlap \

@@ -1,6 +1,8 @@
 //! Start-up checks, shard outages and shutdown of the real binary.
 
-use crate::common::{TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster};
+use crate::common::{
+    TestServer, config_for, connect, events, fresh_database, fresh_shards, private_cluster, total_of,
+};
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -208,7 +210,21 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
 
     let body = events(25, 3).to_string();
     let request = crate::common::spawn_post(&http, format!("{base}/v1/tables/events/rows"), body);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = format!("http://127.0.0.1:{}/metrics", ports[1]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = http.get(&metrics).send().await.unwrap().text().await.unwrap();
+        let queued = total_of(&page, "shardgate_queue_rows");
+        let committed = total_of(&page, "shardgate_rows_committed_total");
+        if (queued, committed) == (25.0, 0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows wait for their batch: {queued} queued, {committed} committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!request.is_finished(), "rows wait for their batch");
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };

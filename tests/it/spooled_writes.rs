@@ -605,8 +605,9 @@ async fn writes_spooled_while_a_shard_is_added_land_once_on_their_owner_only_row
         "{waiting} of the rows are in moving ranges"
     );
     wait_for_rows(&urls, "logs", 520 - waiting, Duration::from_secs(10)).await;
+    wait_for_pending(&gate.admin_url(""), waiting).await;
     assert_eq!(
-        count_after(&urls, "logs", Duration::from_millis(500)).await,
+        rows_over(&urls, "logs").await,
         520 - waiting,
         "rows in ranges being copied wait for the cutover"
     );
@@ -748,8 +749,9 @@ async fn parts_spooled_before_a_restart_and_partly_in_ranges_being_copied_split_
         "{moving} of s1's {for_s1} rows move"
     );
     wait_for_rows(ring, "logs", 500 - moving, Duration::from_secs(20)).await;
+    wait_for_pending(&restarted.admin, moving).await;
     assert_eq!(
-        count_after(ring, "logs", Duration::from_millis(500)).await,
+        rows_over(ring, "logs").await,
         500 - moving,
         "the rows in moving ranges wait for the cutover"
     );
@@ -765,14 +767,33 @@ async fn parts_spooled_before_a_restart_and_partly_in_ranges_being_copied_split_
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Rows of `table` over `urls` after waiting `settle`.
-async fn count_after(urls: &[String], table: &str, settle: Duration) -> i64 {
-    tokio::time::sleep(settle).await;
+/// Rows of `table` over `urls`.
+async fn rows_over(urls: &[String], table: &str) -> i64 {
     let mut rows = 0;
     for url in urls {
         rows += count_on(url, table).await;
     }
     rows
+}
+
+/// Waits until the spool of the proxy whose admin listener is at `admin` holds exactly `rows`
+/// rows not yet written, over every shard (`shardgate_spool_pending_rows`); panics with what
+/// it saw after twenty seconds.
+async fn wait_for_pending(admin: &str, rows: i64) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = http.get(format!("{admin}/metrics")).send().await.unwrap();
+        let pending = crate::common::total_of(&page.text().await.unwrap(), "shardgate_spool_pending_rows");
+        if pending == rows as f64 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool holds {pending} rows not yet written, not {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
