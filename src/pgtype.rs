@@ -1,10 +1,15 @@
 //! The shared vocabulary of Postgres values, a leaf that imports nothing of ours (so `config`,
 //! `schema` and `routing` can all use it without importing each other): column types, the
-//! conversion of one JSON value into Postgres binary COPY field bytes, column defaults, and the
-//! identifier rules (invariant 8).
+//! conversion of one JSON value (or, in `text`, one value in Postgres's text form) into Postgres
+//! binary COPY field bytes, column defaults, and the identifier rules (invariant 8).
 //!
 //! Every accepted spelling of a value converts to the same bytes (`5` and `5.0` for a bigint, any
 //! case of a UUID, a timestamp in any offset), which is what makes the key hash canonical.
+
+pub mod sqlstate;
+mod text;
+
+pub use text::{TextInputError, encode_text};
 
 use base64::Engine;
 use chrono::{DateTime, NaiveDate};

@@ -7,7 +7,7 @@
 //! [`MAX_ERROR_DETAILS`]) so one answer lists them all; nothing is produced when any row fails.
 
 use super::{ColumnType, DefaultValue, JsonScalar, TableSchema, encode_jsonb, encode_scalar};
-use crate::pgtype::{JSONB_VERSION, MAX_FIELD_BYTES, encode_jsonb_without_escapes};
+use crate::pgtype::{JSONB_VERSION, MAX_FIELD_BYTES, encode_jsonb_without_escapes, sqlstate};
 use crate::routing::salt::{spread_of_id, spread_of_values};
 use crate::routing::{KeyHash, KeySample, KeySplits, RoutingTable, RowOrigin, hash_key};
 use scan::{GaveUp, Scanner};
@@ -65,6 +65,9 @@ pub struct RowError {
     pub column: Option<String>,
     /// What is wrong.
     pub reason: String,
+    /// The SQLSTATE Postgres gives this kind of problem, for front ends that speak its protocol.
+    #[serde(skip)]
+    pub sqlstate: &'static str,
 }
 
 /// Why a body was refused.
@@ -254,28 +257,33 @@ impl<'a> RowEncoder<'a> {
         }
     }
 
-    fn reject(&mut self, column: usize, reason: impl Into<String>) {
+    fn reject(&mut self, column: usize, sqlstate: &'static str, reason: impl Into<String>) {
         self.slots[column] = Slot::Invalid;
-        self.fail(Some(column), reason);
+        self.fail(Some(column), sqlstate, reason);
     }
 
-    fn fail(&mut self, column: Option<usize>, reason: impl Into<String>) {
+    fn fail(&mut self, column: Option<usize>, sqlstate: &'static str, reason: impl Into<String>) {
         let column = column.map(|c| self.table.columns[c].name.clone());
-        self.push_error(column, reason.into());
+        self.push_error(column, sqlstate, reason.into());
     }
 
     /// Records a key of the row object that names no declared column.
     fn fail_unknown_column(&mut self, name: &str) {
-        self.push_error(Some(name.to_string()), format!("unknown column `{name}`"));
+        self.push_error(
+            Some(name.to_string()),
+            sqlstate::UNDEFINED_COLUMN,
+            format!("unknown column `{name}`"),
+        );
     }
 
-    fn push_error(&mut self, column: Option<String>, reason: String) {
+    fn push_error(&mut self, column: Option<String>, sqlstate: &'static str, reason: String) {
         self.error_total += 1;
         if self.errors.len() < MAX_ERROR_DETAILS {
             self.errors.push(RowError {
                 row: self.row,
                 column,
                 reason,
+                sqlstate,
             });
         }
     }
@@ -290,7 +298,7 @@ impl<'a> RowEncoder<'a> {
         if matches!(self.slots[column], Slot::Missing) {
             true
         } else {
-            self.fail(Some(column), "column given twice");
+            self.fail(Some(column), sqlstate::DUPLICATE_COLUMN, "column given twice");
             false
         }
     }
@@ -306,7 +314,7 @@ impl<'a> RowEncoder<'a> {
             }
             Err(reason) => {
                 self.scratch.truncate(start);
-                self.reject(column, reason);
+                self.reject(column, sqlstate::INVALID_TEXT_REPRESENTATION, reason);
             }
         }
     }
@@ -319,7 +327,7 @@ impl<'a> RowEncoder<'a> {
         }
         let start = self.scratch.len();
         if escaped && let Err(reason) = encode_jsonb(raw, &mut self.scratch) {
-            return self.reject(column, reason);
+            return self.reject(column, sqlstate::UNTRANSLATABLE_CHARACTER, reason);
         }
         if !escaped {
             encode_jsonb_without_escapes(raw, &mut self.scratch);
@@ -375,14 +383,26 @@ impl<'a> RowEncoder<'a> {
             match (self.slots[i], &column.default) {
                 (Slot::Missing, Some(default)) => self.put_default(i, default),
                 (Slot::Missing, None) if column.nullable => self.slots[i] = Slot::Null,
-                (Slot::Missing, None) if table.is_partition_key(i) => {
-                    self.fail(Some(i), "missing partition-key value")
-                }
-                (Slot::Missing, None) => self.fail(Some(i), "missing value for a non-null column"),
-                (Slot::Null, _) if table.is_partition_key(i) => {
-                    self.fail(Some(i), "partition-key value cannot be null")
-                }
-                (Slot::Null, _) if !column.nullable => self.fail(Some(i), "null for a non-null column"),
+                (Slot::Missing, None) if table.is_partition_key(i) => self.fail(
+                    Some(i),
+                    sqlstate::NOT_NULL_VIOLATION,
+                    "missing partition-key value",
+                ),
+                (Slot::Missing, None) => self.fail(
+                    Some(i),
+                    sqlstate::NOT_NULL_VIOLATION,
+                    "missing value for a non-null column",
+                ),
+                (Slot::Null, _) if table.is_partition_key(i) => self.fail(
+                    Some(i),
+                    sqlstate::NOT_NULL_VIOLATION,
+                    "partition-key value cannot be null",
+                ),
+                (Slot::Null, _) if !column.nullable => self.fail(
+                    Some(i),
+                    sqlstate::NOT_NULL_VIOLATION,
+                    "null for a non-null column",
+                ),
                 _ => {}
             }
         }
@@ -442,6 +462,7 @@ impl<'a> RowEncoder<'a> {
             self.out[placement.owner.0].tuples = tuples;
             self.fail(
                 Some(column),
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!("a value of {len} bytes is larger than the {MAX_FIELD_BYTES} bytes Postgres takes in one field"),
             );
             return;
@@ -583,7 +604,11 @@ struct RowVisitor<'e, 'a>(&'e mut RowEncoder<'a>);
 
 impl RowVisitor<'_, '_> {
     fn not_an_object<E>(self, what: &str) -> Result<(), E> {
-        self.0.fail(None, format!("expected a JSON object, got {what}"));
+        self.0.fail(
+            None,
+            sqlstate::DATATYPE_MISMATCH,
+            format!("expected a JSON object, got {what}"),
+        );
         self.0.row += 1;
         Ok(())
     }
@@ -700,8 +725,11 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
 impl ValueSeed<'_, '_> {
     fn wrong_shape<E>(self, what: &str) -> Result<(), E> {
         let expected = self.encoder.table.columns[self.column].ty;
-        self.encoder
-            .reject(self.column, format!("expected a {expected} value, got {what}"));
+        self.encoder.reject(
+            self.column,
+            sqlstate::DATATYPE_MISMATCH,
+            format!("expected a {expected} value, got {what}"),
+        );
         Ok(())
     }
 }
@@ -755,6 +783,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
 }
 
+pub mod copy;
 mod scan;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,347 @@
+//! `COPY ... FROM STDIN` data in text or CSV format as a source of rows: each record is split
+//! into its fields as Postgres splits it, each field read in Postgres's text form for its
+//! column, and the row handed to the same row encoder as the JSON sources (validation,
+//! defaults, placement, hot-key sampling). A front end cuts the stream into chunks of whole
+//! records ([`CopyFormat::record_end`]) and decodes each with [`decode_copy`].
+
+use super::{DecodeError, EncodedRows, RowEncoder, Slot};
+use crate::pgtype::{encode_text, sqlstate};
+use crate::routing::{KeyHash, RoutingTable};
+use crate::schema::TableSchema;
+
+/// The two textual COPY formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// Postgres's text format: tab-separated, backslash escapes, `\N` for null.
+    Text,
+    /// CSV: quoted fields, an unquoted empty field for null.
+    Csv,
+}
+
+/// How a COPY stream spells its records, with the options of the `COPY` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFormat {
+    /// Text or CSV.
+    pub kind: CopyKind,
+    /// Between fields (`DELIMITER`): a tab for text, a comma for CSV.
+    pub delimiter: u8,
+    /// The spelling of a null (`NULL`): `\N` for text, the empty string for CSV.
+    pub null: String,
+    /// CSV's quote character (`QUOTE`).
+    pub quote: u8,
+    /// CSV's escape character inside quotes (`ESCAPE`), the quote itself by default.
+    pub escape: u8,
+}
+
+impl CopyFormat {
+    /// The defaults of `kind`, as Postgres has them.
+    pub fn new(kind: CopyKind) -> CopyFormat {
+        let (delimiter, null) = match kind {
+            CopyKind::Text => (b'\t', "\\N"),
+            CopyKind::Csv => (b',', ""),
+        };
+        CopyFormat {
+            kind,
+            delimiter,
+            null: null.to_string(),
+            quote: b'"',
+            escape: b'"',
+        }
+    }
+
+    /// Where the first record of `data` ends (one past its newline), if it ends in `data`.
+    /// `state` carries the scan over calls, so a stream is scanned once as it grows.
+    pub fn record_end(&self, data: &[u8], state: &mut RecordScan) -> Option<usize> {
+        while state.at < data.len() {
+            let byte = data[state.at];
+            state.at += 1;
+            match self.kind {
+                CopyKind::Text if state.escaped => state.escaped = false,
+                CopyKind::Text if byte == b'\\' => state.escaped = true,
+                CopyKind::Csv if state.quoted && state.escaped => state.escaped = false,
+                CopyKind::Csv if state.quoted && byte == self.escape && self.escape != self.quote => {
+                    state.escaped = true
+                }
+                CopyKind::Csv if byte == self.quote => state.quoted = !state.quoted,
+                _ if byte == b'\n' && !state.quoted => {
+                    let end = state.at;
+                    *state = RecordScan::default();
+                    return Some(end);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// How far a record's end has been looked for, and in what state the scan stopped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordScan {
+    at: usize,
+    quoted: bool,
+    escaped: bool,
+}
+
+/// A record the stream could not be split into fields, or whose fields do not match the
+/// columns; Postgres words these as `COPY` errors (`22P04`).
+fn bad_record(encoder: &mut RowEncoder<'_>, column: Option<usize>, reason: String) {
+    encoder.fail(column, sqlstate::BAD_COPY_FILE_FORMAT, reason);
+}
+
+/// Decodes `data`, whole records of a COPY stream in `format`, for `table`: the fields of each
+/// record fill `columns` (indexes of the table's columns, in the stream's order), the other
+/// columns take their defaults, and each row is routed with `routing`. A record that is `\.`
+/// ends the data. `now_micros` and `limited` are as for [`super::decode_rows`].
+pub fn decode_copy(
+    table: &TableSchema,
+    routing: &RoutingTable,
+    format: &CopyFormat,
+    columns: &[usize],
+    data: &[u8],
+    now_micros: i64,
+    limited: &[KeyHash],
+) -> Result<EncodedRows, DecodeError> {
+    let mut encoder = RowEncoder::new(table, routing, now_micros, limited, data.len());
+    let mut fields = Fields::default();
+    for record in records(data, format) {
+        if record == b"\\." {
+            break;
+        }
+        encoder.begin_row();
+        let split = match format.kind {
+            CopyKind::Text => fields.split_text(record, format),
+            CopyKind::Csv => fields.split_csv(record, format),
+        };
+        match split {
+            Ok(()) => fill_row(&mut encoder, columns, &fields),
+            Err(reason) => bad_record(&mut encoder, None, reason),
+        }
+        encoder.finish_row();
+        if encoder.error_total > 0 {
+            break;
+        }
+    }
+    encoder.finish()
+}
+
+/// The records of `data`, each without its line ending (`\n` or `\r\n`); a last record
+/// without a line ending is a record too.
+fn records<'d>(data: &'d [u8], format: &'d CopyFormat) -> impl Iterator<Item = &'d [u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = format
+            .record_end(rest, &mut RecordScan::default())
+            .unwrap_or(rest.len());
+        let (record, after) = rest.split_at(end);
+        rest = after;
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        Some(record.strip_suffix(b"\r").unwrap_or(record))
+    })
+}
+
+/// Hands one record's fields to the encoder as the values of `columns`.
+fn fill_row(encoder: &mut RowEncoder<'_>, columns: &[usize], fields: &Fields) {
+    let given = fields.len();
+    if given < columns.len() {
+        let missing = &encoder.table.columns[columns[given]].name;
+        let reason = format!("missing data for column \"{missing}\"");
+        return bad_record(encoder, Some(columns[given]), reason);
+    }
+    if given > columns.len() {
+        return bad_record(encoder, None, "extra data after last expected column".into());
+    }
+    for (i, &column) in columns.iter().enumerate() {
+        match fields.get(i) {
+            None => encoder.slots[column] = Slot::Null,
+            Some(Ok(text)) => encoder.put_text(column, text),
+            Some(Err(_)) => encoder.reject(
+                column,
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                "invalid byte sequence for encoding \"UTF8\"",
+            ),
+        }
+    }
+}
+
+/// One record's fields, unescaped into one buffer: each a range of it, or null.
+#[derive(Debug, Default)]
+struct Fields {
+    text: Vec<u8>,
+    bounds: Vec<Option<(usize, usize)>>,
+}
+
+impl Fields {
+    fn len(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Field `i`: None for null, else its text (an error when it is not UTF-8).
+    fn get(&self, i: usize) -> Option<Result<&str, std::str::Utf8Error>> {
+        self.bounds[i].map(|(start, end)| std::str::from_utf8(&self.text[start..end]))
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.bounds.clear();
+    }
+
+    fn push_field(&mut self, start: usize, null: bool) {
+        if null {
+            self.text.truncate(start);
+            self.bounds.push(None);
+        } else {
+            self.bounds.push(Some((start, self.text.len())));
+        }
+    }
+
+    /// Splits a text-format record: fields between unescaped delimiters, a field spelled as
+    /// the null string (before unescaping) is null, escapes as Postgres reads them.
+    fn split_text(&mut self, record: &[u8], format: &CopyFormat) -> Result<(), String> {
+        self.clear();
+        let mut fields = Vec::new();
+        let mut start = 0;
+        let mut i = 0;
+        while i <= record.len() {
+            if i == record.len() || record[i] == format.delimiter {
+                fields.push(&record[start..i]);
+                start = i + 1;
+            } else if record[i] == b'\\' {
+                i += 1;
+            }
+            i += 1;
+        }
+        for raw in fields {
+            let start = self.text.len();
+            let null = raw == format.null.as_bytes();
+            if !null {
+                unescape_text(raw, &mut self.text);
+            }
+            self.push_field(start, null);
+        }
+        Ok(())
+    }
+
+    /// Splits a CSV record: quoted fields may hold delimiters, newlines and doubled quotes
+    /// (or the escape character before a quote); an unquoted field spelled as the null
+    /// string is null.
+    fn split_csv(&mut self, record: &[u8], format: &CopyFormat) -> Result<(), String> {
+        self.clear();
+        let mut i = 0;
+        loop {
+            let start = self.text.len();
+            let (mut quoted, mut unquoted_len) = (false, 0);
+            let mut in_quotes = false;
+            while i < record.len() {
+                let byte = record[i];
+                if in_quotes {
+                    let next = record.get(i + 1).copied();
+                    let escapes_next = byte == format.escape
+                        && (next == Some(format.quote)
+                            || (format.escape != format.quote && next == Some(format.escape)));
+                    if escapes_next {
+                        self.text.push(record[i + 1]);
+                        i += 2;
+                        continue;
+                    }
+                    if byte == format.quote {
+                        in_quotes = false;
+                    } else {
+                        self.text.push(byte);
+                    }
+                } else if byte == format.quote {
+                    in_quotes = true;
+                    quoted = true;
+                } else if byte == format.delimiter {
+                    break;
+                } else {
+                    self.text.push(byte);
+                    unquoted_len += 1;
+                }
+                i += 1;
+            }
+            if in_quotes {
+                return Err("unterminated CSV quoted field".into());
+            }
+            let null =
+                !quoted && unquoted_len == format.null.len() && self.text[start..] == *format.null.as_bytes();
+            self.push_field(start, null);
+            if i >= record.len() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Appends `raw` with the text format's backslash escapes read: `\b \f \n \r \t \v`, octal
+/// `\NNN`, hex `\xHH`, and any other character after a backslash as itself.
+fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] != b'\\' || i + 1 == raw.len() {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let next = raw[i + 1];
+        i += 2;
+        let byte = match next {
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 11,
+            b'0'..=b'7' => {
+                let digits = raw[i - 1..]
+                    .iter()
+                    .take(3)
+                    .take_while(|b| (b'0'..=b'7').contains(b))
+                    .count();
+                let value = raw[i - 1..i - 1 + digits]
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                i += digits - 1;
+                value as u8
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let digits = raw[i..]
+                    .iter()
+                    .take(2)
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
+                let hex = std::str::from_utf8(&raw[i..i + digits]).unwrap_or("0");
+                i += digits;
+                u8::from_str_radix(hex, 16).unwrap_or(0)
+            }
+            other => other,
+        };
+        out.push(byte);
+    }
+}
+
+impl RowEncoder<'_> {
+    /// Puts a value in Postgres's text form, read as its column's type.
+    fn put_text(&mut self, column: usize, text: &str) {
+        let start = self.scratch.len();
+        match encode_text(self.table.columns[column].ty, text, &mut self.scratch) {
+            Ok(()) => {
+                self.slots[column] = Slot::Value {
+                    start,
+                    len: self.scratch.len() - start,
+                }
+            }
+            Err(refused) => {
+                self.scratch.truncate(start);
+                self.reject(column, refused.sqlstate, refused.message);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
