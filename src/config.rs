@@ -64,6 +64,8 @@ pub struct Config {
     pub hot_keys: HotKeysConfig,
     /// `[spool]`: the local log in front of the shards for writes acknowledged once spooled.
     pub spool: SpoolConfig,
+    /// `[postgres]`: the PostgreSQL-protocol listener.
+    pub postgres: PostgresConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -565,6 +567,7 @@ impl Config {
         if let Some(token) = self.environment.get(ADMIN_TOKEN_ENV) {
             self.admin.token = Some(AdminToken(token.clone()));
         }
+        self.postgres.apply_env(&self.environment);
         for shard in &mut self.shards {
             if let Some(url) = self.environment.get(&shard_url_env(&shard.name)) {
                 shard.url = url.clone();
@@ -598,6 +601,7 @@ impl Config {
         self.validate_limits(&mut problems);
         self.validate_tls(&mut problems);
         self.validate_admin(&mut problems);
+        self.postgres.validate(&mut problems);
         self.validate_reshard(&mut problems);
         self.validate_hot_keys(&mut problems);
         self.validate_shards(&mut problems);
@@ -965,6 +969,10 @@ impl Problems {
         }
     }
 }
+
+mod postgres;
+
+pub use postgres::{PostgresConfig, PostgresUser, password_env as postgres_password_env};
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! shardgate: a write router in front of several PostgreSQL shards.
 //!
-//! Rows arrive over HTTP ([`http`]), are decoded against the declared table schema
+//! Rows arrive over HTTP ([`http`]) or the PostgreSQL protocol ([`postgres`]), are decoded against the declared table schema
 //! ([`schema`]), routed by their partition key over a consistent-hash ring ([`routing`]), batched
 //! per shard ([`ingest::batcher`]) and written with binary COPY ([`ingest::copy`]). Placement is
 //! stored durably in a catalog ([`catalog`]); each shard guards its ownership with a fence table
@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod pg;
 pub mod pgtype;
+pub mod postgres;
 pub mod query;
 pub mod reshard;
 pub mod routing;

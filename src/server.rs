@@ -19,6 +19,8 @@ use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::ingest::drain::{DepartedShards, DrainSettings, Recovered, drain};
 use crate::ingest::write::{Spool, Writes};
 use crate::metrics::Metrics;
+use crate::postgres::PostgresListener;
+use crate::postgres::copy_in::ChunkLimits;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
 use crate::schema::Tables;
@@ -55,6 +57,9 @@ pub enum StartError {
     /// The spool could not be opened.
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    /// The Postgres listener could not be set up.
+    #[error(transparent)]
+    Postgres(#[from] crate::postgres::ListenerError),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -69,6 +74,7 @@ pub enum StartError {
 pub struct RunningServer {
     write_addr: SocketAddr,
     admin_addr: SocketAddr,
+    postgres_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     shards: Arc<Published>,
@@ -83,6 +89,11 @@ impl RunningServer {
     /// Address the admin API listens on.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Address the Postgres listener listens on, when `[postgres] listen` is set.
+    pub fn postgres_addr(&self) -> Option<SocketAddr> {
+        self.postgres_addr
     }
 
     /// Name and URL (password redacted) of every shard the current routing table names, in
@@ -140,6 +151,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let queries = QueryEngine::new(tables.clone(), shards.clone(), config.query.clone());
     let write_listener = bind(&config.server.listen).await?;
     let admin_listener = bind(&config.server.admin_listen).await?;
+    let postgres_listener = match &config.postgres.listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let resharder = Arc::new(Resharder {
         catalog: catalog.clone(),
         shards: shards.clone(),
@@ -195,13 +210,28 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         };
         start_spool(spool, settings, &mut background, &shutdown)
     });
-    let writes = Writes::new(
+    let writes = Arc::new(Writes::new(
         shards.clone(),
         metrics.clone(),
         hot_keys.clone(),
         config.server.request_timeout,
         spool,
-    );
+    ));
+    let postgres_addr = match postgres_listener {
+        Some(listener) => {
+            let address = config.postgres.listen.as_deref().unwrap_or_default();
+            let addr = local_addr(&listener, address)?;
+            let services = crate::postgres::Services {
+                tables: tables.clone(),
+                writes: writes.clone(),
+                chunks: ChunkLimits::for_queues(config.queue.max_rows, config.queue.max_bytes.as_usize()),
+            };
+            let listener = PostgresListener::new(listener, &config.postgres, services)?;
+            background.spawn(listener.serve(shutdown.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
         config: config.clone(),
         tables,
@@ -238,6 +268,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         write_addr,
         admin_addr,
+        postgres_addr,
         shutdown,
         task,
         shards,

@@ -18,6 +18,11 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Where the admin API listens unless `--admin-listen` says otherwise; also `shardgate admin`'s
 /// default.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Where the Postgres listener listens unless `--postgres-listen` says otherwise: pgbouncer's
+/// port, so a local Postgres on 5432 is left alone.
+const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:6432";
+/// The user the Postgres listener of `shardgate dev` logs in, and its database's name.
+const DEV_POSTGRES_USER: &str = "shardgate";
 
 /// Database created on every dev cluster.
 const DEV_DATABASE: &str = "shardgate";
@@ -44,6 +49,10 @@ pub struct DevArgs {
     /// Address of the admin API.
     #[arg(long, default_value = DEFAULT_ADMIN_LISTEN)]
     admin_listen: String,
+    /// Address of the PostgreSQL-protocol listener (user `shardgate`, password in
+    /// `postgres-password` in --dir).
+    #[arg(long, default_value = DEFAULT_POSTGRES_LISTEN)]
+    postgres_listen: String,
     /// Make the shards accept only TLS connections, with a local certificate authority
     /// generated into --dir, and connect to them with sslmode=require.
     #[arg(long)]
@@ -277,8 +286,9 @@ async fn create_database(cluster: &LocalCluster) -> Result<()> {
 
 async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     let config_path = args.dir.join("shardgate.toml");
-    let token = admin_token(&args.dir)?;
-    let text = dev_config(args, &clusters.shards, &token);
+    let token = secret(&args.dir, "admin-token")?;
+    let password = secret(&args.dir, "postgres-password")?;
+    let text = dev_config(args, &clusters.shards, &token, &password);
     std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::parse(&text).map_err(anyhow::Error::msg)?;
     let server = match shardgate::server::start(config).await {
@@ -294,6 +304,7 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     let welcome = Welcome {
         config: &config_path,
         addresses: (server.write_addr(), server.admin_addr()),
+        postgres: server.postgres_addr().map(|addr| (addr, password.as_str())),
         token: &token,
         ring: server.shards(),
         spares: clusters.spares.iter().map(|c| dev_url(args, c)).collect(),
@@ -306,10 +317,10 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     Ok(())
 }
 
-/// The admin token of this dev directory: made once, kept in `admin-token` (readable by its
-/// owner only) so it stays the same across restarts.
-fn admin_token(dir: &Path) -> Result<String> {
-    let path = dir.join("admin-token");
+/// A secret of this dev directory (the admin token, the Postgres password): made once, kept
+/// in `file` (readable by its owner only) so it stays the same across restarts.
+fn secret(dir: &Path, file: &str) -> Result<String> {
+    let path = dir.join(file);
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_string());
     }
@@ -327,11 +338,15 @@ fn dev_url(args: &DevArgs, cluster: &LocalCluster) -> String {
 }
 
 /// The config of the shards the ring starts with; shards added later live in the catalog.
-fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str) -> String {
+fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, password: &str) -> String {
     let mut text = format!(
         "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[admin]\ntoken = \"{token}\"\n",
         args.listen, args.admin_listen
     );
+    text.push_str(&format!(
+        "\n[postgres]\nlisten = \"{}\"\n\n[[postgres.users]]\nname = \"{DEV_POSTGRES_USER}\"\npassword = \"{password}\"\n",
+        args.postgres_listen
+    ));
     text.push_str(
         "\n# Shorter than the default 60 s, so that a shard added here is done soon after its copy;\n\
          # the cleanup waits at least as long as a query may run (query.statement_timeout, 30 s).\n\
@@ -358,6 +373,8 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str) -> String {
 struct Welcome<'a> {
     config: &'a Path,
     addresses: (std::net::SocketAddr, std::net::SocketAddr),
+    /// The Postgres listener's address and the dev user's password.
+    postgres: Option<(std::net::SocketAddr, &'a str)>,
     token: &'a str,
     /// Name and URL of every shard in the ring, added ones included.
     ring: Vec<(String, String)>,
@@ -398,6 +415,11 @@ impl Welcome<'_> {
         println!();
         println!("  admin token: {}", self.token);
         println!();
+        if let Some((addr, password)) = self.postgres {
+            println!(
+                "  postgres:  psql postgres://{DEV_POSTGRES_USER}:{password}@{addr}/{DEV_POSTGRES_USER}"
+            );
+        }
         for (name, url) in &self.ring {
             println!("  shard {name}:  psql {url}");
         }

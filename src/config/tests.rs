@@ -368,3 +368,46 @@ fn a_body_limit_past_what_postgres_takes_in_a_field_and_zero_read_timeouts_are_n
     );
     assert!(Config::parse(&at_the_cap).is_ok());
 }
+
+#[test]
+fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environment() {
+    let on = |users: &str| {
+        format!(
+            "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\nmax_sessions = 0\ntls_cert = \"c.pem\"\n{users}"
+        )
+    };
+    let found = problems(&on(""));
+    for (key, reason) in [
+        ("postgres.users", "at least one user"),
+        ("postgres.max_sessions", "must be positive"),
+        ("postgres.tls_key", "go together"),
+    ] {
+        assert!(has(&found, key, reason), "{key}: {found:?}");
+    }
+    let users = "[[postgres.users]]\nname = \"app\"\n[[postgres.users]]\nname = \"app\"\npassword = \"x\"\n";
+    let found = problems(&on(users));
+    assert!(
+        has(
+            &found,
+            "postgres.users[0].password",
+            "SHARDGATE_POSTGRES_APP_PASSWORD"
+        ),
+        "{found:?}"
+    );
+    assert!(has(&found, "postgres.users[1].name", "unique"), "{found:?}");
+
+    let mut config = Config::parse(&format!(
+        "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\n[[postgres.users]]\nname = \"app\"\n"
+    ))
+    .unwrap();
+    config.apply_env([(
+        "SHARDGATE_POSTGRES_APP_PASSWORD".to_string(),
+        "from-env".to_string(),
+    )]);
+    config.validate().unwrap();
+    assert_eq!(config.postgres.users[0].password.as_deref(), Some("from-env"));
+    assert!(
+        !format!("{config:?}").contains("from-env"),
+        "Debug never shows a password"
+    );
+}

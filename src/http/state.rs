@@ -26,7 +26,7 @@ pub struct AppState {
     /// Declared tables.
     pub tables: Arc<Tables>,
     /// The write path: decode, route, queue, wait for the commits.
-    pub writes: Writes,
+    pub writes: Arc<Writes>,
     /// The current routing snapshot with its shards.
     pub shards: Arc<Published>,
     /// Request limits.

@@ -10,11 +10,12 @@
 use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
-use crate::routing::{ShardId, ShardIndex};
+use crate::routing::{KeyHash, KeySample, ShardId, ShardIndex};
+use crate::schema::decode::copy::{CopyFormat, decode_copy};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
-use crate::shards::set::{Published, ShardSet};
+use crate::shards::set::Published;
 use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledWrite, WriteStatuses};
 use crate::units::unix_micros_now;
 use serde::Serialize;
@@ -133,52 +134,103 @@ impl Writes {
 
     /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
     /// or nothing.
-    pub fn submit<'a>(
-        &'a self,
+    pub fn submit(
+        &self,
         table: TableId,
-        schema: &'a TableSchema,
+        schema: &TableSchema,
         format: BodyFormat,
         body: &[u8],
-    ) -> Result<Submitted<'a>, WriteRefused> {
+    ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, &set, format, body)?;
-        let (rows, dual_written, salted) = (encoded.rows, encoded.dual_written, encoded.salted);
-        let mut keys = std::mem::take(&mut encoded.keys);
+        let mut encoded = self.decode(table, schema, |limited| {
+            decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
+        })?;
+        let counts = Counts::of(&mut encoded);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
-            .map_err(|e| match e {
-                SubmitError::QueueFull { .. } => {
-                    self.count_rejected(&schema.name, "queue_full", rows);
-                    WriteRefused::QueueFull(e)
-                }
-                SubmitError::TooLarge { .. } => WriteRefused::TooLarge(e),
-            })?;
+            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        Ok(self.submitted(table, schema, counts, pending, deadline))
+    }
+
+    /// Decodes `data`, whole records of a COPY stream in `format` filling `columns`, routes
+    /// them with one snapshot and queues them, waiting for room in full queues rather than
+    /// refusing: the caller stops reading its stream meanwhile, which is the back-pressure.
+    pub async fn submit_copy(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        format: &CopyFormat,
+        columns: &[usize],
+        data: &[u8],
+    ) -> Result<Submitted, WriteRefused> {
+        let set = self.shards.load();
+        let mut encoded = self.decode(table, schema, |limited| {
+            decode_copy(
+                schema,
+                &set.table,
+                format,
+                columns,
+                data,
+                unix_micros_now(),
+                limited,
+            )
+        })?;
+        let counts = Counts::of(&mut encoded);
+        let pending = set
+            .submit_waiting(table, &schema.name, encoded, self.request_timeout)
+            .await
+            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        let deadline = Instant::now() + self.request_timeout;
+        Ok(self.submitted(table, schema, counts, pending, deadline))
+    }
+
+    fn refused_by_queue(&self, table: &str, rows: usize, refusal: SubmitError) -> WriteRefused {
+        match refusal {
+            SubmitError::QueueFull { .. } => {
+                self.count_rejected(table, "queue_full", rows);
+                WriteRefused::QueueFull(refusal)
+            }
+            SubmitError::TooLarge { .. } => WriteRefused::TooLarge(refusal),
+        }
+    }
+
+    /// Counts a queued request's rows and keys, and waits for them with [`Submitted`].
+    fn submitted(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        mut counts: Counts,
+        pending: Vec<PendingWrite>,
+        deadline: Instant,
+    ) -> Submitted {
         let shard_rows = pending.iter().map(|write| (write.shard, write.rows as u64));
-        self.hot_keys.record(table, &mut keys, shard_rows);
+        self.hot_keys.record(table, &mut counts.keys, shard_rows);
+        let name = [schema.name.as_str()];
         self.metrics
             .rows_accepted
-            .with_label_values(&[&schema.name])
-            .inc_by(rows as u64);
-        if dual_written > 0 {
+            .with_label_values(&name)
+            .inc_by(counts.rows as u64);
+        if counts.dual_written > 0 {
             self.metrics
                 .rows_dual_written
-                .with_label_values(&[&schema.name])
-                .inc_by(dual_written as u64);
+                .with_label_values(&name)
+                .inc_by(counts.dual_written as u64);
         }
-        if salted > 0 {
+        if counts.salted > 0 {
             self.metrics
                 .rows_salted
-                .with_label_values(&[&schema.name])
-                .inc_by(salted as u64);
+                .with_label_values(&name)
+                .inc_by(counts.salted as u64);
         }
-        Ok(Submitted {
-            writes: self,
-            table: &schema.name,
-            rows,
+        Submitted {
+            metrics: self.metrics.clone(),
+            request_timeout: self.request_timeout,
+            table: schema.name.clone(),
+            rows: counts.rows,
             pending,
             deadline,
-        })
+        }
     }
 
     /// Decodes `body` as rows of `schema` like [`Writes::submit`], and makes the record that
@@ -205,7 +257,9 @@ impl Writes {
     ) -> Result<Spooling<'a>, WriteRefused> {
         let spool = self.spool.as_ref().expect("a table that may spool has a spool");
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, &set, format, body)?;
+        let mut encoded = self.decode(table, schema, |limited| {
+            decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
+        })?;
         let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &mut encoded);
         write.replays = replays;
         for part in &write.parts {
@@ -245,18 +299,17 @@ impl Writes {
         self.spool.as_ref().map(|spool| spool.statuses.as_ref())
     }
 
-    /// Decodes `body` with the routing of `set`, refusing rows of keys over their rate limit.
+    /// Decodes rows with `decode`, given the keys of `table` whose rows are counted for their
+    /// rate cap, and refuses them when a key is over it.
     fn decode(
         &self,
         table: TableId,
         schema: &TableSchema,
-        set: &ShardSet,
-        format: BodyFormat,
-        body: &[u8],
+        decode: impl FnOnce(&[KeyHash]) -> Result<EncodedRows, DecodeError>,
     ) -> Result<EncodedRows, WriteRefused> {
         let limited = self.hot_keys.limited(table);
         let limited_keys = limited.as_deref().map(|l| l.hashes()).unwrap_or_default();
-        let encoded = decode_rows(schema, &set.table, format, body, unix_micros_now(), limited_keys)?;
+        let encoded = decode(limited_keys)?;
         if let Some(limited) = &limited
             && let Err(over) = self.hot_keys.admit(table, limited, &encoded.limited_rows)
         {
@@ -271,6 +324,26 @@ impl Writes {
             .rows_rejected
             .with_label_values(&[table, reason])
             .inc_by(rows as u64);
+    }
+}
+
+/// What a decoded request counts for the metrics and the hot-key watch.
+struct Counts {
+    rows: usize,
+    dual_written: usize,
+    salted: usize,
+    keys: KeySample,
+}
+
+impl Counts {
+    /// The counts of `encoded`, whose key sample is taken.
+    fn of(encoded: &mut EncodedRows) -> Counts {
+        Counts {
+            rows: encoded.rows,
+            dual_written: encoded.dual_written,
+            salted: encoded.salted,
+            keys: std::mem::take(&mut encoded.keys),
+        }
     }
 }
 
@@ -317,18 +390,24 @@ impl Spooling<'_> {
 }
 
 /// A write whose rows are queued.
-pub struct Submitted<'a> {
-    writes: &'a Writes,
-    table: &'a str,
+pub struct Submitted {
+    metrics: Arc<Metrics>,
+    request_timeout: Duration,
+    table: String,
     rows: usize,
     pending: Vec<PendingWrite>,
     deadline: Instant,
 }
 
-impl Submitted<'_> {
+impl Submitted {
+    /// Rows of the write.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Waits for every shard's rows; acknowledges only when all committed.
     pub async fn committed(self) -> Result<WriteAck, WriteRefused> {
-        let timeout = self.writes.request_timeout;
+        let timeout = self.request_timeout;
         let deadline = self.deadline;
         let outcomes = futures_util::future::join_all(self.pending.into_iter().map(|write| async move {
             let (shard, rows) = (write.shard_id().clone(), write.rows);
@@ -354,7 +433,10 @@ impl Submitted<'_> {
                     committed.insert(shard.0, rows);
                 }
                 Err(failure) => {
-                    self.writes.count_rejected(self.table, failure.reason(), rows);
+                    self.metrics
+                        .rows_rejected
+                        .with_label_values(&[self.table.as_str(), failure.reason()])
+                        .inc_by(rows as u64);
                     failures.push(failure);
                 }
             }

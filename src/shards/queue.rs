@@ -272,6 +272,20 @@ impl WriteQueue {
         Ok(Reservation { permits })
     }
 
+    /// Takes room for `rows` rows of `bytes` bytes of `table`, waiting for it as long as it
+    /// takes (a stream that outruns its shard waits here); refuses only what no queue could
+    /// ever hold.
+    pub async fn reserve_waiting(
+        &self,
+        table: TableId,
+        rows: usize,
+        bytes: usize,
+        names: impl Fn() -> (ShardId, String),
+    ) -> Result<Reservation, SubmitError> {
+        let permits = self.budgets[table.0].reserve_waiting(rows, bytes, names).await?;
+        Ok(Reservation { permits })
+    }
+
     /// Queues a chunk in reserved space; the returned write resolves when it is answered.
     pub fn send(
         &self,
@@ -361,6 +375,31 @@ impl QueueBudget {
             .clone()
             .try_acquire_many_owned(bytes as u32)
             .map_err(|_| full())?;
+        Ok((row_permit, byte_permit))
+    }
+
+    async fn reserve_waiting(
+        &self,
+        rows: usize,
+        bytes: usize,
+        names: impl Fn() -> (ShardId, String),
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), SubmitError> {
+        self.limits.fit(|| names().0, rows, bytes)?;
+        // Both counts fit u32 (the config caps queue limits below 4Gi), and the semaphores are
+        // never closed.
+        let never_closed = "a queue's semaphores are never closed";
+        let row_permit = self
+            .rows
+            .clone()
+            .acquire_many_owned(rows as u32)
+            .await
+            .expect(never_closed);
+        let byte_permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(bytes as u32)
+            .await
+            .expect(never_closed);
         Ok((row_permit, byte_permit))
     }
 

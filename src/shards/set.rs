@@ -9,10 +9,10 @@
 //! drain it and stop. Loading is an arc-swap load; only publishing, which is rare, serialises.
 
 use super::applied::Mark;
-use super::queue::{PendingWrite, QueueReceiver, RequestChunks, SubmitError};
+use super::queue::{PendingWrite, QueueReceiver, RequestChunks, Reservation, SubmitError};
 use super::{Shard, ShardEndpoint, ShardError, ShardSettings};
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
-use crate::schema::decode::EncodedRows;
+use crate::schema::decode::{EncodedRows, ShardRows};
 use crate::schema::{TableId, Tables};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -119,7 +119,16 @@ impl ShardSet {
             deadline,
             mark: None,
         };
-        let pending = reserved
+        Ok(self.send_reserved(request, reserved))
+    }
+
+    /// Sends each shard's rows of one request into the room reserved for them.
+    fn send_reserved(
+        &self,
+        request: RequestChunks,
+        reserved: Vec<(usize, ShardRows, Reservation)>,
+    ) -> Vec<PendingWrite> {
+        reserved
             .into_iter()
             .map(|(index, shard_rows, reservation)| {
                 let shard = &self.shards[index];
@@ -131,8 +140,39 @@ impl ShardSet {
                     reservation,
                 )
             })
-            .collect();
-        Ok(pending)
+            .collect()
+    }
+
+    /// Queues a decoded chunk of a stream's rows, routed with this set's table, on every
+    /// shard they go to, waiting for room in each queue in turn (in shard order, so streams
+    /// waiting on each other's shards cannot deadlock). The chunk's deadline starts once it
+    /// is queued.
+    pub async fn submit_waiting(
+        &self,
+        table: TableId,
+        table_name: &str,
+        rows: EncodedRows,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<PendingWrite>, SubmitError> {
+        let mut reserved = Vec::new();
+        for (index, shard_rows) in rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0) {
+            let shard = &self.shards[index];
+            let names = || (shard.id.clone(), table_name.to_string());
+            let reservation = shard
+                .queue
+                .reserve_waiting(table, shard_rows.rows, shard_rows.tuples.len(), names)
+                .await?;
+            reserved.push((index, shard_rows, reservation));
+        }
+        let enqueued_at = Instant::now();
+        let request = RequestChunks {
+            table,
+            epoch: self.epoch(),
+            enqueued_at,
+            deadline: enqueued_at + timeout,
+            mark: None,
+        };
+        Ok(self.send_reserved(request, reserved))
     }
 
     /// Queues one drained part of a spooled write for the shard at `index`, with its `mark`,

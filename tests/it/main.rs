@@ -9,6 +9,7 @@ mod fence;
 mod hot_keys;
 mod lifecycle;
 mod moves;
+mod postgres;
 mod proxy;
 mod query;
 mod reshard;

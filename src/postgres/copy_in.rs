@@ -1,0 +1,201 @@
+//! One `COPY ... FROM STDIN` in progress: the stream cut into chunks of whole records, each
+//! chunk decoded and queued like a request of its own, and the answer (`COPY n`) sent once
+//! every chunk committed.
+//!
+//! Memory stays bounded whatever the stream's size: a chunk is queued as soon as it holds
+//! [`ChunkLimits`] worth of records, however the client cut its messages, and queueing waits
+//! while a shard's queue is full, so the session stops reading its socket and TCP pushes back
+//! on the client. Chunks commit independently, as
+//! batches of the shards' group commit: a refusal ends the COPY with the count of rows that
+//! committed before it.
+
+use super::errors::{self, CopyPlace};
+use crate::ingest::write::{WriteAck, WriteRefused, Writes};
+use crate::schema::decode::copy::{CopyFormat, RecordScan};
+use crate::schema::{TableId, Tables};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use std::sync::Arc;
+
+/// Bytes of a stream decoded and queued at once, at most: about 2,500 rows of the example
+/// table, half a batch, so one COPY fills batches while the next chunk is read.
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// How much of a stream one chunk holds: little enough that any chunk fits every shard's
+/// queue whatever its rows' placement (a chunk's tuples are larger than its text).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Bytes of the stream.
+    pub bytes: usize,
+    /// Records.
+    pub records: usize,
+}
+
+impl ChunkLimits {
+    /// The chunk for queues of `max_rows` rows and `max_bytes` bytes: at most a quarter of
+    /// their bytes and half their rows.
+    pub fn for_queues(max_rows: usize, max_bytes: usize) -> ChunkLimits {
+        ChunkLimits {
+            bytes: (max_bytes / 4).clamp(1, MAX_CHUNK_BYTES),
+            records: (max_rows / 2).max(1),
+        }
+    }
+}
+
+/// Where a COPY's rows go, and how its stream spells them.
+pub struct CopyTarget {
+    /// The table.
+    pub table: TableId,
+    /// How records are spelled.
+    pub format: CopyFormat,
+    /// The table's columns the fields fill, in order.
+    pub columns: Vec<usize>,
+    /// Whether the first record is a header.
+    pub header: bool,
+}
+
+/// A COPY whose stream is being read.
+pub struct CopyIn {
+    target: CopyTarget,
+    tables: Arc<Tables>,
+    writes: Arc<Writes>,
+    limits: ChunkLimits,
+    /// Bytes received and not yet queued; whole records end at `cut`, and there are
+    /// `records` of them.
+    buffer: Vec<u8>,
+    cut: usize,
+    records: usize,
+    scan: RecordScan,
+    /// Whether the header record is still to be skipped.
+    header_pending: bool,
+    /// Lines of the stream before `buffer` (the header included).
+    lines_before: usize,
+    /// Chunks queued and not yet answered.
+    in_flight: FuturesUnordered<BoxFuture<'static, Result<WriteAck, WriteRefused>>>,
+    /// Rows whose chunks committed.
+    committed: usize,
+}
+
+impl CopyIn {
+    /// A COPY into `target`, through `writes`.
+    pub fn new(target: CopyTarget, tables: Arc<Tables>, writes: Arc<Writes>, limits: ChunkLimits) -> CopyIn {
+        CopyIn {
+            header_pending: target.header,
+            target,
+            tables,
+            writes,
+            limits,
+            buffer: Vec::new(),
+            cut: 0,
+            records: 0,
+            scan: RecordScan::default(),
+            lines_before: 0,
+            in_flight: FuturesUnordered::new(),
+            committed: 0,
+        }
+    }
+
+    /// Takes one `CopyData` message; queues a chunk each time whole records fill one.
+    pub async fn data(&mut self, bytes: &[u8]) -> PgWireResult<()> {
+        self.buffer.extend_from_slice(bytes);
+        let format = self.target.format.clone();
+        while let Some(end) = format.record_end(&self.buffer[self.cut..], &mut self.scan) {
+            self.cut += end;
+            self.records += 1;
+            if self.header_pending {
+                self.buffer.drain(..self.cut);
+                (self.cut, self.records) = (0, 0);
+                self.header_pending = false;
+                self.lines_before += 1;
+            }
+            if self.cut >= self.limits.bytes || self.records >= self.limits.records {
+                self.queue_whole_records().await?;
+            }
+        }
+        self.reap()
+    }
+
+    /// The end of the stream: queues what is left (a last record may lack its newline),
+    /// waits for every chunk and returns the rows copied.
+    pub async fn done(mut self) -> PgWireResult<usize> {
+        if self.header_pending && !self.buffer.is_empty() {
+            self.buffer.clear();
+            self.lines_before += 1;
+        }
+        self.queue_whole_records().await?;
+        self.cut = self.buffer.len();
+        self.queue_whole_records().await?;
+        while let Some(outcome) = self.in_flight.next().await {
+            self.count(outcome)?;
+        }
+        Ok(self.committed)
+    }
+
+    /// Decodes and queues the whole records received, waiting for room in full queues.
+    async fn queue_whole_records(&mut self) -> PgWireResult<()> {
+        if self.cut == 0 {
+            return Ok(());
+        }
+        let (table, schema) = (self.target.table, self.tables.get(self.target.table));
+        let chunk = &self.buffer[..self.cut];
+        let submitted = self
+            .writes
+            .submit_copy(table, schema, &self.target.format, &self.target.columns, chunk)
+            .await;
+        let submitted = match submitted {
+            Ok(submitted) => submitted,
+            Err(refusal) => return Err(user_error(self.refused(&refusal).await)),
+        };
+        self.lines_before += submitted.rows();
+        self.in_flight.push(submitted.committed().boxed());
+        self.buffer.drain(..self.cut);
+        (self.cut, self.records) = (0, 0);
+        Ok(())
+    }
+
+    /// Counts the chunks answered so far without waiting for the others.
+    fn reap(&mut self) -> PgWireResult<()> {
+        while let Some(Some(outcome)) = self.in_flight.next().now_or_never() {
+            self.count(outcome)?;
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, outcome: Result<WriteAck, WriteRefused>) -> PgWireResult<()> {
+        match outcome {
+            Ok(ack) => {
+                self.committed += ack.rows;
+                Ok(())
+            }
+            Err(refusal) => Err(user_error(self.place_error(&refusal, self.lines_before + 1))),
+        }
+    }
+
+    /// The error of a chunk refused before it was queued, once the chunks before it were
+    /// answered (so the count of committed rows is final).
+    async fn refused(&mut self, refusal: &WriteRefused) -> ErrorInfo {
+        while let Some(outcome) = self.in_flight.next().await {
+            if let Ok(ack) = outcome {
+                self.committed += ack.rows;
+            }
+        }
+        self.place_error(refusal, self.lines_before + 1)
+    }
+
+    fn place_error(&self, refusal: &WriteRefused, line: usize) -> ErrorInfo {
+        let schema = self.tables.get(self.target.table);
+        let place = CopyPlace {
+            table: &schema.name,
+            line,
+            committed: self.committed,
+            has_id: schema.id.is_some(),
+        };
+        errors::copy_refused(refusal, &place)
+    }
+}
+
+fn user_error(info: ErrorInfo) -> PgWireError {
+    PgWireError::UserError(Box::new(info))
+}

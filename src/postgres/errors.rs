@@ -1,0 +1,141 @@
+//! The one place a refusal becomes an `ErrorResponse`: a SQLSTATE a client can branch on, the
+//! message Postgres would give, and a detail saying what was and was not stored.
+
+use crate::ingest::write::WriteRefused;
+use crate::pgtype::sqlstate;
+use crate::schema::decode::{DecodeError, RowError};
+use crate::shards::queue::{SubmitError, WriteError};
+use pgwire::error::{ErrorInfo, PgWireError};
+
+/// `0A000 feature_not_supported`.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// `25P02 in_failed_sql_transaction`.
+pub const IN_FAILED_TRANSACTION: &str = "25P02";
+/// `42P01 undefined_table`.
+pub const UNDEFINED_TABLE: &str = "42P01";
+/// `42601 syntax_error`.
+pub const SYNTAX_ERROR: &str = "42601";
+/// `53000 insufficient_resources`: a full queue or a key over its rate cap; retry later.
+pub const INSUFFICIENT_RESOURCES: &str = "53000";
+/// `53300 too_many_connections`.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `54000 program_limit_exceeded`.
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// `08006 connection_failure`: a shard that could not commit.
+pub const CONNECTION_FAILURE: &str = "08006";
+/// `40001 serialization_failure`: the routing changed under the rows; retrying routes anew.
+pub const SERIALIZATION_FAILURE: &str = "40001";
+/// `22000 data_exception`: a shard refused the rows for their data.
+pub const DATA_EXCEPTION: &str = "22000";
+
+/// An `ERROR` with `code` and `message`.
+pub fn error(code: &str, message: impl Into<String>) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())
+}
+
+/// `error` as the error a handler returns.
+pub fn refused(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(error(code, message)))
+}
+
+/// The statement named `what` is not carried out.
+pub fn not_supported(what: &str) -> PgWireError {
+    refused(
+        FEATURE_NOT_SUPPORTED,
+        format!("{what} is not supported by shardgate"),
+    )
+}
+
+/// Where a COPY stopped, for its error: the table, the line of the stream, and the rows of
+/// the stream before it that committed.
+pub struct CopyPlace<'a> {
+    /// The table copied into.
+    pub table: &'a str,
+    /// The line of the stream the refusal is about (1 is the first, a header included).
+    pub line: usize,
+    /// Rows of the stream committed before it.
+    pub committed: usize,
+    /// Whether the table has an id, so rows sent again are stored once.
+    pub has_id: bool,
+}
+
+impl CopyPlace<'_> {
+    /// What a client should know of the rows sent before the refusal.
+    fn detail(&self) -> String {
+        let again = if self.has_id {
+            "sending the same data again is safe: rows whose id is stored already are skipped"
+        } else {
+            "the table has no id, so sending those rows again would store them twice"
+        };
+        format!("{} rows before it were committed; {again}.", self.committed)
+    }
+}
+
+/// The `ErrorResponse` of a write refused while copying into `place`.
+pub fn copy_refused(refusal: &WriteRefused, place: &CopyPlace<'_>) -> ErrorInfo {
+    let mut info = write_refused(refusal, place.table);
+    if let WriteRefused::Invalid(DecodeError::InvalidRows { errors, .. }) = refusal
+        && let Some(first) = errors.first()
+    {
+        let line = place.line + first.row;
+        info.where_context = Some(match &first.column {
+            Some(column) => format!("COPY {}, line {line}, column {column}", place.table),
+            None => format!("COPY {}, line {line}", place.table),
+        });
+    }
+    info.detail = Some(place.detail());
+    info
+}
+
+/// The `ErrorResponse` of a write to `table` refused.
+pub fn write_refused(refusal: &WriteRefused, table: &str) -> ErrorInfo {
+    match refusal {
+        WriteRefused::Invalid(DecodeError::InvalidRows { errors, .. }) => match errors.first() {
+            Some(first) => row_error(first, table),
+            None => error(sqlstate::INVALID_TEXT_REPRESENTATION, refusal.to_string()),
+        },
+        WriteRefused::Invalid(DecodeError::Malformed(message)) => {
+            error(sqlstate::BAD_COPY_FILE_FORMAT, message.clone())
+        }
+        WriteRefused::QueueFull(full) => {
+            let mut info = error(INSUFFICIENT_RESOURCES, full.to_string());
+            info.hint = Some("retry the statement in a moment".into());
+            info
+        }
+        WriteRefused::TooLarge(SubmitError::TooLarge { .. } | SubmitError::QueueFull { .. }) => {
+            error(PROGRAM_LIMIT_EXCEEDED, refusal.to_string())
+        }
+        WriteRefused::KeyOverLimit(over) => {
+            let mut info = error(INSUFFICIENT_RESOURCES, over.to_string());
+            info.hint = Some("retry the statement in a moment".into());
+            info
+        }
+        WriteRefused::SpoolFull(full) => error(INSUFFICIENT_RESOURCES, full.to_string()),
+        WriteRefused::SpoolFailed(_) => error("58030", refusal.to_string()),
+        WriteRefused::Failed { failures, .. } => match failures.first() {
+            Some(failure) => shard_failure(failure),
+            None => error(CONNECTION_FAILURE, refusal.to_string()),
+        },
+    }
+}
+
+/// One row problem, worded as Postgres words it where they differ.
+fn row_error(problem: &RowError, table: &str) -> ErrorInfo {
+    let message = match (&problem.column, problem.sqlstate) {
+        (Some(column), sqlstate::NOT_NULL_VIOLATION) => {
+            format!("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")
+        }
+        _ => problem.reason.clone(),
+    };
+    error(problem.sqlstate, message)
+}
+
+/// A shard that did not commit its rows.
+fn shard_failure(failure: &WriteError) -> ErrorInfo {
+    let code = match failure {
+        WriteError::Unavailable { .. } => CONNECTION_FAILURE,
+        WriteError::Rejected { .. } => DATA_EXCEPTION,
+        WriteError::RoutingChanged { .. } => SERIALIZATION_FAILURE,
+    };
+    error(code, failure.to_string())
+}

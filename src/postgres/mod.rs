@@ -1,0 +1,256 @@
+//! The PostgreSQL-protocol front end: psql, drivers and pgbench write through shardgate as if
+//! it were a Postgres server (DESIGN.md section 10).
+//!
+//! The protocol itself (startup, SCRAM-SHA-256, TLS, simple and extended query, the COPY
+//! sub-protocol) is the `pgwire` crate's; this module decides what each statement does and
+//! hands rows to the same write path as the HTTP API ([`Writes`]), so validation, placement and
+//! acknowledgement are written once. It never validates or places a row itself.
+//!
+//! The listener caps its sessions (`postgres.max_sessions`, `53300` past it) and closes a
+//! session that has sent nothing for `postgres.idle_timeout`.
+
+mod auth;
+pub mod copy_in;
+mod errors;
+mod session;
+mod statement;
+
+use crate::config::PostgresConfig;
+use crate::ingest::write::Writes;
+use crate::schema::Tables;
+use auth::{Users, server_parameters};
+use pgwire::api::PgWireServerHandlers;
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::ScramAuth;
+use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::tokio::TlsAcceptor;
+use session::Session;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The certificate or key could not be read or used.
+    #[error("postgres.tls_cert/tls_key: {0}")]
+    Tls(String),
+}
+
+/// What sessions write through: the declared tables and the write path.
+pub struct Services {
+    /// Declared tables.
+    pub tables: Arc<Tables>,
+    /// The write path shared with the HTTP API.
+    pub writes: Arc<Writes>,
+    /// How much of a COPY stream is queued at once.
+    pub chunks: copy_in::ChunkLimits,
+}
+
+/// The bound listener and what its sessions share.
+pub struct PostgresListener {
+    listener: TcpListener,
+    services: Arc<Services>,
+    users: Arc<Users>,
+    tls: Option<(TlsAcceptor, Vec<u8>)>,
+    sessions: Arc<Semaphore>,
+    idle_timeout: Duration,
+}
+
+impl PostgresListener {
+    /// The listener on `listener`, for the users and limits of `config`.
+    pub fn new(
+        listener: TcpListener,
+        config: &PostgresConfig,
+        services: Services,
+    ) -> Result<PostgresListener, ListenerError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        Ok(PostgresListener {
+            listener,
+            services: Arc::new(services),
+            users: Arc::new(Users::new(&config.users)),
+            tls,
+            sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            idle_timeout: config.idle_timeout,
+        })
+    }
+
+    /// Accepts sessions until `shutdown`, then waits for the sessions open to end.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let sessions = TaskTracker::new();
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept a Postgres connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+                sessions.spawn(refuse_too_many(stream));
+                continue;
+            };
+            let session = self.session(stream, shutdown.clone());
+            sessions.spawn(async move {
+                session.await;
+                drop(permit);
+            });
+        }
+        sessions.close();
+        sessions.wait().await;
+    }
+
+    /// One session on `stream`, ended by the idle timeout or `shutdown`.
+    fn session(&self, stream: TcpStream, shutdown: CancellationToken) -> impl Future<Output = ()> + use<> {
+        let activity = Arc::new(Activity::new());
+        let handlers = Handlers {
+            session: Arc::new(Session::new(self.services.clone(), activity.clone())),
+            startup: Arc::new(self.startup_handler()),
+        };
+        let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
+        let idle_timeout = self.idle_timeout;
+        async move {
+            let protocol = pgwire::tokio::process_socket(stream, tls, handlers);
+            tokio::select! {
+                result = protocol => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "a Postgres session ended with an error");
+                    }
+                }
+                () = activity.idle_for(idle_timeout) => {
+                    tracing::info!(timeout = %crate::units::format_duration(idle_timeout), "closed an idle Postgres session");
+                }
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    fn startup_handler(&self) -> SASLAuthStartupHandler<DefaultServerParameterProvider> {
+        let mut scram = ScramAuth::new(self.users.clone());
+        scram.set_iterations(auth::SCRAM_ITERATIONS);
+        if let Some((_, cert)) = &self.tls {
+            // Offers SCRAM-SHA-256-PLUS (channel binding) over TLS; the certificate was read
+            // and used by rustls already, so it parses here too.
+            let _ = scram.configure_certificate(cert);
+        }
+        SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
+    }
+}
+
+/// The handlers of one session, as pgwire asks for them.
+struct Handlers {
+    session: Arc<Session>,
+    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.session.clone()
+    }
+}
+
+/// When a session last sent something.
+pub struct Activity {
+    started: Instant,
+    last_millis: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_millis: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that the session sent a message now.
+    pub fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_millis.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing was sent for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
+            let idle = self.started.elapsed().saturating_sub(last);
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
+        }
+    }
+}
+
+/// Answers a connection past `postgres.max_sessions` with Postgres's own refusal,
+/// `FATAL 53300 sorry, too many clients already`, before reading anything from it.
+async fn refuse_too_many(mut stream: TcpStream) {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', errors::TOO_MANY_CONNECTIONS),
+        (b'M', "sorry, too many clients already"),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    message.extend_from_slice(&fields);
+    let _ = stream.write_all(&message).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A TLS acceptor for the PEM certificate chain and key, and the chain's PEM (for SCRAM's
+/// channel binding).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(TlsAcceptor, Vec<u8>), ListenerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        ListenerError::Tls(format!("{}: {e}", what.display()))
+    };
+    let pem = std::fs::read(cert).map_err(|e| tls_error(cert, &e))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key_der))
+        .map_err(|e| tls_error(cert, &e))?;
+    Ok((TlsAcceptor::from(Arc::new(config)), pem))
+}

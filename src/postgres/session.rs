@@ -1,0 +1,425 @@
+//! One client session: the statements it sends, by the simple or the extended protocol, its
+//! parameters, its transaction block and the COPY it may have in progress.
+//!
+//! Outside a block each statement is answered once its rows committed. A block is tracked as
+//! Postgres tracks it (an error leaves it failed, answering `25P02` until `ROLLBACK`); the
+//! statements it carries out hold no rows yet, so `COMMIT` and `ROLLBACK` only end it.
+
+use super::Services;
+use super::auth::SERVER_VERSION;
+use super::copy_in::{CopyIn, CopyTarget};
+use super::errors::{self, refused};
+use super::statement::{self, CopyFrom, Statement};
+use async_trait::async_trait;
+use futures_util::{Sink, SinkExt, stream};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+/// Where a session stands with respect to a transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    /// No block: each statement stands alone.
+    None,
+    /// Inside `BEGIN` ... `COMMIT`.
+    Open,
+    /// A statement of the block failed; only its end is accepted.
+    Failed,
+}
+
+/// The state of one session, shared by its protocol handlers.
+pub struct Session {
+    services: Arc<Services>,
+    parameters: Mutex<BTreeMap<String, String>>,
+    block: Mutex<Block>,
+    copy: tokio::sync::Mutex<Option<CopyIn>>,
+    /// Told of every message, for the idle timeout.
+    activity: Arc<super::Activity>,
+}
+
+impl Session {
+    /// A session over `services`, reporting its activity to `activity`.
+    pub fn new(services: Arc<Services>, activity: Arc<super::Activity>) -> Session {
+        Session {
+            services,
+            parameters: Mutex::new(BTreeMap::new()),
+            block: Mutex::new(Block::None),
+            copy: tokio::sync::Mutex::new(None),
+            activity,
+        }
+    }
+
+    fn block(&self) -> Block {
+        *self
+            .block
+            .lock()
+            .expect("a session's block lock is never poisoned")
+    }
+
+    fn set_block(&self, block: Block) {
+        *self
+            .block
+            .lock()
+            .expect("a session's block lock is never poisoned") = block;
+    }
+
+    /// Carries out one statement, answering rows in `format`.
+    async fn execute(&self, sql: &str, format: &Format) -> PgWireResult<Response> {
+        let statement = statement::classify(sql).map_err(|e| refused(errors::SYNTAX_ERROR, e))?;
+        if self.block() == Block::Failed && !matches!(statement, Statement::Commit | Statement::Rollback) {
+            return Err(refused(
+                errors::IN_FAILED_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let outcome = self.carry_out(statement, format.format_for(0)).await;
+        if outcome.is_err() && self.block() == Block::Open {
+            self.set_block(Block::Failed);
+        }
+        outcome
+    }
+
+    async fn carry_out(&self, statement: Statement, format: FieldFormat) -> PgWireResult<Response> {
+        Ok(match statement {
+            Statement::Begin => {
+                self.set_block(Block::Open);
+                Response::TransactionStart(Tag::new("BEGIN"))
+            }
+            Statement::Commit => {
+                let failed = self.block() == Block::Failed;
+                self.set_block(Block::None);
+                Response::TransactionEnd(Tag::new(if failed { "ROLLBACK" } else { "COMMIT" }))
+            }
+            Statement::Rollback => {
+                self.set_block(Block::None);
+                Response::TransactionEnd(Tag::new("ROLLBACK"))
+            }
+            Statement::Set { name, value } => {
+                self.parameters().insert(name, value);
+                Response::Execution(Tag::new("SET"))
+            }
+            Statement::Reset { name } => {
+                let mut parameters = self.parameters();
+                if name == "all" {
+                    parameters.clear();
+                } else {
+                    parameters.remove(&name);
+                }
+                Response::Execution(Tag::new("RESET"))
+            }
+            Statement::Show { name } => {
+                let value = self.show(&name)?;
+                one_value(&name, Type::TEXT, value, format)?
+            }
+            Statement::Discard => {
+                self.parameters().clear();
+                Response::Execution(Tag::new("DISCARD ALL"))
+            }
+            Statement::SelectInteger(n) => match i32::try_from(n) {
+                Ok(small) => one_value("?column?", Type::INT4, small, format)?,
+                Err(_) => one_value("?column?", Type::INT8, n, format)?,
+            },
+            Statement::SelectVersion => one_value(
+                "version",
+                Type::TEXT,
+                format!("PostgreSQL {SERVER_VERSION}"),
+                format,
+            )?,
+            Statement::CopyFrom(copy) => self.start_copy(copy).await?,
+            Statement::Unsupported(what) => return Err(errors::not_supported(&what)),
+        })
+    }
+
+    fn parameters(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.parameters
+            .lock()
+            .expect("a session's parameter lock is never poisoned")
+    }
+
+    /// A parameter's value: one set in the session, else the value every session starts with.
+    fn show(&self, name: &str) -> PgWireResult<String> {
+        if let Some(value) = self.parameters().get(name) {
+            return Ok(value.clone());
+        }
+        let value = match name {
+            "server_version" => SERVER_VERSION,
+            "server_encoding" | "client_encoding" => "UTF8",
+            "timezone" => "UTC",
+            "datestyle" => "ISO, MDY",
+            "integer_datetimes" | "standard_conforming_strings" => "on",
+            "transaction_isolation" | "default_transaction_isolation" => "read committed",
+            "transaction_read_only" | "default_transaction_read_only" => "off",
+            "search_path" => "public",
+            "max_identifier_length" => "63",
+            _ => {
+                return Err(refused(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                ));
+            }
+        };
+        Ok(value.to_string())
+    }
+
+    /// Checks the COPY's table and columns and enters copy-in mode.
+    async fn start_copy(&self, copy: CopyFrom) -> PgWireResult<Response> {
+        if self.block() != Block::None {
+            return Err(errors::not_supported(
+                "COPY inside a transaction block (run it outside one, in autocommit)",
+            ));
+        }
+        let tables = &self.services.tables;
+        let (table, schema) = tables.lookup(&copy.table).ok_or_else(|| {
+            refused(
+                errors::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", copy.table),
+            )
+        })?;
+        let columns = if copy.columns.is_empty() {
+            (0..schema.columns.len()).collect()
+        } else {
+            copy.columns
+                .iter()
+                .map(|name| {
+                    schema
+                        .columns
+                        .iter()
+                        .position(|c| c.name == *name)
+                        .ok_or_else(|| {
+                            refused(
+                                crate::pgtype::sqlstate::UNDEFINED_COLUMN,
+                                format!("column \"{name}\" of relation \"{}\" does not exist", schema.name),
+                            )
+                        })
+                })
+                .collect::<PgWireResult<Vec<usize>>>()?
+        };
+        let width = columns.len();
+        let target = CopyTarget {
+            table,
+            format: copy.format,
+            columns,
+            header: copy.header,
+        };
+        let copy_in = CopyIn::new(
+            target,
+            tables.clone(),
+            self.services.writes.clone(),
+            self.services.chunks,
+        );
+        *self.copy.lock().await = Some(copy_in);
+        Ok(Response::CopyIn(CopyResponse::new(0, width, stream::empty())))
+    }
+}
+
+/// A result of one row and one column, in `format`.
+fn one_value<T>(column: &str, ty: Type, value: T, format: FieldFormat) -> PgWireResult<Response>
+where
+    T: pgwire::types::ToSqlText + tokio_postgres::types::ToSql + Sized,
+{
+    let fields = Arc::new(vec![FieldInfo::new(column.to_string(), None, None, ty, format)]);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    encoder.encode_field(&value)?;
+    let row = encoder.take_row();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        stream::iter([Ok(row)]),
+    )))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Session {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.activity.touch();
+        let mut responses = Vec::new();
+        for sql in statement::split(query) {
+            match self.execute(sql, &Format::UnifiedText).await {
+                Ok(response) => {
+                    let copying = matches!(response, Response::CopyIn(_));
+                    responses.push(response);
+                    if copying {
+                        break;
+                    }
+                }
+                Err(PgWireError::UserError(info)) => {
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Statements of the extended protocol are kept as their SQL text.
+#[derive(Debug, Default)]
+pub struct SqlText;
+
+#[async_trait]
+impl QueryParser for SqlText {
+    type Statement = String;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<String>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        Ok(Some(sql.to_string()))
+    }
+
+    fn get_parameter_types(&self, _statement: &String) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &String,
+        formats: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let format = formats.map_or(FieldFormat::Text, |formats| formats.format_for(0));
+        let field = |name: &str, ty| vec![FieldInfo::new(name.to_string(), None, None, ty, format)];
+        Ok(match statement::classify(statement) {
+            Ok(Statement::Show { name }) => field(&name, Type::TEXT),
+            Ok(Statement::SelectInteger(n)) if i32::try_from(n).is_ok() => field("?column?", Type::INT4),
+            Ok(Statement::SelectInteger(_)) => field("?column?", Type::INT8),
+            Ok(Statement::SelectVersion) => field("version", Type::TEXT),
+            _ => Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Session {
+    type Statement = String;
+    type QueryParser = SqlText;
+
+    fn query_parser(&self) -> Arc<SqlText> {
+        Arc::new(SqlText)
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<String>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.activity.touch();
+        if !portal.parameters.is_empty() {
+            return Err(errors::not_supported("a statement with parameters"));
+        }
+        let statements = statement::split(&portal.statement.statement);
+        match statements.as_slice() {
+            [] => Ok(Response::EmptyQuery),
+            [one] => self.execute(one, &portal.result_column_format).await,
+            _ => Err(refused(
+                errors::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            )),
+        }
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<String>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields = SqlText.get_result_schema(&target.statement, None)?;
+        Ok(DescribeStatementResponse::new(Vec::new(), fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<String>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let fields =
+            SqlText.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        Ok(DescribePortalResponse::new(fields))
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Session {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.activity.touch();
+        let mut copy = self.copy.lock().await;
+        let Some(copy_in) = copy.as_mut() else {
+            return Ok(());
+        };
+        if let Err(error) = copy_in.data(&copy_data.data).await {
+            *copy = None;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.activity.touch();
+        let Some(copy_in) = self.copy.lock().await.take() else {
+            return Ok(());
+        };
+        let rows = copy_in.done().await?;
+        let tag = Tag::new("COPY").with_rows(rows);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy.lock().await.take();
+        refused("57014", format!("COPY from stdin failed: {}", fail.message))
+    }
+}

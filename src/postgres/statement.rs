@@ -1,0 +1,343 @@
+//! What a client's SQL asks for: the few statements the listener carries out, told apart by
+//! their leading words (session commands) or parsed (`COPY`), and everything else named so it
+//! can be refused as `0A000`.
+
+use crate::schema::decode::copy::{CopyFormat, CopyKind};
+use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// One statement of a query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// `COPY table [(columns)] FROM STDIN [options]`.
+    CopyFrom(CopyFrom),
+    /// `BEGIN` or `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` or `END`.
+    Commit,
+    /// `ROLLBACK` or `ABORT`.
+    Rollback,
+    /// `SET [SESSION|LOCAL] name {TO|=} value`, `SET TIME ZONE value`.
+    Set { name: String, value: String },
+    /// `RESET name` or `RESET ALL` (name `all`).
+    Reset { name: String },
+    /// `SHOW name`.
+    Show { name: String },
+    /// `DISCARD ALL` and the like.
+    Discard,
+    /// `SELECT` of one integer literal, as pools and drivers send to check a connection.
+    SelectInteger(i64),
+    /// `SELECT version()`.
+    SelectVersion,
+    /// A statement shardgate does not carry out, named for the error.
+    Unsupported(String),
+}
+
+/// A `COPY ... FROM STDIN`, with its target and how its data is spelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyFrom {
+    /// The table, as written (unquoted, lower-cased unless quoted).
+    pub table: String,
+    /// The column list; empty for all columns in declared order.
+    pub columns: Vec<String>,
+    /// Text or CSV, with their options.
+    pub format: CopyFormat,
+    /// Whether the first record is a header to skip (`HEADER`).
+    pub header: bool,
+}
+
+/// Splits a simple query string into its statements: at semicolons outside quotes, dollar
+/// quotes and comments; empty statements are left out.
+pub fn split(query: &str) -> Vec<&str> {
+    let bytes = query.as_bytes();
+    let (mut statements, mut start, mut i) = (Vec::new(), 0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                let tag_end = bytes[i + 1..].iter().position(|b| *b == b'$');
+                if let Some(len) = tag_end.filter(|&len| {
+                    bytes[i + 1..i + 1 + len]
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                }) {
+                    let tag = &query[i..i + len + 2];
+                    i += len + 2;
+                    match query[i..].find(tag) {
+                        Some(at) => i += at + tag.len() - 1,
+                        None => i = bytes.len(),
+                    }
+                }
+            }
+            b';' => {
+                statements.push(&query[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    statements.push(&query[start.min(query.len())..]);
+    statements.into_iter().filter(|s| !is_blank(s)).collect()
+}
+
+/// Whether `sql` holds nothing but whitespace and comments.
+fn is_blank(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, tail)| tail).trim_start();
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, tail)| tail).trim_start();
+        } else {
+            return rest.is_empty();
+        }
+    }
+}
+
+/// What one statement asks for.
+pub fn classify(sql: &str) -> Result<Statement, String> {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    Ok(match word(0) {
+        "begin" | "start" => Statement::Begin,
+        "commit" | "end" => Statement::Commit,
+        "rollback" | "abort" => Statement::Rollback,
+        "set" => set(sql)?,
+        "reset" => Statement::Reset {
+            name: word(1).to_string(),
+        },
+        "show" => Statement::Show {
+            name: sql.trim().trim_end_matches(';')[4..]
+                .trim()
+                .trim_matches('"')
+                .to_ascii_lowercase(),
+        },
+        "discard" => Statement::Discard,
+        "select" => select(sql),
+        "copy" => copy(sql)?,
+        "insert" => Statement::Unsupported("INSERT (COPY FROM STDIN is supported)".into()),
+        "" => Statement::Unsupported("an empty statement".into()),
+        other => Statement::Unsupported(other.to_ascii_uppercase()),
+    })
+}
+
+/// `SET` of one parameter; `SET TIME ZONE x` is `SET timezone = x`.
+fn set(sql: &str) -> Result<Statement, String> {
+    let rest = sql.trim().trim_end_matches(';').trim();
+    let rest = rest[3..].trim_start();
+    let lower = rest.to_ascii_lowercase();
+    let rest = ["session ", "local "]
+        .iter()
+        .find(|scope| lower.starts_with(*scope))
+        .map_or(rest, |scope| rest[scope.len()..].trim_start());
+    let lower = rest.to_ascii_lowercase();
+    if let Some(value) = lower.strip_prefix("time zone") {
+        return Ok(Statement::Set {
+            name: "timezone".into(),
+            value: unquote(rest[rest.len() - value.len()..].trim()),
+        });
+    }
+    let split_at = rest
+        .find(|c: char| c == '=' || c.is_whitespace())
+        .ok_or_else(|| format!("syntax error in SET: {sql}"))?;
+    let name = rest[..split_at].trim().trim_matches('"').to_ascii_lowercase();
+    let value = rest[split_at..].trim_start();
+    let value = value
+        .strip_prefix('=')
+        .or_else(|| value.strip_prefix("TO ").or_else(|| value.strip_prefix("to ")))
+        .ok_or_else(|| format!("syntax error in SET: {sql}"))?;
+    Ok(Statement::Set {
+        name,
+        value: unquote(value.trim()),
+    })
+}
+
+fn unquote(value: &str) -> String {
+    value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .map_or_else(|| value.to_string(), |v| v.replace("''", "'"))
+}
+
+/// The `SELECT`s a connection check sends; any other is refused until reads are served.
+fn select(sql: &str) -> Statement {
+    let body = sql.trim().trim_end_matches(';').trim()[6..].trim();
+    if let Ok(n) = body.parse::<i64>() {
+        return Statement::SelectInteger(n);
+    }
+    if body.eq_ignore_ascii_case("version()") || body.eq_ignore_ascii_case("pg_catalog.version()") {
+        return Statement::SelectVersion;
+    }
+    Statement::Unsupported(
+        "SELECT over the Postgres listener (reporting queries are served by POST /v1/query)".into(),
+    )
+}
+
+/// A `COPY`, parsed; only `FROM STDIN` into a table in text or CSV format is carried out.
+fn copy(sql: &str) -> Result<Statement, String> {
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    let Some(sqlparser::ast::Statement::Copy {
+        source,
+        to,
+        target,
+        options,
+        legacy_options,
+        ..
+    }) = parsed.into_iter().next()
+    else {
+        return Err(format!("not a COPY statement: {sql}"));
+    };
+    let CopySource::Table { table_name, columns } = source else {
+        return Ok(Statement::Unsupported("COPY of a query".into()));
+    };
+    if to {
+        return Ok(Statement::Unsupported("COPY TO".into()));
+    }
+    if target != CopyTarget::Stdin {
+        return Ok(Statement::Unsupported(
+            "COPY FROM a file or program (use FROM STDIN, or psql's \\copy)".into(),
+        ));
+    }
+    let mut chosen = CopyOptions::default();
+    for option in options_in(options, legacy_options)? {
+        chosen.apply(option)?;
+    }
+    let options = chosen;
+    let Some(kind) = options.kind else {
+        return Ok(Statement::Unsupported("COPY in binary format".into()));
+    };
+    let mut format = CopyFormat::new(kind);
+    format.delimiter = options.delimiter.unwrap_or(format.delimiter);
+    format.null = options.null.unwrap_or(format.null);
+    format.quote = options.quote.unwrap_or(format.quote);
+    format.escape = options.escape.unwrap_or(format.quote);
+    let table = table_name
+        .0
+        .last()
+        .map(|part| part.to_string())
+        .unwrap_or_default();
+    Ok(Statement::CopyFrom(CopyFrom {
+        table: unquote_identifier(&table),
+        columns: columns
+            .iter()
+            .map(|c| unquote_identifier(&c.to_string()))
+            .collect(),
+        format,
+        header: options.header,
+    }))
+}
+
+/// An identifier as Postgres folds it: quoted ones as written, others lower-cased.
+fn unquote_identifier(identifier: &str) -> String {
+    match identifier.strip_prefix('"').and_then(|i| i.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => identifier.to_ascii_lowercase(),
+    }
+}
+
+/// The COPY options of either syntax, as the modern ones.
+fn options_in(options: Vec<CopyOption>, legacy: Vec<CopyLegacyOption>) -> Result<Vec<CopyOption>, String> {
+    let mut all = options;
+    for option in legacy {
+        match option {
+            CopyLegacyOption::Binary => all.push(CopyOption::Format("binary".into())),
+            CopyLegacyOption::Delimiter(c) => all.push(CopyOption::Delimiter(c)),
+            CopyLegacyOption::Null(null) => all.push(CopyOption::Null(null)),
+            CopyLegacyOption::Csv(csv) => {
+                all.push(CopyOption::Format("csv".into()));
+                for option in csv {
+                    all.push(match option {
+                        CopyLegacyCsvOption::Header => CopyOption::Header(true),
+                        CopyLegacyCsvOption::Quote(c) => CopyOption::Quote(c),
+                        CopyLegacyCsvOption::Escape(c) => CopyOption::Escape(c),
+                        other => return Err(format!("COPY option {other} is not supported")),
+                    });
+                }
+            }
+            CopyLegacyOption::Header => all.push(CopyOption::Header(true)),
+            other => return Err(format!("COPY option {other} is not supported")),
+        }
+    }
+    Ok(all)
+}
+
+/// The options a COPY statement sets; `kind` None is binary.
+struct CopyOptions {
+    kind: Option<CopyKind>,
+    delimiter: Option<u8>,
+    null: Option<String>,
+    quote: Option<u8>,
+    escape: Option<u8>,
+    header: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            kind: Some(CopyKind::Text),
+            delimiter: None,
+            null: None,
+            quote: None,
+            escape: None,
+            header: false,
+        }
+    }
+}
+
+impl CopyOptions {
+    fn apply(&mut self, option: CopyOption) -> Result<(), String> {
+        let one_byte = |c: char, what: &str| {
+            u8::try_from(c)
+                .ok()
+                .filter(u8::is_ascii)
+                .ok_or_else(|| format!("COPY {what} must be a single one-byte character"))
+        };
+        match option {
+            CopyOption::Format(name) => {
+                self.kind = match name.value.to_ascii_lowercase().as_str() {
+                    "text" => Some(CopyKind::Text),
+                    "csv" => Some(CopyKind::Csv),
+                    "binary" => None,
+                    other => return Err(format!("COPY format \"{other}\" not recognized")),
+                }
+            }
+            CopyOption::Delimiter(c) => self.delimiter = Some(one_byte(c, "delimiter")?),
+            CopyOption::Null(null) => self.null = Some(null),
+            CopyOption::Header(header) => self.header = header,
+            CopyOption::Quote(c) => self.quote = Some(one_byte(c, "quote")?),
+            CopyOption::Escape(c) => self.escape = Some(one_byte(c, "escape")?),
+            CopyOption::Encoding(encoding)
+                if encoding.eq_ignore_ascii_case("utf8") || encoding.eq_ignore_ascii_case("utf-8") => {}
+            CopyOption::Freeze(_) => {}
+            other => return Err(format!("COPY option {other} is not supported")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

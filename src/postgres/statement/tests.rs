@@ -1,0 +1,98 @@
+use super::*;
+
+#[test]
+fn a_query_string_splits_at_semicolons_outside_quotes_and_comments() {
+    let query = "SET a = 'x;y'; SELECT 1 -- c;d\n; /* e;f */ SHOW \"b;c\"; $q$ g;h $q$;;  ";
+    assert_eq!(
+        split(query),
+        vec![
+            "SET a = 'x;y'",
+            " SELECT 1 -- c;d\n",
+            " /* e;f */ SHOW \"b;c\"",
+            " $q$ g;h $q$"
+        ]
+    );
+    assert!(split(" ; -- only a comment\n").is_empty());
+}
+
+#[test]
+fn session_statements_are_told_apart_by_their_words() {
+    let set = |name: &str, value: &str| Statement::Set {
+        name: name.into(),
+        value: value.into(),
+    };
+    let cases = [
+        ("BEGIN", Statement::Begin),
+        (
+            "start transaction isolation level read committed",
+            Statement::Begin,
+        ),
+        ("COMMIT", Statement::Commit),
+        ("end", Statement::Commit),
+        ("ROLLBACK", Statement::Rollback),
+        ("SET extra_float_digits = 3", set("extra_float_digits", "3")),
+        (
+            "SET SESSION application_name TO 'it''s'",
+            set("application_name", "it's"),
+        ),
+        ("set time zone 'UTC'", set("timezone", "UTC")),
+        ("RESET ALL", Statement::Reset { name: "all".into() }),
+        (
+            "SHOW TimeZone",
+            Statement::Show {
+                name: "timezone".into(),
+            },
+        ),
+        ("DISCARD ALL", Statement::Discard),
+        ("SELECT 1", Statement::SelectInteger(1)),
+        ("select version()", Statement::SelectVersion),
+        ("DELETE FROM events", Statement::Unsupported("DELETE".into())),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(classify(sql), Ok(expected), "{sql}");
+    }
+}
+
+#[test]
+fn copy_options_of_either_syntax_set_the_format() {
+    let copy = |sql: &str| match classify(sql) {
+        Ok(Statement::CopyFrom(copy)) => copy,
+        other => panic!("{sql}: {other:?}"),
+    };
+    let text = copy("COPY events FROM STDIN");
+    assert_eq!(
+        (text.table.as_str(), text.format.clone(), text.header),
+        ("events", CopyFormat::new(CopyKind::Text), false)
+    );
+
+    let csv = copy(
+        "copy \"Events\" (a, \"B\") from stdin with (format csv, header true, delimiter ';', null 'NULL', quote '''', escape '\\')",
+    );
+    assert_eq!(
+        (csv.table.as_str(), csv.columns.clone(), csv.header),
+        ("Events", vec!["a".to_string(), "B".to_string()], true)
+    );
+    let mut expected = CopyFormat::new(CopyKind::Csv);
+    (expected.delimiter, expected.null, expected.quote, expected.escape) =
+        (b';', "NULL".into(), b'\'', b'\\');
+    assert_eq!(csv.format, expected);
+
+    let legacy = copy("COPY events FROM STDIN WITH CSV HEADER");
+    assert_eq!((legacy.format.kind, legacy.header), (CopyKind::Csv, true));
+    let legacy_text = copy("COPY events FROM STDIN DELIMITER '|'");
+    assert_eq!(
+        (legacy_text.format.kind, legacy_text.format.delimiter),
+        (CopyKind::Text, b'|')
+    );
+
+    for (sql, what) in [
+        ("COPY events TO STDOUT", "COPY TO"),
+        (
+            "COPY events FROM '/tmp/x'",
+            "COPY FROM a file or program (use FROM STDIN, or psql's \\copy)",
+        ),
+        ("COPY events FROM STDIN (FORMAT binary)", "COPY in binary format"),
+    ] {
+        assert_eq!(classify(sql), Ok(Statement::Unsupported(what.into())), "{sql}");
+    }
+}

@@ -1,0 +1,296 @@
+//! The Postgres listener with the clients users have: psql's `\copy`, tokio-postgres (simple
+//! and extended protocol) and psycopg. Rows land on the owners of their positions, refusals
+//! carry Postgres's SQLSTATEs, and a session stays usable after any of them.
+
+use crate::common::{TestServer, count_on, placement};
+use tokio::process::Command;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const USER: &str = "app";
+const PASSWORD: &str = "app-secret-1";
+
+/// The listener on an ephemeral port with one user, plus `extra` TOML.
+fn listener(extra: &str) -> String {
+    format!(
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[postgres.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n"
+    )
+}
+
+/// The listener's URL with `password`.
+fn url(gate: &TestServer, password: &str) -> String {
+    let addr = gate.server.postgres_addr().expect("the listener is on");
+    format!("postgres://{USER}:{password}@{addr}/shardgate")
+}
+
+async fn connect(gate: &TestServer) -> Client {
+    let (client, connection) = tokio_postgres::connect(&url(gate, PASSWORD), NoTls)
+        .await
+        .expect("log in with the configured password");
+    tokio::spawn(connection);
+    client
+}
+
+/// The one value the simple query `sql` answers.
+async fn one_value(client: &Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql} answered no row"))
+}
+
+/// `n` rows of `logs` as COPY text, each line unique.
+fn logs_text(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("src-{}\t{prefix}-{i}\n", i % 13))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_driver_logs_in_by_scram_and_is_answered_what_pools_ask_first() {
+    let gate = TestServer::start("pg_session", &listener("")).await;
+    let client = connect(&gate).await;
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    assert!(
+        one_value(&client, "SELECT version()")
+            .await
+            .starts_with("PostgreSQL 15.0 (shardgate ")
+    );
+    assert_eq!(
+        one_value(&client, "SHOW server_version").await,
+        format!("15.0 (shardgate {})", env!("CARGO_PKG_VERSION"))
+    );
+    client
+        .batch_execute("SET application_name = 'loader'; BEGIN; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(one_value(&client, "SHOW application_name").await, "loader");
+    client.batch_execute("RESET ALL; DISCARD ALL").await.unwrap();
+    let reset = client.simple_query("SHOW application_name").await.unwrap_err();
+    assert_eq!(reset.code(), Some(&SqlState::UNDEFINED_OBJECT));
+
+    let update = client.simple_query("UPDATE events SET n = 1").await.unwrap_err();
+    assert_eq!(update.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    assert_eq!(
+        update.as_db_error().unwrap().message(),
+        "UPDATE is not supported by shardgate"
+    );
+    let prepared = client.prepare("SELECT 1").await.unwrap();
+    let row = client.query_one(&prepared, &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        1,
+        "the session is usable after an error, and over the extended protocol"
+    );
+
+    let wrong = tokio_postgres::connect(&url(&gate, "not-the-password"), NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(wrong.code(), Some(&SqlState::INVALID_PASSWORD));
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_block_that_fails_refuses_statements_until_rollback() {
+    let gate = TestServer::start("pg_block", &listener("")).await;
+    let client = connect(&gate).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    assert!(client.batch_execute("DELETE FROM events").await.is_err());
+    let ignored = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(ignored.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn copy_text_through_tokio_postgres_lands_every_row_on_its_owner_once() {
+    let gate = TestServer::start("pg_copy", &listener("")).await;
+    let client = connect(&gate).await;
+    let sink = client
+        .copy_in("COPY logs (source, line) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    let text = logs_text("l", 5000);
+    for piece in text.as_bytes().chunks(7919) {
+        sink.send(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 5000);
+    let placed = placement(
+        &gate.shard_urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT line, _sg_hash FROM logs",
+    )
+    .await;
+    assert_eq!(placed.len(), 5000, "every row once, on the owner of its position");
+    assert!(
+        count_on(&gate.shard_urls[0], "logs").await > 0 && count_on(&gate.shard_urls[1], "logs").await > 0
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_row_ends_the_copy_with_postgres_sqlstate_line_and_column() {
+    let gate = TestServer::start("pg_copy_bad", &listener("")).await;
+    let client = connect(&gate).await;
+    let data = "t1\tclick\t2026-05-01 12:00:00+02\nt2\tview\tyesterday\n";
+    let sink = client
+        .copy_in("COPY events (tenant_id, event_type, ts) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let error = sink.finish().await.unwrap_err();
+    let db = error.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::INVALID_DATETIME_FORMAT);
+    assert_eq!(
+        db.message(),
+        "invalid input syntax for type timestamp with time zone: \"yesterday\""
+    );
+    assert_eq!(db.where_(), Some("COPY events, line 2, column ts"));
+    assert_eq!(
+        db.detail(),
+        Some(
+            "0 rows before it were committed; sending the same data again is safe: rows whose id is stored already are skipped."
+        )
+    );
+    assert_eq!(
+        gate.total("events").await,
+        0,
+        "nothing of the refused chunk is stored"
+    );
+
+    let missing = client.simple_query("COPY nope FROM STDIN").await.unwrap_err();
+    assert_eq!(missing.code(), Some(&SqlState::UNDEFINED_TABLE));
+    let column = client
+        .simple_query("COPY events (bogus) FROM STDIN")
+        .await
+        .unwrap_err();
+    assert_eq!(column.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn psql_copies_a_csv_file_with_a_header_and_reports_the_count() {
+    let gate = TestServer::start("pg_psql", &listener("")).await;
+    let dir = std::env::temp_dir().join(format!("shardgate-psql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.csv");
+    let mut csv = String::from("tenant_id,event_type,payload\n");
+    for i in 0..3000 {
+        csv.push_str(&format!(
+            "t{},\"click, \"\"double\"\"\",\"{{\"\"i\"\": {i}}}\"\n",
+            i % 17
+        ));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let copy = format!(
+        "\\copy events (tenant_id, event_type, payload) from '{}' with (format csv, header)",
+        file.display()
+    );
+    let output = Command::new("psql")
+        .arg(url(&gate, PASSWORD))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", &copy])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "COPY 3000");
+    let placed = placement(
+        &gate.shard_urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT event_id::text, _sg_hash FROM events",
+    )
+    .await;
+    assert_eq!(placed.len(), 3000);
+    let kept: String = crate::common::connect(&gate.shard_urls[0])
+        .await
+        .query_one("SELECT event_type FROM events LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "click, \"double\"");
+    let _ = std::fs::remove_dir_all(dir);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_copy_larger_than_the_queues_waits_for_room_instead_of_failing() {
+    let extra =
+        "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
+    let gate = TestServer::start("pg_copy_big", &format!("{extra}{}", listener(""))).await;
+    let client = connect(&gate).await;
+    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    for part in 0..20 {
+        sink.send(bytes::Bytes::from(logs_text(&format!("p{part}"), 5000)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+    assert_eq!(gate.total("logs").await, 100_000);
+    let page = gate.metrics_page().await;
+    assert_eq!(
+        crate::common::total_of(&page, "shardgate_requests_rejected_total"),
+        0.0,
+        "no chunk was refused as full"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_past_the_cap_are_refused_with_53300() {
+    let gate = TestServer::start("pg_cap", &listener("max_sessions = 1\n")).await;
+    let first = connect(&gate).await;
+    let second = tokio_postgres::connect(&url(&gate, PASSWORD), NoTls)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(second.code(), Some(&SqlState::TOO_MANY_CONNECTIONS));
+    assert_eq!(one_value(&first, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn psycopg_copies_rows_in_autocommit() {
+    let gate = TestServer::start("pg_psycopg", &listener("")).await;
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect({url:?}, autocommit=True) as conn:\n\
+         \x20   with conn.cursor() as cur:\n\
+         \x20       with cur.copy('COPY logs (source, line) FROM STDIN') as copy:\n\
+         \x20           for i in range(1200):\n\
+         \x20               copy.write_row((f'src-{{i % 5}}', f'py-{{i}}'))\n\
+         \x20       print(cur.rowcount)\n",
+        url = url(&gate, PASSWORD)
+    );
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("python3 with psycopg runs (.ci/run installs python3-psycopg)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1200");
+    assert_eq!(gate.total("logs").await, 1200);
+    gate.stop().await;
+}
