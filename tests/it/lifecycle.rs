@@ -301,6 +301,7 @@ impl DevProcess {
             .arg("--dir")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--postgres-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
@@ -344,7 +345,8 @@ impl DevProcess {
                     write = Some(url.trim().trim_end_matches("/v1/tables/events/rows").to_string());
                 } else if let Some(shown) = line.strip_prefix("admin token:") {
                     token = Some(shown.trim().to_string());
-                } else if let Some((_, url)) = line.split_once("psql ") {
+                } else if let Some((_, url)) = line.strip_prefix("shard ").and_then(|l| l.split_once("psql "))
+                {
                     shards.push(url.to_string());
                 } else if line.starts_with("Press Ctrl-C") {
                     return;
@@ -518,6 +520,20 @@ async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_
     let mut first = DevProcess::spawn_with(&data.0, &["--spare", "1"]);
     let (write, shards, _) = first.banner().await;
     assert_eq!(shards.len(), 2, "{:?}", first.printed);
+    let postgres = first
+        .printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("postgres:  psql "))
+        .expect("the banner shows the Postgres listener");
+    let (client, connection) = tokio_postgres::connect(postgres, tokio_postgres::NoTls)
+        .await
+        .expect("the banner's psql line logs in");
+    tokio::spawn(connection);
+    assert_eq!(
+        client.simple_query("SELECT 1").await.unwrap().len(),
+        3,
+        "a row description, a row, a completion"
+    );
     let spare_line = first
         .printed
         .iter()

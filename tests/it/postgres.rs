@@ -294,3 +294,84 @@ async fn psycopg_copies_rows_in_autocommit() {
     assert_eq!(gate.total("logs").await, 1200);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn psql_connects_over_verified_tls_when_a_certificate_is_configured() {
+    let certificates = shardgate::devcluster::DevCertificates::generate().unwrap();
+    let dir = std::env::temp_dir().join(format!("shardgate-pg-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pem) in [
+        ("ca.pem", &certificates.ca_pem),
+        ("server.pem", &certificates.server_pem),
+        ("server.key", &certificates.server_key_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let tls = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display()
+    );
+    let gate = TestServer::start("pg_tls", &listener(&tls)).await;
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        url(&gate, PASSWORD),
+        dir.join("ca.pem").display()
+    );
+    let output = Command::new("psql")
+        .args([verified.as_str(), "-X", "-c", "\\conninfo", "-c", "SELECT 1"])
+        .output()
+        .await
+        .expect("psql runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SSL connection (protocol: TLSv1.3"), "{stdout}");
+    gate.stop().await;
+
+    let plain = TestServer::start("pg_no_tls", &listener("")).await;
+    let required = format!("{}?sslmode=require", url(&plain, PASSWORD));
+    let output = Command::new("psql")
+        .args([required.as_str(), "-X", "-c", "SELECT 1"])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("server does not support SSL, but SSL was required"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    plain.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_silent_session_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    let gate = TestServer::start("pg_idle", &listener("idle_timeout = \"1s\"\n")).await;
+    let busy = connect(&gate).await;
+    let silent = connect(&gate).await;
+    let started = std::time::Instant::now();
+    while !silent.is_closed() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the silent session is closed"
+        );
+        assert_eq!(
+            one_value(&busy, "SELECT 1").await,
+            "1",
+            "a session that sends stays open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(one_value(&busy, "SELECT 1").await, "1");
+    gate.stop().await;
+}
