@@ -237,6 +237,65 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
     Ok(())
 }
 
+/// Checks that `value` is a `ty` value in Postgres's binary form, as a binary COPY or a binary
+/// parameter carries it: the right length for fixed-size types, UTF-8 without NUL for text,
+/// the version byte and valid JSON for jsonb. Such a value is its binary COPY field as it is.
+pub fn check_binary(ty: ColumnType, value: &[u8]) -> Result<(), TextInputError> {
+    let refused = |sqlstate, message: &str| {
+        Err(TextInputError {
+            sqlstate,
+            message: message.to_string(),
+        })
+    };
+    let fixed_len = match ty {
+        ColumnType::BigInt | ColumnType::Double | ColumnType::Timestamptz => Some(8),
+        ColumnType::Integer | ColumnType::Date => Some(4),
+        ColumnType::SmallInt => Some(2),
+        ColumnType::Boolean => Some(1),
+        ColumnType::Uuid => Some(16),
+        ColumnType::Text | ColumnType::Jsonb | ColumnType::Bytea => None,
+    };
+    if fixed_len.is_some_and(|len| len != value.len()) {
+        return refused(
+            sqlstate::INVALID_BINARY_REPRESENTATION,
+            "incorrect binary data format",
+        );
+    }
+    match ty {
+        ColumnType::Boolean if value[0] > 1 => refused(
+            sqlstate::INVALID_BINARY_REPRESENTATION,
+            "incorrect binary data format",
+        ),
+        ColumnType::Text => match std::str::from_utf8(value) {
+            Ok(text) if !text.contains('\0') => Ok(()),
+            _ => refused(
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                "invalid byte sequence for encoding \"UTF8\"",
+            ),
+        },
+        ColumnType::Jsonb => match value.split_first() {
+            Some((&JSONB_VERSION, json)) => {
+                let valid = std::str::from_utf8(json)
+                    .ok()
+                    .is_some_and(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok());
+                if valid {
+                    Ok(())
+                } else {
+                    refused(
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                        "invalid input syntax for type json",
+                    )
+                }
+            }
+            _ => refused(
+                sqlstate::INVALID_BINARY_REPRESENTATION,
+                "unsupported jsonb version number",
+            ),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Appends the binary jsonb form of a raw JSON text.
 pub fn encode_jsonb(raw_json: &str, out: &mut Vec<u8>) -> Result<(), String> {
     // Postgres refuses \u0000 inside jsonb strings; refuse it here, with the row's index.

@@ -11,6 +11,8 @@ pub const INVALID_DATETIME_FORMAT: &str = "22007";
 pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
 /// `22021 character_not_in_repertoire`: a NUL byte, or bytes that are not UTF-8.
 pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+/// `22P03 invalid_binary_representation`: a binary value of the wrong length or form.
+pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
 /// `22P04 bad_copy_file_format`: COPY data with too few or too many fields, or a bad escape.
 pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
 /// `22P05 untranslatable_character`: `\u0000` in jsonb.

@@ -11,7 +11,7 @@
 
 use super::errors::{self, CopyPlace};
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
-use crate::schema::decode::copy::{CopyFormat, RecordScan};
+use crate::schema::decode::copy::{CopyFormat, CopyKind, RecordScan, binary_header_len};
 use crate::schema::{TableId, Tables};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -70,6 +70,8 @@ pub struct CopyIn {
     scan: RecordScan,
     /// Whether the header record is still to be skipped.
     header_pending: bool,
+    /// Whether the binary format's signature is still to be read.
+    binary_header_pending: bool,
     /// Lines of the stream before `buffer` (the header included).
     lines_before: usize,
     /// Chunks queued and not yet answered.
@@ -83,6 +85,7 @@ impl CopyIn {
     pub fn new(target: CopyTarget, tables: Arc<Tables>, writes: Arc<Writes>, limits: ChunkLimits) -> CopyIn {
         CopyIn {
             header_pending: target.header,
+            binary_header_pending: target.format.kind == CopyKind::Binary,
             target,
             tables,
             writes,
@@ -100,6 +103,9 @@ impl CopyIn {
     /// Takes one `CopyData` message; queues a chunk each time whole records fill one.
     pub async fn data(&mut self, bytes: &[u8]) -> PgWireResult<()> {
         self.buffer.extend_from_slice(bytes);
+        if self.binary_header_pending && !self.take_binary_header()? {
+            return Ok(());
+        }
         let format = self.target.format.clone();
         while let Some(end) = format.record_end(&self.buffer[self.cut..], &mut self.scan) {
             self.cut += end;
@@ -117,9 +123,36 @@ impl CopyIn {
         self.reap()
     }
 
+    /// Checks and drops the binary format's header once it has arrived; false while it has
+    /// not all arrived.
+    fn take_binary_header(&mut self) -> PgWireResult<bool> {
+        match binary_header_len(&self.buffer) {
+            Ok(Some(len)) => {
+                self.buffer.drain(..len);
+                self.binary_header_pending = false;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(reason) => {
+                let table = &self.tables.get(self.target.table).name;
+                let mut info = errors::error(crate::pgtype::sqlstate::BAD_COPY_FILE_FORMAT, reason);
+                info.where_context = Some(format!("COPY {table}, line 0"));
+                Err(user_error(info))
+            }
+        }
+    }
+
     /// The end of the stream: queues what is left (a last record may lack its newline),
     /// waits for every chunk and returns the rows copied.
     pub async fn done(mut self) -> PgWireResult<usize> {
+        if self.binary_header_pending && !self.buffer.is_empty() && !self.take_binary_header()? {
+            let mut info = errors::error(
+                crate::pgtype::sqlstate::BAD_COPY_FILE_FORMAT,
+                "invalid COPY file header (missing length)",
+            );
+            info.detail = Some("the stream ended inside the binary format's header".into());
+            return Err(user_error(info));
+        }
         if self.header_pending && !self.buffer.is_empty() {
             self.buffer.clear();
             self.lines_before += 1;

@@ -10,6 +10,7 @@ use super::auth::SERVER_VERSION;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::statement::{self, CopyFrom, Statement};
+use crate::schema::decode::copy::CopyKind;
 use async_trait::async_trait;
 use futures_util::{Sink, SinkExt, stream};
 use pgwire::api::copy::CopyHandler;
@@ -207,6 +208,7 @@ impl Session {
                 .collect::<PgWireResult<Vec<usize>>>()?
         };
         let width = columns.len();
+        let wire_format = i8::from(copy.format.kind == CopyKind::Binary);
         let target = CopyTarget {
             table,
             format: copy.format,
@@ -220,7 +222,11 @@ impl Session {
             self.services.chunks,
         );
         *self.copy.lock().await = Some(copy_in);
-        Ok(Response::CopyIn(CopyResponse::new(0, width, stream::empty())))
+        Ok(Response::CopyIn(CopyResponse::new(
+            wire_format,
+            width,
+            stream::empty(),
+        )))
     }
 }
 

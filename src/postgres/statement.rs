@@ -227,9 +227,7 @@ fn copy(sql: &str) -> Result<Statement, String> {
         chosen.apply(option)?;
     }
     let options = chosen;
-    let Some(kind) = options.kind else {
-        return Ok(Statement::Unsupported("COPY in binary format".into()));
-    };
+    let kind = options.kind;
     let mut format = CopyFormat::new(kind);
     format.delimiter = options.delimiter.unwrap_or(format.delimiter);
     format.null = options.null.unwrap_or(format.null);
@@ -285,9 +283,9 @@ fn options_in(options: Vec<CopyOption>, legacy: Vec<CopyLegacyOption>) -> Result
     Ok(all)
 }
 
-/// The options a COPY statement sets; `kind` None is binary.
+/// The options a COPY statement sets.
 struct CopyOptions {
-    kind: Option<CopyKind>,
+    kind: CopyKind,
     delimiter: Option<u8>,
     null: Option<String>,
     quote: Option<u8>,
@@ -298,7 +296,7 @@ struct CopyOptions {
 impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
-            kind: Some(CopyKind::Text),
+            kind: CopyKind::Text,
             delimiter: None,
             null: None,
             quote: None,
@@ -319,9 +317,9 @@ impl CopyOptions {
         match option {
             CopyOption::Format(name) => {
                 self.kind = match name.value.to_ascii_lowercase().as_str() {
-                    "text" => Some(CopyKind::Text),
-                    "csv" => Some(CopyKind::Csv),
-                    "binary" => None,
+                    "text" => CopyKind::Text,
+                    "csv" => CopyKind::Csv,
+                    "binary" => CopyKind::Binary,
                     other => return Err(format!("COPY format \"{other}\" not recognized")),
                 }
             }

@@ -375,3 +375,91 @@ async fn a_silent_session_is_closed_after_the_idle_timeout_and_a_busy_one_is_not
     assert_eq!(one_value(&busy, "SELECT 1").await, "1");
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn binary_copy_from_tokio_postgres_stores_the_values_as_sent_and_refuses_a_wrong_type() {
+    use futures_util::pin_mut;
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{ToSql, Type};
+    let gate = TestServer::start("pg_binary", &listener("")).await;
+    let client = connect(&gate).await;
+    let sink = client
+        .copy_in(
+            "COPY events (event_id, tenant_id, event_type, n, ts, payload, score) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .unwrap();
+    let types = [
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::JSONB,
+        Type::FLOAT8,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    let at = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    for i in 0..2000i64 {
+        let id = uuid::Uuid::now_v7();
+        let (tenant, payload) = (format!("t{}", i % 9), serde_json::json!({"i": i}));
+        let score = (i % 2 == 0).then_some(i as f64 / 2.0);
+        let row: [&(dyn ToSql + Sync); 7] = [&id, &tenant, &"click", &i, &at, &payload, &score];
+        writer.as_mut().write(&row).await.unwrap();
+    }
+    assert_eq!(writer.finish().await.unwrap(), 2000);
+    let placed = placement(
+        &gate.shard_urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT event_id::text, _sg_hash FROM events",
+    )
+    .await;
+    assert_eq!(placed.len(), 2000);
+    let mut found = Vec::new();
+    for url in &gate.shard_urls {
+        let shard = crate::common::connect(url).await;
+        let rows = shard
+            .query("SELECT n, ts, payload, score FROM events WHERE n IN (6, 7)", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let n: i64 = row.get(0);
+            let ts: chrono::DateTime<chrono::Utc> = row.get(1);
+            let payload: serde_json::Value = row.get(2);
+            let score: Option<f64> = row.get(3);
+            found.push((n, ts, payload, score));
+        }
+    }
+    found.sort_by_key(|row| row.0);
+    assert_eq!(
+        found,
+        vec![
+            (6, at, serde_json::json!({"i": 6}), Some(3.0)),
+            (7, at, serde_json::json!({"i": 7}), None)
+        ]
+    );
+
+    let sink = client
+        .copy_in("COPY events (tenant_id, event_type, n) FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4]);
+    pin_mut!(writer);
+    writer.as_mut().write(&[&"t", &"click", &5i32]).await.unwrap();
+    let error = writer.finish().await.unwrap_err();
+    let db = error.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (db.code(), db.message(), db.where_()),
+        (
+            &SqlState::INVALID_BINARY_REPRESENTATION,
+            "incorrect binary data format",
+            Some("COPY events, line 1, column n")
+        )
+    );
+    assert_eq!(gate.total("events").await, 2000);
+    gate.stop().await;
+}

@@ -5,7 +5,7 @@
 //! records ([`CopyFormat::record_end`]) and decodes each with [`decode_copy`].
 
 use super::{DecodeError, EncodedRows, RowEncoder, Slot};
-use crate::pgtype::{encode_text, sqlstate};
+use crate::pgtype::{check_binary, encode_text, sqlstate};
 use crate::routing::{KeyHash, RoutingTable};
 use crate::schema::TableSchema;
 
@@ -16,6 +16,40 @@ pub enum CopyKind {
     Text,
     /// CSV: quoted fields, an unquoted empty field for null.
     Csv,
+    /// Postgres's binary format: after a signature, each tuple a field count, then each field
+    /// its length (-1 for null) and its binary value.
+    Binary,
+}
+
+/// The binary format's signature, which its 19-byte header starts with.
+const BINARY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// The length of the binary format's header at the start of `data` (signature, flags, header
+/// extension), `None` while it has not all arrived, or why it is not one.
+pub fn binary_header_len(data: &[u8]) -> Result<Option<usize>, String> {
+    let signature_len = BINARY_SIGNATURE.len().min(data.len());
+    if data[..signature_len] != BINARY_SIGNATURE[..signature_len] {
+        return Err("COPY file signature not recognized".into());
+    }
+    let Some(extension) = data.get(15..19) else {
+        return Ok(None);
+    };
+    let extension = u32::from_be_bytes(extension.try_into().expect("four bytes")) as usize;
+    Ok((data.len() >= 19 + extension).then_some(19 + extension))
+}
+
+/// Where the binary tuple (or the trailer, a field count of -1) at the start of `data` ends.
+fn binary_tuple_end(data: &[u8]) -> Option<usize> {
+    let count = i16::from_be_bytes(data.get(..2)?.try_into().ok()?);
+    let mut at = 2;
+    for _ in 0..count.max(0) {
+        let len = i32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + usize::try_from(len).unwrap_or(0);
+        if at > data.len() {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// How a COPY stream spells its records, with the options of the `COPY` statement.
@@ -37,7 +71,7 @@ impl CopyFormat {
     /// The defaults of `kind`, as Postgres has them.
     pub fn new(kind: CopyKind) -> CopyFormat {
         let (delimiter, null) = match kind {
-            CopyKind::Text => (b'\t', "\\N"),
+            CopyKind::Text | CopyKind::Binary => (b'\t', "\\N"),
             CopyKind::Csv => (b',', ""),
         };
         CopyFormat {
@@ -52,6 +86,9 @@ impl CopyFormat {
     /// Where the first record of `data` ends (one past its newline), if it ends in `data`.
     /// `state` carries the scan over calls, so a stream is scanned once as it grows.
     pub fn record_end(&self, data: &[u8], state: &mut RecordScan) -> Option<usize> {
+        if self.kind == CopyKind::Binary {
+            return binary_tuple_end(data);
+        }
         while state.at < data.len() {
             let byte = data[state.at];
             state.at += 1;
@@ -103,6 +140,10 @@ pub fn decode_copy(
     limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
     let mut encoder = RowEncoder::new(table, routing, now_micros, limited, data.len());
+    if format.kind == CopyKind::Binary {
+        decode_binary(&mut encoder, columns, data);
+        return encoder.finish();
+    }
     let mut fields = Fields::default();
     for record in records(data, format) {
         if record == b"\\." {
@@ -110,8 +151,8 @@ pub fn decode_copy(
         }
         encoder.begin_row();
         let split = match format.kind {
-            CopyKind::Text => fields.split_text(record, format),
             CopyKind::Csv => fields.split_csv(record, format),
+            CopyKind::Text | CopyKind::Binary => fields.split_text(record, format),
         };
         match split {
             Ok(()) => fill_row(&mut encoder, columns, &fields),
@@ -123,6 +164,46 @@ pub fn decode_copy(
         }
     }
     encoder.finish()
+}
+
+/// Decodes binary tuples, up to the trailer: each field's bytes are checked to be a value of
+/// its column's type in binary form, and are then its binary COPY field as they are.
+fn decode_binary(encoder: &mut RowEncoder<'_>, columns: &[usize], data: &[u8]) {
+    let mut rest = data;
+    while !rest.is_empty() {
+        encoder.begin_row();
+        let Some(end) = binary_tuple_end(rest) else {
+            bad_record(encoder, None, "unexpected EOF in COPY data".into());
+            return encoder.finish_row();
+        };
+        let (tuple, after) = rest.split_at(end);
+        rest = after;
+        let count = i16::from_be_bytes([tuple[0], tuple[1]]);
+        if count == -1 {
+            return;
+        }
+        if usize::try_from(count).ok() != Some(columns.len()) {
+            let reason = format!("row field count is {count}, expected {}", columns.len());
+            bad_record(encoder, None, reason);
+        } else {
+            let mut at = 2;
+            for &column in columns {
+                let len = i32::from_be_bytes(tuple[at..at + 4].try_into().expect("four bytes"));
+                at += 4;
+                match usize::try_from(len) {
+                    Ok(len) => {
+                        encoder.put_binary(column, &tuple[at..at + len]);
+                        at += len;
+                    }
+                    Err(_) => encoder.slots[column] = Slot::Null,
+                }
+            }
+        }
+        encoder.finish_row();
+        if encoder.error_total > 0 {
+            return;
+        }
+    }
 }
 
 /// The records of `data`, each without its line ending (`\n` or `\r\n`); a last record
@@ -325,6 +406,14 @@ fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
 }
 
 impl RowEncoder<'_> {
+    /// Puts a value in Postgres's binary form, checked to be one of its column's type.
+    fn put_binary(&mut self, column: usize, value: &[u8]) {
+        match check_binary(self.table.columns[column].ty, value) {
+            Ok(()) => self.put_bytes(column, value),
+            Err(refused) => self.reject(column, refused.sqlstate, refused.message),
+        }
+    }
+
     /// Puts a value in Postgres's text form, read as its column's type.
     fn put_text(&mut self, column: usize, text: &str) {
         let start = self.scratch.len();

@@ -182,3 +182,47 @@ fn a_stream_is_cut_only_after_whole_records_wherever_its_pieces_end() {
         assert_eq!(found, ends, "{data:?}");
     }
 }
+
+#[test]
+fn binary_tuples_encode_as_the_same_rows_in_json_do_and_a_wrong_length_is_refused() {
+    let binary = CopyFormat::new(CopyKind::Binary);
+    let id = uuid::Uuid::parse_str("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").unwrap();
+    let tuple = |n: &[u8]| {
+        let mut out = 3i16.to_be_bytes().to_vec();
+        for field in [id.as_bytes().as_slice(), b"acme", n] {
+            out.extend_from_slice(&(field.len() as i32).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    };
+    let mut data = tuple(&5i64.to_be_bytes());
+    data.extend_from_slice(&(-1i16).to_be_bytes());
+    let routing = RoutingTable::two_shards_for_tests(1);
+    let copied = decode_copy(&events(), &routing, &binary, &[0, 1, 2], &data, NOW, &[]).unwrap();
+    let body = r#"[{"event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "tenant_id": "acme", "n": 5}]"#;
+    assert_eq!(tuples(&copied), tuples(&json(body)));
+
+    let short = tuple(&5i32.to_be_bytes());
+    let error = first_error(decode_copy(
+        &events(),
+        &routing,
+        &binary,
+        &[0, 1, 2],
+        &short,
+        NOW,
+        &[],
+    ));
+    assert_eq!(
+        (error.column.as_deref(), error.sqlstate, error.reason.as_str()),
+        (Some("n"), "22P03", "incorrect binary data format")
+    );
+    assert_eq!(
+        binary_header_len(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0rest"),
+        Ok(Some(19))
+    );
+    assert_eq!(binary_header_len(b"PGCOPY\n\xff"), Ok(None));
+    assert_eq!(
+        binary_header_len(b"id,name\n"),
+        Err("COPY file signature not recognized".into())
+    );
+}
