@@ -7,8 +7,8 @@
 //! bad timestamp `22007`, a value out of range `22003`. A timestamp without an offset is read in
 //! UTC, the session time zone shardgate announces.
 
-use super::{ColumnType, JSONB_VERSION, PG_EPOCH_UNIX_DAYS, PG_EPOCH_UNIX_MICROS};
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use super::{ColumnType, JSONB_VERSION, PG_EPOCH_UNIX_DAYS};
+use chrono::NaiveDate;
 
 /// A value Postgres would refuse, with the SQLSTATE and message it would give.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,51 +125,133 @@ fn boolean(text: &str) -> Result<bool, TextInputError> {
 }
 
 /// Microseconds since 2000-01-01 UTC of an ISO 8601 timestamp: `YYYY-MM-DD[( |T)HH:MM[:SS[.f]]]`
-/// then an optional offset (`Z`, `+HH`, `+HHMM`, `+HH:MM`); without one, UTC.
+/// then an optional offset (`Z`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`); without one, UTC. Read
+/// digit by digit: this runs once per timestamp of every COPY row.
 fn timestamptz(text: &str) -> Result<i64, TextInputError> {
-    let bad = || syntax(ColumnType::Timestamptz, text);
-    let trimmed = text.trim();
-    let (local, offset_seconds) = split_offset(trimmed).ok_or_else(bad)?;
-    let local = local.trim_end();
-    let naive = if local.len() == 10 {
-        NaiveDate::parse_from_str(local, "%Y-%m-%d")
-            .map(|date| date.and_time(NaiveTime::MIN))
-            .map_err(|_| bad())?
-    } else {
-        let (date, time) = local.split_at_checked(10).ok_or_else(bad)?;
-        let time = time.strip_prefix([' ', 'T', 't']).ok_or_else(bad)?;
-        let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| bad())?;
-        let time = NaiveTime::parse_from_str(time, "%H:%M:%S%.f")
-            .or_else(|_| NaiveTime::parse_from_str(time, "%H:%M"))
-            .map_err(|_| bad())?;
-        NaiveDateTime::new(date, time)
-    };
-    let unix_micros = naive.and_utc().timestamp_micros() - offset_seconds * 1_000_000;
-    Ok(unix_micros - PG_EPOCH_UNIX_MICROS)
+    parse_timestamptz(text.trim().as_bytes()).ok_or_else(|| syntax(ColumnType::Timestamptz, text))
 }
 
-/// The text before a trailing UTC offset and the offset in seconds east (0 without one).
-fn split_offset(text: &str) -> Option<(&str, i64)> {
-    if let Some(local) = text.strip_suffix(['Z', 'z']) {
-        return Some((local, 0));
+fn parse_timestamptz(bytes: &[u8]) -> Option<i64> {
+    let mut at = Cursor { bytes, at: 0 };
+    let (year, month, day) = (
+        at.digits(4)?,
+        at.after(b'-')?.digits(2)?,
+        at.after(b'-')?.digits(2)?,
+    );
+    let date = NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
+    let mut micros_of_day = 0;
+    if at.peek().is_some_and(|b| matches!(b, b' ' | b'T' | b't')) {
+        at.at += 1;
+        let (hour, minute) = (at.digits(2)?, at.after(b':')?.digits(2)?);
+        let mut second = 0;
+        let mut fraction = 0;
+        if at.peek() == Some(b':') {
+            second = at.after(b':')?.digits(2)?;
+            if at.peek() == Some(b'.') {
+                at.at += 1;
+                fraction = at.fraction_micros()?;
+            }
+        }
+        if hour > 24 || minute > 59 || second > 60 || (hour == 24 && minute + second + fraction > 0) {
+            return None;
+        }
+        micros_of_day = ((hour * 60 + minute) * 60 + second) * 1_000_000 + fraction;
     }
-    // An offset starts after the time of day: past the date's own dashes.
-    let Some(sign_at) = text.get(10..)?.rfind(['+', '-']).map(|i| i + 10) else {
-        return Some((text, 0));
-    };
-    let (local, offset) = text.split_at(sign_at);
-    let sign = if offset.starts_with('-') { -1 } else { 1 };
-    let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
-    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    while at.peek() == Some(b' ') {
+        at.at += 1;
+    }
+    let offset_seconds = at.offset()?;
+    if at.at != bytes.len() {
         return None;
     }
-    let padded = format!("{digits:0<6}");
-    let part = |range: std::ops::Range<usize>| padded[range].parse::<i64>().ok();
-    let (hours, minutes, seconds) = (part(0..2)?, part(2..4)?, part(4..6)?);
-    if digits.len() % 2 == 1 || hours > 15 || minutes > 59 || seconds > 59 {
-        return None;
+    let days = date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
+    Some(days * 86_400_000_000 + micros_of_day - offset_seconds * 1_000_000)
+}
+
+/// A position in a timestamp's text.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
     }
-    Some((local, sign * (hours * 3600 + minutes * 60 + seconds)))
+
+    /// Exactly `count` digits, as a number.
+    fn digits(&mut self, count: usize) -> Option<i64> {
+        let digits = self.bytes.get(self.at..self.at + count)?;
+        let mut value = 0;
+        for &digit in digits {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            value = value * 10 + i64::from(digit - b'0');
+        }
+        self.at += count;
+        Some(value)
+    }
+
+    /// Steps over `separator`.
+    fn after(&mut self, separator: u8) -> Option<&mut Self> {
+        (self.peek()? == separator).then(|| {
+            self.at += 1;
+            self
+        })
+    }
+
+    /// Up to six digits of a fraction of a second, in microseconds; further digits round, as
+    /// Postgres rounds them.
+    fn fraction_micros(&mut self) -> Option<i64> {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut micros = 0;
+        for i in 0..6 {
+            micros = micros * 10 + digits.get(i).map_or(0, |d| i64::from(d - b'0'));
+        }
+        if digits.get(6).is_some_and(|d| *d >= b'5') {
+            micros += 1;
+        }
+        Some(micros)
+    }
+
+    /// A UTC offset in seconds east: none (0), `Z`, or a sign and `HH[[:]MM[[:]SS]]`.
+    fn offset(&mut self) -> Option<i64> {
+        let sign = match self.peek() {
+            None => return Some(0),
+            Some(b'Z' | b'z') => {
+                self.at += 1;
+                return Some(0);
+            }
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            Some(_) => return None,
+        };
+        self.at += 1;
+        let hours = self.digits(2)?;
+        let mut rest = [0, 0];
+        for part in &mut rest {
+            if self.peek() == Some(b':') {
+                self.at += 1;
+            }
+            match self.digits(2) {
+                Some(value) => *part = value,
+                None => break,
+            }
+        }
+        let [minutes, seconds] = rest;
+        if hours > 15 || minutes > 59 || seconds > 59 {
+            return None;
+        }
+        Some(sign * (hours * 3600 + minutes * 60 + seconds))
+    }
 }
 
 /// Days since 2000-01-01 of a `YYYY-MM-DD` date.

@@ -173,3 +173,32 @@ fn refusals_carry_the_sqlstate_and_wording_postgres_gives() {
         );
     }
 }
+
+#[test]
+fn fractions_past_microseconds_round_and_offsets_take_every_spelling() {
+    let at = |spelled: &str| text(Timestamptz, spelled).unwrap();
+    assert_eq!(
+        at("2026-05-01 10:00:00.1234565Z"),
+        at("2026-05-01T10:00:00.123457Z")
+    );
+    assert_eq!(
+        at("2026-05-01 10:00:00.1234564+00"),
+        at("2026-05-01 10:00:00.123456")
+    );
+    for spelled in [
+        "2026-05-01 12:30:15+02:30:15",
+        "2026-05-01 12:30:15 +023015",
+        "2026-05-01T12:30:15+02:30:15",
+    ] {
+        assert_eq!(at(spelled), at("2026-05-01 10:00:00Z"), "{spelled}");
+    }
+    for bad in [
+        "2026-05-01 10:00:00+",
+        "2026-05-01 25:00:00",
+        "2026-05-01 10:00:00.",
+        "2026-05-01x",
+        "2026-5-1",
+    ] {
+        assert!(text(Timestamptz, bad).is_err(), "{bad}");
+    }
+}

@@ -89,26 +89,43 @@ impl CopyFormat {
         if self.kind == CopyKind::Binary {
             return binary_tuple_end(data);
         }
-        while state.at < data.len() {
-            let byte = data[state.at];
-            state.at += 1;
+        loop {
+            let rest = data.get(state.at..)?;
+            let found = match (self.kind, state.quoted) {
+                (CopyKind::Csv, false) => memchr::memchr2(b'\n', self.quote, rest),
+                (CopyKind::Csv, true) => memchr::memchr2(self.quote, self.escape, rest),
+                _ => memchr::memchr2(b'\n', b'\\', rest),
+            };
+            let Some(offset) = found else {
+                state.at = data.len();
+                return None;
+            };
+            let at = state.at + offset;
+            let byte = data[at];
+            state.at = at + 1;
             match self.kind {
-                CopyKind::Text if state.escaped => state.escaped = false,
-                CopyKind::Text if byte == b'\\' => state.escaped = true,
-                CopyKind::Csv if state.quoted && state.escaped => state.escaped = false,
                 CopyKind::Csv if state.quoted && byte == self.escape && self.escape != self.quote => {
-                    state.escaped = true
+                    // The escaped character may be in the next message: step over it then.
+                    if at + 1 >= data.len() {
+                        state.at = at;
+                        return None;
+                    }
+                    state.at = at + 2;
                 }
                 CopyKind::Csv if byte == self.quote => state.quoted = !state.quoted,
-                _ if byte == b'\n' && !state.quoted => {
-                    let end = state.at;
-                    *state = RecordScan::default();
-                    return Some(end);
+                CopyKind::Text | CopyKind::Binary if byte == b'\\' => {
+                    if at + 1 >= data.len() {
+                        state.at = at;
+                        return None;
+                    }
+                    state.at = at + 2;
                 }
-                _ => {}
+                _ => {
+                    *state = RecordScan::default();
+                    return Some(at + 1);
+                }
             }
         }
-        None
     }
 }
 
@@ -117,7 +134,6 @@ impl CopyFormat {
 pub struct RecordScan {
     at: usize,
     quoted: bool,
-    escaped: bool,
 }
 
 /// A record the stream could not be split into fields, or whose fields do not match the
@@ -283,27 +299,31 @@ impl Fields {
     /// the null string (before unescaping) is null, escapes as Postgres reads them.
     fn split_text(&mut self, record: &[u8], format: &CopyFormat) -> Result<(), String> {
         self.clear();
-        let mut fields = Vec::new();
         let mut start = 0;
-        let mut i = 0;
-        while i <= record.len() {
-            if i == record.len() || record[i] == format.delimiter {
-                fields.push(&record[start..i]);
-                start = i + 1;
-            } else if record[i] == b'\\' {
-                i += 1;
+        loop {
+            let mut end = start;
+            while let Some(offset) = memchr::memchr2(format.delimiter, b'\\', &record[end..]) {
+                end += offset;
+                if record[end] == format.delimiter {
+                    break;
+                }
+                end = (end + 2).min(record.len());
             }
-            i += 1;
-        }
-        for raw in fields {
-            let start = self.text.len();
+            if end >= record.len() || record[end] != format.delimiter {
+                end = record.len();
+            }
+            let raw = &record[start..end];
+            let field_start = self.text.len();
             let null = raw == format.null.as_bytes();
             if !null {
                 unescape_text(raw, &mut self.text);
             }
-            self.push_field(start, null);
+            self.push_field(field_start, null);
+            if end == record.len() {
+                return Ok(());
+            }
+            start = end + 1;
         }
-        Ok(())
     }
 
     /// Splits a CSV record: quoted fields may hold delimiters, newlines and doubled quotes
@@ -315,37 +335,20 @@ impl Fields {
         loop {
             let start = self.text.len();
             let (mut quoted, mut unquoted_len) = (false, 0);
-            let mut in_quotes = false;
-            while i < record.len() {
-                let byte = record[i];
-                if in_quotes {
-                    let next = record.get(i + 1).copied();
-                    let escapes_next = byte == format.escape
-                        && (next == Some(format.quote)
-                            || (format.escape != format.quote && next == Some(format.escape)));
-                    if escapes_next {
-                        self.text.push(record[i + 1]);
-                        i += 2;
-                        continue;
-                    }
-                    if byte == format.quote {
-                        in_quotes = false;
-                    } else {
-                        self.text.push(byte);
-                    }
-                } else if byte == format.quote {
-                    in_quotes = true;
-                    quoted = true;
-                } else if byte == format.delimiter {
+            while let Some(offset) = memchr::memchr2(format.delimiter, format.quote, &record[i..]) {
+                self.text.extend_from_slice(&record[i..i + offset]);
+                unquoted_len += offset;
+                i += offset;
+                if record[i] == format.delimiter {
                     break;
-                } else {
-                    self.text.push(byte);
-                    unquoted_len += 1;
                 }
-                i += 1;
+                quoted = true;
+                i = self.quoted_csv(record, i + 1, format)?;
             }
-            if in_quotes {
-                return Err("unterminated CSV quoted field".into());
+            if i >= record.len() || record[i] != format.delimiter {
+                self.text.extend_from_slice(&record[i.min(record.len())..]);
+                unquoted_len += record.len().saturating_sub(i);
+                i = record.len();
             }
             let null =
                 !quoted && unquoted_len == format.null.len() && self.text[start..] == *format.null.as_bytes();
@@ -356,17 +359,45 @@ impl Fields {
             i += 1;
         }
     }
+
+    /// Reads a quoted CSV section starting at `i` (past its opening quote) into the field;
+    /// returns where it ends (past its closing quote).
+    fn quoted_csv(&mut self, record: &[u8], mut i: usize, format: &CopyFormat) -> Result<usize, String> {
+        loop {
+            let found = if format.escape == format.quote {
+                memchr::memchr(format.quote, &record[i..])
+            } else {
+                memchr::memchr2(format.quote, format.escape, &record[i..])
+            };
+            let offset = found.ok_or("unterminated CSV quoted field")?;
+            self.text.extend_from_slice(&record[i..i + offset]);
+            i += offset;
+            let next = record.get(i + 1).copied();
+            let escapes_next = record[i] == format.escape
+                && (next == Some(format.quote)
+                    || (format.escape != format.quote && next == Some(format.escape)));
+            if escapes_next {
+                self.text.push(record[i + 1]);
+                i += 2;
+            } else if record[i] == format.quote {
+                return Ok(i + 1);
+            } else {
+                self.text.push(record[i]);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// Appends `raw` with the text format's backslash escapes read: `\b \f \n \r \t \v`, octal
 /// `\NNN`, hex `\xHH`, and any other character after a backslash as itself.
 fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
-    while i < raw.len() {
-        if raw[i] != b'\\' || i + 1 == raw.len() {
-            out.push(raw[i]);
-            i += 1;
-            continue;
+    while let Some(offset) = memchr::memchr(b'\\', &raw[i..]) {
+        out.extend_from_slice(&raw[i..i + offset]);
+        i += offset;
+        if i + 1 == raw.len() {
+            break;
         }
         let next = raw[i + 1];
         i += 2;
@@ -403,6 +434,7 @@ fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
         };
         out.push(byte);
     }
+    out.extend_from_slice(&raw[i..]);
 }
 
 impl RowEncoder<'_> {
