@@ -12,6 +12,7 @@ use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
 use crate::routing::{KeyHash, KeySample, ShardId, ShardIndex};
 use crate::schema::decode::copy::{CopyFormat, decode_copy};
+use crate::schema::decode::values::{Value, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
@@ -183,6 +184,40 @@ impl Writes {
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
         let deadline = Instant::now() + self.request_timeout;
         Ok(self.submitted(table, schema, counts, pending, deadline))
+    }
+
+    /// Encodes `rows` of values filling `columns` (an `INSERT`'s), routes them with one
+    /// snapshot and queues them: all or nothing, refused at once when a queue is full.
+    pub fn submit_values<'v>(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        columns: &[usize],
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+    ) -> Result<Submitted, WriteRefused> {
+        let set = self.shards.load();
+        let mut encoded = self.decode(table, schema, |limited| {
+            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
+        })?;
+        let counts = Counts::of(&mut encoded);
+        let deadline = Instant::now() + self.request_timeout;
+        let pending = set
+            .submit(table, &schema.name, encoded, deadline)
+            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        Ok(self.submitted(table, schema, counts, pending, deadline))
+    }
+
+    /// Checks `rows` of values as [`Writes::submit_values`] would, without queueing them:
+    /// what a transaction block holds until its `COMMIT`.
+    pub fn check_values<'v>(
+        &self,
+        schema: &TableSchema,
+        columns: &[usize],
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+    ) -> Result<(), WriteRefused> {
+        let set = self.shards.load();
+        decode_values(schema, &set.table, columns, rows, unix_micros_now(), &[])?;
+        Ok(())
     }
 
     fn refused_by_queue(&self, table: &str, rows: usize, refusal: SubmitError) -> WriteRefused {

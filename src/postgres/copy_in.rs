@@ -9,14 +9,14 @@
 //! batches of the shards' group commit: a refusal ends the COPY with the count of rows that
 //! committed before it.
 
-use super::errors::{self, CopyPlace};
+use super::errors::{self, CopyPlace, user_error};
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
 use crate::schema::decode::copy::{CopyFormat, CopyKind, RecordScan, binary_header_len};
 use crate::schema::{TableId, Tables};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireResult};
 use std::sync::Arc;
 
 /// Bytes of a stream decoded and queued at once, at most: about 2,500 rows of the example
@@ -227,8 +227,4 @@ impl CopyIn {
         };
         errors::copy_refused(refusal, &place)
     }
-}
-
-fn user_error(info: ErrorInfo) -> PgWireError {
-    PgWireError::UserError(Box::new(info))
 }

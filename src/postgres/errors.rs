@@ -33,6 +33,11 @@ pub fn error(code: &str, message: impl Into<String>) -> ErrorInfo {
     ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())
 }
 
+/// `info` as the error a handler returns.
+pub fn user_error(info: ErrorInfo) -> PgWireError {
+    PgWireError::UserError(Box::new(info))
+}
+
 /// `error` as the error a handler returns.
 pub fn refused(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(error(code, message)))

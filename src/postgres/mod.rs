@@ -12,6 +12,7 @@
 mod auth;
 pub mod copy_in;
 mod errors;
+mod insert;
 mod session;
 mod statement;
 

@@ -9,8 +9,10 @@ use super::Services;
 use super::auth::SERVER_VERSION;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
-use super::statement::{self, CopyFrom, Statement};
+use super::insert::{BoundInsert, MAX_HELD_BYTES, Parameters, parameter_type};
+use super::statement::{self, CopyFrom, Insert, InsertValue, Statement};
 use crate::schema::decode::copy::CopyKind;
+use crate::schema::{TableSchema, Tables};
 use async_trait::async_trait;
 use futures_util::{Sink, SinkExt, stream};
 use pgwire::api::copy::CopyHandler;
@@ -46,6 +48,9 @@ pub struct Session {
     parameters: Mutex<BTreeMap<String, String>>,
     block: Mutex<Block>,
     copy: tokio::sync::Mutex<Option<CopyIn>>,
+    /// The `INSERT`s of the open block, written at its `COMMIT`.
+    held: Mutex<Vec<BoundInsert>>,
+    parser: Arc<SqlText>,
     /// Told of every message, for the idle timeout.
     activity: Arc<super::Activity>,
 }
@@ -53,11 +58,14 @@ pub struct Session {
 impl Session {
     /// A session over `services`, reporting its activity to `activity`.
     pub fn new(services: Arc<Services>, activity: Arc<super::Activity>) -> Session {
+        let tables = services.tables.clone();
         Session {
             services,
             parameters: Mutex::new(BTreeMap::new()),
             block: Mutex::new(Block::None),
             copy: tokio::sync::Mutex::new(None),
+            held: Mutex::new(Vec::new()),
+            parser: Arc::new(SqlText { tables }),
             activity,
         }
     }
@@ -77,7 +85,12 @@ impl Session {
     }
 
     /// Carries out one statement, answering rows in `format`.
-    async fn execute(&self, sql: &str, format: &Format) -> PgWireResult<Response> {
+    async fn execute(
+        &self,
+        sql: &str,
+        format: &Format,
+        parameters: &Parameters<'_>,
+    ) -> PgWireResult<Response> {
         let statement = statement::classify(sql).map_err(|e| refused(errors::SYNTAX_ERROR, e))?;
         if self.block() == Block::Failed && !matches!(statement, Statement::Commit | Statement::Rollback) {
             return Err(refused(
@@ -85,14 +98,19 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let outcome = self.carry_out(statement, format.format_for(0)).await;
+        let outcome = self.carry_out(statement, format.format_for(0), parameters).await;
         if outcome.is_err() && self.block() == Block::Open {
             self.set_block(Block::Failed);
         }
         outcome
     }
 
-    async fn carry_out(&self, statement: Statement, format: FieldFormat) -> PgWireResult<Response> {
+    async fn carry_out(
+        &self,
+        statement: Statement,
+        format: FieldFormat,
+        parameters: &Parameters<'_>,
+    ) -> PgWireResult<Response> {
         Ok(match statement {
             Statement::Begin => {
                 self.set_block(Block::Open);
@@ -101,12 +119,19 @@ impl Session {
             Statement::Commit => {
                 let failed = self.block() == Block::Failed;
                 self.set_block(Block::None);
-                Response::TransactionEnd(Tag::new(if failed { "ROLLBACK" } else { "COMMIT" }))
+                let held = std::mem::take(&mut *self.held());
+                if failed {
+                    return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
+                }
+                self.write_held(held).await?;
+                Response::TransactionEnd(Tag::new("COMMIT"))
             }
             Statement::Rollback => {
                 self.set_block(Block::None);
+                self.held().clear();
                 Response::TransactionEnd(Tag::new("ROLLBACK"))
             }
+            Statement::Insert(insert) => self.insert(insert, parameters).await?,
             Statement::Set { name, value } => {
                 self.parameters().insert(name, value);
                 Response::Execution(Tag::new("SET"))
@@ -141,6 +166,61 @@ impl Session {
             Statement::CopyFrom(copy) => self.start_copy(copy).await?,
             Statement::Unsupported(what) => return Err(errors::not_supported(&what)),
         })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<BoundInsert>> {
+        self.held
+            .lock()
+            .expect("a session's held rows lock is never poisoned")
+    }
+
+    /// An `INSERT`: written and answered once committed, or checked and held in a block.
+    async fn insert(&self, insert: Insert, parameters: &Parameters<'_>) -> PgWireResult<Response> {
+        let bound = BoundInsert::bind(insert, &self.services.tables, parameters)?;
+        let rows = bound.rows();
+        let tag = Tag::new("INSERT").with_oid(0).with_rows(rows);
+        if self.block() == Block::Open {
+            bound.check(&self.services.tables, &self.services.writes)?;
+            let mut held = self.held();
+            let holding = held.iter().map(BoundInsert::bytes).sum::<usize>() + bound.bytes();
+            if holding > MAX_HELD_BYTES {
+                return Err(refused(
+                    errors::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "the block holds more than {} MiB of rows until its COMMIT; commit more often, or COPY outside a block",
+                        MAX_HELD_BYTES >> 20
+                    ),
+                ));
+            }
+            held.push(bound);
+            return Ok(Response::Execution(tag));
+        }
+        let submitted = bound.submit(&self.services.tables, &self.services.writes)?;
+        let table = &self.services.tables.get(bound.table()).name;
+        submitted
+            .committed()
+            .await
+            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, table)))?;
+        Ok(Response::Execution(tag))
+    }
+
+    /// Writes a block's `INSERT`s at its `COMMIT`, all queued before any is waited for.
+    async fn write_held(&self, held: Vec<BoundInsert>) -> PgWireResult<()> {
+        let tables = &self.services.tables;
+        let submitted = held
+            .iter()
+            .map(|insert| {
+                insert
+                    .submit(tables, &self.services.writes)
+                    .map(|s| (insert.table(), s))
+            })
+            .collect::<PgWireResult<Vec<_>>>()?;
+        for (table, submitted) in submitted {
+            submitted.committed().await.map_err(|refusal| {
+                errors::user_error(errors::write_refused(&refusal, &tables.get(table).name))
+            })?;
+        }
+        Ok(())
     }
 
     fn parameters(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
@@ -188,25 +268,7 @@ impl Session {
                 format!("relation \"{}\" does not exist", copy.table),
             )
         })?;
-        let columns = if copy.columns.is_empty() {
-            (0..schema.columns.len()).collect()
-        } else {
-            copy.columns
-                .iter()
-                .map(|name| {
-                    schema
-                        .columns
-                        .iter()
-                        .position(|c| c.name == *name)
-                        .ok_or_else(|| {
-                            refused(
-                                crate::pgtype::sqlstate::UNDEFINED_COLUMN,
-                                format!("column \"{name}\" of relation \"{}\" does not exist", schema.name),
-                            )
-                        })
-                })
-                .collect::<PgWireResult<Vec<usize>>>()?
-        };
+        let columns = column_indexes(schema, &copy.columns)?;
         let width = columns.len();
         let wire_format = i8::from(copy.format.kind == CopyKind::Binary);
         let target = CopyTarget {
@@ -229,6 +291,34 @@ impl Session {
         )))
     }
 }
+
+/// The indexes of the columns `names` of `schema`, all its columns when none are named.
+pub fn column_indexes(schema: &TableSchema, names: &[String]) -> PgWireResult<Vec<usize>> {
+    if names.is_empty() {
+        return Ok((0..schema.columns.len()).collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            schema
+                .columns
+                .iter()
+                .position(|c| c.name == *name)
+                .ok_or_else(|| {
+                    refused(
+                        crate::pgtype::sqlstate::UNDEFINED_COLUMN,
+                        format!("column \"{name}\" of relation \"{}\" does not exist", schema.name),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// What a statement of the simple protocol is bound to: nothing.
+const NO_PARAMETERS: Parameters<'static> = Parameters {
+    values: &[],
+    format: &Format::UnifiedText,
+};
 
 /// A result of one row and one column, in `format`.
 fn one_value<T>(column: &str, ty: Type, value: T, format: FieldFormat) -> PgWireResult<Response>
@@ -256,7 +346,7 @@ impl SimpleQueryHandler for Session {
         self.activity.touch();
         let mut responses = Vec::new();
         for sql in statement::split(query) {
-            match self.execute(sql, &Format::UnifiedText).await {
+            match self.execute(sql, &Format::UnifiedText, &NO_PARAMETERS).await {
                 Ok(response) => {
                     let copying = matches!(response, Response::CopyIn(_));
                     responses.push(response);
@@ -275,9 +365,11 @@ impl SimpleQueryHandler for Session {
     }
 }
 
-/// Statements of the extended protocol are kept as their SQL text.
-#[derive(Debug, Default)]
-pub struct SqlText;
+/// Statements of the extended protocol are kept as their SQL text; the declared tables give
+/// an `INSERT`'s parameters their columns' types.
+pub struct SqlText {
+    tables: Arc<Tables>,
+}
 
 #[async_trait]
 impl QueryParser for SqlText {
@@ -295,8 +387,23 @@ impl QueryParser for SqlText {
         Ok(Some(sql.to_string()))
     }
 
-    fn get_parameter_types(&self, _statement: &String) -> PgWireResult<Vec<Type>> {
-        Ok(Vec::new())
+    fn get_parameter_types(&self, statement: &String) -> PgWireResult<Vec<Type>> {
+        let Ok(Statement::Insert(insert)) = statement::classify(statement) else {
+            return Ok(Vec::new());
+        };
+        let mut types = vec![Type::TEXT; insert.parameter_count()];
+        let Some((_, schema)) = self.tables.lookup(&insert.table) else {
+            return Ok(types);
+        };
+        let columns = column_indexes(schema, &insert.columns)?;
+        for row in &insert.rows {
+            for (value, &column) in row.iter().zip(&columns) {
+                if let InsertValue::Parameter(i) = value {
+                    types[*i] = parameter_type(schema.columns[column].ty);
+                }
+            }
+        }
+        Ok(types)
     }
 
     fn get_result_schema(
@@ -322,7 +429,7 @@ impl ExtendedQueryHandler for Session {
     type QueryParser = SqlText;
 
     fn query_parser(&self) -> Arc<SqlText> {
-        Arc::new(SqlText)
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -337,13 +444,14 @@ impl ExtendedQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.activity.touch();
-        if !portal.parameters.is_empty() {
-            return Err(errors::not_supported("a statement with parameters"));
-        }
+        let parameters = Parameters {
+            values: &portal.parameters,
+            format: &portal.parameter_format,
+        };
         let statements = statement::split(&portal.statement.statement);
         match statements.as_slice() {
             [] => Ok(Response::EmptyQuery),
-            [one] => self.execute(one, &portal.result_column_format).await,
+            [one] => self.execute(one, &portal.result_column_format, &parameters).await,
             _ => Err(refused(
                 errors::SYNTAX_ERROR,
                 "cannot insert multiple commands into a prepared statement",
@@ -361,8 +469,16 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields = SqlText.get_result_schema(&target.statement, None)?;
-        Ok(DescribeStatementResponse::new(Vec::new(), fields))
+        let fields = self.parser.get_result_schema(&target.statement, None)?;
+        let ours = self.parser.get_parameter_types(&target.statement)?;
+        let count = ours.len().max(target.parameter_types.len());
+        let types = (0..count)
+            .map(|i| {
+                let declared = target.parameter_types.get(i).cloned().flatten();
+                declared.or_else(|| ours.get(i).cloned()).unwrap_or(Type::UNKNOWN)
+            })
+            .collect();
+        Ok(DescribeStatementResponse::new(types, fields))
     }
 
     async fn do_describe_portal<C>(
@@ -375,8 +491,9 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let fields =
-            SqlText.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        let fields = self
+            .parser
+            .get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
         Ok(DescribePortalResponse::new(fields))
     }
 }

@@ -12,6 +12,8 @@ use sqlparser::parser::Parser;
 pub enum Statement {
     /// `COPY table [(columns)] FROM STDIN [options]`.
     CopyFrom(CopyFrom),
+    /// `INSERT INTO table [(columns)] VALUES (...), ... [ON CONFLICT DO NOTHING]`.
+    Insert(Insert),
     /// `BEGIN` or `START TRANSACTION`.
     Begin,
     /// `COMMIT` or `END`.
@@ -45,6 +47,46 @@ pub struct CopyFrom {
     pub format: CopyFormat,
     /// Whether the first record is a header to skip (`HEADER`).
     pub header: bool,
+}
+
+/// An `INSERT ... VALUES`, its values as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Insert {
+    /// The table, as written (unquoted, lower-cased unless quoted).
+    pub table: String,
+    /// The column list; empty for all columns in declared order.
+    pub columns: Vec<String>,
+    /// The rows, each a value per column.
+    pub rows: Vec<Vec<InsertValue>>,
+}
+
+/// One value of an `INSERT`'s row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertValue {
+    /// `DEFAULT`.
+    Default,
+    /// `NULL`.
+    Null,
+    /// A literal, in Postgres's text form (a cast of it is read as its column's type, as
+    /// Postgres's assignment rules read it).
+    Literal(String),
+    /// `$n`, zero-based.
+    Parameter(usize),
+}
+
+impl Insert {
+    /// How many parameters the statement takes: its highest `$n`.
+    pub fn parameter_count(&self) -> usize {
+        self.rows
+            .iter()
+            .flatten()
+            .filter_map(|value| match value {
+                InsertValue::Parameter(i) => Some(i + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Splits a simple query string into its statements: at semicolons outside quotes, dollar
@@ -139,7 +181,7 @@ pub fn classify(sql: &str) -> Result<Statement, String> {
         "discard" => Statement::Discard,
         "select" => select(sql),
         "copy" => copy(sql)?,
-        "insert" => Statement::Unsupported("INSERT (COPY FROM STDIN is supported)".into()),
+        "insert" => insert(sql)?,
         "" => Statement::Unsupported("an empty statement".into()),
         other => Statement::Unsupported(other.to_ascii_uppercase()),
     })
@@ -247,6 +289,96 @@ fn copy(sql: &str) -> Result<Statement, String> {
         format,
         header: options.header,
     }))
+}
+
+/// An `INSERT`, parsed; only `VALUES` of literals and parameters into a table is carried
+/// out, with `ON CONFLICT DO NOTHING` (what storing an id does anyway) and no `RETURNING`.
+fn insert(sql: &str) -> Result<Statement, String> {
+    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, SetExpr, TableObject};
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
+    let Some(sqlparser::ast::Statement::Insert(insert)) = parsed.into_iter().next() else {
+        return Err(format!("not an INSERT statement: {sql}"));
+    };
+    let TableObject::TableName(table) = &insert.table else {
+        return Ok(Statement::Unsupported("INSERT into a table function".into()));
+    };
+    match &insert.on {
+        None
+        | Some(OnInsert::OnConflict(OnConflict {
+            action: OnConflictAction::DoNothing,
+            ..
+        })) => {}
+        Some(_) => return Ok(Statement::Unsupported("INSERT ... ON CONFLICT DO UPDATE".into())),
+    }
+    if insert.returning.is_some() {
+        return Ok(Statement::Unsupported("INSERT ... RETURNING".into()));
+    }
+    let Some(SetExpr::Values(values)) = insert.source.as_ref().map(|query| query.body.as_ref()) else {
+        return Ok(Statement::Unsupported("INSERT ... SELECT".into()));
+    };
+    let rows = values
+        .rows
+        .iter()
+        .map(|row| row.iter().map(insert_value).collect::<Result<Vec<_>, _>>())
+        .collect::<Result<Vec<_>, _>>();
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(construct) => return Ok(Statement::Unsupported(construct)),
+    };
+    let name = |object: &sqlparser::ast::ObjectName| {
+        object
+            .0
+            .last()
+            .map(|part| unquote_identifier(&part.to_string()))
+            .unwrap_or_default()
+    };
+    Ok(Statement::Insert(Insert {
+        table: name(table),
+        columns: insert.columns.iter().map(name).collect(),
+        rows,
+    }))
+}
+
+/// One value of `VALUES`; the error names an expression that is not carried out.
+fn insert_value(expr: &sqlparser::ast::Expr) -> Result<InsertValue, String> {
+    use sqlparser::ast::{Expr, UnaryOperator, Value};
+    Ok(match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Null => InsertValue::Null,
+            Value::Number(number, _) => InsertValue::Literal(number.to_string()),
+            Value::SingleQuotedString(text) | Value::EscapedStringLiteral(text) => {
+                InsertValue::Literal(text.clone())
+            }
+            Value::DollarQuotedString(quoted) => InsertValue::Literal(quoted.value.clone()),
+            Value::Boolean(b) => InsertValue::Literal(b.to_string()),
+            Value::Placeholder(placeholder) => match placeholder
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) if n > 0 => InsertValue::Parameter(n - 1),
+                _ => return Err(format!("the parameter {placeholder} (use $1, $2, ...)")),
+            },
+            other => return Err(format!("the value {other} in VALUES")),
+        },
+        Expr::Identifier(ident)
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") =>
+        {
+            InsertValue::Default
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match insert_value(expr)? {
+            InsertValue::Literal(number) => InsertValue::Literal(format!("-{number}")),
+            _ => return Err(format!("the expression {expr} in VALUES")),
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => insert_value(expr)?,
+        Expr::TypedString(typed) => match &typed.value.value {
+            Value::SingleQuotedString(text) => InsertValue::Literal(text.clone()),
+            other => return Err(format!("the value {other} in VALUES")),
+        },
+        other => return Err(format!("the expression {other} in VALUES")),
+    })
 }
 
 /// An identifier as Postgres folds it: quoted ones as written, others lower-cased.

@@ -787,3 +787,4 @@ pub mod copy;
 mod scan;
 #[cfg(test)]
 mod tests;
+pub mod values;

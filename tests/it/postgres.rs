@@ -463,3 +463,172 @@ async fn binary_copy_from_tokio_postgres_stores_the_values_as_sent_and_refuses_a
     assert_eq!(gate.total("events").await, 2000);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn inserts_of_literals_and_prepared_parameters_land_on_their_owners_once() {
+    let gate = TestServer::start("pg_insert", &listener("")).await;
+    let client = connect(&gate).await;
+    let literal = "INSERT INTO events (tenant_id, event_type, n, ts, payload) VALUES \
+                   ('t1', 'click', 5, '2026-05-01 12:00:00+02'::timestamptz, '{\"a\": 1}'), ('t2', 'view', -3, DEFAULT, NULL)";
+    assert_eq!(client.execute(literal, &[]).await.unwrap(), 2);
+    client
+        .batch_execute("INSERT INTO logs VALUES ('src', 'simple protocol')")
+        .await
+        .unwrap();
+
+    let statement = client
+        .prepare("INSERT INTO events (event_id, tenant_id, event_type, n, score) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+        .await
+        .unwrap();
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        statement.params(),
+        &[Type::UUID, Type::TEXT, Type::TEXT, Type::INT8, Type::FLOAT8]
+    );
+    let ids: Vec<uuid::Uuid> = (0..100).map(|_| uuid::Uuid::now_v7()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let n = i as i64;
+        let score = (i % 2 == 0).then_some(0.5);
+        let inserted = client
+            .execute(&statement, &[id, &format!("t{}", i % 7), &"buy", &n, &score])
+            .await
+            .unwrap();
+        assert_eq!(inserted, 1);
+    }
+    client
+        .execute(&statement, &[&ids[0], &"t0", &"buy", &0i64, &None::<f64>])
+        .await
+        .unwrap();
+    let placed = placement(
+        &gate.shard_urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT event_id::text, _sg_hash FROM events",
+    )
+    .await;
+    assert_eq!(placed.len(), 102, "every row once, a retried id stored once");
+    let mut stored = Vec::new();
+    for url in &gate.shard_urls {
+        let shard = crate::common::connect(url).await;
+        for row in shard
+            .query(
+                "SELECT ts, payload FROM events WHERE n = 5 AND tenant_id = 't1'",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            stored.push((
+                row.get::<_, chrono::DateTime<chrono::Utc>>(0).to_rfc3339(),
+                row.get::<_, serde_json::Value>(1),
+            ));
+        }
+    }
+    assert_eq!(
+        stored,
+        vec![(
+            "2026-05-01T10:00:00+00:00".to_string(),
+            serde_json::json!({"a": 1})
+        )]
+    );
+    assert_eq!(gate.total("logs").await, 1);
+
+    let refusals = [
+        (
+            "INSERT INTO events (tenant_id, event_type, nope) VALUES ('a', 'b', 1)",
+            SqlState::UNDEFINED_COLUMN,
+            "column \"nope\" of relation \"events\" does not exist",
+        ),
+        (
+            "INSERT INTO events (tenant_id, event_type, n) VALUES ('a', 'b', 'x')",
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            "invalid input syntax for type bigint: \"x\"",
+        ),
+        (
+            "INSERT INTO events (tenant_id, event_type) VALUES (NULL, 'b')",
+            SqlState::NOT_NULL_VIOLATION,
+            "null value in column \"tenant_id\" of relation \"events\" violates not-null constraint",
+        ),
+        (
+            "INSERT INTO events (tenant_id, event_type) VALUES ('a', 'b') RETURNING event_id",
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "INSERT ... RETURNING is not supported by shardgate",
+        ),
+        (
+            "INSERT INTO events (tenant_id, event_type) VALUES ('a', 'b') ON CONFLICT (event_id) DO UPDATE SET n = 1",
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "INSERT ... ON CONFLICT DO UPDATE is not supported by shardgate",
+        ),
+        (
+            "INSERT INTO nope VALUES (1)",
+            SqlState::UNDEFINED_TABLE,
+            "relation \"nope\" does not exist",
+        ),
+    ];
+    for (sql, code, message) in refusals {
+        let error = client.simple_query(sql).await.unwrap_err();
+        let db = error.as_db_error().unwrap_or_else(|| panic!("{sql}: {error}"));
+        assert_eq!((db.code(), db.message()), (&code, message), "{sql}");
+    }
+    assert_eq!(gate.total("events").await, 102, "no refused row is stored");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_block_holds_its_inserts_until_commit_and_rollback_discards_them() {
+    let gate = TestServer::start("pg_insert_block", &listener("")).await;
+    let client = connect(&gate).await;
+    client.batch_execute("BEGIN; INSERT INTO logs VALUES ('a', 'one'), ('b', 'two'); INSERT INTO logs VALUES ('c', 'three')").await.unwrap();
+    assert_eq!(gate.total("logs").await, 0, "held in the session until COMMIT");
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(gate.total("logs").await, 3);
+    client
+        .batch_execute("BEGIN; INSERT INTO logs VALUES ('d', 'four'); ROLLBACK")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO logs VALUES ('e', 'five')")
+        .await
+        .unwrap();
+    assert!(
+        client
+            .batch_execute("INSERT INTO logs (nope) VALUES (1)")
+            .await
+            .is_err()
+    );
+    let commit = client.simple_query("COMMIT").await.unwrap();
+    assert!(matches!(
+        commit.last(),
+        Some(SimpleQueryMessage::CommandComplete(0))
+    ));
+    assert_eq!(
+        gate.total("logs").await,
+        3,
+        "a rolled-back or failed block stores nothing"
+    );
+
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect({url:?}) as conn:\n\
+         \x20   with conn.cursor() as cur:\n\
+         \x20       cur.executemany('INSERT INTO logs (source, line) VALUES (%s, %s)', [(f'py-{{i % 3}}', f'row {{i}}') for i in range(50)])\n\
+         \x20   conn.commit()\n",
+        url = url(&gate, PASSWORD)
+    );
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        gate.total("logs").await,
+        53,
+        "psycopg's executemany in its implicit block, committed"
+    );
+    gate.stop().await;
+}

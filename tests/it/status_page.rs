@@ -230,8 +230,9 @@ fn assert_png(path: &Path) {
 async fn from_the_page_an_operator_with_the_token_pauses_resumes_and_cancels_a_migration() {
     let urls = crate::common::fresh_shards("status_page_actions").await;
     let third = crate::common::fresh_database(&crate::common::clusters()[1], "status_page_actions_s2").await;
+    // Slow enough that the copy still runs when the page's cancel arrives, on a loaded machine.
     let extra = format!(
-        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 100\n[query]\nstatement_timeout = \"1s\"\n",
+        "{}[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\nchunk_rows = 50\nrows_per_second = 30\n[query]\nstatement_timeout = \"1s\"\n",
         crate::admin::with_token()
     );
     let gate = TestServer::start_on(urls, &extra).await;

@@ -103,3 +103,37 @@ fn copy_options_of_either_syntax_set_the_format() {
         assert_eq!(classify(sql), Ok(Statement::Unsupported(what.into())), "{sql}");
     }
 }
+
+#[test]
+fn inserts_keep_their_values_and_name_what_is_not_carried_out() {
+    let insert = classify(
+        "INSERT INTO \"Events\" (a, b, c, d, e) VALUES (1, -2.5, 'x''y', DEFAULT, $2), (NULL, TRUE, '5'::bigint, timestamptz '2026-05-01', $1)",
+    );
+    let values = |row: &[&str]| -> Vec<InsertValue> {
+        row.iter()
+            .map(|v| match *v {
+                "DEFAULT" => InsertValue::Default,
+                "NULL" => InsertValue::Null,
+                p if p.starts_with('$') => InsertValue::Parameter(p[1..].parse::<usize>().unwrap() - 1),
+                literal => InsertValue::Literal(literal.to_string()),
+            })
+            .collect()
+    };
+    let expected = Insert {
+        table: "Events".into(),
+        columns: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+        rows: vec![
+            values(&["1", "-2.5", "x'y", "DEFAULT", "$2"]),
+            values(&["NULL", "true", "5", "2026-05-01", "$1"]),
+        ],
+    };
+    assert_eq!(insert, Ok(Statement::Insert(expected.clone())));
+    assert_eq!(expected.parameter_count(), 2);
+    for (sql, what) in [
+        ("INSERT INTO t SELECT * FROM u", "INSERT ... SELECT"),
+        ("INSERT INTO t VALUES (1) RETURNING id", "INSERT ... RETURNING"),
+        ("INSERT INTO t VALUES (now())", "the expression now() in VALUES"),
+    ] {
+        assert_eq!(classify(sql), Ok(Statement::Unsupported(what.into())), "{sql}");
+    }
+}

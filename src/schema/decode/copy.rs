@@ -439,7 +439,7 @@ fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
 
 impl RowEncoder<'_> {
     /// Puts a value in Postgres's binary form, checked to be one of its column's type.
-    fn put_binary(&mut self, column: usize, value: &[u8]) {
+    pub(super) fn put_binary(&mut self, column: usize, value: &[u8]) {
         match check_binary(self.table.columns[column].ty, value) {
             Ok(()) => self.put_bytes(column, value),
             Err(refused) => self.reject(column, refused.sqlstate, refused.message),
@@ -447,7 +447,7 @@ impl RowEncoder<'_> {
     }
 
     /// Puts a value in Postgres's text form, read as its column's type.
-    fn put_text(&mut self, column: usize, text: &str) {
+    pub(super) fn put_text(&mut self, column: usize, text: &str) {
         let start = self.scratch.len();
         match encode_text(self.table.columns[column].ty, text, &mut self.scratch) {
             Ok(()) => {

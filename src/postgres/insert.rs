@@ -1,0 +1,188 @@
+//! `INSERT ... VALUES` carried out: the statement's literals and bound parameters become a
+//! row source for the shared write path. Outside a block the rows are queued at once and the
+//! statement is answered when they committed; inside one they are checked now and held in
+//! the session until `COMMIT` writes them, so `ROLLBACK` discards them.
+
+use super::errors::{self, refused};
+use super::statement::{Insert, InsertValue};
+use crate::ingest::write::{Submitted, Writes};
+use crate::pgtype::ColumnType;
+use crate::schema::decode::values::Value;
+use crate::schema::{TableId, Tables};
+use bytes::Bytes;
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::error::PgWireResult;
+
+/// Most bytes of values a block may hold until its `COMMIT`; past it the statement is refused
+/// (`54000`), so a session's memory stays bounded.
+pub const MAX_HELD_BYTES: usize = 16 << 20;
+
+/// An `INSERT`'s rows with its parameters bound, owned so that a block can hold them.
+pub struct BoundInsert {
+    table: TableId,
+    columns: Vec<usize>,
+    rows: Vec<Vec<OwnedValue>>,
+    bytes: usize,
+}
+
+/// A value of a bound row.
+enum OwnedValue {
+    Default,
+    Null,
+    Text(String),
+    Binary(Bytes),
+}
+
+impl OwnedValue {
+    fn as_value(&self) -> Value<'_> {
+        match self {
+            OwnedValue::Default => Value::Default,
+            OwnedValue::Null => Value::Null,
+            OwnedValue::Text(text) => Value::Text(text),
+            OwnedValue::Binary(bytes) => Value::Binary(bytes),
+        }
+    }
+}
+
+/// The parameters an `Execute` bound, and the formats they were sent in.
+pub struct Parameters<'a> {
+    /// Each parameter's bytes, `None` for null.
+    pub values: &'a [Option<Bytes>],
+    /// Text or binary, per parameter.
+    pub format: &'a Format,
+}
+
+impl BoundInsert {
+    /// Resolves `insert`'s table and columns against `tables` and binds `parameters`.
+    pub fn bind(insert: Insert, tables: &Tables, parameters: &Parameters<'_>) -> PgWireResult<BoundInsert> {
+        let (table, schema) = tables.lookup(&insert.table).ok_or_else(|| {
+            refused(
+                errors::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", insert.table),
+            )
+        })?;
+        let columns = super::session::column_indexes(schema, &insert.columns)?;
+        let wanted = insert.parameter_count();
+        if parameters.values.len() < wanted {
+            return Err(refused(
+                "08P01",
+                format!(
+                    "bind message supplies {} parameters, but the statement requires {wanted}",
+                    parameters.values.len()
+                ),
+            ));
+        }
+        let mut bytes = 0;
+        let mut rows = Vec::with_capacity(insert.rows.len());
+        for row in insert.rows {
+            if row.len() > columns.len() {
+                return Err(refused(
+                    errors::SYNTAX_ERROR,
+                    "INSERT has more expressions than target columns",
+                ));
+            }
+            let bound = row
+                .into_iter()
+                .map(|value| bind_value(value, parameters))
+                .collect::<PgWireResult<Vec<_>>>()?;
+            bytes += bound.iter().map(value_bytes).sum::<usize>();
+            rows.push(bound);
+        }
+        Ok(BoundInsert {
+            table,
+            columns,
+            rows,
+            bytes,
+        })
+    }
+
+    /// The table written.
+    pub fn table(&self) -> TableId {
+        self.table
+    }
+
+    /// Bytes of values held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Rows of the statement.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Encodes, routes and queues the rows.
+    pub fn submit(&self, tables: &Tables, writes: &Writes) -> PgWireResult<Submitted> {
+        let schema = tables.get(self.table);
+        let values: Vec<Vec<Value<'_>>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(OwnedValue::as_value).collect())
+            .collect();
+        writes
+            .submit_values(
+                self.table,
+                schema,
+                &self.columns,
+                values.iter().map(Vec::as_slice),
+            )
+            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+
+    /// Checks the rows as [`BoundInsert::submit`] would, without queueing them.
+    pub fn check(&self, tables: &Tables, writes: &Writes) -> PgWireResult<()> {
+        let schema = tables.get(self.table);
+        let values: Vec<Vec<Value<'_>>> = self
+            .rows
+            .iter()
+            .map(|row| row.iter().map(OwnedValue::as_value).collect())
+            .collect();
+        writes
+            .check_values(schema, &self.columns, values.iter().map(Vec::as_slice))
+            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+}
+
+fn bind_value(value: InsertValue, parameters: &Parameters<'_>) -> PgWireResult<OwnedValue> {
+    Ok(match value {
+        InsertValue::Default => OwnedValue::Default,
+        InsertValue::Null => OwnedValue::Null,
+        InsertValue::Literal(text) => OwnedValue::Text(text),
+        InsertValue::Parameter(i) => match &parameters.values[i] {
+            None => OwnedValue::Null,
+            Some(bytes) if parameters.format.is_binary(i) => OwnedValue::Binary(bytes.clone()),
+            Some(bytes) => OwnedValue::Text(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                refused(
+                    crate::pgtype::sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                    "invalid byte sequence for encoding \"UTF8\"",
+                )
+            })?),
+        },
+    })
+}
+
+fn value_bytes(value: &OwnedValue) -> usize {
+    match value {
+        OwnedValue::Default | OwnedValue::Null => 1,
+        OwnedValue::Text(text) => text.len(),
+        OwnedValue::Binary(bytes) => bytes.len(),
+    }
+}
+
+/// The type a parameter filling a column of `ty` is described as, so drivers send it as such.
+pub fn parameter_type(ty: ColumnType) -> Type {
+    match ty {
+        ColumnType::Text => Type::TEXT,
+        ColumnType::BigInt => Type::INT8,
+        ColumnType::Integer => Type::INT4,
+        ColumnType::SmallInt => Type::INT2,
+        ColumnType::Double => Type::FLOAT8,
+        ColumnType::Boolean => Type::BOOL,
+        ColumnType::Uuid => Type::UUID,
+        ColumnType::Timestamptz => Type::TIMESTAMPTZ,
+        ColumnType::Date => Type::DATE,
+        ColumnType::Jsonb => Type::JSONB,
+        ColumnType::Bytea => Type::BYTEA,
+    }
+}
