@@ -16,7 +16,7 @@ use crate::schema::decode::values::{Value, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
-use crate::shards::set::Published;
+use crate::shards::set::{Published, ShardSet};
 use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledWrite, WriteStatuses};
 use crate::units::unix_micros_now;
 use serde::Serialize;
@@ -143,15 +143,10 @@ impl Writes {
         body: &[u8],
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, |limited| {
+        let encoded = self.decode(table, schema, |limited| {
             decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
         })?;
-        let counts = Counts::of(&mut encoded);
-        let deadline = Instant::now() + self.request_timeout;
-        let pending = set
-            .submit(table, &schema.name, encoded, deadline)
-            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
-        Ok(self.submitted(table, schema, counts, pending, deadline))
+        self.queue_now(&set, table, schema, encoded)
     }
 
     /// Decodes `data`, whole records of a COPY stream in `format` filling `columns`, routes
@@ -196,15 +191,10 @@ impl Writes {
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, |limited| {
+        let encoded = self.decode(table, schema, |limited| {
             decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
         })?;
-        let counts = Counts::of(&mut encoded);
-        let deadline = Instant::now() + self.request_timeout;
-        let pending = set
-            .submit(table, &schema.name, encoded, deadline)
-            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
-        Ok(self.submitted(table, schema, counts, pending, deadline))
+        self.queue_now(&set, table, schema, encoded)
     }
 
     /// Checks `rows` of values as [`Writes::submit_values`] would, without queueing them:
@@ -218,6 +208,22 @@ impl Writes {
         let set = self.shards.load();
         decode_values(schema, &set.table, columns, rows, unix_micros_now(), &[])?;
         Ok(())
+    }
+
+    /// Queues decoded rows routed with `set`, refusing at once when a queue is full.
+    fn queue_now(
+        &self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &TableSchema,
+        mut encoded: EncodedRows,
+    ) -> Result<Submitted, WriteRefused> {
+        let counts = Counts::of(&mut encoded);
+        let deadline = Instant::now() + self.request_timeout;
+        let pending = set
+            .submit(table, &schema.name, encoded, deadline)
+            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        Ok(self.submitted(table, schema, counts, pending, deadline))
     }
 
     fn refused_by_queue(&self, table: &str, rows: usize, refusal: SubmitError) -> WriteRefused {

@@ -115,32 +115,28 @@ impl BoundInsert {
     /// Encodes, routes and queues the rows.
     pub fn submit(&self, tables: &Tables, writes: &Writes) -> PgWireResult<Submitted> {
         let schema = tables.get(self.table);
-        let values: Vec<Vec<Value<'_>>> = self
-            .rows
-            .iter()
-            .map(|row| row.iter().map(OwnedValue::as_value).collect())
-            .collect();
+        let values = self.values();
+        let rows = values.iter().map(Vec::as_slice);
         writes
-            .submit_values(
-                self.table,
-                schema,
-                &self.columns,
-                values.iter().map(Vec::as_slice),
-            )
+            .submit_values(self.table, schema, &self.columns, rows)
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
     }
 
     /// Checks the rows as [`BoundInsert::submit`] would, without queueing them.
     pub fn check(&self, tables: &Tables, writes: &Writes) -> PgWireResult<()> {
         let schema = tables.get(self.table);
-        let values: Vec<Vec<Value<'_>>> = self
-            .rows
-            .iter()
-            .map(|row| row.iter().map(OwnedValue::as_value).collect())
-            .collect();
+        let values = self.values();
         writes
             .check_values(schema, &self.columns, values.iter().map(Vec::as_slice))
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+
+    /// The rows as the write path reads them, borrowing the values held.
+    fn values(&self) -> Vec<Vec<Value<'_>>> {
+        self.rows
+            .iter()
+            .map(|row| row.iter().map(OwnedValue::as_value).collect())
+            .collect()
     }
 }
 

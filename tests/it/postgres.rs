@@ -43,6 +43,22 @@ async fn one_value(client: &Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql} answered no row"))
 }
 
+/// Runs `script` with the system's Python and its psycopg 3 (`.ci/run` installs
+/// `python3-psycopg`), checks it succeeded and returns what it printed.
+async fn psycopg(script: &str) -> String {
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .await
+        .expect("python3 with psycopg runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// `n` rows of `logs` as COPY text, each line unique.
 fn logs_text(prefix: &str, n: usize) -> String {
     (0..n)
@@ -280,17 +296,8 @@ async fn psycopg_copies_rows_in_autocommit() {
          \x20       print(cur.rowcount)\n",
         url = url(&gate, PASSWORD)
     );
-    let output = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .await
-        .expect("python3 with psycopg runs (.ci/run installs python3-psycopg)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1200");
+    let printed = psycopg(&script).await;
+    assert_eq!(printed.trim(), "1200");
     assert_eq!(gate.total("logs").await, 1200);
     gate.stop().await;
 }
@@ -615,16 +622,7 @@ async fn a_block_holds_its_inserts_until_commit_and_rollback_discards_them() {
          \x20   conn.commit()\n",
         url = url(&gate, PASSWORD)
     );
-    let output = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    psycopg(&script).await;
     assert_eq!(
         gate.total("logs").await,
         53,

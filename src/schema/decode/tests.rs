@@ -3,7 +3,7 @@ use crate::config::Config;
 use crate::routing::salt::{salted_position, spread_of_id};
 use crate::routing::{Epoch, KeyHash, MovingRange, ShardIndex, SplitStep, Splits, TokenRange};
 
-const TABLES: &str = r#"
+pub(super) const TABLES: &str = r#"
 [[tables]]
 name = "events"
 id = "event_id"
@@ -19,9 +19,9 @@ columns = [
 ]
 "#;
 
-const NOW: i64 = 946_684_800_000_000 + 1_000_000; // 2000-01-01T00:00:01Z
+pub(super) const NOW: i64 = 946_684_800_000_000 + 1_000_000; // 2000-01-01T00:00:01Z
 
-fn events() -> TableSchema {
+pub(super) fn events() -> TableSchema {
     TableSchema::from_config(&Config::parse(TABLES).unwrap().tables[0]).unwrap()
 }
 

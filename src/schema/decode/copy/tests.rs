@@ -1,28 +1,6 @@
 use super::*;
-use crate::config::Config;
+use crate::schema::decode::tests::{NOW, events};
 use crate::schema::decode::{BodyFormat, RowError, decode_rows};
-
-const TABLES: &str = r#"
-[[tables]]
-name = "events"
-id = "event_id"
-partition_key = ["tenant_id", "n"]
-columns = [
-  { name = "event_id", type = "uuid" },
-  { name = "tenant_id", type = "text" },
-  { name = "n", type = "bigint" },
-  { name = "ts", type = "timestamptz", default = "now()" },
-  { name = "payload", type = "jsonb", nullable = true },
-  { name = "ok", type = "boolean", nullable = true },
-  { name = "level", type = "smallint", default = 3 },
-]
-"#;
-
-const NOW: i64 = 946_684_800_000_000 + 1_000_000;
-
-fn events() -> TableSchema {
-    TableSchema::from_config(&Config::parse(TABLES).unwrap().tables[0]).unwrap()
-}
 
 fn all_columns() -> Vec<usize> {
     (0..7).collect()
