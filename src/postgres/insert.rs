@@ -62,7 +62,7 @@ impl BoundInsert {
                 format!("relation \"{}\" does not exist", insert.table),
             )
         })?;
-        let columns = super::session::column_indexes(schema, &insert.columns)?;
+        let columns = super::statement::column_indexes(schema, &insert.columns)?;
         let wanted = insert.parameter_count();
         if parameters.values.len() < wanted {
             return Err(refused(

@@ -10,9 +10,9 @@ use super::auth::SERVER_VERSION;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, MAX_HELD_BYTES, Parameters, parameter_type};
-use super::statement::{self, CopyFrom, Insert, InsertValue, Statement};
+use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use crate::schema::decode::copy::CopyKind;
-use crate::schema::{TableSchema, Tables};
+use crate::schema::Tables;
 use async_trait::async_trait;
 use futures_util::{Sink, SinkExt, stream};
 use pgwire::api::copy::CopyHandler;
@@ -290,28 +290,6 @@ impl Session {
             stream::empty(),
         )))
     }
-}
-
-/// The indexes of the columns `names` of `schema`, all its columns when none are named.
-pub fn column_indexes(schema: &TableSchema, names: &[String]) -> PgWireResult<Vec<usize>> {
-    if names.is_empty() {
-        return Ok((0..schema.columns.len()).collect());
-    }
-    names
-        .iter()
-        .map(|name| {
-            schema
-                .columns
-                .iter()
-                .position(|c| c.name == *name)
-                .ok_or_else(|| {
-                    refused(
-                        crate::pgtype::sqlstate::UNDEFINED_COLUMN,
-                        format!("column \"{name}\" of relation \"{}\" does not exist", schema.name),
-                    )
-                })
-        })
-        .collect()
 }
 
 /// What a statement of the simple protocol is bound to: nothing.

@@ -2,7 +2,10 @@
 //! their leading words (session commands) or parsed (`COPY`), and everything else named so it
 //! can be refused as `0A000`.
 
+use super::errors::refused;
+use crate::schema::TableSchema;
 use crate::schema::decode::copy::{CopyFormat, CopyKind};
+use pgwire::error::PgWireResult;
 use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -379,6 +382,28 @@ fn insert_value(expr: &sqlparser::ast::Expr) -> Result<InsertValue, String> {
         },
         other => return Err(format!("the expression {other} in VALUES")),
     })
+}
+
+/// The indexes of the columns `names` of `schema`, all its columns when none are named.
+pub fn column_indexes(schema: &TableSchema, names: &[String]) -> PgWireResult<Vec<usize>> {
+    if names.is_empty() {
+        return Ok((0..schema.columns.len()).collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            schema
+                .columns
+                .iter()
+                .position(|c| c.name == *name)
+                .ok_or_else(|| {
+                    refused(
+                        crate::pgtype::sqlstate::UNDEFINED_COLUMN,
+                        format!("column \"{name}\" of relation \"{}\" does not exist", schema.name),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// An identifier as Postgres folds it: quoted ones as written, others lower-cased.
