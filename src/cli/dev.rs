@@ -344,7 +344,7 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, password: &s
         args.listen, args.admin_listen
     );
     text.push_str(&format!(
-        "\n[postgres]\nlisten = \"{}\"\n\n[[postgres.users]]\nname = \"{DEV_POSTGRES_USER}\"\npassword = \"{password}\"\n",
+        "\n# Room for pgbench's 256 clients.\n[postgres]\nlisten = \"{}\"\nmax_sessions = 1000\n\n[[postgres.users]]\nname = \"{DEV_POSTGRES_USER}\"\npassword = \"{password}\"\n",
         args.postgres_listen
     ));
     text.push_str(
