@@ -55,7 +55,7 @@ pub struct Parameters<'a> {
 
 impl BoundInsert {
     /// Resolves `insert`'s table and columns against `tables` and binds `parameters`.
-    pub fn bind(insert: Insert, tables: &Tables, parameters: &Parameters<'_>) -> PgWireResult<BoundInsert> {
+    pub fn bind(insert: &Insert, tables: &Tables, parameters: &Parameters<'_>) -> PgWireResult<BoundInsert> {
         let (table, schema) = tables.lookup(&insert.table).ok_or_else(|| {
             refused(
                 errors::UNDEFINED_TABLE,
@@ -75,7 +75,7 @@ impl BoundInsert {
         }
         let mut bytes = 0;
         let mut rows = Vec::with_capacity(insert.rows.len());
-        for row in insert.rows {
+        for row in &insert.rows {
             if row.len() > columns.len() {
                 return Err(refused(
                     errors::SYNTAX_ERROR,
@@ -83,7 +83,7 @@ impl BoundInsert {
                 ));
             }
             let bound = row
-                .into_iter()
+                .iter()
                 .map(|value| bind_value(value, parameters))
                 .collect::<PgWireResult<Vec<_>>>()?;
             bytes += bound.iter().map(value_bytes).sum::<usize>();
@@ -140,14 +140,14 @@ impl BoundInsert {
     }
 }
 
-fn bind_value(value: InsertValue, parameters: &Parameters<'_>) -> PgWireResult<OwnedValue> {
+fn bind_value(value: &InsertValue, parameters: &Parameters<'_>) -> PgWireResult<OwnedValue> {
     Ok(match value {
         InsertValue::Default => OwnedValue::Default,
         InsertValue::Null => OwnedValue::Null,
-        InsertValue::Literal(text) => OwnedValue::Text(text),
-        InsertValue::Parameter(i) => match &parameters.values[i] {
+        InsertValue::Literal(text) => OwnedValue::Text(text.clone()),
+        InsertValue::Parameter(i) => match &parameters.values[*i] {
             None => OwnedValue::Null,
-            Some(bytes) if parameters.format.is_binary(i) => OwnedValue::Binary(bytes.clone()),
+            Some(bytes) if parameters.format.is_binary(*i) => OwnedValue::Binary(bytes.clone()),
             Some(bytes) => OwnedValue::Text(String::from_utf8(bytes.to_vec()).map_err(|_| {
                 refused(
                     crate::pgtype::sqlstate::CHARACTER_NOT_IN_REPERTOIRE,

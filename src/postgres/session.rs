@@ -87,11 +87,10 @@ impl Session {
     /// Carries out one statement, answering rows in `format`.
     async fn execute(
         &self,
-        sql: &str,
+        statement: &Statement,
         format: &Format,
         parameters: &Parameters<'_>,
     ) -> PgWireResult<Response> {
-        let statement = statement::classify(sql).map_err(|e| refused(errors::SYNTAX_ERROR, e))?;
         if self.block() == Block::Failed && !matches!(statement, Statement::Commit | Statement::Rollback) {
             return Err(refused(
                 errors::IN_FAILED_TRANSACTION,
@@ -105,9 +104,17 @@ impl Session {
         outcome
     }
 
+    /// The error of a statement that does not parse, which fails an open block like any other.
+    fn syntax_error(&self, why: String) -> PgWireError {
+        if self.block() == Block::Open {
+            self.set_block(Block::Failed);
+        }
+        refused(errors::SYNTAX_ERROR, why)
+    }
+
     async fn carry_out(
         &self,
-        statement: Statement,
+        statement: &Statement,
         format: FieldFormat,
         parameters: &Parameters<'_>,
     ) -> PgWireResult<Response> {
@@ -133,7 +140,7 @@ impl Session {
             }
             Statement::Insert(insert) => self.insert(insert, parameters).await?,
             Statement::Set { name, value } => {
-                self.parameters().insert(name, value);
+                self.parameters().insert(name.clone(), value.clone());
                 Response::Execution(Tag::new("SET"))
             }
             Statement::Reset { name } => {
@@ -141,21 +148,21 @@ impl Session {
                 if name == "all" {
                     parameters.clear();
                 } else {
-                    parameters.remove(&name);
+                    parameters.remove(name);
                 }
                 Response::Execution(Tag::new("RESET"))
             }
             Statement::Show { name } => {
-                let value = self.show(&name)?;
-                one_value(&name, Type::TEXT, value, format)?
+                let value = self.show(name)?;
+                one_value(name, Type::TEXT, value, format)?
             }
             Statement::Discard => {
                 self.parameters().clear();
                 Response::Execution(Tag::new("DISCARD ALL"))
             }
-            Statement::SelectInteger(n) => match i32::try_from(n) {
+            Statement::SelectInteger(n) => match i32::try_from(*n) {
                 Ok(small) => one_value("?column?", Type::INT4, small, format)?,
-                Err(_) => one_value("?column?", Type::INT8, n, format)?,
+                Err(_) => one_value("?column?", Type::INT8, *n, format)?,
             },
             Statement::SelectVersion => one_value(
                 "version",
@@ -163,8 +170,8 @@ impl Session {
                 format!("PostgreSQL {SERVER_VERSION}"),
                 format,
             )?,
-            Statement::CopyFrom(copy) => self.start_copy(copy).await?,
-            Statement::Unsupported(what) => return Err(errors::not_supported(&what)),
+            Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
+            Statement::Unsupported(what) => return Err(errors::not_supported(what)),
         })
     }
 
@@ -175,7 +182,7 @@ impl Session {
     }
 
     /// An `INSERT`: written and answered once committed, or checked and held in a block.
-    async fn insert(&self, insert: Insert, parameters: &Parameters<'_>) -> PgWireResult<Response> {
+    async fn insert(&self, insert: &Insert, parameters: &Parameters<'_>) -> PgWireResult<Response> {
         let bound = BoundInsert::bind(insert, &self.services.tables, parameters)?;
         let rows = bound.rows();
         let tag = Tag::new("INSERT").with_oid(0).with_rows(rows);
@@ -324,7 +331,14 @@ impl SimpleQueryHandler for Session {
         self.activity.touch();
         let mut responses = Vec::new();
         for sql in statement::split(query) {
-            match self.execute(sql, &Format::UnifiedText, &NO_PARAMETERS).await {
+            let outcome = match statement::classify(sql) {
+                Ok(statement) => {
+                    self.execute(&statement, &Format::UnifiedText, &NO_PARAMETERS)
+                        .await
+                }
+                Err(why) => Err(self.syntax_error(why)),
+            };
+            match outcome {
                 Ok(response) => {
                     let copying = matches!(response, Response::CopyIn(_));
                     responses.push(response);
@@ -343,30 +357,50 @@ impl SimpleQueryHandler for Session {
     }
 }
 
-/// Statements of the extended protocol are kept as their SQL text; the declared tables give
-/// an `INSERT`'s parameters their columns' types.
+/// Parses the extended protocol's statements once, at `Parse`; the declared tables give an
+/// `INSERT`'s parameters their columns' types.
 pub struct SqlText {
     tables: Arc<Tables>,
 }
 
+/// A statement of the extended protocol as parsed at `Parse`, kept with the prepared
+/// statement so each `Execute` carries it out without reading its SQL again.
+#[derive(Debug)]
+pub enum Prepared {
+    /// One statement.
+    One(Statement),
+    /// More than one, which a prepared statement may not hold.
+    Many,
+    /// SQL that does not parse, with why.
+    Invalid(String),
+}
+
 #[async_trait]
 impl QueryParser for SqlText {
-    type Statement = String;
+    type Statement = Arc<Prepared>;
 
     async fn parse_sql<C>(
         &self,
         _client: &C,
         sql: &str,
         _types: &[Option<Type>],
-    ) -> PgWireResult<Option<String>>
+    ) -> PgWireResult<Option<Arc<Prepared>>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        Ok(Some(sql.to_string()))
+        let prepared = match statement::split(sql).as_slice() {
+            [] => return Ok(None),
+            [one] => match statement::classify(one) {
+                Ok(statement) => Prepared::One(statement),
+                Err(why) => Prepared::Invalid(why),
+            },
+            _ => Prepared::Many,
+        };
+        Ok(Some(Arc::new(prepared)))
     }
 
-    fn get_parameter_types(&self, statement: &String) -> PgWireResult<Vec<Type>> {
-        let Ok(Statement::Insert(insert)) = statement::classify(statement) else {
+    fn get_parameter_types(&self, statement: &Arc<Prepared>) -> PgWireResult<Vec<Type>> {
+        let Prepared::One(Statement::Insert(insert)) = statement.as_ref() else {
             return Ok(Vec::new());
         };
         let mut types = vec![Type::TEXT; insert.parameter_count()];
@@ -386,16 +420,19 @@ impl QueryParser for SqlText {
 
     fn get_result_schema(
         &self,
-        statement: &String,
+        statement: &Arc<Prepared>,
         formats: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = formats.map_or(FieldFormat::Text, |formats| formats.format_for(0));
         let field = |name: &str, ty| vec![FieldInfo::new(name.to_string(), None, None, ty, format)];
-        Ok(match statement::classify(statement) {
-            Ok(Statement::Show { name }) => field(&name, Type::TEXT),
-            Ok(Statement::SelectInteger(n)) if i32::try_from(n).is_ok() => field("?column?", Type::INT4),
-            Ok(Statement::SelectInteger(_)) => field("?column?", Type::INT8),
-            Ok(Statement::SelectVersion) => field("version", Type::TEXT),
+        let Prepared::One(statement) = statement.as_ref() else {
+            return Ok(Vec::new());
+        };
+        Ok(match statement {
+            Statement::Show { name } => field(name, Type::TEXT),
+            Statement::SelectInteger(n) if i32::try_from(*n).is_ok() => field("?column?", Type::INT4),
+            Statement::SelectInteger(_) => field("?column?", Type::INT8),
+            Statement::SelectVersion => field("version", Type::TEXT),
             _ => Vec::new(),
         })
     }
@@ -403,7 +440,7 @@ impl QueryParser for SqlText {
 
 #[async_trait]
 impl ExtendedQueryHandler for Session {
-    type Statement = String;
+    type Statement = Arc<Prepared>;
     type QueryParser = SqlText;
 
     fn query_parser(&self) -> Arc<SqlText> {
@@ -413,7 +450,7 @@ impl ExtendedQueryHandler for Session {
     async fn do_query<C>(
         &self,
         _client: &mut C,
-        portal: &Portal<String>,
+        portal: &Portal<Arc<Prepared>>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
@@ -426,11 +463,13 @@ impl ExtendedQueryHandler for Session {
             values: &portal.parameters,
             format: &portal.parameter_format,
         };
-        let statements = statement::split(&portal.statement.statement);
-        match statements.as_slice() {
-            [] => Ok(Response::EmptyQuery),
-            [one] => self.execute(one, &portal.result_column_format, &parameters).await,
-            _ => Err(refused(
+        match portal.statement.statement.as_ref() {
+            Prepared::One(statement) => {
+                self.execute(statement, &portal.result_column_format, &parameters)
+                    .await
+            }
+            Prepared::Invalid(why) => Err(self.syntax_error(why.clone())),
+            Prepared::Many => Err(refused(
                 errors::SYNTAX_ERROR,
                 "cannot insert multiple commands into a prepared statement",
             )),
@@ -440,7 +479,7 @@ impl ExtendedQueryHandler for Session {
     async fn do_describe_statement<C>(
         &self,
         _client: &mut C,
-        target: &StoredStatement<String>,
+        target: &StoredStatement<Arc<Prepared>>,
     ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -462,7 +501,7 @@ impl ExtendedQueryHandler for Session {
     async fn do_describe_portal<C>(
         &self,
         _client: &mut C,
-        target: &Portal<String>,
+        target: &Portal<Arc<Prepared>>,
     ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
