@@ -16,6 +16,18 @@ const LIMITS: &str = "max_body_size = \"8KiB\"\nmax_inflight_body_bytes = \"8KiB
 const STALLED: &str =
     r#"{"details":[],"error":"the request body stalled: no bytes arrived for 1s; nothing of it was stored"}"#;
 
+/// A test server with these limits whose HTTP client opens a connection per request: with
+/// a header timeout of a second, a pooled connection left idle that long is closed by the
+/// server, and a request sent on it as it closes would fail.
+async fn start(test: &str, extra: &str) -> TestServer {
+    let mut gate = TestServer::start(test, &format!("{LIMITS}{extra}")).await;
+    gate.http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTP client");
+    gate
+}
+
 /// Opens a connection to `addr` and sends `head`, then nothing more.
 async fn stall_after(addr: SocketAddr, head: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -45,7 +57,7 @@ fn post_head(path: &str, length: usize, extra_headers: &str) -> String {
 
 #[tokio::test]
 async fn a_body_that_stalls_is_answered_408_frees_its_budget_and_stores_nothing() {
-    let gate = TestServer::start("slow_body", LIMITS).await;
+    let gate = start("slow_body", "").await;
     let mut stalled = stall_after(
         gate.server.write_addr(),
         &post_head("/v1/tables/events/rows", 8192, ""),
@@ -89,7 +101,7 @@ async fn a_body_that_stalls_is_answered_408_frees_its_budget_and_stores_nothing(
 
 #[tokio::test]
 async fn headers_that_stall_lose_their_connection_on_both_listeners() {
-    let gate = TestServer::start("slow_headers", LIMITS).await;
+    let gate = start("slow_headers", "").await;
     for addr in [gate.server.write_addr(), gate.server.admin_addr()] {
         let mut stalled = stall_after(addr, "POST /v1/tables/events/rows HTTP/1.1\r\nHost: x\r\n").await;
         let (answer, waited) = read_until_closed(&mut stalled).await;
@@ -104,7 +116,7 @@ async fn headers_that_stall_lose_their_connection_on_both_listeners() {
 
 #[tokio::test]
 async fn an_admin_body_that_stalls_is_answered_408() {
-    let gate = TestServer::start("slow_admin", &format!("{LIMITS}{}", crate::admin::with_token())).await;
+    let gate = start("slow_admin", &crate::admin::with_token()).await;
     let auth = format!("Authorization: Bearer {}\r\n", crate::admin::TOKEN);
     let mut stalled = stall_after(gate.server.admin_addr(), &post_head("/admin/shards", 500, &auth)).await;
     let (answer, _) = read_until_closed(&mut stalled).await;
