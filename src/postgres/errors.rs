@@ -43,6 +43,16 @@ pub fn refused(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(error(code, message)))
 }
 
+/// The statement named `what` is not carried out here; `hint` says what to use instead.
+pub fn redirected(what: &str, hint: &str) -> PgWireError {
+    let mut info = error(
+        FEATURE_NOT_SUPPORTED,
+        format!("{what} is not supported by shardgate"),
+    );
+    info.hint = Some(hint.to_string());
+    user_error(info)
+}
+
 /// The statement named `what` is not carried out.
 pub fn not_supported(what: &str) -> PgWireError {
     refused(

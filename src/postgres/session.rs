@@ -172,6 +172,7 @@ impl Session {
             )?,
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
             Statement::Unsupported(what) => return Err(errors::not_supported(what)),
+            Statement::Redirected { what, hint } => return Err(errors::redirected(what, hint)),
         })
     }
 

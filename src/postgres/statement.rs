@@ -37,6 +37,13 @@ pub enum Statement {
     SelectVersion,
     /// A statement shardgate does not carry out, named for the error.
     Unsupported(String),
+    /// A statement shardgate does not carry out here, named, with where to go instead.
+    Redirected {
+        /// The construct.
+        what: &'static str,
+        /// What to use instead.
+        hint: &'static str,
+    },
 }
 
 /// A `COPY ... FROM STDIN`, with its target and how its data is spelled.
@@ -237,9 +244,10 @@ fn select(sql: &str) -> Statement {
     if body.eq_ignore_ascii_case("version()") || body.eq_ignore_ascii_case("pg_catalog.version()") {
         return Statement::SelectVersion;
     }
-    Statement::Unsupported(
-        "SELECT over the Postgres listener (reporting queries are served by POST /v1/query)".into(),
-    )
+    Statement::Redirected {
+        what: "SELECT over the Postgres listener",
+        hint: "reporting queries are served by POST /v1/query",
+    }
 }
 
 /// A `COPY`, parsed; only `FROM STDIN` into a table in text or CSV format is carried out.
@@ -263,9 +271,10 @@ fn copy(sql: &str) -> Result<Statement, String> {
         return Ok(Statement::Unsupported("COPY TO".into()));
     }
     if target != CopyTarget::Stdin {
-        return Ok(Statement::Unsupported(
-            "COPY FROM a file or program (use FROM STDIN, or psql's \\copy)".into(),
-        ));
+        return Ok(Statement::Redirected {
+            what: "COPY FROM a file or program",
+            hint: "use COPY FROM STDIN, or psql's \\copy",
+        });
     }
     let mut chosen = CopyOptions::default();
     for option in options_in(options, legacy_options)? {

@@ -95,6 +95,19 @@ async fn a_driver_logs_in_by_scram_and_is_answered_what_pools_ask_first() {
         update.as_db_error().unwrap().message(),
         "UPDATE is not supported by shardgate"
     );
+    let select = client
+        .simple_query("SELECT count(*) FROM events")
+        .await
+        .unwrap_err();
+    let select = select.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (select.code(), select.message(), select.hint()),
+        (
+            &SqlState::FEATURE_NOT_SUPPORTED,
+            "SELECT over the Postgres listener is not supported by shardgate",
+            Some("reporting queries are served by POST /v1/query")
+        )
+    );
     let prepared = client.prepare("SELECT 1").await.unwrap();
     let row = client.query_one(&prepared, &[]).await.unwrap();
     assert_eq!(
