@@ -113,7 +113,7 @@ impl CopyFormat {
                     state.at = at + 2;
                 }
                 CopyKind::Csv if byte == self.quote => state.quoted = !state.quoted,
-                CopyKind::Text | CopyKind::Binary if byte == b'\\' => {
+                CopyKind::Text if byte == b'\\' => {
                     if at + 1 >= data.len() {
                         state.at = at;
                         return None;
@@ -166,9 +166,11 @@ pub fn decode_copy(
             break;
         }
         encoder.begin_row();
-        let split = match format.kind {
-            CopyKind::Csv => fields.split_csv(record, format),
-            CopyKind::Text | CopyKind::Binary => fields.split_text(record, format),
+        // Binary data went to decode_binary above: the records here are text or CSV.
+        let split = if format.kind == CopyKind::Csv {
+            fields.split_csv(record, format)
+        } else {
+            fields.split_text(record, format)
         };
         match split {
             Ok(()) => fill_row(&mut encoder, columns, &fields),
