@@ -49,7 +49,7 @@ pub struct CopyTarget {
     /// The table.
     pub table: TableId,
     /// How records are spelled.
-    pub format: CopyFormat,
+    pub format: Arc<CopyFormat>,
     /// The table's columns the fields fill, in order.
     pub columns: Vec<usize>,
     /// Whether the first record is a header.
@@ -106,7 +106,7 @@ impl CopyIn {
         if self.binary_header_pending && !self.take_binary_header()? {
             return Ok(());
         }
-        let format = self.target.format.clone();
+        let format = Arc::clone(&self.target.format);
         while let Some(end) = format.record_end(&self.buffer[self.cut..], &mut self.scan) {
             self.cut += end;
             self.records += 1;

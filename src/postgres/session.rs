@@ -281,7 +281,7 @@ impl Session {
         let wire_format = i8::from(copy.format.kind == CopyKind::Binary);
         let target = CopyTarget {
             table,
-            format: copy.format,
+            format: Arc::new(copy.format),
             columns,
             header: copy.header,
         };
