@@ -20,6 +20,7 @@ use crate::ingest::drain::{DepartedShards, DrainSettings, Recovered, drain};
 use crate::ingest::write::{Spool, Writes};
 use crate::metrics::Metrics;
 use crate::postgres::PostgresListener;
+use crate::postgres::block::BlockLimits;
 use crate::postgres::copy_in::ChunkLimits;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
@@ -225,6 +226,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 tables: tables.clone(),
                 writes: writes.clone(),
                 chunks: ChunkLimits::for_queues(config.queue.max_rows, config.queue.max_bytes.as_usize()),
+                blocks: Arc::new(BlockLimits {
+                    dir: config
+                        .postgres
+                        .block_dir
+                        .clone()
+                        .unwrap_or_else(std::env::temp_dir),
+                    max_bytes: config.postgres.max_block_size.0,
+                }),
             };
             let listener = PostgresListener::new(listener, &config.postgres, services)?;
             background.spawn(listener.serve(shutdown.clone()));

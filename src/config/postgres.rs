@@ -1,7 +1,7 @@
 //! `[postgres]`: the PostgreSQL-protocol listener, its users and its limits.
 
 use super::{ENV_PREFIX, Environment, Problems};
-use crate::units::duration;
+use crate::units::{ByteSize, duration};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +22,11 @@ pub struct PostgresConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Where a transaction block's rows go once they outgrow memory, until its `COMMIT`;
+    /// none (the default) is the system's temporary directory.
+    pub block_dir: Option<PathBuf>,
+    /// Most bytes of rows one transaction block may hold until its `COMMIT`.
+    pub max_block_size: ByteSize,
     /// Who may log in, by SCRAM-SHA-256.
     pub users: Vec<PostgresUser>,
 }
@@ -35,6 +40,8 @@ impl Default for PostgresConfig {
             idle_timeout: Duration::from_secs(600),
             tls_cert: None,
             tls_key: None,
+            block_dir: None,
+            max_block_size: ByteSize(64 << 30),
             users: Vec::new(),
         }
     }
@@ -90,6 +97,17 @@ impl PostgresConfig {
         }
         if self.idle_timeout.is_zero() {
             problems.add("postgres.idle_timeout", "must be positive");
+        }
+        if self.max_block_size.0 == 0 {
+            problems.add("postgres.max_block_size", "must be positive");
+        }
+        if let Some(dir) = &self.block_dir
+            && !dir.is_dir()
+        {
+            problems.add(
+                "postgres.block_dir",
+                format!("{} is not a directory", dir.display()),
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.add("postgres.tls_key", "tls_cert and tls_key go together");

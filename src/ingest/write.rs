@@ -161,7 +161,7 @@ impl Writes {
         data: &[u8],
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, |limited| {
+        let encoded = self.decode(table, schema, |limited| {
             decode_copy(
                 schema,
                 &set.table,
@@ -172,13 +172,22 @@ impl Writes {
                 limited,
             )
         })?;
-        let counts = Counts::of(&mut encoded);
-        let pending = set
-            .submit_waiting(table, &schema.name, encoded, self.request_timeout)
-            .await
-            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
-        let deadline = Instant::now() + self.request_timeout;
-        Ok(self.submitted(table, schema, counts, pending, deadline))
+        self.queue_waiting(&set, table, schema, encoded).await
+    }
+
+    /// Checks whole records of a COPY stream as [`Writes::submit_copy`] would, without
+    /// queueing them, and returns how many rows they are: what a transaction block stages
+    /// until its `COMMIT`.
+    pub fn check_copy(
+        &self,
+        schema: &TableSchema,
+        format: &CopyFormat,
+        columns: &[usize],
+        data: &[u8],
+    ) -> Result<usize, WriteRefused> {
+        let set = self.shards.load();
+        let encoded = decode_copy(schema, &set.table, format, columns, data, unix_micros_now(), &[])?;
+        Ok(encoded.rows)
     }
 
     /// Encodes `rows` of values filling `columns` (an `INSERT`'s), routes them with one
@@ -195,6 +204,22 @@ impl Writes {
             decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
         })?;
         self.queue_now(&set, table, schema, encoded)
+    }
+
+    /// Like [`Writes::submit_values`], but waits for room in full queues rather than
+    /// refusing: how a transaction block's rows are written at its `COMMIT`.
+    pub async fn submit_values_waiting<'v>(
+        &self,
+        table: TableId,
+        schema: &TableSchema,
+        columns: &[usize],
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+    ) -> Result<Submitted, WriteRefused> {
+        let set = self.shards.load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
+        })?;
+        self.queue_waiting(&set, table, schema, encoded).await
     }
 
     /// Checks `rows` of values as [`Writes::submit_values`] would, without queueing them:
@@ -223,6 +248,24 @@ impl Writes {
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        Ok(self.submitted(table, schema, counts, pending, deadline))
+    }
+
+    /// Queues decoded rows routed with `set`, waiting for room in full queues up to the
+    /// request timeout.
+    async fn queue_waiting(
+        &self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &TableSchema,
+        mut encoded: EncodedRows,
+    ) -> Result<Submitted, WriteRefused> {
+        let counts = Counts::of(&mut encoded);
+        let pending = set
+            .submit_waiting(table, &schema.name, encoded, self.request_timeout)
+            .await
+            .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
+        let deadline = Instant::now() + self.request_timeout;
         Ok(self.submitted(table, schema, counts, pending, deadline))
     }
 

@@ -9,6 +9,7 @@
 //! batches of the shards' group commit: a refusal ends the COPY with the count of rows that
 //! committed before it.
 
+use super::block::BlockStage;
 use super::errors::{self, CopyPlace, user_error};
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
 use crate::schema::decode::copy::{CopyFormat, CopyKind, RecordScan, binary_header_len};
@@ -76,13 +77,21 @@ pub struct CopyIn {
     lines_before: usize,
     /// Chunks queued and not yet answered.
     in_flight: FuturesUnordered<BoxFuture<'static, Result<WriteAck, WriteRefused>>>,
-    /// Rows whose chunks committed.
+    /// Rows whose chunks committed, or were staged in `block`.
     committed: usize,
+    /// The transaction block the COPY runs in, which holds its rows until `COMMIT`.
+    block: Option<BlockStage>,
 }
 
 impl CopyIn {
-    /// A COPY into `target`, through `writes`.
-    pub fn new(target: CopyTarget, tables: Arc<Tables>, writes: Arc<Writes>, limits: ChunkLimits) -> CopyIn {
+    /// A COPY into `target`, through `writes`, or staged in `block` when it runs in one.
+    pub fn new(
+        target: CopyTarget,
+        tables: Arc<Tables>,
+        writes: Arc<Writes>,
+        limits: ChunkLimits,
+        block: Option<BlockStage>,
+    ) -> CopyIn {
         CopyIn {
             header_pending: target.header,
             binary_header_pending: target.format.kind == CopyKind::Binary,
@@ -97,6 +106,7 @@ impl CopyIn {
             lines_before: 0,
             in_flight: FuturesUnordered::new(),
             committed: 0,
+            block,
         }
     }
 
@@ -143,8 +153,8 @@ impl CopyIn {
     }
 
     /// The end of the stream: queues what is left (a last record may lack its newline),
-    /// waits for every chunk and returns the rows copied.
-    pub async fn done(mut self) -> PgWireResult<usize> {
+    /// waits for every chunk and returns the rows copied, and the block they are staged in.
+    pub async fn done(mut self) -> PgWireResult<(usize, Option<BlockStage>)> {
         if self.binary_header_pending && !self.buffer.is_empty() && !self.take_binary_header()? {
             let mut info = errors::error(
                 crate::pgtype::sqlstate::BAD_COPY_FILE_FORMAT,
@@ -163,13 +173,16 @@ impl CopyIn {
         while let Some(outcome) = self.in_flight.next().await {
             self.count(outcome)?;
         }
-        Ok(self.committed)
+        Ok((self.committed, self.block))
     }
 
     /// Decodes and queues the whole records received, waiting for room in full queues.
     async fn queue_whole_records(&mut self) -> PgWireResult<()> {
         if self.cut == 0 {
             return Ok(());
+        }
+        if self.block.is_some() {
+            return self.stage_whole_records().await;
         }
         let (table, schema) = (self.target.table, self.tables.get(self.target.table));
         let chunk = &self.buffer[..self.cut];
@@ -183,6 +196,29 @@ impl CopyIn {
         };
         self.lines_before += submitted.rows();
         self.in_flight.push(submitted.committed().boxed());
+        self.buffer.drain(..self.cut);
+        (self.cut, self.records) = (0, 0);
+        Ok(())
+    }
+
+    /// Checks the whole records received and stages them in the block.
+    async fn stage_whole_records(&mut self) -> PgWireResult<()> {
+        let target = &self.target;
+        let chunk = &self.buffer[..self.cut];
+        let schema = self.tables.get(target.table);
+        let rows = match self
+            .writes
+            .check_copy(schema, &target.format, &target.columns, chunk)
+        {
+            Ok(rows) => rows,
+            Err(refusal) => return Err(user_error(self.place_error(&refusal, self.lines_before + 1))),
+        };
+        let block = self.block.as_mut().expect("only a COPY in a block stages");
+        block
+            .copy(target.table, &target.format, &target.columns, chunk, rows)
+            .await?;
+        self.lines_before += rows;
+        self.committed += rows;
         self.buffer.drain(..self.cut);
         (self.cut, self.records) = (0, 0);
         Ok(())
@@ -222,7 +258,7 @@ impl CopyIn {
         let place = CopyPlace {
             table: &schema.name,
             line,
-            committed: self.committed,
+            committed: self.block.is_none().then_some(self.committed),
             has_id: schema.id.is_some(),
         };
         errors::copy_refused(refusal, &place)

@@ -68,8 +68,9 @@ pub struct CopyPlace<'a> {
     pub table: &'a str,
     /// The line of the stream the refusal is about (1 is the first, a header included).
     pub line: usize,
-    /// Rows of the stream committed before it.
-    pub committed: usize,
+    /// Rows of the stream committed before it; none for a COPY in a transaction block,
+    /// whose rows are written at `COMMIT`.
+    pub committed: Option<usize>,
     /// Whether the table has an id, so rows sent again are stored once.
     pub has_id: bool,
 }
@@ -77,12 +78,29 @@ pub struct CopyPlace<'a> {
 impl CopyPlace<'_> {
     /// What a client should know of the rows sent before the refusal.
     fn detail(&self) -> String {
-        let again = if self.has_id {
-            "sending the same data again is safe: rows whose id is stored already are skipped"
-        } else {
-            "the table has no id, so sending those rows again would store them twice"
-        };
-        format!("{} rows before it were committed; {again}.", self.committed)
+        match self.committed {
+            Some(committed) => format!(
+                "{committed} rows before it were committed; {}.",
+                sending_again(self.has_id)
+            ),
+            None => "the transaction block is aborted: none of its rows were written.".into(),
+        }
+    }
+}
+
+/// The detail of a `COMMIT` refused after `committed` of its block's `rows` committed.
+pub fn commit_detail(committed: usize, rows: usize, has_id: bool) -> String {
+    format!(
+        "{committed} of the transaction block's {rows} rows were committed before the error; {}.",
+        sending_again(has_id)
+    )
+}
+
+fn sending_again(has_id: bool) -> &'static str {
+    if has_id {
+        "sending the same data again is safe: rows whose id is stored already are skipped"
+    } else {
+        "the table has no id, so sending those rows again would store them twice"
     }
 }
 

@@ -14,16 +14,11 @@ use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::error::PgWireResult;
 
-/// Most bytes of values a block may hold until its `COMMIT`; past it the statement is refused
-/// (`54000`), so a session's memory stays bounded.
-pub const MAX_HELD_BYTES: usize = 16 << 20;
-
 /// An `INSERT`'s rows with its parameters bound, owned so that a block can hold them.
 pub struct BoundInsert {
     table: TableId,
     columns: Vec<usize>,
     rows: Vec<Vec<OwnedValue>>,
-    bytes: usize,
 }
 
 /// A value of a bound row.
@@ -73,7 +68,6 @@ impl BoundInsert {
                 ),
             ));
         }
-        let mut bytes = 0;
         let mut rows = Vec::with_capacity(insert.rows.len());
         for row in &insert.rows {
             if row.len() > columns.len() {
@@ -86,25 +80,14 @@ impl BoundInsert {
                 .iter()
                 .map(|value| bind_value(value, parameters))
                 .collect::<PgWireResult<Vec<_>>>()?;
-            bytes += bound.iter().map(value_bytes).sum::<usize>();
             rows.push(bound);
         }
-        Ok(BoundInsert {
-            table,
-            columns,
-            rows,
-            bytes,
-        })
+        Ok(BoundInsert { table, columns, rows })
     }
 
     /// The table written.
     pub fn table(&self) -> TableId {
         self.table
-    }
-
-    /// Bytes of values held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Rows of the statement.
@@ -131,6 +114,31 @@ impl BoundInsert {
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
     }
 
+    /// The columns the rows' values fill.
+    pub fn columns(&self) -> &[usize] {
+        &self.columns
+    }
+
+    /// Appends the rows to `out` in the form [`staged_rows`] reads back.
+    pub fn stage(&self, out: &mut Vec<u8>) {
+        for row in &self.rows {
+            out.extend_from_slice(&(row.len() as u16).to_be_bytes());
+            for value in row {
+                let (tag, bytes) = match value {
+                    OwnedValue::Default => (STAGED_DEFAULT, &[][..]),
+                    OwnedValue::Null => (STAGED_NULL, &[][..]),
+                    OwnedValue::Text(text) => (STAGED_TEXT, text.as_bytes()),
+                    OwnedValue::Binary(bytes) => (STAGED_BINARY, &bytes[..]),
+                };
+                out.push(tag);
+                if tag >= STAGED_TEXT {
+                    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+    }
+
     /// The rows as the write path reads them, borrowing the values held.
     fn values(&self) -> Vec<Vec<Value<'_>>> {
         self.rows
@@ -138,6 +146,42 @@ impl BoundInsert {
             .map(|row| row.iter().map(OwnedValue::as_value).collect())
             .collect()
     }
+}
+
+const STAGED_DEFAULT: u8 = 0;
+const STAGED_NULL: u8 = 1;
+const STAGED_TEXT: u8 = 2;
+const STAGED_BINARY: u8 = 3;
+
+/// The rows [`BoundInsert::stage`] wrote into `bytes`, borrowing their values.
+pub fn staged_rows(mut bytes: &[u8]) -> Vec<Vec<Value<'_>>> {
+    let mut rows = Vec::new();
+    while !bytes.is_empty() {
+        let width = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+        bytes = &bytes[2..];
+        let mut row = Vec::with_capacity(width);
+        for _ in 0..width {
+            let tag = bytes[0];
+            bytes = &bytes[1..];
+            if tag < STAGED_TEXT {
+                row.push(if tag == STAGED_DEFAULT {
+                    Value::Default
+                } else {
+                    Value::Null
+                });
+                continue;
+            }
+            let len = u32::from_be_bytes(bytes[..4].try_into().expect("four bytes")) as usize;
+            let (value, rest) = bytes[4..].split_at(len);
+            bytes = rest;
+            row.push(match tag {
+                STAGED_TEXT => Value::Text(std::str::from_utf8(value).expect("staged text was a String")),
+                _ => Value::Binary(value),
+            });
+        }
+        rows.push(row);
+    }
+    rows
 }
 
 fn bind_value(value: &InsertValue, parameters: &Parameters<'_>) -> PgWireResult<OwnedValue> {
@@ -156,14 +200,6 @@ fn bind_value(value: &InsertValue, parameters: &Parameters<'_>) -> PgWireResult<
             })?),
         },
     })
-}
-
-fn value_bytes(value: &OwnedValue) -> usize {
-    match value {
-        OwnedValue::Default | OwnedValue::Null => 1,
-        OwnedValue::Text(text) => text.len(),
-        OwnedValue::Binary(bytes) => bytes.len(),
-    }
 }
 
 /// The type a parameter filling a column of `ty` is described as, so drivers send it as such.

@@ -10,6 +10,7 @@
 //! session that has sent nothing for `postgres.idle_timeout`.
 
 mod auth;
+pub mod block;
 pub mod copy_in;
 mod errors;
 mod insert;
@@ -53,6 +54,8 @@ pub struct Services {
     pub writes: Arc<Writes>,
     /// How much of a COPY stream is queued at once.
     pub chunks: copy_in::ChunkLimits,
+    /// Where transaction blocks spill, and how much one may hold.
+    pub blocks: Arc<block::BlockLimits>,
 }
 
 /// The bound listener and what its sessions share.

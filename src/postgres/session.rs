@@ -2,14 +2,16 @@
 //! parameters, its transaction block and the COPY it may have in progress.
 //!
 //! Outside a block each statement is answered once its rows committed. A block is tracked as
-//! Postgres tracks it (an error leaves it failed, answering `25P02` until `ROLLBACK`); the
-//! statements it carries out hold no rows yet, so `COMMIT` and `ROLLBACK` only end it.
+//! Postgres tracks it (an error leaves it failed, answering `25P02` until `ROLLBACK`); its
+//! `INSERT`s and COPYs are checked and staged in a [`BlockStage`], which `COMMIT` writes and
+//! `ROLLBACK` drops.
 
 use super::Services;
 use super::auth::SERVER_VERSION;
+use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
-use super::insert::{BoundInsert, MAX_HELD_BYTES, Parameters, parameter_type};
+use super::insert::{BoundInsert, Parameters, parameter_type};
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
@@ -48,8 +50,8 @@ pub struct Session {
     parameters: Mutex<BTreeMap<String, String>>,
     block: Mutex<Block>,
     copy: tokio::sync::Mutex<Option<CopyIn>>,
-    /// The `INSERT`s of the open block, written at its `COMMIT`.
-    held: Mutex<Vec<BoundInsert>>,
+    /// The rows of the open block, written at its `COMMIT`; none before its first write.
+    stage: tokio::sync::Mutex<Option<BlockStage>>,
     parser: Arc<SqlText>,
     /// Told of every message, for the idle timeout.
     activity: Arc<super::Activity>,
@@ -64,7 +66,7 @@ impl Session {
             parameters: Mutex::new(BTreeMap::new()),
             block: Mutex::new(Block::None),
             copy: tokio::sync::Mutex::new(None),
-            held: Mutex::new(Vec::new()),
+            stage: tokio::sync::Mutex::new(None),
             parser: Arc::new(SqlText { tables }),
             activity,
         }
@@ -97,19 +99,22 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let outcome = self.carry_out(statement, format.format_for(0), parameters).await;
-        if outcome.is_err() && self.block() == Block::Open {
-            self.set_block(Block::Failed);
-        }
-        outcome
+        self.carry_out(statement, format.format_for(0), parameters)
+            .await
+            .inspect_err(|_| self.fail_block())
     }
 
     /// The error of a statement that does not parse, which fails an open block like any other.
     fn syntax_error(&self, why: String) -> PgWireError {
+        self.fail_block();
+        refused(errors::SYNTAX_ERROR, why)
+    }
+
+    /// Marks an open block failed, after an error of one of its statements.
+    fn fail_block(&self) {
         if self.block() == Block::Open {
             self.set_block(Block::Failed);
         }
-        refused(errors::SYNTAX_ERROR, why)
     }
 
     async fn carry_out(
@@ -126,16 +131,18 @@ impl Session {
             Statement::Commit => {
                 let failed = self.block() == Block::Failed;
                 self.set_block(Block::None);
-                let held = std::mem::take(&mut *self.held());
+                let stage = self.stage.lock().await.take();
                 if failed {
                     return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
                 }
-                self.write_held(held).await?;
+                if let Some(stage) = stage {
+                    stage.commit(&self.services.tables, &self.services.writes).await?;
+                }
                 Response::TransactionEnd(Tag::new("COMMIT"))
             }
             Statement::Rollback => {
                 self.set_block(Block::None);
-                self.held().clear();
+                self.stage.lock().await.take();
                 Response::TransactionEnd(Tag::new("ROLLBACK"))
             }
             Statement::Insert(insert) => self.insert(insert, parameters).await?,
@@ -176,31 +183,16 @@ impl Session {
         })
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Vec<BoundInsert>> {
-        self.held
-            .lock()
-            .expect("a session's held rows lock is never poisoned")
-    }
-
-    /// An `INSERT`: written and answered once committed, or checked and held in a block.
+    /// An `INSERT`: written and answered once committed, or checked and staged in a block.
     async fn insert(&self, insert: &Insert, parameters: &Parameters<'_>) -> PgWireResult<Response> {
         let bound = BoundInsert::bind(insert, &self.services.tables, parameters)?;
         let rows = bound.rows();
         let tag = Tag::new("INSERT").with_oid(0).with_rows(rows);
         if self.block() == Block::Open {
             bound.check(&self.services.tables, &self.services.writes)?;
-            let mut held = self.held();
-            let holding = held.iter().map(BoundInsert::bytes).sum::<usize>() + bound.bytes();
-            if holding > MAX_HELD_BYTES {
-                return Err(refused(
-                    errors::PROGRAM_LIMIT_EXCEEDED,
-                    format!(
-                        "the block holds more than {} MiB of rows until its COMMIT; commit more often, or COPY outside a block",
-                        MAX_HELD_BYTES >> 20
-                    ),
-                ));
-            }
-            held.push(bound);
+            let mut stage = self.stage.lock().await;
+            let stage = stage.get_or_insert_with(|| self.new_stage());
+            stage.insert(&bound).await?;
             return Ok(Response::Execution(tag));
         }
         let submitted = bound.submit(&self.services.tables, &self.services.writes)?;
@@ -212,23 +204,8 @@ impl Session {
         Ok(Response::Execution(tag))
     }
 
-    /// Writes a block's `INSERT`s at its `COMMIT`, all queued before any is waited for.
-    async fn write_held(&self, held: Vec<BoundInsert>) -> PgWireResult<()> {
-        let tables = &self.services.tables;
-        let submitted = held
-            .iter()
-            .map(|insert| {
-                insert
-                    .submit(tables, &self.services.writes)
-                    .map(|s| (insert.table(), s))
-            })
-            .collect::<PgWireResult<Vec<_>>>()?;
-        for (table, submitted) in submitted {
-            submitted.committed().await.map_err(|refusal| {
-                errors::user_error(errors::write_refused(&refusal, &tables.get(table).name))
-            })?;
-        }
-        Ok(())
+    fn new_stage(&self) -> BlockStage {
+        BlockStage::new(Arc::clone(&self.services.blocks))
     }
 
     fn parameters(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
@@ -264,11 +241,6 @@ impl Session {
 
     /// Checks the COPY's table and columns and enters copy-in mode.
     async fn start_copy(&self, copy: CopyFrom) -> PgWireResult<Response> {
-        if self.block() != Block::None {
-            return Err(errors::not_supported(
-                "COPY inside a transaction block (run it outside one, in autocommit)",
-            ));
-        }
         let tables = &self.services.tables;
         let (table, schema) = tables.lookup(&copy.table).ok_or_else(|| {
             refused(
@@ -285,11 +257,16 @@ impl Session {
             columns,
             header: copy.header,
         };
+        let block = match self.block() {
+            Block::Open => Some(self.stage.lock().await.take().unwrap_or_else(|| self.new_stage())),
+            _ => None,
+        };
         let copy_in = CopyIn::new(
             target,
             tables.clone(),
             self.services.writes.clone(),
             self.services.chunks,
+            block,
         );
         *self.copy.lock().await = Some(copy_in);
         Ok(Response::CopyIn(CopyResponse::new(
@@ -531,6 +508,7 @@ impl CopyHandler for Session {
         };
         if let Err(error) = copy_in.data(&copy_data.data).await {
             *copy = None;
+            self.fail_block();
             return Err(error);
         }
         Ok(())
@@ -546,7 +524,10 @@ impl CopyHandler for Session {
         let Some(copy_in) = self.copy.lock().await.take() else {
             return Ok(());
         };
-        let rows = copy_in.done().await?;
+        let (rows, block) = copy_in.done().await.inspect_err(|_| self.fail_block())?;
+        if block.is_some() {
+            *self.stage.lock().await = block;
+        }
         let tag = Tag::new("COPY").with_rows(rows);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -561,6 +542,7 @@ impl CopyHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         self.copy.lock().await.take();
+        self.fail_block();
         refused("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }

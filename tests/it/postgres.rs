@@ -643,3 +643,135 @@ async fn a_block_holds_its_inserts_until_commit_and_rollback_discards_them() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_copy_in_a_block_larger_than_memory_and_the_queues_is_written_at_commit() {
+    let extra =
+        "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
+    let gate = TestServer::start("pg_copy_block", &format!("{extra}{}", listener(""))).await;
+    let client = connect(&gate).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    let padding = "x".repeat(40);
+    for part in 0..20 {
+        let text = logs_text(&format!("{padding}-p{part}"), 5000);
+        sink.send(bytes::Bytes::from(text)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+    let inserted = client
+        .execute("INSERT INTO logs VALUES ($1, $2)", &[&"after", &"the copy"])
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1, "binary parameters staged beside the COPY");
+    assert_eq!(gate.total("logs").await, 0, "staged until COMMIT");
+    client.batch_execute("COMMIT").await.unwrap();
+    let placed = placement(
+        &gate.shard_urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT line, _sg_hash FROM logs",
+    )
+    .await;
+    assert_eq!(
+        placed.len(),
+        100_001,
+        "every row of a block past its memory once, on its owner"
+    );
+
+    client.batch_execute("BEGIN").await.unwrap();
+    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(logs_text(&format!("{padding}-gone"), 60_000)))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 60_000);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        gate.total("logs").await,
+        100_001,
+        "ROLLBACK drops the staged rows"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_row_in_a_block_copy_aborts_the_block_and_a_block_over_its_cap_is_refused() {
+    let gate = TestServer::start("pg_copy_block_bad", &listener("max_block_size = \"64KiB\"\n")).await;
+    let client = connect(&gate).await;
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("INSERT INTO events (tenant_id, event_type) VALUES ('t0', 'kept?')")
+        .await
+        .unwrap();
+    let sink = client
+        .copy_in("COPY events (tenant_id, event_type, ts) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from(
+        "t1\tclick\t2026-05-01 12:00:00+02\nt2\tview\tnever\n",
+    ))
+    .await
+    .unwrap();
+    let error = sink.finish().await.unwrap_err();
+    let db = error.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (db.code(), db.where_(), db.detail()),
+        (
+            &SqlState::INVALID_DATETIME_FORMAT,
+            Some("COPY events, line 2, column ts"),
+            Some("the transaction block is aborted: none of its rows were written.")
+        )
+    );
+    let ignored = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(ignored.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(gate.total("events").await, 0, "a failed block stores nothing");
+
+    client.batch_execute("BEGIN").await.unwrap();
+    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(logs_text("cap", 5000)))
+        .await
+        .unwrap();
+    let error = sink.finish().await.unwrap_err();
+    let db = error.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (db.code(), db.message()),
+        (
+            &SqlState::PROGRAM_LIMIT_EXCEEDED,
+            "the transaction block holds more than postgres.max_block_size (64.0 KiB) of rows until its COMMIT; commit more often"
+        )
+    );
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    assert_eq!(gate.total("logs").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn psycopg_copies_rows_in_its_implicit_block() {
+    let gate = TestServer::start("pg_psycopg_block", &listener("")).await;
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect({url:?}) as conn:\n\
+         \x20   with conn.cursor() as cur:\n\
+         \x20       with cur.copy('COPY logs (source, line) FROM STDIN') as copy:\n\
+         \x20           for i in range(30000):\n\
+         \x20               copy.write_row((f'src-{{i % 5}}', f'py-{{i}}'))\n\
+         \x20       print(cur.rowcount)\n\
+         \x20       cur.execute('INSERT INTO logs (source, line) VALUES (%s, %s)', ('src-x', 'last'))\n",
+        url = url(&gate, PASSWORD)
+    );
+    let printed = psycopg(&script).await;
+    assert_eq!(printed.trim(), "30000");
+    assert_eq!(
+        gate.total("logs").await,
+        30_001,
+        "written when the connection's block committed"
+    );
+    gate.stop().await;
+}

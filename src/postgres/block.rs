@@ -1,0 +1,271 @@
+//! A transaction block's rows, held from the statement that wrote them to the block's `COMMIT`.
+//!
+//! Each statement's rows are checked when it runs, so a bad row fails that statement as in
+//! Postgres, then staged as bytes: in memory while the block is small, in an unlinked file
+//! of `postgres.block_dir` once it passes [`MEMORY_BYTES`], so a block of any size (a 10 GB
+//! COPY that psycopg wraps in a block) holds bounded memory. `COMMIT` reads the rows back in
+//! order and writes them through the group commit with the routing of that moment, waiting
+//! for room in full queues, and is answered once every row committed. `ROLLBACK` drops them.
+
+use super::errors::{self, refused, user_error};
+use super::insert::{BoundInsert, staged_rows};
+use crate::ingest::write::{WriteAck, WriteRefused, Writes};
+use crate::schema::decode::copy::CopyFormat;
+use crate::schema::{TableId, Tables};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pgwire::error::{PgWireError, PgWireResult};
+use std::io::SeekFrom;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Bytes a block stages in memory; past them its rows move to a file.
+pub const MEMORY_BYTES: usize = 4 << 20;
+
+/// Where blocks spill, and how much one may hold.
+#[derive(Debug, Clone)]
+pub struct BlockLimits {
+    /// The directory of the files of large blocks.
+    pub dir: PathBuf,
+    /// Most bytes one block may stage.
+    pub max_bytes: u64,
+}
+
+/// The rows of one open block.
+pub struct BlockStage {
+    limits: Arc<BlockLimits>,
+    statements: Vec<Staged>,
+    /// The staged bytes, while they fit in memory.
+    memory: Vec<u8>,
+    /// The file holding every staged byte, once the block outgrew memory.
+    file: Option<tokio::fs::File>,
+    /// Bytes staged.
+    len: u64,
+    /// Rows staged.
+    rows: usize,
+}
+
+/// One statement's rows and where their bytes are.
+struct Staged {
+    source: Source,
+    offset: u64,
+    len: usize,
+}
+
+/// How a statement's staged bytes spell its rows.
+enum Source {
+    /// An `INSERT`'s values, as [`BoundInsert::stage`] writes them.
+    Insert { table: TableId, columns: Vec<usize> },
+    /// Whole records of a COPY stream.
+    Copy {
+        table: TableId,
+        format: Arc<CopyFormat>,
+        columns: Vec<usize>,
+    },
+}
+
+impl BlockStage {
+    /// An empty block that spills and stops as `limits` say.
+    pub fn new(limits: Arc<BlockLimits>) -> BlockStage {
+        BlockStage {
+            limits,
+            statements: Vec::new(),
+            memory: Vec::new(),
+            file: None,
+            len: 0,
+            rows: 0,
+        }
+    }
+
+    /// Stages an `INSERT`'s rows, checked already.
+    pub async fn insert(&mut self, insert: &BoundInsert) -> PgWireResult<()> {
+        let mut bytes = Vec::new();
+        insert.stage(&mut bytes);
+        let source = Source::Insert {
+            table: insert.table(),
+            columns: insert.columns().to_vec(),
+        };
+        self.stage(source, &bytes, insert.rows()).await
+    }
+
+    /// Stages `rows` whole records of a COPY into `table`, checked already.
+    pub async fn copy(
+        &mut self,
+        table: TableId,
+        format: &Arc<CopyFormat>,
+        columns: &[usize],
+        records: &[u8],
+        rows: usize,
+    ) -> PgWireResult<()> {
+        let source = Source::Copy {
+            table,
+            format: Arc::clone(format),
+            columns: columns.to_vec(),
+        };
+        self.stage(source, records, rows).await
+    }
+
+    async fn stage(&mut self, source: Source, bytes: &[u8], rows: usize) -> PgWireResult<()> {
+        if self.len + bytes.len() as u64 > self.limits.max_bytes {
+            return Err(refused(
+                errors::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "the transaction block holds more than postgres.max_block_size ({}) of rows until its COMMIT; commit more often",
+                    bytesize::ByteSize(self.limits.max_bytes)
+                ),
+            ));
+        }
+        if self.file.is_none() && self.memory.len() + bytes.len() > MEMORY_BYTES {
+            self.spill().await?;
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(bytes).await.map_err(stage_failed)?,
+            None => self.memory.extend_from_slice(bytes),
+        }
+        self.statements.push(Staged {
+            source,
+            offset: self.len,
+            len: bytes.len(),
+        });
+        self.len += bytes.len() as u64;
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Moves the bytes staged so far into a new unlinked file, where the rest will go.
+    async fn spill(&mut self) -> PgWireResult<()> {
+        let dir = self.limits.dir.clone();
+        let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+            .await
+            .expect("creating a file does not panic")
+            .map_err(stage_failed)?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.write_all(&self.memory).await.map_err(stage_failed)?;
+        self.memory = Vec::new();
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Writes every staged row, statement by statement, and returns how many committed.
+    pub async fn commit(mut self, tables: &Tables, writes: &Writes) -> PgWireResult<usize> {
+        let mut committing = Committing::default();
+        let mut bytes = Vec::new();
+        let statements = std::mem::take(&mut self.statements);
+        for staged in &statements {
+            self.read(staged, &mut bytes).await?;
+            let table = staged.source.table();
+            let submitted = match &staged.source {
+                Source::Insert { columns, .. } => {
+                    let rows = staged_rows(&bytes);
+                    let rows = rows.iter().map(Vec::as_slice);
+                    writes
+                        .submit_values_waiting(table, tables.get(table), columns, rows)
+                        .await
+                }
+                Source::Copy { format, columns, .. } => {
+                    writes
+                        .submit_copy(table, tables.get(table), format, columns, &bytes)
+                        .await
+                }
+            };
+            let outcome = match submitted {
+                Ok(submitted) => {
+                    let committed = submitted.committed().map(move |outcome| (table, outcome));
+                    committing.in_flight.push(committed.boxed());
+                    committing.reap()
+                }
+                Err(refusal) => Err((table, refusal)),
+            };
+            if let Err((table, refusal)) = outcome {
+                committing.finish().await;
+                return Err(self.failed(&refusal, table, tables, committing.committed));
+            }
+        }
+        while let Some((table, outcome)) = committing.in_flight.next().await {
+            match outcome {
+                Ok(ack) => committing.committed += ack.rows,
+                Err(refusal) => {
+                    committing.finish().await;
+                    return Err(self.failed(&refusal, table, tables, committing.committed));
+                }
+            }
+        }
+        Ok(committing.committed)
+    }
+
+    /// Reads one statement's staged bytes into `bytes`.
+    async fn read(&mut self, staged: &Staged, bytes: &mut Vec<u8>) -> PgWireResult<()> {
+        bytes.clear();
+        let Some(file) = &mut self.file else {
+            let at = staged.offset as usize;
+            bytes.extend_from_slice(&self.memory[at..at + staged.len]);
+            return Ok(());
+        };
+        bytes.resize(staged.len, 0);
+        file.seek(SeekFrom::Start(staged.offset))
+            .await
+            .map_err(stage_failed)?;
+        file.read_exact(bytes).await.map_err(stage_failed)?;
+        Ok(())
+    }
+
+    /// The error of a `COMMIT` whose rows were refused after `committed` of them committed.
+    fn failed(
+        &self,
+        refusal: &WriteRefused,
+        table: TableId,
+        tables: &Tables,
+        committed: usize,
+    ) -> PgWireError {
+        let schema = tables.get(table);
+        let mut info = errors::write_refused(refusal, &schema.name);
+        info.detail = Some(errors::commit_detail(committed, self.rows, schema.id.is_some()));
+        user_error(info)
+    }
+}
+
+impl Source {
+    fn table(&self) -> TableId {
+        match self {
+            Source::Insert { table, .. } | Source::Copy { table, .. } => *table,
+        }
+    }
+}
+
+/// The statements of a `COMMIT` queued and not yet answered.
+#[derive(Default)]
+struct Committing {
+    in_flight: FuturesUnordered<BoxFuture<'static, (TableId, Result<WriteAck, WriteRefused>)>>,
+    committed: usize,
+}
+
+impl Committing {
+    /// Counts the statements answered so far without waiting for the others.
+    fn reap(&mut self) -> Result<(), (TableId, WriteRefused)> {
+        while let Some(Some((table, outcome))) = self.in_flight.next().now_or_never() {
+            match outcome {
+                Ok(ack) => self.committed += ack.rows,
+                Err(refusal) => return Err((table, refusal)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the statements still queued, counting those that committed.
+    async fn finish(&mut self) {
+        while let Some((_, outcome)) = self.in_flight.next().await {
+            if let Ok(ack) = outcome {
+                self.committed += ack.rows;
+            }
+        }
+    }
+}
+
+fn stage_failed(error: std::io::Error) -> PgWireError {
+    refused(
+        "53100",
+        format!("could not stage the transaction block's rows on disk: {error}"),
+    )
+}
