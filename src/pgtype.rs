@@ -6,9 +6,11 @@
 //! Every accepted spelling of a value converts to the same bytes (`5` and `5.0` for a bigint, any
 //! case of a UUID, a timestamp in any offset), which is what makes the key hash canonical.
 
+mod output;
 pub mod sqlstate;
 mod text;
 
+pub use output::output_text;
 pub use text::{TextInputError, encode_text};
 
 use base64::Engine;

@@ -12,7 +12,7 @@ use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
 use crate::routing::{KeyHash, KeySample, ShardId, ShardIndex};
 use crate::schema::decode::copy::{CopyFormat, decode_copy};
-use crate::schema::decode::values::{Value, decode_values};
+use crate::schema::decode::values::{Value, ValueColumns, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
@@ -196,7 +196,7 @@ impl Writes {
         &self,
         table: TableId,
         schema: &TableSchema,
-        columns: &[usize],
+        columns: ValueColumns<'_>,
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
@@ -212,7 +212,7 @@ impl Writes {
         &self,
         table: TableId,
         schema: &TableSchema,
-        columns: &[usize],
+        columns: ValueColumns<'_>,
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
@@ -222,17 +222,18 @@ impl Writes {
         self.queue_waiting(&set, table, schema, encoded).await
     }
 
-    /// Checks `rows` of values as [`Writes::submit_values`] would, without queueing them:
-    /// what a transaction block holds until its `COMMIT`.
+    /// Checks `rows` of values as [`Writes::submit_values`] would, without queueing them,
+    /// and returns the values of `columns.returning`: what a transaction block stages until
+    /// its `COMMIT`.
     pub fn check_values<'v>(
         &self,
         schema: &TableSchema,
-        columns: &[usize],
+        columns: ValueColumns<'_>,
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
-    ) -> Result<(), WriteRefused> {
+    ) -> Result<Vec<Option<Vec<u8>>>, WriteRefused> {
         let set = self.shards.load();
-        decode_values(schema, &set.table, columns, rows, unix_micros_now(), &[])?;
-        Ok(())
+        let encoded = decode_values(schema, &set.table, columns, rows, unix_micros_now(), &[])?;
+        Ok(encoded.returned)
     }
 
     /// Queues decoded rows routed with `set`, refusing at once when a queue is full.
@@ -244,11 +245,14 @@ impl Writes {
         mut encoded: EncodedRows,
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
+        let returned = std::mem::take(&mut encoded.returned);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit(table, &schema.name, encoded, deadline)
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
-        Ok(self.submitted(table, schema, counts, pending, deadline))
+        let mut submitted = self.submitted(table, schema, counts, pending, deadline);
+        submitted.returned = returned;
+        Ok(submitted)
     }
 
     /// Queues decoded rows routed with `set`, waiting for room in full queues up to the
@@ -261,12 +265,15 @@ impl Writes {
         mut encoded: EncodedRows,
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
+        let returned = std::mem::take(&mut encoded.returned);
         let pending = set
             .submit_waiting(table, &schema.name, encoded, self.request_timeout)
             .await
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
         let deadline = Instant::now() + self.request_timeout;
-        Ok(self.submitted(table, schema, counts, pending, deadline))
+        let mut submitted = self.submitted(table, schema, counts, pending, deadline);
+        submitted.returned = returned;
+        Ok(submitted)
     }
 
     fn refused_by_queue(&self, table: &str, rows: usize, refusal: SubmitError) -> WriteRefused {
@@ -314,6 +321,7 @@ impl Writes {
             rows: counts.rows,
             pending,
             deadline,
+            returned: Vec::new(),
         }
     }
 
@@ -481,12 +489,18 @@ pub struct Submitted {
     rows: usize,
     pending: Vec<PendingWrite>,
     deadline: Instant,
+    returned: Vec<Option<Vec<u8>>>,
 }
 
 impl Submitted {
     /// Rows of the write.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Takes the values of the columns its source asked to have returned, row after row.
+    pub fn take_returned(&mut self) -> Vec<Option<Vec<u8>>> {
+        std::mem::take(&mut self.returned)
     }
 
     /// Waits for every shard's rows; acknowledges only when all committed.

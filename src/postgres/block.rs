@@ -11,6 +11,7 @@ use super::errors::{self, refused, user_error};
 use super::insert::{BoundInsert, staged_rows};
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
 use crate::schema::decode::copy::CopyFormat;
+use crate::schema::decode::values::ValueColumns;
 use crate::schema::{TableId, Tables};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -160,6 +161,10 @@ impl BlockStage {
                 Source::Insert { columns, .. } => {
                     let rows = staged_rows(&bytes);
                     let rows = rows.iter().map(Vec::as_slice);
+                    let columns = ValueColumns {
+                        filled: columns,
+                        returning: &[],
+                    };
                     writes
                         .submit_values_waiting(table, tables.get(table), columns, rows)
                         .await

@@ -1,13 +1,15 @@
 //! `INSERT ... VALUES` carried out: the statement's literals and bound parameters become a
 //! row source for the shared write path. Outside a block the rows are queued at once and the
 //! statement is answered when they committed; inside one they are checked now and held in
-//! the session until `COMMIT` writes them, so `ROLLBACK` discards them.
+//! the session until `COMMIT` writes them, so `ROLLBACK` discards them. What `RETURNING`
+//! returns is what the rows are stored with.
 
 use super::errors::{self, refused};
+use super::returning::Returning;
 use super::statement::{Insert, InsertValue};
 use crate::ingest::write::{Submitted, Writes};
 use crate::pgtype::ColumnType;
-use crate::schema::decode::values::Value;
+use crate::schema::decode::values::{Value, ValueColumns};
 use crate::schema::{TableId, Tables};
 use bytes::Bytes;
 use pgwire::api::Type;
@@ -19,6 +21,7 @@ pub struct BoundInsert {
     table: TableId,
     columns: Vec<usize>,
     rows: Vec<Vec<OwnedValue>>,
+    returning: Returning,
 }
 
 /// A value of a bound row.
@@ -58,6 +61,7 @@ impl BoundInsert {
             )
         })?;
         let columns = super::statement::column_indexes(schema, &insert.columns)?;
+        let returning = Returning::resolve(schema, &insert.returning)?;
         let wanted = insert.parameter_count();
         if parameters.values.len() < wanted {
             return Err(refused(
@@ -82,7 +86,12 @@ impl BoundInsert {
                 .collect::<PgWireResult<Vec<_>>>()?;
             rows.push(bound);
         }
-        Ok(BoundInsert { table, columns, rows })
+        Ok(BoundInsert {
+            table,
+            columns,
+            rows,
+            returning,
+        })
     }
 
     /// The table written.
@@ -95,23 +104,68 @@ impl BoundInsert {
         self.rows.len()
     }
 
+    /// What the statement returns.
+    pub fn returning(&self) -> &Returning {
+        &self.returning
+    }
+
+    fn value_columns(&self) -> ValueColumns<'_> {
+        ValueColumns {
+            filled: &self.columns,
+            returning: self.returning.columns(),
+        }
+    }
+
     /// Encodes, routes and queues the rows.
     pub fn submit(&self, tables: &Tables, writes: &Writes) -> PgWireResult<Submitted> {
         let schema = tables.get(self.table);
         let values = self.values();
         let rows = values.iter().map(Vec::as_slice);
         writes
-            .submit_values(self.table, schema, &self.columns, rows)
+            .submit_values(self.table, schema, self.value_columns(), rows)
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
     }
 
-    /// Checks the rows as [`BoundInsert::submit`] would, without queueing them.
-    pub fn check(&self, tables: &Tables, writes: &Writes) -> PgWireResult<()> {
+    /// Checks the rows as [`BoundInsert::submit`] would, without queueing them, and
+    /// returns the values of the returned columns, row after row.
+    pub fn check(&self, tables: &Tables, writes: &Writes) -> PgWireResult<Vec<Option<Vec<u8>>>> {
         let schema = tables.get(self.table);
         let values = self.values();
         writes
-            .check_values(schema, &self.columns, values.iter().map(Vec::as_slice))
+            .check_values(schema, self.value_columns(), values.iter().map(Vec::as_slice))
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+
+    /// Gives each returned column that a row leaves to its default the value `returned`
+    /// says it took, so that rows written later (at a block's `COMMIT`) are stored with the
+    /// generated ids and times the statement returned.
+    pub fn keep_returned(&mut self, returned: &[Option<Vec<u8>>]) {
+        let width = self.columns.len();
+        for row in &mut self.rows {
+            row.resize_with(width, || OwnedValue::Default);
+        }
+        for &column in self.returning.columns() {
+            if !self.columns.contains(&column) {
+                self.columns.push(column);
+                self.rows.iter_mut().for_each(|row| row.push(OwnedValue::Default));
+            }
+        }
+        let returned_rows = returned.chunks(self.returning.columns().len().max(1));
+        for (row, returned) in self.rows.iter_mut().zip(returned_rows) {
+            for (&column, value) in self.returning.columns().iter().zip(returned) {
+                let at = self
+                    .columns
+                    .iter()
+                    .position(|&c| c == column)
+                    .expect("added above");
+                if matches!(row[at], OwnedValue::Default) {
+                    row[at] = match value {
+                        Some(bytes) => OwnedValue::Binary(Bytes::copy_from_slice(bytes)),
+                        None => OwnedValue::Null,
+                    };
+                }
+            }
+        }
     }
 
     /// The columns the rows' values fill.

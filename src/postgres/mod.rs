@@ -14,6 +14,7 @@ pub mod block;
 pub mod copy_in;
 mod errors;
 mod insert;
+mod returning;
 mod session;
 mod statement;
 

@@ -12,6 +12,7 @@ use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters, parameter_type};
+use super::returning::Returning;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
@@ -99,7 +100,7 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        self.carry_out(statement, format.format_for(0), parameters)
+        self.carry_out(statement, format, parameters)
             .await
             .inspect_err(|_| self.fail_block())
     }
@@ -120,9 +121,10 @@ impl Session {
     async fn carry_out(
         &self,
         statement: &Statement,
-        format: FieldFormat,
+        formats: &Format,
         parameters: &Parameters<'_>,
     ) -> PgWireResult<Response> {
+        let format = formats.format_for(0);
         Ok(match statement {
             Statement::Begin => {
                 self.set_block(Block::Open);
@@ -145,7 +147,7 @@ impl Session {
                 self.stage.lock().await.take();
                 Response::TransactionEnd(Tag::new("ROLLBACK"))
             }
-            Statement::Insert(insert) => self.insert(insert, parameters).await?,
+            Statement::Insert(insert) => self.insert(insert, parameters, formats).await?,
             Statement::Set { name, value } => {
                 self.parameters().insert(name.clone(), value.clone());
                 Response::Execution(Tag::new("SET"))
@@ -183,25 +185,40 @@ impl Session {
         })
     }
 
-    /// An `INSERT`: written and answered once committed, or checked and staged in a block.
-    async fn insert(&self, insert: &Insert, parameters: &Parameters<'_>) -> PgWireResult<Response> {
-        let bound = BoundInsert::bind(insert, &self.services.tables, parameters)?;
-        let rows = bound.rows();
-        let tag = Tag::new("INSERT").with_oid(0).with_rows(rows);
-        if self.block() == Block::Open {
-            bound.check(&self.services.tables, &self.services.writes)?;
+    /// An `INSERT`: written and answered once committed, or checked and staged in a block;
+    /// what it returns is answered in `formats`.
+    async fn insert(
+        &self,
+        insert: &Insert,
+        parameters: &Parameters<'_>,
+        formats: &Format,
+    ) -> PgWireResult<Response> {
+        let tables = &self.services.tables;
+        let mut bound = BoundInsert::bind(insert, tables, parameters)?;
+        let schema = tables.get(bound.table());
+        let returned = if self.block() == Block::Open {
+            let returned = bound.check(tables, &self.services.writes)?;
+            if !bound.returning().is_empty() {
+                bound.keep_returned(&returned);
+            }
             let mut stage = self.stage.lock().await;
             let stage = stage.get_or_insert_with(|| self.new_stage());
             stage.insert(&bound).await?;
-            return Ok(Response::Execution(tag));
-        }
-        let submitted = bound.submit(&self.services.tables, &self.services.writes)?;
-        let table = &self.services.tables.get(bound.table()).name;
-        submitted
-            .committed()
-            .await
-            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, table)))?;
-        Ok(Response::Execution(tag))
+            returned
+        } else {
+            let mut submitted = bound.submit(tables, &self.services.writes)?;
+            let returned = submitted.take_returned();
+            submitted
+                .committed()
+                .await
+                .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))?;
+            returned
+        };
+        Ok(if bound.returning().is_empty() {
+            Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(bound.rows()))
+        } else {
+            bound.returning().response(schema, formats, &returned)
+        })
     }
 
     fn new_stage(&self) -> BlockStage {
@@ -411,6 +428,12 @@ impl QueryParser for SqlText {
             Statement::SelectInteger(n) if i32::try_from(*n).is_ok() => field("?column?", Type::INT4),
             Statement::SelectInteger(_) => field("?column?", Type::INT8),
             Statement::SelectVersion => field("version", Type::TEXT),
+            Statement::Insert(insert) if !insert.returning.is_empty() => {
+                let Some((_, schema)) = self.tables.lookup(&insert.table) else {
+                    return Ok(Vec::new());
+                };
+                Returning::resolve(schema, &insert.returning)?.fields(schema, formats)
+            }
             _ => Vec::new(),
         })
     }

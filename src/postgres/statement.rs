@@ -68,6 +68,22 @@ pub struct Insert {
     pub columns: Vec<String>,
     /// The rows, each a value per column.
     pub rows: Vec<Vec<InsertValue>>,
+    /// What `RETURNING` asks for; empty without it.
+    pub returning: Vec<ReturnedColumn>,
+}
+
+/// One item of `RETURNING`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnedColumn {
+    /// `*`: every declared column, in order.
+    All,
+    /// A column, under `label` when it has an `AS`.
+    Column {
+        /// The column's name.
+        name: String,
+        /// The name the result gives it, when not the column's.
+        label: Option<String>,
+    },
 }
 
 /// One value of an `INSERT`'s row.
@@ -304,7 +320,8 @@ fn copy(sql: &str) -> Result<Statement, String> {
 }
 
 /// An `INSERT`, parsed; only `VALUES` of literals and parameters into a table is carried
-/// out, with `ON CONFLICT DO NOTHING` (what storing an id does anyway) and no `RETURNING`.
+/// out, with `ON CONFLICT DO NOTHING` (what storing an id does anyway) and a `RETURNING` of
+/// columns.
 fn insert(sql: &str) -> Result<Statement, String> {
     use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, SetExpr, TableObject};
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| e.to_string())?;
@@ -322,9 +339,10 @@ fn insert(sql: &str) -> Result<Statement, String> {
         })) => {}
         Some(_) => return Ok(Statement::Unsupported("INSERT ... ON CONFLICT DO UPDATE".into())),
     }
-    if insert.returning.is_some() {
-        return Ok(Statement::Unsupported("INSERT ... RETURNING".into()));
-    }
+    let returning = match insert.returning.iter().flatten().map(returned_column).collect() {
+        Ok(returning) => returning,
+        Err(construct) => return Ok(Statement::Unsupported(construct)),
+    };
     let Some(SetExpr::Values(values)) = insert.source.as_ref().map(|query| query.body.as_ref()) else {
         return Ok(Statement::Unsupported("INSERT ... SELECT".into()));
     };
@@ -348,7 +366,31 @@ fn insert(sql: &str) -> Result<Statement, String> {
         table: name(table),
         columns: insert.columns.iter().map(name).collect(),
         rows,
+        returning,
     }))
+}
+
+/// One item of `RETURNING`; the error names what is not carried out.
+fn returned_column(item: &sqlparser::ast::SelectItem) -> Result<ReturnedColumn, String> {
+    use sqlparser::ast::{Expr, SelectItem};
+    let column = |expr: &Expr| match expr {
+        Expr::Identifier(ident) => Some(unquote_identifier(&ident.to_string())),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|ident| unquote_identifier(&ident.to_string())),
+        _ => None,
+    };
+    let unsupported = || "RETURNING of an expression other than a column".to_string();
+    Ok(match item {
+        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => ReturnedColumn::All,
+        SelectItem::UnnamedExpr(expr) => ReturnedColumn::Column {
+            name: column(expr).ok_or_else(unsupported)?,
+            label: None,
+        },
+        SelectItem::ExprWithAlias { expr, alias } => ReturnedColumn::Column {
+            name: column(expr).ok_or_else(unsupported)?,
+            label: Some(unquote_identifier(&alias.to_string())),
+        },
+        _ => return Err(unsupported()),
+    })
 }
 
 /// One value of `VALUES`; the error names an expression that is not carried out.

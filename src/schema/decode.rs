@@ -53,6 +53,9 @@ pub struct EncodedRows {
     pub keys: KeySample,
     /// Rows of each rate-limited key given to [`decode_rows`], those without rows left out.
     pub limited_rows: Vec<(KeyHash, u64)>,
+    /// The binary fields of the columns a source asked to have returned (an `INSERT`'s
+    /// `RETURNING`), row after row in the source's order, `None` for null.
+    pub returned: Vec<Option<Vec<u8>>>,
 }
 
 /// One problem with one row.
@@ -215,6 +218,9 @@ struct RowEncoder<'a> {
     limited_rows: Vec<u64>,
     /// Fields of every tuple: the declared columns and the hidden ones.
     field_count: i16,
+    /// Columns whose values each row returns, as it is stored.
+    returning: &'a [usize],
+    returned: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -254,6 +260,8 @@ impl<'a> RowEncoder<'a> {
             limited_rows: vec![0; limited.len()],
             field_count: i16::try_from(table.columns.len() + super::hidden_columns(table).len())
                 .expect("Postgres tables have at most 1600 columns"),
+            returning: &[],
+            returned: Vec::new(),
         }
     }
 
@@ -482,6 +490,10 @@ impl<'a> RowEncoder<'a> {
         let out = &mut self.out[placement.owner.0];
         out.tuples = tuples;
         out.rows += 1;
+        for &column in self.returning {
+            let value = self.value(column).map(Cow::into_owned);
+            self.returned.push(value);
+        }
     }
 
     /// What places this row among its key's salts: its id, or all its values, and when it was
@@ -537,6 +549,7 @@ impl<'a> RowEncoder<'a> {
                 .zip(self.limited_rows)
                 .filter(|&(_, rows)| rows > 0)
                 .collect(),
+            returned: self.returned,
         })
     }
 }

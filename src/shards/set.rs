@@ -440,6 +440,7 @@ mod tests {
             salted: 0,
             keys: Default::default(),
             limited_rows: Vec::new(),
+            returned: Vec::new(),
         }
     }
 

@@ -570,11 +570,6 @@ async fn inserts_of_literals_and_prepared_parameters_land_on_their_owners_once()
             "null value in column \"tenant_id\" of relation \"events\" violates not-null constraint",
         ),
         (
-            "INSERT INTO events (tenant_id, event_type) VALUES ('a', 'b') RETURNING event_id",
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "INSERT ... RETURNING is not supported by shardgate",
-        ),
-        (
             "INSERT INTO events (tenant_id, event_type) VALUES ('a', 'b') ON CONFLICT (event_id) DO UPDATE SET n = 1",
             SqlState::FEATURE_NOT_SUPPORTED,
             "INSERT ... ON CONFLICT DO UPDATE is not supported by shardgate",
@@ -772,6 +767,114 @@ async fn psycopg_copies_rows_in_its_implicit_block() {
         gate.total("logs").await,
         30_001,
         "written when the connection's block committed"
+    );
+    gate.stop().await;
+}
+
+/// The stored `ts` and `n` of the event `id`, from whichever shard holds it, in text form.
+async fn stored_event(gate: &TestServer, id: uuid::Uuid) -> (String, i64) {
+    for url in &gate.shard_urls {
+        let shard = crate::common::connect(url).await;
+        let row = shard
+            .query_opt(
+                "SELECT to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), n FROM events WHERE event_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return (row.get(0), row.get(1));
+        }
+    }
+    panic!("event {id} is stored on no shard");
+}
+
+#[tokio::test]
+async fn insert_returning_answers_the_values_stored_in_and_out_of_a_block() {
+    let gate = TestServer::start("pg_returning", &listener("")).await;
+    let client = connect(&gate).await;
+    let row = client
+        .query_one(
+            "INSERT INTO events (tenant_id, event_type, n) VALUES ($1, $2, $3) RETURNING event_id, n AS count, ts",
+            &[&"t1", &"click", &7i64],
+        )
+        .await
+        .unwrap();
+    let columns: Vec<_> = row.columns().iter().map(|c| c.name().to_string()).collect();
+    assert_eq!(columns, ["event_id", "count", "ts"]);
+    let (id, n, ts): (uuid::Uuid, i64, chrono::DateTime<chrono::Utc>) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(n, 7);
+    assert_eq!(
+        stored_event(&gate, id).await,
+        (ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string(), 7),
+        "the generated id and time returned in binary are the stored ones"
+    );
+
+    client.batch_execute("BEGIN").await.unwrap();
+    let messages = client
+        .simple_query(
+            "INSERT INTO events (tenant_id, event_type) VALUES ('t2', 'view'), ('t3', 'buy') RETURNING *",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(matches!(
+        messages.last(),
+        Some(SimpleQueryMessage::CommandComplete(2))
+    ));
+    assert_eq!(
+        (rows[0].get("tenant_id"), rows[0].get("n"), rows[0].get("payload")),
+        (Some("t2"), Some("0"), None)
+    );
+    let id: uuid::Uuid = rows[1].get("event_id").unwrap().parse().unwrap();
+    let ts = rows[1].get("ts").unwrap().to_string();
+    assert_eq!(gate.total("events").await, 1, "the block's rows wait for COMMIT");
+    client.batch_execute("COMMIT").await.unwrap();
+    let (stored_ts, _) = stored_event(&gate, id).await;
+    assert_eq!(
+        format!("{}+00", stored_ts.trim_end_matches('0').trim_end_matches('.')),
+        ts,
+        "a block's rows are stored with the id and time its RETURNING answered"
+    );
+
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect({url:?}) as conn:\n\
+         \x20   cur = conn.execute('INSERT INTO events (tenant_id, event_type, score) VALUES (%s, %s, %s) RETURNING event_id, score', ('t4', 'orm', 0.25))\n\
+         \x20   event_id, score = cur.fetchone()\n\
+         \x20   print(event_id, score)\n",
+        url = url(&gate, PASSWORD)
+    );
+    let printed = psycopg(&script).await;
+    let (id, score) = printed.trim().split_once(' ').unwrap();
+    assert_eq!(score, "0.25");
+    stored_event(&gate, id.parse().unwrap()).await;
+    assert_eq!(gate.total("events").await, 4);
+
+    let expression = client
+        .simple_query("INSERT INTO events (tenant_id, event_type) VALUES ('t', 'x') RETURNING n * 2")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        expression.as_db_error().map(|e| e.message()),
+        Some("RETURNING of an expression other than a column is not supported by shardgate")
+    );
+    let unknown = client
+        .simple_query("INSERT INTO events (tenant_id, event_type) VALUES ('t', 'x') RETURNING nope")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Some(&SqlState::UNDEFINED_COLUMN));
+    assert_eq!(
+        gate.total("events").await,
+        4,
+        "a refused RETURNING stores nothing"
     );
     gate.stop().await;
 }

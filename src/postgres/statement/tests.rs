@@ -128,14 +128,41 @@ fn inserts_keep_their_values_and_name_what_is_not_carried_out() {
             values(&["1", "-2.5", "x'y", "DEFAULT", "$2"]),
             values(&["NULL", "true", "5", "2026-05-01", "$1"]),
         ],
+        returning: Vec::new(),
     };
     assert_eq!(insert, Ok(Statement::Insert(expected.clone())));
     assert_eq!(expected.parameter_count(), 2);
     for (sql, what) in [
         ("INSERT INTO t SELECT * FROM u", "INSERT ... SELECT"),
-        ("INSERT INTO t VALUES (1) RETURNING id", "INSERT ... RETURNING"),
+        (
+            "INSERT INTO t VALUES (1) RETURNING id + 1",
+            "RETURNING of an expression other than a column",
+        ),
         ("INSERT INTO t VALUES (now())", "the expression now() in VALUES"),
     ] {
         assert_eq!(classify(sql), Ok(Statement::Unsupported(what.into())), "{sql}");
     }
+}
+
+#[test]
+fn returning_names_columns_labels_and_stars() {
+    let Ok(Statement::Insert(insert)) =
+        classify("INSERT INTO t (a) VALUES (1) RETURNING \"Id\", t.ts AS made, *")
+    else {
+        panic!("an INSERT");
+    };
+    assert_eq!(
+        insert.returning,
+        vec![
+            ReturnedColumn::Column {
+                name: "Id".into(),
+                label: None
+            },
+            ReturnedColumn::Column {
+                name: "ts".into(),
+                label: Some("made".into())
+            },
+            ReturnedColumn::All,
+        ]
+    );
 }

@@ -19,21 +19,31 @@ pub enum Value<'a> {
     Binary(&'a [u8]),
 }
 
-/// Decodes `rows` for `table`: the values of each row fill `columns` (indexes of the table's
-/// columns), the other columns take their defaults, and each row is routed with `routing`.
-/// `now_micros` and `limited` are as for [`super::decode_rows`].
+/// Which columns rows of values fill, and which of their stored values are returned.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueColumns<'c> {
+    /// Indexes of the table's columns each row's values fill, in order; the others take
+    /// their defaults.
+    pub filled: &'c [usize],
+    /// Indexes of the columns whose stored values come back in [`EncodedRows::returned`].
+    pub returning: &'c [usize],
+}
+
+/// Decodes `rows` for `table`: the values of each row fill `columns`, and each row is routed
+/// with `routing`. `now_micros` and `limited` are as for [`super::decode_rows`].
 pub fn decode_values<'v>(
     table: &TableSchema,
     routing: &RoutingTable,
-    columns: &[usize],
+    columns: ValueColumns<'_>,
     rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     now_micros: i64,
     limited: &[KeyHash],
 ) -> Result<EncodedRows, DecodeError> {
     let mut encoder = RowEncoder::new(table, routing, now_micros, limited, rows.len() * 64);
+    encoder.returning = columns.returning;
     for row in rows {
         encoder.begin_row();
-        for (&column, value) in columns.iter().zip(row) {
+        for (&column, value) in columns.filled.iter().zip(row) {
             match *value {
                 Value::Default => {}
                 Value::Null => encoder.slots[column] = Slot::Null,
