@@ -878,3 +878,55 @@ async fn insert_returning_answers_the_values_stored_in_and_out_of_a_block() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn jdbc_batches_generated_keys_and_copy_manager_write_through_the_listener() {
+    let gate = TestServer::start("pg_jdbc", &listener("")).await;
+    let addr = gate.server.postgres_addr().expect("the listener is on");
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcWrites.java");
+    // `.ci/run` installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
+    let output = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", program])
+        .arg(format!("jdbc:postgresql://{addr}/shardgate"))
+        .args([USER, PASSWORD])
+        .output()
+        .await
+        .expect("java runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("version 15.0 (shardgate {})", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        lines[1..3],
+        ["autocommit 1", "batch 1000 1"],
+        "a batch's update counts are its rows"
+    );
+    let key: uuid::Uuid = lines[3]
+        .strip_prefix("key ")
+        .and_then(|key| key.parse().ok())
+        .unwrap_or_else(|| panic!("a generated key: {}", lines[3]));
+    stored_event(&gate, key).await;
+    assert_eq!(
+        lines[4..],
+        [
+            "copy 5000",
+            "copy 5000",
+            "refused 22007",
+            "timestamp 1",
+            "valid true"
+        ]
+    );
+    assert_eq!(
+        gate.total("events").await,
+        1 + 1000 + 1 + 5000 + 1,
+        "the rolled-back COPY stores nothing"
+    );
+    gate.stop().await;
+}
