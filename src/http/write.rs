@@ -201,7 +201,11 @@ fn failure_detail(failure: &WriteError) -> serde_json::Value {
         WriteError::Unavailable { shard, reason } | WriteError::RoutingChanged { shard, reason } => {
             json!({"shard": shard.0, "reason": reason})
         }
-        WriteError::Rejected { shard, message } => json!({"shard": shard.0, "reason": message}),
+        WriteError::Rejected {
+            shard,
+            sqlstate,
+            message,
+        } => json!({"shard": shard.0, "reason": message, "sqlstate": sqlstate}),
     }
 }
 

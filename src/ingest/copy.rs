@@ -32,8 +32,13 @@ const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 #[derive(Debug, Error)]
 pub enum CopyError {
     /// Postgres refused the rows themselves (a constraint, a value); splitting may isolate them.
-    #[error("{0}")]
-    Data(String),
+    #[error("{message}")]
+    Data {
+        /// The SQLSTATE Postgres gave.
+        sqlstate: String,
+        /// Postgres's message, with its detail.
+        message: String,
+    },
     /// The shard is unreachable or failed in a way worth retrying.
     #[error("{0}")]
     Transient(String),
@@ -64,7 +69,10 @@ impl CopyError {
         };
         match &db.code().code()[..2] {
             // data exception, integrity constraint violation
-            "22" | "23" => CopyError::Data(message),
+            "22" | "23" => CopyError::Data {
+                sqlstate: db.code().code().to_string(),
+                message,
+            },
             // connection exception, transaction rollback, insufficient resources,
             // object not in prerequisite state (lock timeouts), operator intervention
             "08" | "40" | "53" | "55" | "57" => CopyError::Transient(message),

@@ -25,8 +25,6 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const CONNECTION_FAILURE: &str = "08006";
 /// `40001 serialization_failure`: the routing changed under the rows; retrying routes anew.
 pub const SERIALIZATION_FAILURE: &str = "40001";
-/// `22000 data_exception`: a shard refused the rows for their data.
-pub const DATA_EXCEPTION: &str = "22000";
 
 /// An `ERROR` with `code` and `message`.
 pub fn error(code: &str, message: impl Into<String>) -> ErrorInfo {
@@ -163,11 +161,12 @@ fn row_error(problem: &RowError, table: &str) -> ErrorInfo {
     error(problem.sqlstate, message)
 }
 
-/// A shard that did not commit its rows.
+/// A shard that did not commit its rows: refused for their data with the SQLSTATE the shard
+/// gave, unreachable, or no longer the owner.
 fn shard_failure(failure: &WriteError) -> ErrorInfo {
     let code = match failure {
         WriteError::Unavailable { .. } => CONNECTION_FAILURE,
-        WriteError::Rejected { .. } => DATA_EXCEPTION,
+        WriteError::Rejected { sqlstate, .. } => sqlstate.as_str(),
         WriteError::RoutingChanged { .. } => SERIALIZATION_FAILURE,
     };
     error(code, failure.to_string())

@@ -38,6 +38,9 @@ pub enum WriteError {
     Rejected {
         /// The shard.
         shard: ShardId,
+        /// The SQLSTATE Postgres gave (class 22, data exception, or 23, integrity
+        /// constraint violation).
+        sqlstate: String,
         /// Postgres's message.
         message: String,
     },

@@ -930,3 +930,29 @@ async fn jdbc_batches_generated_keys_and_copy_manager_write_through_the_listener
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_row_a_shard_refuses_keeps_the_shards_sqlstate() {
+    let gate = TestServer::start("pg_shard_refusal", &listener("")).await;
+    gate.on_every_shard("ALTER TABLE events ADD CONSTRAINT n_not_negative CHECK (n >= 0)")
+        .await;
+    let client = connect(&gate).await;
+    let refused = client
+        .execute(
+            "INSERT INTO events (tenant_id, event_type, n) VALUES ($1, $2, $3)",
+            &[&"t", &"a", &-1i64],
+        )
+        .await
+        .unwrap_err();
+    let db = refused.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::CHECK_VIOLATION);
+    assert!(
+        db.message()
+            .contains("violates check constraint \"n_not_negative\""),
+        "{}",
+        db.message()
+    );
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}

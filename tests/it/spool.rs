@@ -86,7 +86,7 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
         .unwrap();
     let refused = write(logs_part(&logs, "poison", 5), 8).await;
     assert!(
-        matches!(&refused, Err(CopyError::Data(message)) if message.contains("no_poison")),
+        matches!(&refused, Err(CopyError::Data { sqlstate, message }) if sqlstate == "23514" && message.contains("no_poison")),
         "{refused:?}"
     );
     assert_eq!(

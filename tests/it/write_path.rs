@@ -450,6 +450,10 @@ async fn rows_postgres_rejects_fail_only_their_own_request() {
         "{reason}"
     );
     assert_eq!(
+        b.body["details"][0]["sqlstate"], "23514",
+        "the shard's SQLSTATE is kept"
+    );
+    assert_eq!(
         gate.total("events").await,
         40,
         "both good requests committed, none of the bad one"
@@ -488,6 +492,7 @@ async fn only_a_repeated_id_is_skipped_and_other_unique_violations_get_422() {
             reason.contains("duplicate key value violates unique constraint \"one_per_type\""),
             "{reason}"
         );
+        assert_eq!(refused.body["details"][0]["sqlstate"], "23505");
     }
     assert_eq!(neighbours.status, 200, "{}", neighbours.body);
     assert_eq!(neighbours.body["rows"], 20);

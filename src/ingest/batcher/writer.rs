@@ -222,12 +222,13 @@ impl ShardWriter {
                         .inc_by(rows as u64);
                     answer(group, || Ok(()));
                 }
-                Err(CopyError::Data(message)) if group.len() == 1 => {
-                    tracing::info!(%message, "rows rejected by the shard");
+                Err(CopyError::Data { sqlstate, message }) if group.len() == 1 => {
+                    tracing::info!(%sqlstate, %message, "rows rejected by the shard");
                     let shard = self.id.clone();
                     answer(group, || {
                         Err(WriteError::Rejected {
                             shard: shard.clone(),
+                            sqlstate: sqlstate.clone(),
                             message: message.clone(),
                         })
                     });
@@ -236,7 +237,7 @@ impl ShardWriter {
                     tracing::debug!("spooled part applied before; nothing written again");
                     answer(group, || Ok(()));
                 }
-                Err(CopyError::Data(_) | CopyError::AlreadyApplied) => {
+                Err(CopyError::Data { .. } | CopyError::AlreadyApplied) => {
                     let second_half = group.split_off(group.len() / 2);
                     pending.push(second_half);
                     pending.push(group);
@@ -324,7 +325,7 @@ impl ShardWriter {
         };
         let outcome = match &result {
             Ok(()) => "committed",
-            Err(CopyError::Data(_)) => "data_error",
+            Err(CopyError::Data { .. }) => "data_error",
             Err(CopyError::Fence { .. }) => "fenced",
             Err(CopyError::AlreadyApplied) => "already_applied",
             Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
