@@ -17,6 +17,8 @@ pub const UNDEFINED_TABLE: &str = "42P01";
 pub const SYNTAX_ERROR: &str = "42601";
 /// `53000 insufficient_resources`: a full queue or a key over its rate cap; retry later.
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
+/// `57P01 admin_shutdown`: the server is shutting down.
+pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// `53300 too_many_connections`.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `54000 program_limit_exceeded`.

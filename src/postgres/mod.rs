@@ -11,6 +11,7 @@
 
 mod auth;
 pub mod block;
+mod connection;
 pub mod copy_in;
 mod errors;
 mod insert;
@@ -22,17 +23,13 @@ use crate::config::PostgresConfig;
 use crate::ingest::write::Writes;
 use crate::schema::Tables;
 use auth::{Users, server_parameters};
-use pgwire::api::PgWireServerHandlers;
+use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::ScramAuth;
-use pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
-use pgwire::api::copy::CopyHandler;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::tokio::TlsAcceptor;
 use session::Session;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -122,25 +119,15 @@ impl PostgresListener {
 
     /// One session on `stream`, ended by the idle timeout or `shutdown`.
     fn session(&self, stream: TcpStream, shutdown: CancellationToken) -> impl Future<Output = ()> + use<> {
-        let activity = Arc::new(Activity::new());
-        let handlers = Handlers {
-            session: Arc::new(Session::new(self.services.clone(), activity.clone())),
+        let handlers = connection::Handlers {
             startup: Arc::new(self.startup_handler()),
+            session: Arc::new(Session::new(self.services.clone())),
         };
         let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let idle_timeout = self.idle_timeout;
         async move {
-            let protocol = pgwire::tokio::process_socket(stream, tls, handlers);
-            tokio::select! {
-                result = protocol => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "a Postgres session ended with an error");
-                    }
-                }
-                () = activity.idle_for(idle_timeout) => {
-                    tracing::info!(timeout = %crate::units::format_duration(idle_timeout), "closed an idle Postgres session");
-                }
-                () = shutdown.cancelled() => {}
+            if let Err(e) = connection::serve(stream, tls, handlers, idle_timeout, shutdown).await {
+                tracing::debug!(error = %e, "a Postgres session ended with an error");
             }
         }
     }
@@ -154,63 +141,6 @@ impl PostgresListener {
             let _ = scram.configure_certificate(cert);
         }
         SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
-    }
-}
-
-/// The handlers of one session, as pgwire asks for them.
-struct Handlers {
-    session: Arc<Session>,
-    startup: Arc<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
-}
-
-impl PgWireServerHandlers for Handlers {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        self.session.clone()
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.session.clone()
-    }
-
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.startup.clone()
-    }
-
-    fn copy_handler(&self) -> Arc<impl CopyHandler> {
-        self.session.clone()
-    }
-}
-
-/// When a session last sent something.
-pub struct Activity {
-    started: Instant,
-    last_millis: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            started: Instant::now(),
-            last_millis: AtomicU64::new(0),
-        }
-    }
-
-    /// Notes that the session sent a message now.
-    pub fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_millis.store(now, Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing was sent for `timeout`.
-    async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
-            let idle = self.started.elapsed().saturating_sub(last);
-            if idle >= timeout {
-                return;
-            }
-            tokio::time::sleep(timeout - idle).await;
-        }
     }
 }
 

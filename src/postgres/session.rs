@@ -57,13 +57,11 @@ pub struct Session {
     /// The rows of the open block, written at its `COMMIT`; none before its first write.
     stage: tokio::sync::Mutex<Option<BlockStage>>,
     parser: Arc<SqlText>,
-    /// Told of every message, for the idle timeout.
-    activity: Arc<super::Activity>,
 }
 
 impl Session {
-    /// A session over `services`, reporting its activity to `activity`.
-    pub fn new(services: Arc<Services>, activity: Arc<super::Activity>) -> Session {
+    /// A session over `services`.
+    pub fn new(services: Arc<Services>) -> Session {
         let tables = services.tables.clone();
         Session {
             services,
@@ -72,7 +70,6 @@ impl Session {
             copy: tokio::sync::Mutex::new(None),
             stage: tokio::sync::Mutex::new(None),
             parser: Arc::new(SqlText { tables }),
-            activity,
         }
     }
 
@@ -326,7 +323,6 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.activity.touch();
         let mut responses = Vec::new();
         for sql in statement::split(query) {
             let outcome = match statement::classify(sql) {
@@ -462,7 +458,6 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.activity.touch();
         let parameters = Parameters {
             values: &portal.parameters,
             format: &portal.parameter_format,
@@ -557,7 +552,6 @@ impl CopyHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.activity.touch();
         let mut copy = self.copy.lock().await;
         let Some(copy_in) = copy.as_mut() else {
             return Ok(());
@@ -576,7 +570,6 @@ impl CopyHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.activity.touch();
         let Some(copy_in) = self.copy.lock().await.take() else {
             return Ok(());
         };

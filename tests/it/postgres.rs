@@ -373,7 +373,7 @@ async fn psql_connects_over_verified_tls_when_a_certificate_is_configured() {
 async fn a_silent_session_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
     let gate = TestServer::start("pg_idle", &listener("idle_timeout = \"1s\"\n")).await;
     let busy = connect(&gate).await;
-    let silent = connect(&gate).await;
+    let (silent, ended) = connect_watching(&gate).await;
     let started = std::time::Instant::now();
     while !silent.is_closed() {
         assert!(
@@ -392,8 +392,42 @@ async fn a_silent_session_is_closed_after_the_idle_timeout_and_a_busy_one_is_not
         "closed after {:?}",
         started.elapsed()
     );
+    let told = ended.await.unwrap().unwrap_err();
+    let told = told.as_db_error().expect("a FATAL ErrorResponse");
+    assert_eq!(
+        (told.code().code(), told.message()),
+        ("57P05", "terminating connection due to idle-session timeout")
+    );
     assert_eq!(one_value(&busy, "SELECT 1").await, "1");
+
     gate.stop().await;
+}
+
+/// A session and the task driving its connection, which answers how the connection ended.
+async fn connect_watching(
+    gate: &TestServer,
+) -> (Client, tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>) {
+    let (client, connection) = tokio_postgres::connect(&url(gate, PASSWORD), NoTls)
+        .await
+        .expect("log in with the configured password");
+    (client, tokio::spawn(connection))
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_idle_session_with_57p01() {
+    let gate = TestServer::start("pg_shutdown", &listener("")).await;
+    let (client, ended) = connect_watching(&gate).await;
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+    let told = ended.await.unwrap().unwrap_err();
+    let told = told.as_db_error().expect("a FATAL ErrorResponse");
+    assert_eq!(
+        (told.code(), told.message()),
+        (
+            &SqlState::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command"
+        )
+    );
 }
 
 #[tokio::test]
