@@ -9,13 +9,11 @@
 
 use super::errors::{self, refused, user_error};
 use super::insert::{BoundInsert, staged_rows};
-use crate::ingest::write::{WriteAck, WriteRefused, Writes};
+use super::pending::Pending;
+use crate::ingest::write::Writes;
 use crate::schema::decode::copy::CopyFormat;
 use crate::schema::decode::values::ValueColumns;
 use crate::schema::{TableId, Tables};
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use pgwire::error::{PgWireError, PgWireResult};
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -150,8 +148,9 @@ impl BlockStage {
     }
 
     /// Writes every staged row, statement by statement, and returns how many committed.
+    /// A refusal stops the queueing of the statements after it.
     pub async fn commit(mut self, tables: &Tables, writes: &Writes) -> PgWireResult<usize> {
-        let mut committing = Committing::default();
+        let mut pending = Pending::default();
         let mut bytes = Vec::new();
         let statements = std::mem::take(&mut self.statements);
         for staged in &statements {
@@ -175,29 +174,24 @@ impl BlockStage {
                         .await
                 }
             };
-            let outcome = match submitted {
-                Ok(submitted) => {
-                    let committed = submitted.committed().map(move |outcome| (table, outcome));
-                    committing.in_flight.push(committed.boxed());
-                    committing.reap()
-                }
-                Err(refusal) => Err((table, refusal)),
-            };
-            if let Err((table, refusal)) = outcome {
-                committing.finish().await;
-                return Err(self.failed(&refusal, table, tables, committing.committed));
+            match submitted {
+                Ok(submitted) => pending.push(table, submitted),
+                Err(refusal) => pending.refuse(table, refusal, 0),
+            }
+            if pending.has_refusal() {
+                break;
             }
         }
-        while let Some((table, outcome)) = committing.in_flight.next().await {
-            match outcome {
-                Ok(ack) => committing.committed += ack.rows,
-                Err(refusal) => {
-                    committing.finish().await;
-                    return Err(self.failed(&refusal, table, tables, committing.committed));
-                }
-            }
-        }
-        Ok(committing.committed)
+        pending.settle().await.map_err(|refused| {
+            let schema = tables.get(refused.table);
+            let mut info = errors::write_refused(&refused.refusal, &schema.name);
+            info.detail = Some(errors::commit_detail(
+                refused.committed,
+                self.rows,
+                schema.id.is_some(),
+            ));
+            user_error(info)
+        })
     }
 
     /// Reads one statement's staged bytes into `bytes`.
@@ -215,55 +209,12 @@ impl BlockStage {
         file.read_exact(bytes).await.map_err(stage_failed)?;
         Ok(())
     }
-
-    /// The error of a `COMMIT` whose rows were refused after `committed` of them committed.
-    fn failed(
-        &self,
-        refusal: &WriteRefused,
-        table: TableId,
-        tables: &Tables,
-        committed: usize,
-    ) -> PgWireError {
-        let schema = tables.get(table);
-        let mut info = errors::write_refused(refusal, &schema.name);
-        info.detail = Some(errors::commit_detail(committed, self.rows, schema.id.is_some()));
-        user_error(info)
-    }
 }
 
 impl Source {
     fn table(&self) -> TableId {
         match self {
             Source::Insert { table, .. } | Source::Copy { table, .. } => *table,
-        }
-    }
-}
-
-/// The statements of a `COMMIT` queued and not yet answered.
-#[derive(Default)]
-struct Committing {
-    in_flight: FuturesUnordered<BoxFuture<'static, (TableId, Result<WriteAck, WriteRefused>)>>,
-    committed: usize,
-}
-
-impl Committing {
-    /// Counts the statements answered so far without waiting for the others.
-    fn reap(&mut self) -> Result<(), (TableId, WriteRefused)> {
-        while let Some(Some((table, outcome))) = self.in_flight.next().now_or_never() {
-            match outcome {
-                Ok(ack) => self.committed += ack.rows,
-                Err(refusal) => return Err((table, refusal)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for the statements still queued, counting those that committed.
-    async fn finish(&mut self) {
-        while let Some((_, outcome)) = self.in_flight.next().await {
-            if let Ok(ack) = outcome {
-                self.committed += ack.rows;
-            }
         }
     }
 }

@@ -5,12 +5,17 @@
 //! flushes after every message it sends, so a pipelined `Bind`/`Execute`/`Sync` would cost
 //! three writes and three packets; held, the replies to one round of the client's messages
 //! go out in one. Postgres does the same (it flushes when it is about to read).
+//!
+//! A pipeline of `INSERT`s (JDBC's batches, psycopg's `executemany`) is answered statement by
+//! statement as each is queued, while the client has sent more of it; its last statement, or
+//! its `Sync`, waits until all of them committed, so their rows share group commits rather
+//! than waiting for one each. Postgres runs such a pipeline as one implicit transaction,
+//! acknowledged at its end, which is when this one is acknowledged too.
 
 use super::errors;
+use super::session::{Prepared, Session};
 use futures_util::{SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::copy::CopyHandler;
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::{ClientInfo, NoopHandler, PgWireConnectionState};
 use pgwire::error::ErrorInfo;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -31,15 +36,18 @@ use tokio_util::sync::CancellationToken;
 /// How long a client has to finish logging in (Postgres's `authentication_timeout`).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The first byte of a `Sync` message.
+const SYNC: u8 = b'S';
+
 /// Bytes of replies held at most; past them they are written at once.
 const MAX_HELD_BYTES: usize = 64 << 10;
 
 /// What a session's messages are handled by.
-pub struct Handlers<A, S> {
+pub struct Handlers<A> {
     /// Logs the client in.
     pub startup: Arc<A>,
     /// Carries out its statements and COPYs.
-    pub session: Arc<S>,
+    pub session: Arc<Session>,
 }
 
 /// Why a session ended on the server's side, told to the client as Postgres tells it.
@@ -50,16 +58,15 @@ enum Ending {
 
 /// Serves one client on `stream` until it leaves, is silent for `idle_timeout` while logged
 /// in, or `shutdown` fires between two of its messages.
-pub async fn serve<A, S>(
+pub async fn serve<A>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    handlers: Handlers<A, S>,
+    handlers: Handlers<A>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
 ) -> io::Result<()>
 where
     A: StartupHandler + 'static,
-    S: SimpleQueryHandler + ExtendedQueryHandler + CopyHandler + 'static,
 {
     let negotiated = tokio::select! {
         negotiated = negotiate_tls(stream, tls) => negotiated?,
@@ -104,22 +111,34 @@ where
     socket.close().await
 }
 
-/// Handles one message; false when the session ends with it.
-async fn handle<A, S>(
-    socket: &mut Framed<
-        HeldReplies<MaybeTls>,
-        PgWireMessageServerCodec<<S as ExtendedQueryHandler>::Statement>,
-    >,
+/// Handles one message; false when the session ends with it. An `Execute` is told whether
+/// the client sent more of its pipeline after it (so an `INSERT` may be answered once queued);
+/// a `Sync` first waits for the commits of the pipeline it ends, and answers a refusal among
+/// them not told yet before `ReadyForQuery`.
+async fn handle<A>(
+    socket: &mut Socket,
     message: PgWireFrontendMessage,
-    handlers: &Handlers<A, S>,
+    handlers: &Handlers<A>,
 ) -> io::Result<bool>
 where
     A: StartupHandler + 'static,
-    S: SimpleQueryHandler + ExtendedQueryHandler + CopyHandler + 'static,
 {
     if matches!(message, PgWireFrontendMessage::Terminate(_)) {
         return Ok(false);
     }
+    if matches!(
+        message,
+        PgWireFrontendMessage::Sync(_) | PgWireFrontendMessage::Query(_)
+    ) && let Err(refused) = handlers.session.end_pipeline().await
+        && matches!(message, PgWireFrontendMessage::Sync(_))
+        && !matches!(socket.state(), PgWireConnectionState::AwaitingSync)
+    {
+        process_error(socket, refused, false).await?;
+        return Ok(true);
+    }
+    let more_follows = matches!(message, PgWireFrontendMessage::Execute(_))
+        && socket.read_buffer().first().is_some_and(|&kind| kind != SYNC);
+    handlers.session.set_more_follows(more_follows);
     let is_cancel_request = matches!(message, PgWireFrontendMessage::CancelRequest(_));
     let is_extended_query = match socket.state() {
         PgWireConnectionState::CopyInProgress(is_extended_query) => is_extended_query,
@@ -162,6 +181,9 @@ where
         .send(PgWireBackendMessage::ErrorResponse(info.into()))
         .await;
 }
+
+/// A session's connection, as pgwire's handlers write to it.
+type Socket = Framed<HeldReplies<MaybeTls>, PgWireMessageServerCodec<Arc<Prepared>>>;
 
 /// The negotiated connection, its replies held until the session reads.
 fn hold_replies<S>(

@@ -96,6 +96,15 @@ pub fn commit_detail(committed: usize, rows: usize, has_id: bool) -> String {
     )
 }
 
+/// The detail of a pipeline refused after `committed` of the `rows` its statements wrote
+/// since the last `Sync` committed.
+pub fn pipeline_detail(committed: usize, rows: usize, has_id: bool) -> String {
+    format!(
+        "{committed} of the {rows} rows written since the last Sync were committed before the error; {}.",
+        sending_again(has_id)
+    )
+}
+
 fn sending_again(has_id: bool) -> &'static str {
     if has_id {
         "sending the same data again is safe: rows whose id is stored already are skipped"

@@ -49,6 +49,9 @@ pub struct Parameters<'a> {
     pub values: &'a [Option<Bytes>],
     /// Text or binary, per parameter.
     pub format: &'a Format,
+    /// The types the client's `Parse` declared, per parameter; `None` (or none at all) where
+    /// it left the type to the server.
+    pub types: &'a [Option<Type>],
 }
 
 impl BoundInsert {
@@ -82,7 +85,8 @@ impl BoundInsert {
             }
             let bound = row
                 .iter()
-                .map(|value| bind_value(value, parameters))
+                .zip(&columns)
+                .map(|(value, &column)| bind_value(value, parameters, schema.columns[column].ty))
                 .collect::<PgWireResult<Vec<_>>>()?;
             rows.push(bound);
         }
@@ -238,14 +242,22 @@ pub fn staged_rows(mut bytes: &[u8]) -> Vec<Vec<Value<'_>>> {
     rows
 }
 
-fn bind_value(value: &InsertValue, parameters: &Parameters<'_>) -> PgWireResult<OwnedValue> {
+/// One value of a row filling a column of type `column`.
+fn bind_value(
+    value: &InsertValue,
+    parameters: &Parameters<'_>,
+    column: ColumnType,
+) -> PgWireResult<OwnedValue> {
     Ok(match value {
         InsertValue::Default => OwnedValue::Default,
         InsertValue::Null => OwnedValue::Null,
         InsertValue::Literal(text) => OwnedValue::Text(text.clone()),
         InsertValue::Parameter(i) => match &parameters.values[*i] {
             None => OwnedValue::Null,
-            Some(bytes) if parameters.format.is_binary(*i) => OwnedValue::Binary(bytes.clone()),
+            Some(bytes) if parameters.format.is_binary(*i) => {
+                let declared = parameters.types.get(*i).cloned().flatten();
+                bind_binary(bytes, declared.as_ref(), column, *i)?
+            }
             Some(bytes) => OwnedValue::Text(String::from_utf8(bytes.to_vec()).map_err(|_| {
                 refused(
                     crate::pgtype::sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -254,6 +266,70 @@ fn bind_value(value: &InsertValue, parameters: &Parameters<'_>) -> PgWireResult<
             })?),
         },
     })
+}
+
+/// A binary parameter of the `declared` type filling a column of type `column`: kept as sent
+/// when the two share a binary form, else read as its own type and handed on in text form,
+/// which the column's type reads as Postgres's assignment cast would (an `int2` into a
+/// `bigint`, a `json` into a `jsonb`).
+fn bind_binary(
+    bytes: &Bytes,
+    declared: Option<&Type>,
+    column: ColumnType,
+    index: usize,
+) -> PgWireResult<OwnedValue> {
+    let same_form = match declared {
+        None => true,
+        Some(declared) => {
+            *declared == Type::UNKNOWN
+                || *declared == parameter_type(column)
+                || (column == ColumnType::Text
+                    && [Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(declared))
+                || (column == ColumnType::Timestamptz && *declared == Type::TIMESTAMP)
+        }
+    };
+    if same_form {
+        return Ok(OwnedValue::Binary(bytes.clone()));
+    }
+    let declared = declared.expect("a missing type has the column's form");
+    let text = match declared_column_type(declared) {
+        Some(ty) => Some(crate::pgtype::output_text(ty, bytes)),
+        None if *declared == Type::FLOAT4 => <[u8; 4]>::try_from(&bytes[..])
+            .ok()
+            .map(|b| f64::from(f32::from_be_bytes(b)).to_string()),
+        None if *declared == Type::JSON => String::from_utf8(bytes.to_vec()).ok(),
+        None => None,
+    };
+    text.map(OwnedValue::Text).ok_or_else(|| {
+        refused(
+            "42804",
+            format!(
+                "parameter ${} of type {} in binary form cannot fill a column of type {}",
+                index + 1,
+                declared.name(),
+                column.sql_name()
+            ),
+        )
+    })
+}
+
+/// The column type whose binary form a parameter of the `declared` type has.
+fn declared_column_type(declared: &Type) -> Option<ColumnType> {
+    [
+        ColumnType::Text,
+        ColumnType::BigInt,
+        ColumnType::Integer,
+        ColumnType::SmallInt,
+        ColumnType::Double,
+        ColumnType::Boolean,
+        ColumnType::Uuid,
+        ColumnType::Timestamptz,
+        ColumnType::Date,
+        ColumnType::Jsonb,
+        ColumnType::Bytea,
+    ]
+    .into_iter()
+    .find(|&ty| parameter_type(ty) == *declared)
 }
 
 /// The type a parameter filling a column of `ty` is described as, so drivers send it as such.

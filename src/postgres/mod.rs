@@ -15,6 +15,7 @@ mod connection;
 pub mod copy_in;
 mod errors;
 mod insert;
+mod pending;
 mod returning;
 mod session;
 mod statement;

@@ -12,6 +12,7 @@ use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters, parameter_type};
+use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use crate::schema::Tables;
@@ -37,6 +38,10 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
+/// Writes of a pipeline in flight at most; past them the session waits for the oldest to
+/// commit before it reads on, so a pipeline of any length holds bounded memory.
+const MAX_PIPELINED: usize = 4096;
+
 /// Where a session stands with respect to a transaction block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
@@ -56,6 +61,12 @@ pub struct Session {
     copy: tokio::sync::Mutex<Option<CopyIn>>,
     /// The rows of the open block, written at its `COMMIT`; none before its first write.
     stage: tokio::sync::Mutex<Option<BlockStage>>,
+    /// The writes of the `INSERT`s answered before they committed: those the client sent
+    /// more messages after, in one pipeline. The last of the pipeline, or its `Sync`, waits
+    /// for them all.
+    pipeline: tokio::sync::Mutex<Pending>,
+    /// Whether the client sent more of its pipeline after the message being handled.
+    more_follows: std::sync::atomic::AtomicBool,
     parser: Arc<SqlText>,
 }
 
@@ -69,6 +80,8 @@ impl Session {
             block: Mutex::new(Block::None),
             copy: tokio::sync::Mutex::new(None),
             stage: tokio::sync::Mutex::new(None),
+            pipeline: tokio::sync::Mutex::new(Pending::default()),
+            more_follows: std::sync::atomic::AtomicBool::new(false),
             parser: Arc::new(SqlText { tables }),
         }
     }
@@ -185,7 +198,8 @@ impl Session {
         })
     }
 
-    /// An `INSERT`: written and answered once committed, or checked and staged in a block;
+    /// An `INSERT`: written and answered once committed (once queued, when more of its
+    /// pipeline follows, whose end waits for the commit), or checked and staged in a block;
     /// what it returns is answered in `formats`.
     async fn insert(
         &self,
@@ -206,12 +220,20 @@ impl Session {
             stage.insert(&bound).await?;
             returned
         } else {
+            let mut pipeline = self.pipeline.lock().await;
+            if pipeline.has_refusal()
+                && let Err(refused) = pipeline.settle().await
+            {
+                return Err(pipeline_error(refused, tables));
+            }
             let mut submitted = bound.submit(tables, &self.services.writes)?;
             let returned = submitted.take_returned();
-            submitted
-                .committed()
-                .await
-                .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))?;
+            pipeline.push(bound.table(), submitted);
+            if self.more_follows.load(std::sync::atomic::Ordering::Relaxed) {
+                pipeline.wait_below(MAX_PIPELINED).await;
+            } else if let Err(refused) = pipeline.settle().await {
+                return Err(pipeline_error(refused, tables));
+            }
             returned
         };
         Ok(if bound.returning().is_empty() {
@@ -219,6 +241,22 @@ impl Session {
         } else {
             bound.returning().response(schema, formats, &returned)
         })
+    }
+
+    /// Tells the session whether the client sent more of its pipeline after the message it
+    /// is about to handle, so an `INSERT` may be answered before it committed.
+    pub fn set_more_follows(&self, more: bool) {
+        self.more_follows
+            .store(more, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits for the writes of the pipeline a `Sync` ends: an error when one was refused and
+    /// not told yet.
+    pub async fn end_pipeline(&self) -> PgWireResult<()> {
+        let settled = self.pipeline.lock().await.end().await;
+        settled
+            .map(|_| ())
+            .map_err(|refused| pipeline_error(refused, &self.services.tables))
     }
 
     fn new_stage(&self) -> BlockStage {
@@ -294,10 +332,25 @@ impl Session {
     }
 }
 
+/// The error of a pipeline whose writes were `refused`.
+fn pipeline_error(refused: Refused, tables: &Tables) -> PgWireError {
+    let schema = tables.get(refused.table);
+    let mut info = errors::write_refused(&refused.refusal, &schema.name);
+    if refused.writes > 1 {
+        info.detail = Some(errors::pipeline_detail(
+            refused.committed,
+            refused.rows,
+            schema.id.is_some(),
+        ));
+    }
+    errors::user_error(info)
+}
+
 /// What a statement of the simple protocol is bound to: nothing.
 const NO_PARAMETERS: Parameters<'static> = Parameters {
     values: &[],
     format: &Format::UnifiedText,
+    types: &[],
 };
 
 /// A result of one row and one column, in `format`.
@@ -461,6 +514,7 @@ impl ExtendedQueryHandler for Session {
         let parameters = Parameters {
             values: &portal.parameters,
             format: &portal.parameter_format,
+            types: &portal.statement.parameter_types,
         };
         match portal.statement.statement.as_ref() {
             Prepared::One(statement) => {

@@ -21,6 +21,7 @@ public class JdbcWrites {
                 System.out.println("autocommit " + statement.executeUpdate(
                         "INSERT INTO events (tenant_id, event_type) VALUES ('j0', 'autocommit')"));
             }
+            batch(connection);
             connection.setAutoCommit(false);
             batch(connection);
             connection.commit();
@@ -38,7 +39,7 @@ public class JdbcWrites {
         }
     }
 
-    /** 1,000 rows in one batch, with a cast parameter. */
+    /** 1,000 rows in one batch, with a cast parameter: one pipeline, one Sync. */
     static void batch(Connection connection) throws SQLException {
         String sql = "INSERT INTO events (tenant_id, event_type, payload) VALUES (?, ?, ?::jsonb)";
         try (PreparedStatement insert = connection.prepareStatement(sql)) {

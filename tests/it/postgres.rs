@@ -938,17 +938,17 @@ async fn jdbc_batches_generated_keys_and_copy_manager_write_through_the_listener
         format!("version 15.0 (shardgate {})", env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(
-        lines[1..3],
-        ["autocommit 1", "batch 1000 1"],
-        "a batch's update counts are its rows"
+        lines[1..4],
+        ["autocommit 1", "batch 1000 1", "batch 1000 1"],
+        "a batch's update counts are its rows, in autocommit and in a block"
     );
-    let key: uuid::Uuid = lines[3]
+    let key: uuid::Uuid = lines[4]
         .strip_prefix("key ")
         .and_then(|key| key.parse().ok())
-        .unwrap_or_else(|| panic!("a generated key: {}", lines[3]));
+        .unwrap_or_else(|| panic!("a generated key: {}", lines[4]));
     stored_event(&gate, key).await;
     assert_eq!(
-        lines[4..],
+        lines[5..],
         [
             "copy 5000",
             "copy 5000",
@@ -959,7 +959,7 @@ async fn jdbc_batches_generated_keys_and_copy_manager_write_through_the_listener
     );
     assert_eq!(
         gate.total("events").await,
-        1 + 1000 + 1 + 5000 + 1,
+        1 + 1000 + 1000 + 1 + 5000 + 1,
         "the rolled-back COPY stores nothing"
     );
     gate.stop().await;
@@ -988,5 +988,50 @@ async fn a_row_a_shard_refuses_keeps_the_shards_sqlstate() {
     );
     assert_eq!(one_value(&client, "SELECT 1").await, "1");
     assert_eq!(gate.total("events").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_is_answered_at_its_sync_once_its_rows_committed_and_a_refusal_counts_them() {
+    let gate = TestServer::start("pg_pipeline", &listener("")).await;
+    let script = |rows: &str| {
+        format!(
+            "import psycopg\n\
+             with psycopg.connect({url:?}, autocommit=True) as conn:\n\
+             \x20   cur = conn.cursor()\n\
+             \x20   try:\n\
+             \x20       with conn.pipeline():\n\
+             \x20           cur.executemany('INSERT INTO events (tenant_id, event_type, n) VALUES (%s, %s, %s)', {rows})\n\
+             \x20       print('ok')\n\
+             \x20   except psycopg.Error as e:\n\
+             \x20       print(e.sqlstate, e.diag.message_detail)\n",
+            url = url(&gate, PASSWORD)
+        )
+    };
+    let printed = psycopg(&script("[(f't{i % 9}', 'pipelined', i) for i in range(2000)]")).await;
+    assert_eq!(printed.trim(), "ok");
+    assert_eq!(gate.total("events").await, 2000);
+
+    gate.on_every_shard("ALTER TABLE events ADD CONSTRAINT n_not_negative CHECK (n >= 0)")
+        .await;
+    let printed = psycopg(&script(
+        "[(f't{i % 9}', 'refused', 1500 - i) for i in range(2000)]",
+    ))
+    .await;
+    let (code, detail) = printed.trim().split_once(' ').unwrap();
+    assert_eq!(code, "23514", "{printed}");
+    let committed: i64 = detail
+        .split_once(" of the ")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count of committed rows: {detail}"));
+    assert!(
+        detail.contains("rows written since the last Sync were committed before the error"),
+        "{detail}"
+    );
+    assert_eq!(
+        gate.total("events").await,
+        2000 + committed,
+        "the detail counts exactly the rows that were stored"
+    );
     gate.stop().await;
 }
