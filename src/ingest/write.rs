@@ -347,11 +347,66 @@ impl Writes {
         body: &[u8],
         replays: Option<ReplayedPart>,
     ) -> Result<Spooling<'a>, WriteRefused> {
-        let spool = self.spool.as_ref().expect("a table that may spool has a spool");
         let set = self.shards.load();
-        let mut encoded = self.decode(table, schema, |limited| {
+        let encoded = self.decode(table, schema, |limited| {
             decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
         })?;
+        self.spool_encoded(&set, table, schema, encoded, replays)
+    }
+
+    /// Decodes whole records of a COPY stream like [`Writes::submit_copy`], and makes the
+    /// record that keeps them in the spool.
+    pub fn spool_copy<'a>(
+        &'a self,
+        table: TableId,
+        schema: &'a TableSchema,
+        format: &CopyFormat,
+        columns: &[usize],
+        data: &[u8],
+    ) -> Result<Spooling<'a>, WriteRefused> {
+        let set = self.shards.load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_copy(
+                schema,
+                &set.table,
+                format,
+                columns,
+                data,
+                unix_micros_now(),
+                limited,
+            )
+        })?;
+        self.spool_encoded(&set, table, schema, encoded, None)
+    }
+
+    /// Encodes rows of values like [`Writes::submit_values`], and makes the record that keeps
+    /// them in the spool.
+    pub fn spool_values<'a, 'v>(
+        &'a self,
+        table: TableId,
+        schema: &'a TableSchema,
+        columns: ValueColumns<'_>,
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+    ) -> Result<Spooling<'a>, WriteRefused> {
+        let set = self.shards.load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
+        })?;
+        self.spool_encoded(&set, table, schema, encoded, None)
+    }
+
+    /// The spool record of rows decoded and routed with `set`, checked to fit the queues it
+    /// will be drained into, its keys counted for the hot-key watch.
+    fn spool_encoded<'a>(
+        &'a self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &'a TableSchema,
+        mut encoded: EncodedRows,
+        replays: Option<ReplayedPart>,
+    ) -> Result<Spooling<'a>, WriteRefused> {
+        let spool = self.spool.as_ref().expect("a table that may spool has a spool");
+        let returned = std::mem::take(&mut encoded.returned);
         let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &mut encoded);
         write.replays = replays;
         for part in &write.parts {
@@ -375,6 +430,7 @@ impl Writes {
             rows: encoded.rows,
             write_id: write.write_id,
             payload: write.encode(),
+            returned,
         })
     }
 
@@ -447,9 +503,15 @@ pub struct Spooling<'a> {
     rows: usize,
     write_id: Uuid,
     payload: Vec<u8>,
+    returned: Vec<Option<Vec<u8>>>,
 }
 
 impl Spooling<'_> {
+    /// Takes the values of the columns its source asked to have returned, row after row.
+    pub fn take_returned(&mut self) -> Vec<Option<Vec<u8>>> {
+        std::mem::take(&mut self.returned)
+    }
+
     /// Appends the record and answers once the spool's disk holds it.
     pub async fn durable(self) -> Result<SpoolAck, WriteRefused> {
         let rows = self.rows;

@@ -5,12 +5,14 @@
 //! of `postgres.block_dir` once it passes [`MEMORY_BYTES`], so a block of any size (a 10 GB
 //! COPY that psycopg wraps in a block) holds bounded memory. `COMMIT` reads the rows back in
 //! order and writes them through the group commit with the routing of that moment, waiting
-//! for room in full queues, and is answered once every row committed. `ROLLBACK` drops them.
+//! for room in full queues, and is answered once every row committed (or, for a table with
+//! `ack = "spool"`, is on the spool's disk). `ROLLBACK` drops them.
 
 use super::errors::{self, refused, user_error};
 use super::insert::{BoundInsert, staged_rows};
 use super::pending::Pending;
-use crate::ingest::write::Writes;
+use crate::config::AckMode;
+use crate::ingest::write::{WriteRefused, Writes};
 use crate::schema::decode::copy::CopyFormat;
 use crate::schema::decode::values::ValueColumns;
 use crate::schema::{TableId, Tables};
@@ -156,6 +158,16 @@ impl BlockStage {
         for staged in &statements {
             self.read(staged, &mut bytes).await?;
             let table = staged.source.table();
+            if tables.get(table).ack == AckMode::Spool {
+                match spool(&staged.source, tables, writes, &bytes).await {
+                    Ok(rows) => pending.spooled(rows),
+                    Err(refusal) => pending.refuse(table, refusal, 0),
+                }
+                if pending.has_refusal() {
+                    break;
+                }
+                continue;
+            }
             let submitted = match &staged.source {
                 Source::Insert { columns, .. } => {
                     let rows = staged_rows(&bytes);
@@ -217,6 +229,31 @@ impl Source {
             Source::Insert { table, .. } | Source::Copy { table, .. } => *table,
         }
     }
+}
+
+/// Writes one staged statement's rows into the spool and waits until its disk holds them;
+/// the rows spooled.
+async fn spool(
+    source: &Source,
+    tables: &Tables,
+    writes: &Writes,
+    bytes: &[u8],
+) -> Result<usize, WriteRefused> {
+    let table = source.table();
+    let spooling = match source {
+        Source::Insert { columns, .. } => {
+            let rows = staged_rows(bytes);
+            let columns = ValueColumns {
+                filled: columns,
+                returning: &[],
+            };
+            writes.spool_values(table, tables.get(table), columns, rows.iter().map(Vec::as_slice))?
+        }
+        Source::Copy { format, columns, .. } => {
+            writes.spool_copy(table, tables.get(table), format, columns, bytes)?
+        }
+    };
+    Ok(spooling.durable().await?.rows)
 }
 
 fn stage_failed(error: std::io::Error) -> PgWireError {

@@ -11,6 +11,7 @@
 
 use super::block::BlockStage;
 use super::errors::{self, CopyPlace, user_error};
+use crate::config::AckMode;
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
 use crate::schema::decode::copy::{CopyFormat, CopyKind, RecordScan, binary_header_len};
 use crate::schema::{TableId, Tables};
@@ -184,6 +185,9 @@ impl CopyIn {
         if self.block.is_some() {
             return self.stage_whole_records().await;
         }
+        if self.tables.get(self.target.table).ack == AckMode::Spool {
+            return self.spool_whole_records().await;
+        }
         let (table, schema) = (self.target.table, self.tables.get(self.target.table));
         let chunk = &self.buffer[..self.cut];
         let submitted = self
@@ -196,6 +200,27 @@ impl CopyIn {
         };
         self.lines_before += submitted.rows();
         self.in_flight.push(submitted.committed().boxed());
+        self.buffer.drain(..self.cut);
+        (self.cut, self.records) = (0, 0);
+        Ok(())
+    }
+
+    /// Decodes the whole records received into a spool record, and waits until the spool's
+    /// disk holds it.
+    async fn spool_whole_records(&mut self) -> PgWireResult<()> {
+        let (table, schema) = (self.target.table, self.tables.get(self.target.table));
+        let chunk = &self.buffer[..self.cut];
+        let target = &self.target;
+        let spooled = match self
+            .writes
+            .spool_copy(table, schema, &target.format, &target.columns, chunk)
+        {
+            Ok(spooling) => spooling.durable().await,
+            Err(refusal) => Err(refusal),
+        };
+        let ack = spooled.map_err(|refusal| user_error(self.place_error(&refusal, self.lines_before + 1)))?;
+        self.lines_before += ack.rows;
+        self.committed += ack.rows;
         self.buffer.drain(..self.cut);
         (self.cut, self.records) = (0, 0);
         Ok(())

@@ -7,7 +7,7 @@
 use super::errors::{self, refused};
 use super::returning::Returning;
 use super::statement::{Insert, InsertValue};
-use crate::ingest::write::{Submitted, Writes};
+use crate::ingest::write::{Spooling, Submitted, Writes};
 use crate::pgtype::ColumnType;
 use crate::schema::decode::values::{Value, ValueColumns};
 use crate::schema::{TableId, Tables};
@@ -127,6 +127,17 @@ impl BoundInsert {
         let rows = values.iter().map(Vec::as_slice);
         writes
             .submit_values(self.table, schema, self.value_columns(), rows)
+            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+
+    /// Encodes and routes the rows into a spool record, for a table acknowledged once its
+    /// rows are on the spool's disk.
+    pub fn spool<'a>(&self, tables: &'a Tables, writes: &'a Writes) -> PgWireResult<Spooling<'a>> {
+        let schema = tables.get(self.table);
+        let values = self.values();
+        let rows = values.iter().map(Vec::as_slice);
+        writes
+            .spool_values(self.table, schema, self.value_columns(), rows)
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
     }
 

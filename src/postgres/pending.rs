@@ -43,6 +43,13 @@ impl Pending {
         }
     }
 
+    /// Counts rows of the set that are on the spool's disk, acknowledged as committed ones.
+    pub fn spooled(&mut self, rows: usize) {
+        self.rows += rows;
+        self.writes += 1;
+        self.committed += rows;
+    }
+
     /// Counts rows of the set that were not queued: refused before they reached a queue.
     pub fn refuse(&mut self, table: TableId, refusal: WriteRefused, rows: usize) {
         self.rows += rows;

@@ -15,6 +15,7 @@ use super::insert::{BoundInsert, Parameters, parameter_type};
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
+use crate::config::AckMode;
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
 use async_trait::async_trait;
@@ -218,6 +219,14 @@ impl Session {
             let mut stage = self.stage.lock().await;
             let stage = stage.get_or_insert_with(|| self.new_stage());
             stage.insert(&bound).await?;
+            returned
+        } else if schema.ack == AckMode::Spool {
+            let mut spooling = bound.spool(tables, &self.services.writes)?;
+            let returned = spooling.take_returned();
+            spooling
+                .durable()
+                .await
+                .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))?;
             returned
         } else {
             let mut pipeline = self.pipeline.lock().await;

@@ -1035,3 +1035,62 @@ async fn a_pipeline_is_answered_at_its_sync_once_its_rows_committed_and_a_refusa
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_spooled_table_is_acknowledged_once_on_the_spool_while_a_shard_is_down() {
+    let (doomed, urls) = crate::common::shards_with_one_to_stop("pg_spool").await;
+    let dir = std::env::temp_dir().join(format!("shardgate-pg-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = format!("[spool]\ndir = \"{}\"\n{}", dir.display(), listener(""));
+    let mut config = crate::common::config_for(&urls, &extra);
+    config.tables[1].ack = shardgate::config::AckMode::Spool;
+    let gate = TestServer::start_with(config, urls.clone()).await;
+    doomed.stop().unwrap();
+
+    let client = connect(&gate).await;
+    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.send(bytes::Bytes::from(logs_text("spooled", 3000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.finish().await.unwrap(),
+        3000,
+        "answered once on the spool's disk, with a shard down"
+    );
+    let inserted = client
+        .execute("INSERT INTO logs VALUES ($1, $2)", &[&"src-1", &"one more"])
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    client
+        .batch_execute("BEGIN; INSERT INTO logs VALUES ('src-2', 'in a block'); COMMIT")
+        .await
+        .unwrap();
+    let on_healthy = count_on(&urls[0], "logs").await;
+    assert!(
+        on_healthy > 0 && on_healthy < 3002,
+        "the healthy shard has its own rows only: {on_healthy}"
+    );
+
+    doomed.restart().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gate.total("logs").await < 3002 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool drains to the shard once it is back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let placed = placement(
+        &urls,
+        &["s0", "s1"],
+        &[("s0", 1), ("s1", 1)],
+        "SELECT line, _sg_hash FROM logs",
+    )
+    .await;
+    assert_eq!(placed.len(), 3002, "every spooled row once, on its owner");
+    gate.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
