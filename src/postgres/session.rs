@@ -183,9 +183,9 @@ impl Session {
                 self.parameters().clear();
                 Response::Execution(Tag::new("DISCARD ALL"))
             }
-            Statement::SelectInteger(n) => match i32::try_from(*n) {
-                Ok(small) => one_value("?column?", Type::INT4, small, format)?,
-                Err(_) => one_value("?column?", Type::INT8, *n, format)?,
+            Statement::SelectInteger { value, label } => match i32::try_from(*value) {
+                Ok(small) => one_value(label, Type::INT4, small, format)?,
+                Err(_) => one_value(label, Type::INT8, *value, format)?,
             },
             Statement::SelectVersion => one_value(
                 "version",
@@ -486,8 +486,10 @@ impl QueryParser for SqlText {
         };
         Ok(match statement {
             Statement::Show { name } => field(name, Type::TEXT),
-            Statement::SelectInteger(n) if i32::try_from(*n).is_ok() => field("?column?", Type::INT4),
-            Statement::SelectInteger(_) => field("?column?", Type::INT8),
+            Statement::SelectInteger { value, label } if i32::try_from(*value).is_ok() => {
+                field(label, Type::INT4)
+            }
+            Statement::SelectInteger { label, .. } => field(label, Type::INT8),
             Statement::SelectVersion => field("version", Type::TEXT),
             Statement::Insert(insert) if !insert.returning.is_empty() => {
                 let Some((_, schema)) = self.tables.lookup(&insert.table) else {

@@ -32,7 +32,12 @@ pub enum Statement {
     /// `DISCARD ALL` and the like.
     Discard,
     /// `SELECT` of one integer literal, as pools and drivers send to check a connection.
-    SelectInteger(i64),
+    SelectInteger {
+        /// The integer.
+        value: i64,
+        /// The result column's name: its `AS` label, else `?column?`.
+        label: String,
+    },
     /// `SELECT version()`.
     SelectVersion,
     /// A statement shardgate does not carry out, named for the error.
@@ -254,8 +259,20 @@ fn unquote(value: &str) -> String {
 /// The `SELECT`s a connection check sends; any other is refused until reads are served.
 fn select(sql: &str) -> Statement {
     let body = sql.trim().trim_end_matches(';').trim()[6..].trim();
-    if let Ok(n) = body.parse::<i64>() {
-        return Statement::SelectInteger(n);
+    let (value, label) = match body.split_once(|c: char| c.is_ascii_whitespace()) {
+        Some((value, rest)) => match rest.trim_start().split_at_checked(2) {
+            Some((as_, label))
+                if as_.eq_ignore_ascii_case("as") && label.starts_with(char::is_whitespace) =>
+            {
+                (value, Some(unquote_identifier(label.trim())))
+            }
+            _ => (body, None),
+        },
+        None => (body, None),
+    };
+    if let Ok(value) = value.parse::<i64>() {
+        let label = label.unwrap_or_else(|| "?column?".into());
+        return Statement::SelectInteger { value, label };
     }
     if body.eq_ignore_ascii_case("version()") || body.eq_ignore_ascii_case("pg_catalog.version()") {
         return Statement::SelectVersion;

@@ -44,7 +44,27 @@ fn session_statements_are_told_apart_by_their_words() {
             },
         ),
         ("DISCARD ALL", Statement::Discard),
-        ("SELECT 1", Statement::SelectInteger(1)),
+        (
+            "SELECT 1",
+            Statement::SelectInteger {
+                value: 1,
+                label: "?column?".into(),
+            },
+        ),
+        (
+            "select 7 AS One",
+            Statement::SelectInteger {
+                value: 7,
+                label: "one".into(),
+            },
+        ),
+        (
+            "SELECT 1 AS \"Ok\";",
+            Statement::SelectInteger {
+                value: 1,
+                label: "Ok".into(),
+            },
+        ),
         ("select version()", Statement::SelectVersion),
         ("DELETE FROM events", Statement::Unsupported("DELETE".into())),
     ];
