@@ -16,6 +16,7 @@ pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod devcluster;
+pub mod gateway;
 pub mod hotkeys;
 pub mod http;
 pub mod ingest;

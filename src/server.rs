@@ -11,6 +11,7 @@
 use crate::catalog::watch::{RefreshHandle, WatchSettings, watch};
 use crate::catalog::{Catalog, CatalogError, RoutingSource};
 use crate::config::{Config, ConfigError};
+use crate::gateway::{Administration, Gateway};
 use crate::hotkeys::{HotKeyWatch, Splitter};
 use crate::http::state::{AppState, RequestLimits};
 use crate::http::{Listeners, ReadTimeouts};
@@ -218,13 +219,25 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         config.server.request_timeout,
         spool,
     ));
+    let gateway = Arc::new(Gateway::new(
+        config.clone(),
+        tables,
+        writes,
+        shards.clone(),
+        metrics,
+        queries,
+        Administration {
+            resharder,
+            hot_keys,
+            splitter,
+        },
+    ));
     let postgres_addr = match postgres_listener {
         Some(listener) => {
             let address = config.postgres.listen.as_deref().unwrap_or_default();
             let addr = local_addr(&listener, address)?;
             let services = crate::postgres::Services {
-                tables: tables.clone(),
-                writes: writes.clone(),
+                gateway: gateway.clone(),
                 chunks: ChunkLimits::for_queues(config.queue.max_rows, config.queue.max_bytes.as_usize()),
                 blocks: Arc::new(BlockLimits {
                     dir: config
@@ -242,20 +255,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         None => None,
     };
     let state = Arc::new(AppState {
-        config: config.clone(),
-        tables,
-        writes,
-        shards: shards.clone(),
+        gateway,
         limits: RequestLimits {
             max_body_size: config.server.max_body_size.as_usize(),
             retry_after: config.queue.retry_after,
         },
-        metrics,
         body_budget: tokio::sync::Semaphore::new(config.server.max_inflight_body_bytes.as_usize()),
-        queries,
-        resharder,
-        hot_keys,
-        splitter,
     });
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;

@@ -52,7 +52,7 @@ pub struct RingRange {
 /// epoch: a poller that sends it back in `If-None-Match` gets `304` while the ring is the same
 /// (with 64 shards of 256 vnodes the list is over 1 MiB).
 pub async fn ring(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let set = state.shards.load();
+    let set = state.gateway.shard_set();
     let tag = format!("\"epoch-{}\"", set.epoch().0);
     let cached = headers
         .get(header::IF_NONE_MATCH)
@@ -90,7 +90,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: the catalog is loaded (always, once serving) and every shard answers; or,
 /// with a spool that has room for a request's rows, even while some shard does not.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let set = state.shards.load();
+    let set = state.gateway.shard_set();
     let probes = set
         .iter()
         .map(|(_, shard)| async move { (shard, shard.is_up().await) });
@@ -106,7 +106,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if down.is_empty() {
         Json(json!({"status": "ready", "epoch": set.epoch().0})).into_response()
     } else if let Some(spool) = state
-        .writes
+        .gateway
+        .writes()
         .spool_use()
         .filter(|s| s.has_room(state.limits.max_body_size))
     {
@@ -123,9 +124,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /admin/shards`: every shard with its health, weight, ring share, queue depth and the rows
 /// it holds.
 pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardStatus>> {
-    let set = state.shards.load();
+    let set = state.gateway.shard_set();
     let tables: Vec<String> = state
-        .tables
+        .gateway
+        .tables()
         .iter()
         .map(|(_, table)| quote_ident(&table.name))
         .collect();
@@ -154,8 +156,8 @@ pub async fn list_shards(State(state): State<Arc<AppState>>) -> Json<Vec<ShardSt
 
 /// `GET /metrics`: Prometheus text format, with queue depth, shard health and epoch read now.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let metrics = &state.metrics;
-    let set = state.shards.load();
+    let metrics = state.gateway.metrics();
+    let set = state.gateway.shard_set();
     for (_, shard) in set.iter() {
         let (rows, bytes) = shard.queue.depth();
         let name = shard.id.0.as_str();

@@ -17,7 +17,7 @@ pub async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &state.config.admin.token else {
+    let Some(token) = &state.gateway.config().admin.token else {
         let message = "changing the shard set through the admin API is turned off: set admin.token \
                        in the config or SHARDGATE_ADMIN_TOKEN, then send it as \
                        Authorization: Bearer <token>";

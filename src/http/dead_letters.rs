@@ -32,7 +32,13 @@ pub async fn list(
         Ok(found) => found,
         Err(message) => return refused(StatusCode::BAD_REQUEST, message),
     };
-    match state.splitter.catalog.dead_letters(&filter, limit).await {
+    match state
+        .gateway
+        .splitter()
+        .catalog
+        .dead_letters(&filter, limit)
+        .await
+    {
         Ok(letters) => Json(json!({"dead_letters": letters})).into_response(),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -46,7 +52,7 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
             format!("`{id}` is not a dead letter's id"),
         );
     };
-    match state.splitter.catalog.delete_dead_letter(id).await {
+    match state.gateway.splitter().catalog.delete_dead_letter(id).await {
         Ok(true) => Json(json!({"deleted": id})).into_response(),
         Ok(false) => refused(StatusCode::NOT_FOUND, format!("there is no dead letter {id}")),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -74,11 +80,11 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: axum::body::Bytes)
             Err(e) => return refused(StatusCode::BAD_REQUEST, format!("malformed body: {e}")),
         }
     };
-    if state.writes.statuses().is_none() {
+    if state.gateway.writes().statuses().is_none() {
         let message = "this proxy has no spool to replay dead letters through; set spool.dir".to_string();
         return refused(StatusCode::CONFLICT, message);
     }
-    let catalog = &state.splitter.catalog;
+    let catalog = &state.gateway.splitter().catalog;
     let letters = match catalog
         .dead_letters_to_replay(body.ids.as_deref(), MAX_LIMIT)
         .await
@@ -124,12 +130,13 @@ async fn replay_one(
     replays: ReplayedPart,
 ) -> Result<Uuid, String> {
     let (id, schema) = state
-        .tables
-        .lookup(table)
+        .gateway
+        .table(table)
         .ok_or_else(|| format!("table `{table}` is not declared any more"))?;
     let body = serde_json::Value::Array(vec![row.clone()]).to_string();
     let spooling = state
-        .writes
+        .gateway
+        .writes()
         .spool_replaying(id, schema, BodyFormat::Json, body.as_bytes(), Some(replays))
         .map_err(|e| e.to_string())?;
     Ok(spooling.durable().await.map_err(|e| e.to_string())?.write_id)

@@ -15,9 +15,9 @@ use std::sync::Arc;
 /// `GET /admin/hot-keys`: the keys above the hot-key thresholds in the last window, hot ones
 /// (above them for `hot_keys.windows` windows in a row) first, and every recorded split step.
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
-    let found = state.hot_keys.found();
-    let window_ms = state.config.hot_keys.window.as_millis() as u64;
-    match state.splitter.catalog.splits().await {
+    let found = state.gateway.hot_keys().found();
+    let window_ms = state.gateway.config().hot_keys.window.as_millis() as u64;
+    match state.gateway.splitter().catalog.splits().await {
         Ok(splits) => Json(json!({"window_ms": window_ms, "keys": *found, "splits": splits})).into_response(),
         Err(e) => refused(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -44,10 +44,10 @@ pub async fn split(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
             return refused(StatusCode::BAD_REQUEST, message);
         }
     };
-    let Some((_, schema)) = state.tables.lookup(&body.table) else {
+    let Some((_, schema)) = state.gateway.table(&body.table) else {
         return refused(StatusCode::NOT_FOUND, format!("unknown table `{}`", body.table));
     };
-    let max = state.config.hot_keys.max_fanout;
+    let max = state.gateway.config().hot_keys.max_fanout;
     if !(2..=max).contains(&body.fanout) {
         let message = format!(
             "fanout must be between 2 and hot_keys.max_fanout ({max}), not {}",
@@ -68,7 +68,7 @@ pub async fn split(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         rows_per_second: None,
     };
     let key_hash = format!("{:016x}", key.0);
-    match state.splitter.split(split).await {
+    match state.gateway.splitter().split(split).await {
         Ok(SplitOutcome::Grown { epoch, since_ms }) => Json(json!({
             "table": body.table, "key_hash": key_hash, "fanout": body.fanout, "grown": true,
             "epoch": epoch.0, "since_ms": since_ms,

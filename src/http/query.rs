@@ -90,16 +90,16 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     };
     let retry_after = state.limits.retry_after;
     if request.explain {
-        return match state.queries.explain(&request.sql, &request.params) {
+        return match state.gateway.queries().explain(&request.sql, &request.params) {
             Ok(explanation) => Json(explanation).into_response(),
             Err(e) => error_answer(e, retry_after),
         };
     }
     let record = Record {
-        metrics: state.metrics.clone(),
+        metrics: state.gateway.metrics().clone(),
         started: Instant::now(),
     };
-    let response = match state.queries.run(&request.sql, request.params).await {
+    let response = match state.gateway.queries().run(&request.sql, request.params).await {
         Ok(stream) if wants_ndjson(&headers) => return ndjson_response(stream, record),
         Ok(stream) => match stream.collect().await {
             Ok(result) => {

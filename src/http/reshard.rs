@@ -33,8 +33,8 @@ pub async fn add_shard(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
         Ok(request) => request,
         Err(message) => return refused(StatusCode::BAD_REQUEST, message),
     };
-    let password = state.config.shard_password(&request.name);
-    match state.resharder.add(&request, password).await {
+    let password = state.gateway.config().shard_password(&request.name);
+    match state.gateway.resharder().add(&request, password).await {
         Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
         Err(e) => refused(change_status(&e), e.to_string()),
     }
@@ -43,7 +43,7 @@ pub async fn add_shard(State(state): State<Arc<AppState>>, body: Bytes) -> Respo
 /// `DELETE /admin/shards/{name}`: starts draining the shard onto the others; `202` with the
 /// migration's id, epoch and plan.
 pub async fn drain_shard(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match state.resharder.drain(&name).await {
+    match state.gateway.resharder().drain(&name).await {
         Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
         Err(e) => refused(change_status(&e), e.to_string()),
     }
@@ -72,7 +72,7 @@ pub async fn reweight_shard(
             );
         }
     };
-    match state.resharder.reweight(&name, weight).await {
+    match state.gateway.resharder().reweight(&name, weight).await {
         Ok(started) => (StatusCode::ACCEPTED, Json(started)).into_response(),
         Err(e) => refused(change_status(&e), e.to_string()),
     }
@@ -87,7 +87,7 @@ pub async fn control_migration(
     let Ok(number) = id.parse::<i64>() else {
         return refused(StatusCode::NOT_FOUND, format!("no migration {id}"));
     };
-    let catalog = &state.resharder.catalog;
+    let catalog = &state.gateway.resharder().catalog;
     let outcome = match action.as_str() {
         "pause" | "resume" => match catalog.set_paused(number, action == "pause").await {
             Ok(true) => Ok(()),
@@ -99,7 +99,7 @@ pub async fn control_migration(
         },
         "cancel" => match catalog.cancel(number).await {
             Ok(_) => {
-                state.resharder.started.notify_one();
+                state.gateway.resharder().started.notify_one();
                 Ok(())
             }
             Err(e @ CatalogError::NoMigration(_)) => Err(refused(StatusCode::NOT_FOUND, e.to_string())),
@@ -119,7 +119,7 @@ pub async fn control_migration(
 
 /// `GET /admin/migrations`: every migration, newest first.
 pub async fn migrations(State(state): State<Arc<AppState>>) -> Response {
-    match state.resharder.catalog.migrations().await {
+    match state.gateway.resharder().catalog.migrations().await {
         Ok(list) => Json(list).into_response(),
         Err(e) => refused(StatusCode::BAD_GATEWAY, e.to_string()),
     }
@@ -130,7 +130,7 @@ pub async fn migration(State(state): State<Arc<AppState>>, Path(id): Path<String
     let Ok(number) = id.parse::<i64>() else {
         return refused(StatusCode::NOT_FOUND, format!("no migration {id}"));
     };
-    match state.resharder.catalog.migration(number).await {
+    match state.gateway.resharder().catalog.migration(number).await {
         Ok(Some((migration, ranges))) => {
             Json(json!({"migration": migration, "ranges": ranges})).into_response()
         }
@@ -162,18 +162,18 @@ fn change_status(error: &ChangeError) -> StatusCode {
 
 async fn plan(state: &AppState, body: &[u8]) -> Result<AddPlan, Response> {
     let request = new_shard(body).map_err(|message| refused(StatusCode::BAD_REQUEST, message))?;
-    let current = state.shards.load();
-    let config = &state.config;
+    let current = state.gateway.shard_set();
+    let config = state.gateway.config();
     let checked = request
         .check(
             &current,
-            &state.tables,
+            state.gateway.tables(),
             config.shard_password(&request.name),
             &config.tls,
         )
         .await
         .map_err(|e| refused(candidate_status(&e), e.to_string()))?;
-    plan_add(&current, &checked, &state.tables, config.routing.vnodes)
+    plan_add(&current, &checked, state.gateway.tables(), config.routing.vnodes)
         .await
         .map_err(|e| match e {
             PlanError::Ring(_) => refused(StatusCode::CONFLICT, e.to_string()),

@@ -262,20 +262,21 @@ pub async fn write_rows(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let in_flight = InFlight::enter(&state.metrics);
+    let in_flight = InFlight::enter(state.gateway.metrics());
     let outcome = accept_rows(&state, &table, &headers, body).await;
     drop(in_flight);
-    let label = if state.tables.lookup(&table).is_some() {
+    let label = if state.gateway.table(&table).is_some() {
         table.as_str()
     } else {
         "unknown"
     };
     if let Err(error) = &outcome {
-        count_refusal(&state.metrics, label, error);
+        count_refusal(state.gateway.metrics(), label, error);
     }
     let response = outcome.into_response();
     state
-        .metrics
+        .gateway
+        .metrics()
         .request_duration
         .with_label_values(&[label, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
@@ -348,8 +349,8 @@ async fn accept_rows(
     body: Body,
 ) -> Result<Accepted, ApiError> {
     let (table_id, schema) = state
-        .tables
-        .lookup(table)
+        .gateway
+        .table(table)
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
     let ack = chosen_ack(schema, headers)?;
     let format = body_format(headers)?;
@@ -368,7 +369,8 @@ async fn accept_rows(
     match ack {
         ChosenAck::Commit => {
             let submitted = state
-                .writes
+                .gateway
+                .writes()
                 .submit(table_id, schema, format, &body)
                 .map_err(refused)?;
             drop((body, body_permit));
@@ -376,7 +378,8 @@ async fn accept_rows(
         }
         ChosenAck::Spool { preferred } => {
             let spooling = state
-                .writes
+                .gateway
+                .writes()
                 .spool(table_id, schema, format, &body)
                 .map_err(refused)?;
             drop((body, body_permit));

@@ -16,7 +16,7 @@ pub async fn write_status(State(state): State<Arc<AppState>>, Path(write_id): Pa
         let message = format!("`{write_id}` is not a write id (a UUID from a 202 answer)");
         return refused(StatusCode::BAD_REQUEST, message);
     };
-    let Some(statuses) = state.writes.statuses() else {
+    let Some(statuses) = state.gateway.writes().statuses() else {
         let message = "this proxy has no spool: only spooled writes (202) have a status".to_string();
         return refused(StatusCode::NOT_FOUND, message);
     };

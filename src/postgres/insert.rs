@@ -7,6 +7,7 @@
 use super::errors::{self, refused};
 use super::returning::Returning;
 use super::statement::{Insert, InsertValue};
+use super::types::{declared_column_type, parameter_type};
 use crate::ingest::write::{Spooling, Submitted, Writes};
 use crate::pgtype::ColumnType;
 use crate::schema::decode::values::{Value, ValueColumns};
@@ -322,40 +323,4 @@ fn bind_binary(
             ),
         )
     })
-}
-
-/// The column type whose binary form a parameter of the `declared` type has.
-fn declared_column_type(declared: &Type) -> Option<ColumnType> {
-    [
-        ColumnType::Text,
-        ColumnType::BigInt,
-        ColumnType::Integer,
-        ColumnType::SmallInt,
-        ColumnType::Double,
-        ColumnType::Boolean,
-        ColumnType::Uuid,
-        ColumnType::Timestamptz,
-        ColumnType::Date,
-        ColumnType::Jsonb,
-        ColumnType::Bytea,
-    ]
-    .into_iter()
-    .find(|&ty| parameter_type(ty) == *declared)
-}
-
-/// The type a parameter filling a column of `ty` is described as, so drivers send it as such.
-pub fn parameter_type(ty: ColumnType) -> Type {
-    match ty {
-        ColumnType::Text => Type::TEXT,
-        ColumnType::BigInt => Type::INT8,
-        ColumnType::Integer => Type::INT4,
-        ColumnType::SmallInt => Type::INT2,
-        ColumnType::Double => Type::FLOAT8,
-        ColumnType::Boolean => Type::BOOL,
-        ColumnType::Uuid => Type::UUID,
-        ColumnType::Timestamptz => Type::TIMESTAMPTZ,
-        ColumnType::Date => Type::DATE,
-        ColumnType::Jsonb => Type::JSONB,
-        ColumnType::Bytea => Type::BYTEA,
-    }
 }

@@ -3,7 +3,7 @@
 //!
 //! The protocol itself (startup, SCRAM-SHA-256, TLS, simple and extended query, the COPY
 //! sub-protocol) is the `pgwire` crate's; this module decides what each statement does and
-//! hands rows to the same write path as the HTTP API ([`Writes`]), so validation, placement and
+//! hands rows to the same write path as the HTTP API (through the [`Gateway`] both hold), so validation, placement and
 //! acknowledgement are written once. It never validates or places a row itself.
 //!
 //! The listener caps its sessions (`postgres.max_sessions`, `53300` past it) and closes a
@@ -19,10 +19,10 @@ mod pending;
 mod returning;
 mod session;
 mod statement;
+mod types;
 
 use crate::config::PostgresConfig;
-use crate::ingest::write::Writes;
-use crate::schema::Tables;
+use crate::gateway::Gateway;
 use auth::{Users, server_parameters};
 use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -45,12 +45,11 @@ pub enum ListenerError {
     Tls(String),
 }
 
-/// What sessions write through: the declared tables and the write path.
+/// What sessions write through: the services shared with the HTTP API, and the listener's
+/// own limits.
 pub struct Services {
-    /// Declared tables.
-    pub tables: Arc<Tables>,
-    /// The write path shared with the HTTP API.
-    pub writes: Arc<Writes>,
+    /// The declared tables, the write path and the rest both front ends share.
+    pub gateway: Arc<Gateway>,
     /// How much of a COPY stream is queued at once.
     pub chunks: copy_in::ChunkLimits,
     /// Where transaction blocks spill, and how much one may hold.

@@ -2,8 +2,8 @@
 //! answered with the values its rows are stored with, whether given, filled by a default
 //! shardgate applies or generated (an ORM's `RETURNING id`).
 
-use super::insert::parameter_type;
 use super::statement::ReturnedColumn;
+use super::types::parameter_type;
 use crate::pgtype::output_text;
 use crate::schema::TableSchema;
 use bytes::{BufMut, BytesMut};

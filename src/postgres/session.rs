@@ -11,10 +11,11 @@ use super::auth::SERVER_VERSION;
 use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
-use super::insert::{BoundInsert, Parameters, parameter_type};
+use super::insert::{BoundInsert, Parameters};
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
+use super::types::parameter_type;
 use crate::config::AckMode;
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
@@ -74,7 +75,7 @@ pub struct Session {
 impl Session {
     /// A session over `services`.
     pub fn new(services: Arc<Services>) -> Session {
-        let tables = services.tables.clone();
+        let tables = services.gateway.tables().clone();
         Session {
             services,
             parameters: Mutex::new(BTreeMap::new()),
@@ -152,7 +153,9 @@ impl Session {
                     return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
                 }
                 if let Some(stage) = stage {
-                    stage.commit(&self.services.tables, &self.services.writes).await?;
+                    stage
+                        .commit(self.services.gateway.tables(), self.services.gateway.writes())
+                        .await?;
                 }
                 Response::TransactionEnd(Tag::new("COMMIT"))
             }
@@ -208,11 +211,11 @@ impl Session {
         parameters: &Parameters<'_>,
         formats: &Format,
     ) -> PgWireResult<Response> {
-        let tables = &self.services.tables;
+        let tables = self.services.gateway.tables();
         let mut bound = BoundInsert::bind(insert, tables, parameters)?;
         let schema = tables.get(bound.table());
         let returned = if self.block() == Block::Open {
-            let returned = bound.check(tables, &self.services.writes)?;
+            let returned = bound.check(tables, self.services.gateway.writes())?;
             if !bound.returning().is_empty() {
                 bound.keep_returned(&returned);
             }
@@ -221,7 +224,7 @@ impl Session {
             stage.insert(&bound).await?;
             returned
         } else if schema.ack == AckMode::Spool {
-            let mut spooling = bound.spool(tables, &self.services.writes)?;
+            let mut spooling = bound.spool(tables, self.services.gateway.writes())?;
             let returned = spooling.take_returned();
             spooling
                 .durable()
@@ -235,7 +238,7 @@ impl Session {
             {
                 return Err(pipeline_error(refused, tables));
             }
-            let mut submitted = bound.submit(tables, &self.services.writes)?;
+            let mut submitted = bound.submit(tables, self.services.gateway.writes())?;
             let returned = submitted.take_returned();
             pipeline.push(bound.table(), submitted);
             if self.more_follows.load(std::sync::atomic::Ordering::Relaxed) {
@@ -265,7 +268,7 @@ impl Session {
         let settled = self.pipeline.lock().await.end().await;
         settled
             .map(|_| ())
-            .map_err(|refused| pipeline_error(refused, &self.services.tables))
+            .map_err(|refused| pipeline_error(refused, self.services.gateway.tables()))
     }
 
     fn new_stage(&self) -> BlockStage {
@@ -305,7 +308,7 @@ impl Session {
 
     /// Checks the COPY's table and columns and enters copy-in mode.
     async fn start_copy(&self, copy: CopyFrom) -> PgWireResult<Response> {
-        let tables = &self.services.tables;
+        let tables = self.services.gateway.tables();
         let (table, schema) = tables.lookup(&copy.table).ok_or_else(|| {
             refused(
                 errors::UNDEFINED_TABLE,
@@ -328,7 +331,7 @@ impl Session {
         let copy_in = CopyIn::new(
             target,
             tables.clone(),
-            self.services.writes.clone(),
+            self.services.gateway.writes().clone(),
             self.services.chunks,
             block,
         );

@@ -1,0 +1,41 @@
+//! The Postgres types of shardgate's column types: what a column is described as to clients,
+//! and which column type a type a client declared shares its binary form with.
+
+use crate::pgtype::ColumnType;
+use pgwire::api::Type;
+
+/// The type a parameter filling a column of `ty` is described as, so drivers send it as such.
+pub fn parameter_type(ty: ColumnType) -> Type {
+    match ty {
+        ColumnType::Text => Type::TEXT,
+        ColumnType::BigInt => Type::INT8,
+        ColumnType::Integer => Type::INT4,
+        ColumnType::SmallInt => Type::INT2,
+        ColumnType::Double => Type::FLOAT8,
+        ColumnType::Boolean => Type::BOOL,
+        ColumnType::Uuid => Type::UUID,
+        ColumnType::Timestamptz => Type::TIMESTAMPTZ,
+        ColumnType::Date => Type::DATE,
+        ColumnType::Jsonb => Type::JSONB,
+        ColumnType::Bytea => Type::BYTEA,
+    }
+}
+
+/// The column type whose binary form a parameter of the `declared` type has.
+pub fn declared_column_type(declared: &Type) -> Option<ColumnType> {
+    [
+        ColumnType::Text,
+        ColumnType::BigInt,
+        ColumnType::Integer,
+        ColumnType::SmallInt,
+        ColumnType::Double,
+        ColumnType::Boolean,
+        ColumnType::Uuid,
+        ColumnType::Timestamptz,
+        ColumnType::Date,
+        ColumnType::Jsonb,
+        ColumnType::Bytea,
+    ]
+    .into_iter()
+    .find(|&ty| parameter_type(ty) == *declared)
+}
