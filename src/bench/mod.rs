@@ -2,6 +2,7 @@
 //! ([`targets`]), the measurements ([`report`], and second by second [`timeline`]) and the
 //! watch of the process under test ([`process`]). The command itself lives in the CLI.
 
+pub mod listener;
 pub mod process;
 pub mod report;
 pub mod targets;

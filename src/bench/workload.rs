@@ -84,6 +84,11 @@ impl RowGenerator {
         })
     }
 
+    /// Whether the rows carry ids.
+    pub fn with_ids(&self) -> bool {
+        self.spec.with_ids
+    }
+
     /// The next row.
     pub fn next_row(&mut self) -> BenchRow {
         self.seq += 1;

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use shardgate::bench::listener;
 use shardgate::bench::process::ProcessWatch;
 use shardgate::bench::report::{Recorder, Report, SpoolDrain, Verification};
 use shardgate::bench::targets::{
@@ -33,8 +34,14 @@ pub enum Target {
     Shardgate,
     /// Straight to the shards with binary COPY, batched and staged as shardgate does.
     Direct,
-    /// One autocommit INSERT per row.
+    /// One autocommit INSERT per row, straight to the shards.
     Insert,
+    /// One prepared autocommit INSERT per row through shardgate's Postgres listener (what
+    /// pgbench sends); compare with `insert` at the same --concurrency.
+    PgInsert,
+    /// One text COPY FROM STDIN of --rows-per-request rows at a time through shardgate's
+    /// Postgres listener, on --concurrency sessions; compare with `direct`.
+    PgCopy,
 }
 
 /// Options of `shardgate bench`.
@@ -210,13 +217,23 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             run_insert(&args, &config, &table_name, &spec, &plan, &progress).await?,
             "row",
         ),
+        Target::PgInsert | Target::PgCopy => (
+            run_listener(&args, &config, &table_name, &spec, &plan, &progress).await?,
+            if args.target == Target::PgCopy {
+                "COPY"
+            } else {
+                "row"
+            },
+        ),
     };
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     for watcher in phases.into_iter().chain(splits) {
         watcher.abort();
     }
-    let mut target = format!("{:?}", args.target).to_lowercase();
+    let mut target = clap::ValueEnum::to_possible_value(&args.target)
+        .map(|value| value.get_name().to_string())
+        .unwrap_or_default();
     if args.gzip && args.target == Target::Shardgate {
         target.push_str(" (gzip)");
     }
@@ -528,6 +545,49 @@ async fn run_insert(
             generator,
             progress.clone(),
         ));
+    }
+    Ok(merge(workers).await)
+}
+
+/// Writes through the Postgres listener of `config`, as its first user, on --concurrency
+/// sessions.
+async fn run_listener(
+    args: &BenchArgs,
+    config: &Config,
+    table: &str,
+    spec: &WorkloadSpec,
+    plan: &Arc<Plan>,
+    progress: &ProgressBar,
+) -> Result<Recorder> {
+    let listen = config
+        .postgres
+        .address()
+        .context("the config has no [postgres] listen address to write to")?;
+    let user = config
+        .postgres
+        .users
+        .first()
+        .context("the config has no [[postgres.users]] to log in as")?;
+    let mut connect = tokio_postgres::Config::new();
+    connect
+        .host(listen.ip().to_string())
+        .port(listen.port())
+        .user(&user.name)
+        .password(user.password.as_deref().unwrap_or_default())
+        .dbname("shardgate");
+    let mut workers = JoinSet::new();
+    for worker in 0..args.concurrency {
+        let (client, connection) = connect
+            .connect(tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("logging in to the Postgres listener at {listen}"))?;
+        tokio::spawn(connection);
+        let generator = RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?;
+        let (plan, table, progress) = (plan.clone(), table.to_string(), progress.clone());
+        match args.target {
+            Target::PgCopy => workers.spawn(listener::copy_worker(plan, client, table, generator, progress)),
+            _ => workers.spawn(listener::insert_worker(plan, client, table, generator, progress)),
+        };
     }
     Ok(merge(workers).await)
 }

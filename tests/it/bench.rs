@@ -48,22 +48,30 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     }
     let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
     text.push_str(&format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display()));
+    let listener = "[postgres]\nlisten = \"127.0.0.1:0\"\n";
+    text.push_str(listener);
+    text.push_str("[[postgres.users]]\nname = \"bench\"\npassword = \"bench-secret\"\n");
     text.push_str(shardgate::devcluster::DEV_TABLES);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shardgate.toml");
-    std::fs::write(&path, &text).unwrap();
     let server = shardgate::server::start(shardgate::config::Config::parse(&text).unwrap())
         .await
         .unwrap();
     let url = format!("http://{}", server.write_addr());
+    let bound = server.postgres_addr().expect("the listener is on");
+    let text = text.replace(listener, &format!("[postgres]\nlisten = \"{bound}\"\n"));
+    let path = dir.join("shardgate.toml");
+    std::fs::write(&path, &text).unwrap();
 
-    let cases: [(&str, usize, &[&str]); 6] = [
+    let cases: [(&str, usize, &[&str]); 9] = [
         ("shardgate", 5000, &[]),
         ("shardgate", 4100, &["--prebuilt-bodies"]),
         ("shardgate", 1500, &["--no-ids"]),
         ("direct", 3000, &[]),
         ("direct", 2000, &["--no-ids"]),
         ("insert", 200, &[]),
+        ("pg-insert", 300, &[]),
+        ("pg-copy", 3000, &[]),
+        ("pg-copy", 2600, &["--no-ids"]),
     ];
     for (target, rows, flags) in cases {
         let report = tokio::task::spawn_blocking({
