@@ -161,17 +161,7 @@ impl Writes {
         data: &[u8],
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_copy(
-                schema,
-                &set.table,
-                format,
-                columns,
-                data,
-                unix_micros_now(),
-                limited,
-            )
-        })?;
+        let encoded = self.decode_copy(&set, table, schema, format, columns, data)?;
         self.queue_waiting(&set, table, schema, encoded).await
     }
 
@@ -365,17 +355,7 @@ impl Writes {
         data: &[u8],
     ) -> Result<Spooling<'a>, WriteRefused> {
         let set = self.shards.load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_copy(
-                schema,
-                &set.table,
-                format,
-                columns,
-                data,
-                unix_micros_now(),
-                limited,
-            )
-        })?;
+        let encoded = self.decode_copy(&set, table, schema, format, columns, data)?;
         self.spool_encoded(&set, table, schema, encoded, None)
     }
 
@@ -445,6 +425,29 @@ impl Writes {
     /// What the spool knows of the writes it holds or wrote lately; `None` without a spool.
     pub fn statuses(&self) -> Option<&WriteStatuses> {
         self.spool.as_ref().map(|spool| spool.statuses.as_ref())
+    }
+
+    /// Decodes whole records of a COPY stream, routed with `set`.
+    fn decode_copy(
+        &self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &TableSchema,
+        format: &CopyFormat,
+        columns: &[usize],
+        data: &[u8],
+    ) -> Result<EncodedRows, WriteRefused> {
+        self.decode(table, schema, |limited| {
+            decode_copy(
+                schema,
+                &set.table,
+                format,
+                columns,
+                data,
+                unix_micros_now(),
+                limited,
+            )
+        })
     }
 
     /// Decodes rows with `decode`, given the keys of `table` whose rows are counted for their

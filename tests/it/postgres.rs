@@ -59,6 +59,20 @@ async fn psycopg(script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs `sql`, a `COPY ... FROM STDIN`, sending `data` in one message: the rows copied, or
+/// the error the COPY ended with.
+async fn copy_all(
+    client: &Client,
+    sql: &str,
+    data: impl Into<bytes::Bytes>,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = client.copy_in(sql).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(data.into()).await?;
+    sink.finish().await
+}
+
 /// `n` rows of `logs` as COPY text, each line unique.
 fn logs_text(prefix: &str, n: usize) -> String {
     (0..n)
@@ -171,14 +185,13 @@ async fn a_bad_row_ends_the_copy_with_postgres_sqlstate_line_and_column() {
     let gate = TestServer::start("pg_copy_bad", &listener("")).await;
     let client = connect(&gate).await;
     let data = "t1\tclick\t2026-05-01 12:00:00+02\nt2\tview\tyesterday\n";
-    let sink = client
-        .copy_in("COPY events (tenant_id, event_type, ts) FROM STDIN")
-        .await
-        .unwrap();
-    futures_util::pin_mut!(sink);
-    use futures_util::SinkExt;
-    sink.send(bytes::Bytes::from(data)).await.unwrap();
-    let error = sink.finish().await.unwrap_err();
+    let copied = copy_all(
+        &client,
+        "COPY events (tenant_id, event_type, ts) FROM STDIN",
+        data,
+    )
+    .await;
+    let error = copied.unwrap_err();
     let db = error.as_db_error().expect("an ErrorResponse");
     assert_eq!(db.code(), &SqlState::INVALID_DATETIME_FORMAT);
     assert_eq!(
@@ -710,12 +723,13 @@ async fn a_copy_in_a_block_larger_than_memory_and_the_queues_is_written_at_commi
     );
 
     client.batch_execute("BEGIN").await.unwrap();
-    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(logs_text(&format!("{padding}-gone"), 60_000)))
-        .await
-        .unwrap();
-    assert_eq!(sink.finish().await.unwrap(), 60_000);
+    let copied = copy_all(
+        &client,
+        "COPY logs FROM STDIN",
+        logs_text(&format!("{padding}-gone"), 60_000),
+    )
+    .await;
+    assert_eq!(copied.unwrap(), 60_000);
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         gate.total("logs").await,
@@ -734,18 +748,13 @@ async fn a_bad_row_in_a_block_copy_aborts_the_block_and_a_block_over_its_cap_is_
         .batch_execute("INSERT INTO events (tenant_id, event_type) VALUES ('t0', 'kept?')")
         .await
         .unwrap();
-    let sink = client
-        .copy_in("COPY events (tenant_id, event_type, ts) FROM STDIN")
-        .await
-        .unwrap();
-    futures_util::pin_mut!(sink);
-    use futures_util::SinkExt;
-    sink.send(bytes::Bytes::from(
+    let copied = copy_all(
+        &client,
+        "COPY events (tenant_id, event_type, ts) FROM STDIN",
         "t1\tclick\t2026-05-01 12:00:00+02\nt2\tview\tnever\n",
-    ))
-    .await
-    .unwrap();
-    let error = sink.finish().await.unwrap_err();
+    )
+    .await;
+    let error = copied.unwrap_err();
     let db = error.as_db_error().expect("an ErrorResponse");
     assert_eq!(
         (db.code(), db.where_(), db.detail()),
@@ -761,12 +770,8 @@ async fn a_bad_row_in_a_block_copy_aborts_the_block_and_a_block_over_its_cap_is_
     assert_eq!(gate.total("events").await, 0, "a failed block stores nothing");
 
     client.batch_execute("BEGIN").await.unwrap();
-    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from(logs_text("cap", 5000)))
-        .await
-        .unwrap();
-    let error = sink.finish().await.unwrap_err();
+    let copied = copy_all(&client, "COPY logs FROM STDIN", logs_text("cap", 5000)).await;
+    let error = copied.unwrap_err();
     let db = error.as_db_error().expect("an ErrorResponse");
     assert_eq!(
         (db.code(), db.message()),
@@ -1048,14 +1053,9 @@ async fn a_spooled_table_is_acknowledged_once_on_the_spool_while_a_shard_is_down
     doomed.stop().unwrap();
 
     let client = connect(&gate).await;
-    let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
-    futures_util::pin_mut!(sink);
-    use futures_util::SinkExt;
-    sink.send(bytes::Bytes::from(logs_text("spooled", 3000)))
-        .await
-        .unwrap();
+    let copied = copy_all(&client, "COPY logs FROM STDIN", logs_text("spooled", 3000)).await;
     assert_eq!(
-        sink.finish().await.unwrap(),
+        copied.unwrap(),
         3000,
         "answered once on the spool's disk, with a shard down"
     );
