@@ -190,9 +190,7 @@ impl Writes {
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
-        })?;
+        let encoded = self.decode_values(&set, table, schema, columns, rows)?;
         self.queue_now(&set, table, schema, encoded)
     }
 
@@ -206,9 +204,7 @@ impl Writes {
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Submitted, WriteRefused> {
         let set = self.shards.load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
-        })?;
+        let encoded = self.decode_values(&set, table, schema, columns, rows)?;
         self.queue_waiting(&set, table, schema, encoded).await
     }
 
@@ -369,9 +365,7 @@ impl Writes {
         rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
     ) -> Result<Spooling<'a>, WriteRefused> {
         let set = self.shards.load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
-        })?;
+        let encoded = self.decode_values(&set, table, schema, columns, rows)?;
         self.spool_encoded(&set, table, schema, encoded, None)
     }
 
@@ -447,6 +441,20 @@ impl Writes {
                 unix_micros_now(),
                 limited,
             )
+        })
+    }
+
+    /// Encodes rows of values, routed with `set`.
+    fn decode_values<'v>(
+        &self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &TableSchema,
+        columns: ValueColumns<'_>,
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+    ) -> Result<EncodedRows, WriteRefused> {
+        self.decode(table, schema, |limited| {
+            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
         })
     }
 

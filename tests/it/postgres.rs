@@ -10,6 +10,11 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 const USER: &str = "app";
 const PASSWORD: &str = "app-secret-1";
 
+/// Queues of 2,000 rows and 1 MiB and batches of half that, which a COPY of 100,000 rows
+/// fills many times over.
+const SMALL_QUEUES: &str =
+    "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
+
 /// The listener on an ephemeral port with one user, plus `extra` TOML.
 fn listener(extra: &str) -> String {
     format!(
@@ -273,8 +278,7 @@ async fn psql_copies_a_csv_file_with_a_header_and_reports_the_count() {
 
 #[tokio::test]
 async fn a_copy_larger_than_the_queues_waits_for_room_instead_of_failing() {
-    let extra =
-        "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
+    let extra = SMALL_QUEUES;
     let gate = TestServer::start("pg_copy_big", &format!("{extra}{}", listener(""))).await;
     let client = connect(&gate).await;
     let sink = client.copy_in("COPY logs FROM STDIN").await.unwrap();
@@ -688,8 +692,7 @@ async fn a_block_holds_its_inserts_until_commit_and_rollback_discards_them() {
 
 #[tokio::test]
 async fn a_copy_in_a_block_larger_than_memory_and_the_queues_is_written_at_commit() {
-    let extra =
-        "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
+    let extra = SMALL_QUEUES;
     let gate = TestServer::start("pg_copy_block", &format!("{extra}{}", listener(""))).await;
     let client = connect(&gate).await;
     client.batch_execute("BEGIN").await.unwrap();
