@@ -17,6 +17,7 @@ mod errors;
 mod insert;
 mod pending;
 mod returning;
+mod select;
 mod session;
 mod statement;
 mod types;

@@ -3,10 +3,9 @@
 //! shardgate applies or generated (an ORM's `RETURNING id`).
 
 use super::statement::ReturnedColumn;
-use super::types::parameter_type;
+use super::types::{data_row, parameter_type};
 use crate::pgtype::output_text;
 use crate::schema::TableSchema;
-use bytes::{BufMut, BytesMut};
 use futures_util::stream;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response};
@@ -85,24 +84,19 @@ impl Returning {
     }
 
     fn data_row(&self, schema: &TableSchema, fields: &[FieldInfo], row: &[Option<Vec<u8>>]) -> DataRow {
-        let mut data = BytesMut::new();
-        for ((value, field), &column) in row.iter().zip(fields).zip(&self.columns) {
-            let Some(value) = value else {
-                data.put_i32(-1);
-                continue;
-            };
-            let text;
-            let bytes = match field.format() {
-                FieldFormat::Binary => value.as_slice(),
-                FieldFormat::Text => {
-                    text = output_text(schema.columns[column].ty, value);
-                    text.as_bytes()
-                }
-            };
-            data.put_i32(i32::try_from(bytes.len()).expect("a stored field is under 1 GiB"));
-            data.put_slice(bytes);
-        }
-        let field_count = i16::try_from(row.len()).expect("Postgres tables have at most 1600 columns");
-        DataRow::new(data, field_count)
+        let texts: Vec<Option<String>> = row
+            .iter()
+            .zip(fields)
+            .zip(&self.columns)
+            .map(|((value, field), &column)| match (value, field.format()) {
+                (Some(value), FieldFormat::Text) => Some(output_text(schema.columns[column].ty, value)),
+                _ => None,
+            })
+            .collect();
+        let values = row.iter().zip(&texts).map(|(value, text)| match text {
+            Some(text) => Some(text.as_bytes()),
+            None => value.as_deref(),
+        });
+        data_row(values)
     }
 }

@@ -14,6 +14,7 @@ use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters};
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
+use super::select;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use super::types::parameter_type;
 use crate::config::AckMode;
@@ -197,6 +198,7 @@ impl Session {
                 format,
             )?,
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
+            Statement::Select(sql) => select::run(self.services.gateway.queries(), sql).await?,
             Statement::Unsupported(what) => return Err(errors::not_supported(what)),
             Statement::Redirected { what, hint } => return Err(errors::redirected(what, hint)),
         })
@@ -531,6 +533,13 @@ impl ExtendedQueryHandler for Session {
             types: &portal.statement.parameter_types,
         };
         match portal.statement.statement.as_ref() {
+            Prepared::One(Statement::Select(_)) => {
+                self.fail_block();
+                Err(errors::redirected(
+                    "SELECT by the extended protocol",
+                    "psql and other clients of the simple protocol can SELECT here; drivers' reporting queries are served by POST /v1/query",
+                ))
+            }
             Prepared::One(statement) => {
                 self.execute(statement, &portal.result_column_format, &parameters)
                     .await

@@ -40,6 +40,8 @@ pub enum Statement {
     },
     /// `SELECT version()`.
     SelectVersion,
+    /// Any other `SELECT`: a reporting query over the shards, as written.
+    Select(String),
     /// A statement shardgate does not carry out, named for the error.
     Unsupported(String),
     /// A statement shardgate does not carry out here, named, with where to go instead.
@@ -277,10 +279,7 @@ fn select(sql: &str) -> Statement {
     if body.eq_ignore_ascii_case("version()") || body.eq_ignore_ascii_case("pg_catalog.version()") {
         return Statement::SelectVersion;
     }
-    Statement::Redirected {
-        what: "SELECT over the Postgres listener",
-        hint: "reporting queries are served by POST /v1/query",
-    }
+    Statement::Select(sql.to_string())
 }
 
 /// A `COPY`, parsed; only `FROM STDIN` into a table in text or CSV format is carried out.

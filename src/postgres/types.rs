@@ -2,7 +2,9 @@
 //! and which column type a type a client declared shares its binary form with.
 
 use crate::pgtype::ColumnType;
+use bytes::{BufMut, BytesMut};
 use pgwire::api::Type;
+use pgwire::messages::data::DataRow;
 
 /// The type a parameter filling a column of `ty` is described as, so drivers send it as such.
 pub fn parameter_type(ty: ColumnType) -> Type {
@@ -38,4 +40,20 @@ pub fn declared_column_type(declared: &Type) -> Option<ColumnType> {
     ]
     .into_iter()
     .find(|&ty| parameter_type(ty) == *declared)
+}
+
+/// A `DataRow` of fields already in their wire form, text or binary; `None` is NULL.
+pub fn data_row<'a>(fields: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -> DataRow {
+    let count = i16::try_from(fields.len()).expect("Postgres rows have at most 1664 columns");
+    let mut data = BytesMut::new();
+    for field in fields {
+        match field {
+            None => data.put_i32(-1),
+            Some(bytes) => {
+                data.put_i32(i32::try_from(bytes.len()).expect("a field is under 1 GiB"));
+                data.put_slice(bytes);
+            }
+        }
+    }
+    DataRow::new(data, count)
 }

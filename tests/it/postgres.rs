@@ -115,7 +115,7 @@ async fn a_driver_logs_in_by_scram_and_is_answered_what_pools_ask_first() {
         "UPDATE is not supported by shardgate"
     );
     let select = client
-        .simple_query("SELECT count(*) FROM events")
+        .query("SELECT count(*) FROM events", &[])
         .await
         .unwrap_err();
     let select = select.as_db_error().expect("an ErrorResponse");
@@ -123,8 +123,10 @@ async fn a_driver_logs_in_by_scram_and_is_answered_what_pools_ask_first() {
         (select.code(), select.message(), select.hint()),
         (
             &SqlState::FEATURE_NOT_SUPPORTED,
-            "SELECT over the Postgres listener is not supported by shardgate",
-            Some("reporting queries are served by POST /v1/query")
+            "SELECT by the extended protocol is not supported by shardgate",
+            Some(
+                "psql and other clients of the simple protocol can SELECT here; drivers' reporting queries are served by POST /v1/query"
+            )
         )
     );
     let prepared = client.prepare("SELECT 1").await.unwrap();
@@ -1105,4 +1107,81 @@ async fn a_spooled_table_is_acknowledged_once_on_the_spool_while_a_shard_is_down
     assert_eq!(placed.len(), 3002, "every spooled row once, on its owner");
     gate.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
+    let gate = TestServer::start("pg_select", &listener("")).await;
+    let client = connect(&gate).await;
+    client
+        .batch_execute(
+            "INSERT INTO events (tenant_id, event_type, n, ts, payload, score) VALUES \
+             ('acme', 'click', 3, '2026-05-01 12:00:00+02', '{\"b\": [1, 2], \"a\": null}', 0.5), \
+             ('acme', 'view', 4, '2026-05-01 12:00:00.25+00', NULL, NULL), \
+             ('zeta', 'click', 5, '2026-05-02 00:00:00+00', '{}', 1e20)",
+        )
+        .await
+        .unwrap();
+    assert!(
+        count_on(&gate.shard_urls[0], "events").await + count_on(&gate.shard_urls[1], "events").await == 3
+    );
+    let report =
+        "SELECT tenant_id, count(*) AS events, sum(n) AS n FROM events GROUP BY tenant_id ORDER BY tenant_id";
+    let output = Command::new("psql")
+        .arg(url(&gate, PASSWORD))
+        .args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", report])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "tenant_id|events|n\nacme|2|7\nzeta|1|5\n(2 rows)\n"
+    );
+
+    let rows = client
+        .simple_query(
+            "SELECT event_type, ts, payload, score FROM events WHERE tenant_id = 'acme' ORDER BY ts",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Vec<Option<&str>>> = rows
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some((0..4).map(|i| row.get(i)).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Some("click"),
+                Some("2026-05-01 10:00:00+00"),
+                Some("{\"a\": null, \"b\": [1, 2]}"),
+                Some("0.5")
+            ],
+            vec![Some("view"), Some("2026-05-01 12:00:00.25+00"), None, None],
+        ]
+    );
+
+    let unsupported = client
+        .simple_query("SELECT * FROM events e JOIN logs l ON true")
+        .await
+        .unwrap_err();
+    assert_eq!(unsupported.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    let missing = client.simple_query("SELECT * FROM nope").await.unwrap_err();
+    let missing = missing.as_db_error().expect("an ErrorResponse");
+    assert_eq!(missing.code(), &SqlState::FEATURE_NOT_SUPPORTED);
+    assert!(
+        missing.message().contains("unknown table nope"),
+        "{}",
+        missing.message()
+    );
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
 }
