@@ -160,8 +160,14 @@ mod tests {
         ] {
             assert_eq!(round_trip(ty, input), output, "{ty:?} {input}");
         }
-        let infinity = i64::MAX.to_be_bytes();
-        assert_eq!(output_text(ColumnType::Timestamptz, &infinity), "infinity");
+        for (ty, text) in [
+            (ColumnType::Timestamptz, "infinity"),
+            (ColumnType::Timestamptz, "-infinity"),
+            (ColumnType::Date, "infinity"),
+            (ColumnType::Date, "-infinity"),
+        ] {
+            assert_eq!(round_trip(ty, &text.to_uppercase()), text, "{ty:?}");
+        }
         assert_eq!(
             output_text(ColumnType::BigInt, &[1, 2]),
             "\\x0102",

@@ -127,8 +127,26 @@ fn boolean(text: &str) -> Result<bool, TextInputError> {
 /// Microseconds since 2000-01-01 UTC of an ISO 8601 timestamp: `YYYY-MM-DD[( |T)HH:MM[:SS[.f]]]`
 /// then an optional offset (`Z`, `+HH`, `+HHMM`, `+HH:MM`, `+HH:MM:SS`); without one, UTC. Read
 /// digit by digit: this runs once per timestamp of every COPY row.
+/// `infinity` and `-infinity` are Postgres's own, as for `date`.
 fn timestamptz(text: &str) -> Result<i64, TextInputError> {
+    match infinite(text) {
+        Some(true) => return Ok(i64::MAX),
+        Some(false) => return Ok(i64::MIN),
+        None => {}
+    }
     parse_timestamptz(text.trim().as_bytes()).ok_or_else(|| syntax(ColumnType::Timestamptz, text))
+}
+
+/// Whether `text` is `infinity` (true) or `-infinity` (false), in any case; `None` otherwise.
+fn infinite(text: &str) -> Option<bool> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
+        Some(true)
+    } else if text.eq_ignore_ascii_case("-infinity") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn parse_timestamptz(bytes: &[u8]) -> Option<i64> {
@@ -256,6 +274,11 @@ impl Cursor<'_> {
 
 /// Days since 2000-01-01 of a `YYYY-MM-DD` date.
 fn date(text: &str) -> Result<i32, TextInputError> {
+    match infinite(text) {
+        Some(true) => return Ok(i32::MAX),
+        Some(false) => return Ok(i32::MIN),
+        None => {}
+    }
     let date =
         NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| syntax(ColumnType::Date, text))?;
     let days = date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
