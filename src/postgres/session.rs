@@ -183,6 +183,9 @@ impl Session {
                 let value = self.show(name)?;
                 one_value(name, Type::TEXT, value, format)?
             }
+            Statement::Deallocate { all } => {
+                Response::Execution(Tag::new(if *all { "DEALLOCATE ALL" } else { "DEALLOCATE" }))
+            }
             Statement::Discard => {
                 self.parameters().clear();
                 Response::Execution(Tag::new("DISCARD ALL"))

@@ -31,6 +31,12 @@ pub enum Statement {
     Show { name: String },
     /// `DISCARD ALL` and the like.
     Discard,
+    /// `DEALLOCATE [PREPARE] name` or `DEALLOCATE ALL`, as psycopg's statement cache and
+    /// poolers send them: `all` tells which, for the answer's tag.
+    Deallocate {
+        /// Whether every prepared statement is meant.
+        all: bool,
+    },
     /// `SELECT` of one integer literal, as pools and drivers send to check a connection.
     SelectInteger {
         /// The integer.
@@ -212,6 +218,9 @@ pub fn classify(sql: &str) -> Result<Statement, String> {
                 .to_ascii_lowercase(),
         },
         "discard" => Statement::Discard,
+        "deallocate" => Statement::Deallocate {
+            all: word(1) == "all" || (word(1) == "prepare" && word(2) == "all"),
+        },
         "select" => select(sql),
         "copy" => copy(sql)?,
         "insert" => insert(sql)?,

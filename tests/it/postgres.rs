@@ -1185,3 +1185,25 @@ async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
     assert_eq!(one_value(&client, "SELECT 1").await, "1");
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn psycopgs_statement_cache_prepares_and_deallocates_statements() {
+    let gate = TestServer::start("pg_deallocate", &listener("")).await;
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect({url:?}, autocommit=True, prepare_threshold=0) as conn:\n\
+         \x20   conn.prepared_max = 2\n\
+         \x20   for i in range(6):\n\
+         \x20       conn.execute(f'INSERT INTO logs (source, line) VALUES (%s, %s) -- statement {{i % 3}}', (f'src-{{i}}', 'cached'))\n\
+         \x20   conn.execute('DEALLOCATE ALL')\n\
+         \x20   print(conn.execute('SELECT 1').fetchone()[0])\n",
+        url = url(&gate, PASSWORD)
+    );
+    assert_eq!(psycopg(&script).await.trim(), "1");
+    assert_eq!(
+        gate.total("logs").await,
+        6,
+        "every execution stored once, through statements prepared and evicted"
+    );
+    gate.stop().await;
+}

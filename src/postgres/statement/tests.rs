@@ -44,6 +44,8 @@ fn session_statements_are_told_apart_by_their_words() {
             },
         ),
         ("DISCARD ALL", Statement::Discard),
+        ("DEALLOCATE _pg3_0", Statement::Deallocate { all: false }),
+        ("deallocate prepare all", Statement::Deallocate { all: true }),
         (
             "SELECT 1",
             Statement::SelectInteger {
