@@ -77,30 +77,43 @@ where
         return Ok(());
     };
     let mut socket = hold_replies(socket);
-    let startup_deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+    // One timer and one shutdown waiter for the whole session, not one per message: the
+    // timer fires at least every idle timeout and is pushed back when it fires early.
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
+    let started = tokio::time::Instant::now();
+    let silence = tokio::time::sleep(idle_timeout.min(STARTUP_TIMEOUT));
+    tokio::pin!(silence);
+    let mut last_message = started;
     loop {
-        let logging_in = matches!(
-            socket.state(),
-            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
-        );
-        let silence = match logging_in {
-            true => tokio::time::sleep_until(startup_deadline),
-            false => tokio::time::sleep(idle_timeout),
-        };
         let message = tokio::select! {
             message = socket.next() => message,
-            () = silence => {
+            () = &mut silence => {
+                let logging_in = matches!(
+                    socket.state(),
+                    PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+                );
+                let deadline = match logging_in {
+                    true => started + STARTUP_TIMEOUT,
+                    false => last_message + idle_timeout,
+                };
+                let now = tokio::time::Instant::now();
+                if now < deadline {
+                    silence.as_mut().reset(deadline.min(now + idle_timeout));
+                    continue;
+                }
                 if !logging_in {
                     tracing::info!(timeout = %crate::units::format_duration(idle_timeout), "closed an idle Postgres session");
                     end(&mut socket, Ending::Idle).await;
                 }
                 break;
             }
-            () = shutdown.cancelled() => {
+            () = &mut shutting_down => {
                 end(&mut socket, Ending::Shutdown).await;
                 break;
             }
         };
+        last_message = tokio::time::Instant::now();
         let Some(Ok(message)) = message else {
             break;
         };
