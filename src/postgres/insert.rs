@@ -7,7 +7,7 @@
 use super::errors::{self, refused};
 use super::returning::Returning;
 use super::statement::{Insert, InsertValue};
-use super::types::{declared_column_type, parameter_type};
+use super::types::{binary_as_text, parameter_type};
 use crate::ingest::write::{Spooling, Submitted, Writes};
 use crate::pgtype::ColumnType;
 use crate::schema::decode::values::{Value, ValueColumns};
@@ -304,23 +304,17 @@ fn bind_binary(
         return Ok(OwnedValue::Binary(bytes.clone()));
     }
     let declared = declared.expect("a missing type has the column's form");
-    let text = match declared_column_type(declared) {
-        Some(ty) => Some(crate::pgtype::output_text(ty, bytes)),
-        None if *declared == Type::FLOAT4 => <[u8; 4]>::try_from(&bytes[..])
-            .ok()
-            .map(|b| f64::from(f32::from_be_bytes(b)).to_string()),
-        None if *declared == Type::JSON => String::from_utf8(bytes.to_vec()).ok(),
-        None => None,
-    };
-    text.map(OwnedValue::Text).ok_or_else(|| {
-        refused(
-            "42804",
-            format!(
-                "parameter ${} of type {} in binary form cannot fill a column of type {}",
-                index + 1,
-                declared.name(),
-                column.sql_name()
-            ),
-        )
-    })
+    binary_as_text(bytes, declared)
+        .map(OwnedValue::Text)
+        .ok_or_else(|| {
+            refused(
+                "42804",
+                format!(
+                    "parameter ${} of type {} in binary form cannot fill a column of type {}",
+                    index + 1,
+                    declared.name(),
+                    column.sql_name()
+                ),
+            )
+        })
 }

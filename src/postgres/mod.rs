@@ -11,10 +11,12 @@
 
 mod auth;
 pub mod block;
+mod cells;
 mod connection;
 pub mod copy_in;
 mod errors;
 mod insert;
+mod params;
 mod pending;
 mod returning;
 mod select;

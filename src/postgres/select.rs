@@ -1,34 +1,95 @@
-//! Reporting `SELECT`s by the simple protocol (psql): the query runs through the same planner
-//! and merge as `POST /v1/query`, and its rows are sent in Postgres's text form as they are
-//! merged, so a large answer streams with bounded memory.
+//! Reporting `SELECT`s, by the simple protocol (psql) and the extended one (drivers): the
+//! query runs through the same planner and merge as `POST /v1/query`. `Describe` learns its
+//! parameter and column types from one shard without running it; its rows are sent in text or
+//! binary per column as they are merged, so a large answer streams with bounded memory.
 
+use super::cells::encode_row;
 use super::errors::{self, refused};
-use super::types::{data_row, parameter_type};
-use crate::pgtype::{ColumnType, output_text, timestamptz_from_unix_micros};
-use crate::query::value::{Cell, ResultType};
-use crate::query::{QueryEngine, QueryError, QueryStream};
+use super::types::parameter_type;
+use crate::query::value::ResultType;
+use crate::query::{Description, QueryEngine, QueryError, QueryStream};
 use futures_util::stream;
 use pgwire::api::Type;
+use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response};
 use pgwire::error::{PgWireError, PgWireResult};
 use std::sync::Arc;
 
-/// Runs `sql` on the shards and answers its rows in text form.
+/// Runs `sql` on the shards and answers its rows in text form: a simple-protocol query.
 pub async fn run(queries: &QueryEngine, sql: &str) -> PgWireResult<Response> {
-    let answer = queries.run(sql, Vec::new()).await.map_err(query_error)?;
-    let fields: Vec<FieldInfo> = answer
+    Ok(Response::Query(
+        start(queries, sql, Vec::new(), &Format::UnifiedText).await?,
+    ))
+}
+
+/// Starts `sql` with `params` on the shards; its rows are encoded in `formats` (per column)
+/// as they are merged, so a large answer streams with bounded memory.
+pub async fn start(
+    queries: &QueryEngine,
+    sql: &str,
+    params: Vec<serde_json::Value>,
+    formats: &Format,
+) -> PgWireResult<QueryResponse> {
+    let answer = queries.run(sql, params).await.map_err(query_error)?;
+    let fields = Arc::new(fields(&answer.columns, Some(formats)));
+    let columns: Vec<(ResultType, FieldFormat)> = answer
         .columns
         .iter()
-        .map(|(name, ty)| FieldInfo::new(name.clone(), None, None, wire_type(*ty), FieldFormat::Text))
+        .enumerate()
+        .map(|(i, (_, ty))| (*ty, format_of(Some(formats), i)))
         .collect();
-    let rows = stream::unfold(answer, |mut answer: QueryStream| async move {
-        match answer.next_row().await {
-            Ok(Some(row)) => Some((Ok(text_row(&row)), answer)),
-            Ok(None) => None,
-            Err(e) => Some((Err(query_error(e)), answer)),
+    let rows = stream::unfold(answer, move |mut answer: QueryStream| {
+        let columns = columns.clone();
+        async move {
+            match answer.next_row().await {
+                Ok(Some(row)) => Some((Ok(encode_row(&row, &columns)), answer)),
+                Ok(None) => None,
+                Err(e) => Some((Err(query_error(e)), answer)),
+            }
         }
     });
-    Ok(Response::Query(QueryResponse::new(Arc::new(fields), rows)))
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// The parameters and result columns of `sql`, learned from one shard without running it.
+pub async fn describe(queries: &QueryEngine, sql: &str) -> PgWireResult<Description> {
+    queries.describe(sql).await.map_err(query_error)
+}
+
+/// The result columns as a `RowDescription` lists them, in `formats` (text when `None`).
+pub fn fields(columns: &[(String, ResultType)], formats: Option<&Format>) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| {
+            FieldInfo::new(name.clone(), None, None, wire_type(*ty), format_of(formats, i))
+        })
+        .collect()
+}
+
+/// The parameter types a `ParameterDescription` lists: those the client declared, else those
+/// the shards infer, else `bigint` (LIMIT's and OFFSET's, which the shards never see).
+pub fn parameter_types(description: &Description, declared: &[Option<Type>]) -> Vec<Type> {
+    let count = description.parameters.len().max(declared.len());
+    (0..count)
+        .map(|i| {
+            let declared = declared.get(i).cloned().flatten();
+            let inferred = description.parameters.get(i).cloned().flatten();
+            declared.or(inferred).unwrap_or(Type::INT8)
+        })
+        .collect()
+}
+
+/// The format of result column `index`: text unless the client asked for binary. A `Bind`
+/// listing fewer formats than columns is read as text for the rest, rather than failing.
+fn format_of(formats: Option<&Format>, index: usize) -> FieldFormat {
+    match formats {
+        None | Some(Format::UnifiedText) => FieldFormat::Text,
+        Some(Format::UnifiedBinary) => FieldFormat::Binary,
+        Some(Format::Individual(codes)) => codes
+            .get(index)
+            .map_or(FieldFormat::Text, |&c| FieldFormat::from(c)),
+    }
 }
 
 /// The type a result column is described as.
@@ -39,72 +100,18 @@ fn wire_type(ty: ResultType) -> Type {
     }
 }
 
-fn text_row(row: &[Cell]) -> pgwire::messages::data::DataRow {
-    let texts: Vec<Option<String>> = row.iter().map(cell_text).collect();
-    data_row(texts.iter().map(|text| text.as_deref().map(str::as_bytes)))
-}
-
-/// A value in Postgres's text output form, in a session with `DateStyle` ISO and `TimeZone`
-/// UTC; `None` for NULL.
-fn cell_text(cell: &Cell) -> Option<String> {
-    Some(match cell {
-        Cell::Null => return None,
-        Cell::Int(n) => n.to_string(),
-        Cell::Float(x) => output_text(ColumnType::Double, &x.to_be_bytes()),
-        Cell::Bool(b) => if *b { "t" } else { "f" }.to_string(),
-        Cell::Text(text) => text.clone(),
-        Cell::Uuid(uuid) => uuid.hyphenated().to_string(),
-        Cell::Timestamp(time) => output_text(
-            ColumnType::Timestamptz,
-            &timestamptz_from_unix_micros(time.timestamp_micros()),
-        ),
-        Cell::Date(date) => date.format("%Y-%m-%d").to_string(),
-        Cell::Json(value) => jsonb_text(value),
-        Cell::Bytes(bytes) => output_text(ColumnType::Bytea, bytes),
-        Cell::Numeric(number) => number.to_string(),
-    })
-}
-
-/// A `jsonb` value as Postgres writes it: a space after each `:` and `,`.
-fn jsonb_text(value: &serde_json::Value) -> String {
-    use serde::Serialize;
-    let mut out = Vec::new();
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, JsonbFormatter);
-    value
-        .serialize(&mut serializer)
-        .expect("a JSON value serializes into memory");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
-/// serde_json's compact output with Postgres's `jsonb` separators.
-struct JsonbFormatter;
-
-impl serde_json::ser::Formatter for JsonbFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
-        writer.write_all(b": ")
-    }
-}
-
 /// The `ErrorResponse` of a query refused or failed, with the SQLSTATE Postgres would give.
 fn query_error(error: QueryError) -> PgWireError {
     let code = match &error {
-        QueryError::Unsupported(_) => errors::FEATURE_NOT_SUPPORTED,
+        QueryError::Unsupported(refusal) => match refusal.table_not_declared() {
+            Some(table) => {
+                return refused(
+                    errors::UNDEFINED_TABLE,
+                    format!("relation \"{table}\" does not exist"),
+                );
+            }
+            None => errors::FEATURE_NOT_SUPPORTED,
+        },
         QueryError::Invalid { .. } | QueryError::BadParameter { .. } => "42804",
         QueryError::Unreachable { .. } | QueryError::ShardFailed { .. } => errors::CONNECTION_FAILURE,
         QueryError::Timeout { .. } | QueryError::NotRead { .. } => "57014",
@@ -114,29 +121,4 @@ fn query_error(error: QueryError) -> PgWireError {
         QueryError::Busy { .. } => errors::INSUFFICIENT_RESOURCES,
     };
     refused(code, error.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_are_written_as_postgres_writes_them() {
-        let time = chrono::DateTime::parse_from_rfc3339("2026-05-01T12:00:00.5+02:00").unwrap();
-        let cases = [
-            (Cell::Int(-7), "-7"),
-            (Cell::Float(1e20), "1e+20"),
-            (Cell::Bool(false), "f"),
-            (Cell::Timestamp(time.to_utc()), "2026-05-01 10:00:00.5+00"),
-            (
-                Cell::Json(serde_json::json!({"a": [1, "x"], "b": null})),
-                "{\"a\": [1, \"x\"], \"b\": null}",
-            ),
-            (Cell::Bytes(vec![0, 255]), "\\x00ff"),
-        ];
-        for (cell, text) in cases {
-            assert_eq!(cell_text(&cell).as_deref(), Some(text), "{cell:?}");
-        }
-        assert_eq!(cell_text(&Cell::Null), None);
-    }
 }

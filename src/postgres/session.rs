@@ -12,18 +12,20 @@ use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters};
+use super::params::json_parameters;
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::select;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use super::types::parameter_type;
 use crate::config::AckMode;
+use crate::query::Description;
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
 use async_trait::async_trait;
-use futures_util::{Sink, SinkExt, stream};
+use futures_util::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
@@ -36,14 +38,17 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
-use std::collections::BTreeMap;
+use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 /// Writes of a pipeline in flight at most; past them the session waits for the oldest to
 /// commit before it reads on, so a pipeline of any length holds bounded memory.
 const MAX_PIPELINED: usize = 4096;
+
+/// Query descriptions a session keeps at most; past them it forgets them all.
+const MAX_DESCRIPTIONS: usize = 256;
 
 /// Where a session stands with respect to a transaction block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +75,9 @@ pub struct Session {
     pipeline: tokio::sync::Mutex<Pending>,
     /// Whether the client sent more of its pipeline after the message being handled.
     more_follows: std::sync::atomic::AtomicBool,
+    /// The parameter and column types of the reporting queries this session described, by
+    /// their text: drivers that send every query unnamed describe it again each time.
+    descriptions: Mutex<HashMap<String, Arc<Description>>>,
     parser: Arc<SqlText>,
 }
 
@@ -85,6 +93,7 @@ impl Session {
             stage: tokio::sync::Mutex::new(None),
             pipeline: tokio::sync::Mutex::new(Pending::default()),
             more_follows: std::sync::atomic::AtomicBool::new(false),
+            descriptions: Mutex::default(),
             parser: Arc::new(SqlText { tables }),
         }
     }
@@ -103,6 +112,86 @@ impl Session {
             .expect("a session's block lock is never poisoned") = block;
     }
 
+    /// The parameter and column types of the reporting query `sql`, asked of a shard the first
+    /// time this session describes it.
+    async fn description(&self, sql: &str) -> PgWireResult<Arc<Description>> {
+        if let Some(known) = self.known_descriptions().get(sql) {
+            return Ok(known.clone());
+        }
+        let description = select::describe(self.services.gateway.queries(), sql)
+            .await
+            .inspect_err(|_| self.fail_block())?;
+        let description = Arc::new(description);
+        let mut known = self.known_descriptions();
+        if known.len() >= MAX_DESCRIPTIONS {
+            known.clear();
+        }
+        known.insert(sql.to_string(), description.clone());
+        Ok(description)
+    }
+
+    fn known_descriptions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Description>>> {
+        self.descriptions
+            .lock()
+            .expect("a session's descriptions lock is never poisoned")
+    }
+
+    /// Runs the reporting query of `portal` at its first `Execute` and sends up to `max_rows`
+    /// of its rows (all when 0), then `PortalSuspended` while rows remain, or `SELECT n` after
+    /// the last; a later `Execute` of the portal sends on from there.
+    async fn execute_select<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Arc<Prepared>>,
+        sql: &str,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.block() == Block::Failed {
+            return Err(in_failed_block());
+        }
+        let state = portal.state();
+        let mut state = state.lock().await;
+        if matches!(*state, PortalExecutionState::Initial) {
+            let description = self.description(sql).await?;
+            let parameters = Parameters {
+                values: &portal.parameters,
+                format: &portal.parameter_format,
+                types: &portal.statement.parameter_types,
+            };
+            let params = json_parameters(&parameters, &description.parameters)?;
+            let queries = self.services.gateway.queries();
+            let answer = select::start(queries, sql, params, &portal.result_column_format).await?;
+            *state = PortalExecutionState::Suspended(answer);
+        }
+        let PortalExecutionState::Suspended(answer) = &mut *state else {
+            let tag = Tag::new("SELECT").with_rows(0);
+            return Ok(client
+                .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                .await?);
+        };
+        let rows = answer.data_rows();
+        let mut sent = 0;
+        while max_rows == 0 || sent < max_rows {
+            let Some(row) = rows.next().await else {
+                *state = PortalExecutionState::Finished;
+                let tag = Tag::new("SELECT").with_rows(sent);
+                return Ok(client
+                    .send(PgWireBackendMessage::CommandComplete(tag.into()))
+                    .await?);
+            };
+            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+            sent += 1;
+        }
+        Ok(client
+            .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+            .await?)
+    }
+
     /// Carries out one statement, answering rows in `format`.
     async fn execute(
         &self,
@@ -111,10 +200,7 @@ impl Session {
         parameters: &Parameters<'_>,
     ) -> PgWireResult<Response> {
         if self.block() == Block::Failed && !matches!(statement, Statement::Commit | Statement::Rollback) {
-            return Err(refused(
-                errors::IN_FAILED_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+            return Err(in_failed_block());
         }
         self.carry_out(statement, format, parameters)
             .await
@@ -536,12 +622,14 @@ impl ExtendedQueryHandler for Session {
             types: &portal.statement.parameter_types,
         };
         match portal.statement.statement.as_ref() {
-            Prepared::One(Statement::Select(_)) => {
-                self.fail_block();
-                Err(errors::redirected(
-                    "SELECT by the extended protocol",
-                    "psql and other clients of the simple protocol can SELECT here; drivers' reporting queries are served by POST /v1/query",
-                ))
+            Prepared::One(Statement::Select(sql)) => {
+                let answer = select::start(
+                    self.services.gateway.queries(),
+                    sql,
+                    Vec::new(),
+                    &Format::UnifiedText,
+                );
+                Ok(Response::Query(answer.await?))
             }
             Prepared::One(statement) => {
                 self.execute(statement, &portal.result_column_format, &parameters)
@@ -553,6 +641,28 @@ impl ExtendedQueryHandler for Session {
                 "cannot insert multiple commands into a prepared statement",
             )),
         }
+    }
+
+    /// Runs a reporting query's portal here, so its rows stream to the client and an
+    /// `Execute` with a row limit is resumed where it stopped; anything else is pgwire's.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
+            && let Prepared::One(Statement::Select(sql)) = portal.statement.statement.as_ref()
+        {
+            let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+            return self
+                .execute_select(client, &portal, sql, max_rows)
+                .await
+                .inspect_err(|_| self.fail_block());
+        }
+        self._on_execute(client, message).await
     }
 
     /// Answers a `Describe` of a statement that returns no rows with `NoData`, as Postgres
@@ -595,6 +705,13 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Prepared::One(Statement::Select(sql)) = target.statement.as_ref() {
+            let description = self.description(sql).await?;
+            return Ok(DescribeStatementResponse::new(
+                select::parameter_types(&description, &target.parameter_types),
+                select::fields(&description.columns, None),
+            ));
+        }
         let fields = self.parser.get_result_schema(&target.statement, None)?;
         let ours = self.parser.get_parameter_types(&target.statement)?;
         let count = ours.len().max(target.parameter_types.len());
@@ -617,9 +734,17 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let formats = &target.result_column_format;
+        if let Prepared::One(Statement::Select(sql)) = target.statement.statement.as_ref() {
+            let description = self.description(sql).await?;
+            return Ok(DescribePortalResponse::new(select::fields(
+                &description.columns,
+                Some(formats),
+            )));
+        }
         let fields = self
             .parser
-            .get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+            .get_result_schema(&target.statement.statement, Some(formats))?;
         Ok(DescribePortalResponse::new(fields))
     }
 }
@@ -674,4 +799,12 @@ impl CopyHandler for Session {
         self.fail_block();
         refused("57014", format!("COPY from stdin failed: {}", fail.message))
     }
+}
+
+/// The refusal of any statement but the end of a failed block.
+fn in_failed_block() -> PgWireError {
+    refused(
+        errors::IN_FAILED_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
 }

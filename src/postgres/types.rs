@@ -42,6 +42,25 @@ pub fn declared_column_type(declared: &Type) -> Option<ColumnType> {
     .find(|&ty| parameter_type(ty) == *declared)
 }
 
+/// The text form of `bytes`, a binary value of the `declared` type, for a column or parameter
+/// of another type to read as Postgres's assignment cast would (an `int2` into a `bigint`, a
+/// `json` into a `jsonb`); `None` for a type shardgate does not read in binary.
+pub fn binary_as_text(bytes: &[u8], declared: &Type) -> Option<String> {
+    if [Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::JSON, Type::UNKNOWN].contains(declared) {
+        return String::from_utf8(bytes.to_vec()).ok();
+    }
+    if *declared == Type::TIMESTAMP {
+        return Some(crate::pgtype::output_text(ColumnType::Timestamptz, bytes));
+    }
+    match declared_column_type(declared) {
+        Some(ty) => Some(crate::pgtype::output_text(ty, bytes)),
+        None if *declared == Type::FLOAT4 => <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| f64::from(f32::from_be_bytes(b)).to_string()),
+        None => None,
+    }
+}
+
 /// A `DataRow` of fields already in their wire form, text or binary; `None` is NULL.
 pub fn data_row<'a>(fields: impl ExactSizeIterator<Item = Option<&'a [u8]>>) -> DataRow {
     let count = i16::try_from(fields.len()).expect("Postgres rows have at most 1664 columns");

@@ -135,6 +135,17 @@ pub struct Explanation {
     pub split_keys: Vec<prune::SplitKeyRead>,
 }
 
+/// What a query takes and answers, learned without running it: what drivers ask before
+/// they bind parameters (the Postgres protocol's `Describe`).
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// Per `$n`, the type the shards infer for it; `None` for one they never see (LIMIT's
+    /// and OFFSET's are read by the planner).
+    pub parameters: Vec<Option<tokio_postgres::types::Type>>,
+    /// Output columns with their types.
+    pub columns: Vec<(String, ResultType)>,
+}
+
 /// A merged answer whose rows are produced as they are merged.
 pub struct QueryStream {
     /// Output columns with their types.
@@ -256,13 +267,9 @@ impl QueryEngine {
             ShardRows::open(&shard.id.0, shard.pools.query.clone(), statement)
         });
         let inputs = futures_util::future::try_join_all(opened).await?;
-        let types = result_types(&plan, &rendered.layout, &inputs)?;
+        let types = result_types(&plan, &rendered.layout, agreed_types(&inputs)?)?;
         self.check_ordering(&set, &plan, &types).await?;
-        let columns = plan.columns[..plan.visible]
-            .iter()
-            .zip(types)
-            .map(|(c, ty)| (c.name.clone(), ty))
-            .collect();
+        let columns = visible_columns(&plan, types);
         let rows = if plan.aggregated {
             let groups = merge_groups(&plan, &rendered.layout, inputs, &params, self.limits.max_rows).await?;
             if plan.limit.is_none() && groups.len() > self.limits.max_rows {
@@ -277,6 +284,47 @@ impl QueryEngine {
             rows,
             shards: targets.len(),
             max_collected: self.limits.max_rows,
+        })
+    }
+
+    /// The parameters and columns of `sql`: the statement one shard would run is prepared
+    /// there (not run), so every type is the one Postgres gives it.
+    pub async fn describe(&self, sql: &str) -> Result<Description, QueryError> {
+        let count = parse::parameter_count(sql);
+        // Placeholder values: LIMIT and OFFSET parameters must be integers to plan.
+        let placeholders = vec![serde_json::Value::from(0); count];
+        let Planned {
+            plan,
+            set,
+            targets,
+            rendered,
+            ..
+        } = self.plan(sql, &placeholders)?;
+        let index = *targets
+            .first()
+            .ok_or_else(|| Unsupported("the query has no shard to run on".into()))?;
+        let shard = set.get(index);
+        if !shard.is_prepared() {
+            let message = "its tables are not verified yet (unreachable since start-up)".to_string();
+            return Err(failed(&set, index, message));
+        }
+        let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
+        let prepared = client
+            .prepare(&rendered.sql)
+            .await
+            .map_err(|e| shard::classify(&shard.id.0, e))?;
+        let described: Vec<_> = prepared.columns().iter().map(|c| c.type_().clone()).collect();
+        let types = result_types(&plan, &rendered.layout, &described)?;
+        self.check_ordering(&set, &plan, &types).await?;
+        let mut parameters = vec![None; count];
+        for (ty, &number) in prepared.params().iter().zip(&rendered.parameters) {
+            if number != NOW_PARAMETER {
+                parameters[number - 1] = Some(ty.clone());
+            }
+        }
+        Ok(Description {
+            parameters,
+            columns: visible_columns(&plan, types),
         })
     }
 
@@ -420,15 +468,8 @@ fn failed(set: &ShardSet, shard: ShardIndex, message: String) -> QueryError {
     }
 }
 
-/// The answer's column types, from the result description the shards gave (which must agree):
-/// each output, hidden ones included, has the type of its first partial column, except that
-/// an average of integers (whose sum is a bigint or numeric) is numeric and `count(DISTINCT x)`
-/// is a bigint.
-fn result_types(
-    plan: &QueryPlan,
-    layout: &[Vec<Combine>],
-    inputs: &[ShardRows],
-) -> Result<Vec<ResultType>, QueryError> {
+/// The shards' result description, which must agree.
+fn agreed_types(inputs: &[ShardRows]) -> Result<&[tokio_postgres::types::Type], QueryError> {
     let first = &inputs[0];
     if let Some(other) = inputs.iter().find(|i| i.types() != first.types()) {
         return Err(QueryError::ShardFailed {
@@ -439,6 +480,27 @@ fn result_types(
             ),
         });
     }
+    Ok(first.types())
+}
+
+/// The visible outputs' names with their types.
+fn visible_columns(plan: &QueryPlan, types: Vec<ResultType>) -> Vec<(String, ResultType)> {
+    plan.columns[..plan.visible]
+        .iter()
+        .zip(types)
+        .map(|(c, ty)| (c.name.clone(), ty))
+        .collect()
+}
+
+/// The answer's column types, from the result description a shard gave (`described`): each
+/// output, hidden ones included, has the type of its first partial column, except that an
+/// average of integers (whose sum is a bigint or numeric) is numeric and `count(DISTINCT x)` is
+/// a bigint.
+fn result_types(
+    plan: &QueryPlan,
+    layout: &[Vec<Combine>],
+    described: &[tokio_postgres::types::Type],
+) -> Result<Vec<ResultType>, QueryError> {
     let mut position = 0;
     let mut types = Vec::with_capacity(plan.columns.len());
     for (column, parts) in plan.columns.iter().zip(layout) {
@@ -448,12 +510,12 @@ fn result_types(
             }
             Output::Aggregate(call)
                 if call.kind == Aggregate::Avg
-                    && ResultType::of(&first.types()[position]).is_some_and(|t| t.is_integer()) =>
+                    && ResultType::of(&described[position]).is_some_and(|t| t.is_integer()) =>
             {
                 ResultType::Numeric
             }
             _ => {
-                let described = &first.types()[position];
+                let described = &described[position];
                 ResultType::of(described).ok_or_else(|| {
                     Unsupported(format!(
                         "{} has type {described}, which shardgate cannot return",

@@ -15,6 +15,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 use std::sync::Arc;
 
 /// Parses and checks `sql`, which may use the placeholders `$1..$n` of `values` (LIMIT and
@@ -87,6 +88,21 @@ pub fn plan_query(
         having,
         visible,
     })
+}
+
+/// How many parameters `sql` takes: its highest `$n` outside strings and comments (0 when it
+/// does not tokenize; planning it then says why).
+pub fn parameter_count(sql: &str) -> usize {
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|token| match token {
+            Token::Placeholder(p) => p.strip_prefix('$')?.parse::<usize>().ok(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Most different values one query's `count(DISTINCT ...)` may count: each is a grouping set
@@ -162,12 +178,12 @@ fn from_table(select: &Select, tables: &Tables) -> Result<(TableId, Arc<TableSch
         return unsupported("FROM must name one declared table, without alias, function or subquery");
     };
     let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
-        return unsupported(format!("unknown table {name}"));
+        return Err(Unsupported::unknown_table(name));
     };
     let table_name = identifier(ident);
     match tables.lookup(&table_name) {
         Some((id, table)) => Ok((id, table.clone())),
-        None => unsupported(format!("unknown table {table_name}")),
+        None => Err(Unsupported::unknown_table(table_name)),
     }
 }
 

@@ -136,7 +136,7 @@ fn failed(name: &str, message: String) -> QueryError {
 }
 
 /// Sorts a shard's error: a timeout (504), a query it refused as invalid (400), else a failure.
-fn classify(name: &str, e: tokio_postgres::Error) -> QueryError {
+pub fn classify(name: &str, e: tokio_postgres::Error) -> QueryError {
     match e.code() {
         Some(code) if *code == SqlState::QUERY_CANCELED => QueryError::Timeout {
             shard: name.to_string(),

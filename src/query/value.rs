@@ -254,6 +254,49 @@ impl std::fmt::Display for Decimal {
     }
 }
 
+impl Decimal {
+    /// The value in Postgres's binary `numeric` form, as `numeric_send` writes it: the count of
+    /// base-10000 digits (zero digits at either end left out), the weight of the first, the
+    /// sign, the display scale, then the digits.
+    pub fn to_binary(self) -> Vec<u8> {
+        let scale = self.scale as usize;
+        let digits = self.unscaled.unsigned_abs().to_string();
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        let lead = (4 - whole.len() % 4) % 4;
+        let trail = (4 - fraction.len() % 4) % 4;
+        let aligned = format!("{}{whole}{fraction}{}", "0".repeat(lead), "0".repeat(trail));
+        let groups: Vec<u16> = aligned
+            .as_bytes()
+            .chunks(4)
+            .map(|chunk| chunk.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+            .collect();
+        let mut weight = ((lead + whole.len()) / 4) as i16 - 1;
+        let first = groups.iter().position(|&g| g != 0);
+        let last = groups.iter().rposition(|&g| g != 0);
+        let kept = match (first, last) {
+            (Some(first), Some(last)) => {
+                weight -= first as i16;
+                &groups[first..=last]
+            }
+            _ => {
+                weight = 0;
+                &[][..]
+            }
+        };
+        let sign: u16 = if self.unscaled < 0 { 0x4000 } else { 0 };
+        let mut out = Vec::with_capacity(8 + 2 * kept.len());
+        out.extend_from_slice(&(kept.len() as u16).to_be_bytes());
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&sign.to_be_bytes());
+        out.extend_from_slice(&(self.scale as u16).to_be_bytes());
+        for digit in kept {
+            out.extend_from_slice(&digit.to_be_bytes());
+        }
+        out
+    }
+}
+
 impl<'a> tokio_postgres::types::FromSql<'a> for Decimal {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let word = |i: usize| -> Result<u16, String> {
@@ -453,6 +496,54 @@ impl Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numerics_are_written_in_postgres_binary_form() {
+        use tokio_postgres::types::FromSql;
+        let cases = [
+            (
+                Decimal {
+                    unscaled: 5,
+                    scale: 1,
+                },
+                vec![1u16, 0xFFFF, 0, 1, 5000],
+            ),
+            (
+                Decimal {
+                    unscaled: 0,
+                    scale: 2,
+                },
+                vec![0, 0, 0, 2],
+            ),
+            (
+                Decimal {
+                    unscaled: -123_456_789,
+                    scale: 0,
+                },
+                vec![3, 2, 0x4000, 0, 1, 2345, 6789],
+            ),
+            (
+                Decimal {
+                    unscaled: 100_000_000,
+                    scale: 4,
+                },
+                vec![1, 1, 0, 4, 1],
+            ),
+            (
+                Decimal {
+                    unscaled: 12,
+                    scale: 6,
+                },
+                vec![1, 0xFFFE, 0, 6, 1200],
+            ),
+        ];
+        for (decimal, words) in cases {
+            let binary = decimal.to_binary();
+            let expected: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            assert_eq!(binary, expected, "{decimal}");
+            assert_eq!(Decimal::from_sql(&Type::NUMERIC, &binary).unwrap(), decimal);
+        }
+    }
 
     #[test]
     fn ordering_follows_postgres_for_nulls_nan_and_bytes() {

@@ -10,6 +10,7 @@ mod hot_keys;
 mod lifecycle;
 mod moves;
 mod postgres;
+mod postgres_reads;
 mod proxy;
 mod query;
 mod reshard;

@@ -101,19 +101,32 @@ async fn oracle(gate: &TestServer) -> tokio_postgres::Client {
     client
 }
 
-/// The oracle's column names and rows for `sql`, cells read as `types`.
-async fn oracle_answer(
-    oracle: &tokio_postgres::Client,
+/// An answer read by tokio-postgres (in binary), as JSON.
+struct Answer {
+    /// Column names; the oracle's `*` also has the hidden `_sg_hash`, which is left out, as
+    /// shardgate's `*` leaves it out.
+    names: Vec<String>,
+    /// Column types as the server described them.
+    types: Vec<tokio_postgres::types::Type>,
+    rows: Vec<Vec<Value>>,
+}
+
+/// What `server` (the oracle, or shardgate's listener) answers to `sql` prepared and bound to
+/// `params`, cells read as `types`.
+async fn answer_of(
+    server: &tokio_postgres::Client,
     sql: &str,
     params: &[Value],
     types: &[ResultType],
-) -> (Vec<String>, Vec<Vec<Value>>) {
+) -> Answer {
     let params: Vec<JsonParam> = params.iter().cloned().map(JsonParam).collect();
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-    let fail = |e: tokio_postgres::Error| -> ! { panic!("oracle: {sql}: {e}") };
-    let statement = oracle.prepare(sql).await.unwrap_or_else(|e| fail(e));
-    let names = statement.columns().iter().map(|c| c.name().to_string()).collect();
-    let rows = oracle.query(&statement, &refs).await.unwrap_or_else(|e| fail(e));
+    let fail = |e: tokio_postgres::Error| -> ! { panic!("{sql}: {e}") };
+    let statement = server.prepare(sql).await.unwrap_or_else(|e| fail(e));
+    let visible = statement.columns().iter().filter(|c| c.name() != "_sg_hash");
+    let names = visible.clone().map(|c| c.name().to_string()).collect();
+    let column_types = visible.map(|c| c.type_().clone()).collect();
+    let rows = server.query(&statement, &refs).await.unwrap_or_else(|e| fail(e));
     let rows = rows
         .iter()
         .map(|row| {
@@ -124,7 +137,11 @@ async fn oracle_answer(
                 .collect()
         })
         .collect();
-    (names, rows)
+    Answer {
+        names,
+        types: column_types,
+        rows,
+    }
 }
 
 async fn ask(gate: &TestServer, sql: &str, params: &[Value]) -> crate::common::Reply {
@@ -143,13 +160,15 @@ fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
     rows
 }
 
-/// Runs every query of `corpus` through shardgate and on the oracle, and compares the answers'
-/// column names, and their rows as `Compare` says.
+/// Runs every query of `corpus` through shardgate, over HTTP and over the Postgres listener,
+/// and on the oracle, and compares the answers' column names (and over the listener their
+/// type OIDs), and their rows as `Compare` says.
 async fn check_corpus(
     gate: &TestServer,
     oracle: &tokio_postgres::Client,
     corpus: &[(&str, Vec<Value>, Compare)],
 ) {
+    let wire = crate::postgres::connect(gate).await;
     for (sql, params, compare) in corpus {
         let reply = ask(gate, sql, params).await;
         assert_eq!(reply.status, 200, "{sql}: {}", reply.body);
@@ -160,16 +179,26 @@ async fn check_corpus(
             .collect();
         let names: Vec<&str> = columns.iter().map(|c| c["name"].as_str().unwrap()).collect();
         let got: Vec<Vec<Value>> = serde_json::from_value(reply.body["rows"].clone()).unwrap();
-        let (mut want_names, want) = oracle_answer(oracle, sql, params, &types).await;
-        // The oracle's `*` also has the hidden `_sg_hash`, last; shardgate's `*` leaves it out.
-        want_names.retain(|name| name != "_sg_hash");
-        assert_eq!(names, want_names, "{sql}");
-        match compare {
+        let want = answer_of(oracle, sql, params, &types).await;
+        assert_eq!(names, want.names, "{sql}");
+        compare.check(sql, &got, &want.rows);
+
+        let through_wire = answer_of(&wire, sql, params, &types).await;
+        assert_eq!(through_wire.names, want.names, "{sql} over the listener");
+        assert_eq!(through_wire.types, want.types, "{sql} over the listener");
+        compare.check(sql, &through_wire.rows, &want.rows);
+    }
+}
+
+impl Compare {
+    /// Asserts that `got` agrees with `want` as this says.
+    fn check(&self, sql: &str, got: &[Vec<Value>], want: &[Vec<Value>]) {
+        match self {
             Compare::Exact => assert_eq!(got, want, "{sql}"),
-            Compare::Unordered => assert_eq!(sorted(got), sorted(want), "{sql}"),
+            Compare::Unordered => assert_eq!(sorted(got.to_vec()), sorted(want.to_vec()), "{sql}"),
             Compare::Keys(n) => {
                 let keys = |rows: &[Vec<Value>]| rows.iter().map(|r| r[..*n].to_vec()).collect::<Vec<_>>();
-                assert_eq!(keys(&got), keys(&want), "{sql}");
+                assert_eq!(keys(got), keys(want), "{sql}");
             }
         }
     }
@@ -177,7 +206,7 @@ async fn check_corpus(
 
 #[tokio::test]
 async fn answers_equal_one_postgres_holding_all_rows() {
-    let gate = TestServer::start("query", "").await;
+    let gate = TestServer::start("query", &crate::postgres::listener("")).await;
     load_rows(&gate).await;
     let oracle = oracle(&gate).await;
     let corpus: Vec<(&str, Vec<Value>, Compare)> = vec![
@@ -1206,7 +1235,7 @@ fn payload(i: usize) -> Value {
 
 #[tokio::test]
 async fn reports_over_json_payloads_equal_one_postgres_holding_all_rows() {
-    let gate = TestServer::start("query_json", "").await;
+    let gate = TestServer::start("query_json", &crate::postgres::listener("")).await;
     load_events(&gate, 600, |i| json!({"payload": payload(i)})).await;
     let oracle = oracle(&gate).await;
     let corpus: Vec<(&str, Vec<Value>, Compare)> = vec![

@@ -335,3 +335,16 @@ fn a_shard_holding_rows_it_no_longer_owns_skips_them_by_their_stored_position() 
             .ends_with("FROM \"events\" WHERE NOT (_sg_hash BETWEEN 11 AND 20) LIMIT 5")
     );
 }
+
+#[test]
+fn parameters_are_counted_by_the_highest_placeholder_outside_strings() {
+    assert_eq!(parameter_count("SELECT count(*) FROM events"), 0);
+    assert_eq!(
+        parameter_count("SELECT n FROM events WHERE tenant_id = $2 AND n > $1 LIMIT $3"),
+        3
+    );
+    assert_eq!(
+        parameter_count("SELECT '$9' FROM events -- $8\n WHERE tenant_id = $1"),
+        1
+    );
+}

@@ -1,0 +1,339 @@
+//! Reporting queries over the Postgres listener, read the ways clients read: psql's text
+//! rows, tokio-postgres's prepared statements with binary results and portals fetched a few
+//! rows at a time, psycopg's parameters and JDBC's fetch size and metadata. The oracle test
+//! in `query.rs` also runs its whole corpus through the listener.
+
+use crate::common::{TestServer, count_on};
+use crate::postgres::{PASSWORD, USER, connect, listener, one_value, psycopg, url};
+use tokio::process::Command;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+/// A table with a column of every type shardgate stores.
+const READINGS: &str = r#"
+[[tables]]
+name = "readings"
+partition_key = ["device"]
+columns = [
+  { name = "device", type = "text" },
+  { name = "seq", type = "integer" },
+  { name = "level", type = "smallint" },
+  { name = "total", type = "bigint" },
+  { name = "value", type = "double precision" },
+  { name = "ok", type = "boolean" },
+  { name = "id", type = "uuid" },
+  { name = "at", type = "timestamptz" },
+  { name = "day", type = "date" },
+  { name = "doc", type = "jsonb", nullable = true },
+  { name = "raw", type = "bytea", nullable = true },
+]
+"#;
+
+/// Three readings of device d1 and one of d2.
+const READINGS_ROWS: &str = "INSERT INTO readings VALUES \
+    ('d1', 1, -3, 9000000000, 0.25, true, '0190a5c8-7e2b-7c3d-9f1a-2b3c4d5e6f70', '2026-05-01 12:00:00.5+02', '2026-05-01', '{\"k\": [1, \"x\"]}', '\\x00ff'), \
+    ('d1', 2, 7, 1, -1.5e10, false, '0190a5c8-7e2b-7c3d-9f1a-2b3c4d5e6f71', '1999-12-31 23:59:59+00', '1999-12-31', NULL, NULL), \
+    ('d1', 3, 0, 2, 3, true, '0190a5c8-7e2b-7c3d-9f1a-2b3c4d5e6f72', '2026-05-02 00:00:00+00', '2026-05-02', '[]', ''), \
+    ('d2', 4, 1, 5, 0, false, '0190a5c8-7e2b-7c3d-9f1a-2b3c4d5e6f73', '2026-06-01 00:00:00+00', '2026-06-01', '{}', '\\x01')";
+
+#[tokio::test]
+async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
+    let gate = TestServer::start("pg_select", &listener("")).await;
+    let client = connect(&gate).await;
+    client
+        .batch_execute(
+            "INSERT INTO events (tenant_id, event_type, n, ts, payload, score) VALUES \
+             ('acme', 'click', 3, '2026-05-01 12:00:00+02', '{\"b\": [1, 2], \"a\": null}', 0.5), \
+             ('acme', 'view', 4, '2026-05-01 12:00:00.25+00', NULL, NULL), \
+             ('zeta', 'click', 5, '2026-05-02 00:00:00+00', '{}', 1e20)",
+        )
+        .await
+        .unwrap();
+    assert!(
+        count_on(&gate.shard_urls[0], "events").await + count_on(&gate.shard_urls[1], "events").await == 3
+    );
+    let report =
+        "SELECT tenant_id, count(*) AS events, sum(n) AS n FROM events GROUP BY tenant_id ORDER BY tenant_id";
+    let output = Command::new("psql")
+        .arg(url(&gate, PASSWORD))
+        .args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", report])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "tenant_id|events|n\nacme|2|7\nzeta|1|5\n(2 rows)\n"
+    );
+
+    let rows = client
+        .simple_query(
+            "SELECT event_type, ts, payload, score FROM events WHERE tenant_id = 'acme' ORDER BY ts",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Vec<Option<&str>>> = rows
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some((0..4).map(|i| row.get(i)).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Some("click"),
+                Some("2026-05-01 10:00:00+00"),
+                Some("{\"a\": null, \"b\": [1, 2]}"),
+                Some("0.5")
+            ],
+            vec![Some("view"), Some("2026-05-01 12:00:00.25+00"), None, None],
+        ]
+    );
+
+    let unsupported = client
+        .simple_query("SELECT * FROM events e JOIN logs l ON true")
+        .await
+        .unwrap_err();
+    assert_eq!(unsupported.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
+    let missing = client.simple_query("SELECT * FROM nope").await.unwrap_err();
+    let missing = missing.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (missing.code(), missing.message()),
+        (&SqlState::UNDEFINED_TABLE, "relation \"nope\" does not exist")
+    );
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn tokio_postgres_reads_every_type_in_binary_through_reused_statements_and_portals() {
+    use chrono::{DateTime, NaiveDate, Utc};
+    use shardgate::query::value::Decimal;
+    let gate = TestServer::start("pg_read_types", &listener(READINGS)).await;
+    let client = connect(&gate).await;
+    client.batch_execute(READINGS_ROWS).await.unwrap();
+
+    let by_device = client
+        .prepare("SELECT seq, level, total, value, ok, id, at, day, doc, raw FROM readings WHERE device = $1 ORDER BY seq")
+        .await
+        .unwrap();
+    assert_eq!(by_device.params(), [Type::TEXT]);
+    let types: Vec<Type> = by_device.columns().iter().map(|c| c.type_().clone()).collect();
+    assert_eq!(
+        types,
+        [
+            Type::INT4,
+            Type::INT2,
+            Type::INT8,
+            Type::FLOAT8,
+            Type::BOOL,
+            Type::UUID,
+            Type::TIMESTAMPTZ,
+            Type::DATE,
+            Type::JSONB,
+            Type::BYTEA
+        ]
+    );
+    let rows = client.query(&by_device, &[&"d1"]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let first = &rows[0];
+    assert_eq!(
+        (
+            first.get::<_, i32>(0),
+            first.get::<_, i16>(1),
+            first.get::<_, i64>(2)
+        ),
+        (1, -3, 9_000_000_000)
+    );
+    assert_eq!((first.get::<_, f64>(3), first.get::<_, bool>(4)), (0.25, true));
+    assert_eq!(
+        first.get::<_, uuid::Uuid>(5).to_string(),
+        "0190a5c8-7e2b-7c3d-9f1a-2b3c4d5e6f70"
+    );
+    assert_eq!(
+        first.get::<_, DateTime<Utc>>(6).to_rfc3339(),
+        "2026-05-01T10:00:00.500+00:00"
+    );
+    assert_eq!(
+        first.get::<_, NaiveDate>(7),
+        NaiveDate::from_ymd_opt(2026, 5, 1).unwrap()
+    );
+    assert_eq!(
+        first.get::<_, serde_json::Value>(8),
+        serde_json::json!({"k": [1, "x"]})
+    );
+    assert_eq!(first.get::<_, Vec<u8>>(9), vec![0, 255]);
+    assert_eq!(rows[1].get::<_, Option<serde_json::Value>>(8), None);
+    assert_eq!(rows[1].get::<_, f64>(3), -1.5e10);
+    assert_eq!(rows[2].get::<_, Vec<u8>>(9), Vec::<u8>::new());
+    let reused = client.query(&by_device, &[&"d2"]).await.unwrap();
+    assert_eq!(
+        reused.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [4],
+        "a prepared statement runs again with other parameters"
+    );
+
+    let report = client
+        .prepare(
+            "SELECT device, count(*), sum(total), avg(seq), min(at), max(day) FROM readings \
+             WHERE seq >= $1 AND day >= $2 GROUP BY device ORDER BY device LIMIT $3",
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.params(), [Type::INT4, Type::DATE, Type::INT8]);
+    let since = NaiveDate::from_ymd_opt(1999, 1, 1).unwrap();
+    let groups = client.query(&report, &[&1i32, &since, &10i64]).await.unwrap();
+    let read: Vec<(String, i64, String, String, DateTime<Utc>, NaiveDate)> = groups
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get::<_, Decimal>(2).to_string(),
+                r.get::<_, Decimal>(3).to_string(),
+                r.get(4),
+                r.get(5),
+            )
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (
+                "d1".to_string(),
+                3,
+                "9000000003".to_string(),
+                "2.0000000000000000".to_string(),
+                "1999-12-31T23:59:59Z".parse().unwrap(),
+                NaiveDate::from_ymd_opt(2026, 5, 2).unwrap()
+            ),
+            (
+                "d2".to_string(),
+                1,
+                "5".to_string(),
+                "4.0000000000000000".to_string(),
+                "2026-06-01T00:00:00Z".parse().unwrap(),
+                NaiveDate::from_ymd_opt(2026, 6, 1).unwrap()
+            ),
+        ]
+    );
+
+    let any = client
+        .query(
+            "SELECT seq FROM readings WHERE device = ANY($1) AND seq <> ALL($2) ORDER BY seq",
+            &[&vec!["d1", "d2"], &vec![2i32]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        any.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [1, 3, 4]
+    );
+
+    let mut client = client;
+    let transaction = client.transaction().await.unwrap();
+    let ordered = transaction
+        .prepare("SELECT seq FROM readings ORDER BY seq")
+        .await
+        .unwrap();
+    let portal = transaction.bind(&ordered, &[]).await.unwrap();
+    let mut fetched = Vec::new();
+    for _ in 0..3 {
+        let rows = transaction.query_portal(&portal, 3).await.unwrap();
+        fetched.push(rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        fetched,
+        [vec![1, 2, 3], vec![4], vec![]],
+        "an Execute with a row limit is suspended and resumed where it stopped"
+    );
+    transaction.commit().await.unwrap();
+
+    let missing = client.prepare("SELECT * FROM nope").await.unwrap_err();
+    let missing = missing.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (missing.code(), missing.message()),
+        (&SqlState::UNDEFINED_TABLE, "relation \"nope\" does not exist")
+    );
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn psycopg_binds_parameters_in_text_and_binary_and_reads_rows_back() {
+    let gate = TestServer::start("pg_read_psycopg", &listener(READINGS)).await;
+    connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
+    let script = format!(
+        "import datetime, psycopg\n\
+         with psycopg.connect({url:?}, autocommit=True) as conn:\n\
+         \x20   cur = conn.execute('SELECT device, count(*), sum(total) FROM readings WHERE day >= %s AND ok = %s GROUP BY 1 ORDER BY 1', (datetime.date(2000, 1, 1), True))\n\
+         \x20   print(cur.fetchall())\n\
+         \x20   print([c.name for c in cur.description], [c.type_code for c in cur.description])\n\
+         \x20   cur = conn.cursor(binary=True)\n\
+         \x20   cur.execute('SELECT seq, at, doc FROM readings WHERE device = ANY(%s) AND level < %s ORDER BY seq', (['d1', 'd2'], 5))\n\
+         \x20   print(cur.fetchall())\n\
+         \x20   try:\n\
+         \x20       conn.execute('SELECT seq FROM readings WHERE day = %s', ('not a date',))\n\
+         \x20   except psycopg.Error as e:\n\
+         \x20       print(e.sqlstate, e.diag.message_primary)\n\
+         \x20   print(conn.execute('SELECT count(*) FROM readings WHERE device = %s', ('d1',)).fetchone()[0])\n",
+        url = url(&gate, PASSWORD)
+    );
+    let printed = psycopg(&script).await;
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[('d1', 2, Decimal('9000000002'))]",
+            "['device', 'count', 'sum'] [25, 20, 1700]",
+            "[(1, datetime.datetime(2026, 5, 1, 10, 0, 0, 500000, tzinfo=datetime.timezone.utc), {'k': [1, 'x']}), \
+             (3, datetime.datetime(2026, 5, 2, 0, 0, tzinfo=datetime.timezone.utc), []), \
+             (4, datetime.datetime(2026, 6, 1, 0, 0, tzinfo=datetime.timezone.utc), {})]",
+            "22007 invalid input syntax for type date: \"not a date\"",
+            "3",
+        ]
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_reuses_prepared_statements() {
+    let gate = TestServer::start("pg_read_jdbc", &listener(READINGS)).await;
+    connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
+    let addr = gate.server.postgres_addr().expect("the listener is on");
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcReads.java");
+    // `.ci/run` installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
+    let output = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", program])
+        .arg(format!("jdbc:postgresql://{addr}/shardgate"))
+        .args([USER, PASSWORD])
+        .output()
+        .await
+        .expect("java runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [
+            "columns device:text readings:int8 total:numeric latest:timestamptz",
+            "group d1 3 9000000003 2026-05-02T00:00:00Z",
+            "group d2 1 5 2026-06-01T00:00:00Z",
+            "paged 2@1999-12-31 3@2026-05-02 4@2026-06-01",
+            "counted 16",
+            "refused 42P01",
+        ]
+    );
+    gate.stop().await;
+}
