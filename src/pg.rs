@@ -14,6 +14,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub struct PoolSettings<'a> {
     /// Postgres URL.
     pub url: &'a str,
+    /// A database to connect to instead of the URL's.
+    pub database: Option<&'a str>,
     /// Most connections open at once.
     pub max_size: usize,
     /// Longest wait to open one.
@@ -152,6 +154,9 @@ pub fn build_pool(settings: &PoolSettings<'_>) -> Result<Pool, String> {
         .keepalives_idle(Duration::from_secs(30));
     if let Some(password) = settings.password {
         pg_config.password(password);
+    }
+    if let Some(database) = settings.database {
+        pg_config.dbname(database);
     }
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,

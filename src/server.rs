@@ -247,6 +247,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                         .unwrap_or_else(std::env::temp_dir),
                     max_bytes: config.postgres.max_block_size.0,
                 }),
+                metadata: Arc::new(crate::postgres::metadata::Metadata::new(
+                    &config,
+                    gateway.tables().clone(),
+                )),
             };
             let listener = PostgresListener::new(listener, &config.postgres, services)?;
             background.spawn(listener.serve(shutdown.clone()));

@@ -130,6 +130,7 @@ impl Catalog {
             .ok_or_else(|| CatalogError::Settings("no catalog URL and no shard".into()))?;
         let pool = build_pool(&PoolSettings {
             url,
+            database: None,
             max_size: 2,
             connect_timeout: config.pool.connect_timeout,
             wait_timeout: None,

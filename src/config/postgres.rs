@@ -27,6 +27,11 @@ pub struct PostgresConfig {
     pub block_dir: Option<PathBuf>,
     /// Most bytes of rows one transaction block may hold until its `COMMIT`.
     pub max_block_size: ByteSize,
+    /// The database, on the catalog's server, that answers queries of the system catalogs
+    /// (psql's `\d`, JDBC's metadata): it holds the declared tables as users see them and no
+    /// rows. Created when missing; none (the default) is the catalog database's name with
+    /// `_metadata` appended.
+    pub metadata_database: Option<String>,
     /// Who may log in, by SCRAM-SHA-256.
     pub users: Vec<PostgresUser>,
 }
@@ -42,6 +47,7 @@ impl Default for PostgresConfig {
             tls_key: None,
             block_dir: None,
             max_block_size: ByteSize(64 << 30),
+            metadata_database: None,
             users: Vec::new(),
         }
     }
@@ -108,6 +114,13 @@ impl PostgresConfig {
                 "postgres.block_dir",
                 format!("{} is not a directory", dir.display()),
             );
+        }
+        if self
+            .metadata_database
+            .as_deref()
+            .is_some_and(|name| name.is_empty() || name.len() > 63)
+        {
+            problems.add("postgres.metadata_database", "must be 1 to 63 bytes long");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.add("postgres.tls_key", "tls_cert and tls_key go together");

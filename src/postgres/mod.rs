@@ -16,6 +16,7 @@ mod connection;
 pub mod copy_in;
 mod errors;
 mod insert;
+pub mod metadata;
 mod params;
 mod pending;
 mod returning;
@@ -57,6 +58,8 @@ pub struct Services {
     pub chunks: copy_in::ChunkLimits,
     /// Where transaction blocks spill, and how much one may hold.
     pub blocks: Arc<block::BlockLimits>,
+    /// The database that answers queries of the system catalogs.
+    pub metadata: Arc<metadata::Metadata>,
 }
 
 /// The bound listener and what its sessions share.

@@ -82,7 +82,7 @@ pub fn parameter_types(description: &Description, declared: &[Option<Type>]) -> 
 
 /// The format of result column `index`: text unless the client asked for binary. A `Bind`
 /// listing fewer formats than columns is read as text for the rest, rather than failing.
-fn format_of(formats: Option<&Format>, index: usize) -> FieldFormat {
+pub fn format_of(formats: Option<&Format>, index: usize) -> FieldFormat {
     match formats {
         None | Some(Format::UnifiedText) => FieldFormat::Text,
         Some(Format::UnifiedBinary) => FieldFormat::Binary,

@@ -136,14 +136,57 @@ impl Session {
             .expect("a session's descriptions lock is never poisoned")
     }
 
-    /// Runs the reporting query of `portal` at its first `Execute` and sends up to `max_rows`
-    /// of its rows (all when 0), then `PortalSuspended` while rows remain, or `SELECT n` after
-    /// the last; a later `Execute` of the portal sends on from there.
-    async fn execute_select<C>(
+    /// The parameter types (those the client `declared`, else those described) and result
+    /// columns in `formats` of a statement that returns rows from the shards or the metadata
+    /// database; `None` for any other statement.
+    async fn describe_rows(
+        &self,
+        statement: &Prepared,
+        declared: &[Option<Type>],
+        formats: Option<&Format>,
+    ) -> PgWireResult<Option<(Vec<Type>, Vec<FieldInfo>)>> {
+        Ok(Some(match statement {
+            Prepared::One(Statement::Select(sql)) => {
+                let description = self.description(sql).await?;
+                let parameters = select::parameter_types(&description, declared);
+                (parameters, select::fields(&description.columns, formats))
+            }
+            Prepared::One(Statement::Catalog(sql)) => {
+                let description = self.services.metadata.describe(sql).await?;
+                (description.parameter_types(declared), description.fields(formats))
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Starts the rows of `portal`, a reporting query over the shards or a catalog query.
+    async fn start_rows(&self, portal: &Portal<Arc<Prepared>>) -> PgWireResult<QueryResponse> {
+        let parameters = Parameters {
+            values: &portal.parameters,
+            format: &portal.parameter_format,
+            types: &portal.statement.parameter_types,
+        };
+        let formats = &portal.result_column_format;
+        match portal.statement.statement.as_ref() {
+            Prepared::One(Statement::Catalog(sql)) => {
+                self.services.metadata.run(sql, &parameters, formats).await
+            }
+            Prepared::One(Statement::Select(sql)) => {
+                let description = self.description(sql).await?;
+                let params = json_parameters(&parameters, &description.parameters)?;
+                select::start(self.services.gateway.queries(), sql, params, formats).await
+            }
+            _ => Err(refused(errors::SYNTAX_ERROR, "the portal is not a query")),
+        }
+    }
+
+    /// Starts the query of `portal` at its first `Execute` and sends up to `max_rows` of its
+    /// rows (all when 0), then `PortalSuspended` while rows remain, or `SELECT n` after the
+    /// last; a later `Execute` of the portal sends on from there.
+    async fn execute_rows<C>(
         &self,
         client: &mut C,
         portal: &Portal<Arc<Prepared>>,
-        sql: &str,
         max_rows: usize,
     ) -> PgWireResult<()>
     where
@@ -157,16 +200,7 @@ impl Session {
         let state = portal.state();
         let mut state = state.lock().await;
         if matches!(*state, PortalExecutionState::Initial) {
-            let description = self.description(sql).await?;
-            let parameters = Parameters {
-                values: &portal.parameters,
-                format: &portal.parameter_format,
-                types: &portal.statement.parameter_types,
-            };
-            let params = json_parameters(&parameters, &description.parameters)?;
-            let queries = self.services.gateway.queries();
-            let answer = select::start(queries, sql, params, &portal.result_column_format).await?;
-            *state = PortalExecutionState::Suspended(answer);
+            *state = PortalExecutionState::Suspended(self.start_rows(portal).await?);
         }
         let PortalExecutionState::Suspended(answer) = &mut *state else {
             let tag = Tag::new("SELECT").with_rows(0);
@@ -288,6 +322,12 @@ impl Session {
             )?,
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
             Statement::Select(sql) => select::run(self.services.gateway.queries(), sql).await?,
+            Statement::Catalog(sql) => Response::Query(
+                self.services
+                    .metadata
+                    .run(sql, parameters, &Format::UnifiedText)
+                    .await?,
+            ),
             Statement::Unsupported(what) => return Err(errors::not_supported(what)),
             Statement::Redirected { what, hint } => return Err(errors::redirected(what, hint)),
         })
@@ -622,14 +662,8 @@ impl ExtendedQueryHandler for Session {
             types: &portal.statement.parameter_types,
         };
         match portal.statement.statement.as_ref() {
-            Prepared::One(Statement::Select(sql)) => {
-                let answer = select::start(
-                    self.services.gateway.queries(),
-                    sql,
-                    Vec::new(),
-                    &Format::UnifiedText,
-                );
-                Ok(Response::Query(answer.await?))
+            Prepared::One(Statement::Select(_) | Statement::Catalog(_)) => {
+                Ok(Response::Query(self.start_rows(portal).await?))
             }
             Prepared::One(statement) => {
                 self.execute(statement, &portal.result_column_format, &parameters)
@@ -654,11 +688,12 @@ impl ExtendedQueryHandler for Session {
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
-            && let Prepared::One(Statement::Select(sql)) = portal.statement.statement.as_ref()
+            && let Prepared::One(Statement::Select(_) | Statement::Catalog(_)) =
+                portal.statement.statement.as_ref()
         {
             let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
             return self
-                .execute_select(client, &portal, sql, max_rows)
+                .execute_rows(client, &portal, max_rows)
                 .await
                 .inspect_err(|_| self.fail_block());
         }
@@ -705,12 +740,9 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Prepared::One(Statement::Select(sql)) = target.statement.as_ref() {
-            let description = self.description(sql).await?;
-            return Ok(DescribeStatementResponse::new(
-                select::parameter_types(&description, &target.parameter_types),
-                select::fields(&description.columns, None),
-            ));
+        let declared = &target.parameter_types;
+        if let Some((parameters, fields)) = self.describe_rows(&target.statement, declared, None).await? {
+            return Ok(DescribeStatementResponse::new(parameters, fields));
         }
         let fields = self.parser.get_result_schema(&target.statement, None)?;
         let ours = self.parser.get_parameter_types(&target.statement)?;
@@ -735,12 +767,10 @@ impl ExtendedQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let formats = &target.result_column_format;
-        if let Prepared::One(Statement::Select(sql)) = target.statement.statement.as_ref() {
-            let description = self.description(sql).await?;
-            return Ok(DescribePortalResponse::new(select::fields(
-                &description.columns,
-                Some(formats),
-            )));
+        let declared = &target.statement.parameter_types;
+        let statement = &target.statement.statement;
+        if let Some((_, fields)) = self.describe_rows(statement, declared, Some(formats)).await? {
+            return Ok(DescribePortalResponse::new(fields));
         }
         let fields = self
             .parser

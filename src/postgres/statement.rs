@@ -6,9 +6,13 @@ use super::errors::refused;
 use crate::schema::TableSchema;
 use crate::schema::decode::copy::{CopyFormat, CopyKind};
 use pgwire::error::PgWireResult;
-use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget};
+use sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectNamePart, TableFactor,
+    Visit, Visitor,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
 
 /// One statement of a query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,9 @@ pub enum Statement {
     SelectVersion,
     /// Any other `SELECT`: a reporting query over the shards, as written.
     Select(String),
+    /// A query that reads only the system catalogs and session functions (what psql's `\d`,
+    /// JDBC's `DatabaseMetaData` and BI tools ask), as written: the catalog database answers it.
+    Catalog(String),
     /// A statement shardgate does not carry out, named for the error.
     Unsupported(String),
     /// A statement shardgate does not carry out here, named, with where to go instead.
@@ -222,11 +229,79 @@ pub fn classify(sql: &str) -> Result<Statement, String> {
             all: word(1) == "all" || (word(1) == "prepare" && word(2) == "all"),
         },
         "select" => select(sql),
+        "with" | "table" | "values" if reads_only_catalogs(sql) => Statement::Catalog(sql.to_string()),
         "copy" => copy(sql)?,
         "insert" => insert(sql)?,
         "" => Statement::Unsupported("an empty statement".into()),
         other => Statement::Unsupported(other.to_ascii_uppercase()),
     })
+}
+
+/// Whether `sql` is one query whose every table is a system catalog (`pg_catalog`,
+/// `information_schema`, or an unqualified `pg_*` name) or a name its `WITH` binds, and which
+/// otherwise reads only set-returning functions (`generate_series`, `unnest`), including no
+/// table at all (`SELECT current_schema()`). A query the parser cannot read counts when it
+/// names `pg_catalog.` or `information_schema.`.
+fn reads_only_catalogs(sql: &str) -> bool {
+    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => {
+            let [sqlparser::ast::Statement::Query(_)] = statements.as_slice() else {
+                return false;
+            };
+            let mut tables = CatalogTables::default();
+            statements.visit(&mut tables).is_continue()
+        }
+        Err(_) => {
+            let lower = sql.to_ascii_lowercase();
+            lower.contains("pg_catalog.") || lower.contains("information_schema.")
+        }
+    }
+}
+
+/// Walks a query's tables, stopping at the first that is not a system catalog.
+#[derive(Default)]
+struct CatalogTables {
+    /// Names the query's `WITH` clauses bind.
+    bound: Vec<String>,
+}
+
+impl Visitor for CatalogTables {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            let names = with
+                .cte_tables
+                .iter()
+                .map(|cte| cte.alias.name.value.to_ascii_lowercase());
+            self.bound.extend(names);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, table: &TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, args: None, .. } = table else {
+            return ControlFlow::Continue(());
+        };
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|part| match part {
+                ObjectNamePart::Identifier(ident) => ident.value.to_ascii_lowercase(),
+                other => other.to_string().to_ascii_lowercase(),
+            })
+            .collect();
+        let catalog = match parts.as_slice() {
+            [schema, _] => schema == "pg_catalog" || schema == "information_schema",
+            [name] => name.starts_with("pg_") || self.bound.contains(name),
+            _ => false,
+        };
+        if catalog {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
 }
 
 /// `SET` of one parameter; `SET TIME ZONE x` is `SET timezone = x`.
@@ -267,7 +342,7 @@ fn unquote(value: &str) -> String {
         .map_or_else(|| value.to_string(), |v| v.replace("''", "'"))
 }
 
-/// The `SELECT`s a connection check sends; any other is refused until reads are served.
+/// A `SELECT`: a connection check or `version()`, answered here; a catalog query; else a report.
 fn select(sql: &str) -> Statement {
     let body = sql.trim().trim_end_matches(';').trim()[6..].trim();
     let (value, label) = match body.split_once(|c: char| c.is_ascii_whitespace()) {
@@ -287,6 +362,9 @@ fn select(sql: &str) -> Statement {
     }
     if body.eq_ignore_ascii_case("version()") || body.eq_ignore_ascii_case("pg_catalog.version()") {
         return Statement::SelectVersion;
+    }
+    if reads_only_catalogs(sql) {
+        return Statement::Catalog(sql.to_string());
     }
     Statement::Select(sql.to_string())
 }

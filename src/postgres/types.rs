@@ -49,6 +49,23 @@ pub fn binary_as_text(bytes: &[u8], declared: &Type) -> Option<String> {
     if [Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::JSON, Type::UNKNOWN].contains(declared) {
         return String::from_utf8(bytes.to_vec()).ok();
     }
+    if [
+        Type::OID,
+        Type::REGCLASS,
+        Type::REGTYPE,
+        Type::REGPROC,
+        Type::XID,
+        Type::CID,
+    ]
+    .contains(declared)
+    {
+        return <[u8; 4]>::try_from(bytes)
+            .ok()
+            .map(|b| u32::from_be_bytes(b).to_string());
+    }
+    if *declared == Type::CHAR {
+        return bytes.first().map(|&b| char::from(b).to_string());
+    }
     if *declared == Type::TIMESTAMP {
         return Some(crate::pgtype::output_text(ColumnType::Timestamptz, bytes));
     }

@@ -95,6 +95,40 @@ pub fn create_table_sql(table: &TableSchema) -> String {
     )
 }
 
+/// `CREATE TABLE` for `table` as users see it, for the metadata database that answers
+/// catalog queries: its declared columns with their types, `NOT NULL` and `now()` defaults,
+/// its id as primary key, and a comment naming its partition key; no hidden columns.
+pub fn user_facing_table_sql(table: &TableSchema) -> String {
+    let mut parts: Vec<String> = expected_columns(table)
+        .iter()
+        .zip(&table.columns)
+        .map(|(expected, column)| {
+            let mut part = format!("{} {}", quote_ident(&expected.name), expected.sql_type);
+            if expected.not_null {
+                part.push_str(" NOT NULL");
+            }
+            if column.default == Some(DefaultValue::Now) {
+                part.push_str(" DEFAULT now()");
+            }
+            part
+        })
+        .collect();
+    if let Some(id) = table.id {
+        parts.push(format!("PRIMARY KEY ({})", quote_ident(&table.columns[id].name)));
+    }
+    let key: Vec<&str> = table
+        .partition_key
+        .iter()
+        .map(|&i| table.columns[i].name.as_str())
+        .collect();
+    format!(
+        "CREATE TABLE {name} ({columns}); COMMENT ON TABLE {name} IS 'sharded by shardgate on ({key})'",
+        name = quote_ident(&table.name),
+        columns = parts.join(", "),
+        key = key.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +159,16 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS \"events\" (\"event_id\" uuid NOT NULL, \"tenant_id\" text NOT NULL, \
              \"ts\" timestamp with time zone NOT NULL DEFAULT now(), \"payload\" jsonb, \
              \"_sg_hash\" bigint NOT NULL, PRIMARY KEY (\"event_id\"))"
+        );
+    }
+
+    #[test]
+    fn the_user_facing_table_has_no_hidden_column_and_names_its_key() {
+        assert_eq!(
+            user_facing_table_sql(&events()),
+            "CREATE TABLE \"events\" (\"event_id\" uuid NOT NULL, \"tenant_id\" text NOT NULL, \
+             \"ts\" timestamp with time zone NOT NULL DEFAULT now(), \"payload\" jsonb, \
+             PRIMARY KEY (\"event_id\")); COMMENT ON TABLE \"events\" IS 'sharded by shardgate on (tenant_id)'"
         );
     }
 

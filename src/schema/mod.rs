@@ -12,7 +12,7 @@ pub use crate::pgtype::{
 };
 pub use ddl::{
     EPOCH_COLUMN, ExpectedColumn, HASH_COLUMN, QUIET_SETUP_SQL, add_epoch_column_sql, create_table_sql,
-    expected_columns, hidden_columns,
+    expected_columns, hidden_columns, user_facing_table_sql,
 };
 
 use crate::config::{AckMode, ColumnConfig, TableConfig};

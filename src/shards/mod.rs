@@ -433,6 +433,7 @@ fn pool(
 ) -> Result<Pool, ShardError> {
     build_pool(&PoolSettings {
         url: &endpoint.url,
+        database: None,
         max_size,
         connect_timeout: settings.connect_timeout,
         wait_timeout,

@@ -3,6 +3,7 @@
 // Run: java -cp postgresql.jar JdbcReads.java URL USER PASSWORD
 
 import java.sql.Connection;
+import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -13,6 +14,7 @@ public class JdbcReads {
     public static void main(String[] args) throws Exception {
         try (Connection connection = DriverManager.getConnection(args[0], args[1], args[2])) {
             metadata(connection);
+            schema(connection.getMetaData());
             connection.setAutoCommit(false);
             fetchInPages(connection);
             connection.commit();
@@ -37,6 +39,29 @@ public class JdbcReads {
                 System.out.println("group " + rows.getString(1) + " " + rows.getLong(2) + " "
                         + rows.getBigDecimal(3) + " " + rows.getTimestamp(4).toInstant());
             }
+        }
+    }
+
+    /** The declared tables, their columns and keys, as a BI tool's navigator lists them. */
+    static void schema(DatabaseMetaData meta) throws SQLException {
+        StringBuilder tables = new StringBuilder("tables");
+        try (ResultSet rows = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
+            while (rows.next()) {
+                tables.append(' ').append(rows.getString("TABLE_NAME"));
+            }
+        }
+        System.out.println(tables);
+        StringBuilder columns = new StringBuilder("readings");
+        try (ResultSet rows = meta.getColumns(null, "public", "readings", "%")) {
+            while (rows.next()) {
+                columns.append(' ').append(rows.getString("COLUMN_NAME")).append(':')
+                        .append(rows.getString("TYPE_NAME")).append(':').append(rows.getString("IS_NULLABLE"));
+            }
+        }
+        System.out.println(columns);
+        try (ResultSet rows = meta.getPrimaryKeys(null, "public", "events")) {
+            rows.next();
+            System.out.println("key " + rows.getString("COLUMN_NAME"));
         }
     }
 

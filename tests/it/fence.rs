@@ -34,6 +34,7 @@ async fn a_bump_waits_for_batches_in_flight_then_refuses_the_old_epoch_and_takes
     let tls = TlsConfig::default();
     let pool = build_pool(&PoolSettings {
         url: &urls[1],
+        database: None,
         max_size: 2,
         connect_timeout: Duration::from_secs(5),
         wait_timeout: None,

@@ -304,7 +304,7 @@ async fn psycopg_binds_parameters_in_text_and_binary_and_reads_rows_back() {
 }
 
 #[tokio::test]
-async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_reuses_prepared_statements() {
+async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_lists_the_declared_tables() {
     let gate = TestServer::start("pg_read_jdbc", &listener(READINGS)).await;
     connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
     let addr = gate.server.postgres_addr().expect("the listener is on");
@@ -330,10 +330,57 @@ async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_reuses_prepared_stateme
             "columns device:text readings:int8 total:numeric latest:timestamptz",
             "group d1 3 9000000003 2026-05-02T00:00:00Z",
             "group d2 1 5 2026-06-01T00:00:00Z",
+            "tables events logs readings",
+            "readings device:text:NO seq:int4:NO level:int2:NO total:int8:NO value:float8:NO ok:bool:NO \
+             id:uuid:NO at:timestamptz:NO day:date:NO doc:jsonb:YES raw:bytea:YES",
+            "key event_id",
             "paged 2@1999-12-31 3@2026-05-02 4@2026-06-01",
             "counted 16",
             "refused 42P01",
         ]
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn psql_describes_the_declared_tables_without_their_hidden_columns() {
+    let gate = TestServer::start("pg_read_describe", &listener(READINGS)).await;
+    let output = Command::new("psql")
+        .arg(url(&gate, PASSWORD))
+        .args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", "\\dt", "-c", "\\d events", "-c", "\\d+ logs"])
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "List of relations\n\
+         Schema|Name|Type|Owner\n\
+         public|events|table|postgres\n\
+         public|logs|table|postgres\n\
+         public|readings|table|postgres\n\
+         (3 rows)\n\
+         Table \"public.events\"\n\
+         Column|Type|Collation|Nullable|Default\n\
+         event_id|uuid||not null|\n\
+         tenant_id|text||not null|\n\
+         event_type|text||not null|\n\
+         n|bigint||not null|\n\
+         ts|timestamp with time zone||not null|now()\n\
+         payload|jsonb|||\n\
+         score|double precision|||\n\
+         Indexes:\n    \"events_pkey\" PRIMARY KEY, btree (event_id)\n\
+         Table \"public.logs\"\n\
+         Column|Type|Collation|Nullable|Default|Storage|Compression|Stats target|Description\n\
+         source|text||not null||extended|||\n\
+         line|text||not null||extended|||\n\
+         Access method: heap\n",
+        "the declared tables as declared: no _sg_hash, no _sg_epoch, no internal tables"
     );
     gate.stop().await;
 }

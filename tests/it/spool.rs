@@ -40,6 +40,7 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
     let tls = TlsConfig::default();
     let pool = build_pool(&PoolSettings {
         url: &url,
+        database: None,
         max_size: 2,
         connect_timeout: Duration::from_secs(5),
         wait_timeout: None,

@@ -188,3 +188,37 @@ fn returning_names_columns_labels_and_stars() {
         ]
     );
 }
+
+#[test]
+fn queries_of_the_system_catalogs_are_told_from_reports() {
+    let catalog = [
+        "SELECT current_schema()",
+        "select pg_catalog.current_setting('search_path')",
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname OPERATOR(pg_catalog.~) '^(events)$' COLLATE pg_catalog.default ORDER BY 2, 3",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+        "SELECT oid, typname FROM pg_type WHERE typname = ANY($1)",
+        "WITH t AS (SELECT 1) SELECT * FROM pg_class",
+        "WITH RECURSIVE t(oid) AS (SELECT oid FROM pg_type) SELECT * FROM t",
+        "SELECT typname FROM pg_catalog.pg_type LEFT JOIN (SELECT ns.oid, r.r FROM pg_namespace AS ns \
+         JOIN (SELECT s.r FROM generate_series(1, 3) AS s(r)) AS r ON true) AS sp ON sp.oid = typnamespace",
+    ];
+    for sql in catalog {
+        assert_eq!(
+            classify(sql).unwrap(),
+            Statement::Catalog(sql.to_string()),
+            "{sql}"
+        );
+    }
+    let reports = [
+        "SELECT count(*) FROM events",
+        "SELECT * FROM events WHERE tenant_id IN (SELECT relname FROM pg_class)",
+        "SELECT 1",
+        "WITH t AS (SELECT * FROM events) SELECT * FROM t",
+        "SELECT * FROM public.pg_events",
+    ];
+    for sql in reports {
+        assert!(!matches!(classify(sql).unwrap(), Statement::Catalog(_)), "{sql}");
+    }
+}
