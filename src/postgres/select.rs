@@ -14,23 +14,28 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response};
 use pgwire::error::{PgWireError, PgWireResult};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs `sql` on the shards and answers its rows in text form: a simple-protocol query.
-pub async fn run(queries: &QueryEngine, sql: &str) -> PgWireResult<Response> {
-    Ok(Response::Query(
-        start(queries, sql, Vec::new(), &Format::UnifiedText).await?,
-    ))
+pub async fn run(queries: &QueryEngine, sql: &str, timeout: Option<Duration>) -> PgWireResult<Response> {
+    let answer = start(queries, sql, Vec::new(), &Format::UnifiedText, timeout).await?;
+    Ok(Response::Query(answer))
 }
 
-/// Starts `sql` with `params` on the shards; its rows are encoded in `formats` (per column)
-/// as they are merged, so a large answer streams with bounded memory.
+/// Starts `sql` with `params` on the shards, within the session's statement `timeout` if it
+/// set one; its rows are encoded in `formats` (per column) as they are merged, so a large
+/// answer streams with bounded memory.
 pub async fn start(
     queries: &QueryEngine,
     sql: &str,
     params: Vec<serde_json::Value>,
     formats: &Format,
+    timeout: Option<Duration>,
 ) -> PgWireResult<QueryResponse> {
-    let answer = queries.run(sql, params).await.map_err(query_error)?;
+    let answer = queries
+        .run_within(sql, params, timeout)
+        .await
+        .map_err(query_error)?;
     let fields = Arc::new(fields(&answer.columns, Some(formats)));
     let columns: Vec<(ResultType, FieldFormat)> = answer
         .columns
@@ -121,4 +126,43 @@ fn query_error(error: QueryError) -> PgWireError {
         QueryError::Busy { .. } => errors::INSUFFICIENT_RESOURCES,
     };
     refused(code, error.to_string())
+}
+
+/// A `statement_timeout` as Postgres reads it: a number of milliseconds, or a number with a
+/// unit (`us`, `ms`, `s`, `min`, `h`, `d`); `None` for 0, which turns it off.
+pub fn statement_timeout(value: &str) -> Result<Option<Duration>, String> {
+    let value = value.trim();
+    let invalid = || format!("invalid value for parameter \"statement_timeout\": \"{value}\"");
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    let millis = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(invalid()),
+    };
+    let duration = Duration::try_from_secs_f64(number * millis / 1000.0).map_err(|_| invalid())?;
+    Ok((!duration.is_zero()).then_some(duration))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_timeouts_are_read_as_postgres_reads_them() {
+        let read = |value: &str| statement_timeout(value).map(|t| t.map(|t| t.as_millis()));
+        assert_eq!(read("2500"), Ok(Some(2500)));
+        assert_eq!(read("1.5s"), Ok(Some(1500)));
+        assert_eq!(read("2 min"), Ok(Some(120_000)));
+        assert_eq!(read("0"), Ok(None));
+        assert!(read("soon").unwrap_err().contains("\"soon\""));
+        assert!(read("5 weeks").is_err());
+    }
 }

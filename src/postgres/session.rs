@@ -112,6 +112,12 @@ impl Session {
             .expect("a session's block lock is never poisoned") = block;
     }
 
+    /// The `statement_timeout` the session set, if any (validated when set).
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let value = self.parameters().get("statement_timeout").cloned()?;
+        select::statement_timeout(&value).ok().flatten()
+    }
+
     /// The parameter and column types of the reporting query `sql`, asked of a shard the first
     /// time this session describes it.
     async fn description(&self, sql: &str) -> PgWireResult<Arc<Description>> {
@@ -174,7 +180,8 @@ impl Session {
             Prepared::One(Statement::Select(sql)) => {
                 let description = self.description(sql).await?;
                 let params = json_parameters(&parameters, &description.parameters)?;
-                select::start(self.services.gateway.queries(), sql, params, formats).await
+                let queries = self.services.gateway.queries();
+                select::start(queries, sql, params, formats, self.statement_timeout()).await
             }
             _ => Err(refused(errors::SYNTAX_ERROR, "the portal is not a query")),
         }
@@ -287,6 +294,9 @@ impl Session {
             }
             Statement::Insert(insert) => self.insert(insert, parameters, formats).await?,
             Statement::Set { name, value } => {
+                if name == "statement_timeout" {
+                    select::statement_timeout(value).map_err(|e| refused("22023", e))?;
+                }
                 self.parameters().insert(name.clone(), value.clone());
                 Response::Execution(Tag::new("SET"))
             }
@@ -321,7 +331,10 @@ impl Session {
                 format,
             )?,
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
-            Statement::Select(sql) => select::run(self.services.gateway.queries(), sql).await?,
+            Statement::Select(sql) => {
+                let queries = self.services.gateway.queries();
+                select::run(queries, sql, self.statement_timeout()).await?
+            }
             Statement::Catalog(sql) => Response::Query(
                 self.services
                     .metadata

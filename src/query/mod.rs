@@ -227,6 +227,20 @@ impl QueryEngine {
     /// answer's columns and its rows as they are merged. Errors found before the first row (a
     /// refused query, a shard down or timing out on an aggregate) come back here.
     pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
+        self.run_within(sql, params, None).await
+    }
+
+    /// [`QueryEngine::run`] with a statement timeout of the caller's (a Postgres session's
+    /// `statement_timeout`): the shorter of it and `query.statement_timeout` applies.
+    pub async fn run_within(
+        &self,
+        sql: &str,
+        params: Vec<serde_json::Value>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<QueryStream, QueryError> {
+        let timeout = timeout.map_or(self.limits.statement_timeout, |t| {
+            t.min(self.limits.statement_timeout)
+        });
         let Planned {
             plan,
             set,
@@ -248,7 +262,7 @@ impl QueryEngine {
                 })
                 .collect(),
             numbers: rendered.parameters.clone(),
-            timeout: self.limits.statement_timeout,
+            timeout,
             time_zone: self.limits.time_zone.clone(),
         });
         if let Some(&unprepared) = targets.iter().find(|&&t| !set.get(t).is_prepared()) {

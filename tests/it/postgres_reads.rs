@@ -384,3 +384,45 @@ async fn psql_describes_the_declared_tables_without_their_hidden_columns() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_statement_timeout_stops_a_report_with_57014() {
+    let gate = TestServer::start("pg_read_timeout", &listener(READINGS)).await;
+    let client = connect(&gate).await;
+    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let bad = client
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+    client
+        .batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let locker = crate::common::connect(&gate.shard_urls[1]).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let stopped = client
+        .simple_query("SELECT device, count(*) FROM readings GROUP BY 1")
+        .await
+        .unwrap_err();
+    let stopped = stopped.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        (stopped.code(), stopped.message()),
+        (
+            &SqlState::QUERY_CANCELED,
+            "shard s1 did not answer within the statement timeout"
+        )
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the session's 300 ms, not query.statement_timeout's 30 s: {:?}",
+        started.elapsed()
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one_value(&client, "SELECT count(*) FROM readings").await, "4");
+    gate.stop().await;
+}
