@@ -16,7 +16,8 @@ use super::errors;
 use super::session::{Prepared, Session};
 use futures_util::{SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::{ClientInfo, NoopHandler, PgWireConnectionState};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::{ClientInfo, PgWireConnectionState};
 use pgwire::error::ErrorInfo;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
@@ -48,6 +49,8 @@ pub struct Handlers<A> {
     pub startup: Arc<A>,
     /// Carries out its statements and COPYs.
     pub session: Arc<Session>,
+    /// Passes a `CancelRequest` to the session it names.
+    pub cancels: Arc<DefaultCancelHandler>,
 }
 
 /// Why a session ended on the server's side, told to the client as Postgres tells it.
@@ -164,7 +167,7 @@ where
         handlers.session.clone(),
         handlers.session.clone(),
         handlers.session.clone(),
-        Arc::new(NoopHandler),
+        handlers.cancels.clone(),
     )
     .await;
     if let Err(error) = handled {

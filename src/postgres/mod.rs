@@ -28,9 +28,11 @@ mod types;
 use crate::config::PostgresConfig;
 use crate::gateway::Gateway;
 use auth::{Users, server_parameters};
+use pgwire::api::ConnectionManager;
 use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::ScramAuth;
+use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::tokio::TlsAcceptor;
 use session::Session;
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub struct PostgresListener {
     tls: Option<(TlsAcceptor, Vec<u8>)>,
     sessions: Arc<Semaphore>,
     idle_timeout: Duration,
+    /// Each logged-in session's process id and secret key, for `CancelRequest`s.
+    connections: Arc<ConnectionManager>,
 }
 
 impl PostgresListener {
@@ -90,6 +94,7 @@ impl PostgresListener {
             tls,
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             idle_timeout: config.idle_timeout,
+            connections: Arc::new(ConnectionManager::new()),
         })
     }
 
@@ -128,6 +133,7 @@ impl PostgresListener {
         let handlers = connection::Handlers {
             startup: Arc::new(self.startup_handler()),
             session: Arc::new(Session::new(self.services.clone())),
+            cancels: Arc::new(DefaultCancelHandler::new(self.connections.clone())),
         };
         let tls = self.tls.as_ref().map(|(acceptor, _)| acceptor.clone());
         let idle_timeout = self.idle_timeout;
@@ -146,7 +152,9 @@ impl PostgresListener {
             // and used by rustls already, so it parses here too.
             let _ = scram.configure_certificate(cert);
         }
-        SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram)
+        SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+            .with_scram(scram)
+            .with_connection_manager(self.connections.clone())
     }
 }
 

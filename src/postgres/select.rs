@@ -9,31 +9,41 @@ use super::types::parameter_type;
 use crate::query::value::ResultType;
 use crate::query::{Description, QueryEngine, QueryError, QueryStream};
 use futures_util::stream;
-use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::{ConnectionHandle, Type};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `sql` on the shards and answers its rows in text form: a simple-protocol query.
-pub async fn run(queries: &QueryEngine, sql: &str, timeout: Option<Duration>) -> PgWireResult<Response> {
-    let answer = start(queries, sql, Vec::new(), &Format::UnifiedText, timeout).await?;
+pub async fn run(queries: &QueryEngine, sql: &str, bounds: Bounds) -> PgWireResult<Response> {
+    let answer = start(queries, sql, Vec::new(), &Format::UnifiedText, bounds).await?;
     Ok(Response::Query(answer))
 }
 
-/// Starts `sql` with `params` on the shards, within the session's statement `timeout` if it
-/// set one; its rows are encoded in `formats` (per column) as they are merged, so a large
-/// answer streams with bounded memory.
+/// What a session bounds its queries with.
+#[derive(Default, Clone)]
+pub struct Bounds {
+    /// Its `statement_timeout`, if it set one.
+    pub timeout: Option<Duration>,
+    /// Its connection's handle, which a `CancelRequest` naming it fires.
+    pub cancel: Option<Arc<ConnectionHandle>>,
+}
+
+/// Starts `sql` with `params` on the shards within `bounds`; its rows are encoded in
+/// `formats` (per column) as they are merged, so a large answer streams with bounded memory.
+/// A `CancelRequest` stops the rows between two of them with `57014`.
 pub async fn start(
     queries: &QueryEngine,
     sql: &str,
     params: Vec<serde_json::Value>,
     formats: &Format,
-    timeout: Option<Duration>,
+    bounds: Bounds,
 ) -> PgWireResult<QueryResponse> {
     let answer = queries
-        .run_within(sql, params, timeout)
+        .run_within(sql, params, bounds.timeout)
         .await
         .map_err(query_error)?;
     let fields = Arc::new(fields(&answer.columns, Some(formats)));
@@ -43,17 +53,62 @@ pub async fn start(
         .enumerate()
         .map(|(i, (_, ty))| (*ty, format_of(Some(formats), i)))
         .collect();
-    let rows = stream::unfold(answer, move |mut answer: QueryStream| {
-        let columns = columns.clone();
-        async move {
-            match answer.next_row().await {
-                Ok(Some(row)) => Some((Ok(encode_row(&row, &columns)), answer)),
-                Ok(None) => None,
-                Err(e) => Some((Err(query_error(e)), answer)),
+    let streaming = Streaming {
+        answer,
+        columns,
+        cancel: bounds.cancel,
+        signal: None,
+        done: false,
+    };
+    Ok(QueryResponse::new(
+        fields,
+        stream::unfold(streaming, Streaming::next),
+    ))
+}
+
+/// An answer being sent.
+struct Streaming {
+    answer: QueryStream,
+    columns: Vec<(ResultType, FieldFormat)>,
+    /// The connection's handle, until the first row asks it for a cancel signal.
+    cancel: Option<Arc<ConnectionHandle>>,
+    /// Fires when a `CancelRequest` names the connection.
+    signal: Option<futures_channel::oneshot::Receiver<()>>,
+    done: bool,
+}
+
+impl Streaming {
+    /// The next row, encoded, or the error that ends the answer.
+    async fn next(mut self) -> Option<(PgWireResult<DataRow>, Streaming)> {
+        if self.done {
+            return None;
+        }
+        if let Some(handle) = self.cancel.take() {
+            // Asked once the query has started: the query handler's own signal is gone.
+            self.signal = Some(handle.start_query().await);
+        }
+        if let Some(signal) = &mut self.signal {
+            match signal.try_recv() {
+                Ok(Some(())) => {
+                    self.done = true;
+                    return Some((Err(PgWireError::QueryCanceled), self));
+                }
+                Ok(None) => {}
+                Err(_) => self.signal = None,
             }
         }
-    });
-    Ok(QueryResponse::new(fields, rows))
+        match self.answer.next_row().await {
+            Ok(Some(row)) => {
+                let row = encode_row(&row, &self.columns);
+                Some((Ok(row), self))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some((Err(query_error(e)), self))
+            }
+        }
+    }
 }
 
 /// The parameters and result columns of `sql`, learned from one shard without running it.

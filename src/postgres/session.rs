@@ -33,7 +33,7 @@ use pgwire::api::results::{
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle, DEFAULT_NAME, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -78,6 +78,8 @@ pub struct Session {
     /// The parameter and column types of the reporting queries this session described, by
     /// their text: drivers that send every query unnamed describe it again each time.
     descriptions: Mutex<HashMap<String, Arc<Description>>>,
+    /// The connection's handle for `CancelRequest`s, once the session has run a statement.
+    connection: std::sync::OnceLock<Arc<ConnectionHandle>>,
     parser: Arc<SqlText>,
 }
 
@@ -94,6 +96,7 @@ impl Session {
             pipeline: tokio::sync::Mutex::new(Pending::default()),
             more_follows: std::sync::atomic::AtomicBool::new(false),
             descriptions: Mutex::default(),
+            connection: std::sync::OnceLock::new(),
             parser: Arc::new(SqlText { tables }),
         }
     }
@@ -112,10 +115,23 @@ impl Session {
             .expect("a session's block lock is never poisoned") = block;
     }
 
-    /// The `statement_timeout` the session set, if any (validated when set).
-    fn statement_timeout(&self) -> Option<std::time::Duration> {
-        let value = self.parameters().get("statement_timeout").cloned()?;
-        select::statement_timeout(&value).ok().flatten()
+    /// What bounds the session's queries: the `statement_timeout` it set, if any (validated
+    /// when set), and its connection's cancel handle.
+    fn bounds(&self) -> select::Bounds {
+        let timeout = self.parameters().get("statement_timeout").cloned();
+        select::Bounds {
+            timeout: timeout.and_then(|value| select::statement_timeout(&value).ok().flatten()),
+            cancel: self.connection.get().cloned(),
+        }
+    }
+
+    /// Keeps the connection's cancel handle, which pgwire registered at login.
+    fn remember_connection<C: ClientInfo>(&self, client: &C) {
+        if self.connection.get().is_none()
+            && let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>()
+        {
+            let _ = self.connection.set(handle.as_ref().clone());
+        }
     }
 
     /// The parameter and column types of the reporting query `sql`, asked of a shard the first
@@ -181,7 +197,7 @@ impl Session {
                 let description = self.description(sql).await?;
                 let params = json_parameters(&parameters, &description.parameters)?;
                 let queries = self.services.gateway.queries();
-                select::start(queries, sql, params, formats, self.statement_timeout()).await
+                select::start(queries, sql, params, formats, self.bounds()).await
             }
             _ => Err(refused(errors::SYNTAX_ERROR, "the portal is not a query")),
         }
@@ -207,7 +223,17 @@ impl Session {
         let state = portal.state();
         let mut state = state.lock().await;
         if matches!(*state, PortalExecutionState::Initial) {
-            *state = PortalExecutionState::Suspended(self.start_rows(portal).await?);
+            let started = match self.connection.get() {
+                Some(handle) => {
+                    let canceled = handle.start_query().await;
+                    tokio::select! {
+                        started = self.start_rows(portal) => started,
+                        Ok(()) = canceled => Err(PgWireError::QueryCanceled),
+                    }
+                }
+                None => self.start_rows(portal).await,
+            };
+            *state = PortalExecutionState::Suspended(started?);
         }
         let PortalExecutionState::Suspended(answer) = &mut *state else {
             let tag = Tag::new("SELECT").with_rows(0);
@@ -333,7 +359,7 @@ impl Session {
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
             Statement::Select(sql) => {
                 let queries = self.services.gateway.queries();
-                select::run(queries, sql, self.statement_timeout()).await?
+                select::run(queries, sql, self.bounds()).await?
             }
             Statement::Catalog(sql) => Response::Query(
                 self.services
@@ -526,12 +552,13 @@ where
 
 #[async_trait]
 impl SimpleQueryHandler for Session {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.remember_connection(client);
         let mut responses = Vec::new();
         for sql in statement::split(query) {
             let outcome = match statement::classify(sql) {
@@ -699,6 +726,7 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.remember_connection(client);
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
             && let Prepared::One(Statement::Select(_) | Statement::Catalog(_)) =

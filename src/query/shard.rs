@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
 use futures_util::{TryStreamExt, pin_mut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -167,8 +168,23 @@ fn check_parameters(statement: &ShardStatement, types: &[Type]) -> Result<(), Qu
     Ok(())
 }
 
+/// Runs the shard's part until it is done, or until the merge is gone (its client cancelled
+/// or left, or a LIMIT was reached): then the statement is cancelled on the shard, so the
+/// shard stops working on it at once rather than at the statement timeout.
 async fn read_shard(name: String, pool: Pool, statement: Arc<ShardStatement>, sender: mpsc::Sender<Message>) {
-    if let Err(e) = send_rows(&name, &pool, &statement, &sender).await {
+    let backend = AtomicI32::new(0);
+    let sent = match checkout(&name, &pool).await {
+        Ok(mut client) => tokio::select! {
+            sent = send_rows(&name, &mut client, &statement, &sender, &backend) => sent,
+            () = sender.closed() => {
+                // `client` stays checked out meanwhile: the cancel goes over another one.
+                stop_backend(&name, &pool, backend.load(Ordering::Relaxed)).await;
+                return;
+            }
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
         // The connection is back in the pool by now; a reader that never drains the buffer
         // finds it closed without this message.
         let _ = tokio::time::timeout(statement.timeout, sender.send(Message::Failed(e))).await;
@@ -191,16 +207,33 @@ async fn pass(
     }
 }
 
-/// Sends the result description, then the rows, then `Done` after the commit. Stops quietly
-/// when the merge no longer listens, and with an error when it stops taking rows.
+/// Cancels what shard `name`'s `backend` process (0: not known yet) runs, from another of its
+/// query connections.
+async fn stop_backend(name: &str, pool: &Pool, backend: i32) {
+    if backend == 0 {
+        return;
+    }
+    match checkout(name, pool).await {
+        Ok(client) => {
+            if let Err(e) = client.execute("SELECT pg_cancel_backend($1)", &[&backend]).await {
+                tracing::warn!(shard = name, error = %e, "could not cancel an abandoned query");
+            }
+        }
+        Err(e) => tracing::warn!(shard = name, error = %e, "could not cancel an abandoned query"),
+    }
+}
+
+/// Sends the result description, then the rows, then `Done` after the commit, over `client`; the shard's
+/// process id goes into `backend` as soon as it is known. Stops quietly when the merge no
+/// longer listens, and with an error when it stops taking rows.
 async fn send_rows(
     name: &str,
-    pool: &Pool,
+    client: &mut deadpool_postgres::Object,
     statement: &ShardStatement,
     sender: &mpsc::Sender<Message>,
+    backend: &AtomicI32,
 ) -> Result<(), QueryError> {
     let classify = |e| classify(name, e);
-    let mut client = checkout(name, pool).await?;
     let transaction = client
         .build_transaction()
         .read_only(true)
@@ -209,12 +242,17 @@ async fn send_rows(
         .map_err(classify)?;
     let timeout_ms = statement.timeout.as_millis();
     let time_zone = &statement.time_zone;
-    transaction
-        .batch_execute(&format!(
-            "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = '{time_zone}'"
+    let set_up = transaction
+        .simple_query(&format!(
+            "SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL TimeZone = '{time_zone}'; SELECT pg_backend_pid()"
         ))
         .await
         .map_err(classify)?;
+    let pid = set_up.iter().find_map(|message| match message {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|pid| pid.parse::<i32>().ok()),
+        _ => None,
+    });
+    backend.store(pid.unwrap_or(0), Ordering::Relaxed);
     let prepared = transaction.prepare(&statement.sql).await.map_err(classify)?;
     check_parameters(statement, prepared.params())?;
     let types: Vec<Type> = prepared.columns().iter().map(|c| c.type_().clone()).collect();

@@ -3,7 +3,7 @@
 //! rows at a time, psycopg's parameters and JDBC's fetch size and metadata. The oracle test
 //! in `query.rs` also runs its whole corpus through the listener.
 
-use crate::common::{TestServer, count_on};
+use crate::common::{TestServer, count_on, wait_for_lock_waiters};
 use crate::postgres::{PASSWORD, USER, connect, listener, one_value, psycopg, url};
 use tokio::process::Command;
 use tokio_postgres::SimpleQueryMessage;
@@ -424,5 +424,63 @@ async fn a_session_statement_timeout_stops_a_report_with_57014() {
     );
     locker.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(one_value(&client, "SELECT count(*) FROM readings").await, "4");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_request_stops_a_waiting_report_on_every_shard_with_57014_by_either_protocol() {
+    let gate = TestServer::start("pg_read_cancel", &listener(READINGS)).await;
+    let client = connect(&gate).await;
+    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let locker = crate::common::connect(&gate.shard_urls[1]).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let prepared = client
+        .prepare("SELECT device, count(*) FROM readings WHERE seq > $1 GROUP BY 1")
+        .await
+        .unwrap();
+    for extended in [false, true] {
+        let started = std::time::Instant::now();
+        let canceller = client.cancel_token();
+        let locked_shard = gate.shard_urls[1].clone();
+        let cancel = tokio::spawn(async move {
+            wait_for_lock_waiters(&locked_shard, 1).await;
+            canceller.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        });
+        let stopped = if extended {
+            client.query(&prepared, &[&0i32]).await.map(|_| ()).unwrap_err()
+        } else {
+            client
+                .simple_query("SELECT device, count(*) FROM readings GROUP BY 1")
+                .await
+                .map(|_| ())
+                .unwrap_err()
+        };
+        cancel.await.unwrap();
+        let stopped = stopped.as_db_error().expect("an ErrorResponse");
+        assert_eq!(
+            (stopped.code(), stopped.message()),
+            (
+                &SqlState::QUERY_CANCELED,
+                "canceling statement due to user request"
+            ),
+            "extended protocol: {extended}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "stopped by the cancel, not by query.statement_timeout's 30 s: {:?}",
+            started.elapsed()
+        );
+        // The shard's part is cancelled too: nothing waits for the lock any more.
+        wait_for_lock_waiters(&gate.shard_urls[1], 0).await;
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        one_value(&client, "SELECT count(*) FROM readings").await,
+        "4",
+        "the session goes on after a cancel"
+    );
     gate.stop().await;
 }
