@@ -14,6 +14,7 @@ pub mod block;
 mod cells;
 mod connection;
 pub mod copy_in;
+mod copy_out;
 mod errors;
 mod insert;
 pub mod metadata;

@@ -4,16 +4,19 @@
 //! binary per column as they are merged, so a large answer streams with bounded memory.
 
 use super::cells::encode_row;
+use super::copy_out;
 use super::errors::{self, refused};
+use super::statement::CopyTo;
 use super::types::parameter_type;
+use crate::query::value::Cell;
 use crate::query::value::ResultType;
-use crate::query::{Description, QueryEngine, QueryError, QueryStream};
-use futures_util::stream;
+use crate::query::{Description, QueryEngine, QueryError, QueryStream, RunOptions};
+use futures_util::{Stream, StreamExt, stream};
 use pgwire::api::portal::Format;
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response};
 use pgwire::api::{ConnectionHandle, Type};
 use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::data::DataRow;
+use pgwire::messages::copy::CopyData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +45,12 @@ pub async fn start(
     formats: &Format,
     bounds: Bounds,
 ) -> PgWireResult<QueryResponse> {
+    let options = RunOptions {
+        timeout: bounds.timeout,
+        every_row: false,
+    };
     let answer = queries
-        .run_within(sql, params, bounds.timeout)
+        .run_with(sql, params, options)
         .await
         .map_err(query_error)?;
     let fields = Arc::new(fields(&answer.columns, Some(formats)));
@@ -53,23 +60,69 @@ pub async fn start(
         .enumerate()
         .map(|(i, (_, ty))| (*ty, format_of(Some(formats), i)))
         .collect();
+    let rows = streamed(answer, bounds.cancel, move |row| encode_row(row, &columns));
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// Runs the query of a `COPY ... TO STDOUT` within `bounds`, every row of it however many,
+/// and writes its rows as `COPY` lines as they are merged.
+pub async fn copy_out(queries: &QueryEngine, copy: &CopyTo, bounds: Bounds) -> PgWireResult<CopyResponse> {
+    let options = RunOptions {
+        timeout: bounds.timeout,
+        every_row: true,
+    };
+    let answer = queries
+        .run_with(&copy.query, Vec::new(), options)
+        .await
+        .map_err(query_error)?;
+    let columns = answer.columns.len();
+    // The header goes out with the first row, as the count of rows is one per message; alone
+    // only when there is no row.
+    let header = copy.header.then(|| {
+        let names: Vec<&str> = answer.columns.iter().map(|(name, _)| name.as_str()).collect();
+        copy_out::header(&names, &copy.format)
+    });
+    let header = Arc::new(std::sync::Mutex::new(header));
+    let unsent = header.clone();
+    let format = copy.format.clone();
+    let lines = streamed(answer, bounds.cancel, move |row| {
+        let mut line = take(&header).unwrap_or_default();
+        line.extend_from_slice(&copy_out::line(row, &format));
+        CopyData::new(line.into())
+    });
+    let lone_header = stream::once(async move { take(&unsent) })
+        .filter_map(|header| async move { header.map(|header| Ok(CopyData::new(header.into()))) });
+    Ok(CopyResponse::new(0, columns, lines.chain(lone_header)))
+}
+
+/// What `slot` holds, taken out of it.
+fn take(slot: &std::sync::Mutex<Option<Vec<u8>>>) -> Option<Vec<u8>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// The rows of `answer`, each encoded by `encode`, as they are merged; a `CancelRequest`
+/// naming the connection of `cancel` ends them with `57014`.
+fn streamed<T: Send + 'static>(
+    answer: QueryStream,
+    cancel: Option<Arc<ConnectionHandle>>,
+    encode: impl Fn(&[Cell]) -> T + Send + 'static,
+) -> impl Stream<Item = PgWireResult<T>> + Send + 'static {
     let streaming = Streaming {
         answer,
-        columns,
-        cancel: bounds.cancel,
+        encode,
+        cancel,
         signal: None,
         done: false,
     };
-    Ok(QueryResponse::new(
-        fields,
-        stream::unfold(streaming, Streaming::next),
-    ))
+    stream::unfold(streaming, Streaming::next)
 }
 
 /// An answer being sent.
-struct Streaming {
+struct Streaming<E> {
     answer: QueryStream,
-    columns: Vec<(ResultType, FieldFormat)>,
+    encode: E,
     /// The connection's handle, until the first row asks it for a cancel signal.
     cancel: Option<Arc<ConnectionHandle>>,
     /// Fires when a `CancelRequest` names the connection.
@@ -77,9 +130,9 @@ struct Streaming {
     done: bool,
 }
 
-impl Streaming {
+impl<T, E: Fn(&[Cell]) -> T> Streaming<E> {
     /// The next row, encoded, or the error that ends the answer.
-    async fn next(mut self) -> Option<(PgWireResult<DataRow>, Streaming)> {
+    async fn next(mut self) -> Option<(PgWireResult<T>, Self)> {
         if self.done {
             return None;
         }
@@ -99,8 +152,8 @@ impl Streaming {
         }
         match self.answer.next_row().await {
             Ok(Some(row)) => {
-                let row = encode_row(&row, &self.columns);
-                Some((Ok(row), self))
+                let encoded = (self.encode)(&row);
+                Some((Ok(encoded), self))
             }
             Ok(None) => None,
             Err(e) => {

@@ -361,6 +361,10 @@ impl Session {
                 let queries = self.services.gateway.queries();
                 select::run(queries, sql, self.bounds()).await?
             }
+            Statement::CopyTo(copy) => {
+                let queries = self.services.gateway.queries();
+                Response::CopyOut(select::copy_out(queries, copy, self.bounds()).await?)
+            }
             Statement::Catalog(sql) => Response::Query(
                 self.services
                     .metadata

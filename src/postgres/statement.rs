@@ -19,6 +19,8 @@ use std::ops::ControlFlow;
 pub enum Statement {
     /// `COPY table [(columns)] FROM STDIN [options]`.
     CopyFrom(CopyFrom),
+    /// `COPY (query) TO STDOUT [options]` or `COPY table [(columns)] TO STDOUT [options]`.
+    CopyTo(CopyTo),
     /// `INSERT INTO table [(columns)] VALUES (...), ... [ON CONFLICT DO NOTHING]`.
     Insert(Insert),
     /// `BEGIN` or `START TRANSACTION`.
@@ -76,6 +78,17 @@ pub struct CopyFrom {
     /// Text or CSV, with their options.
     pub format: CopyFormat,
     /// Whether the first record is a header to skip (`HEADER`).
+    pub header: bool,
+}
+
+/// A `COPY ... TO STDOUT`: the rows of a reporting query, written in text or CSV form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyTo {
+    /// The query whose rows are written (a table's are `SELECT [columns | *] FROM table`).
+    pub query: String,
+    /// Text or CSV, with their options.
+    pub format: CopyFormat,
+    /// Whether a header line of column names comes first (`HEADER`, CSV only).
     pub header: bool,
 }
 
@@ -383,29 +396,19 @@ fn copy(sql: &str) -> Result<Statement, String> {
     else {
         return Err(format!("not a COPY statement: {sql}"));
     };
-    let CopySource::Table { table_name, columns } = source else {
-        return Ok(Statement::Unsupported("COPY of a query".into()));
-    };
     if to {
-        return Ok(Statement::Unsupported("COPY TO".into()));
+        return copy_to(source, target, options, legacy_options);
     }
+    let CopySource::Table { table_name, columns } = source else {
+        return Ok(Statement::Unsupported("COPY of a query FROM".into()));
+    };
     if target != CopyTarget::Stdin {
         return Ok(Statement::Redirected {
             what: "COPY FROM a file or program",
             hint: "use COPY FROM STDIN, or psql's \\copy",
         });
     }
-    let mut chosen = CopyOptions::default();
-    for option in options_in(options, legacy_options)? {
-        chosen.apply(option)?;
-    }
-    let options = chosen;
-    let kind = options.kind;
-    let mut format = CopyFormat::new(kind);
-    format.delimiter = options.delimiter.unwrap_or(format.delimiter);
-    format.null = options.null.unwrap_or(format.null);
-    format.quote = options.quote.unwrap_or(format.quote);
-    format.escape = options.escape.unwrap_or(format.quote);
+    let (format, header) = copy_format(options, legacy_options)?;
     let table = table_name
         .0
         .last()
@@ -418,7 +421,59 @@ fn copy(sql: &str) -> Result<Statement, String> {
             .map(|c| unquote_identifier(&c.to_string()))
             .collect(),
         format,
-        header: options.header,
+        header,
+    }))
+}
+
+/// The format a `COPY`'s options ask for, and whether it has a header line.
+fn copy_format(
+    options: Vec<CopyOption>,
+    legacy_options: Vec<CopyLegacyOption>,
+) -> Result<(CopyFormat, bool), String> {
+    let mut chosen = CopyOptions::default();
+    for option in options_in(options, legacy_options)? {
+        chosen.apply(option)?;
+    }
+    let mut format = CopyFormat::new(chosen.kind);
+    format.delimiter = chosen.delimiter.unwrap_or(format.delimiter);
+    format.null = chosen.null.unwrap_or(format.null);
+    format.quote = chosen.quote.unwrap_or(format.quote);
+    format.escape = chosen.escape.unwrap_or(format.quote);
+    Ok((format, chosen.header))
+}
+
+/// A `COPY (query) TO STDOUT` or `COPY table [(columns)] TO STDOUT`, as the query whose rows
+/// it writes.
+fn copy_to(
+    source: CopySource,
+    target: CopyTarget,
+    options: Vec<CopyOption>,
+    legacy_options: Vec<CopyLegacyOption>,
+) -> Result<Statement, String> {
+    if target != CopyTarget::Stdout {
+        return Ok(Statement::Redirected {
+            what: "COPY TO a file or program",
+            hint: "use COPY TO STDOUT, or psql's \\copy",
+        });
+    }
+    let (format, header) = copy_format(options, legacy_options)?;
+    if format.kind == CopyKind::Binary {
+        return Ok(Statement::Unsupported("COPY TO in binary format".into()));
+    }
+    let query = match source {
+        CopySource::Query(query) => query.to_string(),
+        CopySource::Table { table_name, columns } if columns.is_empty() => {
+            format!("SELECT * FROM {table_name}")
+        }
+        CopySource::Table { table_name, columns } => {
+            let columns: Vec<String> = columns.iter().map(ToString::to_string).collect();
+            format!("SELECT {} FROM {table_name}", columns.join(", "))
+        }
+    };
+    Ok(Statement::CopyTo(CopyTo {
+        query,
+        format,
+        header,
     }))
 }
 

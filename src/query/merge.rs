@@ -42,12 +42,12 @@ pub struct OrderedMerge {
 }
 
 impl OrderedMerge {
-    /// Merges `inputs`; without LIMIT more than `cap` rows is an error.
-    pub fn new(plan: Arc<QueryPlan>, inputs: Vec<ShardRows>, cap: usize) -> OrderedMerge {
+    /// Merges `inputs`; without LIMIT more than `cap` rows (if any) is an error.
+    pub fn new(plan: Arc<QueryPlan>, inputs: Vec<ShardRows>, cap: Option<usize>) -> OrderedMerge {
         OrderedMerge {
             to_skip: plan.offset,
             left: plan.limit.unwrap_or(u64::MAX),
-            cap: plan.limit.is_none().then_some(cap),
+            cap: cap.filter(|_| plan.limit.is_none()),
             heads: inputs.iter().map(|_| None).collect(),
             inputs,
             plan,

@@ -146,6 +146,17 @@ pub struct Description {
     pub columns: Vec<(String, ResultType)>,
 }
 
+/// How a query runs beyond its SQL: what a Postgres session asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// The caller's statement timeout; the shorter of it and `query.statement_timeout`
+    /// applies.
+    pub timeout: Option<std::time::Duration>,
+    /// Every row, however many (`COPY ... TO`): rows without a LIMIT are not capped at
+    /// `query.max_rows` (groups still are, as they are held to be merged).
+    pub every_row: bool,
+}
+
 /// A merged answer whose rows are produced as they are merged.
 pub struct QueryStream {
     /// Output columns with their types.
@@ -227,20 +238,21 @@ impl QueryEngine {
     /// answer's columns and its rows as they are merged. Errors found before the first row (a
     /// refused query, a shard down or timing out on an aggregate) come back here.
     pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
-        self.run_within(sql, params, None).await
+        self.run_with(sql, params, RunOptions::default()).await
     }
 
-    /// [`QueryEngine::run`] with a statement timeout of the caller's (a Postgres session's
-    /// `statement_timeout`): the shorter of it and `query.statement_timeout` applies.
-    pub async fn run_within(
+    /// [`QueryEngine::run`] as `options` ask (a Postgres session's statement timeout, a COPY
+    /// that wants every row).
+    pub async fn run_with(
         &self,
         sql: &str,
         params: Vec<serde_json::Value>,
-        timeout: Option<std::time::Duration>,
+        options: RunOptions,
     ) -> Result<QueryStream, QueryError> {
-        let timeout = timeout.map_or(self.limits.statement_timeout, |t| {
+        let timeout = options.timeout.map_or(self.limits.statement_timeout, |t| {
             t.min(self.limits.statement_timeout)
         });
+        let row_cap = (!options.every_row).then_some(self.limits.max_rows);
         let Planned {
             plan,
             set,
@@ -248,7 +260,7 @@ impl QueryEngine {
             rendered,
             per_shard_limit,
             ..
-        } = self.plan(sql, &params)?;
+        } = self.plan(sql, &params, row_cap)?;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
         tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
@@ -291,7 +303,7 @@ impl QueryEngine {
             }
             Rows::Grouped(groups.into_iter())
         } else {
-            Rows::Merging(OrderedMerge::new(plan, inputs, self.limits.max_rows))
+            Rows::Merging(OrderedMerge::new(plan, inputs, row_cap))
         };
         Ok(QueryStream {
             columns,
@@ -313,7 +325,7 @@ impl QueryEngine {
             targets,
             rendered,
             ..
-        } = self.plan(sql, &placeholders)?;
+        } = self.plan(sql, &placeholders, Some(self.limits.max_rows))?;
         let index = *targets
             .first()
             .ok_or_else(|| Unsupported("the query has no shard to run on".into()))?;
@@ -352,7 +364,7 @@ impl QueryEngine {
             split_keys,
             rendered,
             ..
-        } = self.plan(sql, params)?;
+        } = self.plan(sql, params, Some(self.limits.max_rows))?;
         let merge = match (plan.aggregated, plan.order_by.is_empty()) {
             (true, _) => "groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT",
             (false, false) => "k-way merge on the ORDER BY keys, then OFFSET and LIMIT",
@@ -367,16 +379,23 @@ impl QueryEngine {
     }
 
     /// The checked plan, the set of shards it runs on, those it visits and the statement they
-    /// run.
-    fn plan(&self, sql: &str, params: &[serde_json::Value]) -> Result<Planned, QueryError> {
+    /// run; without a LIMIT each shard returns at most one row more than `row_cap` (any number
+    /// without a cap).
+    fn plan(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        row_cap: Option<usize>,
+    ) -> Result<Planned, QueryError> {
         let plan = Arc::new(plan_query(sql, params, &self.tables)?);
         let set = self.shards.load();
         let (targets, split_keys) = match prune::pruned_shards(&plan, params, &set.table) {
             Some(pruned) => (pruned.shards, pruned.split_keys),
             None => (set.table.shards_for_scatter(), Vec::new()),
         };
-        let per_shard_limit = match plan.limit {
-            Some(limit) if !plan.aggregated => limit + plan.offset,
+        let per_shard_limit = match (plan.limit, row_cap) {
+            (Some(limit), _) if !plan.aggregated => limit + plan.offset,
+            (None, None) if !plan.aggregated => i64::MAX as u64,
             _ => self.limits.max_rows as u64 + 1,
         };
         let rendered = render::render(&plan, per_shard_limit, &[]);

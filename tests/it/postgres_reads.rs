@@ -484,3 +484,80 @@ async fn a_cancel_request_stops_a_waiting_report_on_every_shard_with_57014_by_ei
     );
     gate.stop().await;
 }
+
+/// What `COPY ... TO STDOUT` writes on `client`, whole.
+async fn copied_out(client: &tokio_postgres::Client, sql: &str) -> String {
+    use futures_util::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = client
+        .copy_out(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .try_collect()
+        .await
+        .unwrap();
+    String::from_utf8(chunks.concat()).unwrap()
+}
+
+#[tokio::test]
+async fn copy_to_stdout_writes_what_postgres_writes_for_the_same_rows() {
+    let gate = TestServer::start("pg_copy_out", &listener(READINGS)).await;
+    let client = connect(&gate).await;
+    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let oracle_url = crate::common::fresh_database(&crate::common::clusters()[0], "pg_copy_out_oracle").await;
+    let oracle = crate::common::connect(&oracle_url).await;
+    oracle
+        .batch_execute(
+            "SET TimeZone = 'UTC'; CREATE TABLE readings (device text, seq integer, level smallint, \
+             total bigint, value double precision, ok boolean, id uuid, at timestamptz, day date, \
+             doc jsonb, raw bytea)",
+        )
+        .await
+        .unwrap();
+    oracle.batch_execute(READINGS_ROWS).await.unwrap();
+    for sql in [
+        "COPY (SELECT * FROM readings ORDER BY seq) TO STDOUT",
+        "COPY (SELECT device, seq, doc, raw, at FROM readings ORDER BY seq) TO STDOUT WITH (FORMAT csv, HEADER)",
+        "COPY (SELECT device, count(*), sum(total), avg(seq), max(value) FROM readings GROUP BY device \
+         ORDER BY device) TO STDOUT (FORMAT csv, DELIMITER '|', NULL 'none', HEADER)",
+    ] {
+        let ours = copied_out(&client, sql).await;
+        assert_eq!(ours, copied_out(&oracle, sql).await, "{sql}");
+        assert!(ours.lines().count() >= 2, "{sql}: {ours}");
+    }
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let table = "COPY readings (device, seq, day) TO STDOUT";
+    assert_eq!(
+        sorted(copied_out(&client, table).await),
+        sorted(copied_out(&oracle, table).await),
+        "a table's rows, from every shard"
+    );
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let export = format!(
+        "\\copy (SELECT device, seq FROM readings ORDER BY seq) TO '{}' WITH (FORMAT csv)",
+        file.path().display()
+    );
+    let output = Command::new("psql")
+        .arg(url(&gate, PASSWORD))
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &export.replace("csv)", "csv, HEADER)"),
+        ])
+        .output()
+        .await
+        .expect("psql runs");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "COPY 4\n");
+    assert_eq!(
+        std::fs::read_to_string(file.path()).unwrap(),
+        "device,seq\nd1,1\nd1,2\nd1,3\nd2,4\n",
+        "psql counts the rows, not the header"
+    );
+    gate.stop().await;
+}

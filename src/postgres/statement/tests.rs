@@ -115,9 +115,24 @@ fn copy_options_of_either_syntax_set_the_format() {
         (CopyKind::Text, b'|')
     );
 
+    let Ok(Statement::CopyTo(to)) = classify("COPY events (tenant_id, n) TO STDOUT (FORMAT csv, HEADER)")
+    else {
+        panic!("a COPY TO STDOUT is carried out");
+    };
     assert_eq!(
-        classify("COPY events TO STDOUT"),
-        Ok(Statement::Unsupported("COPY TO".into()))
+        (to.query.as_str(), to.format.kind, to.header),
+        ("SELECT tenant_id, n FROM events", CopyKind::Csv, true)
+    );
+    assert_eq!(
+        classify("COPY (SELECT 1 FROM events) TO '/tmp/x'"),
+        Ok(Statement::Redirected {
+            what: "COPY TO a file or program",
+            hint: "use COPY TO STDOUT, or psql's \\copy",
+        })
+    );
+    assert_eq!(
+        classify("COPY events TO STDOUT (FORMAT binary)"),
+        Ok(Statement::Unsupported("COPY TO in binary format".into()))
     );
     assert_eq!(
         classify("COPY events FROM '/tmp/x'"),
