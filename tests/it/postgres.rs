@@ -65,6 +65,27 @@ pub async fn psycopg(script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs `program`, one of `tests/clients`' Java files, with Debian's pgjdbc against the
+/// listener of `gate` as its user; checks it succeeded and returns what it printed. `.ci/run`
+/// installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
+pub async fn java(gate: &TestServer, program: &str) -> String {
+    let addr = gate.server.postgres_addr().expect("the listener is on");
+    let program = format!("{}/tests/clients/{program}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar", &program])
+        .arg(format!("jdbc:postgresql://{addr}/shardgate"))
+        .args([USER, PASSWORD])
+        .output()
+        .await
+        .expect("java runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `sql`, a `COPY ... FROM STDIN`, sending `data` in one message: the rows copied, or
 /// the error the COPY ended with.
 async fn copy_all(
@@ -917,22 +938,7 @@ async fn insert_returning_answers_the_values_stored_in_and_out_of_a_block() {
 #[tokio::test]
 async fn jdbc_batches_generated_keys_and_copy_manager_write_through_the_listener() {
     let gate = TestServer::start("pg_jdbc", &listener("")).await;
-    let addr = gate.server.postgres_addr().expect("the listener is on");
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcWrites.java");
-    // `.ci/run` installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
-    let output = Command::new("java")
-        .args(["-cp", "/usr/share/java/postgresql.jar", program])
-        .arg(format!("jdbc:postgresql://{addr}/shardgate"))
-        .args([USER, PASSWORD])
-        .output()
-        .await
-        .expect("java runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let printed = java(&gate, "JdbcWrites.java").await;
     let lines: Vec<&str> = printed.lines().collect();
     assert_eq!(
         lines[0],

@@ -4,7 +4,7 @@
 //! in `query.rs` also runs its whole corpus through the listener.
 
 use crate::common::{TestServer, count_on, wait_for_lock_waiters};
-use crate::postgres::{PASSWORD, USER, connect, listener, one_value, psycopg, url};
+use crate::postgres::{PASSWORD, connect, java, listener, one_value, psycopg, url};
 use tokio::process::Command;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
@@ -102,14 +102,18 @@ async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
         .await
         .unwrap_err();
     assert_eq!(unsupported.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED));
-    let missing = client.simple_query("SELECT * FROM nope").await.unwrap_err();
-    let missing = missing.as_db_error().expect("an ErrorResponse");
+    undeclared_nope(client.simple_query("SELECT * FROM nope").await.unwrap_err());
+    assert_eq!(one_value(&client, "SELECT 1").await, "1");
+    gate.stop().await;
+}
+
+/// Checks that `error` refuses the undeclared table `nope` as Postgres would.
+fn undeclared_nope(error: tokio_postgres::Error) {
+    let missing = error.as_db_error().expect("an ErrorResponse");
     assert_eq!(
         (missing.code(), missing.message()),
         (&SqlState::UNDEFINED_TABLE, "relation \"nope\" does not exist")
     );
-    assert_eq!(one_value(&client, "SELECT 1").await, "1");
-    gate.stop().await;
 }
 
 #[tokio::test]
@@ -256,12 +260,7 @@ async fn tokio_postgres_reads_every_type_in_binary_through_reused_statements_and
     );
     transaction.commit().await.unwrap();
 
-    let missing = client.prepare("SELECT * FROM nope").await.unwrap_err();
-    let missing = missing.as_db_error().expect("an ErrorResponse");
-    assert_eq!(
-        (missing.code(), missing.message()),
-        (&SqlState::UNDEFINED_TABLE, "relation \"nope\" does not exist")
-    );
+    undeclared_nope(client.prepare("SELECT * FROM nope").await.unwrap_err());
     assert_eq!(one_value(&client, "SELECT 1").await, "1");
     gate.stop().await;
 }
@@ -307,25 +306,9 @@ async fn psycopg_binds_parameters_in_text_and_binary_and_reads_rows_back() {
 async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_lists_the_declared_tables() {
     let gate = TestServer::start("pg_read_jdbc", &listener(READINGS)).await;
     connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
-    let addr = gate.server.postgres_addr().expect("the listener is on");
-    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/JdbcReads.java");
-    // `.ci/run` installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
-    let output = Command::new("java")
-        .args(["-cp", "/usr/share/java/postgresql.jar", program])
-        .arg(format!("jdbc:postgresql://{addr}/shardgate"))
-        .args([USER, PASSWORD])
-        .output()
-        .await
-        .expect("java runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = java(&gate, "JdbcReads.java").await;
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .collect::<Vec<_>>(),
+        printed.lines().collect::<Vec<_>>(),
         [
             "columns device:text readings:int8 total:numeric latest:timestamptz",
             "group d1 3 9000000003 2026-05-02T00:00:00Z",
