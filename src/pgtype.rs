@@ -219,8 +219,19 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
             out.extend_from_slice(uuid.as_bytes());
         }
         (ColumnType::Timestamptz, JsonScalar::Str(s)) => {
-            let ts = DateTime::parse_from_rfc3339(s).map_err(|_| mismatch())?;
-            out.extend_from_slice(&(ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS).to_be_bytes());
+            let micros = match text::infinite(s) {
+                Some(true) => i64::MAX,
+                Some(false) => i64::MIN,
+                None => {
+                    let ts = DateTime::parse_from_rfc3339(s).map_err(|_| mismatch())?;
+                    ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS
+                }
+            };
+            out.extend_from_slice(&micros.to_be_bytes());
+        }
+        (ColumnType::Date, JsonScalar::Str(s)) if text::infinite(s).is_some() => {
+            let days = if text::infinite(s) == Some(true) { i32::MAX } else { i32::MIN };
+            out.extend_from_slice(&days.to_be_bytes());
         }
         (ColumnType::Date, JsonScalar::Str(s)) => {
             let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| mismatch())?;
@@ -241,8 +252,8 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
 
 /// The JSON value that [`encode_scalar`] (or [`encode_jsonb`] for `jsonb`) turns back into the
 /// binary `ty` value `value`, which [`check_binary`] accepted: how a value a client sent in
-/// Postgres's own form joins a query's JSON parameters. Fails for a value JSON cannot spell (an
-/// infinite timestamp or date).
+/// Postgres's own form joins a query's JSON parameters (an infinite timestamp or date is the
+/// string `infinity` or `-infinity`).
 pub fn json_of_binary(ty: ColumnType, value: &[u8]) -> Result<serde_json::Value, String> {
     use serde_json::Value;
     let fixed = |n: usize| -> Result<&[u8], String> {
@@ -253,7 +264,7 @@ pub fn json_of_binary(ty: ColumnType, value: &[u8]) -> Result<serde_json::Value,
     };
     let be_i64 = || fixed(8).map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
     let be_i32 = || fixed(4).map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
-    let infinite = || Err(format!("an infinite {ty} cannot be a query parameter"));
+    let infinite = |up: bool| Value::from(if up { "infinity" } else { "-infinity" });
     Ok(match ty {
         ColumnType::Text => Value::from(std::str::from_utf8(value).map_err(|e| e.to_string())?),
         ColumnType::BigInt => Value::from(be_i64()?),
@@ -271,7 +282,7 @@ pub fn json_of_binary(ty: ColumnType, value: &[u8]) -> Result<serde_json::Value,
         ColumnType::Timestamptz => {
             let micros = be_i64()?;
             if micros == i64::MAX || micros == i64::MIN {
-                return infinite();
+                return Ok(infinite(micros == i64::MAX));
             }
             let time = DateTime::from_timestamp_micros(micros + PG_EPOCH_UNIX_MICROS)
                 .ok_or_else(|| format!("timestamp out of range: {micros}"))?;
@@ -280,7 +291,7 @@ pub fn json_of_binary(ty: ColumnType, value: &[u8]) -> Result<serde_json::Value,
         ColumnType::Date => {
             let days = be_i32()?;
             if days == i32::MAX || days == i32::MIN {
-                return infinite();
+                return Ok(infinite(days == i32::MAX));
             }
             let date = NaiveDate::default()
                 .checked_add_signed(chrono::TimeDelta::days(i64::from(days) + PG_EPOCH_UNIX_DAYS))
@@ -555,12 +566,17 @@ mod tests {
             encode_scalar(ty, JsonScalar::from_json(&json).unwrap(), &mut again).unwrap();
             assert_eq!(again, binary, "{ty} {text} read back as {json}");
         }
-        let infinity = i64::MAX.to_be_bytes();
-        assert!(
-            json_of_binary(Timestamptz, &infinity)
-                .unwrap_err()
-                .contains("infinite")
-        );
+        for (ty, text) in [(Timestamptz, "infinity"), (Date, "-infinity")] {
+            let mut binary = Vec::new();
+            encode_scalar(ty, Str(text), &mut binary).unwrap();
+            assert_eq!(json_of_binary(ty, &binary).unwrap(), text, "{ty}");
+            let mut from_text = Vec::new();
+            encode_text(ty, text, &mut from_text).unwrap();
+            assert_eq!(binary, from_text, "{ty}: JSON and Postgres's text form agree");
+        }
+        let mut upper = Vec::new();
+        encode_scalar(Timestamptz, Str("-Infinity"), &mut upper).unwrap();
+        assert_eq!(upper, i64::MIN.to_be_bytes());
         assert!(json_of_binary(Integer, &[0, 1]).unwrap_err().contains("4 bytes"));
     }
 

@@ -138,7 +138,7 @@ fn timestamptz(text: &str) -> Result<i64, TextInputError> {
 }
 
 /// Whether `text` is `infinity` (true) or `-infinity` (false), in any case; `None` otherwise.
-fn infinite(text: &str) -> Option<bool> {
+pub(super) fn infinite(text: &str) -> Option<bool> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
         Some(true)
