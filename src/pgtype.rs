@@ -230,7 +230,11 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
             out.extend_from_slice(&micros.to_be_bytes());
         }
         (ColumnType::Date, JsonScalar::Str(s)) if text::infinite(s).is_some() => {
-            let days = if text::infinite(s) == Some(true) { i32::MAX } else { i32::MIN };
+            let days = if text::infinite(s) == Some(true) {
+                i32::MAX
+            } else {
+                i32::MIN
+            };
             out.extend_from_slice(&days.to_be_bytes());
         }
         (ColumnType::Date, JsonScalar::Str(s)) => {

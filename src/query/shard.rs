@@ -148,7 +148,13 @@ pub fn classify(name: &str, e: tokio_postgres::Error) -> QueryError {
                 .as_db_error()
                 .map_or_else(|| e.to_string(), |db| db.message().to_string()),
         },
-        _ => failed(name, e.to_string()),
+        _ => {
+            let message = e.as_db_error().map_or_else(
+                || e.to_string(),
+                |db| format!("{} ({})", db.message(), db.code().code()),
+            );
+            failed(name, message)
+        }
     }
 }
 
@@ -173,17 +179,27 @@ fn check_parameters(statement: &ShardStatement, types: &[Type]) -> Result<(), Qu
 /// shard stops working on it at once rather than at the statement timeout.
 async fn read_shard(name: String, pool: Pool, statement: Arc<ShardStatement>, sender: mpsc::Sender<Message>) {
     let backend = AtomicI32::new(0);
-    let sent = match checkout(&name, &pool).await {
-        Ok(mut client) => tokio::select! {
-            sent = send_rows(&name, &mut client, &statement, &sender, &backend) => sent,
-            () = sender.closed() => {
-                // `client` stays checked out meanwhile: the cancel goes over another one.
-                stop_backend(&name, &pool, backend.load(Ordering::Relaxed)).await;
-                return;
-            }
-        },
-        Err(e) => Err(e),
+    let mut client = match checkout(&name, &pool).await {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = tokio::time::timeout(statement.timeout, sender.send(Message::Failed(e))).await;
+            return;
+        }
     };
+    let sent = tokio::select! {
+        biased;
+        sent = send_rows(&name, &mut client, &statement, &sender, &backend) => Some(sent),
+        () = sender.closed() => None,
+    };
+    let Some(sent) = sent else {
+        // The cancel goes over another connection while this one stays checked out, and this
+        // one is then closed rather than pooled: a cancel that lands late (on the rollback of
+        // the abandoned transaction, or on whatever ran next) can reach no other query.
+        stop_backend(&name, &pool, backend.load(Ordering::Relaxed)).await;
+        drop(deadpool_postgres::Object::take(client));
+        return;
+    };
+    drop(client);
     if let Err(e) = sent {
         // The connection is back in the pool by now; a reader that never drains the buffer
         // finds it closed without this message.
@@ -278,6 +294,8 @@ async fn send_rows(
             return Ok(());
         }
     }
+    // Every row is read: nothing is left for a cancel to stop.
+    backend.store(0, Ordering::Relaxed);
     transaction.commit().await.map_err(classify)?;
     let _ = sender.send(Message::Done).await;
     Ok(())
