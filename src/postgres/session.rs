@@ -12,7 +12,6 @@ use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters};
-use super::params::json_parameters;
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::select;
@@ -23,9 +22,9 @@ use crate::query::Description;
 use crate::schema::Tables;
 use crate::schema::decode::copy::CopyKind;
 use async_trait::async_trait;
-use futures_util::{Sink, SinkExt, StreamExt, stream};
+use futures_util::{Sink, SinkExt, stream};
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::{Format, Portal, PortalExecutionState};
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_describe_response};
 use pgwire::api::results::{
     CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
@@ -38,17 +37,16 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, Execute, PortalSuspended, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
+mod reads;
+
 /// Writes of a pipeline in flight at most; past them the session waits for the oldest to
 /// commit before it reads on, so a pipeline of any length holds bounded memory.
 const MAX_PIPELINED: usize = 4096;
-
-/// Query descriptions a session keeps at most; past them it forgets them all.
-const MAX_DESCRIPTIONS: usize = 256;
 
 /// Where a session stands with respect to a transaction block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,150 +111,6 @@ impl Session {
             .block
             .lock()
             .expect("a session's block lock is never poisoned") = block;
-    }
-
-    /// What bounds the session's queries: the `statement_timeout` it set, if any (validated
-    /// when set), and its connection's cancel handle.
-    fn bounds(&self) -> select::Bounds {
-        let timeout = self.parameters().get("statement_timeout").cloned();
-        select::Bounds {
-            timeout: timeout.and_then(|value| select::statement_timeout(&value).ok().flatten()),
-            cancel: self.connection.get().cloned(),
-        }
-    }
-
-    /// Keeps the connection's cancel handle, which pgwire registered at login.
-    fn remember_connection<C: ClientInfo>(&self, client: &C) {
-        if self.connection.get().is_none()
-            && let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>()
-        {
-            let _ = self.connection.set(handle.as_ref().clone());
-        }
-    }
-
-    /// The parameter and column types of the reporting query `sql`, asked of a shard the first
-    /// time this session describes it.
-    async fn description(&self, sql: &str) -> PgWireResult<Arc<Description>> {
-        if let Some(known) = self.known_descriptions().get(sql) {
-            return Ok(known.clone());
-        }
-        let description = select::describe(self.services.gateway.queries(), sql)
-            .await
-            .inspect_err(|_| self.fail_block())?;
-        let description = Arc::new(description);
-        let mut known = self.known_descriptions();
-        if known.len() >= MAX_DESCRIPTIONS {
-            known.clear();
-        }
-        known.insert(sql.to_string(), description.clone());
-        Ok(description)
-    }
-
-    fn known_descriptions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Description>>> {
-        self.descriptions
-            .lock()
-            .expect("a session's descriptions lock is never poisoned")
-    }
-
-    /// The parameter types (those the client `declared`, else those described) and result
-    /// columns in `formats` of a statement that returns rows from the shards or the metadata
-    /// database; `None` for any other statement.
-    async fn describe_rows(
-        &self,
-        statement: &Prepared,
-        declared: &[Option<Type>],
-        formats: Option<&Format>,
-    ) -> PgWireResult<Option<(Vec<Type>, Vec<FieldInfo>)>> {
-        Ok(Some(match statement {
-            Prepared::One(Statement::Select(sql)) => {
-                let description = self.description(sql).await?;
-                let parameters = select::parameter_types(&description, declared);
-                (parameters, select::fields(&description.columns, formats))
-            }
-            Prepared::One(Statement::Catalog(sql)) => {
-                let description = self.services.metadata.describe(sql).await?;
-                (description.parameter_types(declared), description.fields(formats))
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// Starts the rows of `portal`, a reporting query over the shards or a catalog query.
-    async fn start_rows(&self, portal: &Portal<Arc<Prepared>>) -> PgWireResult<QueryResponse> {
-        let parameters = Parameters {
-            values: &portal.parameters,
-            format: &portal.parameter_format,
-            types: &portal.statement.parameter_types,
-        };
-        let formats = &portal.result_column_format;
-        match portal.statement.statement.as_ref() {
-            Prepared::One(Statement::Catalog(sql)) => {
-                self.services.metadata.run(sql, &parameters, formats).await
-            }
-            Prepared::One(Statement::Select(sql)) => {
-                let description = self.description(sql).await?;
-                let params = json_parameters(&parameters, &description.parameters)?;
-                let queries = self.services.gateway.queries();
-                select::start(queries, sql, params, formats, self.bounds()).await
-            }
-            _ => Err(refused(errors::SYNTAX_ERROR, "the portal is not a query")),
-        }
-    }
-
-    /// Starts the query of `portal` at its first `Execute` and sends up to `max_rows` of its
-    /// rows (all when 0), then `PortalSuspended` while rows remain, or `SELECT n` after the
-    /// last; a later `Execute` of the portal sends on from there.
-    async fn execute_rows<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<Arc<Prepared>>,
-        max_rows: usize,
-    ) -> PgWireResult<()>
-    where
-        C: Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if self.block() == Block::Failed {
-            return Err(in_failed_block());
-        }
-        let state = portal.state();
-        let mut state = state.lock().await;
-        if matches!(*state, PortalExecutionState::Initial) {
-            let started = match self.connection.get() {
-                Some(handle) => {
-                    let canceled = handle.start_query().await;
-                    tokio::select! {
-                        started = self.start_rows(portal) => started,
-                        Ok(()) = canceled => Err(PgWireError::QueryCanceled),
-                    }
-                }
-                None => self.start_rows(portal).await,
-            };
-            *state = PortalExecutionState::Suspended(started?);
-        }
-        let PortalExecutionState::Suspended(answer) = &mut *state else {
-            let tag = Tag::new("SELECT").with_rows(0);
-            return Ok(client
-                .send(PgWireBackendMessage::CommandComplete(tag.into()))
-                .await?);
-        };
-        let rows = answer.data_rows();
-        let mut sent = 0;
-        while max_rows == 0 || sent < max_rows {
-            let Some(row) = rows.next().await else {
-                *state = PortalExecutionState::Finished;
-                let tag = Tag::new("SELECT").with_rows(sent);
-                return Ok(client
-                    .send(PgWireBackendMessage::CommandComplete(tag.into()))
-                    .await?);
-            };
-            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
-            sent += 1;
-        }
-        Ok(client
-            .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
-            .await?)
     }
 
     /// Carries out one statement, answering rows in `format`.
