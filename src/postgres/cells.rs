@@ -2,10 +2,11 @@
 //! session with `DateStyle` ISO and `TimeZone` UTC) or its binary send form.
 
 use super::types::data_row;
-use crate::pgtype::{ColumnType, output_text, timestamptz_from_unix_micros};
+use crate::pgtype::{ColumnType, output_text};
 use crate::query::value::{Cell, Decimal, ResultType};
 use pgwire::api::results::FieldFormat;
 use pgwire::messages::data::DataRow;
+use tokio_postgres::types::{ToSql, Type};
 
 /// A result row as a `DataRow`, each value in its column's format.
 pub fn encode_row(row: &[Cell], columns: &[(ResultType, FieldFormat)]) -> DataRow {
@@ -34,12 +35,8 @@ fn cell_binary(cell: &Cell, ty: ResultType) -> Option<Vec<u8>> {
         Cell::Bool(b) => vec![u8::from(*b)],
         Cell::Text(text) => text.as_bytes().to_vec(),
         Cell::Uuid(uuid) => uuid.as_bytes().to_vec(),
-        Cell::Timestamp(time) => timestamptz_from_unix_micros(time.timestamp_micros()).to_vec(),
-        Cell::Date(date) => {
-            let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
-            let days = date.signed_duration_since(epoch).num_days() as i32;
-            days.to_be_bytes().to_vec()
-        }
+        Cell::Timestamp(time) => sent(time, &Type::TIMESTAMPTZ),
+        Cell::Date(date) => sent(date, &Type::DATE),
         Cell::Json(value) => {
             let mut out = vec![crate::pgtype::JSONB_VERSION];
             out.extend_from_slice(jsonb_text(value).as_bytes());
@@ -48,6 +45,16 @@ fn cell_binary(cell: &Cell, ty: ResultType) -> Option<Vec<u8>> {
         Cell::Bytes(bytes) => bytes.clone(),
         Cell::Numeric(number) => number.to_binary(),
     })
+}
+
+/// A timestamp or date in Postgres's binary form (`infinity` as Postgres stores it), as the
+/// driver's own encoding writes it.
+fn sent(value: &(dyn ToSql + Sync), ty: &Type) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    value
+        .to_sql_checked(ty, &mut out)
+        .expect("a timestamp or date encodes as its own type");
+    out.to_vec()
 }
 
 /// A value in Postgres's text output form, in a session with `DateStyle` ISO and `TimeZone`
@@ -60,11 +67,8 @@ pub fn cell_text(cell: &Cell) -> Option<String> {
         Cell::Bool(b) => if *b { "t" } else { "f" }.to_string(),
         Cell::Text(text) => text.clone(),
         Cell::Uuid(uuid) => uuid.hyphenated().to_string(),
-        Cell::Timestamp(time) => output_text(
-            ColumnType::Timestamptz,
-            &timestamptz_from_unix_micros(time.timestamp_micros()),
-        ),
-        Cell::Date(date) => date.format("%Y-%m-%d").to_string(),
+        Cell::Timestamp(time) => output_text(ColumnType::Timestamptz, &sent(time, &Type::TIMESTAMPTZ)),
+        Cell::Date(date) => output_text(ColumnType::Date, &sent(date, &Type::DATE)),
         Cell::Json(value) => jsonb_text(value),
         Cell::Bytes(bytes) => output_text(ColumnType::Bytea, bytes),
         Cell::Numeric(number) => number.to_string(),
@@ -110,6 +114,7 @@ impl serde_json::ser::Formatter for JsonbFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_postgres::types::{Date, Timestamp};
 
     #[test]
     fn cells_are_written_as_postgres_writes_them() {
@@ -118,7 +123,12 @@ mod tests {
             (Cell::Int(-7), "-7"),
             (Cell::Float(1e20), "1e+20"),
             (Cell::Bool(false), "f"),
-            (Cell::Timestamp(time.to_utc()), "2026-05-01 10:00:00.5+00"),
+            (
+                Cell::Timestamp(Timestamp::Value(time.to_utc())),
+                "2026-05-01 10:00:00.5+00",
+            ),
+            (Cell::Timestamp(Timestamp::PosInfinity), "infinity"),
+            (Cell::Date(Date::NegInfinity), "-infinity"),
             (
                 Cell::Json(serde_json::json!({"a": [1, "x"], "b": null})),
                 "{\"a\": [1, \"x\"], \"b\": null}",

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use std::cmp::Ordering;
 use tokio_postgres::Row;
-use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{Date, IsNull, Kind, Timestamp, ToSql, Type, to_sql_checked};
 
 /// A JSON parameter, sent in the binary form of whatever type Postgres infers for it.
 #[derive(Debug, Clone)]
@@ -335,6 +335,24 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Decimal {
     }
 }
 
+/// A timestamp's place in Postgres's order: `-infinity` before every value, `infinity` after.
+fn timestamp_rank(t: &Timestamp<DateTime<Utc>>) -> (u8, Option<&DateTime<Utc>>) {
+    match t {
+        Timestamp::NegInfinity => (0, None),
+        Timestamp::Value(t) => (1, Some(t)),
+        Timestamp::PosInfinity => (2, None),
+    }
+}
+
+/// A date's place in Postgres's order, as [`timestamp_rank`].
+fn date_rank(d: &Date<NaiveDate>) -> (u8, Option<&NaiveDate>) {
+    match d {
+        Date::NegInfinity => (0, None),
+        Date::Value(d) => (1, Some(d)),
+        Date::PosInfinity => (2, None),
+    }
+}
+
 /// One result value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -350,10 +368,10 @@ pub enum Cell {
     Text(String),
     /// `uuid`.
     Uuid(uuid::Uuid),
-    /// `timestamptz`.
-    Timestamp(DateTime<Utc>),
-    /// `date`.
-    Date(NaiveDate),
+    /// `timestamptz`, `infinity` and `-infinity` included.
+    Timestamp(Timestamp<DateTime<Utc>>),
+    /// `date`, `infinity` and `-infinity` included.
+    Date(Date<NaiveDate>),
     /// `jsonb`.
     Json(serde_json::Value),
     /// `bytea`.
@@ -442,8 +460,10 @@ impl Cell {
             Cell::Bool(b) => J::Bool(*b),
             Cell::Text(s) => J::String(s.clone()),
             Cell::Uuid(u) => J::String(u.to_string()),
-            Cell::Timestamp(t) => J::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            Cell::Date(d) => J::String(d.to_string()),
+            Cell::Timestamp(Timestamp::Value(t)) => J::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            Cell::Date(Date::Value(d)) => J::String(d.to_string()),
+            Cell::Timestamp(Timestamp::PosInfinity) | Cell::Date(Date::PosInfinity) => J::from("infinity"),
+            Cell::Timestamp(Timestamp::NegInfinity) | Cell::Date(Date::NegInfinity) => J::from("-infinity"),
             Cell::Json(v) => v.clone(),
             Cell::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b)),
             Cell::Numeric(d) => J::String(d.to_string()),
@@ -461,8 +481,8 @@ impl Cell {
             (Cell::Bool(a), Cell::Bool(b)) => a.cmp(b),
             (Cell::Text(a), Cell::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Cell::Uuid(a), Cell::Uuid(b)) => a.cmp(b),
-            (Cell::Timestamp(a), Cell::Timestamp(b)) => a.cmp(b),
-            (Cell::Date(a), Cell::Date(b)) => a.cmp(b),
+            (Cell::Timestamp(a), Cell::Timestamp(b)) => timestamp_rank(a).cmp(&timestamp_rank(b)),
+            (Cell::Date(a), Cell::Date(b)) => date_rank(a).cmp(&date_rank(b)),
             (Cell::Bytes(a), Cell::Bytes(b)) => a.cmp(b),
             (Cell::Numeric(a), Cell::Numeric(b)) => a.compare(b),
             _ => Ordering::Equal,
@@ -605,7 +625,10 @@ mod tests {
         let ts = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.5+02:00")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(Cell::Timestamp(ts).to_json(), "2024-05-01T10:00:00.500Z");
+        assert_eq!(
+            Cell::Timestamp(Timestamp::Value(ts)).to_json(),
+            "2024-05-01T10:00:00.500Z"
+        );
         assert_eq!(Cell::Bytes(vec![0, 1, 2]).to_json(), "AAEC");
         assert_eq!(Cell::Float(f64::INFINITY).to_json(), "Infinity");
         assert_eq!(Cell::Null.to_json(), serde_json::Value::Null);

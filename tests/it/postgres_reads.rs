@@ -544,3 +544,62 @@ async fn copy_to_stdout_writes_what_postgres_writes_for_the_same_rows() {
     );
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn infinite_timestamps_written_as_json_read_back_in_order_by_either_front_end() {
+    use tokio_postgres::types::Timestamp;
+    let gate = TestServer::start("pg_read_infinity", &listener("")).await;
+    let rows = serde_json::json!([
+        {"tenant_id": "acme", "event_type": "a", "ts": "infinity"},
+        {"tenant_id": "acme", "event_type": "b", "ts": "2026-05-01T12:00:00Z"},
+        {"tenant_id": "zeta", "event_type": "c", "ts": "-Infinity"},
+    ]);
+    let reply = gate.post_events(&rows).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let sql = "SELECT event_type, ts FROM events ORDER BY ts";
+    let http = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    let http = crate::common::Reply::read(http).await;
+    assert_eq!(http.status, 200, "{}", http.body);
+    assert_eq!(
+        http.body["rows"],
+        serde_json::json!([
+            ["c", "-infinity"],
+            ["b", "2026-05-01T12:00:00Z"],
+            ["a", "infinity"]
+        ])
+    );
+    let client = connect(&gate).await;
+    let text: Vec<String> = client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(1).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, ["-infinity", "2026-05-01 12:00:00+00", "infinity"]);
+    let binary: Vec<Timestamp<chrono::DateTime<chrono::Utc>>> = client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(1))
+        .collect();
+    assert_eq!(
+        binary,
+        [
+            Timestamp::NegInfinity,
+            Timestamp::Value("2026-05-01T12:00:00Z".parse().unwrap()),
+            Timestamp::PosInfinity
+        ]
+    );
+    gate.stop().await;
+}
