@@ -218,29 +218,38 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
             let uuid = uuid::Uuid::try_parse(s).map_err(|_| mismatch())?;
             out.extend_from_slice(uuid.as_bytes());
         }
+        // A timestamp is read as RFC 3339 first, so the spelling of (almost) every row costs no
+        // more; `infinity` is looked for only when that fails.
         (ColumnType::Timestamptz, JsonScalar::Str(s)) => {
-            let micros = match text::infinite(s) {
-                Some(true) => i64::MAX,
-                Some(false) => i64::MIN,
-                None => {
-                    let ts = DateTime::parse_from_rfc3339(s).map_err(|_| mismatch())?;
-                    ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS
+            let micros = match (DateTime::parse_from_rfc3339(s), text::infinite(s)) {
+                (Ok(ts), _) => ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS,
+                (Err(_), Some(up)) => {
+                    if up {
+                        i64::MAX
+                    } else {
+                        i64::MIN
+                    }
                 }
+                (Err(_), None) => return Err(mismatch()),
             };
             out.extend_from_slice(&micros.to_be_bytes());
         }
-        (ColumnType::Date, JsonScalar::Str(s)) if text::infinite(s).is_some() => {
-            let days = if text::infinite(s) == Some(true) {
-                i32::MAX
-            } else {
-                i32::MIN
-            };
-            out.extend_from_slice(&days.to_be_bytes());
-        }
         (ColumnType::Date, JsonScalar::Str(s)) => {
-            let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| mismatch())?;
-            let days = date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
-            let days = i32::try_from(days).map_err(|_| out_of_range(ty, value))?;
+            let days = match (NaiveDate::parse_from_str(s, "%Y-%m-%d"), text::infinite(s)) {
+                (Ok(date), _) => {
+                    let days =
+                        date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
+                    i32::try_from(days).map_err(|_| out_of_range(ty, value))?
+                }
+                (Err(_), Some(up)) => {
+                    if up {
+                        i32::MAX
+                    } else {
+                        i32::MIN
+                    }
+                }
+                (Err(_), None) => return Err(mismatch()),
+            };
             out.extend_from_slice(&days.to_be_bytes());
         }
         (ColumnType::Bytea, JsonScalar::Str(s)) => {
