@@ -65,6 +65,24 @@ pub async fn psycopg(script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Runs psql against the listener of `gate` as its user, with `-X -v ON_ERROR_STOP=1` and
+/// then `args`; checks it succeeded and returns what it printed.
+pub async fn psql(gate: &TestServer, args: &[&str]) -> String {
+    let output = Command::new("psql")
+        .arg(url(gate, PASSWORD))
+        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .output()
+        .await
+        .expect("psql runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `program`, one of `tests/clients`' Java files, with Debian's pgjdbc against the
 /// listener of `gate` as its user; checks it succeeded and returns what it printed. `.ci/run`
 /// installs a JDK and pgjdbc (`default-jdk-headless`, `libpostgresql-jdbc-java`).
@@ -259,18 +277,7 @@ async fn psql_copies_a_csv_file_with_a_header_and_reports_the_count() {
         "\\copy events (tenant_id, event_type, payload) from '{}' with (format csv, header)",
         file.display()
     );
-    let output = Command::new("psql")
-        .arg(url(&gate, PASSWORD))
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", &copy])
-        .output()
-        .await
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "COPY 3000");
+    assert_eq!(psql(&gate, &["-c", &copy]).await.trim(), "COPY 3000");
     let placed = placement(
         &gate.shard_urls,
         &["s0", "s1"],

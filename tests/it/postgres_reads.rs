@@ -4,8 +4,7 @@
 //! in `query.rs` also runs its whole corpus through the listener.
 
 use crate::common::{TestServer, count_on, wait_for_lock_waiters};
-use crate::postgres::{PASSWORD, connect, java, listener, one_value, psycopg, url};
-use tokio::process::Command;
+use crate::postgres::{PASSWORD, connect, java, listener, one_value, psql, psycopg, url};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -55,19 +54,8 @@ async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
     );
     let report =
         "SELECT tenant_id, count(*) AS events, sum(n) AS n FROM events GROUP BY tenant_id ORDER BY tenant_id";
-    let output = Command::new("psql")
-        .arg(url(&gate, PASSWORD))
-        .args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", report])
-        .output()
-        .await
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
+        psql(&gate, &["-A", "-F", "|", "-c", report]).await,
         "tenant_id|events|n\nacme|2|7\nzeta|1|5\n(2 rows)\n"
     );
 
@@ -107,6 +95,24 @@ async fn psql_reads_a_report_over_every_shard_in_postgres_text_form() {
     gate.stop().await;
 }
 
+/// A session of `gate`'s listener, after it wrote [`READINGS_ROWS`].
+async fn session_with_readings(gate: &TestServer) -> tokio_postgres::Client {
+    let client = connect(gate).await;
+    client.batch_execute(READINGS_ROWS).await.unwrap();
+    client
+}
+
+/// Locks `readings` on shard s1 in a transaction the returned client holds, so a report over
+/// it waits there until `ROLLBACK`.
+async fn lock_readings_on_s1(gate: &TestServer) -> tokio_postgres::Client {
+    let locker = crate::common::connect(&gate.shard_urls[1]).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
 /// Checks that `error` refuses the undeclared table `nope` as Postgres would.
 fn undeclared_nope(error: tokio_postgres::Error) {
     let missing = error.as_db_error().expect("an ErrorResponse");
@@ -121,8 +127,7 @@ async fn tokio_postgres_reads_every_type_in_binary_through_reused_statements_and
     use chrono::{DateTime, NaiveDate, Utc};
     use shardgate::query::value::Decimal;
     let gate = TestServer::start("pg_read_types", &listener(READINGS)).await;
-    let client = connect(&gate).await;
-    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let client = session_with_readings(&gate).await;
 
     let by_device = client
         .prepare("SELECT seq, level, total, value, ok, id, at, day, doc, raw FROM readings WHERE device = $1 ORDER BY seq")
@@ -268,7 +273,7 @@ async fn tokio_postgres_reads_every_type_in_binary_through_reused_statements_and
 #[tokio::test]
 async fn psycopg_binds_parameters_in_text_and_binary_and_reads_rows_back() {
     let gate = TestServer::start("pg_read_psycopg", &listener(READINGS)).await;
-    connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
+    session_with_readings(&gate).await;
     let script = format!(
         "import datetime, psycopg\n\
          with psycopg.connect({url:?}, autocommit=True) as conn:\n\
@@ -305,7 +310,7 @@ async fn psycopg_binds_parameters_in_text_and_binary_and_reads_rows_back() {
 #[tokio::test]
 async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_lists_the_declared_tables() {
     let gate = TestServer::start("pg_read_jdbc", &listener(READINGS)).await;
-    connect(&gate).await.batch_execute(READINGS_ROWS).await.unwrap();
+    session_with_readings(&gate).await;
     let printed = java(&gate, "JdbcReads.java").await;
     assert_eq!(
         printed.lines().collect::<Vec<_>>(),
@@ -328,20 +333,19 @@ async fn jdbc_reads_metadata_pages_with_a_fetch_size_and_lists_the_declared_tabl
 #[tokio::test]
 async fn psql_describes_the_declared_tables_without_their_hidden_columns() {
     let gate = TestServer::start("pg_read_describe", &listener(READINGS)).await;
-    let output = Command::new("psql")
-        .arg(url(&gate, PASSWORD))
-        .args(["-X", "-A", "-F", "|", "-v", "ON_ERROR_STOP=1"])
-        .args(["-c", "\\dt", "-c", "\\d events", "-c", "\\d+ logs"])
-        .output()
-        .await
-        .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let described = [
+        "-A",
+        "-F",
+        "|",
+        "-c",
+        "\\dt",
+        "-c",
+        "\\d events",
+        "-c",
+        "\\d+ logs",
+    ];
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
+        psql(&gate, &described).await,
         "List of relations\n\
          Schema|Name|Type|Owner\n\
          public|events|table|postgres\n\
@@ -371,8 +375,7 @@ async fn psql_describes_the_declared_tables_without_their_hidden_columns() {
 #[tokio::test]
 async fn a_session_statement_timeout_stops_a_report_with_57014() {
     let gate = TestServer::start("pg_read_timeout", &listener(READINGS)).await;
-    let client = connect(&gate).await;
-    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let client = session_with_readings(&gate).await;
     let bad = client
         .batch_execute("SET statement_timeout = 'soon'")
         .await
@@ -382,11 +385,7 @@ async fn a_session_statement_timeout_stops_a_report_with_57014() {
         .batch_execute("SET statement_timeout = '300ms'")
         .await
         .unwrap();
-    let locker = crate::common::connect(&gate.shard_urls[1]).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_readings_on_s1(&gate).await;
     let started = std::time::Instant::now();
     let stopped = client
         .simple_query("SELECT device, count(*) FROM readings GROUP BY 1")
@@ -413,13 +412,8 @@ async fn a_session_statement_timeout_stops_a_report_with_57014() {
 #[tokio::test]
 async fn a_cancel_request_stops_a_waiting_report_on_every_shard_with_57014_by_either_protocol() {
     let gate = TestServer::start("pg_read_cancel", &listener(READINGS)).await;
-    let client = connect(&gate).await;
-    client.batch_execute(READINGS_ROWS).await.unwrap();
-    let locker = crate::common::connect(&gate.shard_urls[1]).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let client = session_with_readings(&gate).await;
+    let locker = lock_readings_on_s1(&gate).await;
     let prepared = client
         .prepare("SELECT device, count(*) FROM readings WHERE seq > $1 GROUP BY 1")
         .await
@@ -484,8 +478,7 @@ async fn copied_out(client: &tokio_postgres::Client, sql: &str) -> String {
 #[tokio::test]
 async fn copy_to_stdout_writes_what_postgres_writes_for_the_same_rows() {
     let gate = TestServer::start("pg_copy_out", &listener(READINGS)).await;
-    let client = connect(&gate).await;
-    client.batch_execute(READINGS_ROWS).await.unwrap();
+    let client = session_with_readings(&gate).await;
     let oracle_url = crate::common::fresh_database(&crate::common::clusters()[0], "pg_copy_out_oracle").await;
     let oracle = crate::common::connect(&oracle_url).await;
     oracle
@@ -521,22 +514,10 @@ async fn copy_to_stdout_writes_what_postgres_writes_for_the_same_rows() {
 
     let file = tempfile::NamedTempFile::new().unwrap();
     let export = format!(
-        "\\copy (SELECT device, seq FROM readings ORDER BY seq) TO '{}' WITH (FORMAT csv)",
+        "\\copy (SELECT device, seq FROM readings ORDER BY seq) TO '{}' WITH (FORMAT csv, HEADER)",
         file.path().display()
     );
-    let output = Command::new("psql")
-        .arg(url(&gate, PASSWORD))
-        .args([
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            &export.replace("csv)", "csv, HEADER)"),
-        ])
-        .output()
-        .await
-        .expect("psql runs");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "COPY 4\n");
+    assert_eq!(psql(&gate, &["-c", &export]).await, "COPY 4\n");
     assert_eq!(
         std::fs::read_to_string(file.path()).unwrap(),
         "device,seq\nd1,1\nd1,2\nd1,3\nd2,4\n",
