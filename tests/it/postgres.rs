@@ -57,12 +57,7 @@ pub async fn psycopg(script: &str) -> String {
         .output()
         .await
         .expect("python3 with psycopg runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    printed(output)
 }
 
 /// Runs psql against the listener of `gate` as its user, with `-X -v ON_ERROR_STOP=1` and
@@ -75,12 +70,7 @@ pub async fn psql(gate: &TestServer, args: &[&str]) -> String {
         .output()
         .await
         .expect("psql runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    printed(output)
 }
 
 /// Runs `program`, one of `tests/clients`' Java files, with Debian's pgjdbc against the
@@ -96,6 +86,11 @@ pub async fn java(gate: &TestServer, program: &str) -> String {
         .output()
         .await
         .expect("java runs");
+    printed(output)
+}
+
+/// What a client program that must have succeeded printed; its stderr when it failed.
+fn printed(output: std::process::Output) -> String {
     assert!(
         output.status.success(),
         "{}",
