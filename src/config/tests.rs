@@ -373,7 +373,7 @@ fn a_body_limit_past_what_postgres_takes_in_a_field_and_zero_read_timeouts_are_n
 fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environment() {
     let on = |users: &str| {
         format!(
-            "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\nmax_sessions = 0\ntls_cert = \"c.pem\"\nmax_block_size = 0\nblock_dir = \"/no/such/dir\"\n{users}"
+            "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\nmax_sessions = 0\ntls_cert = \"c.pem\"\nmax_block_size = 0\nblock_dir = \"/no/such/dir\"\nmetadata_database = \"\"\n{users}"
         )
     };
     let found = problems(&on(""));
@@ -383,6 +383,7 @@ fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environ
         ("postgres.tls_key", "go together"),
         ("postgres.max_block_size", "must be positive"),
         ("postgres.block_dir", "/no/such/dir is not a directory"),
+        ("postgres.metadata_database", "1 to 63 bytes"),
     ] {
         assert!(has(&found, key, reason), "{key}: {found:?}");
     }
