@@ -38,6 +38,7 @@ fn status(error: &QueryError) -> StatusCode {
         | QueryError::Invalid { .. }
         | QueryError::TooManyRows(_)
         | QueryError::TooManyGroups { .. }
+        | QueryError::TooManyMergedGroups(_)
         | QueryError::AnswerTooLarge(_)
         | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
         QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -90,7 +91,12 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     };
     let retry_after = state.limits.retry_after;
     if request.explain {
-        return match state.gateway.queries().explain(&request.sql, &request.params) {
+        return match state
+            .gateway
+            .queries()
+            .explain(&request.sql, &request.params)
+            .await
+        {
             Ok(explanation) => Json(explanation).into_response(),
             Err(e) => error_answer(e, retry_after),
         };

@@ -228,9 +228,10 @@ fn query_error(error: QueryError) -> PgWireError {
         QueryError::Invalid { .. } | QueryError::BadParameter { .. } => "42804",
         QueryError::Unreachable { .. } | QueryError::ShardFailed { .. } => errors::CONNECTION_FAILURE,
         QueryError::Timeout { .. } | QueryError::NotRead { .. } => "57014",
-        QueryError::TooManyRows(_) | QueryError::AnswerTooLarge(_) | QueryError::TooManyGroups { .. } => {
-            errors::PROGRAM_LIMIT_EXCEEDED
-        }
+        QueryError::TooManyRows(_)
+        | QueryError::AnswerTooLarge(_)
+        | QueryError::TooManyGroups { .. }
+        | QueryError::TooManyMergedGroups(_) => errors::PROGRAM_LIMIT_EXCEEDED,
         QueryError::Busy { .. } => errors::INSUFFICIENT_RESOURCES,
     };
     refused(code, error.to_string())

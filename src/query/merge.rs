@@ -2,7 +2,7 @@
 //! per shard, and a group merge that combines every shard's partial aggregates per group.
 
 use super::QueryError;
-use super::plan::{Aggregate, QueryPlan, counted_value};
+use super::plan::{Aggregate, QueryPlan, SortKey, counted_value};
 use super::shard::ShardRows;
 use super::unsupported::Unsupported;
 use super::value::{Cell, Decimal};
@@ -28,31 +28,23 @@ pub enum Combine {
     Or,
 }
 
-/// The rows of a non-aggregated query in ORDER BY order (each shard's rows arrive sorted),
-/// OFFSET skipped and LIMIT applied, one at a time, without the hidden sort keys.
-pub struct OrderedMerge {
-    plan: Arc<QueryPlan>,
+/// The rows of several shards merged into one sequence ordered by `keys` (positions in a
+/// row), each shard's rows arriving in that order; holds one row per shard.
+pub struct SortedMerge {
+    keys: Vec<SortKey>,
     inputs: Vec<ShardRows>,
     heads: Vec<Option<Vec<Cell>>>,
     primed: bool,
-    to_skip: u64,
-    left: u64,
-    cap: Option<usize>,
-    emitted: usize,
 }
 
-impl OrderedMerge {
-    /// Merges `inputs`; without LIMIT more than `cap` rows (if any) is an error.
-    pub fn new(plan: Arc<QueryPlan>, inputs: Vec<ShardRows>, cap: Option<usize>) -> OrderedMerge {
-        OrderedMerge {
-            to_skip: plan.offset,
-            left: plan.limit.unwrap_or(u64::MAX),
-            cap: cap.filter(|_| plan.limit.is_none()),
+impl SortedMerge {
+    /// Merges `inputs`, each sorted by `keys`.
+    pub fn new(inputs: Vec<ShardRows>, keys: Vec<SortKey>) -> SortedMerge {
+        SortedMerge {
+            keys,
             heads: inputs.iter().map(|_| None).collect(),
             inputs,
-            plan,
             primed: false,
-            emitted: 0,
         }
     }
 
@@ -64,12 +56,57 @@ impl OrderedMerge {
             }
             self.primed = true;
         }
+        let Some(best) = self.best() else {
+            return Ok(None);
+        };
+        let row = self.heads[best].take();
+        self.heads[best] = self.inputs[best].next().await?;
+        Ok(row)
+    }
+
+    /// The shard whose next row comes first.
+    fn best(&self) -> Option<usize> {
+        let mut best: Option<(usize, &Vec<Cell>)> = None;
+        for (shard, head) in self.heads.iter().enumerate() {
+            let Some(row) = head else { continue };
+            if best.is_none_or(|(_, b)| compare_by(&self.keys, row, b) == Ordering::Less) {
+                best = Some((shard, row));
+            }
+        }
+        best.map(|(shard, _)| shard)
+    }
+}
+
+/// The rows of a non-aggregated query in ORDER BY order (each shard's rows arrive sorted),
+/// OFFSET skipped and LIMIT applied, one at a time, without the hidden sort keys.
+pub struct OrderedMerge {
+    merge: SortedMerge,
+    visible: usize,
+    to_skip: u64,
+    left: u64,
+    cap: Option<usize>,
+    emitted: usize,
+}
+
+impl OrderedMerge {
+    /// Merges `inputs`; without LIMIT more than `cap` rows (if any) is an error.
+    pub fn new(plan: Arc<QueryPlan>, inputs: Vec<ShardRows>, cap: Option<usize>) -> OrderedMerge {
+        OrderedMerge {
+            merge: SortedMerge::new(inputs, plan.order_by.clone()),
+            visible: plan.visible,
+            to_skip: plan.offset,
+            left: plan.limit.unwrap_or(u64::MAX),
+            cap: cap.filter(|_| plan.limit.is_none()),
+            emitted: 0,
+        }
+    }
+
+    /// The next row, `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Cell>>, QueryError> {
         while self.left > 0 {
-            let Some(best) = self.best() else {
+            let Some(mut row) = self.merge.next().await? else {
                 return Ok(None);
             };
-            let row = self.heads[best].take();
-            self.heads[best] = self.inputs[best].next().await?;
             if self.to_skip > 0 {
                 self.to_skip -= 1;
                 continue;
@@ -79,31 +116,19 @@ impl OrderedMerge {
             }
             self.emitted += 1;
             self.left -= 1;
-            return Ok(row.map(|mut row| {
-                row.truncate(self.plan.visible);
-                row
-            }));
+            row.truncate(self.visible);
+            return Ok(Some(row));
         }
         Ok(None)
-    }
-
-    /// The shard whose next row comes first.
-    fn best(&self) -> Option<usize> {
-        let mut best: Option<(usize, &Vec<Cell>)> = None;
-        for (shard, head) in self.heads.iter().enumerate() {
-            let Some(row) = head else { continue };
-            if best.is_none_or(|(_, b)| compare_rows(&self.plan, row, b) == Ordering::Less) {
-                best = Some((shard, row));
-            }
-        }
-        best.map(|(shard, _)| shard)
     }
 }
 
 /// Combines the shards' per-group partial results (`layout` says how, per output), finishes
 /// each group's outputs, applies HAVING, then orders and limits the groups. Reads every shard
-/// at once and holds one row per group; a shard sending more than `max_groups` fails the
-/// query, since a group missing from one shard's part would be merged wrong.
+/// at once and holds one row per group, with the distinct values of each counted value; a
+/// shard sending more than `max_groups` rows fails the query, since a group missing from one
+/// shard's part would be merged wrong. (Distinct values of any number are counted from sorted
+/// rows instead: [`super::runs`].)
 pub async fn merge_groups(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
@@ -111,10 +136,7 @@ pub async fn merge_groups(
     params: &[serde_json::Value],
     max_groups: usize,
 ) -> Result<Vec<Vec<Cell>>, QueryError> {
-    let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
-    let width = combines.len();
-    let keys_end = width + plan.group_by.len();
-    let counted = plan.distinct_columns.len();
+    let shape = RowShape::of(plan, layout);
     let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
     let mut rows = futures_util::stream::select_all(inputs.into_iter().map(|input| {
         Box::pin(futures_util::stream::unfold(
@@ -133,26 +155,55 @@ pub async fn merge_groups(
     }));
     while let Some(row) = rows.next().await {
         let row = row?;
-        let set = grouping_set(&row, keys_end, counted)?;
         let group = groups
-            .entry(group_key(&row[width..keys_end]))
-            .or_insert_with(|| GroupState::new(counted));
-        if set == 0 {
-            group.absorb(&combines, &row[..width])?;
-        }
-        if let Some(value) = row.get(keys_end + set).filter(|_| counted > 0) {
-            group.count_distinct(set, value);
+            .entry(group_key(shape.keys(&row)))
+            .or_insert_with(|| GroupState::new(shape.counted, Distinct::held));
+        group.absorb_row(&shape, &row)?;
+    }
+    let groups = groups
+        .into_values()
+        .map(|group| finish_group(plan, layout, group));
+    finish_answer(plan, groups.collect::<Result<_, _>>()?, params)
+}
+
+/// Where the parts of a grouped shard row are: the partial results, then the group keys,
+/// then the counted values (and with several, the `GROUPING(...)` of the set the row is in).
+pub(super) struct RowShape {
+    combines: Vec<Combine>,
+    /// Partial result columns.
+    pub width: usize,
+    /// End of the group keys.
+    pub keys_end: usize,
+    /// Counted values.
+    pub counted: usize,
+}
+
+impl RowShape {
+    /// The shape of `plan`'s shard rows, whose outputs combine as `layout` says.
+    pub fn of(plan: &QueryPlan, layout: &[Vec<Combine>]) -> RowShape {
+        let combines: Vec<Combine> = layout.iter().flatten().copied().collect();
+        let width = combines.len();
+        RowShape {
+            combines,
+            width,
+            keys_end: width + plan.group_by.len(),
+            counted: plan.distinct_columns.len(),
         }
     }
-    let distinct_index: Vec<Option<usize>> = plan
-        .columns
-        .iter()
-        .map(|c| counted_value(&c.output).and_then(|v| plan.distinct_columns.iter().position(|d| *d == v)))
-        .collect();
-    let mut rows: Vec<Vec<Cell>> = groups
-        .into_values()
-        .map(|group| finish_group(plan, layout, &distinct_index, group))
-        .collect::<Result<_, _>>()?;
+
+    /// The group keys of `row`.
+    pub fn keys<'r>(&self, row: &'r [Cell]) -> &'r [Cell] {
+        &row[self.width..self.keys_end]
+    }
+}
+
+/// Finishes an aggregated answer from its merged groups: the one row of aggregates over no
+/// input, HAVING, ORDER BY, OFFSET and LIMIT.
+pub(super) fn finish_answer(
+    plan: &QueryPlan,
+    mut rows: Vec<Vec<Cell>>,
+    params: &[serde_json::Value],
+) -> Result<Vec<Vec<Cell>>, QueryError> {
     if rows.is_empty() && plan.group_by.is_empty() {
         // Aggregates without GROUP BY answer one row even for no input, as in Postgres.
         rows.push(empty_input_row(plan));
@@ -166,7 +217,7 @@ pub async fn merge_groups(
         }
         rows = kept;
     }
-    rows.sort_by(|a, b| compare_rows(plan, a, b));
+    rows.sort_by(|a, b| compare_by(&plan.order_by, a, b));
     let limit = plan.limit.map_or(usize::MAX, |l| l as usize);
     let visible = |mut row: Vec<Cell>| {
         row.truncate(plan.visible);
@@ -191,19 +242,87 @@ fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
         .collect()
 }
 
-/// A group being merged: its combined partial results, and per counted value the keys of the
-/// distinct values seen so far.
-struct GroupState {
+/// The distinct values of one counted value in one group, as far as they have been read.
+pub(super) enum Distinct {
+    /// Every value seen, by its group key: for rows in no particular order.
+    Held(HashSet<Vec<u8>>),
+    /// How many runs of equal values, and the last value: for rows sorted by the value.
+    Runs {
+        /// Runs counted so far.
+        count: i64,
+        /// The value of the current run.
+        last: Option<Cell>,
+    },
+}
+
+impl Distinct {
+    /// Values held, for rows in any order.
+    pub fn held() -> Distinct {
+        Distinct::Held(HashSet::new())
+    }
+
+    /// Runs counted, for rows sorted by the value.
+    pub fn runs() -> Distinct {
+        Distinct::Runs { count: 0, last: None }
+    }
+
+    /// Notes `value` (NULLs are not counted).
+    fn note(&mut self, value: &Cell) {
+        if *value == Cell::Null {
+            return;
+        }
+        match self {
+            Distinct::Held(seen) => {
+                seen.insert(group_key(std::slice::from_ref(value)));
+            }
+            Distinct::Runs { count, last } => {
+                if last
+                    .as_ref()
+                    .is_none_or(|l| l.compare(value, false, false) != Ordering::Equal)
+                {
+                    *count += 1;
+                    *last = Some(value.clone());
+                }
+            }
+        }
+    }
+
+    /// How many distinct values.
+    fn count(&self) -> i64 {
+        match self {
+            Distinct::Held(seen) => seen.len() as i64,
+            Distinct::Runs { count, .. } => *count,
+        }
+    }
+}
+
+/// A group being merged: its combined partial results, and per counted value its distinct
+/// values so far.
+pub(super) struct GroupState {
     partials: Option<Vec<Cell>>,
-    distinct: Vec<HashSet<Vec<u8>>>,
+    distinct: Vec<Distinct>,
 }
 
 impl GroupState {
-    fn new(counted: usize) -> GroupState {
+    /// A group of no rows yet, counting `counted` values as `start` begins each count.
+    pub fn new(counted: usize, start: fn() -> Distinct) -> GroupState {
         GroupState {
             partials: None,
-            distinct: vec![HashSet::new(); counted],
+            distinct: (0..counted).map(|_| start()).collect(),
         }
+    }
+
+    /// Combines one shard row of this group, shaped as `shape` says: its partial results (a
+    /// row of the first grouping set carries them) and its counted value.
+    pub fn absorb_row(&mut self, shape: &RowShape, row: &[Cell]) -> Result<(), QueryError> {
+        let set = grouping_set(row, shape.keys_end, shape.counted)?;
+        if set == 0 {
+            self.absorb(&shape.combines, &row[..shape.width])?;
+        }
+        if let Some(value) = row.get(shape.keys_end + set).filter(|_| shape.counted > 0) {
+            self.distinct[set].note(value);
+        }
+        Ok(())
     }
 
     /// Combines one shard row's partial results into the group's.
@@ -218,19 +337,12 @@ impl GroupState {
         }
         Ok(())
     }
-
-    /// Notes a value of counted value `index` (NULLs are not counted).
-    fn count_distinct(&mut self, index: usize, value: &Cell) {
-        if *value != Cell::Null {
-            self.distinct[index].insert(group_key(std::slice::from_ref(value)));
-        }
-    }
 }
 
 /// Which counted value a shard row carries: with several, the grouping set its `GROUPING(...)`
 /// column names (the one argument grouped has a zero bit, the first argument the highest);
 /// the first (0) otherwise. The first set's rows also carry the partial aggregates.
-fn grouping_set(row: &[Cell], keys_end: usize, counted: usize) -> Result<usize, QueryError> {
+pub(super) fn grouping_set(row: &[Cell], keys_end: usize, counted: usize) -> Result<usize, QueryError> {
     if counted <= 1 {
         return Ok(0);
     }
@@ -246,12 +358,10 @@ fn grouping_set(row: &[Cell], keys_end: usize, counted: usize) -> Result<usize, 
     }
 }
 
-/// A group's outputs from its combined partial results; `distinct_index` gives, per output,
-/// the counted value a `count(DISTINCT ...)` output counts.
-fn finish_group(
+/// A group's outputs from its combined partial results and distinct counts.
+pub(super) fn finish_group(
     plan: &QueryPlan,
     layout: &[Vec<Combine>],
-    distinct_index: &[Option<usize>],
     group: GroupState,
 ) -> Result<Vec<Cell>, QueryError> {
     let partials = group.partials.ok_or_else(|| {
@@ -261,13 +371,13 @@ fn finish_group(
     })?;
     let mut cells = partials.into_iter();
     let mut row = Vec::with_capacity(plan.columns.len());
-    for ((column, parts), counted) in plan.columns.iter().zip(layout).zip(distinct_index) {
+    for (column, parts) in plan.columns.iter().zip(layout) {
         let mut parts: Vec<Cell> = cells.by_ref().take(parts.len()).collect();
+        let counted = counted_value(&column.output)
+            .and_then(|value| plan.distinct_columns.iter().position(|d| *d == value));
         let cell = match (column.output.aggregate(), parts.as_slice(), counted) {
             (Some(Aggregate::Avg), [sum, Cell::Int(count)], _) => average(sum, *count)?,
-            (Some(Aggregate::CountDistinct), [], Some(index)) => {
-                Cell::Int(group.distinct[*index].len() as i64)
-            }
+            (Some(Aggregate::CountDistinct), [], Some(index)) => Cell::Int(group.distinct[index].count()),
             _ => parts.swap_remove(0),
         };
         row.push(cell);
@@ -382,9 +492,9 @@ fn canonical_json(value: &serde_json::Value, out: &mut String) {
     }
 }
 
-fn compare_rows(plan: &QueryPlan, a: &[Cell], b: &[Cell]) -> Ordering {
-    plan.order_by
-        .iter()
+/// Order of two rows under sort keys over their positions.
+pub(super) fn compare_by(keys: &[SortKey], a: &[Cell], b: &[Cell]) -> Ordering {
+    keys.iter()
         .map(|k| a[k.output].compare(&b[k.output], k.descending, k.nulls_first))
         .find(|o| *o != Ordering::Equal)
         .unwrap_or(Ordering::Equal)
@@ -423,5 +533,26 @@ mod tests {
             group_key(&[Cell::Null]),
             "jsonb null is not SQL NULL"
         );
+    }
+
+    #[test]
+    fn runs_count_values_postgres_finds_equal_once_and_nulls_not_at_all() {
+        let sorted = [
+            Cell::Float(-0.0),
+            Cell::Float(0.0),
+            Cell::Float(1.5),
+            Cell::Float(f64::NAN),
+            Cell::Float(f64::NAN),
+            Cell::Null,
+        ];
+        let mut floats = Distinct::runs();
+        sorted.iter().for_each(|v| floats.note(v));
+        assert_eq!(floats.count(), 3, "0 = -0, NaN = NaN, NULL not counted");
+        let decimal = |unscaled, scale| Cell::Numeric(Decimal { unscaled, scale });
+        let mut numerics = Distinct::runs();
+        for value in [decimal(15, 1), decimal(150, 2), decimal(1500, 3), decimal(2, 0)] {
+            numerics.note(&value);
+        }
+        assert_eq!(numerics.count(), 2, "1.5 = 1.50 = 1.500");
     }
 }

@@ -17,12 +17,13 @@ pub mod parse;
 pub mod plan;
 pub mod prune;
 pub mod render;
+pub mod runs;
 pub mod shard;
 pub mod unsupported;
 pub mod value;
 
 use crate::config::QueryConfig;
-use crate::routing::ShardIndex;
+use crate::routing::{ShardIndex, TokenRange};
 use crate::schema::{ColumnType, Tables};
 use crate::shards::set::{Published, ShardSet};
 use expr::NOW_PARAMETER;
@@ -86,6 +87,9 @@ pub enum QueryError {
         "the answer has more than {0} rows; ask for application/x-ndjson to stream it, or lower the LIMIT"
     )]
     AnswerTooLarge(usize),
+    /// An aggregated query has more groups in all than `query.max_rows` (400).
+    #[error("the query has more than {0} groups; narrow its WHERE or GROUP BY")]
+    TooManyMergedGroups(usize),
     /// A shard has more groups to merge than `query.max_rows`.
     #[error("the query has more than {limit} groups on shard {shard}; narrow its WHERE or GROUP BY")]
     TooManyGroups {
@@ -220,7 +224,24 @@ struct Planned {
     targets: Vec<ShardIndex>,
     split_keys: Vec<prune::SplitKeyRead>,
     rendered: render::RenderedQuery,
-    per_shard_limit: u64,
+    per_shard_limit: Option<u64>,
+    /// The shard statement's column types when its distinct values are counted from sorted
+    /// rows ([`runs`]).
+    counted_by_runs: Option<Vec<tokio_postgres::types::Type>>,
+}
+
+impl Planned {
+    /// The statement a shard runs, leaving out the rows of `skipped` ranges.
+    fn shard_sql(&self, skipped: &[TokenRange]) -> String {
+        match &self.counted_by_runs {
+            None if skipped.is_empty() => self.rendered.sql.clone(),
+            None => render::render(&self.plan, self.per_shard_limit, skipped).sql,
+            Some(types) => {
+                let keys = runs::sort_keys(&self.plan, &self.rendered.layout);
+                runs::ordered(&render::render(&self.plan, None, skipped).sql, types, &keys)
+            }
+        }
+    }
 }
 
 impl QueryEngine {
@@ -253,18 +274,19 @@ impl QueryEngine {
             t.min(self.limits.statement_timeout)
         });
         let row_cap = (!options.every_row).then_some(self.limits.max_rows);
+        let planned = self.plan(sql, &params, row_cap)?;
+        let planned = self.order_for_counting(planned).await?;
         let Planned {
             plan,
             set,
             targets,
             rendered,
-            per_shard_limit,
+            counted_by_runs,
             ..
-        } = self.plan(sql, &params, row_cap)?;
+        } = &planned;
         let now = serde_json::Value::from(chrono::Utc::now().to_rfc3339());
-        tracing::debug!(shard_sql = %rendered.sql, shards = targets.len(), "running a query");
         let statement = Arc::new(ShardStatement {
-            sql: rendered.sql,
+            sql: planned.shard_sql(&[]),
             params: rendered
                 .parameters
                 .iter()
@@ -277,33 +299,39 @@ impl QueryEngine {
             timeout,
             time_zone: self.limits.time_zone.clone(),
         });
+        tracing::debug!(shard_sql = %statement.sql, shards = targets.len(), "running a query");
         if let Some(&unprepared) = targets.iter().find(|&&t| !set.get(t).is_prepared()) {
             let message = "its tables are not verified yet (unreachable since start-up)".to_string();
-            return Err(failed(&set, unprepared, message));
+            return Err(failed(set, unprepared, message));
         }
         let opened = targets.iter().map(|&index| {
             let skipped: Vec<_> = set.table.ranges_to_skip(index).copied().collect();
             let statement = if skipped.is_empty() {
                 statement.clone()
             } else {
-                let sql = render::render(&plan, per_shard_limit, &skipped).sql;
-                Arc::new(statement.with_sql(sql))
+                Arc::new(statement.with_sql(planned.shard_sql(&skipped)))
             };
             let shard = set.get(index);
             ShardRows::open(&shard.id.0, shard.pools.query.clone(), statement)
         });
         let inputs = futures_util::future::try_join_all(opened).await?;
-        let types = result_types(&plan, &rendered.layout, agreed_types(&inputs)?)?;
-        self.check_ordering(&set, &plan, &types).await?;
-        let columns = visible_columns(&plan, types);
+        let types = result_types(plan, &rendered.layout, agreed_types(&inputs)?)?;
+        self.check_ordering(set, plan, &types).await?;
+        let columns = visible_columns(plan, types);
+        let max_groups = self.limits.max_rows;
         let rows = if plan.aggregated {
-            let groups = merge_groups(&plan, &rendered.layout, inputs, &params, self.limits.max_rows).await?;
+            let groups = match counted_by_runs {
+                Some(_) => {
+                    runs::merge_sorted_groups(plan, &rendered.layout, inputs, &params, max_groups).await?
+                }
+                None => merge_groups(plan, &rendered.layout, inputs, &params, max_groups).await?,
+            };
             if plan.limit.is_none() && groups.len() > self.limits.max_rows {
                 return Err(QueryError::TooManyRows(self.limits.max_rows));
             }
             Rows::Grouped(groups.into_iter())
         } else {
-            Rows::Merging(OrderedMerge::new(plan, inputs, row_cap))
+            Rows::Merging(OrderedMerge::new(plan.clone(), inputs, row_cap))
         };
         Ok(QueryStream {
             columns,
@@ -319,29 +347,14 @@ impl QueryEngine {
         let count = parse::parameter_count(sql);
         // Placeholder values: LIMIT and OFFSET parameters must be integers to plan.
         let placeholders = vec![serde_json::Value::from(0); count];
+        let planned = self.plan(sql, &placeholders, Some(self.limits.max_rows))?;
+        let prepared = self.prepare_on_one_shard(&planned).await?;
         let Planned {
-            plan,
-            set,
-            targets,
-            rendered,
-            ..
-        } = self.plan(sql, &placeholders, Some(self.limits.max_rows))?;
-        let index = *targets
-            .first()
-            .ok_or_else(|| Unsupported("the query has no shard to run on".into()))?;
-        let shard = set.get(index);
-        if !shard.is_prepared() {
-            let message = "its tables are not verified yet (unreachable since start-up)".to_string();
-            return Err(failed(&set, index, message));
-        }
-        let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
-        let prepared = client
-            .prepare(&rendered.sql)
-            .await
-            .map_err(|e| shard::classify(&shard.id.0, e))?;
+            plan, set, rendered, ..
+        } = &planned;
         let described: Vec<_> = prepared.columns().iter().map(|c| c.type_().clone()).collect();
-        let types = result_types(&plan, &rendered.layout, &described)?;
-        self.check_ordering(&set, &plan, &types).await?;
+        let types = result_types(plan, &rendered.layout, &described)?;
+        self.check_ordering(set, plan, &types).await?;
         let mut parameters = vec![None; count];
         for (ty, &number) in prepared.params().iter().zip(&rendered.parameters) {
             if number != NOW_PARAMETER {
@@ -350,31 +363,68 @@ impl QueryEngine {
         }
         Ok(Description {
             parameters,
-            columns: visible_columns(&plan, types),
+            columns: visible_columns(plan, types),
         })
+    }
+
+    /// The planned shard statement prepared (not run) on the first shard it visits, which
+    /// tells its parameter and column types.
+    async fn prepare_on_one_shard(&self, planned: &Planned) -> Result<tokio_postgres::Statement, QueryError> {
+        let index = *planned
+            .targets
+            .first()
+            .ok_or_else(|| Unsupported("the query has no shard to run on".into()))?;
+        let shard = planned.set.get(index);
+        if !shard.is_prepared() {
+            let message = "its tables are not verified yet (unreachable since start-up)".to_string();
+            return Err(failed(&planned.set, index, message));
+        }
+        let client = shard::checkout(&shard.id.0, &shard.pools.query).await?;
+        client
+            .prepare(&planned.rendered.sql)
+            .await
+            .map_err(|e| shard::classify(&shard.id.0, e))
+    }
+
+    /// `planned` with its distinct values counted from sorted rows when the merge can order
+    /// its group keys and counted values ([`runs::countable`]); the statement's column types,
+    /// which decide it, are learned by preparing it on one shard.
+    async fn order_for_counting(&self, mut planned: Planned) -> Result<Planned, QueryError> {
+        if planned.plan.distinct_columns.is_empty() {
+            return Ok(planned);
+        }
+        let prepared = self.prepare_on_one_shard(&planned).await?;
+        let types: Vec<_> = prepared.columns().iter().map(|c| c.type_().clone()).collect();
+        if runs::countable(&planned.plan, &planned.rendered.layout, &types) {
+            planned.counted_by_runs = Some(types);
+        }
+        Ok(planned)
     }
 
     /// What `run` would do with `sql`, without running it: the shards it visits, the statement
     /// each runs and how their answers are merged.
-    pub fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explanation, QueryError> {
-        let Planned {
-            plan,
-            set,
-            targets,
-            split_keys,
-            rendered,
-            ..
-        } = self.plan(sql, params, Some(self.limits.max_rows))?;
+    pub async fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explanation, QueryError> {
+        let planned = self.plan(sql, params, Some(self.limits.max_rows))?;
+        let planned = self.order_for_counting(planned).await?;
+        let plan = &planned.plan;
         let merge = match (plan.aggregated, plan.order_by.is_empty()) {
+            (true, _) if planned.counted_by_runs.is_some() => {
+                "sorted group rows merged, groups combined as they end and distinct values counted \
+                 as runs, then HAVING, ORDER BY, OFFSET and LIMIT"
+            }
             (true, _) => "groups combined per key, then HAVING, ORDER BY, OFFSET and LIMIT",
             (false, false) => "k-way merge on the ORDER BY keys, then OFFSET and LIMIT",
             (false, true) => "rows concatenated, then OFFSET and LIMIT",
         };
         Ok(Explanation {
-            shards: targets.iter().map(|&t| set.get(t).id.0.clone()).collect(),
-            statement: rendered.sql,
+            shards: planned
+                .targets
+                .iter()
+                .map(|&t| planned.set.get(t).id.0.clone())
+                .collect(),
+            statement: planned.shard_sql(&[]),
             merge,
-            split_keys,
+            split_keys: planned.split_keys.clone(),
         })
     }
 
@@ -394,9 +444,9 @@ impl QueryEngine {
             None => (set.table.shards_for_scatter(), Vec::new()),
         };
         let per_shard_limit = match (plan.limit, row_cap) {
-            (Some(limit), _) if !plan.aggregated => limit + plan.offset,
-            (None, None) if !plan.aggregated => i64::MAX as u64,
-            _ => self.limits.max_rows as u64 + 1,
+            (Some(limit), _) if !plan.aggregated => Some(limit + plan.offset),
+            (None, None) if !plan.aggregated => None,
+            _ => Some(self.limits.max_rows as u64 + 1),
         };
         let rendered = render::render(&plan, per_shard_limit, &[]);
         Ok(Planned {
@@ -406,6 +456,7 @@ impl QueryEngine {
             split_keys,
             rendered,
             per_shard_limit,
+            counted_by_runs: None,
         })
     }
 

@@ -21,11 +21,12 @@ pub struct RenderedQuery {
 /// The SQL each shard runs: the checked plan re-rendered. Aggregates are computed per group on
 /// each shard (their partial results have the final types), with the group keys, and the
 /// values `count(DISTINCT x)` count, appended and grouped by position; ordering and limits of
-/// aggregated queries are applied after the merge. `limit` is the LIMIT each shard gets: the
-/// query's LIMIT + OFFSET for rows, one more than the group cap for groups. Rows whose
+/// aggregated queries are applied after the merge. `limit` is the LIMIT each shard gets (none
+/// for `None`): the query's LIMIT + OFFSET for rows, one more than the group cap for groups,
+/// none for the sorted (group, value) rows distinct values are counted from. Rows whose
 /// `_sg_hash` falls in a `skipped` range are left out: a shard still holding rows of ranges
 /// it no longer owns (invariant 12).
-pub fn render(plan: &QueryPlan, limit: u64, skipped: &[TokenRange]) -> RenderedQuery {
+pub fn render(plan: &QueryPlan, limit: Option<u64>, skipped: &[TokenRange]) -> RenderedQuery {
     let mut parameters = Parameters::default();
     let mut select = Vec::new();
     let mut layout = Vec::new();
@@ -72,7 +73,9 @@ pub fn render(plan: &QueryPlan, limit: u64, skipped: &[TokenRange]) -> RenderedQ
             .collect();
         sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
     }
-    sql.push_str(&format!(" LIMIT {limit}"));
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
     RenderedQuery {
         sql,
         parameters: parameters.used,

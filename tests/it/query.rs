@@ -738,10 +738,17 @@ async fn explain_shows_the_shards_the_statement_and_the_merge() {
     .await;
     assert_eq!(
         plan["statement"],
-        "SELECT \"event_type\", count(*), \"event_type\", \"tenant_id\", \"payload\" ->> 'plan', \
+        "SELECT * FROM (SELECT \"event_type\", count(*), \"event_type\", \"tenant_id\", \"payload\" ->> 'plan', \
          GROUPING(\"tenant_id\", \"payload\" ->> 'plan') FROM \"events\" \
-         GROUP BY GROUPING SETS ((3, 4), (3, 5)) LIMIT 100001",
-        "one grouping set per counted value"
+         GROUP BY GROUPING SETS ((3, 4), (3, 5))) AS parts(c1, c2, c3, c4, c5, c6) \
+         ORDER BY c3 COLLATE \"C\" ASC NULLS LAST, c6 ASC NULLS LAST, c4 COLLATE \"C\" ASC NULLS LAST, \
+         c5 COLLATE \"C\" ASC NULLS LAST",
+        "one grouping set per counted value, rows sorted by group, set and value"
+    );
+    assert_eq!(
+        plan["merge"],
+        "sorted group rows merged, groups combined as they end and distinct values counted as runs, \
+         then HAVING, ORDER BY, OFFSET and LIMIT"
     );
     gate.stop().await;
 }
@@ -789,8 +796,8 @@ async fn bad_queries_get_400_naming_the_problem() {
             "the query has more than 50 groups on shard s",
         ),
         (
-            "SELECT count(DISTINCT event_id) FROM events",
-            "the query has more than 50 groups on shard s",
+            "SELECT event_id, count(DISTINCT n) FROM events GROUP BY 1",
+            "the query has more than 50 groups; narrow its WHERE or GROUP BY",
         ),
         (
             "INSERT INTO events (tenant_id) VALUES ('x')",
@@ -1103,20 +1110,25 @@ async fn ordering_text_is_refused_once_a_shard_that_does_not_collate_bytewise_jo
     gate.stop().await;
 }
 
-#[tokio::test]
-async fn ordering_text_is_refused_on_shards_that_do_not_collate_bytewise() {
+/// One shard database per test cluster, named after `test`, created from `template0` with
+/// the locale `options` (as `CREATE DATABASE` words them).
+async fn collated_shards(test: &str, options: &str) -> Vec<String> {
     let mut urls = Vec::new();
     for (i, cluster) in crate::common::clusters().iter().enumerate() {
         let admin = connect(&cluster.url("postgres")).await;
-        let name = format!("t_collated_{i}");
+        let name = format!("t_{test}_{i}");
         admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
-            ))
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0 {options}"))
             .await
             .unwrap();
         urls.push(cluster.url(&name));
     }
+    urls
+}
+
+#[tokio::test]
+async fn ordering_text_is_refused_on_shards_that_do_not_collate_bytewise() {
+    let urls = collated_shards("collated", "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'").await;
     let gate = TestServer::start_on(urls, "").await;
     load_rows(&gate).await;
     for sql in [
@@ -1404,5 +1416,114 @@ async fn reports_over_json_payloads_equal_one_postgres_holding_all_rows() {
         "no partial answer: {}",
         reply.body
     );
+    gate.stop().await;
+}
+
+/// Writes 700 events holding values Postgres finds equal while a merge could find them
+/// different: tenants that differ only in case or accent (ordered differently by a linguistic
+/// collation than bytewise), scores of 0.0 and -0.0, and amounts of one number at several
+/// scales.
+async fn load_values_counted(gate: &TestServer) {
+    load_events(gate, 700, |i| {
+        json!({
+            "tenant_id": format!("{}{}", ["a", "B", "b", "A", "é", "E", "e"][i % 7], i % 30),
+            "ts": format!("2024-05-0{}T{:02}:00:00Z", 1 + i % 3, i % 24),
+            "score": match i % 6 {
+                0 => json!(0.0),
+                1 => json!(-0.0),
+                2 => Value::Null,
+                _ => json!((i % 40) as f64 / 2.0),
+            },
+            "payload": {"amount": (["1.5", "1.50", "1.500", "2", "2.0"][i % 5]), "w": i % 9},
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn count_distinct_counts_more_values_than_max_rows_exactly() {
+    // Shards that order text linguistically: the merge must still see equal values side by
+    // side, whatever the shards' collation.
+    let urls = collated_shards("icu", "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'").await;
+    let gate = TestServer::start_on(urls, &crate::postgres::listener("[query]\nmax_rows = 20\n")).await;
+    load_values_counted(&gate).await;
+    let oracle = oracle(&gate).await;
+    let corpus: Vec<(&str, Vec<Value>, Compare)> = vec![
+        (
+            "SELECT count(DISTINCT event_id), count(*) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT tenant_id), count(DISTINCT score), \
+             count(DISTINCT (payload->>'amount')::numeric), count(DISTINCT ts), count(*) FROM events",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(DISTINCT event_id), count(DISTINCT tenant_id) FILTER (WHERE n > 3), \
+             avg(n), min(ts) FROM events GROUP BY 1 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT date_trunc('day', ts) AS day, count(DISTINCT tenant_id) AS tenants FROM events \
+             GROUP BY 1 HAVING count(DISTINCT tenant_id) > 10 ORDER BY 1",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT score = 0 AS zero, count(DISTINCT score), count(DISTINCT lower(tenant_id)), \
+             count(DISTINCT event_id) FILTER (WHERE (payload->>'amount')::numeric = 1.5) \
+             FROM events GROUP BY 1 ORDER BY 1 NULLS FIRST",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT n % 4 AS k, count(DISTINCT tenant_id) FROM events WHERE n > $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3",
+            vec![json!(3)],
+            Compare::Exact,
+        ),
+        (
+            "SELECT count(DISTINCT tenant_id), count(DISTINCT n) FROM events WHERE tenant_id = 'nobody'",
+            vec![],
+            Compare::Exact,
+        ),
+        (
+            "SELECT event_type, count(DISTINCT event_id) FROM events WHERE n > 100 GROUP BY 1",
+            vec![],
+            Compare::Unordered,
+        ),
+    ];
+    check_corpus(&gate, &oracle, &corpus).await;
+
+    let plan = explain(
+        &gate,
+        "SELECT event_type, count(DISTINCT tenant_id) FROM events GROUP BY 1",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        plan["statement"],
+        "SELECT * FROM (SELECT \"event_type\", \"event_type\", \"tenant_id\" FROM \"events\" GROUP BY 2, 3) \
+         AS parts(c1, c2, c3) ORDER BY c2 COLLATE \"C\" ASC NULLS LAST, c3 COLLATE \"C\" ASC NULLS LAST",
+        "{plan}"
+    );
+    let too_many = [
+        (
+            "SELECT event_id, count(DISTINCT n) FROM events GROUP BY 1",
+            "the query has more than 20 groups; narrow its WHERE or GROUP BY",
+        ),
+        (
+            // jsonb values have no order shardgate can merge: they are held, as many as max_rows.
+            "SELECT count(DISTINCT payload) FROM events",
+            "the query has more than 20 groups on shard s",
+        ),
+    ];
+    for (sql, needle) in too_many {
+        let reply = ask(&gate, sql, &[]).await;
+        assert_eq!(reply.status, 400, "{sql}: {}", reply.body);
+        assert!(reply.error().contains(needle), "{sql}: {}", reply.error());
+    }
     gate.stop().await;
 }

@@ -308,7 +308,7 @@ fn a_shard_holding_rows_it_no_longer_owns_skips_them_by_their_stored_position() 
     use crate::routing::{ShardIndex, TokenRange};
     let plan = plan_query("SELECT count(*) FROM events WHERE n > $1", &[json!(1)], &tables()).unwrap();
     assert_eq!(
-        render(&plan, 10, &[]).sql,
+        render(&plan, Some(10), &[]).sql,
         "SELECT count(*) FROM \"events\" WHERE \"n\" > $1 LIMIT 10"
     );
     let leaving = [
@@ -324,13 +324,13 @@ fn a_shard_holding_rows_it_no_longer_owns_skips_them_by_their_stored_position() 
         },
     ];
     assert_eq!(
-        render(&plan, 10, &leaving).sql,
+        render(&plan, Some(10), &leaving).sql,
         "SELECT count(*) FROM \"events\" WHERE (\"n\" > $1) AND NOT (_sg_hash BETWEEN 11 AND 20 \
          OR _sg_hash BETWEEN -1 AND -1 OR _sg_hash BETWEEN 0 AND 3) LIMIT 10"
     );
     let everything = plan_query("SELECT * FROM events", &[], &tables()).unwrap();
     assert!(
-        render(&everything, 5, &leaving[..1])
+        render(&everything, Some(5), &leaving[..1])
             .sql
             .ends_with("FROM \"events\" WHERE NOT (_sg_hash BETWEEN 11 AND 20) LIMIT 5")
     );
