@@ -236,7 +236,12 @@ fn empty_input_row(plan: &QueryPlan) -> Vec<Cell> {
     plan.columns
         .iter()
         .map(|c| match c.output.aggregate() {
-            Some(Aggregate::CountRows | Aggregate::Count | Aggregate::CountDistinct) => Cell::Int(0),
+            Some(
+                Aggregate::CountRows
+                | Aggregate::Count
+                | Aggregate::CountDistinct
+                | Aggregate::CountDistinctKeys,
+            ) => Cell::Int(0),
             _ => Cell::Null,
         })
         .collect()

@@ -437,8 +437,10 @@ impl QueryEngine {
         params: &[serde_json::Value],
         row_cap: Option<usize>,
     ) -> Result<Planned, QueryError> {
-        let plan = Arc::new(plan_query(sql, params, &self.tables)?);
+        let plan = plan_query(sql, params, &self.tables)?;
         let set = self.shards.load();
+        let has_split_keys = set.table.splits.of(&plan.table.name).is_some();
+        let plan = Arc::new(plan::count_keys_on_shards(plan, has_split_keys));
         let (targets, split_keys) = match prune::pruned_shards(&plan, params, &set.table) {
             Some(pruned) => (pruned.shards, pruned.split_keys),
             None => (set.table.shards_for_scatter(), Vec::new()),

@@ -6,7 +6,7 @@
 use super::expr::{checked, column_of, identifier, ungrouped_column};
 use super::having::plan_having;
 use super::output::{hidden_output, projection, same_expression};
-use super::plan::{KeyValues, Output, OutputColumn, QueryPlan, SortKey, counted_value};
+use super::plan::{KeyValues, Output, OutputColumn, QueryPlan, SortKey, counted_values};
 use super::unsupported::{Unsupported, unsupported};
 use crate::schema::{TableId, TableSchema, Tables};
 use sqlparser::ast::{
@@ -60,7 +60,7 @@ pub fn plan_query(
     if aggregated {
         check_grouped_outputs(&columns, &group_by)?;
     }
-    let distinct_columns = distinct_columns(&columns);
+    let distinct_columns = counted_values(&columns);
     if distinct_columns.len() > MAX_COUNTED_VALUES {
         return unsupported(format!(
             "count(DISTINCT ...) of more than {MAX_COUNTED_VALUES} different values is not supported"
@@ -108,17 +108,6 @@ pub fn parameter_count(sql: &str) -> usize {
 /// Most different values one query's `count(DISTINCT ...)` may count: each is a grouping set
 /// of the shard statement, told apart by one bit of `GROUPING(...)` (which takes at most 31).
 const MAX_COUNTED_VALUES: usize = 16;
-
-/// The values the query's `count(DISTINCT x)` count, each once.
-fn distinct_columns(columns: &[OutputColumn]) -> Vec<Expr> {
-    let mut found: Vec<Expr> = Vec::new();
-    for counted in columns.iter().filter_map(|c| counted_value(&c.output)) {
-        if !found.contains(&counted) {
-            found.push(counted);
-        }
-    }
-    found
-}
 
 fn check_query_clauses(query: &Query) -> Result<(), Unsupported> {
     if query.with.is_some() {

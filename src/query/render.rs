@@ -146,5 +146,6 @@ fn partials(output: &Output, parameters: &mut Parameters) -> Vec<(String, Combin
         Aggregate::BoolOr => vec![part("bool_or", Combine::Or)],
         Aggregate::Avg => vec![part("sum", Combine::Add), part("count", Combine::Add)],
         Aggregate::CountDistinct => Vec::new(),
+        Aggregate::CountDistinctKeys => vec![(format!("count(DISTINCT {x}){filter}"), Combine::Add)],
     }
 }

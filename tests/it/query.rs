@@ -1527,3 +1527,87 @@ async fn count_distinct_counts_more_values_than_max_rows_exactly() {
     }
     gate.stop().await;
 }
+
+/// `count` lines for each of `sources` (`src-<n>`) as `logs` rows, the lines numbered from
+/// `first`.
+fn log_lines(sources: std::ops::Range<usize>, count: usize, first: usize) -> String {
+    let rows: Vec<Value> = sources
+        .flat_map(|s| {
+            (first..first + count).map(move |j| json!({"source": format!("src-{s}"), "line": format!("{j}")}))
+        })
+        .collect();
+    Value::Array(rows).to_string()
+}
+
+#[tokio::test]
+async fn count_distinct_of_the_partition_key_adds_the_shards_counts_until_a_key_is_split() {
+    let config = format!(
+        "{}[hot_keys]\nsplit_delay = \"100ms\"\nmax_fanout = 4\n",
+        crate::admin::with_token()
+    );
+    let gate = TestServer::start("query_key_count", &format!("{config}[query]\nmax_rows = 100\n")).await;
+    let written = gate
+        .post("logs", "application/json", log_lines(0..50, 6, 0))
+        .await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    let sql = "SELECT count(DISTINCT source), count(DISTINCT source) FILTER (WHERE line <> '0'), count(*) FROM logs";
+    let plan = explain(&gate, sql, &[]).await;
+    assert_eq!(
+        plan["statement"],
+        "SELECT count(DISTINCT \"source\"), count(DISTINCT \"source\") FILTER (WHERE \"line\" <> '0'), \
+         count(*) FROM \"logs\" LIMIT 101",
+        "each source lives on one shard: its count there is added"
+    );
+    let reply = ask(&gate, sql, &[]).await;
+    assert_eq!(reply.body["rows"], json!([[50, 50, 300]]), "{}", reply.body);
+    let with_lines = "SELECT count(DISTINCT source), count(DISTINCT line) FROM logs";
+    let reply = ask(&gate, with_lines, &[]).await;
+    assert_eq!(reply.body["rows"], json!([[50, 6]]), "{}", reply.body);
+    let grouped = ask(
+        &gate,
+        "SELECT line, count(DISTINCT source) FROM logs WHERE source <> 'src-3' GROUP BY 1 ORDER BY 1",
+        &[],
+    )
+    .await;
+    let want: Vec<Value> = (0..6).map(|j| json!([j.to_string(), 49])).collect();
+    assert_eq!(grouped.body["rows"], json!(want), "{}", grouped.body);
+
+    // Split src-7 four ways: its new rows land on both shards, so its count there is no longer
+    // its own.
+    let split = gate
+        .http
+        .post(gate.admin_url("/admin/hot-keys"))
+        .bearer_auth(crate::admin::TOKEN)
+        .json(&json!({"table": "logs", "key": {"source": "src-7"}, "fanout": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(split.status(), 200, "{}", split.text().await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let more = gate
+        .post("logs", "application/json", log_lines(7..8, 200, 6))
+        .await;
+    assert_eq!(more.status, 200, "{}", more.body);
+    for url in &gate.shard_urls {
+        let on_shard: i64 = connect(url)
+            .await
+            .query_one("SELECT count(*) FROM logs WHERE source = 'src-7'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(on_shard > 0, "src-7 has rows on every shard");
+    }
+    let plan = explain(&gate, sql, &[]).await;
+    assert!(
+        plan["statement"]
+            .as_str()
+            .unwrap()
+            .contains("GROUPING(\"source\""),
+        "a split key's values are counted from sorted rows: {plan}"
+    );
+    let reply = ask(&gate, sql, &[]).await;
+    assert_eq!(reply.body["rows"], json!([[50, 50, 500]]), "{}", reply.body);
+    let reply = ask(&gate, with_lines, &[]).await;
+    assert_eq!(reply.body["rows"], json!([[50, 206]]), "{}", reply.body);
+    gate.stop().await;
+}
