@@ -7,7 +7,7 @@ use super::value::{Cell, JsonParam, ResultType};
 use crate::pg::describe_pool_error;
 use bytes::BytesMut;
 use deadpool_postgres::{Pool, PoolError, TimeoutType};
-use futures_util::{TryStreamExt, pin_mut};
+use futures_util::{FutureExt, TryStreamExt, pin_mut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -15,8 +15,14 @@ use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
-/// Rows buffered per shard between its reader task and the merge.
-const ROWS_IN_FLIGHT: usize = 256;
+/// Most rows the reader passes to the merge in one message: as many as the shard has already
+/// sent, so a slow shard's rows still go one by one while a fast one's pay one hand-over per
+/// batch.
+const ROWS_PER_MESSAGE: usize = 64;
+
+/// Messages buffered per shard between its reader task and the merge: with full messages,
+/// 256 rows.
+const MESSAGES_IN_FLIGHT: usize = 4;
 
 /// The statement every visited shard runs.
 #[derive(Clone)]
@@ -42,7 +48,7 @@ impl ShardStatement {
 
 enum Message {
     Columns(Vec<Type>),
-    Row(Vec<Cell>),
+    Rows(Vec<Vec<Cell>>),
     Done,
     Failed(QueryError),
 }
@@ -53,6 +59,8 @@ pub struct ShardRows {
     name: String,
     types: Vec<Type>,
     receiver: mpsc::Receiver<Message>,
+    /// Rows of the last message not yet taken.
+    received: std::vec::IntoIter<Vec<Cell>>,
     finished: bool,
 }
 
@@ -63,13 +71,14 @@ impl ShardRows {
         pool: Pool,
         statement: Arc<ShardStatement>,
     ) -> Result<ShardRows, QueryError> {
-        let (sender, mut receiver) = mpsc::channel(ROWS_IN_FLIGHT);
+        let (sender, mut receiver) = mpsc::channel(MESSAGES_IN_FLIGHT);
         tokio::spawn(read_shard(name.to_string(), pool, statement, sender));
         match receiver.recv().await {
             Some(Message::Columns(types)) => Ok(ShardRows {
                 name: name.to_string(),
                 types,
                 receiver,
+                received: Vec::new().into_iter(),
                 finished: false,
             }),
             Some(Message::Failed(e)) => Err(e),
@@ -89,11 +98,17 @@ impl ShardRows {
 
     /// The next row; `None` once the last has been read and the shard's transaction committed.
     pub async fn next(&mut self) -> Result<Option<Vec<Cell>>, QueryError> {
+        if let Some(row) = self.received.next() {
+            return Ok(Some(row));
+        }
         if self.finished {
             return Ok(None);
         }
         match self.receiver.recv().await {
-            Some(Message::Row(row)) => Ok(Some(row)),
+            Some(Message::Rows(rows)) => {
+                self.received = rows.into_iter();
+                Ok(self.received.next())
+            }
             Some(Message::Done) => {
                 self.finished = true;
                 Ok(None)
@@ -283,14 +298,34 @@ async fn send_rows(
     let params = statement.params.iter().map(|p| p as &(dyn ToSql + Sync));
     let rows = transaction.query_raw(&prepared, params).await.map_err(classify)?;
     pin_mut!(rows);
-    while let Some(row) = rows.try_next().await.map_err(classify)? {
-        let cells = result_types
+    let read = |row: tokio_postgres::Row| {
+        result_types
             .iter()
             .enumerate()
             .map(|(i, ty)| Cell::read(&row, i, *ty))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| failed(name, e.to_string()))?;
-        if !pass(name, statement, sender, Message::Row(cells)).await? {
+            .map_err(|e| failed(name, e.to_string()))
+    };
+    let mut ended = false;
+    while !ended {
+        let Some(row) = rows.try_next().await.map_err(classify)? else {
+            break;
+        };
+        let mut batch = vec![read(row)?];
+        // Take the rows already received, without waiting for more.
+        while batch.len() < ROWS_PER_MESSAGE {
+            let Some(next) = rows.try_next().now_or_never() else {
+                break;
+            };
+            match next.map_err(classify)? {
+                Some(row) => batch.push(read(row)?),
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !pass(name, statement, sender, Message::Rows(batch)).await? {
             return Ok(());
         }
     }
