@@ -10,7 +10,7 @@ mod output;
 pub mod sqlstate;
 mod text;
 
-pub use output::output_text;
+pub use output::{output_text, timestamptz_text};
 pub use text::{TextInputError, encode_text};
 
 use base64::Engine;

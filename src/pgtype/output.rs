@@ -3,7 +3,7 @@
 //! format carries (an `INSERT ... RETURNING` read by psql or psycopg).
 
 use super::{ColumnType, JSONB_VERSION, PG_EPOCH_UNIX_DAYS, PG_EPOCH_UNIX_MICROS};
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use std::fmt::Write;
 
 /// The text form of `field`, the binary value of a `ty` column. A field that is not a valid
@@ -90,7 +90,24 @@ fn timestamptz(micros: i64) -> Option<String> {
         _ => {}
     }
     let time = DateTime::from_timestamp_micros(micros.checked_add(PG_EPOCH_UNIX_MICROS)?)?;
-    let mut text = time.format("%Y-%m-%d %H:%M:%S").to_string();
+    Some(timestamptz_text(&time))
+}
+
+/// A finite `timestamptz` as Postgres writes it in UTC: `2026-05-01 10:00:00.25+00`, a year
+/// before 1 as `0044-03-15 01:00:00+00 BC`.
+pub fn timestamptz_text(time: &DateTime<Utc>) -> String {
+    let mut text = String::with_capacity(32);
+    let year = time.year();
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        if year > 0 { year } else { 1 - year },
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    );
     let fraction = time.timestamp_subsec_micros();
     if fraction > 0 {
         let digits = format!("{fraction:06}");
@@ -98,7 +115,10 @@ fn timestamptz(micros: i64) -> Option<String> {
         text.push_str(digits.trim_end_matches('0'));
     }
     text.push_str("+00");
-    Some(text)
+    if year <= 0 {
+        text.push_str(" BC");
+    }
+    text
 }
 
 /// A `date` of days since 2000-01-01.
@@ -155,6 +175,18 @@ mod tests {
                 "2026-05-01 10:00:00.12+00",
             ),
             (ColumnType::Date, "1999-12-31", "1999-12-31"),
+        ] {
+            assert_eq!(round_trip(ty, input), output, "{ty:?} {input}");
+        }
+        for (micros_since_unix_epoch, text) in [
+            (253_402_300_800_500_000, "10000-01-01 00:00:00.5+00"),
+            (-62_004_268_800_000_000, "0005-03-01 00:00:00+00"),
+            (-63_517_820_400_000_000, "0044-03-15 01:00:00+00 BC"),
+        ] {
+            let time = DateTime::from_timestamp_micros(micros_since_unix_epoch).unwrap();
+            assert_eq!(timestamptz_text(&time), text);
+        }
+        for (ty, input, output) in [
             (ColumnType::Jsonb, "{\"a\": [1, 2]}", "{\"a\": [1, 2]}"),
             (ColumnType::Bytea, "\\x00ff10", "\\x00ff10"),
         ] {

@@ -2,10 +2,12 @@
 //! session with `DateStyle` ISO and `TimeZone` UTC) or its binary send form.
 
 use super::types::data_row;
-use crate::pgtype::{ColumnType, output_text};
+use crate::pgtype::{ColumnType, output_text, timestamptz_text};
 use crate::query::value::{Cell, Decimal, ResultType};
 use pgwire::api::results::FieldFormat;
 use pgwire::messages::data::DataRow;
+use std::borrow::Cow;
+use tokio_postgres::types::Timestamp;
 use tokio_postgres::types::{ToSql, Type};
 
 /// A result row as a `DataRow`, each value in its column's format.
@@ -14,7 +16,7 @@ pub fn encode_row(row: &[Cell], columns: &[(ResultType, FieldFormat)]) -> DataRo
         .iter()
         .zip(columns)
         .map(|(cell, (ty, format))| match format {
-            FieldFormat::Text => cell_text(cell).map(String::into_bytes),
+            FieldFormat::Text => cell_text(cell).map(|text| text.into_owned().into_bytes()),
             FieldFormat::Binary => cell_binary(cell, *ty),
         })
         .collect();
@@ -59,20 +61,21 @@ fn sent(value: &(dyn ToSql + Sync), ty: &Type) -> Vec<u8> {
 
 /// A value in Postgres's text output form, in a session with `DateStyle` ISO and `TimeZone`
 /// UTC; `None` for NULL.
-pub fn cell_text(cell: &Cell) -> Option<String> {
-    Some(match cell {
+pub fn cell_text(cell: &Cell) -> Option<Cow<'_, str>> {
+    Some(Cow::Owned(match cell {
         Cell::Null => return None,
+        Cell::Text(text) => return Some(Cow::Borrowed(text)),
         Cell::Int(n) => n.to_string(),
         Cell::Float(x) => output_text(ColumnType::Double, &x.to_be_bytes()),
-        Cell::Bool(b) => if *b { "t" } else { "f" }.to_string(),
-        Cell::Text(text) => text.clone(),
+        Cell::Bool(b) => return Some(Cow::Borrowed(if *b { "t" } else { "f" })),
         Cell::Uuid(uuid) => uuid.hyphenated().to_string(),
+        Cell::Timestamp(Timestamp::Value(time)) => timestamptz_text(time),
         Cell::Timestamp(time) => output_text(ColumnType::Timestamptz, &sent(time, &Type::TIMESTAMPTZ)),
         Cell::Date(date) => output_text(ColumnType::Date, &sent(date, &Type::DATE)),
         Cell::Json(value) => jsonb_text(value),
         Cell::Bytes(bytes) => output_text(ColumnType::Bytea, bytes),
         Cell::Numeric(number) => number.to_string(),
-    })
+    }))
 }
 
 /// A `jsonb` value as Postgres writes it: a space after each `:` and `,`.

@@ -8,7 +8,7 @@ use crate::schema::decode::copy::{CopyFormat, CopyKind};
 
 /// One row as a line of `format`.
 pub fn line(row: &[Cell], format: &CopyFormat) -> Vec<u8> {
-    let values: Vec<Option<String>> = row.iter().map(cell_text).collect();
+    let values: Vec<_> = row.iter().map(cell_text).collect();
     let single = values.len() == 1;
     fields_line(values.iter().map(Option::as_deref), format, single)
 }
