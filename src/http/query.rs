@@ -38,6 +38,7 @@ fn status(error: &QueryError) -> StatusCode {
         | QueryError::Invalid { .. }
         | QueryError::TooManyRows(_)
         | QueryError::TooManyGroups { .. }
+        | QueryError::TooManyHeldValues { .. }
         | QueryError::TooManyMergedGroups(_)
         | QueryError::AnswerTooLarge(_)
         | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
@@ -55,6 +56,7 @@ fn details(error: &QueryError) -> serde_json::Value {
         | QueryError::Unreachable { shard, .. }
         | QueryError::Timeout { shard }
         | QueryError::TooManyGroups { shard, .. }
+        | QueryError::TooManyHeldValues { shard, .. }
         | QueryError::NotRead { shard }
         | QueryError::Busy { shard } => json!([{"shard": shard}]),
         _ => json!([]),

@@ -231,6 +231,7 @@ fn query_error(error: QueryError) -> PgWireError {
         QueryError::TooManyRows(_)
         | QueryError::AnswerTooLarge(_)
         | QueryError::TooManyGroups { .. }
+        | QueryError::TooManyHeldValues { .. }
         | QueryError::TooManyMergedGroups(_) => errors::PROGRAM_LIMIT_EXCEEDED,
         QueryError::Busy { .. } => errors::INSUFFICIENT_RESOURCES,
     };

@@ -137,16 +137,14 @@ pub async fn merge_groups(
     max_groups: usize,
 ) -> Result<Vec<Vec<Cell>>, QueryError> {
     let shape = RowShape::of(plan, layout);
+    let counting = shape.counted > 0;
     let mut groups: HashMap<Vec<u8>, GroupState> = HashMap::new();
     let mut rows = futures_util::stream::select_all(inputs.into_iter().map(|input| {
         Box::pin(futures_util::stream::unfold(
             (input, 0),
             move |(mut input, sent)| async move {
                 let row = match input.next().await.transpose()? {
-                    Ok(_) if sent == max_groups => Err(QueryError::TooManyGroups {
-                        shard: input.name().to_string(),
-                        limit: max_groups,
-                    }),
+                    Ok(_) if sent == max_groups => Err(too_many_rows(input.name(), max_groups, counting)),
                     other => other,
                 };
                 Some((row, (input, sent + 1)))
@@ -164,6 +162,16 @@ pub async fn merge_groups(
         .into_values()
         .map(|group| finish_group(plan, layout, group));
     finish_answer(plan, groups.collect::<Result<_, _>>()?, params)
+}
+
+/// The error for shard `shard` sending more than `limit` rows to be held: groups, or with
+/// values `counting`, (group, value) pairs.
+fn too_many_rows(shard: &str, limit: usize, counting: bool) -> QueryError {
+    let shard = shard.to_string();
+    match counting {
+        true => QueryError::TooManyHeldValues { shard, limit },
+        false => QueryError::TooManyGroups { shard, limit },
+    }
 }
 
 /// Where the parts of a grouped shard row are: the partial results, then the group keys,

@@ -90,6 +90,19 @@ pub enum QueryError {
     /// An aggregated query has more groups in all than `query.max_rows` (400).
     #[error("the query has more than {0} groups; narrow its WHERE or GROUP BY")]
     TooManyMergedGroups(usize),
+    /// A shard has more (group, value) rows than `query.max_rows` for a `count(DISTINCT)` the
+    /// merge holds (of a `jsonb` value: [`runs::countable`]) (400).
+    #[error(
+        "shard {shard} has more than {limit} groups and values to count; count(DISTINCT) of a jsonb \
+         value holds every value, so count text or numbers taken from it (payload->>'key') to \
+         count any number"
+    )]
+    TooManyHeldValues {
+        /// The shard.
+        shard: String,
+        /// `query.max_rows`.
+        limit: usize,
+    },
     /// A shard has more groups to merge than `query.max_rows`.
     #[error("the query has more than {limit} groups on shard {shard}; narrow its WHERE or GROUP BY")]
     TooManyGroups {
