@@ -221,34 +221,20 @@ pub fn encode_scalar(ty: ColumnType, value: JsonScalar<'_>, out: &mut Vec<u8>) -
         // A timestamp is read as RFC 3339 first, so the spelling of (almost) every row costs no
         // more; `infinity` is looked for only when that fails.
         (ColumnType::Timestamptz, JsonScalar::Str(s)) => {
-            let micros = match (DateTime::parse_from_rfc3339(s), text::infinite(s)) {
-                (Ok(ts), _) => ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS,
-                (Err(_), Some(up)) => {
-                    if up {
-                        i64::MAX
-                    } else {
-                        i64::MIN
-                    }
-                }
-                (Err(_), None) => return Err(mismatch()),
+            let micros = match DateTime::parse_from_rfc3339(s) {
+                Ok(ts) => ts.timestamp_micros() - PG_EPOCH_UNIX_MICROS,
+                Err(_) => text::infinity_as(s, i64::MAX, i64::MIN).ok_or_else(mismatch)?,
             };
             out.extend_from_slice(&micros.to_be_bytes());
         }
         (ColumnType::Date, JsonScalar::Str(s)) => {
-            let days = match (NaiveDate::parse_from_str(s, "%Y-%m-%d"), text::infinite(s)) {
-                (Ok(date), _) => {
+            let days = match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                Ok(date) => {
                     let days =
                         date.signed_duration_since(NaiveDate::default()).num_days() - PG_EPOCH_UNIX_DAYS;
                     i32::try_from(days).map_err(|_| out_of_range(ty, value))?
                 }
-                (Err(_), Some(up)) => {
-                    if up {
-                        i32::MAX
-                    } else {
-                        i32::MIN
-                    }
-                }
-                (Err(_), None) => return Err(mismatch()),
+                Err(_) => text::infinity_as(s, i32::MAX, i32::MIN).ok_or_else(mismatch)?,
             };
             out.extend_from_slice(&days.to_be_bytes());
         }

@@ -129,16 +129,20 @@ fn boolean(text: &str) -> Result<bool, TextInputError> {
 /// digit by digit: this runs once per timestamp of every COPY row.
 /// `infinity` and `-infinity` are Postgres's own, as for `date`.
 fn timestamptz(text: &str) -> Result<i64, TextInputError> {
-    match infinite(text) {
-        Some(true) => return Ok(i64::MAX),
-        Some(false) => return Ok(i64::MIN),
-        None => {}
+    if let Some(micros) = infinity_as(text, i64::MAX, i64::MIN) {
+        return Ok(micros);
     }
     parse_timestamptz(text.trim().as_bytes()).ok_or_else(|| syntax(ColumnType::Timestamptz, text))
 }
 
+/// `up` for `infinity`, `down` for `-infinity` (in any case), `None` for anything else: how
+/// Postgres stores infinite timestamps and dates.
+pub(super) fn infinity_as<T>(text: &str, up: T, down: T) -> Option<T> {
+    infinite(text).map(|is_up| if is_up { up } else { down })
+}
+
 /// Whether `text` is `infinity` (true) or `-infinity` (false), in any case; `None` otherwise.
-pub(super) fn infinite(text: &str) -> Option<bool> {
+fn infinite(text: &str) -> Option<bool> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("infinity") || text.eq_ignore_ascii_case("+infinity") {
         Some(true)
@@ -274,10 +278,8 @@ impl Cursor<'_> {
 
 /// Days since 2000-01-01 of a `YYYY-MM-DD` date.
 fn date(text: &str) -> Result<i32, TextInputError> {
-    match infinite(text) {
-        Some(true) => return Ok(i32::MAX),
-        Some(false) => return Ok(i32::MIN),
-        None => {}
+    if let Some(days) = infinity_as(text, i32::MAX, i32::MIN) {
+        return Ok(days);
     }
     let date =
         NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| syntax(ColumnType::Date, text))?;
