@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 config="$dev_dir/shardgate.toml"
 export PGPASSWORD
-PGPASSWORD=$(cat "$dev_dir/postgres-password")
+PGPASSWORD=$(cat "$dev_dir/app-password")
 listen=$(sed -n '/^\[postgres\]/,/^\[/s/^listen = "\(.*\)"/\1/p' "$config")
 mapfile -t shards < <(sed -n 's/^url = "\(postgres:[^"]*\)"/\1/p' "$config")
 proxy=$(pgrep -f "shardgate[^ ]* dev" | head -1)
@@ -46,7 +46,7 @@ for round in $(seq "$rounds"); do
     ticks=$(awk '{print $14 + $15}' "/proc/$proxy/stat")
     host=${listen%:*}
     port=${listen##*:}
-    pgbench -n -M prepared -f "$work/gate.sql" -c "$clients" -j 2 -T "$seconds" -h "$host" -p "$port" -U shardgate shardgate > "$work/gate.out" 2>&1
+    pgbench -n -M prepared -f "$work/gate.sql" -c "$clients" -j 2 -T "$seconds" -h "$host" -p "$port" -U app shardgate > "$work/gate.out" 2>&1
     rate=$(tps "$work/gate.out")
     used=$(( $(awk '{print $14 + $15}' "/proc/$proxy/stat") - ticks ))
     micros=$(echo "$used * 1000000 / $(getconf CLK_TCK) / ($rate * $seconds)" | bc -l)

@@ -16,9 +16,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 config="$dev_dir/shardgate.toml"
-password=$(cat "$dev_dir/postgres-password")
+password=$(cat "$dev_dir/app-password")
 listen=$(sed -n '/^\[postgres\]/,/^\[/s/^listen = "\(.*\)"/\1/p' "$config")
-gate="postgres://shardgate:$password@$listen/shardgate"
+gate="postgres://app:$password@$listen/shardgate"
 mapfile -t shards < <(sed -n 's/^url = "\(postgres:[^"]*\)"/\1/p' "$config")
 proxy=$(pgrep -f "shardgate[^ ]* dev" | head -1)
 

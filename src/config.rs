@@ -70,6 +70,9 @@ pub struct Config {
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
     pub tables: Vec<TableConfig>,
+    /// Who may log in over either front end and what each may write and read; none leaves
+    /// the HTTP API open to anyone who reaches it.
+    pub users: Vec<UserConfig>,
     /// The `SHARDGATE_*` variables of the process environment, captured when the config was
     /// loaded: URL and password overrides, also for shards only the catalog names.
     #[serde(skip)]
@@ -401,12 +404,16 @@ impl Default for HotKeysConfig {
     }
 }
 
-/// `[admin]`: access to the admin endpoints that change the shard set.
+/// `[admin]`: access to the admin endpoints.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// The bearer token those endpoints require; without one they answer 403.
+    /// The bearer token the endpoints that change the shard set require (and, with users
+    /// configured, every admin endpoint); without one they answer 403 unless an admin user asks.
     pub token: Option<AdminToken>,
+    /// With users configured, whether the status page and what it reads (shards, ring, hot
+    /// keys, migrations, metrics) may be read without credentials.
+    pub public_status: bool,
 }
 
 /// A secret bearer token; its `Debug` does not show it.
@@ -567,7 +574,7 @@ impl Config {
         if let Some(token) = self.environment.get(ADMIN_TOKEN_ENV) {
             self.admin.token = Some(AdminToken(token.clone()));
         }
-        self.postgres.apply_env(&self.environment);
+        users::apply_env(&mut self.users, &self.environment);
         for shard in &mut self.shards {
             if let Some(url) = self.environment.get(&shard_url_env(&shard.name)) {
                 shard.url = url.clone();
@@ -601,7 +608,7 @@ impl Config {
         self.validate_limits(&mut problems);
         self.validate_tls(&mut problems);
         self.validate_admin(&mut problems);
-        self.postgres.validate(&mut problems);
+        self.postgres.validate(&self.users, &mut problems);
         self.validate_reshard(&mut problems);
         self.validate_hot_keys(&mut problems);
         self.validate_shards(&mut problems);
@@ -616,6 +623,7 @@ impl Config {
             }
             validate_table(&format!("tables[{i}]"), table, &mut problems);
         }
+        users::validate(&self.users, &names, &mut problems);
         problems.finish()
     }
 
@@ -971,8 +979,13 @@ impl Problems {
 }
 
 mod postgres;
+mod users;
 
-pub use postgres::{PostgresConfig, PostgresUser, password_env as postgres_password_env};
+pub use postgres::PostgresConfig;
+pub use users::{
+    ALL_TABLES, Password, ScramVerifier, UserConfig, password_env as user_password_env,
+    token_env as user_token_env,
+};
 
 #[cfg(test)]
 mod tests;

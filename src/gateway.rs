@@ -3,6 +3,7 @@
 //! listener each hold it and add only what is theirs (body limits, the COPY chunking), so
 //! neither builds a part of the write or query path of its own.
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::hotkeys::{HotKeyWatch, Splitter};
 use crate::ingest::write::Writes;
@@ -32,6 +33,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     queries: QueryEngine,
     administration: Administration,
+    access: Arc<Access>,
 }
 
 impl Gateway {
@@ -45,6 +47,7 @@ impl Gateway {
         queries: QueryEngine,
         administration: Administration,
     ) -> Gateway {
+        let access = Arc::new(Access::new(&config.users));
         Gateway {
             config,
             tables,
@@ -53,7 +56,13 @@ impl Gateway {
             metrics,
             queries,
             administration,
+            access,
         }
+    }
+
+    /// The configured users, their credentials and grants.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.access
     }
 
     /// The validated configuration.

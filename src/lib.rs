@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod bench;
 pub mod catalog;
 pub mod config;

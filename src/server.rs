@@ -269,6 +269,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let write_addr = local_addr(&write_listener, &config.server.listen)?;
     let admin_addr = local_addr(&admin_listener, &config.server.admin_listen)?;
     tracing::info!(%write_addr, %admin_addr, epoch = epoch.0, shards = shard_count, "shardgate is serving");
+    if config.users.is_empty() {
+        tracing::warn!(
+            %write_addr,
+            "no [[users]] are configured: the write and query API is open to anyone who can reach it"
+        );
+    }
     let listeners = Listeners {
         write: write_listener,
         admin: admin_listener,

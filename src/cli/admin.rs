@@ -16,7 +16,8 @@ pub struct AdminArgs {
     /// Base URL of shardgate's admin API.
     #[arg(long, env = "SHARDGATE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
     url: String,
-    /// The admin token (`admin.token`), needed to change the shard set.
+    /// The admin token (`admin.token`), needed to change the shard set (and, with users
+    /// configured, to read anything but the status page).
     #[arg(long, env = "SHARDGATE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -274,7 +275,7 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.http.get(self.url(path))).await
+        self.send_token(self.http.get(self.url(path))).await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -286,7 +287,8 @@ impl Api {
         self.send_token(request).await
     }
 
-    /// Sends a request that changes the shard set, with the admin token when one was given.
+    /// Sends a request with the admin token when one was given: changes to the shard set need
+    /// it, and with users configured the reads too.
     async fn send_token(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),

@@ -1,6 +1,7 @@
 //! `shardgate bench`: the load generator, with baselines in the same tool so ratios come from
 //! one run on the same shards and rows.
 
+use super::login::{Credentials, LoginArgs};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardgate::bench::listener;
@@ -137,6 +138,8 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    login: LoginArgs,
 }
 
 /// A `--hot-share`: a share in [0, 1).
@@ -186,10 +189,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Some(timeline) => plan.with_timeline(timeline.clone()),
         None => plan,
     });
-    let admin = args
-        .admin_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
+    let admin = AdminApi::new(
+        args.admin_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.server.admin_listen)),
+        &config,
+    )?;
     let phases = timeline
         .as_ref()
         .map(|timeline| tokio::spawn(watch_migrations(admin.clone(), timeline.clone())));
@@ -286,9 +291,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 /// Waits until shardgate's spool wrote every row of `table` it spooled, as its metrics at
 /// `admin` count them, and returns the time since `started`.
-async fn wait_for_the_spool(admin: &str, table: &str, started: Instant) -> Result<Duration> {
-    let client = reqwest::Client::new();
-    let url = format!("{}/metrics", admin.trim_end_matches('/'));
+async fn wait_for_the_spool(admin: &AdminApi, table: &str, started: Instant) -> Result<Duration> {
+    let client = &admin.client;
+    let url = admin.url("/metrics");
     let series =
         |outcome: &str| format!("shardgate_spool_rows_total{{outcome=\"{outcome}\",table=\"{table}\"}}");
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -311,9 +316,9 @@ async fn wait_for_the_spool(admin: &str, table: &str, started: Instant) -> Resul
 
 /// Notes in `timeline`, four times a second, the phase of the newest migration while it runs,
 /// as the admin API at `admin` shows it. Errors (an admin API that is not up) note nothing.
-async fn watch_migrations(admin: String, timeline: Arc<Timeline>) {
-    let client = reqwest::Client::new();
-    let url = format!("{}/admin/migrations", admin.trim_end_matches('/'));
+async fn watch_migrations(admin: AdminApi, timeline: Arc<Timeline>) {
+    let client = &admin.client;
+    let url = admin.url("/admin/migrations");
     loop {
         let newest = match client.get(&url).send().await {
             Ok(response) => match response.bytes().await {
@@ -334,22 +339,50 @@ async fn watch_migrations(admin: String, timeline: Arc<Timeline>) {
 /// Notes in `timeline`, four times a second, whether the admin API at `admin` lists a split
 /// hot key, and once a second the rows each shard has committed to `table` (from `/metrics`).
 /// Errors note nothing.
-async fn watch_hot_keys(admin: String, table: String, timeline: Arc<Timeline>) {
-    let client = reqwest::Client::new();
-    let base = admin.trim_end_matches('/').to_string();
+async fn watch_hot_keys(admin: AdminApi, table: String, timeline: Arc<Timeline>) {
+    let client = &admin.client;
     for tick in 0u64.. {
-        if let Some(listed) = fetch(&client, &format!("{base}/admin/hot-keys")).await
+        if let Some(listed) = fetch(client, &admin.url("/admin/hot-keys")).await
             && let Ok(listed) = serde_json::from_str::<serde_json::Value>(&listed)
             && listed["splits"].as_array().is_some_and(|s| !s.is_empty())
         {
             timeline.split_seen();
         }
         if tick % 4 == 0
-            && let Some(metrics) = fetch(&client, &format!("{base}/metrics")).await
+            && let Some(metrics) = fetch(client, &admin.url("/metrics")).await
         {
             timeline.shard_totals(timeline::committed_per_shard(&metrics, &table));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// shardgate's admin API, asked with the config's admin token when it has one (with users
+/// configured, the admin API answers no one else but admin users).
+#[derive(Clone)]
+struct AdminApi {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl AdminApi {
+    fn new(base: String, config: &Config) -> Result<AdminApi> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &config.admin.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.0))
+                .context("admin.token holds characters an HTTP header cannot carry")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let client = reqwest::Client::builder().default_headers(headers).build()?;
+        Ok(AdminApi {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 }
 
@@ -445,7 +478,12 @@ async fn run_http(
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.server.listen));
     let url = format!("{}/v1/tables/{table}/rows", base.trim_end_matches('/'));
-    let mut headers = reqwest::header::HeaderMap::new();
+    let credentials = args.login.credentials(
+        Some(config),
+        |user| user.may_write(table),
+        &format!("may write table {table}"),
+    )?;
+    let mut headers = Credentials::headers(credentials.as_ref())?;
     if args.spool {
         headers.insert(
             "prefer",
@@ -563,17 +601,20 @@ async fn run_listener(
         .postgres
         .address()
         .context("the config has no [postgres] listen address to write to")?;
-    let user = config
-        .postgres
-        .users
-        .first()
-        .context("the config has no [[postgres.users]] to log in as")?;
+    let credentials = args.login.credentials(
+        Some(config),
+        |user| user.may_write(table),
+        &format!("may write table {table}"),
+    )?;
+    let Some(Credentials::Password { user, password }) = credentials else {
+        bail!("the Postgres listener logs in with a user's name and password; give --user and --password");
+    };
     let mut connect = tokio_postgres::Config::new();
     connect
         .host(listen.ip().to_string())
         .port(listen.port())
-        .user(&user.name)
-        .password(user.password.as_deref().unwrap_or_default())
+        .user(&user)
+        .password(&password)
         .dbname("shardgate");
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {

@@ -22,7 +22,14 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 /// port, so a local Postgres on 5432 is left alone.
 const DEFAULT_POSTGRES_LISTEN: &str = "127.0.0.1:6432";
 /// The user the Postgres listener of `shardgate dev` logs in, and its database's name.
-const DEV_POSTGRES_USER: &str = "shardgate";
+/// The dev user that writes and reads every table.
+const DEV_WRITER: &str = "app";
+
+/// The dev user that only reads.
+const DEV_READER: &str = "analyst";
+
+/// The database name the banner's `psql` line gives (the listener takes any).
+const DEV_POSTGRES_DATABASE: &str = "shardgate";
 
 /// Database created on every dev cluster.
 const DEV_DATABASE: &str = "shardgate";
@@ -287,8 +294,11 @@ async fn create_database(cluster: &LocalCluster) -> Result<()> {
 async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     let config_path = args.dir.join("shardgate.toml");
     let token = secret(&args.dir, "admin-token")?;
-    let password = secret(&args.dir, "postgres-password")?;
-    let text = dev_config(args, &clusters.shards, &token, &password);
+    let users = DevUsers {
+        app: secret(&args.dir, "app-password")?,
+        analyst: secret(&args.dir, "analyst-password")?,
+    };
+    let text = dev_config(args, &clusters.shards, &token, &users);
     std::fs::write(&config_path, &text).with_context(|| format!("cannot write {}", config_path.display()))?;
     let config = Config::parse(&text).map_err(anyhow::Error::msg)?;
     let server = match shardgate::server::start(config).await {
@@ -304,7 +314,8 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     let welcome = Welcome {
         config: &config_path,
         addresses: (server.write_addr(), server.admin_addr()),
-        postgres: server.postgres_addr().map(|addr| (addr, password.as_str())),
+        postgres: server.postgres_addr(),
+        users: &users,
         token: &token,
         ring: server.shards(),
         spares: clusters.spares.iter().map(|c| dev_url(args, c)).collect(),
@@ -317,7 +328,14 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
     Ok(())
 }
 
-/// A secret of this dev directory (the admin token, the Postgres password): made once, kept
+/// The passwords of the users dev configures: `app` writes and reads every table, `analyst`
+/// reads every table.
+struct DevUsers {
+    app: String,
+    analyst: String,
+}
+
+/// A secret of this dev directory (the admin token, a user's password): made once, kept
 /// in `file` (readable by its owner only) so it stays the same across restarts.
 fn secret(dir: &Path, file: &str) -> Result<String> {
     let path = dir.join(file);
@@ -338,13 +356,20 @@ fn dev_url(args: &DevArgs, cluster: &LocalCluster) -> String {
 }
 
 /// The config of the shards the ring starts with; shards added later live in the catalog.
-fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, password: &str) -> String {
+fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, users: &DevUsers) -> String {
     let mut text = format!(
-        "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[admin]\ntoken = \"{token}\"\n",
+        "# Written by `shardgate dev` at every start.\n\n[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n\
+         # The status page is readable without credentials; the rest of the admin API is not.\n\
+         [admin]\ntoken = \"{token}\"\npublic_status = true\n",
         args.listen, args.admin_listen
     );
     text.push_str(&format!(
-        "\n# Room for pgbench's 256 clients.\n[postgres]\nlisten = \"{}\"\nmax_sessions = 1000\n\n[[postgres.users]]\nname = \"{DEV_POSTGRES_USER}\"\npassword = \"{password}\"\n",
+        "\n[[users]]\nname = \"{DEV_WRITER}\"\npassword = \"{}\"\nwrite = [\"*\"]\nread = [\"*\"]\n\
+         \n[[users]]\nname = \"{DEV_READER}\"\npassword = \"{}\"\nread = [\"*\"]\n",
+        users.app, users.analyst
+    ));
+    text.push_str(&format!(
+        "\n# Room for pgbench's 256 clients.\n[postgres]\nlisten = \"{}\"\nmax_sessions = 1000\n",
         args.postgres_listen
     ));
     text.push_str(
@@ -373,8 +398,9 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, password: &s
 struct Welcome<'a> {
     config: &'a Path,
     addresses: (std::net::SocketAddr, std::net::SocketAddr),
-    /// The Postgres listener's address and the dev user's password.
-    postgres: Option<(std::net::SocketAddr, &'a str)>,
+    /// The Postgres listener's address.
+    postgres: Option<std::net::SocketAddr>,
+    users: &'a DevUsers,
     token: &'a str,
     /// Name and URL of every shard in the ring, added ones included.
     ring: Vec<(String, String)>,
@@ -397,28 +423,34 @@ impl Welcome<'_> {
         println!("  admin API:  http://{admin}/admin/shards");
         println!("  status page: http://{admin}/");
         println!();
+        let (app, analyst) = (&self.users.app, &self.users.analyst);
+        println!("  user {DEV_WRITER}:      {app}  (writes and reads every table)");
+        println!("  user {DEV_READER}:  {analyst}  (reads every table)");
+        println!();
         println!("  write:");
-        println!("    curl -s http://{write}/v1/tables/events/rows -H 'Content-Type: application/json' \\");
+        println!("    curl -s -u {DEV_WRITER}:{app} http://{write}/v1/tables/events/rows \\");
+        println!("      -H 'Content-Type: application/json' \\");
         println!(
             "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
         );
         println!("  query:");
-        println!("    curl -s http://{write}/v1/query -H 'Content-Type: application/json' \\");
+        println!("    curl -s -u {DEV_READER}:{analyst} http://{write}/v1/query \\");
+        println!("      -H 'Content-Type: application/json' \\");
         println!("      -d '{{\"sql\": \"SELECT tenant_id, count(*) FROM events GROUP BY tenant_id\"}}'");
-        let url = if write.to_string() == DEFAULT_LISTEN {
-            String::new()
-        } else {
-            format!("--url http://{write} ")
-        };
-        println!("    shardgate query {url}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
+        let mut options = String::new();
+        if write.to_string() != DEFAULT_LISTEN {
+            options.push_str(&format!("--url http://{write} "));
+        }
+        if self.config != Path::new(super::query::DEFAULT_CONFIG) {
+            options.push_str(&format!("--config {} ", self.config.display()));
+        }
+        println!("    shardgate query {options}\"SELECT event_type, count(*) FROM events GROUP BY 1\"");
         self.print_adding();
         println!();
         println!("  admin token: {}", self.token);
         println!();
-        if let Some((addr, password)) = self.postgres {
-            println!(
-                "  postgres:  psql postgres://{DEV_POSTGRES_USER}:{password}@{addr}/{DEV_POSTGRES_USER}"
-            );
+        if let Some(addr) = self.postgres {
+            println!("  postgres:  psql postgres://{DEV_WRITER}:{app}@{addr}/{DEV_POSTGRES_DATABASE}");
         }
         for (name, url) in &self.ring {
             println!("  shard {name}:  psql {url}");

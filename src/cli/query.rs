@@ -1,9 +1,16 @@
 //! `shardgate query "SQL"`: runs a reporting query through a running shardgate and prints the
 //! answer as an aligned table, JSON or CSV.
 
+use super::login::{Credentials, LoginArgs};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use shardgate::config::Config;
 use std::io::Write;
+use std::path::PathBuf;
+
+/// The config `shardgate query` takes its credentials from, when it exists: the one
+/// `shardgate dev` writes.
+pub const DEFAULT_CONFIG: &str = ".shardgate/dev/shardgate.toml";
 
 /// How to print the answer.
 #[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -35,6 +42,12 @@ pub struct QueryArgs {
     /// running it.
     #[arg(long)]
     explain: bool,
+    /// A config whose `[[users]]` give the credentials when --user or --token do not: one that
+    /// may read is chosen. Read only if it exists.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    #[command(flatten)]
+    login: LoginArgs,
 }
 
 /// Sends the query and prints the answer. CSV is streamed: rows are printed as they arrive,
@@ -50,7 +63,17 @@ pub async fn run(args: QueryArgs) -> Result<()> {
         Format::Csv => "application/x-ndjson",
         Format::Json | Format::Table => "application/json",
     };
-    let response = reqwest::Client::new()
+    let config = if args.config.exists() {
+        Some(Config::load(&args.config)?)
+    } else {
+        None
+    };
+    let credentials = args
+        .login
+        .credentials(config.as_ref(), |user| !user.read.is_empty(), "may read")?;
+    let response = reqwest::Client::builder()
+        .default_headers(Credentials::headers(credentials.as_ref())?)
+        .build()?
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::ACCEPT, accept)

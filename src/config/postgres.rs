@@ -1,6 +1,7 @@
 //! `[postgres]`: the PostgreSQL-protocol listener, its users and its limits.
 
-use super::{ENV_PREFIX, Environment, Problems};
+use super::Problems;
+use super::users::UserConfig;
 use crate::units::{ByteSize, duration};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -32,8 +33,10 @@ pub struct PostgresConfig {
     /// rows. Created when missing; none (the default) is the catalog database's name with
     /// `_metadata` appended.
     pub metadata_database: Option<String>,
-    /// Who may log in, by SCRAM-SHA-256.
-    pub users: Vec<PostgresUser>,
+    /// Where users were declared before `[[users]]` served both front ends: refused with a
+    /// pointer to the new place.
+    #[serde(rename = "users")]
+    pub moved_users: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for PostgresConfig {
@@ -48,50 +51,25 @@ impl Default for PostgresConfig {
             block_dir: None,
             max_block_size: ByteSize(64 << 30),
             metadata_database: None,
-            users: Vec::new(),
+            moved_users: None,
         }
     }
-}
-
-/// One user of the Postgres listener.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresUser {
-    /// The name a client logs in with.
-    pub name: String,
-    /// The password, unless `SHARDGATE_POSTGRES_<NAME>_PASSWORD` gives it (name upper-cased).
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for PostgresUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresUser")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The environment variable that gives user `name` its password.
-pub fn password_env(name: &str) -> String {
-    format!("{ENV_PREFIX}POSTGRES_{}_PASSWORD", name.to_ascii_uppercase())
 }
 
 impl PostgresConfig {
-    /// Takes each user's password from the environment where it is set there.
-    pub(super) fn apply_env(&mut self, environment: &Environment) {
-        for user in &mut self.users {
-            if let Some(password) = environment.get(&password_env(&user.name)) {
-                user.password = Some(password.clone());
-            }
-        }
-    }
-
     /// The listener's address, when it is on and its address parses.
     pub fn address(&self) -> Option<SocketAddr> {
         self.listen.as_deref().and_then(|listen| listen.parse().ok())
     }
 
-    pub(super) fn validate(&self, problems: &mut Problems) {
+    pub(super) fn validate(&self, users: &[UserConfig], problems: &mut Problems) {
+        if self.moved_users.is_some() {
+            problems.add(
+                "postgres.users",
+                "users are declared at the top level now, as [[users]] with name, password and \
+                 the tables each may write and read",
+            );
+        }
         let Some(listen) = &self.listen else {
             return;
         };
@@ -125,23 +103,11 @@ impl PostgresConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.add("postgres.tls_key", "tls_cert and tls_key go together");
         }
-        if self.users.is_empty() {
-            problems.add("postgres.users", "at least one user is needed to log in");
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, user) in self.users.iter().enumerate() {
-            if user.name.is_empty() || !seen.insert(user.name.as_str()) {
-                problems.add(
-                    format!("postgres.users[{i}].name"),
-                    "must be non-empty and unique",
-                );
-            }
-            if user.password.as_deref().is_none_or(str::is_empty) {
-                problems.add(
-                    format!("postgres.users[{i}].password"),
-                    format!("required, in the file or in {}", password_env(&user.name)),
-                );
-            }
+        if !users.iter().any(|user| user.password().is_some()) {
+            problems.add(
+                "users",
+                "the Postgres listener needs at least one [[users]] entry with a password to log in",
+            );
         }
     }
 }

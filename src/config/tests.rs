@@ -370,7 +370,7 @@ fn a_body_limit_past_what_postgres_takes_in_a_field_and_zero_read_timeouts_are_n
 }
 
 #[test]
-fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environment() {
+fn the_postgres_listener_needs_a_user_with_a_password_and_checks_its_own_keys() {
     let on = |users: &str| {
         format!(
             "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\nmax_sessions = 0\ntls_cert = \"c.pem\"\nmax_block_size = 0\nblock_dir = \"/no/such/dir\"\nmetadata_database = \"\"\n{users}"
@@ -378,7 +378,7 @@ fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environ
     };
     let found = problems(&on(""));
     for (key, reason) in [
-        ("postgres.users", "at least one user"),
+        ("users", "at least one [[users]] entry with a password"),
         ("postgres.max_sessions", "must be positive"),
         ("postgres.tls_key", "go together"),
         ("postgres.max_block_size", "must be positive"),
@@ -387,30 +387,61 @@ fn the_postgres_listener_needs_users_with_passwords_from_the_file_or_the_environ
     ] {
         assert!(has(&found, key, reason), "{key}: {found:?}");
     }
-    let users = "[[postgres.users]]\nname = \"app\"\n[[postgres.users]]\nname = \"app\"\npassword = \"x\"\n";
-    let found = problems(&on(users));
+    let token_only = "[[users]]\nname = \"svc\"\ntoken = \"a-token-of-20-chars!\"\n";
+    assert!(has(&problems(&on(token_only)), "users", "with a password"));
+    let moved = "[[postgres.users]]\nname = \"app\"\npassword = \"x\"\n";
     assert!(
         has(
-            &found,
-            "postgres.users[0].password",
-            "SHARDGATE_POSTGRES_APP_PASSWORD"
+            &problems(&on(moved)),
+            "postgres.users",
+            "declared at the top level now, as [[users]]"
         ),
-        "{found:?}"
+        "the old place of users is refused with the new one named"
     );
-    assert!(has(&found, "postgres.users[1].name", "unique"), "{found:?}");
+}
+
+#[test]
+fn users_need_unique_names_a_credential_and_grants_of_declared_tables() {
+    let users = "[[users]]\nname = \"app\"\nwrite = [\"events\", \"evnets\"]\n\
+                 [[users]]\nname = \"app\"\npassword = \"x\"\nread = [\"*\"]\ntoken = \"short\"\n\
+                 [[users]]\nname = \"v\"\npassword = \"SCRAM-SHA-256$4096:c2FsdA==$AAAA:BBBB\"\n";
+    let found = problems(&format!("{VALID}\n{users}"));
+    for (key, reason) in [
+        (
+            "users[0].password",
+            "SHARDGATE_USER_APP_PASSWORD / SHARDGATE_USER_APP_TOKEN",
+        ),
+        ("users[0].write[1]", "no table \"evnets\" is declared"),
+        ("users[1].name", "unique"),
+        ("users[1].token", "at least 16"),
+        ("users[2].password", "32 bytes"),
+    ] {
+        assert!(has(&found, key, reason), "{key}: {found:?}");
+    }
+    assert_eq!(found.len(), 5, "{found:?}");
 
     let mut config = Config::parse(&format!(
-        "{VALID}\n[postgres]\nlisten = \"127.0.0.1:6432\"\n[[postgres.users]]\nname = \"app\"\n"
+        "{VALID}\n[[users]]\nname = \"app-1\"\nread = [\"events\"]\n"
     ))
     .unwrap();
-    config.apply_env([(
-        "SHARDGATE_POSTGRES_APP_PASSWORD".to_string(),
-        "from-env".to_string(),
-    )]);
+    config.apply_env([
+        (
+            "SHARDGATE_USER_APP_1_PASSWORD".to_string(),
+            "from-env".to_string(),
+        ),
+        (
+            "SHARDGATE_USER_APP_1_TOKEN".to_string(),
+            "token-from-the-env".to_string(),
+        ),
+    ]);
     config.validate().unwrap();
-    assert_eq!(config.postgres.users[0].password.as_deref(), Some("from-env"));
+    let user = &config.users[0];
+    assert_eq!(user.password(), Some(Ok(Password::Plain("from-env"))));
+    assert_eq!(user.token.as_deref(), Some("token-from-the-env"));
+    assert!(user.may_read("events") && !user.may_write("events"));
+    let shown = format!("{config:?}");
     assert!(
-        !format!("{config:?}").contains("from-env"),
-        "Debug never shows a password"
+        !shown.contains("from-env") && !shown.contains("token-from"),
+        "Debug shows neither password nor token: {shown}"
     );
 }

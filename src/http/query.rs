@@ -4,14 +4,15 @@
 use super::error::error_response;
 use super::state::AppState;
 use super::write::read_body;
+use crate::access::Caller;
 use crate::metrics::Metrics;
 use crate::query::value::{Cell, ResultType};
 use crate::query::{QueryError, QueryStream};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -43,6 +44,7 @@ fn status(error: &QueryError) -> StatusCode {
         | QueryError::AnswerTooLarge(_)
         | QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
         QueryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        QueryError::NotGranted { .. } => StatusCode::FORBIDDEN,
         QueryError::ShardFailed { .. } | QueryError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
         QueryError::Timeout { .. } | QueryError::NotRead { .. } => StatusCode::GATEWAY_TIMEOUT,
     }
@@ -59,6 +61,7 @@ fn details(error: &QueryError) -> serde_json::Value {
         | QueryError::TooManyHeldValues { shard, .. }
         | QueryError::NotRead { shard }
         | QueryError::Busy { shard } => json!([{"shard": shard}]),
+        QueryError::NotGranted { table, .. } => json!([{"table": table, "grant": "read"}]),
         _ => json!([]),
     }
 }
@@ -79,7 +82,12 @@ const LINES_PER_WRITE: usize = 512;
 /// `POST /v1/query`. With `Accept: application/x-ndjson` the answer is one JSON object
 /// `{"columns": [...], "shards": N}` on the first line, then one JSON array per row as rows are
 /// merged; an error after the first line ends the answer with an `{"error": ...}` line.
-pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn query(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let body = match read_body(body, &headers, state.limits.max_body_size).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
@@ -96,7 +104,7 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         return match state
             .gateway
             .queries()
-            .explain(&request.sql, &request.params)
+            .explain(&request.sql, &request.params, &caller)
             .await
         {
             Ok(explanation) => Json(explanation).into_response(),
@@ -107,7 +115,12 @@ pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         metrics: state.gateway.metrics().clone(),
         started: Instant::now(),
     };
-    let response = match state.gateway.queries().run(&request.sql, request.params).await {
+    let response = match state
+        .gateway
+        .queries()
+        .run(&request.sql, request.params, caller)
+        .await
+    {
         Ok(stream) if wants_ndjson(&headers) => return ndjson_response(stream, record),
         Ok(stream) => match stream.collect().await {
             Ok(result) => {

@@ -1,7 +1,7 @@
 //! The two listeners' routers. Every refusal either sends carries the JSON error body
 //! ([`with_json_error_bodies`]).
 
-use super::auth::require_admin_token;
+use super::auth::{guard_rows, guard_status, require_admin, require_user};
 use super::error_body::with_json_error_bodies;
 use super::state::AppState;
 use super::write::ApiError;
@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 /// The write listener: rows, queries, health.
 pub fn write_router(state: Arc<AppState>) -> Router {
-    let router = Router::new()
+    let api = Router::new()
         .route("/v1/tables/{table}/rows", post(write::write_rows))
         .route("/v1/query", post(query::query))
         .route("/v1/writes/{write_id}", get(write_status::write_status))
+        .route_layer(from_fn_with_state(state.clone(), require_user));
+    let router = Router::new()
+        .merge(api)
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })
@@ -25,7 +28,8 @@ pub fn write_router(state: Arc<AppState>) -> Router {
 }
 
 /// The admin listener: the status page, shards, the ring, metrics, health; changes to the shard
-/// set behind the admin token.
+/// set behind the admin token or an admin user, and with users configured the reads too
+/// (the status page's unless `admin.public_status`).
 pub fn admin_router(state: Arc<AppState>) -> Router {
     let changes = Router::new()
         .route("/admin/shards/plan", post(reshard::plan_shard))
@@ -41,17 +45,23 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
             "/admin/migrations/{id}/{action}",
             post(reshard::control_migration),
         )
-        .route_layer(from_fn_with_state(state.clone(), require_admin_token));
-    let router = Router::new()
-        .merge(changes)
+        .route_layer(from_fn_with_state(state.clone(), require_admin));
+    let status = Router::new()
         .route("/", get(status_page::page))
         .route("/admin/shards", get(admin::list_shards))
         .route("/admin/migrations", get(reshard::migrations))
         .route("/admin/migrations/{id}", get(reshard::migration))
         .route("/admin/ring", get(admin::ring))
         .route("/admin/hot-keys", get(hot_keys::list))
-        .route("/admin/dead-letters", get(dead_letters::list))
         .route("/metrics", get(admin::metrics))
+        .route_layer(from_fn_with_state(state.clone(), guard_status));
+    let rows = Router::new()
+        .route("/admin/dead-letters", get(dead_letters::list))
+        .route_layer(from_fn_with_state(state.clone(), guard_rows));
+    let router = Router::new()
+        .merge(changes)
+        .merge(status)
+        .merge(rows)
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError::NoRoute })

@@ -10,12 +10,14 @@
 use super::error::body_read_timed_out;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -49,9 +51,9 @@ pub(super) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_RETRY).await;
@@ -62,7 +64,7 @@ pub(super) async fn serve(
         };
         let router = router.clone();
         let service =
-            hyper::service::service_fn(move |request| answer(router.clone(), request, timeouts.body));
+            hyper::service::service_fn(move |request| answer(router.clone(), request, peer, timeouts.body));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -74,12 +76,15 @@ pub(super) async fn serve(
     graceful.shutdown().await;
 }
 
-/// Answers one request with `router`, its body bounded by `body_timeout` between reads.
+/// Answers one request from `peer` with `router` (handlers read the address as
+/// `ConnectInfo`), its body bounded by `body_timeout` between reads.
 async fn answer(
     router: Router,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
     body_timeout: Duration,
 ) -> Result<axum::response::Response, std::convert::Infallible> {
+    request.extensions_mut().insert(ConnectInfo(peer));
     let stalled = Arc::new(AtomicBool::new(false));
     let seen = stalled.clone();
     let request = request.map(|body| {

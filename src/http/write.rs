@@ -13,6 +13,7 @@
 use super::encoding::{BodyEncoding, EncodingError};
 use super::error::error_response;
 use super::state::AppState;
+use crate::access::Caller;
 use crate::config::AckMode;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::ingest::write::{SpoolAck, WriteAck, WriteRefused};
@@ -20,11 +21,11 @@ use crate::metrics::Metrics;
 use crate::schema::TableSchema;
 use crate::schema::decode::{BodyFormat, DecodeError, RowError};
 use crate::shards::queue::{SubmitError, WriteError};
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,6 +42,14 @@ pub enum ApiError {
     /// 404: no such endpoint.
     #[error("no such endpoint")]
     NoRoute,
+    /// 403: the user has no write grant for the table.
+    #[error("user {user} may not write table {table}: it needs the table in its write grant")]
+    NotGranted {
+        /// The user.
+        user: String,
+        /// The table.
+        table: String,
+    },
     /// 415: the body is neither JSON nor NDJSON.
     #[error(
         "unsupported content type {0}; send application/json (an array of objects) or application/x-ndjson"
@@ -118,6 +127,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownTable(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::NotGranted { .. } => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType(_) | ApiError::Encoding(EncodingError::Unsupported(_)) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -143,6 +153,7 @@ impl ApiError {
     fn details(&self) -> serde_json::Value {
         match self {
             ApiError::InvalidRows { errors, .. } => json!(errors),
+            ApiError::NotGranted { table, .. } => json!([{"table": table, "grant": "write"}]),
             ApiError::WriteFailed {
                 failures, committed, ..
             } => {
@@ -162,6 +173,7 @@ impl ApiError {
     fn reason(&self) -> &'static str {
         match self {
             ApiError::UnknownTable(_) | ApiError::NoRoute => "unknown_table",
+            ApiError::NotGranted { .. } => "not_granted",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Encoding(EncodingError::Unsupported(_)) => "unsupported_encoding",
             ApiError::BodyTooLarge(_)
@@ -257,13 +269,14 @@ impl ApiError {
 /// the request in the metrics.
 pub async fn write_rows(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(table): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let in_flight = InFlight::enter(state.gateway.metrics());
-    let outcome = accept_rows(&state, &table, &headers, body).await;
+    let outcome = accept_rows(&state, &caller, &table, &headers, body).await;
     drop(in_flight);
     let label = if state.gateway.table(&table).is_some() {
         table.as_str()
@@ -344,6 +357,7 @@ impl IntoResponse for Accepted {
 
 async fn accept_rows(
     state: &AppState,
+    caller: &Caller,
     table: &str,
     headers: &HeaderMap,
     body: Body,
@@ -352,6 +366,12 @@ async fn accept_rows(
         .gateway
         .table(table)
         .ok_or_else(|| ApiError::UnknownTable(table.to_string()))?;
+    if !caller.may_write(table) {
+        return Err(ApiError::NotGranted {
+            user: caller.name().unwrap_or_default().to_string(),
+            table: table.to_string(),
+        });
+    }
     let ack = chosen_ack(schema, headers)?;
     let format = body_format(headers)?;
     let encoding = BodyEncoding::of(headers)?;

@@ -1,64 +1,35 @@
 //! Who may log in: the `[postgres]` users, checked by SCRAM-SHA-256 (what psql, libpq,
 //! psycopg, JDBC and pgx use by default), and what a session is told once logged in.
 
-use crate::config::PostgresUser;
+use crate::access::Access;
 use async_trait::async_trait;
-use pgwire::api::auth::sasl::scram::gen_salted_password;
+use pgwire::api::auth::sasl::scram::ScramSecret;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
-use pgwire::error::PgWireResult;
-use std::collections::HashMap;
+use pgwire::error::{PgWireError, PgWireResult};
+use std::sync::Arc;
 
-/// SCRAM's iteration count: RFC 7677's minimum, and Postgres's default.
-pub const SCRAM_ITERATIONS: usize = 4096;
+pub use crate::access::SCRAM_ITERATIONS;
 
 /// The version drivers are told and parse (`server_version`): the Postgres release whose
 /// protocol and behaviour the listener follows, then what it is.
 pub const SERVER_VERSION: &str = concat!("15.0 (shardgate ", env!("CARGO_PKG_VERSION"), ")");
 
-/// Each user's salted password, computed once at start-up.
-pub struct Users {
-    salted: HashMap<String, (Vec<u8>, Vec<u8>)>,
-    /// What an unknown user is checked against, so a wrong name fails like a wrong password.
-    nobody: (Vec<u8>, Vec<u8>),
-}
-
-impl std::fmt::Debug for Users {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.salted.keys()).finish()
-    }
-}
-
-impl Users {
-    /// The users of `[postgres]`, whose passwords were checked to be set.
-    pub fn new(users: &[PostgresUser]) -> Users {
-        let salt_and_hash = |password: &str| {
-            let salt: [u8; 16] = rand::random();
-            (
-                salt.to_vec(),
-                gen_salted_password(password, &salt, SCRAM_ITERATIONS),
-            )
-        };
-        let salted = users
-            .iter()
-            .map(|user| {
-                let password = user.password.as_deref().unwrap_or_default();
-                (user.name.clone(), salt_and_hash(password))
-            })
-            .collect();
-        let unguessable: [u8; 32] = rand::random();
-        let nobody = salt_and_hash(&format!("{unguessable:x?}"));
-        Users { salted, nobody }
-    }
-}
+/// The `[[users]]` as the SCRAM exchange asks for them: each user's verifier (computed at
+/// start-up from a plain-text password, or given as one).
+#[derive(Debug)]
+pub struct Users(pub Arc<Access>);
 
 #[async_trait]
 impl AuthSource for Users {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let (salt, hash) = login
-            .user()
-            .and_then(|user| self.salted.get(user))
-            .unwrap_or(&self.nobody);
-        Ok(Password::new(Some(salt.clone()), hash.clone()))
+        // Only SCRAM is offered, which asks get_scram_secret; no password is kept to give.
+        Err(PgWireError::InvalidPassword(
+            login.user().unwrap_or_default().to_string(),
+        ))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        Ok((self.0.scram_secret(login.user()), None))
     }
 }
 
@@ -71,6 +42,6 @@ pub fn server_parameters() -> DefaultServerParameterProvider {
     parameters.time_zone = "UTC".to_string();
     parameters.date_style = "ISO, MDY".to_string();
     parameters.is_superuser = false;
-    parameters.scram_iterations = SCRAM_ITERATIONS;
+    parameters.scram_iterations = SCRAM_ITERATIONS as usize;
     parameters
 }

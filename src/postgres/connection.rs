@@ -14,11 +14,12 @@
 
 use super::errors;
 use super::session::{Prepared, Session};
+use crate::access::Access;
 use futures_util::{SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::{ClientInfo, PgWireConnectionState};
-use pgwire::error::ErrorInfo;
+use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 use pgwire::tokio::server::{
@@ -47,6 +48,8 @@ const MAX_HELD_BYTES: usize = 64 << 10;
 pub struct Handlers<A> {
     /// Logs the client in.
     pub startup: Arc<A>,
+    /// The users, whose failed logins are slowed per client address.
+    pub access: Arc<Access>,
     /// Carries out its statements and COPYs.
     pub session: Arc<Session>,
     /// Passes a `CancelRequest` to the session it names.
@@ -160,6 +163,7 @@ where
         PgWireConnectionState::CopyInProgress(is_extended_query) => is_extended_query,
         _ => message.is_extended_query(),
     };
+    let state_before = socket.state();
     let handled = process_message(
         message,
         socket,
@@ -170,6 +174,13 @@ where
         handlers.cancels.clone(),
     )
     .await;
+    let logging_in = matches!(
+        state_before,
+        PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+    );
+    if logging_in {
+        note_login(socket, &handlers.access, handled.as_ref().err()).await;
+    }
     if let Err(error) = handled {
         let is_fatal = error.is_fatal();
         process_error(socket, error, is_extended_query).await?;
@@ -178,6 +189,23 @@ where
         }
     }
     Ok(!is_cancel_request)
+}
+
+/// Records how a login step from the client went: a failed password (or SCRAM proof) waits
+/// longer the more that address failed lately, a login that succeeded forgets its failures.
+async fn note_login(socket: &Socket, access: &Access, failure: Option<&PgWireError>) {
+    let address = socket.socket_addr().ip();
+    match failure {
+        Some(PgWireError::InvalidPassword(_) | PgWireError::InvalidScramMessage(_)) => {
+            let delay = access.failed_from(address);
+            tracing::info!(peer = %address, delay_ms = delay.as_millis() as u64, "Postgres login failed");
+            tokio::time::sleep(delay).await;
+        }
+        None if matches!(socket.state(), PgWireConnectionState::ReadyForQuery) => {
+            access.succeeded_from(address);
+        }
+        _ => {}
+    }
 }
 
 /// Tells the client why the server ends its session, as Postgres words it.

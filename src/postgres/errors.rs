@@ -28,6 +28,24 @@ pub const CONNECTION_FAILURE: &str = "08006";
 /// `40001 serialization_failure`: the routing changed under the rows; retrying routes anew.
 pub const SERIALIZATION_FAILURE: &str = "40001";
 
+/// `28000 invalid_authorization_specification`.
+pub const INVALID_AUTHORIZATION: &str = "28000";
+/// `42501 insufficient_privilege`.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// Postgres's refusal of a table outside the user's grant, naming the grant it lacks.
+pub fn permission_denied(user: &str, table: &str, grant: &str) -> PgWireError {
+    let mut info = error(
+        INSUFFICIENT_PRIVILEGE,
+        format!("permission denied for table {table}"),
+    );
+    info.detail = Some(format!(
+        "user {user} has no {grant} grant for table {table}; add it to the {grant} list of the \
+         user's [[users]] entry"
+    ));
+    user_error(info)
+}
+
 /// An `ERROR` with `code` and `message`.
 pub fn error(code: &str, message: impl Into<String>) -> ErrorInfo {
     ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())

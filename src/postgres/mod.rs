@@ -88,10 +88,11 @@ impl PostgresListener {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
+        let users = Arc::new(Users(services.gateway.access().clone()));
         Ok(PostgresListener {
             listener,
             services: Arc::new(services),
-            users: Arc::new(Users::new(&config.users)),
+            users,
             tls,
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
             idle_timeout: config.idle_timeout,
@@ -133,6 +134,7 @@ impl PostgresListener {
     fn session(&self, stream: TcpStream, shutdown: CancellationToken) -> impl Future<Output = ()> + use<> {
         let handlers = connection::Handlers {
             startup: Arc::new(self.startup_handler()),
+            access: self.services.gateway.access().clone(),
             session: Arc::new(Session::new(self.services.clone())),
             cancels: Arc::new(DefaultCancelHandler::new(self.connections.clone())),
         };
@@ -147,7 +149,7 @@ impl PostgresListener {
 
     fn startup_handler(&self) -> SASLAuthStartupHandler<DefaultServerParameterProvider> {
         let mut scram = ScramAuth::new(self.users.clone());
-        scram.set_iterations(auth::SCRAM_ITERATIONS);
+        scram.set_iterations(auth::SCRAM_ITERATIONS as usize);
         if let Some((_, cert)) = &self.tls {
             // Offers SCRAM-SHA-256-PLUS (channel binding) over TLS; the certificate was read
             // and used by rustls already, so it parses here too.

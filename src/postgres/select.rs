@@ -8,6 +8,7 @@ use super::copy_out;
 use super::errors::{self, refused};
 use super::statement::CopyTo;
 use super::types::parameter_type;
+use crate::access::Caller;
 use crate::query::value::Cell;
 use crate::query::value::ResultType;
 use crate::query::{Description, QueryEngine, QueryError, QueryStream, RunOptions};
@@ -26,9 +27,11 @@ pub async fn run(queries: &QueryEngine, sql: &str, bounds: Bounds) -> PgWireResu
     Ok(Response::Query(answer))
 }
 
-/// What a session bounds its queries with.
-#[derive(Default, Clone)]
+/// Who runs a session's queries, and what bounds them.
+#[derive(Clone)]
 pub struct Bounds {
+    /// The logged-in user, whose read grant the query's table must be in.
+    pub caller: Caller,
     /// Its `statement_timeout`, if it set one.
     pub timeout: Option<Duration>,
     /// Its connection's handle, which a `CancelRequest` naming it fires.
@@ -47,7 +50,7 @@ pub async fn start(
 ) -> PgWireResult<QueryResponse> {
     let options = RunOptions {
         timeout: bounds.timeout,
-        every_row: false,
+        ..RunOptions::by(bounds.caller)
     };
     let answer = queries
         .run_with(sql, params, options)
@@ -70,6 +73,7 @@ pub async fn copy_out(queries: &QueryEngine, copy: &CopyTo, bounds: Bounds) -> P
     let options = RunOptions {
         timeout: bounds.timeout,
         every_row: true,
+        caller: bounds.caller,
     };
     let answer = queries
         .run_with(&copy.query, Vec::new(), options)
@@ -234,6 +238,9 @@ fn query_error(error: QueryError) -> PgWireError {
         | QueryError::TooManyHeldValues { .. }
         | QueryError::TooManyMergedGroups(_) => errors::PROGRAM_LIMIT_EXCEEDED,
         QueryError::Busy { .. } => errors::INSUFFICIENT_RESOURCES,
+        QueryError::NotGranted { user, table } => {
+            return errors::permission_denied(user, table, "read");
+        }
     };
     refused(code, error.to_string())
 }

@@ -17,6 +17,7 @@ use super::returning::Returning;
 use super::select;
 use super::statement::{self, CopyFrom, Insert, InsertValue, Statement, column_indexes};
 use super::types::parameter_type;
+use crate::access::Caller;
 use crate::config::AckMode;
 use crate::query::Description;
 use crate::schema::Tables;
@@ -78,6 +79,8 @@ pub struct Session {
     descriptions: Mutex<HashMap<String, Arc<Description>>>,
     /// The connection's handle for `CancelRequest`s, once the session has run a statement.
     connection: std::sync::OnceLock<Arc<ConnectionHandle>>,
+    /// The user who logged in, once the session has run a statement.
+    caller: std::sync::OnceLock<Caller>,
     parser: Arc<SqlText>,
 }
 
@@ -95,6 +98,7 @@ impl Session {
             more_follows: std::sync::atomic::AtomicBool::new(false),
             descriptions: Mutex::default(),
             connection: std::sync::OnceLock::new(),
+            caller: std::sync::OnceLock::new(),
             parser: Arc::new(SqlText { tables }),
         }
     }
@@ -213,11 +217,11 @@ impl Session {
             Statement::CopyFrom(copy) => self.start_copy(copy.clone()).await?,
             Statement::Select(sql) => {
                 let queries = self.services.gateway.queries();
-                select::run(queries, sql, self.bounds()).await?
+                select::run(queries, sql, self.bounds()?).await?
             }
             Statement::CopyTo(copy) => {
                 let queries = self.services.gateway.queries();
-                Response::CopyOut(select::copy_out(queries, copy, self.bounds()).await?)
+                Response::CopyOut(select::copy_out(queries, copy, self.bounds()?).await?)
             }
             Statement::Catalog(sql) => Response::Query(
                 self.services
@@ -242,6 +246,7 @@ impl Session {
         let tables = self.services.gateway.tables();
         let mut bound = BoundInsert::bind(insert, tables, parameters)?;
         let schema = tables.get(bound.table());
+        self.may_write(&schema.name)?;
         let returned = if self.block() == Block::Open {
             let returned = bound.check(tables, self.services.gateway.writes())?;
             if !bound.returning().is_empty() {
@@ -334,6 +339,16 @@ impl Session {
         Ok(value.to_string())
     }
 
+    /// Refuses a write into `table` outside the user's write grant.
+    fn may_write(&self, table: &str) -> PgWireResult<()> {
+        let caller = self.caller()?;
+        if caller.may_write(table) {
+            return Ok(());
+        }
+        let user = caller.name().unwrap_or_default();
+        Err(errors::permission_denied(user, table, "write"))
+    }
+
     /// Checks the COPY's table and columns and enters copy-in mode.
     async fn start_copy(&self, copy: CopyFrom) -> PgWireResult<Response> {
         let tables = self.services.gateway.tables();
@@ -343,6 +358,7 @@ impl Session {
                 format!("relation \"{}\" does not exist", copy.table),
             )
         })?;
+        self.may_write(&schema.name)?;
         let columns = column_indexes(schema, &copy.columns)?;
         let width = columns.len();
         let wire_format = i8::from(copy.format.kind == CopyKind::Binary);

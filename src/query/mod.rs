@@ -22,6 +22,7 @@ pub mod shard;
 pub mod unsupported;
 pub mod value;
 
+use crate::access::Caller;
 use crate::config::QueryConfig;
 use crate::routing::{ShardIndex, TokenRange};
 use crate::schema::{ColumnType, Tables};
@@ -125,6 +126,14 @@ pub enum QueryError {
         /// The shard.
         shard: String,
     },
+    /// The caller has no read grant for the query's table (403).
+    #[error("user {user} may not read table {table}: it needs the table in its read grant")]
+    NotGranted {
+        /// The user.
+        user: String,
+        /// The table.
+        table: String,
+    },
 }
 
 /// A merged answer, collected.
@@ -163,15 +172,28 @@ pub struct Description {
     pub columns: Vec<(String, ResultType)>,
 }
 
-/// How a query runs beyond its SQL: what a Postgres session asks for.
-#[derive(Debug, Clone, Copy, Default)]
+/// How a query runs beyond its SQL: who asks, and what a Postgres session asks for.
+#[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Who asks: the query's table must be in its read grant.
+    pub caller: Caller,
     /// The caller's statement timeout; the shorter of it and `query.statement_timeout`
     /// applies.
     pub timeout: Option<std::time::Duration>,
     /// Every row, however many (`COPY ... TO`): rows without a LIMIT are not capped at
     /// `query.max_rows` (groups still are, as they are held to be merged).
     pub every_row: bool,
+}
+
+impl RunOptions {
+    /// A query by `caller` within the configured limits.
+    pub fn by(caller: Caller) -> RunOptions {
+        RunOptions {
+            caller,
+            timeout: None,
+            every_row: false,
+        }
+    }
 }
 
 /// A merged answer whose rows are produced as they are merged.
@@ -230,6 +252,17 @@ pub struct QueryEngine {
     sorts_bytewise: std::sync::Mutex<HashMap<String, bool>>,
 }
 
+/// Refuses a query of a table `caller` may not read.
+fn granted(caller: &Caller, plan: &QueryPlan) -> Result<(), QueryError> {
+    if caller.may_read(&plan.table.name) {
+        return Ok(());
+    }
+    Err(QueryError::NotGranted {
+        user: caller.name().unwrap_or_default().to_string(),
+        table: plan.table.name.clone(),
+    })
+}
+
 /// A checked query and where it runs.
 struct Planned {
     plan: Arc<QueryPlan>,
@@ -271,8 +304,13 @@ impl QueryEngine {
     /// Plans `sql` with `params` bound to `$1..$n`, starts it on the shards and returns the
     /// answer's columns and its rows as they are merged. Errors found before the first row (a
     /// refused query, a shard down or timing out on an aggregate) come back here.
-    pub async fn run(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryStream, QueryError> {
-        self.run_with(sql, params, RunOptions::default()).await
+    pub async fn run(
+        &self,
+        sql: &str,
+        params: Vec<serde_json::Value>,
+        caller: Caller,
+    ) -> Result<QueryStream, QueryError> {
+        self.run_with(sql, params, RunOptions::by(caller)).await
     }
 
     /// [`QueryEngine::run`] as `options` ask (a Postgres session's statement timeout, a COPY
@@ -288,6 +326,7 @@ impl QueryEngine {
         });
         let row_cap = (!options.every_row).then_some(self.limits.max_rows);
         let planned = self.plan(sql, &params, row_cap)?;
+        granted(&options.caller, &planned.plan)?;
         let planned = self.order_for_counting(planned).await?;
         let Planned {
             plan,
@@ -416,8 +455,14 @@ impl QueryEngine {
 
     /// What `run` would do with `sql`, without running it: the shards it visits, the statement
     /// each runs and how their answers are merged.
-    pub async fn explain(&self, sql: &str, params: &[serde_json::Value]) -> Result<Explanation, QueryError> {
+    pub async fn explain(
+        &self,
+        sql: &str,
+        params: &[serde_json::Value],
+        caller: &Caller,
+    ) -> Result<Explanation, QueryError> {
         let planned = self.plan(sql, params, Some(self.limits.max_rows))?;
+        granted(caller, &planned.plan)?;
         let planned = self.order_for_counting(planned).await?;
         let plan = &planned.plan;
         let merge = match (plan.aggregated, plan.order_by.is_empty()) {

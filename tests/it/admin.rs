@@ -37,8 +37,8 @@ async fn changing_the_shard_set_needs_the_configured_admin_token() {
     assert_eq!(refused.status, 403);
     assert_eq!(
         refused.error(),
-        "changing the shard set through the admin API is turned off: set admin.token in the \
-         config or SHARDGATE_ADMIN_TOKEN, then send it as Authorization: Bearer <token>"
+        "the admin API is turned off: set admin.token in the config or SHARDGATE_ADMIN_TOKEN and \
+         send it as Authorization: Bearer <token>, or grant a user admin = true"
     );
     open.stop().await;
 

@@ -50,7 +50,9 @@ async fn every_target_stores_exactly_the_rows_it_reports() {
     text.push_str(&format!("[spool]\ndir = \"{}\"\n", dir.join("spool").display()));
     let listener = "[postgres]\nlisten = \"127.0.0.1:0\"\n";
     text.push_str(listener);
-    text.push_str("[[postgres.users]]\nname = \"bench\"\npassword = \"bench-secret\"\n");
+    text.push_str(
+        "[[users]]\nname = \"bench\"\npassword = \"bench-secret\"\nwrite = [\"*\"]\nread = [\"*\"]\n",
+    );
     text.push_str(shardgate::devcluster::DEV_TABLES);
     std::fs::create_dir_all(&dir).unwrap();
     let server = shardgate::server::start(shardgate::config::Config::parse(&text).unwrap())

@@ -225,12 +225,24 @@ impl TestServer {
     }
 
     /// Starts shardgate with `config`, whose shards are the databases at `shard_urls`.
+    /// Its HTTP client logs in as the config's first user, when it has users, as an
+    /// application configured with credentials does.
     pub async fn start_with(config: Config, shard_urls: Vec<String>) -> TestServer {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(user) = config.users.first() {
+            let credentials = format!("{}:{}", user.name, user.password.as_deref().unwrap_or_default());
+            let value = format!("Basic {}", base64_encode(credentials.as_bytes()));
+            headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
         let server = shardgate::server::start(config).await.expect("shardgate starts");
         TestServer {
             server,
             shard_urls,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -435,4 +447,10 @@ pub fn sample(page: &str, series: &str) -> f64 {
                 .and_then(|rest| rest.trim().parse().ok())
         })
         .unwrap_or_else(|| panic!("no sample {series} in\n{page}"))
+}
+
+/// `bytes` in standard base64, as `Authorization: Basic` carries credentials.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -289,6 +289,31 @@ struct DevProcess {
     printed: Vec<String>,
 }
 
+/// The password of the dev user `name`, from the banner's `user NAME:` line.
+fn dev_password(printed: &[String], name: &str) -> String {
+    printed
+        .iter()
+        .find_map(|line| line.trim().strip_prefix(&format!("user {name}:")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the banner shows the password of {name}: {printed:?}"))
+        .to_string()
+}
+
+/// An HTTP client that logs in as the dev user `app`, whose password the banner shows.
+fn app_client(printed: &[String]) -> reqwest::Client {
+    let password = dev_password(printed, "app");
+    let credentials = crate::common::base64_encode(format!("app:{password}").as_bytes());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {credentials}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl DevProcess {
     fn spawn(dir: &std::path::Path) -> DevProcess {
         Self::spawn_with(dir, &[])
@@ -441,9 +466,24 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     assert_eq!(
         page.headers()["content-type"],
         "text/html; charset=utf-8",
-        "{status_page}"
+        "the status page is public in dev: {status_page}"
     );
-    post_dev_events(&http, &write, 300).await;
+    let anonymous = http
+        .post(format!("{write}/v1/query"))
+        .json(&json!({"sql": "SELECT count(*) FROM events"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "dev's API asks for credentials");
+    let app = app_client(&first.printed);
+    let curl = first
+        .printed
+        .iter()
+        .find(|line| line.contains("curl -s -u app:"))
+        .expect("the banner's curl example carries app's credentials");
+    assert!(curl.contains(&dev_password(&first.printed, "app")), "{curl}");
+    post_dev_events(&app, &write, 300).await;
+    let first_printed = first.printed.clone();
     first.kill_group().await;
     let pid_file = std::fs::read_to_string(data.0.join("s0/data/postmaster.pid")).unwrap();
     let postmaster: i32 = pid_file.lines().next().unwrap().parse().unwrap();
@@ -488,12 +528,17 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
     assert_eq!(shards_after, shards_before, "each shard keeps its port");
     assert_eq!(token_after, token_before, "the admin token stays across restarts");
     assert_eq!(
-        count_events(&http, &write).await,
+        dev_password(&second.printed, "app"),
+        dev_password(&first_printed, "app"),
+        "the users' passwords stay across restarts"
+    );
+    assert_eq!(
+        count_events(&app, &write).await,
         json!(300),
         "every acknowledged row is there"
     );
-    post_dev_events(&http, &write, 50).await;
-    assert_eq!(count_events(&http, &write).await, json!(350));
+    post_dev_events(&app, &write, 50).await;
+    assert_eq!(count_events(&app, &write).await, json!(350));
     let stderr = second.terminate().await;
     for shard in ["s0", "s1"] {
         assert!(
@@ -516,7 +561,6 @@ async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row(
 #[tokio::test]
 async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_the_ring() {
     let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-spare-{}", std::process::id())));
-    let http = reqwest::Client::new();
     let mut first = DevProcess::spawn_with(&data.0, &["--spare", "1"]);
     let (write, shards, _) = first.banner().await;
     assert_eq!(shards.len(), 2, "{:?}", first.printed);
@@ -534,6 +578,25 @@ async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_
         3,
         "a row description, a row, a completion"
     );
+    let analyst = postgres.replacen(
+        &format!("app:{}", dev_password(&first.printed, "app")),
+        &format!("analyst:{}", dev_password(&first.printed, "analyst")),
+        1,
+    );
+    let (reader, connection) = tokio_postgres::connect(&analyst, tokio_postgres::NoTls)
+        .await
+        .expect("the analyst logs in with the password the banner shows");
+    tokio::spawn(connection);
+    let refused = reader
+        .simple_query("INSERT INTO events (tenant_id, event_type) VALUES ('t', 'click')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "the analyst only reads: {refused:?}"
+    );
+    let http = app_client(&first.printed);
     let spare_line = first
         .printed
         .iter()

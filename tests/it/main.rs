@@ -1,6 +1,7 @@
 //! The integration tests: one binary, so one link step and one set of shared local PostgreSQL
 //! clusters for every area (a test that stops a cluster starts a private one).
 
+mod access;
 mod admin;
 mod bench;
 mod catalog;

@@ -15,10 +15,11 @@ pub const PASSWORD: &str = "app-secret-1";
 const SMALL_QUEUES: &str =
     "[queue]\nmax_rows = 2000\nmax_bytes = \"1MiB\"\n[batch]\nmax_rows = 1000\nmax_bytes = \"512KiB\"\n";
 
-/// The listener on an ephemeral port with one user, plus `extra` TOML.
+/// The listener on an ephemeral port with one user, who may write, read and administer
+/// everything, plus `extra` TOML.
 pub fn listener(extra: &str) -> String {
     format!(
-        "[postgres]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[postgres.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n"
+        "[postgres]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\nwrite = [\"*\"]\nread = [\"*\"]\nadmin = true\n"
     )
 }
 

@@ -3,6 +3,7 @@
 //! what bounds them: the session's statement timeout and its connection's cancel handle.
 
 use super::{Block, Prepared, Session, in_failed_block};
+use crate::access::Caller;
 use crate::postgres::errors::{self, refused};
 use crate::postgres::insert::Parameters;
 use crate::postgres::params::json_parameters;
@@ -12,7 +13,7 @@ use crate::query::Description;
 use futures_util::{Sink, SinkExt, StreamExt};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::results::{FieldInfo, QueryResponse, Tag};
-use pgwire::api::{ClientInfo, ConnectionHandle, Type};
+use pgwire::api::{ClientInfo, ConnectionHandle, METADATA_USER, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::extendedquery::PortalSuspended;
@@ -24,23 +25,41 @@ use std::sync::Arc;
 const MAX_DESCRIPTIONS: usize = 256;
 
 impl Session {
-    /// What bounds the session's queries: the `statement_timeout` it set, if any (validated
-    /// when set), and its connection's cancel handle.
-    pub(super) fn bounds(&self) -> select::Bounds {
+    /// Who runs the session's queries and what bounds them: the `statement_timeout` it set,
+    /// if any (validated when set), and its connection's cancel handle.
+    pub(super) fn bounds(&self) -> PgWireResult<select::Bounds> {
         let timeout = self.parameters().get("statement_timeout").cloned();
-        select::Bounds {
+        Ok(select::Bounds {
+            caller: self.caller()?,
             timeout: timeout.and_then(|value| select::statement_timeout(&value).ok().flatten()),
             cancel: self.connection.get().cloned(),
-        }
+        })
     }
 
-    /// Keeps the connection's cancel handle, which pgwire registered at login.
+    /// Keeps the connection's cancel handle, which pgwire registered at login, and the user
+    /// who logged in.
     pub(super) fn remember_connection<C: ClientInfo>(&self, client: &C) {
         if self.connection.get().is_none()
             && let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>()
         {
             let _ = self.connection.set(handle.as_ref().clone());
         }
+        if self.caller.get().is_none()
+            && let Some(name) = client.metadata().get(METADATA_USER)
+            && let Some(user) = self.services.gateway.access().user(name)
+        {
+            let _ = self.caller.set(Caller::User(user.clone()));
+        }
+    }
+
+    /// The user who logged in.
+    pub(super) fn caller(&self) -> PgWireResult<Caller> {
+        self.caller.get().cloned().ok_or_else(|| {
+            refused(
+                errors::INVALID_AUTHORIZATION,
+                "the session's user is not one of the configured users",
+            )
+        })
     }
 
     /// The parameter and column types of the reporting query `sql`, asked of a shard the first
@@ -106,7 +125,7 @@ impl Session {
                 let description = self.description(sql).await?;
                 let params = json_parameters(&parameters, &description.parameters)?;
                 let queries = self.services.gateway.queries();
-                select::start(queries, sql, params, formats, self.bounds()).await
+                select::start(queries, sql, params, formats, self.bounds()?).await
             }
             _ => Err(refused(errors::SYNTAX_ERROR, "the portal is not a query")),
         }
