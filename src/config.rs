@@ -121,6 +121,19 @@ pub struct ServerConfig {
     /// past it the request is answered 408, its connection closed and nothing of it stored.
     #[serde(with = "duration")]
     pub body_read_timeout: Duration,
+    /// `[server.tls]`: the certificate both HTTP listeners (and the Postgres listener, unless
+    /// it has its own) serve; none serves plain HTTP.
+    pub tls: Option<ServingTlsConfig>,
+}
+
+/// A certificate chain and key a listener serves TLS with, read again on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingTlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +147,7 @@ impl Default for ServerConfig {
             // nginx's client_header_timeout and client_body_timeout.
             header_read_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -658,6 +672,16 @@ impl Config {
                 "server.max_inflight_body_bytes",
                 "must be at least server.max_body_size and below 4Gi",
             );
+        }
+        if let Some(tls) = &self.server.tls {
+            for (key, path) in [
+                ("server.tls.cert_file", &tls.cert_file),
+                ("server.tls.key_file", &tls.key_file),
+            ] {
+                if !path.is_file() {
+                    problems.add(key, format!("{} is not a readable file", path.display()));
+                }
+            }
         }
         for (key, timeout) in [
             ("server.request_timeout", self.server.request_timeout),

@@ -30,6 +30,7 @@ use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
 use crate::spool::{SpoolError, SpoolLog, SpoolWriter, WriteStatuses, WriterOptions};
+use crate::tls::serving::{ServedCertificate, ServingTlsError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -62,6 +63,9 @@ pub enum StartError {
     /// The Postgres listener could not be set up.
     #[error(transparent)]
     Postgres(#[from] crate::postgres::ListenerError),
+    /// A listener's certificate could not be served.
+    #[error("TLS of the listeners: {0}")]
+    Tls(#[from] ServingTlsError),
     /// A listener could not be bound.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -80,6 +84,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     shards: Arc<Published>,
+    certificates: Vec<Arc<ServedCertificate>>,
 }
 
 impl RunningServer {
@@ -96,6 +101,22 @@ impl RunningServer {
     /// Address the Postgres listener listens on, when `[postgres] listen` is set.
     pub fn postgres_addr(&self) -> Option<SocketAddr> {
         self.postgres_addr
+    }
+
+    /// Reads the listeners' certificates and keys again (SIGHUP): new connections get the new
+    /// ones, open connections keep theirs, and a certificate that cannot be read is kept as it
+    /// was and logged.
+    pub fn reload_certificates(&self) {
+        for certificate in &self.certificates {
+            match certificate.reload() {
+                Ok(()) => {
+                    tracing::info!(cert_file = %certificate.cert_file().display(), "certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate not reloaded; the one read before is still served")
+                }
+            }
+        }
     }
 
     /// Name and URL (password redacted) of every shard the current routing table names, in
@@ -232,6 +253,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             splitter,
         },
     ));
+    let served = served_certificates(&config)?;
     let postgres_addr = match postgres_listener {
         Some(listener) => {
             let address = config.postgres.listen.as_deref().unwrap_or_default();
@@ -252,7 +274,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                     gateway.tables().clone(),
                 )),
             };
-            let listener = PostgresListener::new(listener, &config.postgres, services)?;
+            let certificate = served.postgres.clone();
+            let listener = PostgresListener::new(listener, &config.postgres, services, certificate)?;
             background.spawn(listener.serve(shutdown.clone()));
             Some(addr)
         }
@@ -282,6 +305,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             header: config.server.header_read_timeout,
             body: config.server.body_read_timeout,
         },
+        tls: match &served.http {
+            Some(certificate) => Some(certificate.acceptor(&[b"http/1.1"])?),
+            None => None,
+        },
     };
     let tasks = Tasks {
         writers: writer_tasks,
@@ -296,7 +323,42 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         shutdown,
         task,
         shards,
+        certificates: served.all(),
     })
+}
+
+/// The certificates the listeners serve: `[server.tls]`'s for both HTTP listeners, and for the
+/// Postgres listener its own (`postgres.tls_cert`) or else the same one.
+struct ServedCertificates {
+    http: Option<Arc<ServedCertificate>>,
+    postgres: Option<Arc<ServedCertificate>>,
+}
+
+impl ServedCertificates {
+    /// Each certificate once.
+    fn all(&self) -> Vec<Arc<ServedCertificate>> {
+        let mut all: Vec<_> = self.http.iter().cloned().collect();
+        if let Some(postgres) = &self.postgres
+            && !all.iter().any(|c| Arc::ptr_eq(c, postgres))
+        {
+            all.push(postgres.clone());
+        }
+        all
+    }
+}
+
+fn served_certificates(config: &Config) -> Result<ServedCertificates, StartError> {
+    let http = match &config.server.tls {
+        Some(tls) => Some(ServedCertificate::load(&tls.cert_file, &tls.key_file)?),
+        None => None,
+    };
+    let postgres = match (&config.postgres.tls_cert, &config.postgres.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ServedCertificate::load(cert, key).map_err(crate::postgres::ListenerError::from)?)
+        }
+        _ => http.clone(),
+    };
+    Ok(ServedCertificates { http, postgres })
 }
 
 /// The spool as found at start-up: its log and the records it holds.

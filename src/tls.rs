@@ -2,6 +2,10 @@
 //! the server's certificate chain against `tls.ca_file`, or the system's trusted roots, and its
 //! host name; with `tls.verify = false` the connection is encrypted without those checks. URLs
 //! without `sslmode`, or with `disable` or `prefer`, connect without TLS.
+//!
+//! TLS on shardgate's own listeners is [`serving`]'s.
+
+pub mod serving;
 
 use crate::config::TlsConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

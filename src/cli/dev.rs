@@ -321,7 +321,7 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
         spares: clusters.spares.iter().map(|c| dev_url(args, c)).collect(),
     };
     welcome.print();
-    super::shutdown_signal().await;
+    super::serve_until_signal(&server).await;
     server.shutdown();
     server.wait().await;
     eprintln!("stopping the local shards");

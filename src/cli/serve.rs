@@ -1,4 +1,5 @@
-//! `shardgate serve`: run with a config file until SIGINT or SIGTERM.
+//! `shardgate serve`: run with a config file until SIGINT or SIGTERM; SIGHUP reloads the
+//! listeners' certificates.
 
 use anyhow::{Context, Result};
 use shardgate::config::Config;
@@ -10,7 +11,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let server = shardgate::server::start(config)
         .await
         .context("cannot start shardgate")?;
-    super::shutdown_signal().await;
+    super::serve_until_signal(&server).await;
     server.shutdown();
     server.wait().await;
     Ok(())

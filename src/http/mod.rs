@@ -23,6 +23,7 @@ pub use serve::ReadTimeouts;
 use state::AppState;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// The two bound listeners.
@@ -33,6 +34,8 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// How long a client may take to send a request, on both.
     pub timeouts: ReadTimeouts,
+    /// TLS on both, when `[server.tls]` is set.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Listeners {
@@ -42,10 +45,17 @@ impl Listeners {
         let write = serve::serve(
             self.write,
             routes::write_router(state.clone()),
+            self.tls.clone(),
             self.timeouts,
             shutdown.clone(),
         );
-        let admin = serve::serve(self.admin, routes::admin_router(state), self.timeouts, shutdown);
+        let admin = serve::serve(
+            self.admin,
+            routes::admin_router(state),
+            self.tls,
+            self.timeouts,
+            shutdown,
+        );
         tokio::join!(write, admin);
     }
 }

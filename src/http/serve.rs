@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
@@ -38,10 +40,13 @@ pub struct ReadTimeouts {
     pub body: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown`, then waits for the requests in flight.
+/// Serves `router` on `listener` until `shutdown`, then waits for the requests in flight. With
+/// `tls`, every connection is a TLS one; a client speaking plain HTTP to it is answered `400`
+/// in plain text and closed.
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     timeouts: ReadTimeouts,
     shutdown: CancellationToken,
 ) {
@@ -65,15 +70,70 @@ pub(super) async fn serve(
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |request| answer(router.clone(), request, peer, timeouts.body));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => match handshake(stream, &acceptor, timeouts.header).await {
+                    Some(stream) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    None => return,
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The TLS session of `stream`, within `timeout`; `None` when the client spoke plain HTTP (it
+/// is told to use https), failed the handshake or was too slow.
+async fn handshake(
+    mut stream: TcpStream,
+    acceptor: &TlsAcceptor,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+        Ok(Ok(1)) => {
+            let _ = stream.write_all(plain_http_refused().as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        _ => return None,
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "a TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The answer to plain HTTP on a TLS port, with a JSON body like every other refusal.
+fn plain_http_refused() -> String {
+    let body = r#"{"error":"this port speaks HTTPS: send the request with https://","details":[]}"#;
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Answers one request from `peer` with `router` (handlers read the address as

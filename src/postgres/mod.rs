@@ -28,6 +28,7 @@ mod types;
 
 use crate::config::PostgresConfig;
 use crate::gateway::Gateway;
+use crate::tls::serving::{ServedCertificate, ServingTlsError};
 use auth::{Users, server_parameters};
 use pgwire::api::ConnectionManager;
 use pgwire::api::auth::DefaultServerParameterProvider;
@@ -48,8 +49,8 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
     /// The certificate or key could not be read or used.
-    #[error("postgres.tls_cert/tls_key: {0}")]
-    Tls(String),
+    #[error("the Postgres listener's TLS: {0}")]
+    Tls(#[from] ServingTlsError),
 }
 
 /// What sessions write through: the services shared with the HTTP API, and the listener's
@@ -70,7 +71,8 @@ pub struct PostgresListener {
     listener: TcpListener,
     services: Arc<Services>,
     users: Arc<Users>,
-    tls: Option<(TlsAcceptor, Vec<u8>)>,
+    /// The certificate offered to clients that ask for TLS, and the acceptor serving it.
+    tls: Option<(TlsAcceptor, Arc<ServedCertificate>)>,
     sessions: Arc<Semaphore>,
     idle_timeout: Duration,
     /// Each logged-in session's process id and secret key, for `CancelRequest`s.
@@ -78,15 +80,17 @@ pub struct PostgresListener {
 }
 
 impl PostgresListener {
-    /// The listener on `listener`, for the users and limits of `config`.
+    /// The listener on `listener`, for the limits of `config`, offering TLS with
+    /// `certificate` when there is one.
     pub fn new(
         listener: TcpListener,
         config: &PostgresConfig,
         services: Services,
+        certificate: Option<Arc<ServedCertificate>>,
     ) -> Result<PostgresListener, ListenerError> {
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-            _ => None,
+        let tls = match certificate {
+            Some(certificate) => Some((certificate.acceptor(&[])?, certificate)),
+            None => None,
         };
         let users = Arc::new(Users(services.gateway.access().clone()));
         Ok(PostgresListener {
@@ -150,10 +154,10 @@ impl PostgresListener {
     fn startup_handler(&self) -> SASLAuthStartupHandler<DefaultServerParameterProvider> {
         let mut scram = ScramAuth::new(self.users.clone());
         scram.set_iterations(auth::SCRAM_ITERATIONS as usize);
-        if let Some((_, cert)) = &self.tls {
-            // Offers SCRAM-SHA-256-PLUS (channel binding) over TLS; the certificate was read
-            // and used by rustls already, so it parses here too.
-            let _ = scram.configure_certificate(cert);
+        if let Some((_, certificate)) = &self.tls {
+            // Offers SCRAM-SHA-256-PLUS (channel binding) over TLS, bound to the certificate
+            // served now; it was read and used by rustls already, so it parses here too.
+            let _ = scram.configure_certificate(&certificate.chain_pem());
         }
         SASLAuthStartupHandler::new(Arc::new(server_parameters()))
             .with_scram(scram)
@@ -181,28 +185,4 @@ async fn refuse_too_many(mut stream: TcpStream) {
     message.extend_from_slice(&fields);
     let _ = stream.write_all(&message).await;
     let _ = stream.shutdown().await;
-}
-
-/// A TLS acceptor for the PEM certificate chain and key, and the chain's PEM (for SCRAM's
-/// channel binding).
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<(TlsAcceptor, Vec<u8>), ListenerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_error = |what: &std::path::Path, e: &dyn std::fmt::Display| {
-        ListenerError::Tls(format!("{}: {e}", what.display()))
-    };
-    let pem = std::fs::read(cert).map_err(|e| tls_error(cert, &e))?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(cert, &e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key_der))
-        .map_err(|e| tls_error(cert, &e))?;
-    Ok((TlsAcceptor::from(Arc::new(config)), pem))
 }

@@ -9,6 +9,7 @@ mod common;
 mod fence;
 mod hot_keys;
 mod lifecycle;
+mod listener_tls;
 mod moves;
 mod postgres;
 mod postgres_reads;
