@@ -69,6 +69,7 @@ fn init_logging(format: LogFormat) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    shardgate::tls::install_default_provider();
     match cli.command {
         Command::Serve { config } => cli::serve::run(&config).await,
         Command::Dev(args) => cli::dev::run(args).await,

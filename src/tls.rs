@@ -35,8 +35,24 @@ pub enum TlsError {
     Settings(#[from] rustls::Error),
 }
 
+/// Makes ring the process's default TLS crypto provider, once: the HTTP client (reqwest)
+/// builds its TLS settings from the default provider. Call it before building one.
+pub fn install_default_provider() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Another provider installed first is as good; nothing to do then.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// The connector for shards whose URL requires TLS.
 pub fn connector(config: &TlsConfig) -> Result<MakeRustlsConnect, TlsError> {
+    Ok(MakeRustlsConnect::new(client_config(config)?))
+}
+
+/// A client's TLS settings that check servers as `config` says: against `ca_file` or the
+/// system's roots, or (without `verify`) not at all.
+pub fn client_config(config: &TlsConfig) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
         ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
@@ -50,7 +66,7 @@ pub fn connector(config: &TlsConfig) -> Result<MakeRustlsConnect, TlsError> {
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
             .with_no_client_auth()
     };
-    Ok(MakeRustlsConnect::new(client))
+    Ok(client)
 }
 
 fn trusted_roots(config: &TlsConfig) -> Result<RootCertStore, TlsError> {

@@ -20,6 +20,10 @@ pub struct AdminArgs {
     /// configured, to read anything but the status page).
     #[arg(long, env = "SHARDGATE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of the authority to check an HTTPS admin API against [default: the system's
+    /// trusted roots].
+    #[arg(long, env = "SHARDGATE_CACERT")]
+    cacert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -154,7 +158,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
     let api = Api {
         base: args.url.trim_end_matches('/').to_string(),
         token: args.token,
-        http: reqwest::Client::new(),
+        http: super::https::client(&args.url, reqwest::Client::builder(), args.cacert.as_deref())?,
     };
     match args.command {
         AdminCommand::Shards { action: None } => print_shards(&api.get("/admin/shards").await?),

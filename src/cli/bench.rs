@@ -1,6 +1,7 @@
 //! `shardgate bench`: the load generator, with baselines in the same tool so ratios come from
 //! one run on the same shards and rows.
 
+use super::https;
 use super::login::{Credentials, LoginArgs};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -138,8 +139,19 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// PEM file of the authority to check shardgate's HTTPS listeners against [default: the
+    /// config's tls.ca_file; else the system's trusted roots].
+    #[arg(long, env = "SHARDGATE_CACERT")]
+    cacert: Option<PathBuf>,
     #[command(flatten)]
     login: LoginArgs,
+}
+
+impl BenchArgs {
+    /// The authority HTTPS servers are checked against: --cacert, else the config's.
+    fn cacert(&self, config: &Config) -> Option<PathBuf> {
+        self.cacert.clone().or_else(|| config.tls.ca_file.clone())
+    }
 }
 
 /// A `--hot-share`: a share in [0, 1).
@@ -192,8 +204,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let admin = AdminApi::new(
         args.admin_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", config.server.admin_listen)),
+            .unwrap_or_else(|| https::base_url(config.server.tls.is_some(), &config.server.admin_listen)),
         &config,
+        args.cacert(&config).as_deref(),
     )?;
     let phases = timeline
         .as_ref()
@@ -366,7 +379,7 @@ struct AdminApi {
 }
 
 impl AdminApi {
-    fn new(base: String, config: &Config) -> Result<AdminApi> {
+    fn new(base: String, config: &Config, cacert: Option<&std::path::Path>) -> Result<AdminApi> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = &config.admin.token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.0))
@@ -374,7 +387,7 @@ impl AdminApi {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let client = reqwest::Client::builder().default_headers(headers).build()?;
+        let client = https::client(&base, reqwest::Client::builder().default_headers(headers), cacert)?;
         Ok(AdminApi {
             base: base.trim_end_matches('/').to_string(),
             client,
@@ -476,7 +489,7 @@ async fn run_http(
     let base = args
         .url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.listen));
+        .unwrap_or_else(|| https::base_url(config.server.tls.is_some(), &config.server.listen));
     let url = format!("{}/v1/tables/{table}/rows", base.trim_end_matches('/'));
     let credentials = args.login.credentials(
         Some(config),
@@ -490,11 +503,11 @@ async fn run_http(
             reqwest::header::HeaderValue::from_static("respond-async"),
         );
     }
-    let client = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .default_headers(headers)
         .pool_max_idle_per_host(args.concurrency)
-        .timeout(config.server.request_timeout + Duration::from_secs(5))
-        .build()?;
+        .timeout(config.server.request_timeout + Duration::from_secs(5));
+    let client = https::client(&url, builder, args.cacert(config).as_deref())?;
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {
         let bodies = match &pool {

@@ -61,7 +61,8 @@ pub struct DevArgs {
     #[arg(long, default_value = DEFAULT_POSTGRES_LISTEN)]
     postgres_listen: String,
     /// Make the shards accept only TLS connections, with a local certificate authority
-    /// generated into --dir, and connect to them with sslmode=require.
+    /// generated into --dir, and connect to them with sslmode=require; serve the listeners
+    /// (HTTPS, and TLS on the Postgres listener) with a certificate of that authority too.
     #[arg(long)]
     tls: bool,
 }
@@ -236,16 +237,20 @@ async fn prepare_clusters(args: &DevArgs, clusters: &DevClusters) -> Result<()> 
             cluster.require_tls(&certificates.server_pem, &certificates.server_key_pem)?;
             wait_for_tls(cluster, &ca_file).await?;
         }
+        let (cert, key) = listener_certificate(args);
+        std::fs::write(&cert, &certificates.server_pem)
+            .with_context(|| format!("cannot write {}", cert.display()))?;
+        write_private(&key, &certificates.server_key_pem)?;
     }
     Ok(())
 }
 
-/// The CA certificate `--tls` writes and the config trusts.
 /// The spool's directory, absolute so the config works from any directory.
 fn spool_dir(args: &DevArgs) -> PathBuf {
     std::path::absolute(args.dir.join("spool")).unwrap_or_else(|_| args.dir.join("spool"))
 }
 
+/// The CA certificate `--tls` writes and the config trusts.
 fn ca_file(args: &DevArgs) -> PathBuf {
     std::path::absolute(args.dir.join("ca.pem")).unwrap_or_else(|_| args.dir.join("ca.pem"))
 }
@@ -319,6 +324,7 @@ async fn serve(args: &DevArgs, clusters: &DevClusters) -> Result<()> {
         token: &token,
         ring: server.shards(),
         spares: clusters.spares.iter().map(|c| dev_url(args, c)).collect(),
+        ca: args.tls.then(|| ca_file(args)),
     };
     welcome.print();
     super::serve_until_signal(&server).await;
@@ -343,10 +349,23 @@ fn secret(dir: &Path, file: &str) -> Result<String> {
         return Ok(token.trim().to_string());
     }
     let token = format!("{:032x}", rand::random::<u128>());
-    std::fs::write(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    write_private(&path, &token)?;
     Ok(token)
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}
+
+/// The certificate and key `--tls` writes for the listeners: the shards' own, for 127.0.0.1
+/// and localhost, signed by the local authority.
+fn listener_certificate(args: &DevArgs) -> (PathBuf, PathBuf) {
+    let absolute =
+        |name: &str| std::path::absolute(args.dir.join(name)).unwrap_or_else(|_| args.dir.join(name));
+    (absolute("server.pem"), absolute("server-key.pem"))
 }
 
 /// The URL shardgate reaches a dev cluster's database at.
@@ -382,6 +401,13 @@ fn dev_config(args: &DevArgs, shards: &[LocalCluster], token: &str, users: &DevU
         spool_dir(args).display()
     ));
     if args.tls {
+        let (cert, key) = listener_certificate(args);
+        text.push_str(&format!(
+            "\n# The listeners serve a certificate of the local authority too.\n[server.tls]\n\
+             cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
         text.push_str(&format!("\n[tls]\nca_file = \"{}\"\n", ca_file(args).display()));
     }
     for (i, cluster) in shards.iter().enumerate() {
@@ -406,6 +432,8 @@ struct Welcome<'a> {
     ring: Vec<(String, String)>,
     /// URL of every spare cluster.
     spares: Vec<String>,
+    /// The local authority whose certificate the listeners serve, with `--tls`.
+    ca: Option<PathBuf>,
 }
 
 impl Welcome<'_> {
@@ -418,28 +446,37 @@ impl Welcome<'_> {
             self.config.display()
         );
         println!();
-        println!("  write API:  http://{write}/v1/tables/events/rows");
-        println!("  query API:  http://{write}/v1/query");
-        println!("  admin API:  http://{admin}/admin/shards");
-        println!("  status page: http://{admin}/");
+        let (scheme, curl) = (self.scheme(), self.curl());
+        println!("  write API:  {scheme}://{write}/v1/tables/events/rows");
+        println!("  query API:  {scheme}://{write}/v1/query");
+        println!("  admin API:  {scheme}://{admin}/admin/shards");
+        println!("  status page: {scheme}://{admin}/");
+        if let Some(ca) = &self.ca {
+            println!(
+                "  TLS:  certificates of the local authority {}: trust it with curl --cacert, \
+                 psql sslrootcert= (sslmode=verify-full), or your system's or browser's store",
+                ca.display()
+            );
+        }
         println!();
         let (app, analyst) = (&self.users.app, &self.users.analyst);
         println!("  user {DEV_WRITER}:      {app}  (writes and reads every table)");
         println!("  user {DEV_READER}:  {analyst}  (reads every table)");
         println!();
         println!("  write:");
-        println!("    curl -s -u {DEV_WRITER}:{app} http://{write}/v1/tables/events/rows \\");
+        println!("    {curl} -u {DEV_WRITER}:{app} {scheme}://{write}/v1/tables/events/rows \\");
         println!("      -H 'Content-Type: application/json' \\");
         println!(
             "      -d '[{{\"tenant_id\": \"acme\", \"event_type\": \"click\", \"payload\": {{\"x\": 1}}}}]'"
         );
         println!("  query:");
-        println!("    curl -s -u {DEV_READER}:{analyst} http://{write}/v1/query \\");
+        println!("    {curl} -u {DEV_READER}:{analyst} {scheme}://{write}/v1/query \\");
         println!("      -H 'Content-Type: application/json' \\");
         println!("      -d '{{\"sql\": \"SELECT tenant_id, count(*) FROM events GROUP BY tenant_id\"}}'");
+        // The query command reads the URL, the authority and a reader's password from the config.
         let mut options = String::new();
         if write.to_string() != DEFAULT_LISTEN {
-            options.push_str(&format!("--url http://{write} "));
+            options.push_str(&format!("--url {scheme}://{write} "));
         }
         if self.config != Path::new(super::query::DEFAULT_CONFIG) {
             options.push_str(&format!("--config {} ", self.config.display()));
@@ -450,7 +487,11 @@ impl Welcome<'_> {
         println!("  admin token: {}", self.token);
         println!();
         if let Some(addr) = self.postgres {
-            println!("  postgres:  psql postgres://{DEV_WRITER}:{app}@{addr}/{DEV_POSTGRES_DATABASE}");
+            let tls = match &self.ca {
+                Some(ca) => format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
+                None => String::new(),
+            };
+            println!("  postgres:  psql postgres://{DEV_WRITER}:{app}@{addr}/{DEV_POSTGRES_DATABASE}{tls}");
         }
         for (name, url) in &self.ring {
             println!("  shard {name}:  psql {url}");
@@ -479,22 +520,37 @@ impl Welcome<'_> {
                 self.spares.len() + 1
             );
             println!(
-                "    curl -s http://{admin}/admin/shards/plan -H 'Authorization: Bearer {}' \\",
+                "    {} {}://{admin}/admin/shards/plan -H 'Authorization: Bearer {}' \\",
+                self.curl(),
+                self.scheme(),
                 self.token
             );
             println!("      -d '{{\"name\": \"{name}\", \"url\": \"postgres://USER@HOST/DATABASE\"}}'");
             return;
         };
-        let url = if admin.to_string() == DEFAULT_ADMIN_LISTEN {
-            String::new()
-        } else {
-            format!("--url http://{admin} ")
+        let url = match &self.ca {
+            Some(ca) => format!("--url https://{admin} --cacert {} ", ca.display()),
+            None if admin.to_string() == DEFAULT_ADMIN_LISTEN => String::new(),
+            None => format!("--url http://{admin} "),
         };
         println!("  add a spare as a shard while writes run (it follows the move to its end):");
         println!(
             "    shardgate admin {url}--token {} shards add {name} {spare}",
             self.token
         );
+    }
+
+    /// The listeners' URL scheme.
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() { "https" } else { "http" }
+    }
+
+    /// curl, trusting the local authority when the listeners serve TLS.
+    fn curl(&self) -> String {
+        match &self.ca {
+            Some(ca) => format!("curl -s --cacert {}", ca.display()),
+            None => "curl -s".to_string(),
+        }
     }
 
     /// The first `s<N>` no shard in the ring is called.

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod dev;
+pub mod https;
 pub mod login;
 pub mod query;
 pub mod serve;

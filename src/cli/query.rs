@@ -1,6 +1,7 @@
 //! `shardgate query "SQL"`: runs a reporting query through a running shardgate and prints the
 //! answer as an aligned table, JSON or CSV.
 
+use super::https;
 use super::login::{Credentials, LoginArgs};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -11,6 +12,9 @@ use std::path::PathBuf;
 /// The config `shardgate query` takes its credentials from, when it exists: the one
 /// `shardgate dev` writes.
 pub const DEFAULT_CONFIG: &str = ".shardgate/dev/shardgate.toml";
+
+/// The write API's URL without a config.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// How to print the answer.
 #[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -32,9 +36,14 @@ pub struct QueryArgs {
     /// taken as a string.
     #[arg(short, long = "param")]
     params: Vec<String>,
-    /// Base URL of shardgate's write API.
-    #[arg(long, env = "SHARDGATE_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Base URL of shardgate's write API [default: the config's server.listen, https with
+    /// [server.tls]; else http://127.0.0.1:8080].
+    #[arg(long, env = "SHARDGATE_URL")]
+    url: Option<String>,
+    /// PEM file of the authority to check an HTTPS server against [default: the config's
+    /// tls.ca_file; else the system's trusted roots].
+    #[arg(long, env = "SHARDGATE_CACERT")]
+    cacert: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -58,22 +67,29 @@ pub async fn run(args: QueryArgs) -> Result<()> {
         .iter()
         .map(|p| serde_json::from_str(p).unwrap_or_else(|_| Value::String(p.clone())))
         .collect();
-    let url = format!("{}/v1/query", args.url.trim_end_matches('/'));
-    let accept = match args.format {
-        Format::Csv => "application/x-ndjson",
-        Format::Json | Format::Table => "application/json",
-    };
     let config = if args.config.exists() {
         Some(Config::load(&args.config)?)
     } else {
         None
     };
+    let base = args.url.clone().unwrap_or_else(|| match &config {
+        Some(config) => https::base_url(config.server.tls.is_some(), &config.server.listen),
+        None => DEFAULT_URL.to_string(),
+    });
+    let url = format!("{}/v1/query", base.trim_end_matches('/'));
+    let cacert = args
+        .cacert
+        .clone()
+        .or_else(|| config.as_ref().and_then(|config| config.tls.ca_file.clone()));
+    let accept = match args.format {
+        Format::Csv => "application/x-ndjson",
+        Format::Json | Format::Table => "application/json",
+    };
     let credentials = args
         .login
         .credentials(config.as_ref(), |user| !user.read.is_empty(), "may read")?;
-    let response = reqwest::Client::builder()
-        .default_headers(Credentials::headers(credentials.as_ref())?)
-        .build()?
+    let builder = reqwest::Client::builder().default_headers(Credentials::headers(credentials.as_ref())?);
+    let response = https::client(&url, builder, cacert.as_deref())?
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::ACCEPT, accept)

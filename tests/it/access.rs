@@ -37,7 +37,7 @@ fn basic((name, password): (&str, &str)) -> String {
 
 /// A POST of `body` to `path` with `authorization`, if any.
 async fn post(gate: &TestServer, path: &str, authorization: Option<&str>, body: serde_json::Value) -> Reply {
-    let mut request = reqwest::Client::new().post(gate.url(path)).json(&body);
+    let mut request = crate::common::http().post(gate.url(path)).json(&body);
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
     }
@@ -46,7 +46,7 @@ async fn post(gate: &TestServer, path: &str, authorization: Option<&str>, body: 
 
 /// A GET of the admin listener's `path` with `authorization`, if any.
 async fn admin_get(gate: &TestServer, path: &str, authorization: Option<&str>) -> u16 {
-    let mut request = reqwest::Client::new().get(gate.admin_url(path));
+    let mut request = crate::common::http().get(gate.admin_url(path));
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
     }
@@ -166,7 +166,11 @@ async fn each_user_writes_and_reads_over_http_only_what_it_is_granted() {
     assert_eq!(rows_on_shards(&gate, "events").await, 5);
     assert_eq!(rows_on_shards(&gate, "logs").await, 1);
 
-    let health = reqwest::get(gate.url("/healthz")).await.unwrap();
+    let health = crate::common::http()
+        .get(gate.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200, "health answers without credentials");
 }
 

@@ -234,10 +234,7 @@ impl TestServer {
             let value = format!("Basic {}", base64_encode(credentials.as_bytes()));
             headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap();
+        let http = http_builder().default_headers(headers).build().unwrap();
         let server = shardgate::server::start(config).await.expect("shardgate starts");
         TestServer {
             server,
@@ -453,4 +450,15 @@ pub fn sample(page: &str, series: &str) -> f64 {
 pub fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An HTTP client. The TLS crypto provider reqwest builds its settings from is installed first.
+pub fn http() -> reqwest::Client {
+    http_builder().build().unwrap()
+}
+
+/// A builder of an HTTP client, with the TLS crypto provider installed.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    shardgate::tls::install_default_provider();
+    reqwest::Client::builder()
 }

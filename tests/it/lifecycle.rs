@@ -196,7 +196,7 @@ async fn sigterm_flushes_pending_rows_before_the_process_exits() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let base = format!("http://127.0.0.1:{}", ports[0]);
     let mut up = false;
     for _ in 0..100 {
@@ -308,7 +308,7 @@ fn app_client(printed: &[String]) -> reqwest::Client {
         reqwest::header::AUTHORIZATION,
         format!("Basic {credentials}").parse().unwrap(),
     );
-    reqwest::Client::builder()
+    crate::common::http_builder()
         .default_headers(headers)
         .build()
         .unwrap()
@@ -452,7 +452,7 @@ async fn count_events(http: &reqwest::Client, write: &str) -> serde_json::Value 
 #[tokio::test]
 async fn dev_after_kill_9_of_its_group_restarts_on_the_same_data_with_every_row() {
     let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-crash-{}", std::process::id())));
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let mut first = DevProcess::spawn(&data.0);
     let (write, shards_before, token_before) = first.banner().await;
     assert_eq!(token_before.len(), 32, "{token_before}");
@@ -649,4 +649,95 @@ async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_
     post_dev_events(&http, &write, 60).await;
     assert_eq!(count_events(&http, &write).await, json!(460));
     second.terminate().await;
+}
+
+#[tokio::test]
+async fn dev_with_tls_serves_its_listeners_with_its_authority_and_reloads_them_on_sighup() {
+    let data = DevData(std::env::temp_dir().join(format!("shardgate-dev-tls-{}", std::process::id())));
+    let mut dev = DevProcess::spawn_with(&data.0, &["--tls"]);
+    let (write, _, _) = dev.banner().await;
+    assert!(write.starts_with("https://127.0.0.1:"), "{write}");
+    let ca = data.0.join("ca.pem");
+    let ca = std::path::absolute(&ca).unwrap();
+    let curl_line = dev
+        .printed
+        .iter()
+        .find(|line| line.contains("/v1/tables/events/rows \\"))
+        .expect("the banner shows a curl write");
+    assert!(
+        curl_line.contains(&format!("--cacert {}", ca.display())),
+        "{curl_line}"
+    );
+    let check = |url: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .arg(url)
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap()
+    };
+    assert_eq!(
+        check(&format!("{write}/healthz")),
+        "200",
+        "curl trusts the local authority"
+    );
+
+    let query = dev
+        .printed
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("shardgate query "))
+        .next()
+        .expect("the banner shows a shardgate query")
+        .to_string();
+    let mut args = vec!["query".to_string()];
+    args.extend(split_quoted(&query));
+    let output = tokio::task::spawn_blocking(move || crate::common::shardgate(&args))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the printed query finds the https URL, the authority and a reader in the config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let postgres = dev
+        .printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("postgres:  psql "))
+        .expect("the banner shows the Postgres listener")
+        .to_string();
+    assert!(postgres.contains("sslmode=verify-full"), "{postgres}");
+    let psql = tokio::process::Command::new("psql")
+        .args([postgres.as_str(), "-X", "-A", "-t", "-c", "SELECT 1"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "1", "{psql:?}");
+
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(dev.child.id().unwrap() as i32, libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        check(&format!("{write}/healthz")),
+        "200",
+        "SIGHUP reloads, it does not stop"
+    );
+    let stderr = dev.terminate().await;
+    assert!(!stderr.contains("not reloaded"), "{stderr}");
+}
+
+/// `text` split at spaces, a double-quoted part kept whole without its quotes.
+fn split_quoted(text: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (part, after) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        parts.push(part.to_string());
+        rest = after.trim_start();
+    }
+    parts
 }

@@ -191,7 +191,7 @@ async fn a_proxy_killed_while_copying_and_while_cleaning_up_leaves_a_migration_i
         text
     };
     let first = Proxy::start(&dir, &config("1h")).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let logs = log_rows("before", 3000);
     let events = crate::common::events(3000, 97);
     for (table, rows) in [("logs", &logs), ("events", &events)] {

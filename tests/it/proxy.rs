@@ -52,7 +52,7 @@ impl Proxy {
             base: format!("http://127.0.0.1:{}", ports[0]),
             admin: format!("http://127.0.0.1:{}", ports[1]),
         };
-        let http = reqwest::Client::new();
+        let http = crate::common::http();
         for _ in 0..100 {
             if http.get(format!("{}/healthz", proxy.base)).send().await.is_ok() {
                 return proxy;
@@ -65,7 +65,9 @@ impl Proxy {
     /// The migration `id` as the admin API shows it.
     pub async fn migration(&self, id: i64) -> Value {
         let url = format!("{}/admin/migrations/{id}", self.admin);
-        Reply::read(reqwest::get(url).await.unwrap()).await.body
+        Reply::read(crate::common::http().get(url).send().await.unwrap())
+            .await
+            .body
     }
 
     /// Waits until migration `id` satisfies `reached`; panics after a minute.
@@ -95,7 +97,7 @@ impl Proxy {
     }
 
     async fn start_migration(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = reqwest::Client::new()
+        let mut request = crate::common::http()
             .request(method, format!("{}{path}", self.admin))
             .bearer_auth(TOKEN);
         if let Some(body) = body {
@@ -109,7 +111,7 @@ impl Proxy {
     /// `POST /admin/migrations/{id}/{action}` (pause, resume or cancel); the answer's body.
     pub async fn control(&self, id: i64, action: &str) -> Value {
         let url = format!("{}/admin/migrations/{id}/{action}", self.admin);
-        let request = reqwest::Client::new().post(url).bearer_auth(TOKEN);
+        let request = crate::common::http().post(url).bearer_auth(TOKEN);
         let answer = Reply::read(request.send().await.unwrap()).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         answer.body
@@ -129,7 +131,9 @@ impl Proxy {
     /// The routing epoch the proxy serves with.
     pub async fn epoch(&self) -> i64 {
         let url = format!("{}/readyz", self.admin);
-        Reply::read(reqwest::get(url).await.unwrap()).await.body["epoch"]
+        Reply::read(crate::common::http().get(url).send().await.unwrap())
+            .await
+            .body["epoch"]
             .as_i64()
             .unwrap()
     }
@@ -137,7 +141,7 @@ impl Proxy {
     /// Posts `rows` to `events`, retrying a 503 (a fence refusal) like a client would; returns
     /// how many 503s it took.
     pub async fn post_events_retrying(&self, rows: &Value) -> usize {
-        let http = reqwest::Client::new();
+        let http = crate::common::http();
         for refusals in 0..50 {
             let response = http
                 .post(format!("{}/v1/tables/events/rows", self.base))

@@ -21,7 +21,7 @@ const STALLED: &str =
 /// server, and a request sent on it as it closes would fail.
 async fn start(test: &str, extra: &str) -> TestServer {
     let mut gate = TestServer::start(test, &format!("{LIMITS}{extra}")).await;
-    gate.http = reqwest::Client::builder()
+    gate.http = crate::common::http_builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("an HTTP client");

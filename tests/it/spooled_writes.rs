@@ -412,7 +412,7 @@ async fn a_second_proxy_on_a_spool_in_use_refuses_to_start_and_names_the_holder(
     let spool = dir.join("spool");
     let config = serve_config(&urls, &spool, "");
     let first = Proxy::start(&dir, &config).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let logs_url = format!("{}/v1/tables/logs/rows", first.base);
     assert_eq!(
         post(&http, &logs_url, &[], &log_rows("before", 30)).await.status,
@@ -456,7 +456,7 @@ async fn a_proxy_killed_while_parts_wait_is_followed_by_one_that_writes_every_ac
         "partition_key = [\"tenant_id\", \"event_type\"]\nack = \"spool\"",
     );
     let first = Proxy::start(&dir, &config).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let post_both = |round: usize| {
         let (http, base) = (http.clone(), first.base.clone());
         async move {
@@ -648,7 +648,7 @@ async fn parts_spooled_for_a_shard_drained_away_while_their_proxy_was_down_land_
     );
     let config = |proxy: &str| serve_config(&urls, &dir.join(proxy).join("spool"), &reshard);
     let first = Proxy::start(&dir.join("a"), &config("a")).await;
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let spool = |proxy: &Proxy, prefix: &'static str, requests: usize| {
         let (http, url) = (http.clone(), format!("{}/v1/tables/logs/rows", proxy.base));
         async move {
@@ -710,7 +710,7 @@ async fn parts_spooled_before_a_restart_and_partly_in_ranges_being_copied_split_
     );
     let (ring, spare) = (&urls[..2], urls[2].clone());
     let config = |proxy: &str| serve_config(ring, &dir.join(proxy).join("spool"), &reshard);
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
 
     // s1 is down: proxy A keeps its parts, and is killed with them in its spool.
     let first = Proxy::start(&dir.join("a"), &config("a")).await;
@@ -780,7 +780,7 @@ async fn rows_over(urls: &[String], table: &str) -> i64 {
 /// rows not yet written, over every shard (`shardgate_spool_pending_rows`); panics with what
 /// it saw after twenty seconds.
 async fn wait_for_pending(admin: &str, rows: i64) {
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let page = http.get(format!("{admin}/metrics")).send().await.unwrap();

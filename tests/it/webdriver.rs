@@ -34,7 +34,7 @@ impl Browser {
             .process_group(0)
             .spawn()
             .expect("the browser test needs Debian's chromium-driver package (.ci/run installs it)");
-        let http = reqwest::Client::new();
+        let http = crate::common::http();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{base}/status")).send().await.is_err() {
