@@ -38,6 +38,9 @@ pub struct Metrics {
     pub rows_rejected: IntCounterVec,
     /// Write requests refused, whatever the stage, by table and reason.
     pub requests_rejected: IntCounterVec,
+    /// Failed logins, by listener (`http`, `admin`, `postgres`) and reason (`wrong`,
+    /// `malformed`).
+    pub auth_failures: IntCounterVec,
     /// Write request latency, by table and status code.
     pub request_duration: HistogramVec,
     /// Write requests being handled.
@@ -177,6 +180,13 @@ impl Metrics {
                  unsupported_media_type, unsupported_encoding, unknown_table, overloaded, rejected, \
                  unavailable, routing_changed).",
                 &["table", "reason"],
+            ),
+            auth_failures: counter(
+                "shardgate_auth_failures_total",
+                "Failed logins, by listener (http, admin, postgres) and reason (wrong: a name, \
+                 password or token not of a user; malformed: an Authorization header that does not \
+                 decode). Requests without credentials are not counted.",
+                &["listener", "reason"],
             ),
             request_duration: histogram(
                 "shardgate_request_duration_seconds",

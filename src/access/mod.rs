@@ -80,6 +80,17 @@ impl Caller {
     }
 }
 
+impl Unauthenticated {
+    /// The `reason` label of `shardgate_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unauthenticated::Missing => "missing",
+            Unauthenticated::Malformed => "malformed",
+            Unauthenticated::Wrong => "wrong",
+        }
+    }
+}
+
 /// Why a request's credentials were not accepted. The message never repeats what was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unauthenticated {

@@ -31,7 +31,7 @@ pub async fn require_user(
     next: Next,
 ) -> Response {
     let sent_token = bearer(&request).is_some();
-    match authenticate(&state, peer, request.headers()).await {
+    match authenticate(&state, peer, request.headers(), "http").await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -64,11 +64,11 @@ pub async fn require_admin(
         if offered.is_none() {
             return token_unauthorized("this endpoint needs Authorization: Bearer <admin token>");
         }
-        slow_down(&state, peer, &Unauthenticated::Wrong).await;
+        slow_down(&state, peer, &Unauthenticated::Wrong, "admin").await;
         return token_unauthorized("the admin token does not match");
     }
     let sent_token = offered.is_some();
-    match authenticate(&state, peer, request.headers()).await {
+    match authenticate(&state, peer, request.headers(), "admin").await {
         Ok(caller) if caller.is_admin() => next.run(request).await,
         Ok(caller) => {
             let user = caller.name().unwrap_or_default();
@@ -111,12 +111,14 @@ pub async fn guard_rows(
     require_admin(state, peer, request, next).await
 }
 
-/// The caller the request's credentials (`headers`) prove. A failure from `peer` waits longer the more it
-/// failed lately; a request without credentials is not counted as one.
+/// The caller the request's credentials (`headers`) prove. A failure from `peer` on `listener`
+/// is counted and waits longer the more it failed lately; a request without credentials is
+/// not counted as one.
 async fn authenticate(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
+    listener: &str,
 ) -> Result<Caller, Unauthenticated> {
     let access = state.gateway.access();
     let header = headers
@@ -129,14 +131,21 @@ async fn authenticate(
         }
         Err(Unauthenticated::Missing) => Err(Unauthenticated::Missing),
         Err(failure) => {
-            slow_down(state, peer, &failure).await;
+            slow_down(state, peer, &failure, listener).await;
             Err(failure)
         }
     }
 }
 
-/// Records a failed authentication from `peer` and waits as long as its failures lately ask.
-async fn slow_down(state: &AppState, peer: SocketAddr, failure: &Unauthenticated) {
+/// Records a failed authentication from `peer` on `listener` (`http`, `admin`), counts it, and
+/// waits as long as the address's failures lately ask.
+async fn slow_down(state: &AppState, peer: SocketAddr, failure: &Unauthenticated, listener: &str) {
+    state
+        .gateway
+        .metrics()
+        .auth_failures
+        .with_label_values(&[listener, failure.reason()])
+        .inc();
     let delay = state.gateway.access().failed_from(peer.ip());
     tracing::info!(
         peer = %peer.ip(),

@@ -15,6 +15,7 @@
 use super::errors;
 use super::session::{Prepared, Session};
 use crate::access::Access;
+use crate::metrics::Metrics;
 use futures_util::{SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -50,6 +51,8 @@ pub struct Handlers<A> {
     pub startup: Arc<A>,
     /// The users, whose failed logins are slowed per client address.
     pub access: Arc<Access>,
+    /// Where failed logins are counted.
+    pub metrics: Arc<Metrics>,
     /// Carries out its statements and COPYs.
     pub session: Arc<Session>,
     /// Passes a `CancelRequest` to the session it names.
@@ -179,7 +182,7 @@ where
         PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
     );
     if logging_in {
-        note_login(socket, &handlers.access, handled.as_ref().err()).await;
+        note_login(socket, handlers, handled.as_ref().err()).await;
     }
     if let Err(error) = handled {
         let is_fatal = error.is_fatal();
@@ -193,10 +196,19 @@ where
 
 /// Records how a login step from the client went: a failed password (or SCRAM proof) waits
 /// longer the more that address failed lately, a login that succeeded forgets its failures.
-async fn note_login(socket: &Socket, access: &Access, failure: Option<&PgWireError>) {
-    let address = socket.socket_addr().ip();
+async fn note_login<A>(socket: &Socket, handlers: &Handlers<A>, failure: Option<&PgWireError>) {
+    let (access, address) = (&handlers.access, socket.socket_addr().ip());
     match failure {
-        Some(PgWireError::InvalidPassword(_) | PgWireError::InvalidScramMessage(_)) => {
+        Some(failed @ (PgWireError::InvalidPassword(_) | PgWireError::InvalidScramMessage(_))) => {
+            let reason = match failed {
+                PgWireError::InvalidPassword(_) => "wrong",
+                _ => "malformed",
+            };
+            handlers
+                .metrics
+                .auth_failures
+                .with_label_values(&["postgres", reason])
+                .inc();
             let delay = access.failed_from(address);
             tracing::info!(peer = %address, delay_ms = delay.as_millis() as u64, "Postgres login failed");
             tokio::time::sleep(delay).await;

@@ -139,6 +139,7 @@ impl PostgresListener {
         let handlers = connection::Handlers {
             startup: Arc::new(self.startup_handler()),
             access: self.services.gateway.access().clone(),
+            metrics: self.services.gateway.metrics().clone(),
             session: Arc::new(Session::new(self.services.clone())),
             cancels: Arc::new(DefaultCancelHandler::new(self.connections.clone())),
         };

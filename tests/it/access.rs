@@ -172,6 +172,20 @@ async fn each_user_writes_and_reads_over_http_only_what_it_is_granted() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200, "health answers without credentials");
+    let metrics = metrics_page(&gate).await;
+    assert!(
+        metrics.contains("shardgate_auth_failures_total{listener=\"http\",reason=\"wrong\"} 3"),
+        "two wrong passwords and a wrong token are counted, the request without any is not: {metrics}"
+    );
+    assert!(!metrics.contains("guess") && !metrics.contains(SERVICE_TOKEN));
+}
+
+/// The Prometheus page, read as the operator.
+async fn metrics_page(gate: &TestServer) -> String {
+    let request = crate::common::http()
+        .get(gate.admin_url("/metrics"))
+        .header("authorization", basic(OPERATOR));
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 #[tokio::test]
@@ -246,6 +260,11 @@ async fn the_postgres_listener_logs_in_the_same_users_and_refuses_what_they_are_
         started.elapsed()
     );
 
+    let metrics = metrics_page(&gate).await;
+    assert!(
+        metrics.contains("shardgate_auth_failures_total{listener=\"postgres\",reason=\"wrong\"} 2"),
+        "{metrics}"
+    );
     let writer = log_in(&gate, WRITER).await.expect("the writer logs in");
     writer
         .simple_query("INSERT INTO events (tenant_id, event_type) VALUES ('a', 'click'), ('b', 'view')")
