@@ -5,7 +5,12 @@
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use shardgate::config::Config;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The admin API's URL without a config.
+const DEFAULT_URL: &str = "http://127.0.0.1:8081";
 
 /// How often a watched migration is polled.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -13,17 +18,22 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// Options of `shardgate admin`.
 #[derive(clap::Args)]
 pub struct AdminArgs {
-    /// Base URL of shardgate's admin API.
-    #[arg(long, env = "SHARDGATE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
-    url: String,
+    /// Base URL of shardgate's admin API [default: the config's server.admin_listen, https
+    /// with [server.tls]; else http://127.0.0.1:8081].
+    #[arg(long, env = "SHARDGATE_ADMIN_URL")]
+    url: Option<String>,
     /// The admin token (`admin.token`), needed to change the shard set (and, with users
-    /// configured, to read anything but the status page).
+    /// configured, to read anything but the status page) [default: the config's].
     #[arg(long, env = "SHARDGATE_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// PEM file of the authority to check an HTTPS admin API against [default: the system's
-    /// trusted roots].
+    /// PEM file of the authority to check an HTTPS admin API against [default: the config's
+    /// tls.ca_file; else the system's trusted roots].
     #[arg(long, env = "SHARDGATE_CACERT")]
-    cacert: Option<std::path::PathBuf>,
+    cacert: Option<PathBuf>,
+    /// A config that gives the URL, the token and the authority when the options do not.
+    /// Read only if it exists.
+    #[arg(long, default_value = super::query::DEFAULT_CONFIG)]
+    config: PathBuf,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -155,10 +165,28 @@ struct NewShardArgs {
 
 /// Runs the admin subcommand.
 pub async fn run(args: AdminArgs) -> Result<()> {
+    let config = if args.config.exists() {
+        Some(Config::load(&args.config)?)
+    } else {
+        None
+    };
+    let url = args.url.clone().unwrap_or_else(|| match &config {
+        Some(config) => super::https::base_url(config.server.tls.is_some(), &config.server.admin_listen),
+        None => DEFAULT_URL.to_string(),
+    });
+    let token = args.token.clone().or_else(|| {
+        config
+            .as_ref()
+            .and_then(|config| config.admin.token.as_ref().map(|token| token.0.clone()))
+    });
+    let cacert = args
+        .cacert
+        .clone()
+        .or_else(|| config.as_ref().and_then(|config| config.tls.ca_file.clone()));
     let api = Api {
-        base: args.url.trim_end_matches('/').to_string(),
-        token: args.token,
-        http: super::https::client(&args.url, reqwest::Client::builder(), args.cacert.as_deref())?,
+        base: url.trim_end_matches('/').to_string(),
+        token,
+        http: super::https::client(&url, reqwest::Client::builder(), cacert.as_deref())?,
     };
     match args.command {
         AdminCommand::Shards { action: None } => print_shards(&api.get("/admin/shards").await?),
@@ -175,7 +203,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             action: Some(ShardsAction::Drain { name, no_watch }),
         } => {
             let path = format!("/admin/shards/{name}");
-            let started = api.send_token(api.http.delete(api.url(&path))).await?;
+            let started = api.send(api.http.delete(api.url(&path))).await?;
             follow(&api, &started, &format!("draining {name}"), no_watch).await?;
         }
         AdminCommand::Shards {
@@ -191,7 +219,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .patch(api.url(&format!("/admin/shards/{name}")))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(json!({ "weight": weight }).to_string());
-            let started = api.send_token(request).await?;
+            let started = api.send(request).await?;
             follow(
                 &api,
                 &started,
@@ -224,7 +252,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             ..
         } => {
             let request = api.http.delete(api.url(&format!("/admin/dead-letters/{id}")));
-            api.send_token(request).await?;
+            api.send(request).await?;
             println!("dead letter {id} deleted");
         }
         AdminCommand::DeadLetters {
@@ -279,7 +307,7 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        self.send_token(self.http.get(self.url(path))).await
+        self.send(self.http.get(self.url(path))).await
     }
 
     async fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -288,21 +316,17 @@ impl Api {
             .post(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        self.send_token(request).await
+        self.send(request).await
     }
 
-    /// Sends a request with the admin token when one was given: changes to the shard set need
-    /// it, and with users configured the reads too.
-    async fn send_token(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// Sends a request, with the admin token when one was given (changes to the shard set
+    /// need it, and with users configured the reads too), and returns the JSON answer, or its
+    /// `error` message as the error.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        self.send(request).await
-    }
-
-    /// The JSON answer, or its `error` message as the error.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let response = request
             .send()
             .await

@@ -624,6 +624,23 @@ async fn dev_with_a_spare_prints_the_command_that_adds_it_and_brings_it_back_in_
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("migration 1 done: "), "{stdout}");
+    let admin_api = first
+        .printed
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("admin API:"))
+        .map(|url| url.trim().trim_end_matches("/admin/shards").to_string())
+        .expect("the banner names the admin API");
+    let config = data.0.join("shardgate.toml");
+    let config = config.to_str().unwrap().to_string();
+    let args = ["admin", "--config", &config, "--url", &admin_api, "dead-letters"].map(String::from);
+    let listed = tokio::task::spawn_blocking(move || crate::common::shardgate(&args))
+        .await
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "dead letters need the admin token, which `admin` takes from the config: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     assert!(
         crate::common::count_on(&spare_url, "events").await > 0,
         "the spare took its share"
