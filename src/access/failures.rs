@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The delay of an address's second failure in a row; it doubles with each failure after.
@@ -23,6 +24,9 @@ const MAX_ADDRESSES: usize = 100_000;
 #[derive(Default)]
 pub struct FailedLogins {
     addresses: Mutex<HashMap<IpAddr, Failures>>,
+    /// Whether any address is remembered: a login that succeeds (every HTTP request) takes
+    /// the lock only then.
+    any: AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -51,12 +55,19 @@ impl FailedLogins {
         }
         failures.count = failures.count.saturating_add(1);
         failures.last = now;
-        delay_after(failures.count)
+        let delay = delay_after(failures.count);
+        self.any.store(true, Ordering::Relaxed);
+        delay
     }
 
     /// Forgets the failures of `address`, which just logged in.
     pub fn succeeded(&self, address: IpAddr) {
-        self.addresses().remove(&address);
+        if !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut addresses = self.addresses();
+        addresses.remove(&address);
+        self.any.store(!addresses.is_empty(), Ordering::Relaxed);
     }
 
     fn addresses(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Failures>> {
@@ -95,6 +106,14 @@ mod tests {
             failed.failed(guesser),
             Duration::ZERO,
             "a login forgets the failures"
+        );
+        failed.succeeded(guesser);
+        failed.succeeded(other);
+        failed.failed(guesser);
+        assert_eq!(
+            failed.failed(guesser).as_millis(),
+            100,
+            "failures are remembered again once every address was forgotten"
         );
     }
 }

@@ -80,17 +80,6 @@ impl Caller {
     }
 }
 
-impl Unauthenticated {
-    /// The `reason` label of `shardgate_auth_failures_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Unauthenticated::Missing => "missing",
-            Unauthenticated::Malformed => "malformed",
-            Unauthenticated::Wrong => "wrong",
-        }
-    }
-}
-
 /// Why a request's credentials were not accepted. The message never repeats what was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unauthenticated {
@@ -105,6 +94,17 @@ pub enum Unauthenticated {
     /// A wrong name, password or token.
     #[error("the user name and password, or the token, are not those of a configured user")]
     Wrong,
+}
+
+impl Unauthenticated {
+    /// The `reason` label of `shardgate_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unauthenticated::Missing => "missing",
+            Unauthenticated::Malformed => "malformed",
+            Unauthenticated::Wrong => "wrong",
+        }
+    }
 }
 
 /// The configured users and the failed logins of each client address.
@@ -177,24 +177,28 @@ impl Access {
             return Ok(Caller::Anyone);
         }
         let authorization = authorization.ok_or(Unauthenticated::Missing)?;
-        if let Some(token) = strip_scheme(authorization, "Bearer") {
-            return self.token_user(token.trim()).ok_or(Unauthenticated::Wrong);
+        if let Some(token) = bearer_token(authorization) {
+            return self.token_user(token).ok_or(Unauthenticated::Wrong);
         }
-        let (name, password) = basic_credentials(authorization).ok_or(Unauthenticated::Malformed)?;
-        if let Some(user) = self.users.get(&name)
+        let credentials = basic_credentials(authorization).ok_or(Unauthenticated::Malformed)?;
+        let (name, password) = credentials.split_once(':').ok_or(Unauthenticated::Malformed)?;
+        if let Some(user) = self.users.get(name)
             && user
                 .password
                 .as_ref()
-                .is_some_and(|check| check.passed_last(&password))
+                .is_some_and(|check| check.passed_last(password))
         {
             return Ok(Caller::User(user.clone()));
         }
         let access = self.clone();
-        tokio::task::spawn_blocking(move || access.password_user(&name, &password))
-            .await
-            .ok()
-            .flatten()
-            .ok_or(Unauthenticated::Wrong)
+        tokio::task::spawn_blocking(move || {
+            let (name, password) = credentials.split_once(':')?;
+            access.password_user(name, password)
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Unauthenticated::Wrong)
     }
 
     fn token_user(&self, offered: &str) -> Option<Caller> {
@@ -234,12 +238,15 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     given.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-/// The name and password of a `Basic` header.
-fn basic_credentials(header: &str) -> Option<(String, String)> {
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    strip_scheme(header, "Bearer").map(str::trim)
+}
+
+/// `name:password` of a `Basic` header, decoded.
+fn basic_credentials(header: &str) -> Option<String> {
     let encoded = strip_scheme(header, "Basic")?.trim();
-    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
-    let (name, password) = decoded.split_once(':')?;
-    Some((name.to_string(), password.to_string()))
+    String::from_utf8(STANDARD.decode(encoded).ok()?).ok()
 }
 
 #[cfg(test)]

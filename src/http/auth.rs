@@ -13,7 +13,7 @@
 
 use super::error::error_response;
 use super::state::AppState;
-use crate::access::{Caller, Unauthenticated};
+use crate::access::{Caller, Unauthenticated, bearer_token};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -123,8 +123,8 @@ async fn authenticate(
     let access = state.gateway.access();
     let header = headers
         .get(header::AUTHORIZATION)
-        .map(|value| value.to_str().unwrap_or_default().to_string());
-    match access.authenticate(header.as_deref()).await {
+        .map(|value| value.to_str().unwrap_or_default());
+    match access.authenticate(header).await {
         Ok(caller) => {
             access.succeeded_from(peer.ip());
             Ok(caller)
@@ -156,11 +156,9 @@ async fn slow_down(state: &AppState, peer: SocketAddr, failure: &Unauthenticated
     tokio::time::sleep(delay).await;
 }
 
-/// The token of a `Bearer` header.
+/// The token of the request's `Authorization: Bearer` header.
 fn bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
+    bearer_token(request.headers().get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// `401` asking for the admin token, when no users are configured.
