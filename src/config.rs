@@ -66,6 +66,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// `[postgres]`: the PostgreSQL-protocol listener.
     pub postgres: PostgresConfig,
+    /// `[idempotency]`: how long the shards keep the records of `Idempotency-Key` writes.
+    pub idempotency: IdempotencyConfig,
     /// The shards, in ring order of declaration.
     pub shards: Vec<ShardConfig>,
     /// The logical tables that exist on every shard.
@@ -236,6 +238,24 @@ impl Default for SpoolConfig {
             max_bytes: ByteSize(1 << 30),
             segment_bytes: ByteSize(64 << 20),
             remember_writes: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[idempotency]`: the records by which a write sent with an `Idempotency-Key` is recognised
+/// when it is sent again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a key's records are kept on the shards; a key sent again later is a new write.
+    #[serde(with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -627,6 +647,9 @@ impl Config {
         self.validate_hot_keys(&mut problems);
         self.validate_shards(&mut problems);
         self.validate_spool(&mut problems);
+        if self.idempotency.retention < Duration::from_secs(60) {
+            problems.add("idempotency.retention", "must be at least 1m");
+        }
         if self.tables.is_empty() {
             problems.add("tables", "declare at least one table");
         }

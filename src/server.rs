@@ -26,6 +26,7 @@ use crate::postgres::copy_in::ChunkLimits;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
 use crate::schema::Tables;
+use crate::shards::idempotency;
 use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
@@ -214,6 +215,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         routing_source,
         watch_settings(&config),
         refresh_requests,
+        shutdown.clone(),
+    ));
+    background.spawn(idempotency::prune_periodically(
+        shards.clone(),
+        config.idempotency.retention,
         shutdown.clone(),
     ));
     let hot_keys = Arc::new(HotKeyWatch::new(config.hot_keys.clone(), tables.clone()));

@@ -190,6 +190,20 @@ fn an_unreadable_tls_ca_file_is_named() {
 }
 
 #[test]
+fn idempotency_records_are_kept_a_day_and_at_least_a_minute() {
+    assert_eq!(
+        Config::parse(VALID).unwrap().idempotency.retention,
+        std::time::Duration::from_secs(86_400)
+    );
+    let text = format!("[idempotency]\nretention = \"30s\"\n{VALID}");
+    assert!(has(
+        &problems(&text),
+        "idempotency.retention",
+        "must be at least 1m"
+    ));
+}
+
+#[test]
 fn a_query_time_zone_that_is_not_a_name_is_named() {
     let text = format!("[query]\ntime_zone = \"UTC'; DROP TABLE x\"\n{VALID}");
     assert!(has(

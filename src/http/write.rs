@@ -2,7 +2,8 @@
 //!
 //! A write is answered `200` once its rows committed, or `202` once they are in the spool: by
 //! the table's `ack`, or as the request asks where the table allows it (`Prefer:
-//! respond-async`, `Shardgate-Ack`).
+//! respond-async`, `Shardgate-Ack`). A write sent with an `Idempotency-Key` is written once
+//! however often it is sent ([`crate::ingest::idempotent`]).
 //!
 //! The handler checks the table, content type, encoding and size, reads the body within the
 //! in-flight budget, and hands it to [`crate::ingest::write`], which decodes, routes, queues and
@@ -16,6 +17,7 @@ use super::state::AppState;
 use crate::access::Caller;
 use crate::config::AckMode;
 use crate::hotkeys::cap::KeyOverLimit;
+use crate::ingest::idempotent::{Fingerprint, IdempotencyKey, KeyRefused, KeyedAck};
 use crate::ingest::write::{SpoolAck, WriteAck, WriteRefused};
 use crate::metrics::Metrics;
 use crate::schema::TableSchema;
@@ -95,6 +97,12 @@ pub enum ApiError {
     /// 503: the spool could not make the rows durable.
     #[error("{0}; retrying is safe, nothing was acknowledged")]
     SpoolUnavailable(String),
+    /// 400: the `Idempotency-Key` header is not a key, or the table's writes are spooled.
+    #[error("{0}")]
+    BadIdempotencyKey(String),
+    /// 409, 422 or 503: a write with an idempotency key that cannot be written as asked.
+    #[error(transparent)]
+    Key(KeyRefused),
     /// 422 or 503: some shard did not commit its rows.
     #[error("{}", write_failure_message(.failures))]
     WriteFailed {
@@ -135,9 +143,13 @@ impl ApiError {
             | ApiError::Encoding(EncodingError::TooLarge(_))
             | ApiError::TooLargeForQueue(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Encoding(EncodingError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
-            ApiError::Malformed(_) | ApiError::InvalidRows { .. } | ApiError::BadAck(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Malformed(_)
+            | ApiError::InvalidRows { .. }
+            | ApiError::BadAck(_)
+            | ApiError::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::Key(KeyRefused::InFlight(_)) => StatusCode::CONFLICT,
+            ApiError::Key(KeyRefused::Reused(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Key(KeyRefused::Unknown { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SpoolUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded { .. } | ApiError::KeyOverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
@@ -184,6 +196,10 @@ impl ApiError {
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::KeyOverLimit(_) => "key_over_limit",
             ApiError::BadAck(_) => "bad_ack",
+            ApiError::BadIdempotencyKey(_) => "bad_idempotency_key",
+            ApiError::Key(KeyRefused::InFlight(_)) => "key_in_flight",
+            ApiError::Key(KeyRefused::Reused(_)) => "key_reused",
+            ApiError::Key(KeyRefused::Unknown { .. }) => "unavailable",
             ApiError::SpoolUnavailable(_) => "spool_failed",
             ApiError::WriteFailed { failures, .. } => {
                 if any_rejected(failures) {
@@ -199,7 +215,10 @@ impl ApiError {
         match self {
             ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
             ApiError::KeyOverLimit(over) => Some(over.retry_after),
-            ApiError::SpoolUnavailable(_) => Some(Duration::from_secs(1)),
+            ApiError::SpoolUnavailable(_)
+            | ApiError::Key(KeyRefused::InFlight(_) | KeyRefused::Unknown { .. }) => {
+                Some(Duration::from_secs(1))
+            }
             ApiError::WriteFailed { retry_after, .. } if self.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 Some(*retry_after)
             }
@@ -256,6 +275,7 @@ impl ApiError {
                 ApiError::SpoolUnavailable(WriteRefused::SpoolFailed(e).to_string())
             }
             WriteRefused::KeyOverLimit(over) => ApiError::KeyOverLimit(over),
+            WriteRefused::Key(refused) => ApiError::Key(refused),
             WriteRefused::Failed { failures, committed } => ApiError::WriteFailed {
                 failures,
                 committed,
@@ -330,6 +350,8 @@ impl Drop for InFlight<'_> {
 /// The answer to an accepted write: `200` once committed, `202` once spooled.
 enum Accepted {
     Committed(WriteAck),
+    /// A write with an idempotency key, committed now or by an earlier attempt.
+    Keyed(KeyedAck),
     Spooled {
         ack: SpoolAck,
         /// Whether the spool was asked for with `Prefer: respond-async`.
@@ -341,6 +363,15 @@ impl IntoResponse for Accepted {
     fn into_response(self) -> Response {
         match self {
             Accepted::Committed(ack) => Json(ack).into_response(),
+            Accepted::Keyed(KeyedAck { ack, replayed }) => {
+                let mut response = Json(ack).into_response();
+                if replayed {
+                    response
+                        .headers_mut()
+                        .insert(REPLAYED_HEADER, header::HeaderValue::from_static("true"));
+                }
+                response
+            }
             Accepted::Spooled { ack, preferred } => {
                 let mut response = (StatusCode::ACCEPTED, Json(ack)).into_response();
                 if preferred {
@@ -386,8 +417,25 @@ async fn accept_rows(
         },
     )?;
     let refused = |refusal| ApiError::refused(refusal, state.limits.retry_after);
-    match ack {
-        ChosenAck::Commit => {
+    match (ack, idempotency_key(headers)?) {
+        (ChosenAck::Commit, Some(key)) => {
+            let writes = state.gateway.writes();
+            let fingerprint = Fingerprint::of(table, format, &body);
+            let _in_flight = writes
+                .keys_in_flight()
+                .enter(&key, fingerprint)
+                .map_err(ApiError::Key)?;
+            let keyed = writes
+                .submit_keyed((table_id, schema), format, &body, (&key, fingerprint))
+                .await
+                .map_err(refused)?;
+            drop((body, body_permit));
+            Ok(Accepted::Keyed(keyed.committed().await.map_err(refused)?))
+        }
+        (ChosenAck::Spool { .. }, Some(_)) => Err(ApiError::BadIdempotencyKey(format!(
+            "{KEY_HEADER} applies to writes acknowledged once committed; this one is spooled (send it with {ACK_HEADER}: commit where the table allows)"
+        ))),
+        (ChosenAck::Commit, None) => {
             let submitted = state
                 .gateway
                 .writes()
@@ -396,7 +444,7 @@ async fn accept_rows(
             drop((body, body_permit));
             Ok(Accepted::Committed(submitted.committed().await.map_err(refused)?))
         }
-        ChosenAck::Spool { preferred } => {
+        (ChosenAck::Spool { preferred }, None) => {
             let spooling = state
                 .gateway
                 .writes()
@@ -462,6 +510,28 @@ fn chosen_ack(schema: &TableSchema, headers: &HeaderMap) -> Result<ChosenAck, Ap
 
 /// The header a request names its ack with.
 const ACK_HEADER: &str = "shardgate-ack";
+
+/// The header naming a write's idempotency key.
+const KEY_HEADER: &str = "idempotency-key";
+
+/// The header saying an answer is that of an earlier attempt with the same idempotency key.
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// The request's idempotency key, if it names one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(KEY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadIdempotencyKey(format!(
+            "send one {KEY_HEADER} header, not several"
+        )));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| ApiError::BadIdempotencyKey(e.to_string()))
+}
 
 fn ack_name(mode: AckMode) -> &'static str {
     match mode {

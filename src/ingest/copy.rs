@@ -15,8 +15,8 @@
 use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
 use crate::schema::{HASH_COLUMN, TableSchema, hidden_columns, quote_ident};
-use crate::shards::applied;
 use crate::shards::fence::{self, FenceMismatch};
+use crate::shards::{applied, idempotency};
 use bytes::Bytes;
 use deadpool_postgres::{Object, Pool};
 use futures_util::SinkExt;
@@ -48,9 +48,10 @@ pub enum CopyError {
     /// The shard's fence holds another epoch than the batch was routed with.
     #[error(transparent)]
     Fence(#[from] FenceMismatch),
-    /// The batch's spool record is marked as applied on the shard already: an earlier attempt
-    /// committed it (its answer lost), so nothing of this one was stored.
-    #[error("the spool record was applied on this shard before")]
+    /// The batch's spool record is marked as applied on the shard already, or its idempotency
+    /// key recorded there: an earlier attempt committed it (its answer lost), so nothing of
+    /// this one was stored.
+    #[error("the spool record or idempotency key was applied on this shard before")]
     AlreadyApplied,
 }
 
@@ -60,7 +61,10 @@ impl CopyError {
         let Some(db) = error.as_db_error() else {
             return CopyError::Transient(error.to_string());
         };
-        if db.constraint() == Some(applied::APPLIED_KEY) {
+        if matches!(
+            db.constraint(),
+            Some(applied::APPLIED_KEY | idempotency::RECORD_KEY)
+        ) {
             return CopyError::AlreadyApplied;
         }
         let message = match db.detail() {
@@ -139,7 +143,8 @@ impl TableStatements {
 }
 
 /// A statement a batch runs in its own transaction after its rows, so what it records (how far
-/// a copy got, say) commits with them or not at all.
+/// a copy got, a spool part's mark, an idempotency key's record) commits with them or not at
+/// all.
 pub struct AlsoRecord<'a> {
     /// The statement.
     pub sql: &'a str,
@@ -155,22 +160,22 @@ pub async fn write_batch(
     epoch: Epoch,
     parts: &[Bytes],
 ) -> Result<(), CopyError> {
-    write_batch_recording(pool, statements, epoch, parts, None).await
+    write_batch_recording(pool, statements, epoch, parts, &[]).await
 }
 
-/// [`write_batch`], running `record` in the same transaction after the rows.
+/// [`write_batch`], running `records` in the same transaction after the rows.
 pub async fn write_batch_recording(
     pool: &Pool,
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
-    record: Option<AlsoRecord<'_>>,
+    records: &[AlsoRecord<'_>],
 ) -> Result<(), CopyError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| CopyError::Transient(describe_pool_error(&e)))?;
-    let result = write_on(&mut client, statements, epoch, parts, record).await;
+    let result = write_on(&mut client, statements, epoch, parts, records).await;
     if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
         // Unknown session state: never hand this connection to another batch.
         drop(Object::take(client));
@@ -183,7 +188,7 @@ async fn write_on(
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
-    record: Option<AlsoRecord<'_>>,
+    records: &[AlsoRecord<'_>],
 ) -> Result<(), CopyError> {
     let insert = match &statements.insert_from_staging {
         Some(sql) => Some(client.prepare_cached(sql).await.map_err(CopyError::from_pg)?),
@@ -220,7 +225,7 @@ async fn write_on(
     if let Some(insert) = insert {
         tx.execute(&insert, &[]).await.map_err(CopyError::from_pg)?;
     }
-    if let Some(record) = record {
+    for record in records {
         tx.execute(record.sql, record.params)
             .await
             .map_err(CopyError::from_pg)?;

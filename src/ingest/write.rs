@@ -7,6 +7,7 @@
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
+use super::idempotent::{KeyRefused, KeysInFlight};
 use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
@@ -15,6 +16,7 @@ use crate::schema::decode::copy::{CopyFormat, decode_copy};
 use crate::schema::decode::values::{Value, ValueColumns, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
 use crate::schema::{TableId, TableSchema};
+use crate::shards::idempotency::KeyRecord;
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
 use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledWrite, WriteStatuses};
@@ -57,6 +59,9 @@ pub enum WriteRefused {
     /// The spool could not make the rows durable; nothing is known to be spooled.
     #[error("the spool could not store the rows: {0}")]
     SpoolFailed(AppendError),
+    /// A write with an idempotency key cannot be written as asked; nothing was queued.
+    #[error(transparent)]
+    Key(#[from] KeyRefused),
     /// Some shard did not commit its rows; others may have.
     #[error("{} shard(s) did not commit", .failures.len())]
     Failed {
@@ -84,6 +89,7 @@ pub struct Writes {
     hot_keys: Arc<HotKeyWatch>,
     request_timeout: Duration,
     spool: Option<Spool>,
+    keys_in_flight: KeysInFlight,
 }
 
 /// The spool's side of the write path: where records are appended, and the queue bounds each
@@ -130,7 +136,18 @@ impl Writes {
             hot_keys,
             request_timeout,
             spool,
+            keys_in_flight: KeysInFlight::default(),
         }
+    }
+
+    /// The idempotency keys whose writes this process is writing now.
+    pub fn keys_in_flight(&self) -> &KeysInFlight {
+        &self.keys_in_flight
+    }
+
+    /// The published shard set writes are routed with.
+    pub(super) fn shards(&self) -> &Published {
+        &self.shards
     }
 
     /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
@@ -228,13 +245,25 @@ impl Writes {
         set: &ShardSet,
         table: TableId,
         schema: &TableSchema,
+        encoded: EncodedRows,
+    ) -> Result<Submitted, WriteRefused> {
+        self.queue_recorded(set, table, schema, encoded, |_| None)
+    }
+
+    /// [`Writes::queue_now`], each shard's rows carrying the record `record` gives for it.
+    pub(super) fn queue_recorded(
+        &self,
+        set: &ShardSet,
+        table: TableId,
+        schema: &TableSchema,
         mut encoded: EncodedRows,
+        record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
         let returned = std::mem::take(&mut encoded.returned);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
-            .submit(table, &schema.name, encoded, deadline)
+            .submit_recorded(table, &schema.name, encoded, deadline, record)
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
         let mut submitted = self.submitted(table, schema, counts, pending, deadline);
         submitted.returned = returned;
@@ -460,7 +489,7 @@ impl Writes {
 
     /// Decodes rows with `decode`, given the keys of `table` whose rows are counted for their
     /// rate cap, and refuses them when a key is over it.
-    fn decode(
+    pub(super) fn decode(
         &self,
         table: TableId,
         schema: &TableSchema,

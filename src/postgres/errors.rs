@@ -1,6 +1,7 @@
 //! The one place a refusal becomes an `ErrorResponse`: a SQLSTATE a client can branch on, the
 //! message Postgres would give, and a detail saying what was and was not stored.
 
+use crate::ingest::idempotent::KeyRefused;
 use crate::ingest::write::WriteRefused;
 use crate::pgtype::sqlstate;
 use crate::schema::decode::{DecodeError, RowError};
@@ -176,6 +177,9 @@ pub fn write_refused(refusal: &WriteRefused, table: &str) -> ErrorInfo {
             Some(failure) => shard_failure(failure),
             None => error(CONNECTION_FAILURE, refusal.to_string()),
         },
+        WriteRefused::Key(KeyRefused::InFlight(_)) => error("55P03", refusal.to_string()),
+        WriteRefused::Key(KeyRefused::Reused(_)) => error("23505", refusal.to_string()),
+        WriteRefused::Key(KeyRefused::Unknown { .. }) => error(CONNECTION_FAILURE, refusal.to_string()),
     }
 }
 

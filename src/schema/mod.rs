@@ -6,6 +6,7 @@
 
 mod ddl;
 pub mod decode;
+pub mod tuples;
 
 pub use crate::pgtype::{
     ColumnType, DefaultValue, JsonScalar, encode_jsonb, encode_scalar, is_valid_identifier, quote_ident,

@@ -11,6 +11,7 @@ use crate::routing::{Epoch, ShardId};
 
 pub mod applied;
 pub mod fence;
+pub mod idempotency;
 pub mod queue;
 pub mod set;
 
@@ -328,6 +329,9 @@ impl Setup<'_> {
         tx.batch_execute(&applied::create_sql())
             .await
             .map_err(|e| self.query_error("set up the spool's applied marks", e))?;
+        tx.batch_execute(&idempotency::create_sql())
+            .await
+            .map_err(|e| self.query_error("set up the idempotency records", e))?;
         tx.commit()
             .await
             .map_err(|e| self.query_error("commit set-up", e))

@@ -13,6 +13,7 @@
 //! first is empty, so a spool's backlog never queues ahead of a request that waits.
 
 use super::applied::Mark;
+use super::idempotency::KeyRecord;
 use crate::routing::{Epoch, ShardId, ShardIndex};
 use crate::schema::TableId;
 use bytes::Bytes;
@@ -129,6 +130,8 @@ pub struct Chunk {
     pub deadline: Instant,
     /// For a drained part of a spooled write, the mark its batch inserts with the rows.
     pub mark: Option<Mark>,
+    /// For a write sent with an idempotency key, the record its batch inserts with the rows.
+    pub record: Option<Arc<KeyRecord>>,
     reply: oneshot::Sender<Result<(), WriteError>>,
     /// Queue space held until the chunk is answered.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -294,8 +297,8 @@ impl WriteQueue {
         &self,
         shard: (ShardIndex, &ShardId),
         request: RequestChunks,
-        tuples: Bytes,
-        rows: usize,
+        (tuples, rows): (Bytes, usize),
+        record: Option<Arc<KeyRecord>>,
         reservation: Reservation,
     ) -> PendingWrite {
         let (reply, receiver) = oneshot::channel();
@@ -307,6 +310,7 @@ impl WriteQueue {
             enqueued_at: request.enqueued_at,
             deadline: request.deadline,
             mark: request.mark,
+            record,
             reply,
             _permits: reservation.permits,
         };
@@ -443,8 +447,8 @@ mod tests {
         queue.send(
             (ShardIndex(0), &shard),
             request,
-            Bytes::from_static(b"tuple..."),
-            1,
+            (Bytes::from_static(b"tuple..."), 1),
+            None,
             reservation,
         )
     }

@@ -9,6 +9,7 @@
 //! drain it and stop. Loading is an arc-swap load; only publishing, which is rare, serialises.
 
 use super::applied::Mark;
+use super::idempotency::KeyRecord;
 use super::queue::{PendingWrite, QueueReceiver, RequestChunks, Reservation, SubmitError};
 use super::{Shard, ShardEndpoint, ShardError, ShardSettings};
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
@@ -103,6 +104,19 @@ impl ShardSet {
         rows: EncodedRows,
         deadline: Instant,
     ) -> Result<Vec<PendingWrite>, SubmitError> {
+        self.submit_recorded(table, table_name, rows, deadline, |_| None)
+    }
+
+    /// [`ShardSet::submit`], each shard's rows carrying the record `record` gives for its
+    /// index, which their batch inserts with them.
+    pub fn submit_recorded(
+        &self,
+        table: TableId,
+        table_name: &str,
+        rows: EncodedRows,
+        deadline: Instant,
+        record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
+    ) -> Result<Vec<PendingWrite>, SubmitError> {
         let mut reserved = Vec::new();
         for (index, shard_rows) in rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0) {
             let shard = &self.shards[index];
@@ -119,7 +133,7 @@ impl ShardSet {
             deadline,
             mark: None,
         };
-        Ok(self.send_reserved(request, reserved))
+        Ok(self.send_reserved(request, reserved, record))
     }
 
     /// Sends each shard's rows of one request into the room reserved for them.
@@ -127,6 +141,7 @@ impl ShardSet {
         &self,
         request: RequestChunks,
         reserved: Vec<(usize, ShardRows, Reservation)>,
+        record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
     ) -> Vec<PendingWrite> {
         reserved
             .into_iter()
@@ -135,8 +150,8 @@ impl ShardSet {
                 shard.queue.send(
                     (ShardIndex(index), &shard.id),
                     request,
-                    Bytes::from(shard_rows.tuples),
-                    shard_rows.rows,
+                    (Bytes::from(shard_rows.tuples), shard_rows.rows),
+                    record(ShardIndex(index)),
                     reservation,
                 )
             })
@@ -172,7 +187,7 @@ impl ShardSet {
             deadline: enqueued_at + timeout,
             mark: None,
         };
-        Ok(self.send_reserved(request, reserved))
+        Ok(self.send_reserved(request, reserved, |_| None))
     }
 
     /// Queues one drained part of a spooled write for the shard at `index`, with its `mark`,
@@ -198,7 +213,7 @@ impl ShardSet {
         };
         Ok(shard
             .queue
-            .send((index, &shard.id), request, tuples, rows, reservation))
+            .send((index, &shard.id), request, (tuples, rows), None, reservation))
     }
 
     /// Creates or verifies the tables and the fence (at this set's epoch) on every shard not yet

@@ -10,9 +10,10 @@
 //! migration's copy and its dual write tell rows apart by it).
 
 use super::RecordSeq;
-use crate::routing::{Epoch, KeyHash, RoutingTable, ShardIndex};
+use crate::routing::{Epoch, RoutingTable, ShardIndex};
 use crate::schema::TableSchema;
 use crate::schema::decode::EncodedRows;
+use crate::schema::tuples::{MalformedTuple, Tuples};
 use bytes::Bytes;
 use uuid::Uuid;
 
@@ -93,6 +94,12 @@ pub enum Placement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("spooled write is malformed: {0}")]
 pub struct MalformedWrite(&'static str);
+
+impl From<MalformedTuple> for MalformedWrite {
+    fn from(malformed: MalformedTuple) -> MalformedWrite {
+        MalformedWrite(malformed.0)
+    }
+}
 
 impl SpooledWrite {
     /// The rows of a request `encoded` with `routing`, each once, in one part per shard owning
@@ -417,81 +424,6 @@ impl Reader {
         let len = u16::from_le_bytes(self.array()?);
         let bytes = self.take(len.into())?;
         String::from_utf8(bytes.to_vec()).map_err(|_| MalformedWrite("a name is not UTF-8"))
-    }
-}
-
-/// One tuple of a buffer, and where its hidden fields are.
-struct Tuple<'a> {
-    bytes: &'a [u8],
-    position: KeyHash,
-    /// Offset in `bytes` of the epoch's eight bytes, for a table that stores one.
-    epoch_at: Option<usize>,
-}
-
-/// The tuples of a buffer, one by one.
-struct Tuples<'a> {
-    buffer: &'a [u8],
-    at: usize,
-    /// Declared columns: the position is the field after them.
-    columns: usize,
-    with_epoch: bool,
-}
-
-impl<'a> Tuples<'a> {
-    fn new(buffer: &'a [u8], table: &TableSchema) -> Tuples<'a> {
-        Tuples {
-            buffer,
-            at: 0,
-            columns: table.columns.len(),
-            with_epoch: table.id.is_none(),
-        }
-    }
-
-    fn tuple(&self) -> Result<(Tuple<'a>, usize), MalformedWrite> {
-        let bytes = &self.buffer[self.at..];
-        let read = |at: usize, n: usize| bytes.get(at..at + n).ok_or(MalformedWrite("tuple cut short"));
-        let fields = i16::from_be_bytes(read(0, 2)?.try_into().expect("two bytes"));
-        let expected = self.columns + 1 + usize::from(self.with_epoch);
-        if usize::try_from(fields).ok() != Some(expected) {
-            return Err(MalformedWrite("tuple has the wrong number of fields"));
-        }
-        let mut at = 2;
-        let mut value_at = Vec::with_capacity(2);
-        for field in 0..expected {
-            let len = i32::from_be_bytes(read(at, 4)?.try_into().expect("four bytes"));
-            at += 4;
-            if field >= self.columns {
-                if len != 8 {
-                    return Err(MalformedWrite("hidden field is not eight bytes"));
-                }
-                value_at.push(at);
-            }
-            at += usize::try_from(len).unwrap_or(0);
-            read(0, at)?;
-        }
-        let position = i64::from_be_bytes(read(value_at[0], 8)?.try_into().expect("eight bytes"));
-        let tuple = Tuple {
-            bytes: &bytes[..at],
-            position: KeyHash::from_i64(position),
-            epoch_at: value_at.get(1).copied(),
-        };
-        Ok((tuple, at))
-    }
-}
-
-impl<'a> Iterator for Tuples<'a> {
-    type Item = Result<Tuple<'a>, MalformedWrite>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.at >= self.buffer.len() {
-            return None;
-        }
-        let result = self.tuple();
-        match &result {
-            Ok((_, len)) => self.at += len,
-            Err(_) => self.at = self.buffer.len(),
-        }
-        Some(result.map(|(tuple, _)| tuple))
     }
 }
 

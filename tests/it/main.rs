@@ -8,6 +8,7 @@ mod catalog;
 mod common;
 mod fence;
 mod hot_keys;
+mod idempotency;
 mod lifecycle;
 mod listener_tls;
 mod moves;

@@ -5,10 +5,11 @@
 
 use super::WriterSettings;
 use crate::config::BatchConfig;
-use crate::ingest::copy::{AlsoRecord, CopyError, TableStatements, write_batch, write_batch_recording};
+use crate::ingest::copy::{AlsoRecord, CopyError, TableStatements, write_batch_recording};
 use crate::routing::{Epoch, ShardId};
 use crate::schema::TableId;
 use crate::shards::applied::{self, Mark};
+use crate::shards::idempotency::{self, KeyRecord};
 use crate::shards::queue::{Chunk, QueueReceiver, WriteError};
 use crate::shards::{Shard, ShardPools};
 use bytes::Bytes;
@@ -234,7 +235,7 @@ impl ShardWriter {
                     });
                 }
                 Err(CopyError::AlreadyApplied) if group.len() == 1 => {
-                    tracing::debug!("spooled part applied before; nothing written again");
+                    tracing::debug!("spooled part or keyed write applied before; nothing written again");
                     answer(group, || Ok(()));
                 }
                 Err(CopyError::Data { .. } | CopyError::AlreadyApplied) => {
@@ -286,8 +287,16 @@ impl ShardWriter {
             };
             let parts: Vec<Bytes> = group.iter().map(|c| c.tuples.clone()).collect();
             let marks: Vec<Mark> = group.iter().filter_map(|c| c.mark).collect();
+            let keyed: Vec<(Arc<KeyRecord>, usize)> = group
+                .iter()
+                .filter_map(|c| Some((c.record.clone()?, c.rows)))
+                .collect();
             let rows = group.iter().map(|c| c.rows).sum();
-            let attempt = self.timed_write(statements, epoch, (&parts, &marks), rows);
+            let records = BatchRecords {
+                marks: &marks,
+                keyed: &keyed,
+            };
+            let attempt = self.timed_write(statements, epoch, (&parts, records), rows);
             let reason = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Err(CopyError::Transient(reason))) => reason,
                 Ok(result) => return result,
@@ -311,13 +320,13 @@ impl ShardWriter {
         &self,
         statements: &TableStatements,
         epoch: Epoch,
-        (parts, marks): (&[Bytes], &[Mark]),
+        (parts, records): (&[Bytes], BatchRecords<'_>),
         rows: usize,
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
         let started = Instant::now();
         let result = if self.pools.is_prepared() {
-            write_marked(&self.pools.copy, statements, epoch, parts, marks).await
+            write_marked(&self.pools.copy, (statements, &self.id, epoch), parts, records).await
         } else {
             Err(CopyError::Transient(
                 "its tables are not verified yet (unreachable since start-up)".into(),
@@ -353,23 +362,80 @@ impl ShardWriter {
     }
 }
 
-/// Writes a batch with the marks of the spooled parts in it, in its transaction.
+/// What a batch records in its transaction besides its rows.
+struct BatchRecords<'a> {
+    /// The marks of the drained spool parts in it.
+    marks: &'a [Mark],
+    /// The records of the keyed writes in it, with the rows each wrote.
+    keyed: &'a [(Arc<KeyRecord>, usize)],
+}
+
+/// Writes a batch with the marks of the spooled parts and the records of the keyed writes in
+/// it, in its transaction.
 async fn write_marked(
     pool: &deadpool_postgres::Pool,
-    statements: &TableStatements,
-    epoch: Epoch,
+    (statements, shard, epoch): (&TableStatements, &ShardId, Epoch),
     parts: &[Bytes],
-    marks: &[Mark],
+    records: BatchRecords<'_>,
 ) -> Result<(), CopyError> {
-    let Some((spool, seqs, indexes)) = applied::mark_columns(marks) else {
-        return write_batch(pool, statements, epoch, parts).await;
-    };
-    let params: [&(dyn ToSql + Sync); 3] = [&spool, &seqs, &indexes];
-    let record = AlsoRecord {
-        sql: applied::MARK_SQL,
-        params: &params,
-    };
-    write_batch_recording(pool, statements, epoch, parts, Some(record)).await
+    let marks = applied::mark_columns(records.marks);
+    let mark_params = marks
+        .as_ref()
+        .map(|(spool, seqs, indexes)| -> [&(dyn ToSql + Sync); 3] { [spool, seqs, indexes] });
+    let keyed = KeyedColumns::of(records.keyed);
+    let keyed_params = keyed.as_ref().map(|columns| columns.params(&shard.0, &epoch.0));
+    let mut also = Vec::with_capacity(2);
+    if let Some(params) = &mark_params {
+        also.push(AlsoRecord {
+            sql: applied::MARK_SQL,
+            params,
+        });
+    }
+    if let Some(params) = &keyed_params {
+        also.push(AlsoRecord {
+            sql: idempotency::RECORD_SQL,
+            params,
+        });
+    }
+    write_batch_recording(pool, statements, epoch, parts, &also).await
+}
+
+/// The records of a batch's keyed writes as [`idempotency::RECORD_SQL`]'s parameters take
+/// them; every part of one batch has one shard and epoch, so they cover the same ranges.
+struct KeyedColumns<'a> {
+    covers: &'a [i64],
+    keys: Vec<&'a str>,
+    tables: Vec<&'a str>,
+    fingerprints: Vec<&'a [u8]>,
+    rows: Vec<i32>,
+}
+
+impl<'a> KeyedColumns<'a> {
+    fn of(keyed: &'a [(Arc<KeyRecord>, usize)]) -> Option<KeyedColumns<'a>> {
+        let (first, _) = keyed.first()?;
+        Some(KeyedColumns {
+            covers: &first.covers,
+            keys: keyed.iter().map(|(r, _)| r.key.as_str()).collect(),
+            tables: keyed.iter().map(|(r, _)| r.table.as_str()).collect(),
+            fingerprints: keyed.iter().map(|(r, _)| &r.fingerprint[..]).collect(),
+            rows: keyed
+                .iter()
+                .map(|(_, rows)| i32::try_from(*rows).unwrap_or(i32::MAX))
+                .collect(),
+        })
+    }
+
+    fn params<'p>(&'p self, shard: &'p String, epoch: &'p i64) -> [&'p (dyn ToSql + Sync); 7] {
+        [
+            shard,
+            epoch,
+            &self.covers,
+            &self.keys,
+            &self.tables,
+            &self.fingerprints,
+            &self.rows,
+        ]
+    }
 }
 
 fn answer(group: Vec<Chunk>, outcome: impl Fn() -> Result<(), WriteError>) {
