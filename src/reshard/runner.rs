@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::pg::connect_once;
 use crate::routing::{Epoch, Ring, ShardId};
 use crate::schema::{TableSchema, Tables};
-use crate::shards::fence;
 use crate::shards::set::{Published, ShardSet};
+use crate::shards::{fence, idempotency};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -76,6 +76,16 @@ pub enum StepError {
     /// A shard the migration names is not in the routing table.
     #[error("shard {0} is not in the routing table")]
     UnknownShard(String),
+    /// A drained shard's idempotency records could not be copied to an heir.
+    #[error("cannot hand the idempotency records of {drained} down to {target}: {reason}")]
+    Records {
+        /// The drained shard.
+        drained: String,
+        /// The heir.
+        target: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What a runner needs: the catalog, the published shards, the tables and the settings.
@@ -271,6 +281,10 @@ impl Resharder {
         let leaving = passes(ranges.iter().filter(|r| r.phase == "leaving"), |r| {
             r.source.clone()
         });
+        let migration = self.catalog.migration(id).await?.map(|(m, _)| m);
+        if migration.is_some_and(|m| m.kind == "drain") {
+            self.hand_down_records(&set, &ranges).await?;
+        }
         self.delete_passes(&set, &leaving).await?;
         self.drop_leftovers(&set).await?;
         let epoch = self.catalog.finish(id).await?;
@@ -294,6 +308,34 @@ impl Resharder {
         }
         let epoch = self.catalog.finish_cancel(id).await?;
         tracing::info!(epoch = epoch.0, "migration cancelled");
+        Ok(())
+    }
+
+    /// Copies the idempotency records of a drained shard to every shard that took some of its
+    /// ranges, before the drained shard leaves the set with them.
+    async fn hand_down_records(&self, set: &ShardSet, ranges: &[RangeRecord]) -> Result<(), StepError> {
+        let mut pairs: Vec<(&str, &str)> = ranges
+            .iter()
+            .filter(|r| r.phase == "leaving")
+            .map(|r| (r.source.as_str(), r.target.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        for (source, target) in pairs {
+            let from = self.shard(set, source)?;
+            let to = self.shard(set, target)?;
+            let failed = |reason: String| StepError::Records {
+                drained: source.to_string(),
+                target: target.to_string(),
+                reason,
+            };
+            let reader = from.pools.copy.get().await.map_err(|e| failed(e.to_string()))?;
+            let mut writer = to.pools.copy.get().await.map_err(|e| failed(e.to_string()))?;
+            let handed = idempotency::hand_down(&reader, &mut writer)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            tracing::info!(%source, %target, handed, "idempotency records handed down");
+        }
         Ok(())
     }
 

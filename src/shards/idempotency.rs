@@ -135,6 +135,42 @@ pub async fn records_of(
         .collect())
 }
 
+/// Copies every record `from` holds to `to` (those `to` has already are kept): how a drained
+/// shard hands its records to its heirs, so a retry still finds them once the shard is gone.
+/// Returns how many `to` gained.
+pub async fn hand_down(
+    from: &tokio_postgres::Client,
+    to: &mut tokio_postgres::Client,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::{SinkExt, StreamExt};
+    let tx = to.transaction().await?;
+    tx.batch_execute(&format!(
+        "CREATE TEMPORARY TABLE shardgate_idempotency_handed (LIKE {RECORDS_TABLE}) ON COMMIT DROP"
+    ))
+    .await?;
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>("COPY shardgate_idempotency_handed FROM STDIN (FORMAT binary)")
+        .await?;
+    let source = from
+        .copy_out(&format!("COPY {RECORDS_TABLE} TO STDOUT (FORMAT binary)"))
+        .await?;
+    futures_util::pin_mut!(sink, source);
+    while let Some(data) = source.next().await {
+        sink.feed(data?).await?;
+    }
+    sink.finish().await?;
+    let gained = tx
+        .execute(
+            &format!(
+                "INSERT INTO {RECORDS_TABLE} SELECT * FROM shardgate_idempotency_handed                  ON CONFLICT ON CONSTRAINT {RECORD_KEY} DO NOTHING"
+            ),
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(gained)
+}
+
 /// Removes the records older than `retention`, and returns how many it removed.
 pub async fn prune_older_than(
     client: &impl GenericClient,

@@ -595,7 +595,12 @@ async fn the_admin_command_plans_adds_and_follows_a_shard_to_the_end() {
     gate.stop().await;
 }
 
-async fn admin_request(gate: &TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+pub async fn admin_request(
+    gate: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
     let mut request = gate.http.request(method, gate.admin_url(path)).bearer_auth(TOKEN);
     if let Some(body) = body {
         request = request.json(&body);

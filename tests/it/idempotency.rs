@@ -3,7 +3,7 @@
 //! once a shard was added meanwhile; the key with another body is refused, as is a second
 //! attempt while the first is in flight; two proxies racing with one key store it once.
 
-use crate::admin::{TOKEN, add_shard, phase_of};
+use crate::admin::{TOKEN, add_shard, admin_request, phase_of, wait_done};
 use crate::common::{
     Reply, TestServer, clusters, connect, fresh_database, fresh_shards, wait_for_lock_waiters,
 };
@@ -327,5 +327,42 @@ async fn records_past_the_retention_are_pruned_and_their_key_writes_anew() {
     let kept = post_keyed(&gate, "logs", "new-key", &log_rows("kept", 10)).await;
     assert!(replayed(&kept), "a record within the retention stays");
     assert_eq!(stored_lines(&gate.shard_urls, "kept").await, (10, 10));
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_drained_shard_hands_its_records_down_so_a_retry_still_writes_each_row_once() {
+    let mut urls = fresh_shards("idempotency_drain").await;
+    urls.push(fresh_database(&clusters()[0], "idempotency_drain_s2").await);
+    let extra = format!(
+        "[admin]\ntoken = \"{TOKEN}\"\n[reshard]\ngrace = \"100ms\"\ncleanup_delay = \"1s\"\n\
+         [query]\nstatement_timeout = \"1s\"\n"
+    );
+    let gate = TestServer::start_on(urls.clone(), &extra).await;
+    let refuse_on_s0 = "ALTER TABLE logs ADD CONSTRAINT no_rows CHECK (false) NOT VALID";
+    connect(&urls[0]).await.batch_execute(refuse_on_s0).await.unwrap();
+    let rows = log_rows("drain", 400);
+    let first = post_keyed(&gate, "logs", "drain-key", &rows).await;
+    assert_eq!(first.status, 422, "{}", first.body);
+    assert!(gate.count(1, "logs").await > 0, "s1 committed its part");
+    connect(&urls[0])
+        .await
+        .batch_execute("ALTER TABLE logs DROP CONSTRAINT no_rows")
+        .await
+        .unwrap();
+
+    let drained = admin_request(&gate, reqwest::Method::DELETE, "/admin/shards/s1", None).await;
+    assert_eq!(drained.status, 202, "{}", drained.body);
+    wait_done(&gate, drained.body["migration"].as_i64().unwrap()).await;
+    let remaining = [urls[0].clone(), urls[2].clone()];
+    let retry = post_keyed(&gate, "logs", "drain-key", &rows).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert!(replayed(&retry));
+    assert_eq!(retry.body["rows"], 400);
+    assert_eq!(
+        stored_lines(&remaining, "drain").await,
+        (400, 400),
+        "s1's part, now on its heirs, is not written again"
+    );
     gate.stop().await;
 }
