@@ -514,8 +514,21 @@ pub struct TableConfig {
     /// spool, `Shardgate-Ack: commit` for the commit).
     #[serde(default)]
     pub ack_per_request: bool,
+    /// Makes the table a set of event streams, one per partition key, each appended in
+    /// version order with the version its writer expects.
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
     /// Every column, in table order.
     pub columns: Vec<ColumnConfig>,
+}
+
+/// `stream = { version = "..." }` of a table: its partition key names a stream, and each row
+/// carries its version in the stream, `1, 2, 3, ...` with no gap and no repeat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// The `bigint` or `integer` column holding a row's version in its stream.
+    pub version: String,
 }
 
 /// One column of a table.
@@ -968,6 +981,9 @@ fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
     if table.max_key_rows_per_second == Some(0) {
         problems.add(format!("{key}.max_key_rows_per_second"), "must be positive");
     }
+    if let Some(stream) = &table.stream {
+        validate_stream(key, table, stream, problems);
+    }
     if let Some(made_at) = &table.made_at {
         let at = format!("{key}.made_at");
         match find(made_at) {
@@ -978,6 +994,37 @@ fn validate_table(key: &str, table: &TableConfig, problems: &mut Problems) {
             ),
             Some(_) => {}
         }
+    }
+}
+
+fn validate_stream(key: &str, table: &TableConfig, stream: &StreamConfig, problems: &mut Problems) {
+    let at = format!("{key}.stream.version");
+    let version = &stream.version;
+    match table.columns.iter().find(|c| c.name == *version) {
+        None => problems.add(at, format!("column `{version}` is not declared")),
+        Some(c) if !matches!(c.ty, ColumnType::BigInt | ColumnType::Integer) => problems.add(
+            at,
+            format!(
+                "column `{version}` is {}; a version must be a bigint or an integer",
+                c.ty
+            ),
+        ),
+        Some(c) if c.nullable || c.default.is_some() => problems.add(
+            at,
+            format!("column `{version}` must be not null and without a default: every row gives its version"),
+        ),
+        Some(_) if table.partition_key.contains(version) => problems.add(
+            at,
+            format!("column `{version}` is in the partition key, which names the stream"),
+        ),
+        Some(_) => {}
+    }
+    if table.ack == AckMode::Spool || table.ack_per_request {
+        problems.add(
+            format!("{key}.ack"),
+            "a stream table acknowledges on commit only: a spooled append could not be refused \
+             for its version",
+        );
     }
 }
 

@@ -113,8 +113,9 @@ fn debian_bin_dirs() -> Vec<PathBuf> {
 }
 
 /// The tables of the config `shardgate dev` writes: the example `events` table a newcomer can
-/// write to at once (and ask to spool), and the same rows without an id (used by `shardgate
-/// bench --no-ids`). A config with them needs `spool.dir`.
+/// write to at once (and ask to spool), the same rows without an id (used by `shardgate
+/// bench --no-ids`), and `account_events`, an event stream per account. A config with them
+/// needs `spool.dir`.
 pub const DEV_TABLES: &str = r#"
 # The example table: events partitioned by (tenant_id, event_type), deduplicated by event_id.
 # A request may ask to be answered 202 once its rows are in the spool: `Prefer: respond-async`.
@@ -140,6 +141,20 @@ columns = [
   { name = "event_type", type = "text" },
   { name = "ts", type = "timestamptz", default = "now()" },
   { name = "payload", type = "jsonb", nullable = true },
+]
+
+# An event stream per account: each append gives the version it expects to write, 1, 2, 3...;
+# one that is not the account's next version is refused (409) and stores nothing.
+[[tables]]
+name = "account_events"
+partition_key = ["account_id"]
+stream = { version = "version" }
+columns = [
+  { name = "account_id", type = "text" },
+  { name = "version", type = "bigint" },
+  { name = "type", type = "text" },
+  { name = "data", type = "jsonb", nullable = true },
+  { name = "ts", type = "timestamptz", default = "now()" },
 ]
 "#;
 

@@ -204,6 +204,44 @@ fn idempotency_records_are_kept_a_day_and_at_least_a_minute() {
 }
 
 #[test]
+fn a_stream_needs_a_not_null_integer_version_outside_its_key_and_the_commit_ack() {
+    let stream = |version: &str, ack: &str| {
+        format!(
+            "{VALID}\n[[tables]]\nname = \"account_events\"\npartition_key = [\"account_id\"]\n\
+             stream = {{ version = \"{version}\" }}\n{ack}columns = [\n\
+             {{ name = \"account_id\", type = \"text\" }},\n\
+             {{ name = \"version\", type = \"bigint\" }},\n\
+             {{ name = \"seq\", type = \"integer\", nullable = true }},\n\
+             {{ name = \"kind\", type = \"text\" }},\n]\n"
+        )
+    };
+    let valid = Config::parse(&stream("version", "")).unwrap();
+    valid.validate().unwrap();
+    let at = "tables[1].stream.version";
+    assert!(has(
+        &problems(&stream("missing", "")),
+        at,
+        "column `missing` is not declared"
+    ));
+    assert!(has(
+        &problems(&stream("kind", "")),
+        at,
+        "column `kind` is text; a version must be a bigint or an integer"
+    ));
+    assert!(has(
+        &problems(&stream("seq", "")),
+        at,
+        "must be not null and without a default"
+    ));
+    assert!(has(&problems(&stream("account_id", "")), at, "is text"));
+    assert!(has(
+        &problems(&stream("version", "ack = \"spool\"\n")),
+        "tables[1].ack",
+        "a stream table acknowledges on commit only"
+    ));
+}
+
+#[test]
 fn a_query_time_zone_that_is_not_a_name_is_named() {
     let text = format!("[query]\ntime_zone = \"UTC'; DROP TABLE x\"\n{VALID}");
     assert!(has(

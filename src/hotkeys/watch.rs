@@ -152,7 +152,10 @@ impl HotKeyWatch {
                     .hot_keys
                     .with_label_values(&[&schema.name])
                     .set(hot.len() as i64);
-                for candidate in hot {
+                // A stream lives on one shard (its versions are checked there): a hot stream is
+                // reported, and capped by max_key_rows_per_second, never split.
+                let splittable = schema.stream_version.is_none();
+                for candidate in hot.into_iter().filter(|_| splittable) {
                     let fanout = detector.fanout_for(candidate.rows_per_second);
                     if fanout as usize > set.table.salts_for_read(&schema.name, candidate.key).len() {
                         splits.push(SplitRequest {

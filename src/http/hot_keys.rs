@@ -47,6 +47,14 @@ pub async fn split(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
     let Some((_, schema)) = state.gateway.table(&body.table) else {
         return refused(StatusCode::NOT_FOUND, format!("unknown table `{}`", body.table));
     };
+    if schema.stream_version.is_some() {
+        let message = format!(
+            "table `{}` is a stream table: a stream lives on one shard, where its versions are \
+             checked, so its keys are never split; cap a hot stream with max_key_rows_per_second",
+            body.table
+        );
+        return refused(StatusCode::CONFLICT, message);
+    }
     let max = state.gateway.config().hot_keys.max_fanout;
     if !(2..=max).contains(&body.fanout) {
         let message = format!(

@@ -121,8 +121,20 @@ fn any_rejected(failures: &[WriteError]) -> bool {
     failures.iter().any(|f| matches!(f, WriteError::Rejected { .. }))
 }
 
+/// Whether some shard refused an append to a stream for its versions (409).
+fn any_stream_conflict(failures: &[WriteError]) -> bool {
+    failures
+        .iter()
+        .any(|f| matches!(f, WriteError::StreamConflict { .. }))
+}
+
 fn write_failure_message(failures: &[WriteError]) -> String {
-    if any_rejected(failures) {
+    if let Some(WriteError::StreamConflict { conflict, .. }) = failures
+        .iter()
+        .find(|f| matches!(f, WriteError::StreamConflict { .. }))
+    {
+        format!("{conflict}; nothing of that stream was stored")
+    } else if any_rejected(failures) {
         "a shard rejected the rows; rows for other shards may have committed".into()
     } else {
         "a shard could not commit the rows before the deadline; rows for other shards may have \
@@ -153,7 +165,9 @@ impl ApiError {
             ApiError::SpoolUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Overloaded { .. } | ApiError::KeyOverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WriteFailed { failures, .. } => {
-                if any_rejected(failures) {
+                if any_stream_conflict(failures) {
+                    StatusCode::CONFLICT
+                } else if any_rejected(failures) {
                     StatusCode::UNPROCESSABLE_ENTITY
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -202,7 +216,9 @@ impl ApiError {
             ApiError::Key(KeyRefused::Unknown { .. }) => "unavailable",
             ApiError::SpoolUnavailable(_) => "spool_failed",
             ApiError::WriteFailed { failures, .. } => {
-                if any_rejected(failures) {
+                if any_stream_conflict(failures) {
+                    "stream_conflict"
+                } else if any_rejected(failures) {
                     "rejected"
                 } else {
                     failures.first().map_or("unavailable", WriteError::reason)
@@ -237,6 +253,19 @@ fn failure_detail(failure: &WriteError) -> serde_json::Value {
             sqlstate,
             message,
         } => json!({"shard": shard.0, "reason": message, "sqlstate": sqlstate}),
+        WriteError::StreamConflict { shard, conflict } => {
+            let stream: serde_json::Map<String, serde_json::Value> = conflict
+                .stream
+                .iter()
+                .map(|(column, value)| (column.clone(), json!(value)))
+                .collect();
+            json!({
+                "shard": shard.0,
+                "stream": stream,
+                "version": conflict.version,
+                "current_version": conflict.current,
+            })
+        }
     }
 }
 

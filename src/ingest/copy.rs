@@ -14,7 +14,8 @@
 
 use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
-use crate::schema::{HASH_COLUMN, TableSchema, hidden_columns, quote_ident};
+use crate::schema::streams::{self, StreamConflict};
+use crate::schema::{TableSchema, hidden_columns, quote_ident};
 use crate::shards::fence::{self, FenceMismatch};
 use crate::shards::{applied, idempotency};
 use bytes::Bytes;
@@ -48,6 +49,9 @@ pub enum CopyError {
     /// The shard's fence holds another epoch than the batch was routed with.
     #[error(transparent)]
     Fence(#[from] FenceMismatch),
+    /// A stream table's rows do not append to their stream as its next versions.
+    #[error("{0}")]
+    Stream(StreamConflict),
     /// The batch's spool record is marked as applied on the shard already, or its idempotency
     /// key recorded there: an earlier attempt committed it (its answer lost), so nothing of
     /// this one was stored.
@@ -67,6 +71,9 @@ impl CopyError {
         ) {
             return CopyError::AlreadyApplied;
         }
+        if db.constraint().is_some_and(streams::is_stream_index) {
+            return CopyError::Transient("another batch appended to the same stream at once".into());
+        }
         let message = match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_string(),
@@ -85,7 +92,8 @@ impl CopyError {
     }
 }
 
-/// The statements every new shard connection runs: the staging tables of all tables with an id.
+/// The statements every new shard connection runs: the staging tables of all tables with an
+/// id and all stream tables.
 /// Staging tables live as long as their connection, so each is created once, at connect time.
 pub fn session_setup_sql(statements: &[TableStatements]) -> String {
     statements
@@ -101,10 +109,15 @@ pub struct TableStatements {
     copy: String,
     create_staging: Option<String>,
     insert_from_staging: Option<String>,
+    /// For a stream table, the query finding an append its stream does not allow.
+    stream_check: Option<String>,
+    /// For a stream table, its partition-key columns, which name a stream.
+    stream_keys: Vec<String>,
 }
 
 impl TableStatements {
-    /// Builds the COPY (and, for tables with an id, staging) statements of `table`.
+    /// Builds the COPY statements of `table`: straight into the table, or, for tables with an
+    /// id and stream tables, into a staging table moved into it by an insert.
     pub fn new(table: &TableSchema) -> TableStatements {
         let columns: Vec<String> = table
             .columns
@@ -114,30 +127,46 @@ impl TableStatements {
             .collect();
         let columns = columns.join(", ");
         let target = quote_ident(&table.name);
-        let Some(id) = table.id.map(|i| quote_ident(&table.columns[i].name)) else {
+        if table.id.is_none() && table.stream_version.is_none() {
             return TableStatements {
                 copy: format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
                 create_staging: None,
                 insert_from_staging: None,
+                stream_check: None,
+                stream_keys: Vec::new(),
             };
-        };
+        }
         let staging = quote_ident(&format!("shardgate_stage_{}", table.name));
         let typed_columns: Vec<String> = table
             .columns
             .iter()
             .map(|c| format!("{} {}", quote_ident(&c.name), c.ty.sql_name()))
-            .chain(std::iter::once(format!("{} bigint", quote_ident(HASH_COLUMN))))
+            .chain(
+                hidden_columns(table)
+                    .iter()
+                    .map(|c| format!("{} bigint", quote_ident(c))),
+            )
             .collect();
+        let insert = match table.id.map(|i| quote_ident(&table.columns[i].name)) {
+            Some(id) => format!(
+                "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} \
+                 ORDER BY {id} ON CONFLICT ({id}) DO NOTHING"
+            ),
+            None => format!("INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging}"),
+        };
         TableStatements {
             copy: format!("COPY pg_temp.{staging} ({columns}) FROM STDIN (FORMAT binary)"),
             create_staging: Some(format!(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({}) ON COMMIT DELETE ROWS",
                 typed_columns.join(", ")
             )),
-            insert_from_staging: Some(format!(
-                "INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging} \
-                 ORDER BY {id} ON CONFLICT ({id}) DO NOTHING"
-            )),
+            insert_from_staging: Some(insert),
+            stream_check: streams::check_sql(table, &format!("pg_temp.{staging}")),
+            stream_keys: table
+                .partition_key
+                .iter()
+                .map(|&i| table.columns[i].name.clone())
+                .collect(),
         }
     }
 }
@@ -160,22 +189,25 @@ pub async fn write_batch(
     epoch: Epoch,
     parts: &[Bytes],
 ) -> Result<(), CopyError> {
-    write_batch_recording(pool, statements, epoch, parts, &[]).await
+    write_batch_recording(pool, statements, epoch, parts, (&[], false)).await
 }
 
-/// [`write_batch`], running `records` in the same transaction after the rows.
+/// [`write_batch`], running `records` in the same transaction after the rows, and, when
+/// `check_streams` is set, the version check of a stream table's rows (not for copies of rows
+/// whose owner checked them).
 pub async fn write_batch_recording(
     pool: &Pool,
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
-    records: &[AlsoRecord<'_>],
+    (records, check_streams): (&[AlsoRecord<'_>], bool),
 ) -> Result<(), CopyError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| CopyError::Transient(describe_pool_error(&e)))?;
-    let result = write_on(&mut client, statements, epoch, parts, records).await;
+    let check = statements.stream_check.as_deref().filter(|_| check_streams);
+    let result = write_on(&mut client, (statements, check), epoch, parts, records).await;
     if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
         // Unknown session state: never hand this connection to another batch.
         drop(Object::take(client));
@@ -185,7 +217,7 @@ pub async fn write_batch_recording(
 
 async fn write_on(
     client: &mut Object,
-    statements: &TableStatements,
+    (statements, check): (&TableStatements, Option<&str>),
     epoch: Epoch,
     parts: &[Bytes],
     records: &[AlsoRecord<'_>],
@@ -222,6 +254,12 @@ async fn write_on(
         .await
         .map_err(CopyError::from_pg)?;
     sink.finish().await.map_err(CopyError::from_pg)?;
+    if let Some(check) = check {
+        let check = client_check(&tx, check).await?;
+        if let Some(row) = check {
+            return Err(CopyError::Stream(conflict_of(&statements.stream_keys, &row)));
+        }
+    }
     if let Some(insert) = insert {
         tx.execute(&insert, &[]).await.map_err(CopyError::from_pg)?;
     }
@@ -231,6 +269,29 @@ async fn write_on(
             .map_err(CopyError::from_pg)?;
     }
     tx.commit().await.map_err(CopyError::from_pg)
+}
+
+/// The conflict a row of the stream check's answer names.
+fn conflict_of(table_keys: &[String], row: &tokio_postgres::Row) -> StreamConflict {
+    let keys = table_keys.len();
+    StreamConflict {
+        stream: table_keys
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), row.get::<_, String>(i)))
+            .collect(),
+        version: row.get(keys),
+        current: row.get(keys + 1),
+    }
+}
+
+/// Runs a stream table's version check, prepared once per connection.
+async fn client_check(
+    tx: &deadpool_postgres::Transaction<'_>,
+    check: &str,
+) -> Result<Option<tokio_postgres::Row>, CopyError> {
+    let statement = tx.prepare_cached(check).await.map_err(CopyError::from_pg)?;
+    tx.query_opt(&statement, &[]).await.map_err(CopyError::from_pg)
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ fn shard_failure(failure: &WriteError) -> ErrorInfo {
     let code = match failure {
         WriteError::Unavailable { .. } => CONNECTION_FAILURE,
         WriteError::Rejected { sqlstate, .. } => sqlstate.as_str(),
-        WriteError::RoutingChanged { .. } => SERIALIZATION_FAILURE,
+        WriteError::RoutingChanged { .. } | WriteError::StreamConflict { .. } => SERIALIZATION_FAILURE,
     };
     error(code, failure.to_string())
 }

@@ -47,6 +47,10 @@ pub struct EncodedRows {
     pub rows: usize,
     /// Rows also written to the new shard of a range being copied.
     pub dual_written: usize,
+    /// For a stream table, the copies of rows in ranges being copied, per shard index apart
+    /// from the rows it owns: only a stream's owner checks its versions (the copy's shard may
+    /// not hold the stream's earlier rows yet). Empty for other tables.
+    pub copies: Vec<ShardRows>,
     /// Rows of split hot keys placed at a salted position (salt above 0).
     pub salted: usize,
     /// The rows per partition key, sampled, for the hot-key watch.
@@ -208,6 +212,8 @@ struct RowEncoder<'a> {
     slots: Vec<Slot<'a>>,
     key_scratch: Vec<u8>,
     out: Vec<ShardRows>,
+    /// A stream table's copies for ranges being copied (see [`EncodedRows::copies`]).
+    copies: Vec<ShardRows>,
     row: usize,
     errors: Vec<RowError>,
     error_total: usize,
@@ -250,6 +256,7 @@ impl<'a> RowEncoder<'a> {
                     rows: 0,
                 })
                 .collect(),
+            copies: Vec::new(),
             row: 0,
             errors: Vec::new(),
             error_total: 0,
@@ -482,7 +489,14 @@ impl<'a> RowEncoder<'a> {
             tuples.extend_from_slice(&self.routing.epoch.0.to_be_bytes());
         }
         if let Some(also) = placement.also {
-            let copy = &mut self.out[also.0];
+            let copy = if table.stream_version.is_some() {
+                if self.copies.is_empty() {
+                    self.copies.resize_with(self.out.len(), ShardRows::default);
+                }
+                &mut self.copies[also.0]
+            } else {
+                &mut self.out[also.0]
+            };
             copy.tuples.extend_from_slice(&tuples[start..]);
             copy.rows += 1;
             self.dual_written += 1;
@@ -538,6 +552,7 @@ impl<'a> RowEncoder<'a> {
         }
         Ok(EncodedRows {
             shards: self.out,
+            copies: self.copies,
             rows: self.row,
             dual_written: self.dual_written,
             salted: self.salted,

@@ -6,6 +6,7 @@
 
 mod ddl;
 pub mod decode;
+pub mod streams;
 pub mod tuples;
 
 pub use crate::pgtype::{
@@ -53,6 +54,9 @@ pub struct TableSchema {
     pub ack: AckMode,
     /// Whether a request may ask for the other ack.
     pub ack_per_request: bool,
+    /// For a stream table, the index of its version column: the partition key names a
+    /// stream, appended in version order (see `ingest::copy` for the check).
+    pub stream_version: Option<usize>,
 }
 
 impl TableSchema {
@@ -72,6 +76,11 @@ impl TableSchema {
             .map(|n| position(n))
             .collect::<Result<_, _>>()?;
         let made_at = table.made_at.as_deref().map(position).transpose()?;
+        let stream_version = table
+            .stream
+            .as_ref()
+            .map(|stream| position(&stream.version))
+            .transpose()?;
         let columns = table
             .columns
             .iter()
@@ -87,6 +96,7 @@ impl TableSchema {
             max_key_rows_per_second: table.max_key_rows_per_second,
             ack: table.ack,
             ack_per_request: table.ack_per_request,
+            stream_version,
         })
     }
 

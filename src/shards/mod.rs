@@ -16,6 +16,7 @@ pub mod queue;
 pub mod set;
 
 use crate::pg::{PoolSettings, build_pool, describe_pool_error, is_unreachable, redact_url};
+use crate::schema::streams;
 use crate::schema::{
     EPOCH_COLUMN, ExpectedColumn, QUIET_SETUP_SQL, TableSchema, Tables, add_epoch_column_sql,
     create_table_sql, expected_columns, quote_ident,
@@ -349,13 +350,24 @@ impl Setup<'_> {
             None => tx
                 .batch_execute(&create_table_sql(table))
                 .await
-                .map_err(|e| self.query_error(&format!("create table {}", table.name), e)),
-            Some(differences) if differences.is_empty() => self.add_epoch_column_if_missing(tx, table).await,
-            Some(differences) => Err(ShardError::SchemaMismatch {
-                shard: self.id.clone(),
-                table: table.name.clone(),
-                differences,
-            }),
+                .map_err(|e| self.query_error(&format!("create table {}", table.name), e))?,
+            Some(differences) if differences.is_empty() => {
+                self.add_epoch_column_if_missing(tx, table).await?
+            }
+            Some(differences) => {
+                return Err(ShardError::SchemaMismatch {
+                    shard: self.id.clone(),
+                    table: table.name.clone(),
+                    differences,
+                });
+            }
+        }
+        match streams::index_sql(table) {
+            Some(sql) => tx
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| self.query_error(&format!("index the streams of {}", table.name), e)),
+            None => Ok(()),
         }
     }
 

@@ -16,6 +16,7 @@ use super::applied::Mark;
 use super::idempotency::KeyRecord;
 use crate::routing::{Epoch, ShardId, ShardIndex};
 use crate::schema::TableId;
+use crate::schema::streams::StreamConflict;
 use bytes::Bytes;
 use std::sync::Arc;
 use thiserror::Error;
@@ -45,6 +46,15 @@ pub enum WriteError {
         /// Postgres's message.
         message: String,
     },
+    /// A stream table's rows do not append to their stream as its next versions; nothing of
+    /// the request's rows on that shard was stored.
+    #[error("shard {shard} refused the append: {conflict}")]
+    StreamConflict {
+        /// The stream's shard.
+        shard: ShardId,
+        /// The stream, the version given and the stream's last one.
+        conflict: StreamConflict,
+    },
     /// The shard's ownership changed after the rows were routed; retrying routes them anew.
     #[error("shard {shard} refused the rows: {reason}; retry the request")]
     RoutingChanged {
@@ -62,6 +72,7 @@ impl WriteError {
             WriteError::Unavailable { .. } => "unavailable",
             WriteError::Rejected { .. } => "rejected",
             WriteError::RoutingChanged { .. } => "routing_changed",
+            WriteError::StreamConflict { .. } => "stream_conflict",
         }
     }
 }
@@ -132,6 +143,9 @@ pub struct Chunk {
     pub mark: Option<Mark>,
     /// For a write sent with an idempotency key, the record its batch inserts with the rows.
     pub record: Option<Arc<KeyRecord>>,
+    /// For a stream table, whether these are copies of rows in ranges being copied to this
+    /// shard, whose versions their owner checks (this shard may not hold the stream yet).
+    pub stream_copy: bool,
     reply: oneshot::Sender<Result<(), WriteError>>,
     /// Queue space held until the chunk is answered.
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -240,6 +254,15 @@ pub struct RequestChunks {
     pub mark: Option<Mark>,
 }
 
+/// What one chunk carries besides its rows, apart from what every chunk of its request shares.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkExtras {
+    /// For a write sent with an idempotency key, the record its batch inserts.
+    pub record: Option<Arc<KeyRecord>>,
+    /// For a stream table, whether the rows are copies for a range being copied.
+    pub stream_copy: bool,
+}
+
 /// Queue space reserved for one request's rows on one shard, not yet sent.
 pub struct Reservation {
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -298,7 +321,7 @@ impl WriteQueue {
         shard: (ShardIndex, &ShardId),
         request: RequestChunks,
         (tuples, rows): (Bytes, usize),
-        record: Option<Arc<KeyRecord>>,
+        extras: ChunkExtras,
         reservation: Reservation,
     ) -> PendingWrite {
         let (reply, receiver) = oneshot::channel();
@@ -310,7 +333,8 @@ impl WriteQueue {
             enqueued_at: request.enqueued_at,
             deadline: request.deadline,
             mark: request.mark,
-            record,
+            record: extras.record,
+            stream_copy: extras.stream_copy,
             reply,
             _permits: reservation.permits,
         };
@@ -448,7 +472,7 @@ mod tests {
             (ShardIndex(0), &shard),
             request,
             (Bytes::from_static(b"tuple..."), 1),
-            None,
+            ChunkExtras::default(),
             reservation,
         )
     }

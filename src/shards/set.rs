@@ -10,7 +10,7 @@
 
 use super::applied::Mark;
 use super::idempotency::KeyRecord;
-use super::queue::{PendingWrite, QueueReceiver, RequestChunks, Reservation, SubmitError};
+use super::queue::{ChunkExtras, PendingWrite, QueueReceiver, RequestChunks, Reservation, SubmitError};
 use super::{Shard, ShardEndpoint, ShardError, ShardSettings};
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
 use crate::schema::decode::{EncodedRows, ShardRows};
@@ -118,8 +118,8 @@ impl ShardSet {
         record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
     ) -> Result<Vec<PendingWrite>, SubmitError> {
         let mut reserved = Vec::new();
-        for (index, shard_rows) in rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0) {
-            let shard = &self.shards[index];
+        for (index, shard_rows) in parts_of(rows) {
+            let shard = &self.shards[index.0];
             let names = || (shard.id.clone(), table_name.to_string());
             let reservation = shard
                 .queue
@@ -140,18 +140,22 @@ impl ShardSet {
     fn send_reserved(
         &self,
         request: RequestChunks,
-        reserved: Vec<(usize, ShardRows, Reservation)>,
+        reserved: Vec<(PartIndex, ShardRows, Reservation)>,
         record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
     ) -> Vec<PendingWrite> {
         reserved
             .into_iter()
             .map(|(index, shard_rows, reservation)| {
-                let shard = &self.shards[index];
+                let shard = &self.shards[index.0];
+                let extras = ChunkExtras {
+                    record: (!index.1).then(|| record(ShardIndex(index.0))).flatten(),
+                    stream_copy: index.1,
+                };
                 shard.queue.send(
-                    (ShardIndex(index), &shard.id),
+                    (ShardIndex(index.0), &shard.id),
                     request,
                     (Bytes::from(shard_rows.tuples), shard_rows.rows),
-                    record(ShardIndex(index)),
+                    extras,
                     reservation,
                 )
             })
@@ -170,8 +174,8 @@ impl ShardSet {
         timeout: std::time::Duration,
     ) -> Result<Vec<PendingWrite>, SubmitError> {
         let mut reserved = Vec::new();
-        for (index, shard_rows) in rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0) {
-            let shard = &self.shards[index];
+        for (index, shard_rows) in parts_of(rows) {
+            let shard = &self.shards[index.0];
             let names = || (shard.id.clone(), table_name.to_string());
             let reservation = shard
                 .queue
@@ -211,9 +215,13 @@ impl ShardSet {
             deadline,
             mark: Some(mark),
         };
-        Ok(shard
-            .queue
-            .send((index, &shard.id), request, (tuples, rows), None, reservation))
+        Ok(shard.queue.send(
+            (index, &shard.id),
+            request,
+            (tuples, rows),
+            ChunkExtras::default(),
+            reservation,
+        ))
     }
 
     /// Creates or verifies the tables and the fence (at this set's epoch) on every shard not yet
@@ -367,6 +375,17 @@ fn assemble(
     })
 }
 
+/// A part of a request: the index of its shard, and whether it is a stream table's copy of
+/// rows in ranges being copied to that shard ([`EncodedRows::copies`]).
+type PartIndex = (usize, bool);
+
+/// The non-empty parts of a request: each shard's rows, then a stream table's copies.
+fn parts_of(rows: EncodedRows) -> impl Iterator<Item = (PartIndex, ShardRows)> {
+    let owned = rows.shards.into_iter().enumerate().map(|(i, r)| ((i, false), r));
+    let copies = rows.copies.into_iter().enumerate().map(|(i, r)| ((i, true), r));
+    owned.chain(copies).filter(|(_, r)| r.rows > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +469,7 @@ mod tests {
         };
         EncodedRows {
             shards: rows,
+            copies: Vec::new(),
             rows: 1,
             dual_written: 0,
             salted: 0,

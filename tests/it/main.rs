@@ -21,6 +21,7 @@ mod slow_clients;
 mod spool;
 mod spooled_writes;
 mod status_page;
+mod streams;
 mod tls;
 mod webdriver;
 mod write_path;

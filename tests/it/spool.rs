@@ -61,7 +61,7 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
                 sql: applied::MARK_SQL,
                 params: &params,
             };
-            write_batch_recording(pool, statements, Epoch(1), &[part], &[mark]).await
+            write_batch_recording(pool, statements, Epoch(1), &[part], (&[mark], false)).await
         }
     };
 
@@ -134,7 +134,7 @@ async fn a_part_commits_with_its_mark_or_not_at_all_and_never_twice() {
         params: &params,
     };
     let two_parts = [logs_part(&logs, "app", 2), logs_part(&logs, "app", 3)];
-    write_batch_recording(&pool, &statements, Epoch(1), &two_parts, &[record])
+    write_batch_recording(&pool, &statements, Epoch(1), &two_parts, (&[record], false))
         .await
         .unwrap();
     assert_eq!(

@@ -193,26 +193,32 @@ async fn collect_batch(
 
 impl ShardWriter {
     async fn flush(&self, chunks: Vec<Chunk>) {
-        let mut groups: Vec<((TableId, Epoch), Vec<Chunk>)> = Vec::new();
+        let mut groups: Vec<((TableId, Epoch, bool), Vec<Chunk>)> = Vec::new();
         for chunk in chunks {
-            let key = (chunk.table, chunk.epoch);
+            let key = (chunk.table, chunk.epoch, chunk.stream_copy);
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(chunk),
                 None => groups.push((key, vec![chunk])),
             }
         }
-        for ((table, epoch), group) in groups {
+        for ((table, epoch, stream_copy), group) in groups {
             let rows: usize = group.iter().map(|c| c.rows).sum();
             let span = tracing::debug_span!("flush", table = %self.settings.table_names[table.0], rows, requests = group.len());
-            self.flush_group(table, epoch, group).instrument(span).await;
+            let batch = BatchKind {
+                table,
+                epoch,
+                check_streams: !stream_copy,
+            };
+            self.flush_group(batch, group).instrument(span).await;
         }
     }
 
     /// Writes one (table, epoch) group, splitting it when Postgres refuses some request's data.
-    async fn flush_group(&self, table: TableId, epoch: Epoch, group: Vec<Chunk>) {
+    async fn flush_group(&self, batch: BatchKind, group: Vec<Chunk>) {
+        let table = batch.table;
         let mut pending = vec![group];
         while let Some(mut group) = pending.pop() {
-            match self.write_until_deadline(table, epoch, &mut group).await {
+            match self.write_until_deadline(batch, &mut group).await {
                 Ok(()) => {
                     let rows: usize = group.iter().map(|c| c.rows).sum();
                     let labels = [self.settings.table_names[table.0].as_str(), self.id.0.as_str()];
@@ -234,11 +240,21 @@ impl ShardWriter {
                         })
                     });
                 }
+                Err(CopyError::Stream(conflict)) if group.len() == 1 => {
+                    tracing::debug!(%conflict, "append refused by its stream's version");
+                    let shard = self.id.clone();
+                    answer(group, || {
+                        Err(WriteError::StreamConflict {
+                            shard: shard.clone(),
+                            conflict: conflict.clone(),
+                        })
+                    });
+                }
                 Err(CopyError::AlreadyApplied) if group.len() == 1 => {
                     tracing::debug!("spooled part or keyed write applied before; nothing written again");
                     answer(group, || Ok(()));
                 }
-                Err(CopyError::Data { .. } | CopyError::AlreadyApplied) => {
+                Err(CopyError::Data { .. } | CopyError::AlreadyApplied | CopyError::Stream(_)) => {
                     let second_half = group.split_off(group.len() / 2);
                     pending.push(second_half);
                     pending.push(group);
@@ -272,13 +288,8 @@ impl ShardWriter {
 
     /// Writes `group`, retrying transient failures with backoff until the latest deadline among
     /// its requests. Requests that stopped waiting are dropped before each attempt.
-    async fn write_until_deadline(
-        &self,
-        table: TableId,
-        epoch: Epoch,
-        group: &mut Vec<Chunk>,
-    ) -> Result<(), CopyError> {
-        let statements = &self.settings.statements[table.0];
+    async fn write_until_deadline(&self, batch: BatchKind, group: &mut Vec<Chunk>) -> Result<(), CopyError> {
+        let statements = &self.settings.statements[batch.table.0];
         let mut backoff = INITIAL_BACKOFF;
         loop {
             group.retain(|chunk| !chunk.is_abandoned());
@@ -296,7 +307,7 @@ impl ShardWriter {
                 marks: &marks,
                 keyed: &keyed,
             };
-            let attempt = self.timed_write(statements, epoch, (&parts, records), rows);
+            let attempt = self.timed_write((statements, batch), (&parts, records), rows);
             let reason = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Err(CopyError::Transient(reason))) => reason,
                 Ok(result) => return result,
@@ -318,15 +329,14 @@ impl ShardWriter {
     /// One attempt at writing a batch, recorded in the batch and flush metrics.
     async fn timed_write(
         &self,
-        statements: &TableStatements,
-        epoch: Epoch,
+        (statements, batch): (&TableStatements, BatchKind),
         (parts, records): (&[Bytes], BatchRecords<'_>),
         rows: usize,
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
         let started = Instant::now();
         let result = if self.pools.is_prepared() {
-            write_marked(&self.pools.copy, (statements, &self.id, epoch), parts, records).await
+            write_marked(&self.pools.copy, (statements, &self.id, batch), parts, records).await
         } else {
             Err(CopyError::Transient(
                 "its tables are not verified yet (unreachable since start-up)".into(),
@@ -337,6 +347,7 @@ impl ShardWriter {
             Err(CopyError::Data { .. }) => "data_error",
             Err(CopyError::Fence { .. }) => "fenced",
             Err(CopyError::AlreadyApplied) => "already_applied",
+            Err(CopyError::Stream(_)) => "stream_conflict",
             Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -362,6 +373,16 @@ impl ShardWriter {
     }
 }
 
+/// What the chunks of one batch share: their table, the epoch that routed them, and whether
+/// the batch checks a stream table's versions (not for copies of rows in ranges being copied,
+/// whose owner checks them).
+#[derive(Debug, Clone, Copy)]
+struct BatchKind {
+    table: TableId,
+    epoch: Epoch,
+    check_streams: bool,
+}
+
 /// What a batch records in its transaction besides its rows.
 struct BatchRecords<'a> {
     /// The marks of the drained spool parts in it.
@@ -374,10 +395,11 @@ struct BatchRecords<'a> {
 /// it, in its transaction.
 async fn write_marked(
     pool: &deadpool_postgres::Pool,
-    (statements, shard, epoch): (&TableStatements, &ShardId, Epoch),
+    (statements, shard, batch): (&TableStatements, &ShardId, BatchKind),
     parts: &[Bytes],
     records: BatchRecords<'_>,
 ) -> Result<(), CopyError> {
+    let epoch = batch.epoch;
     let marks = applied::mark_columns(records.marks);
     let mark_params = marks
         .as_ref()
@@ -397,7 +419,7 @@ async fn write_marked(
             params,
         });
     }
-    write_batch_recording(pool, statements, epoch, parts, &also).await
+    write_batch_recording(pool, statements, epoch, parts, (&also, batch.check_streams)).await
 }
 
 /// The records of a batch's keyed writes as [`idempotency::RECORD_SQL`]'s parameters take

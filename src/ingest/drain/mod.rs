@@ -556,6 +556,7 @@ impl Drainer {
                 self.pause(shard, None);
             }
             Err(WriteError::Rejected { message, .. }) => self.refused(part, message),
+            Err(WriteError::StreamConflict { conflict, .. }) => self.refused(part, conflict.to_string()),
         }
     }
 

@@ -226,7 +226,7 @@ impl<'a> RangesCopy<'a> {
                 self.statements,
                 epoch,
                 std::slice::from_ref(&tuples),
-                &[record],
+                (&[record], false),
             )
             .await
             {

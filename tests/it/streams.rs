@@ -1,0 +1,255 @@
+//! Stream tables: each append gives the versions it expects to write; one that is not the
+//! stream's next versions is `409` with the stream and its current version, and stores nothing
+//! of that stream, also when writers on two proxies race for the same versions.
+
+use crate::admin::{TOKEN, with_token};
+use crate::common::{Reply, TestServer, config_for, connect, fresh_shards, query_rows};
+use serde_json::{Value, json};
+use shardgate::config::Config;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const STREAM_TABLE: &str = r#"
+[[tables]]
+name = "account_events"
+partition_key = ["account_id"]
+stream = { version = "version" }
+columns = [
+  { name = "account_id", type = "text" },
+  { name = "version", type = "bigint" },
+  { name = "type", type = "text" },
+  { name = "data", type = "jsonb", nullable = true },
+]
+"#;
+
+/// The test config with the stream table `account_events` besides the usual ones.
+fn stream_config(urls: &[String], extra: &str) -> Config {
+    let mut config = config_for(urls, extra);
+    config.tables.extend(Config::parse(STREAM_TABLE).unwrap().tables);
+    config
+}
+
+fn append(account: &str, versions: std::ops::RangeInclusive<i64>, kind: &str) -> Vec<Value> {
+    versions
+        .map(|v| json!({"account_id": account, "version": v, "type": kind}))
+        .collect()
+}
+
+async fn post(gate: &TestServer, rows: &[Value]) -> Reply {
+    gate.post(
+        "account_events",
+        "application/json",
+        Value::from(rows.to_vec()).to_string(),
+    )
+    .await
+}
+
+/// The versions of `account` stored over all shards, in order.
+async fn versions_of(urls: &[String], account: &str) -> Vec<i64> {
+    let mut versions = Vec::new();
+    for url in urls {
+        let rows = connect(url)
+            .await
+            .query(
+                "SELECT version FROM account_events WHERE account_id = $1",
+                &[&account],
+            )
+            .await
+            .unwrap();
+        versions.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    versions.sort_unstable();
+    versions
+}
+
+#[tokio::test]
+async fn appends_must_be_their_streams_next_versions_and_anything_else_is_409() {
+    let urls = fresh_shards("streams_versions").await;
+    let gate = TestServer::start_with(stream_config(&urls, &with_token()), urls.clone()).await;
+
+    let created = post(&gate, &append("acct-1", 1..=2, "deposited")).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+
+    let refusals = [
+        (append("acct-1", 2..=2, "again"), "acct-1", 2, 2),
+        (append("acct-1", 4..=4, "gap"), "acct-1", 4, 2),
+        (append("acct-2", 2..=3, "no start"), "acct-2", 2, 0),
+        (append("acct-1", 0..=0, "zero"), "acct-1", 0, 2),
+        (
+            vec![
+                json!({"account_id": "acct-1", "version": 3, "type": "a"}),
+                json!({"account_id": "acct-1", "version": 5, "type": "b"}),
+            ],
+            "acct-1",
+            5,
+            2,
+        ),
+    ];
+    for (rows, account, version, current) in refusals {
+        let refused = post(&gate, &rows).await;
+        assert_eq!(refused.status, 409, "{rows:?}: {}", refused.body);
+        let stream = format!("stream (account_id = {account})");
+        assert_eq!(
+            refused.error(),
+            format!(
+                "{stream} is at version {current}: an append must start at version {}, not {version}; \
+                 nothing of that stream was stored",
+                current + 1
+            ),
+            "{rows:?}"
+        );
+        let detail = &refused.body["details"][0];
+        assert_eq!(detail["stream"], json!({"account_id": account}));
+        assert_eq!(detail["current_version"], current);
+        assert_eq!(detail["version"], version);
+    }
+    assert_eq!(versions_of(&urls, "acct-1").await, vec![1, 2]);
+    assert_eq!(versions_of(&urls, "acct-2").await, Vec::<i64>::new());
+
+    let both = [append("acct-1", 3..=4, "more"), append("acct-2", 1..=1, "opened")].concat();
+    let appended = post(&gate, &both).await;
+    assert_eq!(appended.status, 200, "{}", appended.body);
+    assert_eq!(versions_of(&urls, "acct-1").await, vec![1, 2, 3, 4]);
+
+    let read = gate
+        .http
+        .post(gate.url("/v1/query"))
+        .json(&json!({
+            "sql": "SELECT version, type FROM account_events WHERE account_id = $1 ORDER BY version",
+            "params": ["acct-1"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let read = Reply::read(read).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(
+        read.body["rows"],
+        json!([[1, "deposited"], [2, "deposited"], [3, "more"], [4, "more"]])
+    );
+    assert_eq!(read.body["shards"], 1, "a stream is read from its one shard");
+
+    let split = gate
+        .http
+        .post(gate.admin_url("/admin/hot-keys"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"table": "account_events", "key": {"account_id": "acct-1"}, "fanout": 2}))
+        .send()
+        .await
+        .unwrap();
+    let split = Reply::read(split).await;
+    assert_eq!(split.status, 409, "{}", split.body);
+    assert!(
+        split
+            .error()
+            .starts_with("table `account_events` is a stream table"),
+        "{}",
+        split.error()
+    );
+    let metrics = gate.metrics_page().await;
+    assert!(
+        metrics.contains(
+            "shardgate_requests_rejected_total{reason=\"stream_conflict\",table=\"account_events\"} 5"
+        ),
+        "{metrics}"
+    );
+    gate.stop().await;
+}
+
+/// What one writer did: the rows acknowledged, by (account, version), and how many of its
+/// appends were refused for their versions.
+struct WriterLog {
+    acknowledged: BTreeMap<(String, i64), String>,
+    conflicts: usize,
+}
+
+/// Appends `appends` times to streams of `accounts`, one to three rows at a time, each at the
+/// version it believes is next, learning the current one from each 409.
+async fn write_streams(gate: Arc<TestServer>, writer: usize, accounts: usize, appends: usize) -> WriterLog {
+    let mut known: BTreeMap<String, i64> = BTreeMap::new();
+    let mut log = WriterLog {
+        acknowledged: BTreeMap::new(),
+        conflicts: 0,
+    };
+    let mut done = 0;
+    let mut turn = writer;
+    while done < appends {
+        turn += 1;
+        let account = format!("acct-{}", turn % accounts);
+        let next = known.get(&account).copied().unwrap_or(0) + 1;
+        let rows = 1 + (turn % 3) as i64;
+        let kind = format!("w{writer}-{turn}");
+        let reply = post(&gate, &append(&account, next..=next + rows - 1, &kind)).await;
+        match reply.status {
+            200 => {
+                for version in next..next + rows {
+                    log.acknowledged.insert((account.clone(), version), kind.clone());
+                }
+                known.insert(account, next + rows - 1);
+                done += 1;
+            }
+            409 => {
+                let current = reply.body["details"][0]["current_version"].as_i64().unwrap();
+                known.insert(account, current);
+                log.conflicts += 1;
+            }
+            status => panic!("writer {writer}: {status} {}", reply.body),
+        }
+    }
+    log
+}
+
+#[tokio::test]
+async fn writers_on_two_proxies_racing_for_versions_leave_every_stream_whole() {
+    let urls = fresh_shards("streams_race").await;
+    let one = Arc::new(TestServer::start_with(stream_config(&urls, ""), urls.clone()).await);
+    let two = Arc::new(TestServer::start_with(stream_config(&urls, ""), urls.clone()).await);
+    let accounts = 5;
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let gate = if writer % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(write_streams(gate, writer, accounts, 25))
+        })
+        .collect();
+    let mut acknowledged = BTreeMap::new();
+    let mut conflicts = 0;
+    for writer in writers {
+        let log = writer.await.unwrap();
+        conflicts += log.conflicts;
+        for (key, kind) in log.acknowledged {
+            assert!(
+                acknowledged.insert(key.clone(), kind).is_none(),
+                "{key:?} acknowledged twice"
+            );
+        }
+    }
+    assert!(conflicts > 0, "writers raced for the same versions");
+
+    let mut stored = BTreeMap::new();
+    for url in &urls {
+        let rows = connect(url)
+            .await
+            .query("SELECT account_id, version, type FROM account_events", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let key = (row.get::<_, String>(0), row.get::<_, i64>(1));
+            assert!(
+                stored.insert(key.clone(), row.get::<_, String>(2)).is_none(),
+                "{key:?} stored twice"
+            );
+        }
+    }
+    assert_eq!(stored, acknowledged, "the rows stored are the rows acknowledged");
+    for account in 0..accounts {
+        let account = format!("acct-{account}");
+        let versions = versions_of(&urls, &account).await;
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+        assert_eq!(versions, expected, "{account} has versions 1..n");
+    }
+    let query = query_rows(&one, json!([]), "SELECT count(*) FROM account_events").await;
+    assert_eq!(query, json!([[stored.len()]]));
+    for gate in [one, two] {
+        Arc::into_inner(gate).unwrap().stop().await;
+    }
+}
