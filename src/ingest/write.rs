@@ -12,6 +12,7 @@ use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
 use crate::routing::{KeyHash, KeySample, ShardId, ShardIndex};
+use crate::schema::decode::ShardRows;
 use crate::schema::decode::copy::{CopyFormat, decode_copy};
 use crate::schema::decode::values::{Value, ValueColumns, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
@@ -242,7 +243,7 @@ impl Writes {
     /// Queues decoded rows routed with `set`, refusing at once when a queue is full.
     fn queue_now(
         &self,
-        set: &ShardSet,
+        set: &Arc<ShardSet>,
         table: TableId,
         schema: &TableSchema,
         encoded: EncodedRows,
@@ -253,7 +254,7 @@ impl Writes {
     /// [`Writes::queue_now`], each shard's rows carrying the record `record` gives for it.
     pub(super) fn queue_recorded(
         &self,
-        set: &ShardSet,
+        set: &Arc<ShardSet>,
         table: TableId,
         schema: &TableSchema,
         mut encoded: EncodedRows,
@@ -261,12 +262,14 @@ impl Writes {
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
         let returned = std::mem::take(&mut encoded.returned);
+        let copies = StreamCopies::take(set, table, &mut encoded);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit_recorded(table, &schema.name, encoded, deadline, record)
             .map_err(|e| self.refused_by_queue(&schema.name, counts.rows, e))?;
         let mut submitted = self.submitted(table, schema, counts, pending, deadline);
         submitted.returned = returned;
+        submitted.copies = copies;
         Ok(submitted)
     }
 
@@ -274,13 +277,14 @@ impl Writes {
     /// request timeout.
     async fn queue_waiting(
         &self,
-        set: &ShardSet,
+        set: &Arc<ShardSet>,
         table: TableId,
         schema: &TableSchema,
         mut encoded: EncodedRows,
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
         let returned = std::mem::take(&mut encoded.returned);
+        let copies = StreamCopies::take(set, table, &mut encoded);
         let pending = set
             .submit_waiting(table, &schema.name, encoded, self.request_timeout)
             .await
@@ -288,6 +292,7 @@ impl Writes {
         let deadline = Instant::now() + self.request_timeout;
         let mut submitted = self.submitted(table, schema, counts, pending, deadline);
         submitted.returned = returned;
+        submitted.copies = copies;
         Ok(submitted)
     }
 
@@ -337,6 +342,7 @@ impl Writes {
             pending,
             deadline,
             returned: Vec::new(),
+            copies: None,
         }
     }
 
@@ -592,6 +598,67 @@ pub struct Submitted {
     pending: Vec<PendingWrite>,
     deadline: Instant,
     returned: Vec<Option<Vec<u8>>>,
+    copies: Option<StreamCopies>,
+}
+
+/// A stream table's copies of rows in ranges being copied, held back until their owners
+/// committed them (see [`EncodedRows::copies`]).
+struct StreamCopies {
+    set: Arc<ShardSet>,
+    table: TableId,
+    /// At index `owner * shards + target`.
+    copies: Vec<ShardRows>,
+}
+
+impl StreamCopies {
+    /// Takes the copies out of `encoded`, if it has any.
+    fn take(set: &Arc<ShardSet>, table: TableId, encoded: &mut EncodedRows) -> Option<StreamCopies> {
+        let copies = std::mem::take(&mut encoded.copies);
+        copies.iter().any(|c| c.rows > 0).then(|| StreamCopies {
+            set: set.clone(),
+            table,
+            copies,
+        })
+    }
+
+    /// Queues the copies of rows whose owner is in `committed`, and waits for them; returns
+    /// each copy's target and outcome.
+    async fn write(
+        self,
+        table_name: &str,
+        committed: &[ShardIndex],
+        timeout: Duration,
+    ) -> Vec<(ShardId, usize, Result<(), WriteError>)> {
+        let shards = self.set.len();
+        let mut outcomes = Vec::new();
+        for (index, rows) in self.copies.into_iter().enumerate() {
+            let (owner, target) = (ShardIndex(index / shards), ShardIndex(index % shards));
+            if rows.rows == 0 || !committed.contains(&owner) {
+                continue;
+            }
+            let (shard, count) = (self.set.get(target).id.clone(), rows.rows);
+            let queued = self
+                .set
+                .submit_stream_copy(target, (self.table, table_name), rows, timeout)
+                .await;
+            let outcome = match queued {
+                Ok(pending) => tokio::time::timeout(timeout, pending.outcome())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(WriteError::Unavailable {
+                            shard: shard.clone(),
+                            reason: "no commit of the copy within the request timeout".into(),
+                        })
+                    }),
+                Err(refused) => Err(WriteError::Unavailable {
+                    shard: shard.clone(),
+                    reason: refused.to_string(),
+                }),
+            };
+            outcomes.push((shard, count, outcome));
+        }
+        outcomes
+    }
 }
 
 impl Submitted {
@@ -605,12 +672,13 @@ impl Submitted {
         std::mem::take(&mut self.returned)
     }
 
-    /// Waits for every shard's rows; acknowledges only when all committed.
+    /// Waits for every shard's rows; acknowledges only when all committed. A stream table's
+    /// copies for ranges being copied are written once their owners committed.
     pub async fn committed(self) -> Result<WriteAck, WriteRefused> {
         let timeout = self.request_timeout;
         let deadline = self.deadline;
         let outcomes = futures_util::future::join_all(self.pending.into_iter().map(|write| async move {
-            let (shard, rows) = (write.shard_id().clone(), write.rows);
+            let (index, shard, rows) = (write.shard, write.shard_id().clone(), write.rows);
             let outcome = tokio::time::timeout_at(deadline, write.outcome())
                 .await
                 .unwrap_or_else(|_| {
@@ -622,16 +690,22 @@ impl Submitted {
                         ),
                     })
                 });
-            (shard, rows, outcome)
+            (index, shard, rows, outcome)
         }))
         .await;
+        let owners_committed: Vec<ShardIndex> = outcomes
+            .iter()
+            .filter(|(.., outcome)| outcome.is_ok())
+            .map(|(index, ..)| *index)
+            .collect();
         let mut committed = BTreeMap::new();
         let mut failures = Vec::new();
-        for (shard, rows, outcome) in outcomes {
-            match outcome {
-                Ok(()) => {
+        let mut note =
+            |shard: ShardId, rows: usize, outcome: Result<(), WriteError>, copy: bool| match outcome {
+                Ok(()) if !copy => {
                     committed.insert(shard.0, rows);
                 }
+                Ok(()) => {}
                 Err(failure) => {
                     self.metrics
                         .rows_rejected
@@ -639,6 +713,13 @@ impl Submitted {
                         .inc_by(rows as u64);
                     failures.push(failure);
                 }
+            };
+        for (_, shard, rows, outcome) in outcomes {
+            note(shard, rows, outcome, false);
+        }
+        if let Some(copies) = self.copies {
+            for (shard, rows, outcome) in copies.write(&self.table, &owners_committed, timeout).await {
+                note(shard, rows, outcome, true);
             }
         }
         if failures.is_empty() {

@@ -47,8 +47,9 @@ pub struct EncodedRows {
     pub rows: usize,
     /// Rows also written to the new shard of a range being copied.
     pub dual_written: usize,
-    /// For a stream table, the copies of rows in ranges being copied, per shard index apart
-    /// from the rows it owns: only a stream's owner checks its versions (the copy's shard may
+    /// For a stream table, the copies of rows in ranges being copied, apart from the rows
+    /// each shard owns, at index `owner * shards + target`: they are written only once their
+    /// owner committed them, since only a stream's owner checks its versions (the target may
     /// not hold the stream's earlier rows yet). Empty for other tables.
     pub copies: Vec<ShardRows>,
     /// Rows of split hot keys placed at a salted position (salt above 0).
@@ -490,10 +491,11 @@ impl<'a> RowEncoder<'a> {
         }
         if let Some(also) = placement.also {
             let copy = if table.stream_version.is_some() {
+                let shards = self.out.len();
                 if self.copies.is_empty() {
-                    self.copies.resize_with(self.out.len(), ShardRows::default);
+                    self.copies.resize_with(shards * shards, ShardRows::default);
                 }
-                &mut self.copies[also.0]
+                &mut self.copies[placement.owner.0 * shards + also.0]
             } else {
                 &mut self.out[also.0]
             };

@@ -119,7 +119,7 @@ impl ShardSet {
     ) -> Result<Vec<PendingWrite>, SubmitError> {
         let mut reserved = Vec::new();
         for (index, shard_rows) in parts_of(rows) {
-            let shard = &self.shards[index.0];
+            let shard = &self.shards[index];
             let names = || (shard.id.clone(), table_name.to_string());
             let reservation = shard
                 .queue
@@ -140,19 +140,19 @@ impl ShardSet {
     fn send_reserved(
         &self,
         request: RequestChunks,
-        reserved: Vec<(PartIndex, ShardRows, Reservation)>,
+        reserved: Vec<(usize, ShardRows, Reservation)>,
         record: impl Fn(ShardIndex) -> Option<Arc<KeyRecord>>,
     ) -> Vec<PendingWrite> {
         reserved
             .into_iter()
             .map(|(index, shard_rows, reservation)| {
-                let shard = &self.shards[index.0];
+                let shard = &self.shards[index];
                 let extras = ChunkExtras {
-                    record: (!index.1).then(|| record(ShardIndex(index.0))).flatten(),
-                    stream_copy: index.1,
+                    record: record(ShardIndex(index)),
+                    stream_copy: false,
                 };
                 shard.queue.send(
-                    (ShardIndex(index.0), &shard.id),
+                    (ShardIndex(index), &shard.id),
                     request,
                     (Bytes::from(shard_rows.tuples), shard_rows.rows),
                     extras,
@@ -175,7 +175,7 @@ impl ShardSet {
     ) -> Result<Vec<PendingWrite>, SubmitError> {
         let mut reserved = Vec::new();
         for (index, shard_rows) in parts_of(rows) {
-            let shard = &self.shards[index.0];
+            let shard = &self.shards[index];
             let names = || (shard.id.clone(), table_name.to_string());
             let reservation = shard
                 .queue
@@ -192,6 +192,43 @@ impl ShardSet {
             mark: None,
         };
         Ok(self.send_reserved(request, reserved, |_| None))
+    }
+
+    /// Queues a stream table's copy of rows whose owner committed them, for `target`, the
+    /// shard a range holding them is being copied to: written there without the version check,
+    /// which their owner made. Waits for room in the queue up to `timeout`.
+    pub async fn submit_stream_copy(
+        &self,
+        target: ShardIndex,
+        (table, table_name): (TableId, &str),
+        rows: ShardRows,
+        timeout: std::time::Duration,
+    ) -> Result<PendingWrite, SubmitError> {
+        let shard = &self.shards[target.0];
+        let names = || (shard.id.clone(), table_name.to_string());
+        let reservation = shard
+            .queue
+            .reserve_waiting(table, rows.rows, rows.tuples.len(), names)
+            .await?;
+        let enqueued_at = Instant::now();
+        let request = RequestChunks {
+            table,
+            epoch: self.epoch(),
+            enqueued_at,
+            deadline: enqueued_at + timeout,
+            mark: None,
+        };
+        let extras = ChunkExtras {
+            record: None,
+            stream_copy: true,
+        };
+        Ok(shard.queue.send(
+            (target, &shard.id),
+            request,
+            (Bytes::from(rows.tuples), rows.rows),
+            extras,
+            reservation,
+        ))
     }
 
     /// Queues one drained part of a spooled write for the shard at `index`, with its `mark`,
@@ -375,15 +412,10 @@ fn assemble(
     })
 }
 
-/// A part of a request: the index of its shard, and whether it is a stream table's copy of
-/// rows in ranges being copied to that shard ([`EncodedRows::copies`]).
-type PartIndex = (usize, bool);
-
-/// The non-empty parts of a request: each shard's rows, then a stream table's copies.
-fn parts_of(rows: EncodedRows) -> impl Iterator<Item = (PartIndex, ShardRows)> {
-    let owned = rows.shards.into_iter().enumerate().map(|(i, r)| ((i, false), r));
-    let copies = rows.copies.into_iter().enumerate().map(|(i, r)| ((i, true), r));
-    owned.chain(copies).filter(|(_, r)| r.rows > 0)
+/// The non-empty parts of a request, one per shard (a stream table's copies are sent apart,
+/// with [`ShardSet::submit_stream_copy`]).
+fn parts_of(rows: EncodedRows) -> impl Iterator<Item = (usize, ShardRows)> {
+    rows.shards.into_iter().enumerate().filter(|(_, r)| r.rows > 0)
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! stream's next versions is `409` with the stream and its current version, and stores nothing
 //! of that stream, also when writers on two proxies race for the same versions.
 
-use crate::admin::{TOKEN, with_token};
-use crate::common::{Reply, TestServer, config_for, connect, fresh_shards, query_rows};
+use crate::admin::{TOKEN, add_shard, phase_of, with_token};
+use crate::common::{
+    Reply, TestServer, clusters, config_for, connect, fresh_database, fresh_shards, query_rows,
+};
 use serde_json::{Value, json};
 use shardgate::config::Config;
 use std::collections::BTreeMap;
@@ -163,9 +165,19 @@ struct WriterLog {
     conflicts: usize,
 }
 
-/// Appends `appends` times to streams of `accounts`, one to three rows at a time, each at the
-/// version it believes is next, learning the current one from each 409.
+/// Appends `appends` times (or until `stop`) to streams of `accounts`, one to three rows at a
+/// time, each at the version it believes is next, learning the current one from each 409.
 async fn write_streams(gate: Arc<TestServer>, writer: usize, accounts: usize, appends: usize) -> WriterLog {
+    write_streams_until(gate, writer, accounts, appends, Arc::default()).await
+}
+
+async fn write_streams_until(
+    gate: Arc<TestServer>,
+    writer: usize,
+    accounts: usize,
+    appends: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> WriterLog {
     let mut known: BTreeMap<String, i64> = BTreeMap::new();
     let mut log = WriterLog {
         acknowledged: BTreeMap::new(),
@@ -173,7 +185,7 @@ async fn write_streams(gate: Arc<TestServer>, writer: usize, accounts: usize, ap
     };
     let mut done = 0;
     let mut turn = writer;
-    while done < appends {
+    while done < appends && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         turn += 1;
         let account = format!("acct-{}", turn % accounts);
         let next = known.get(&account).copied().unwrap_or(0) + 1;
@@ -197,6 +209,112 @@ async fn write_streams(gate: Arc<TestServer>, writer: usize, accounts: usize, ap
         }
     }
     log
+}
+
+/// Every row of `account_events` over `urls`, by (account, version), each checked to be
+/// stored once.
+async fn stored_appends(urls: &[String]) -> BTreeMap<(String, i64), String> {
+    let mut stored = BTreeMap::new();
+    for url in urls {
+        let rows = connect(url)
+            .await
+            .query("SELECT account_id, version, type FROM account_events", &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let key = (row.get::<_, String>(0), row.get::<_, i64>(1));
+            assert!(
+                stored.insert(key.clone(), row.get::<_, String>(2)).is_none(),
+                "{key:?} stored twice"
+            );
+        }
+    }
+    stored
+}
+
+/// Checks every stream of `accounts` holds versions 1..n over `urls`.
+async fn streams_are_whole(urls: &[String], accounts: usize) {
+    for account in 0..accounts {
+        let account = format!("acct-{account}");
+        let versions = versions_of(urls, &account).await;
+        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+        assert_eq!(versions, expected, "{account} has versions 1..n");
+    }
+}
+
+#[tokio::test]
+async fn streams_appended_while_a_shard_is_added_stay_whole_and_move_exactly() {
+    let urls = fresh_shards("streams_reshard").await;
+    let third = fresh_database(&clusters()[1], "streams_reshard_s2").await;
+    let extra = format!(
+        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 50\n\
+         [query]\nstatement_timeout = \"2s\"\n[catalog]\nrefresh_interval = \"1s\"\n",
+        with_token()
+    );
+    let gate = Arc::new(TestServer::start_with(stream_config(&urls, &extra), urls.clone()).await);
+    let accounts = 40;
+    for account in 0..accounts {
+        let rows = append(&format!("acct-{account}"), 1..=5, "opened");
+        assert_eq!(post(&gate, &rows).await.status, 200);
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            tokio::spawn(write_streams_until(
+                gate.clone(),
+                writer,
+                accounts,
+                usize::MAX,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let started = add_shard(&gate, "s2", &third).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["migration"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while phase_of(&gate, id).await != "done" {
+        assert!(std::time::Instant::now() < deadline, "the migration ends");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = BTreeMap::new();
+    for account in 0..accounts {
+        for version in 1..=5 {
+            acknowledged.insert((format!("acct-{account}"), version), "opened".to_string());
+        }
+    }
+    let mut appends = 0;
+    for writer in writers {
+        let log = writer.await.unwrap();
+        appends += log.acknowledged.len();
+        acknowledged.extend(log.acknowledged);
+    }
+    assert!(
+        appends > 100,
+        "appends kept flowing during the migration: {appends}"
+    );
+    let all = [urls.clone(), vec![third.clone()]].concat();
+    assert_eq!(
+        stored_appends(&all).await,
+        acknowledged,
+        "the rows stored are the rows acknowledged"
+    );
+    streams_are_whole(&all, accounts).await;
+    let on_new: i64 = connect(&third)
+        .await
+        .query_one("SELECT count(*) FROM account_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(on_new > 0, "s2 took some streams");
+    let after = post(&gate, &append("acct-0", 1..=1, "late")).await;
+    assert_eq!(
+        after.status, 409,
+        "the check holds on the new owner too: {}",
+        after.body
+    );
+    Arc::into_inner(gate).unwrap().stop().await;
 }
 
 #[tokio::test]
@@ -225,28 +343,9 @@ async fn writers_on_two_proxies_racing_for_versions_leave_every_stream_whole() {
     }
     assert!(conflicts > 0, "writers raced for the same versions");
 
-    let mut stored = BTreeMap::new();
-    for url in &urls {
-        let rows = connect(url)
-            .await
-            .query("SELECT account_id, version, type FROM account_events", &[])
-            .await
-            .unwrap();
-        for row in rows {
-            let key = (row.get::<_, String>(0), row.get::<_, i64>(1));
-            assert!(
-                stored.insert(key.clone(), row.get::<_, String>(2)).is_none(),
-                "{key:?} stored twice"
-            );
-        }
-    }
+    let stored = stored_appends(&urls).await;
     assert_eq!(stored, acknowledged, "the rows stored are the rows acknowledged");
-    for account in 0..accounts {
-        let account = format!("acct-{account}");
-        let versions = versions_of(&urls, &account).await;
-        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
-        assert_eq!(versions, expected, "{account} has versions 1..n");
-    }
+    streams_are_whole(&urls, accounts).await;
     let query = query_rows(&one, json!([]), "SELECT count(*) FROM account_events").await;
     assert_eq!(query, json!([[stored.len()]]));
     for gate in [one, two] {
