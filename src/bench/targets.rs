@@ -126,6 +126,8 @@ pub enum Bodies {
     Generated(RowGenerator),
     /// Taken from a pool built before the run.
     Prebuilt(Arc<BodyPool>),
+    /// Appends to a stream table's streams, generated while timed.
+    Streams(StreamAppends),
 }
 
 impl Bodies {
@@ -134,18 +136,65 @@ impl Bodies {
         match self {
             Bodies::Generated(generator) => Some((encoded(generator.json_body(rows), gzip), rows)),
             Bodies::Prebuilt(pool) => pool.take(),
+            Bodies::Streams(appends) => Some((encoded(appends.json_body(rows), gzip), rows)),
         }
     }
 }
 
-/// Posts JSON bodies (gzip-compressed with `gzip`) to a shardgate write URL until the plan
-/// ends.
+/// Appends to the streams of a stream table with columns `account_id`, `version`, `type` and
+/// `data`: each worker owns every `workers`-th stream and appends to its streams in turn, each
+/// at its next version, so appends never conflict. Stream names start with a prefix of the
+/// run's own, so a run never appends to an earlier run's streams.
+pub struct StreamAppends {
+    prefix: String,
+    /// The worker's streams and the next version of each.
+    streams: Vec<(u64, i64)>,
+    turn: usize,
+}
+
+impl StreamAppends {
+    /// The appends of `worker` of `workers` over `streams` streams named `{prefix}-{n}`.
+    pub fn new(prefix: &str, (worker, workers): (usize, usize), streams: u64) -> StreamAppends {
+        StreamAppends {
+            prefix: prefix.to_string(),
+            streams: (worker as u64..streams)
+                .step_by(workers.max(1))
+                .map(|n| (n, 1))
+                .collect(),
+            turn: 0,
+        }
+    }
+
+    /// A JSON array of `rows` consecutive events of the worker's next stream.
+    pub fn json_body(&mut self, rows: usize) -> Vec<u8> {
+        let count = self.streams.len().max(1);
+        let Some((stream, next)) = self.streams.get_mut(self.turn) else {
+            return b"[]".to_vec();
+        };
+        self.turn = (self.turn + 1) % count;
+        let events: Vec<serde_json::Value> = (0..rows as i64)
+            .map(|i| {
+                serde_json::json!({
+                    "account_id": format!("{}-{stream}", self.prefix),
+                    "version": *next + i,
+                    "type": "deposited",
+                    "data": {"amount": 1},
+                })
+            })
+            .collect();
+        *next += rows as i64;
+        serde_json::to_vec(&events).expect("JSON values serialise")
+    }
+}
+
+/// Posts JSON bodies (gzip-compressed with `gzip`, each with an idempotency key of its own
+/// with `keyed`) to a shardgate write URL until the plan ends.
 pub async fn http_worker(
     plan: Arc<Plan>,
     client: reqwest::Client,
     url: String,
     mut bodies: Bodies,
-    gzip: bool,
+    (gzip, keyed): (bool, bool),
     progress: ProgressBar,
 ) -> Recorder {
     let mut recorder = plan.recorder();
@@ -158,6 +207,9 @@ pub async fn http_worker(
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if gzip {
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        if keyed {
+            request = request.header("idempotency-key", uuid::Uuid::now_v7().to_string());
         }
         let request = request.body(body);
         let sent = request.send().await;

@@ -9,7 +9,7 @@ use shardgate::bench::listener;
 use shardgate::bench::process::ProcessWatch;
 use shardgate::bench::report::{Recorder, Report, SpoolDrain, Verification};
 use shardgate::bench::targets::{
-    Bodies, BodyPool, DirectTarget, Plan, direct_worker, http_worker, insert_worker,
+    Bodies, BodyPool, DirectTarget, Plan, StreamAppends, direct_worker, http_worker, insert_worker,
 };
 use shardgate::bench::timeline::{self, MIGRATION_PHASES, Timeline, chart};
 use shardgate::bench::workload::{KeyDistribution, RowGenerator, WorkloadSpec};
@@ -106,6 +106,16 @@ pub struct BenchArgs {
     /// Send request bodies gzip-compressed (shardgate target).
     #[arg(long)]
     gzip: bool,
+    /// Send every request with an `Idempotency-Key` of its own (shardgate target), to measure
+    /// what the key's lookup and records cost.
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// Append to this many streams of a stream table (shardgate target; columns account_id,
+    /// version, type, data; default table account_events): each worker owns its share of the
+    /// streams and appends --rows-per-request events to one of them at a time, at the
+    /// stream's next version.
+    #[arg(long)]
+    streams: Option<u64>,
     /// Ask for the spool's 202 (`Prefer: respond-async`; the table must allow it), and after
     /// the run wait until the spool wrote every row, reporting how long that took (shardgate
     /// target).
@@ -166,13 +176,18 @@ fn hot_share(text: &str) -> Result<f64, String> {
 pub async fn run(args: BenchArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
     let table_name = args.table.clone().unwrap_or_else(|| {
-        if args.no_ids {
+        if args.streams.is_some() {
+            "account_events".into()
+        } else if args.no_ids {
             "events_no_id".into()
         } else {
             "events".into()
         }
     });
-    let table = bench_table(&config, &table_name, !args.no_ids)?;
+    let table = match args.streams {
+        Some(streams) => stream_table(&args, &config, &table_name, streams)?,
+        None => bench_table(&config, &table_name, !args.no_ids)?,
+    };
     let spec = WorkloadSpec {
         tenants: args.tenants,
         event_types: args.event_types,
@@ -260,6 +275,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     if args.spool && args.target == Target::Shardgate {
         target.push_str(" (spool)");
+    }
+    if args.idempotency_keys && args.target == Target::Shardgate {
+        target.push_str(" (idempotency keys)");
+    }
+    if let Some(streams) = args.streams {
+        target.push_str(&format!(" ({streams} streams)"));
     }
     let mut report = Report::new(&target, latency_of, &recorder, elapsed);
     if args.spool && args.target == Target::Shardgate {
@@ -422,6 +443,32 @@ fn write_timeline(args: &BenchArgs, timeline: &Timeline) -> Result<()> {
 }
 
 /// The declared table, checked to have the columns the generator writes.
+/// The stream table `--streams` appends to, checked to be one with the columns it writes, and
+/// the run to be one the appends can take.
+fn stream_table(args: &BenchArgs, config: &Config, name: &str, streams: u64) -> Result<TableSchema> {
+    let declared = config
+        .tables
+        .iter()
+        .find(|t| t.name == name)
+        .with_context(|| format!("table `{name}` is not declared in the config"))?;
+    let table = TableSchema::from_config(declared).map_err(anyhow::Error::msg)?;
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let writes = ["account_id", "version", "type", "data"];
+    if table.stream_version.is_none() || !writes.iter().all(|c| names.contains(c)) {
+        bail!(
+            "--streams appends ({}) to a stream table; `{name}` is not one with those columns",
+            writes.join(", ")
+        );
+    }
+    if args.target != Target::Shardgate || args.prebuilt_bodies || args.spool {
+        bail!("--streams is for --target shardgate, without --prebuilt-bodies or --spool");
+    }
+    if streams < args.concurrency as u64 {
+        bail!("--streams must be at least --concurrency, so each worker has a stream of its own");
+    }
+    Ok(table)
+}
+
 fn bench_table(config: &Config, name: &str, with_ids: bool) -> Result<TableSchema> {
     let declared = config
         .tables
@@ -508,18 +555,24 @@ async fn run_http(
         .pool_max_idle_per_host(args.concurrency)
         .timeout(config.server.request_timeout + Duration::from_secs(5));
     let client = https::client(&url, builder, args.cacert(config).as_deref())?;
+    let run = format!("run-{}", uuid::Uuid::now_v7().simple());
     let mut workers = JoinSet::new();
     for worker in 0..args.concurrency {
-        let bodies = match &pool {
-            Some(pool) => Bodies::Prebuilt(pool.clone()),
-            None => Bodies::Generated(RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?),
+        let bodies = match (&pool, args.streams) {
+            (Some(pool), _) => Bodies::Prebuilt(pool.clone()),
+            (None, Some(streams)) => {
+                Bodies::Streams(StreamAppends::new(&run, (worker, args.concurrency), streams))
+            }
+            (None, None) => {
+                Bodies::Generated(RowGenerator::new(spec, worker as u64).map_err(anyhow::Error::msg)?)
+            }
         };
         workers.spawn(http_worker(
             plan.clone(),
             client.clone(),
             url.clone(),
             bodies,
-            args.gzip,
+            (args.gzip, args.idempotency_keys),
             progress.clone(),
         ));
     }

@@ -1,13 +1,17 @@
 //! Writes sent with an `Idempotency-Key`: sent again they are answered as the first was and
 //! store nothing more; after a partial failure the retry writes exactly the missing rows, also
-//! once a shard was added meanwhile; the key with another body is refused, as is a second
-//! attempt while the first is in flight; two proxies racing with one key store it once.
+//! once a shard was added or drained meanwhile, or the proxy was killed mid-run; the key with
+//! another body is refused, as is a second attempt while the first is in flight; two proxies
+//! racing with one key store it once.
 
 use crate::admin::{TOKEN, add_shard, admin_request, phase_of, wait_done};
 use crate::common::{
     Reply, TestServer, clusters, connect, fresh_database, fresh_shards, wait_for_lock_waiters,
 };
+use crate::proxy::Proxy;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// `n` rows of `logs` (a table without an id), lines `{prefix}-{i}`, over 31 sources.
@@ -365,4 +369,81 @@ async fn a_drained_shard_hands_its_records_down_so_a_retry_still_writes_each_row
         "s1's part, now on its heirs, is not written again"
     );
     gate.stop().await;
+}
+
+#[tokio::test]
+async fn keyed_writes_sent_again_after_the_proxy_was_killed_mid_run_are_each_stored_once() {
+    let urls = fresh_shards("idempotency_kill").await;
+    let dir = std::env::temp_dir().join(format!("shardgate-idempotency-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = String::new();
+    for (i, url) in urls.iter().enumerate() {
+        config.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+    }
+    config.push_str(crate::common::EVENTS_TABLE);
+    let requests = 60;
+    let request = |i: usize| (format!("kill-key-{i}"), log_rows(&format!("kill-{i}"), 50));
+
+    let proxy = Proxy::start(&dir, &config).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let (base, answered) = (proxy.base.clone(), answered.clone());
+            tokio::spawn(async move {
+                let http = crate::common::http();
+                for i in (client..requests).step_by(4) {
+                    let (key, rows) = request(i);
+                    let sent = http
+                        .post(format!("{base}/v1/tables/logs/rows"))
+                        .header("idempotency-key", key)
+                        .json(&rows)
+                        .send()
+                        .await;
+                    if sent.is_ok_and(|r| r.status() == 200) {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    while answered.load(Ordering::Relaxed) < requests / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.kill().await;
+    for client in clients {
+        client.await.unwrap();
+    }
+    let before = answered.load(Ordering::Relaxed);
+    assert!(
+        before < requests,
+        "the proxy died mid-run: {before} of {requests} answered"
+    );
+
+    let successor = Proxy::start(&dir, &config).await;
+    let http = crate::common::http();
+    let mut replayed_answers = 0;
+    for i in 0..requests {
+        let (key, rows) = request(i);
+        let reply = http
+            .post(format!("{}/v1/tables/logs/rows", successor.base))
+            .header("idempotency-key", key)
+            .json(&rows)
+            .send()
+            .await
+            .unwrap();
+        let reply = Reply::read(reply).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
+        assert_eq!(reply.body["rows"], 50);
+        replayed_answers += usize::from(replayed(&reply));
+    }
+    assert!(
+        replayed_answers >= before,
+        "{replayed_answers} replayed, {before} answered before"
+    );
+    assert_eq!(
+        stored_lines(&urls, "kill").await,
+        (50 * requests as i64, 50 * requests),
+        "every row once"
+    );
+    successor.kill().await;
 }

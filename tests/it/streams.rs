@@ -247,7 +247,7 @@ async fn streams_appended_while_a_shard_is_added_stay_whole_and_move_exactly() {
     let urls = fresh_shards("streams_reshard").await;
     let third = fresh_database(&clusters()[1], "streams_reshard_s2").await;
     let extra = format!(
-        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 50\n\
+        "{}[reshard]\ngrace = \"200ms\"\ncleanup_delay = \"2s\"\nchunk_rows = 10\nrows_per_second = 100\n\
          [query]\nstatement_timeout = \"2s\"\n[catalog]\nrefresh_interval = \"1s\"\n",
         with_token()
     );
