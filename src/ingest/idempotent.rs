@@ -251,7 +251,7 @@ async fn records_on(set: &ShardSet, key: &IdempotencyKey) -> Result<Vec<FoundRec
             .get()
             .await
             .map_err(|e| unknown(e.to_string()))?;
-        idempotency::records_of(&**client, key.as_str())
+        idempotency::records_of(&client, key.as_str())
             .await
             .map_err(|e| unknown(e.to_string()))
     });

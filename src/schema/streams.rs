@@ -3,8 +3,8 @@
 //!
 //! A stream table's partition key names a stream, and each row carries its version. A batch is
 //! copied into the staging table, then one query looks for an append the stream does not
-//! allow: a stream's first row in the batch must be version 1 of a new stream or follow the
-//! stream's stored last version, and each further row the one before it. A row whose id is
+//! allow: a stream's first row in the batch must follow the stream's stored last version (1 for
+//! a new stream), and each further row the one before it. A row whose id is
 //! stored already is a retry and is left out (it is skipped by the insert). Two transactions
 //! that pass the check at once for the same stream meet on the unique index of (stream,
 //! version): the second waits for the first and fails, and its batch is written again, when
@@ -64,18 +64,19 @@ pub fn check_sql(table: &TableSchema, staging: &str) -> Option<String> {
         .collect::<Vec<_>>()
         .join(", ");
     let not_retried = match table.id.map(|i| quote_ident(&table.columns[i].name)) {
-        Some(id) => format!(" WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{id} = st.{id})"),
+        Some(id) => format!(" WHERE (SELECT 1 FROM {target} t WHERE t.{id} = st.{id}) IS NULL"),
         None => String::new(),
     };
+    // The stream's stored last version, by a backward scan of the unique index. Written as a
+    // scalar subquery, never as EXISTS, which the planner may turn into a hashed subplan that
+    // reads the whole table on every batch.
+    let current = format!("coalesce((SELECT max(t.{version}) FROM {target} t WHERE {same_stream}), 0)");
     Some(format!(
-        "SELECT {key_text}, s.{version}::bigint, \
-         coalesce((SELECT max(t.{version}) FROM {target} t WHERE {same_stream}), 0)::bigint \
+        "SELECT {key_text}, s.{version}::bigint, {current}::bigint \
          FROM (SELECT {key_list}, {version}, \
          lag({version}) OVER (PARTITION BY {key_list} ORDER BY {version}) AS _sg_prev \
          FROM {staging} st{not_retried}) s \
-         WHERE CASE WHEN s._sg_prev IS NULL THEN \
-         (s.{version} <> 1 AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {same_stream} AND t.{version} = s.{version} - 1)) \
-         OR EXISTS (SELECT 1 FROM {target} t WHERE {same_stream} AND t.{version} >= s.{version}) \
+         WHERE CASE WHEN s._sg_prev IS NULL THEN s.{version} <> {current} + 1 \
          ELSE s._sg_prev <> s.{version} - 1 END \
          LIMIT 1"
     ))

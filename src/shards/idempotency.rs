@@ -108,20 +108,17 @@ pub fn create_sql() -> String {
     )
 }
 
-/// The records of `key` this shard holds.
+/// Reads the records of a key: its one parameter is the key.
+const RECORDS_OF_SQL: &str = "SELECT shard, epoch, table_name, fingerprint, rows, covers \
+     FROM shardgate_idempotency WHERE key = $1";
+
+/// The records of `key` this shard holds, read with a statement prepared once per connection.
 pub async fn records_of(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Client,
     key: &str,
 ) -> Result<Vec<FoundRecord>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT shard, epoch, table_name, fingerprint, rows, covers FROM {RECORDS_TABLE} \
-                 WHERE key = $1"
-            ),
-            &[&key],
-        )
-        .await?;
+    let statement = client.prepare_cached(RECORDS_OF_SQL).await?;
+    let rows = client.query(&statement, &[&key]).await?;
     Ok(rows
         .iter()
         .map(|row| FoundRecord {
