@@ -446,12 +446,7 @@ fn write_timeline(args: &BenchArgs, timeline: &Timeline) -> Result<()> {
 /// The stream table `--streams` appends to, checked to be one with the columns it writes, and
 /// the run to be one the appends can take.
 fn stream_table(args: &BenchArgs, config: &Config, name: &str, streams: u64) -> Result<TableSchema> {
-    let declared = config
-        .tables
-        .iter()
-        .find(|t| t.name == name)
-        .with_context(|| format!("table `{name}` is not declared in the config"))?;
-    let table = TableSchema::from_config(declared).map_err(anyhow::Error::msg)?;
+    let table = declared_table(config, name)?;
     let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
     let writes = ["account_id", "version", "type", "data"];
     if table.stream_version.is_none() || !writes.iter().all(|c| names.contains(c)) {
@@ -469,13 +464,18 @@ fn stream_table(args: &BenchArgs, config: &Config, name: &str, streams: u64) -> 
     Ok(table)
 }
 
-fn bench_table(config: &Config, name: &str, with_ids: bool) -> Result<TableSchema> {
+/// The table `name` as the config declares it.
+fn declared_table(config: &Config, name: &str) -> Result<TableSchema> {
     let declared = config
         .tables
         .iter()
         .find(|t| t.name == name)
         .with_context(|| format!("table `{name}` is not declared in the config"))?;
-    let table = TableSchema::from_config(declared).map_err(anyhow::Error::msg)?;
+    TableSchema::from_config(declared).map_err(anyhow::Error::msg)
+}
+
+fn bench_table(config: &Config, name: &str, with_ids: bool) -> Result<TableSchema> {
+    let table = declared_table(config, name)?;
     let mut want = vec!["tenant_id", "event_type", "ts", "payload"];
     if with_ids {
         want.insert(0, "event_id");

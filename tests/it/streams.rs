@@ -11,23 +11,14 @@ use shardgate::config::Config;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-const STREAM_TABLE: &str = r#"
-[[tables]]
-name = "account_events"
-partition_key = ["account_id"]
-stream = { version = "version" }
-columns = [
-  { name = "account_id", type = "text" },
-  { name = "version", type = "bigint" },
-  { name = "type", type = "text" },
-  { name = "data", type = "jsonb", nullable = true },
-]
-"#;
-
-/// The test config with the stream table `account_events` besides the usual ones.
+/// The test config with `shardgate dev`'s stream table `account_events` besides the usual
+/// ones.
 fn stream_config(urls: &[String], extra: &str) -> Config {
     let mut config = config_for(urls, extra);
-    config.tables.extend(Config::parse(STREAM_TABLE).unwrap().tables);
+    let dev = Config::parse(shardgate::devcluster::DEV_TABLES).unwrap();
+    config
+        .tables
+        .extend(dev.tables.into_iter().filter(|t| t.name == "account_events"));
     config
 }
 
