@@ -26,7 +26,7 @@ use crate::postgres::copy_in::ChunkLimits;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
 use crate::schema::Tables;
-use crate::shards::idempotency;
+use crate::shards::pruning;
 use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
@@ -217,7 +217,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         refresh_requests,
         shutdown.clone(),
     ));
-    background.spawn(idempotency::prune_periodically(
+    background.spawn(pruning::prune_periodically(
         shards.clone(),
         config.idempotency.retention,
         shutdown.clone(),

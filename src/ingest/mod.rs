@@ -6,4 +6,5 @@ pub mod batcher;
 pub mod copy;
 pub mod drain;
 pub mod idempotent;
+pub mod keys;
 pub mod write;

@@ -7,7 +7,7 @@
 //! The two steps are apart on purpose: [`Writes::submit`] decodes and queues, so the caller can
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
-use super::idempotent::{KeyRefused, KeysInFlight};
+use super::keys::{KeyRefused, KeysInFlight};
 use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;

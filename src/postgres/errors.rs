@@ -1,7 +1,7 @@
 //! The one place a refusal becomes an `ErrorResponse`: a SQLSTATE a client can branch on, the
 //! message Postgres would give, and a detail saying what was and was not stored.
 
-use crate::ingest::idempotent::KeyRefused;
+use crate::ingest::keys::KeyRefused;
 use crate::ingest::write::WriteRefused;
 use crate::pgtype::sqlstate;
 use crate::schema::decode::{DecodeError, RowError};

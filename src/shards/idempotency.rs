@@ -8,12 +8,9 @@
 //! placed with put on its shard (`covers`, inclusive `_sg_hash` intervals). A retry placed with
 //! another routing (a shard added, a hot key split) keeps exactly the rows no record covers.
 
-use super::set::Published;
 use crate::routing::{KeyHash, RoutingTable, ShardIndex};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::GenericClient;
-use tokio_util::sync::CancellationToken;
 
 /// The table's name.
 pub const RECORDS_TABLE: &str = "shardgate_idempotency";
@@ -180,35 +177,6 @@ pub async fn prune_older_than(
             &[&seconds],
         )
         .await
-}
-
-/// Prunes, every `retention / 12` (5 s to 1 h), the records older than `retention` on every
-/// shard of the current set, until `shutdown`. Several proxies pruning at once delete the
-/// same rows; that is harmless.
-pub async fn prune_periodically(shards: Arc<Published>, retention: Duration, shutdown: CancellationToken) {
-    let period = (retention / 12).clamp(Duration::from_secs(5), Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let set = shards.load();
-        for (_, shard) in set.iter() {
-            let pruned = match shard.pools.query.get().await {
-                Ok(client) => prune_older_than(&**client, retention)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match pruned {
-                Ok(0) => {}
-                Ok(rows) => tracing::info!(shard = %shard.id, rows, "pruned expired idempotency records"),
-                Err(error) => {
-                    tracing::warn!(shard = %shard.id, %error, "cannot prune idempotency records; trying again later")
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
