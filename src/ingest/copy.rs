@@ -52,6 +52,12 @@ pub enum CopyError {
     /// A stream table's rows do not append to their stream as its next versions.
     #[error("{0}")]
     Stream(StreamConflict),
+    /// Another batch appended to one of the batch's streams after this one's version check
+    /// passed: the unique index on (stream, version) refused it once that batch committed.
+    /// Nothing was stored; written again, the check sees the other batch's rows. The
+    /// connection is fine (the transaction just rolled back).
+    #[error("another batch appended to the same stream at once")]
+    StreamRace,
     /// The batch's spool record is marked as applied on the shard already, or its idempotency
     /// key recorded there: an earlier attempt committed it (its answer lost), so nothing of
     /// this one was stored.
@@ -72,7 +78,7 @@ impl CopyError {
             return CopyError::AlreadyApplied;
         }
         if db.constraint().is_some_and(streams::is_stream_index) {
-            return CopyError::Transient("another batch appended to the same stream at once".into());
+            return CopyError::StreamRace;
         }
         let message = match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),

@@ -113,7 +113,7 @@ impl Writes {
                 key: key.as_str().to_string(),
                 table: schema.name.clone(),
                 fingerprint: fingerprint.bytes(),
-                covers: idempotency::placed_intervals(&set.table, index),
+                covers: set.placed_intervals(index),
             }))
         };
         let submitted = self.queue_recorded(&set, table, schema, encoded, record)?;

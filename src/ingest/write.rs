@@ -621,15 +621,16 @@ impl StreamCopies {
         })
     }
 
-    /// Queues the copies of rows whose owner is in `committed`, and waits for them; returns
-    /// each copy's target and outcome.
+    /// Queues the copies of rows whose owner is in `committed`, then waits for them all until
+    /// the request's `deadline`; returns each copy's target, rows and outcome.
     async fn write(
         self,
         table_name: &str,
         committed: &[ShardIndex],
-        timeout: Duration,
+        deadline: Instant,
     ) -> Vec<(ShardId, usize, Result<(), WriteError>)> {
         let shards = self.set.len();
+        let mut queued = Vec::new();
         let mut outcomes = Vec::new();
         for (index, rows) in self.copies.into_iter().enumerate() {
             let (owner, target) = (ShardIndex(index / shards), ShardIndex(index % shards));
@@ -637,26 +638,36 @@ impl StreamCopies {
                 continue;
             }
             let (shard, count) = (self.set.get(target).id.clone(), rows.rows);
-            let queued = self
+            let left = deadline.saturating_duration_since(Instant::now());
+            let submit = self
                 .set
-                .submit_stream_copy(target, (self.table, table_name), rows, timeout)
-                .await;
-            let outcome = match queued {
-                Ok(pending) => tokio::time::timeout(timeout, pending.outcome())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(WriteError::Unavailable {
-                            shard: shard.clone(),
-                            reason: "no commit of the copy within the request timeout".into(),
-                        })
-                    }),
-                Err(refused) => Err(WriteError::Unavailable {
-                    shard: shard.clone(),
-                    reason: refused.to_string(),
-                }),
+                .submit_stream_copy(target, (self.table, table_name), rows, left);
+            let reason = match tokio::time::timeout_at(deadline, submit).await {
+                Ok(Ok(pending)) => {
+                    queued.push((shard, count, pending));
+                    continue;
+                }
+                Ok(Err(refused)) => refused.to_string(),
+                Err(_) => "no room for the copy in its queue within the request timeout".into(),
             };
-            outcomes.push((shard, count, outcome));
+            outcomes.push((
+                shard.clone(),
+                count,
+                Err(WriteError::Unavailable { shard, reason }),
+            ));
         }
+        let waits = queued.into_iter().map(|(shard, count, pending)| async move {
+            let outcome = tokio::time::timeout_at(deadline, pending.outcome())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(WriteError::Unavailable {
+                        shard: shard.clone(),
+                        reason: "no commit of the copy within the request timeout".into(),
+                    })
+                });
+            (shard, count, outcome)
+        });
+        outcomes.extend(futures_util::future::join_all(waits).await);
         outcomes
     }
 }
@@ -718,7 +729,7 @@ impl Submitted {
             note(shard, rows, outcome, false);
         }
         if let Some(copies) = self.copies {
-            for (shard, rows, outcome) in copies.write(&self.table, &owners_committed, timeout).await {
+            for (shard, rows, outcome) in copies.write(&self.table, &owners_committed, deadline).await {
                 note(shard, rows, outcome, true);
             }
         }

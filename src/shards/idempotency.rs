@@ -9,6 +9,7 @@
 //! another routing (a shard added, a hot key split) keeps exactly the rows no record covers.
 
 use crate::routing::{KeyHash, RoutingTable, ShardIndex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::GenericClient;
 
@@ -38,7 +39,7 @@ pub struct KeyRecord {
     pub fingerprint: [u8; 16],
     /// The ranges whose rows the routing the rows were placed with put on the shard, as inclusive
     /// intervals of stored `_sg_hash` values, flattened `lo, hi, lo, hi, ...`.
-    pub covers: Vec<i64>,
+    pub covers: Arc<[i64]>,
 }
 
 /// A record read back from a shard.

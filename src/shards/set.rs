@@ -9,7 +9,7 @@
 //! drain it and stop. Loading is an arc-swap load; only publishing, which is rare, serialises.
 
 use super::applied::Mark;
-use super::idempotency::KeyRecord;
+use super::idempotency::{self, KeyRecord};
 use super::queue::{ChunkExtras, PendingWrite, QueueReceiver, RequestChunks, Reservation, SubmitError};
 use super::{Shard, ShardEndpoint, ShardError, ShardSettings};
 use crate::routing::{Epoch, RoutingTable, ShardId, ShardIndex};
@@ -59,12 +59,26 @@ pub struct ShardSet {
     pub table: Arc<RoutingTable>,
     shards: Vec<Arc<Shard>>,
     weights: Vec<u32>,
+    /// Per shard, the ranges whose rows this routing places on it, as an idempotency record
+    /// stores them: worked out the first time a keyed write asks, then shared.
+    placed: std::sync::OnceLock<Vec<Arc<[i64]>>>,
 }
 
 impl ShardSet {
     /// The routing table's epoch.
     pub fn epoch(&self) -> Epoch {
         self.table.epoch
+    }
+
+    /// The ranges whose rows this routing places on the shard at `index`, as an idempotency
+    /// record's `covers` holds them.
+    pub fn placed_intervals(&self, index: ShardIndex) -> Arc<[i64]> {
+        let placed = self.placed.get_or_init(|| {
+            (0..self.shards.len())
+                .map(|i| idempotency::placed_intervals(&self.table, ShardIndex(i)).into())
+                .collect()
+        });
+        placed[index.0].clone()
     }
 
     /// The shard at `index` of this snapshot.
@@ -183,20 +197,25 @@ impl ShardSet {
                 .await?;
             reserved.push((index, shard_rows, reservation));
         }
+        Ok(self.send_reserved(self.queued_now(table, timeout), reserved, |_| None))
+    }
+
+    /// What the chunks of a request of `table` queued now share, waited for `timeout` from now.
+    fn queued_now(&self, table: TableId, timeout: std::time::Duration) -> RequestChunks {
         let enqueued_at = Instant::now();
-        let request = RequestChunks {
+        RequestChunks {
             table,
             epoch: self.epoch(),
             enqueued_at,
             deadline: enqueued_at + timeout,
             mark: None,
-        };
-        Ok(self.send_reserved(request, reserved, |_| None))
+        }
     }
 
     /// Queues a stream table's copy of rows whose owner committed them, for `target`, the
     /// shard a range holding them is being copied to: written there without the version check,
-    /// which their owner made. Waits for room in the queue up to `timeout`.
+    /// which their owner made. Waits for room in the queue as long as it takes (the caller
+    /// bounds the wait); the copy's deadline is `timeout` after it is queued.
     pub async fn submit_stream_copy(
         &self,
         target: ShardIndex,
@@ -210,14 +229,7 @@ impl ShardSet {
             .queue
             .reserve_waiting(table, rows.rows, rows.tuples.len(), names)
             .await?;
-        let enqueued_at = Instant::now();
-        let request = RequestChunks {
-            table,
-            epoch: self.epoch(),
-            enqueued_at,
-            deadline: enqueued_at + timeout,
-            mark: None,
-        };
+        let request = self.queued_now(table, timeout);
         let extras = ChunkExtras {
             record: None,
             stream_copy: true,
@@ -409,6 +421,7 @@ fn assemble(
         table: Arc::new(table),
         shards,
         weights,
+        placed: std::sync::OnceLock::new(),
     })
 }
 

@@ -310,6 +310,10 @@ impl ShardWriter {
             let attempt = self.timed_write((statements, batch), (&parts, records), rows);
             let reason = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Err(CopyError::Transient(reason))) => reason,
+                Ok(Err(CopyError::StreamRace)) => {
+                    tracing::debug!("another batch appended to one of the batch's streams; writing it again");
+                    continue;
+                }
                 Ok(result) => return result,
                 Err(_) => {
                     return Err(CopyError::Transient(
@@ -348,6 +352,7 @@ impl ShardWriter {
             Err(CopyError::Fence { .. }) => "fenced",
             Err(CopyError::AlreadyApplied) => "already_applied",
             Err(CopyError::Stream(_)) => "stream_conflict",
+            Err(CopyError::StreamRace) => "stream_race",
             Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
         };
         let seconds = started.elapsed().as_secs_f64();
