@@ -447,7 +447,16 @@ async fn accept_rows(
         },
     )?;
     let refused = |refusal| ApiError::refused(refusal, state.limits.retry_after);
-    match (ack, idempotency_key(headers)?) {
+    let key = idempotency_key(headers)?;
+    let ack = match ack {
+        // `Prefer: respond-async` is a preference: a keyed write to a table that commits by
+        // default is answered on commit, where its key is kept.
+        ChosenAck::Spool { preferred: true } if key.is_some() && schema.ack == AckMode::Commit => {
+            ChosenAck::Commit
+        }
+        ack => ack,
+    };
+    match (ack, key) {
         (ChosenAck::Commit, Some(key)) => {
             let writes = state.gateway.writes();
             let fingerprint = Fingerprint::of(table, format, &body);
@@ -462,9 +471,11 @@ async fn accept_rows(
             drop((body, body_permit));
             Ok(Accepted::Keyed(keyed.committed().await.map_err(refused)?))
         }
-        (ChosenAck::Spool { .. }, Some(_)) => Err(ApiError::BadIdempotencyKey(format!(
-            "{KEY_HEADER} applies to writes acknowledged once committed; this one is spooled (send it with {ACK_HEADER}: commit where the table allows)"
-        ))),
+        (ChosenAck::Spool { .. }, Some(_)) => Err(ApiError::BadIdempotencyKey(
+            "Idempotency-Key applies to writes acknowledged once committed; this one is spooled \
+             (send it with Shardgate-Ack: commit where the table allows)"
+                .into(),
+        )),
         (ChosenAck::Commit, None) => {
             let submitted = state
                 .gateway
@@ -554,9 +565,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::BadIdempotencyKey(format!(
-            "send one {KEY_HEADER} header, not several"
-        )));
+        return Err(ApiError::BadIdempotencyKey(
+            "send one Idempotency-Key header, not several".into(),
+        ));
     }
     IdempotencyKey::parse(value.as_bytes())
         .map(Some)

@@ -111,6 +111,21 @@ async fn a_keyed_write_sent_again_is_answered_as_the_first_and_stores_nothing_mo
             format!("Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID, say){reason}")
         );
     }
+    let twice = gate
+        .http
+        .post(gate.url("/v1/tables/logs/rows"))
+        .header("idempotency-key", "key-a")
+        .header("idempotency-key", "key-b")
+        .json(&rows)
+        .send()
+        .await
+        .unwrap();
+    let twice = Reply::read(twice).await;
+    assert_eq!(
+        (twice.status, twice.error()),
+        (400, "send one Idempotency-Key header, not several")
+    );
+    assert_eq!(gate.total("logs").await, 200);
     let metrics = gate.metrics_page().await;
     assert!(
         metrics.contains("shardgate_requests_rejected_total{reason=\"key_reused\",table=\"logs\"} 1"),

@@ -289,6 +289,49 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
 }
 
 #[tokio::test]
+async fn a_keyed_write_is_answered_on_commit_where_the_spool_was_only_preferred_and_refused_where_it_is_required()
+ {
+    let urls = fresh_shards("spool_keyed").await;
+    let dir = spool_dir("keyed");
+    let gate = TestServer::start_with(spooling_config(&urls, &dir, ""), urls.clone()).await;
+    let (events_url, logs_url) = (
+        gate.url("/v1/tables/events/rows"),
+        gate.url("/v1/tables/logs/rows"),
+    );
+    let rows = events(20, 3);
+    let preferred = [("prefer", "respond-async"), ("idempotency-key", "spool-key-1")];
+    let first = post(&gate.http, &events_url, &preferred, &rows).await;
+    assert_eq!(first.status, 200, "answered on commit: {}", first.body);
+    assert!(!first.headers.contains_key("preference-applied"));
+    assert_eq!(first.body["rows"], 20);
+    let again = post(&gate.http, &events_url, &preferred, &rows).await;
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(gate.total("events").await, 20);
+
+    let refusal = "Idempotency-Key applies to writes acknowledged once committed; this one is spooled \
+                   (send it with Shardgate-Ack: commit where the table allows)";
+    let asked = [("shardgate-ack", "spool"), ("idempotency-key", "spool-key-2")];
+    let refused = post(&gate.http, &events_url, &asked, &rows).await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (400, refusal),
+        "{}",
+        refused.body
+    );
+    let spooled_table = [("idempotency-key", "spool-key-3")];
+    let refused = post(&gate.http, &logs_url, &spooled_table, &log_rows("keyed", 5)).await;
+    assert_eq!(
+        (refused.status, refused.error()),
+        (400, refusal),
+        "{}",
+        refused.body
+    );
+    assert_eq!(gate.total("logs").await, 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn a_shard_that_is_down_holds_back_only_its_rows_and_a_full_spool_answers_429() {
     let (doomed, urls) = shards_with_one_to_stop("spool_outage").await;
     let dir = spool_dir("outage");
