@@ -2,7 +2,7 @@
 //! stream's next versions is `409` with the stream and its current version, and stores nothing
 //! of that stream, also when writers on two proxies race for the same versions.
 
-use crate::admin::{TOKEN, add_shard, phase_of, with_token};
+use crate::admin::{TOKEN, add_shard, control, phase_of, wait_for, with_token};
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, fresh_database, fresh_shards, query_rows,
 };
@@ -154,25 +154,32 @@ async fn appends_must_be_their_streams_next_versions_and_anything_else_is_409() 
 struct WriterLog {
     acknowledged: BTreeMap<(String, i64), String>,
     conflicts: usize,
+    /// Rows of appends answered 503 (a copy fenced out by a cutover): not acknowledged, so
+    /// each may or may not be stored.
+    unanswered: BTreeMap<(String, i64), String>,
 }
 
 /// Appends `appends` times (or until `stop`) to streams of `accounts`, one to three rows at a
 /// time, each at the version it believes is next, learning the current one from each 409.
 async fn write_streams(gate: Arc<TestServer>, writer: usize, accounts: usize, appends: usize) -> WriterLog {
-    write_streams_until(gate, writer, accounts, appends, Arc::default()).await
+    write_streams_until(gate, (writer, 0), accounts, appends, Arc::default()).await
 }
 
+/// `floor` is the version every stream had reached, acknowledged, before the writers began:
+/// a stream's current version, as a 409 gives it, is never below a version acknowledged.
 async fn write_streams_until(
     gate: Arc<TestServer>,
-    writer: usize,
+    (writer, floor): (usize, i64),
     accounts: usize,
     appends: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> WriterLog {
     let mut known: BTreeMap<String, i64> = BTreeMap::new();
+    let mut acknowledged_up_to: BTreeMap<String, i64> = BTreeMap::new();
     let mut log = WriterLog {
         acknowledged: BTreeMap::new(),
         conflicts: 0,
+        unanswered: BTreeMap::new(),
     };
     let mut done = 0;
     let mut turn = writer;
@@ -188,13 +195,25 @@ async fn write_streams_until(
                 for version in next..next + rows {
                     log.acknowledged.insert((account.clone(), version), kind.clone());
                 }
-                known.insert(account, next + rows - 1);
+                known.insert(account.clone(), next + rows - 1);
+                acknowledged_up_to.insert(account, next + rows - 1);
                 done += 1;
             }
             409 => {
                 let current = reply.body["details"][0]["current_version"].as_i64().unwrap();
+                let acknowledged = acknowledged_up_to.get(&account).copied().unwrap_or(floor);
+                assert!(
+                    current >= acknowledged,
+                    "writer {writer}: {account} acknowledged up to {acknowledged}, then said to be at {current}: {}",
+                    reply.body
+                );
                 known.insert(account, current);
                 log.conflicts += 1;
+            }
+            503 => {
+                for version in next..next + rows {
+                    log.unanswered.insert((account.clone(), version), kind.clone());
+                }
             }
             status => panic!("writer {writer}: {status} {}", reply.body),
         }
@@ -253,7 +272,7 @@ async fn streams_appended_while_a_shard_is_added_stay_whole_and_move_exactly() {
         .map(|writer| {
             tokio::spawn(write_streams_until(
                 gate.clone(),
-                writer,
+                (writer, 5),
                 accounts,
                 usize::MAX,
                 stop.clone(),
@@ -263,6 +282,15 @@ async fn streams_appended_while_a_shard_is_added_stay_whole_and_move_exactly() {
     let started = add_shard(&gate, "s2", &third).await;
     assert_eq!(started.status, 202, "{}", started.body);
     let id = started.body["migration"].as_i64().unwrap();
+    // Held with most ranges not yet copied, so appends reach the new shard before the rows
+    // they follow: copies the new shard could not check.
+    wait_for(&gate, id, "copying starts", |m| {
+        m["rows_copied"].as_i64() > Some(0)
+    })
+    .await;
+    assert_eq!(control(&gate, id, "pause").await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(control(&gate, id, "resume").await.status, 200);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     while phase_of(&gate, id).await != "done" {
         assert!(std::time::Instant::now() < deadline, "the migration ends");
@@ -275,22 +303,35 @@ async fn streams_appended_while_a_shard_is_added_stay_whole_and_move_exactly() {
             acknowledged.insert((format!("acct-{account}"), version), "opened".to_string());
         }
     }
-    let mut appends = 0;
+    let (mut appends, mut unanswered) = (0, BTreeMap::new());
     for writer in writers {
         let log = writer.await.unwrap();
         appends += log.acknowledged.len();
         acknowledged.extend(log.acknowledged);
+        unanswered.extend(log.unanswered);
     }
     assert!(
         appends > 100,
         "appends kept flowing during the migration: {appends}"
     );
     let all = [urls.clone(), vec![third.clone()]].concat();
-    assert_eq!(
-        stored_appends(&all).await,
-        acknowledged,
-        "the rows stored are the rows acknowledged"
-    );
+    let stored = stored_appends(&all).await;
+    for (key, kind) in &acknowledged {
+        assert_eq!(
+            stored.get(key),
+            Some(kind),
+            "acknowledged {key:?} is stored as written"
+        );
+    }
+    for (key, kind) in &stored {
+        if acknowledged.get(key) != Some(kind) {
+            assert_eq!(
+                unanswered.get(key),
+                Some(kind),
+                "{key:?} stored, never sent or refused"
+            );
+        }
+    }
     streams_are_whole(&all, accounts).await;
     let on_new: i64 = connect(&third)
         .await
@@ -325,6 +366,11 @@ async fn writers_on_two_proxies_racing_for_versions_leave_every_stream_whole() {
     for writer in writers {
         let log = writer.await.unwrap();
         conflicts += log.conflicts;
+        assert!(
+            log.unanswered.is_empty(),
+            "no migration, no 503: {:?}",
+            log.unanswered
+        );
         for (key, kind) in log.acknowledged {
             assert!(
                 acknowledged.insert(key.clone(), kind).is_none(),
