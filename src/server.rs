@@ -18,6 +18,7 @@ use crate::http::{Listeners, ReadTimeouts};
 use crate::ingest::batcher::{WriterSettings, Writers};
 use crate::ingest::copy::{TableStatements, session_setup_sql};
 use crate::ingest::drain::{DepartedShards, DrainSettings, Recovered, drain};
+use crate::ingest::pruning;
 use crate::ingest::write::{Spool, Writes};
 use crate::metrics::Metrics;
 use crate::postgres::PostgresListener;
@@ -26,7 +27,6 @@ use crate::postgres::copy_in::ChunkLimits;
 use crate::query::QueryEngine;
 use crate::reshard::Resharder;
 use crate::schema::Tables;
-use crate::shards::pruning;
 use crate::shards::queue::QueueLimits;
 use crate::shards::set::{PublishError, Published};
 use crate::shards::{ShardError, ShardSettings};
@@ -219,6 +219,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     ));
     background.spawn(pruning::prune_periodically(
         shards.clone(),
+        catalog.clone(),
         config.idempotency.retention,
         shutdown.clone(),
     ));
@@ -245,6 +246,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         hot_keys.clone(),
         config.server.request_timeout,
         spool,
+        catalog.clone(),
     ));
     let gateway = Arc::new(Gateway::new(
         config.clone(),

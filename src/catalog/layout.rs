@@ -17,12 +17,13 @@
 //! 6. `dead_letters`: spooled rows a shard refused for their data (see [`super::dead_letters`]).
 //! 7. `migration_ranges` records the rows the plan expected each range to carry, so progress
 //!    and the time left can be told while the copy runs.
+//! 8. `key_claims`: the idempotency keys of spooled writes (see [`super::key_claims`]).
 
 use super::CatalogError;
 use super::query;
 
 /// The layout this code reads and writes.
-pub const CURRENT: i32 = 7;
+pub const CURRENT: i32 = 8;
 
 /// The tables of the current layout but the journal, for a catalog created now.
 const CREATE_CURRENT: &str = "
@@ -103,6 +104,18 @@ const DEAD_LETTER_TABLE: &str = "
         UNIQUE (spool, seq, part)
     );";
 
+/// The idempotency keys spooled writes claimed (new in layout 8), pruned by age.
+const KEY_CLAIM_TABLE: &str = "
+    CREATE TABLE shardgate.key_claims (
+        key text PRIMARY KEY,
+        table_name text NOT NULL,
+        fingerprint bytea NOT NULL,
+        write_id uuid NOT NULL,
+        rows bigint NOT NULL,
+        claimed_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX key_claims_claimed_at ON shardgate.key_claims (claimed_at);";
+
 /// The resharding journal as the current layout has it (new in layout 3).
 const JOURNAL_TABLES: &str = "
     CREATE TABLE shardgate.migrations (
@@ -140,6 +153,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
         1 => &[
             (MIGRATE_1_TO_2, "migrate the catalog from layout 1"),
@@ -147,29 +161,38 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
         2 => &[
             (MIGRATE_2_TO_3, "migrate the catalog from layout 2"),
             (JOURNAL_TABLES, "create the journal"),
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
         3 => &[
             (MIGRATE_3_TO_4, "migrate the catalog from layout 3"),
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
             (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
         4 => &[
             (HOT_KEY_TABLES, "create the hot keys"),
             (DEAD_LETTER_TABLE, "create the dead letters"),
             (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
         5 => &[
             (DEAD_LETTER_TABLE, "create the dead letters"),
             (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
         ],
-        6 => &[(MIGRATE_6_TO_7, "migrate the catalog from layout 6")],
+        6 => &[
+            (MIGRATE_6_TO_7, "migrate the catalog from layout 6"),
+            (KEY_CLAIM_TABLE, "create the key claims"),
+        ],
+        7 => &[(KEY_CLAIM_TABLE, "create the key claims")],
         CURRENT => return Ok(()),
         newer => return Err(CatalogError::NewerLayout(newer)),
     };
@@ -180,7 +203,7 @@ pub async fn migrate(tx: &tokio_postgres::Transaction<'_>) -> Result<(), Catalog
         tracing::info!(from = found, to = CURRENT, "catalog layout migrated");
     }
     let record = match found {
-        2..=6 => "UPDATE shardgate.catalog_version SET version = $1",
+        2..=7 => "UPDATE shardgate.catalog_version SET version = $1",
         _ => "INSERT INTO shardgate.catalog_version (version) VALUES ($1)",
     };
     tx.execute(record, &[&CURRENT])

@@ -26,6 +26,7 @@ use watch::ROUTING_CHANNEL;
 pub mod dead_letters;
 pub mod hot_keys;
 pub mod journal;
+pub mod key_claims;
 mod layout;
 mod ranges;
 pub mod watch;
@@ -96,6 +97,10 @@ pub enum CatalogError {
     /// The catalog's routing table could not be published with its shards.
     #[error("cannot route with the catalog's routing table: {0}")]
     Publish(#[from] PublishError),
+    /// An idempotency key's claim was there when one was made, and gone when read, again and
+    /// again (pruned between the two).
+    #[error("catalog: the claim on idempotency key {0:?} keeps changing while it is read")]
+    ClaimUnsettled(String),
 }
 
 /// What the catalog holds: the routing table, and the shards it names with the connection

@@ -98,7 +98,7 @@ pub enum ApiError {
     /// 503: the spool could not make the rows durable.
     #[error("{0}; retrying is safe, nothing was acknowledged")]
     SpoolUnavailable(String),
-    /// 400: the `Idempotency-Key` header is not a key, or the table's writes are spooled.
+    /// 400: the `Idempotency-Key` header is not a key, or is sent more than once.
     #[error("{0}")]
     BadIdempotencyKey(String),
     /// 409, 422 or 503: a write with an idempotency key that cannot be written as asked.
@@ -393,14 +393,11 @@ impl IntoResponse for Accepted {
     fn into_response(self) -> Response {
         match self {
             Accepted::Committed(ack) => Json(ack).into_response(),
-            Accepted::Keyed(KeyedAck { ack, replayed }) => {
-                let mut response = Json(ack).into_response();
-                if replayed {
-                    response
-                        .headers_mut()
-                        .insert(REPLAYED_HEADER, header::HeaderValue::from_static("true"));
-                }
-                response
+            Accepted::Keyed(KeyedAck::Committed { ack, replayed }) => {
+                replayed_if(Json(ack).into_response(), replayed)
+            }
+            Accepted::Keyed(KeyedAck::Spooled { ack, replayed }) => {
+                replayed_if((StatusCode::ACCEPTED, Json(ack)).into_response(), replayed)
             }
             Accepted::Spooled { ack, preferred } => {
                 let mut response = (StatusCode::ACCEPTED, Json(ack)).into_response();
@@ -456,27 +453,33 @@ async fn accept_rows(
         }
         ack => ack,
     };
-    match (ack, key) {
-        (ChosenAck::Commit, Some(key)) => {
-            let writes = state.gateway.writes();
-            let fingerprint = Fingerprint::of(table, format, &body);
-            let _in_flight = writes
-                .keys_in_flight()
-                .enter(&key, fingerprint)
-                .map_err(ApiError::Key)?;
-            let keyed = writes
-                .submit_keyed((table_id, schema), format, &body, (&key, fingerprint))
-                .await
-                .map_err(refused)?;
-            drop((body, body_permit));
-            Ok(Accepted::Keyed(keyed.committed().await.map_err(refused)?))
-        }
-        (ChosenAck::Spool { .. }, Some(_)) => Err(ApiError::BadIdempotencyKey(
-            "Idempotency-Key applies to writes acknowledged once committed; this one is spooled \
-             (send it with Shardgate-Ack: commit where the table allows)"
-                .into(),
-        )),
-        (ChosenAck::Commit, None) => {
+    if let Some(key) = key {
+        let writes = state.gateway.writes();
+        let fingerprint = Fingerprint::of(table, format, &body);
+        let _in_flight = writes
+            .keys_in_flight()
+            .enter(&key, fingerprint)
+            .map_err(ApiError::Key)?;
+        let keyed = (&key, fingerprint);
+        let answer = match ack {
+            ChosenAck::Commit => {
+                let submitted = writes
+                    .submit_keyed((table_id, schema), format, &body, keyed)
+                    .await
+                    .map_err(refused)?;
+                drop((body, body_permit));
+                submitted.committed().await
+            }
+            ChosenAck::Spool { .. } => {
+                let spooled = writes.spool_keyed((table_id, schema), format, &body, keyed).await;
+                drop((body, body_permit));
+                spooled
+            }
+        };
+        return Ok(Accepted::Keyed(answer.map_err(refused)?));
+    }
+    match ack {
+        ChosenAck::Commit => {
             let submitted = state
                 .gateway
                 .writes()
@@ -485,7 +488,7 @@ async fn accept_rows(
             drop((body, body_permit));
             Ok(Accepted::Committed(submitted.committed().await.map_err(refused)?))
         }
-        (ChosenAck::Spool { preferred }, None) => {
+        ChosenAck::Spool { preferred } => {
             let spooling = state
                 .gateway
                 .writes()
@@ -496,6 +499,17 @@ async fn accept_rows(
             Ok(Accepted::Spooled { ack, preferred })
         }
     }
+}
+
+/// `response` with `Idempotent-Replayed: true` when an earlier attempt wrote or spooled the
+/// rows.
+fn replayed_if(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, header::HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// The ack a request gets.

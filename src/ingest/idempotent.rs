@@ -13,36 +13,53 @@
 //! the first is in flight is refused ([`super::keys::KeysInFlight`]).
 
 use super::keys::{Fingerprint, IdempotencyKey, KeyRefused};
-use super::write::{Submitted, WriteAck, WriteRefused, Writes};
+use super::write::{SpoolAck, Submitted, WriteAck, WriteRefused, Writes};
+use crate::catalog::key_claims::KeyClaim;
 use crate::routing::{Epoch, ShardIndex};
 use crate::schema::decode::{BodyFormat, EncodedRows, ShardRows, decode_rows};
 use crate::schema::tuples::Tuples;
 use crate::schema::{TableId, TableSchema};
 use crate::shards::idempotency::{self, FoundRecord, KeyRecord};
 use crate::shards::set::ShardSet;
+use crate::spool::SpooledKey;
 use crate::units::unix_micros_now;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A keyed write on its way: the rows no record covered are queued (if any).
+/// A keyed write on its way: the rows no record covered are queued (if any), or the key's
+/// first attempt was spooled and carries them.
 pub struct KeyedWrite {
     rows: usize,
     recorded: BTreeMap<String, usize>,
     submitted: Option<Submitted>,
+    spooled_before: Option<SpoolAck>,
 }
 
-/// The answer to a keyed write.
-pub struct KeyedAck {
-    /// The acknowledgement, with the rows recorded earlier counted on their shards.
-    pub ack: WriteAck,
-    /// Whether an earlier attempt had written some or all of the rows.
-    pub replayed: bool,
+/// The answer to a keyed write, as its first attempt was answered.
+pub enum KeyedAck {
+    /// Every row committed, now or by an earlier attempt.
+    Committed {
+        /// The acknowledgement, with the rows recorded earlier counted on their shards.
+        ack: WriteAck,
+        /// Whether an earlier attempt had written some or all of the rows.
+        replayed: bool,
+    },
+    /// The rows are in a spool: this attempt's, or the key's first attempt's.
+    Spooled {
+        /// The spooled write that carries the rows.
+        ack: SpoolAck,
+        /// Whether an earlier attempt had written or spooled some or all of the rows.
+        replayed: bool,
+    },
 }
 
 impl KeyedWrite {
     /// Waits for the queued rows; acknowledges once every shard's part is written, now or
-    /// by an earlier attempt.
+    /// by an earlier attempt (or at once, as spooled, when the first attempt was spooled).
     pub async fn committed(self) -> Result<KeyedAck, WriteRefused> {
+        if let Some(ack) = self.spooled_before {
+            return Ok(KeyedAck::Spooled { ack, replayed: true });
+        }
         let replayed = !self.recorded.is_empty();
         let mut shards = self.recorded;
         let merge = |shards: &mut BTreeMap<String, usize>, more: BTreeMap<String, usize>| {
@@ -64,13 +81,40 @@ impl KeyedWrite {
                 Err(other) => return Err(other),
             },
         }
-        Ok(KeyedAck {
+        Ok(KeyedAck::Committed {
             ack: WriteAck {
                 rows: self.rows,
                 shards,
             },
             replayed,
         })
+    }
+}
+
+/// What earlier attempts of a key left: records on the shards, and a spooled write's claim.
+struct Earlier {
+    records: Vec<FoundRecord>,
+    claim: Option<KeyClaim>,
+}
+
+impl Earlier {
+    /// Rows the records hold, per shard.
+    fn recorded(&self) -> BTreeMap<String, usize> {
+        let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
+        for record in &self.records {
+            *recorded.entry(record.shard.clone()).or_default() += usize::try_from(record.rows).unwrap_or(0);
+        }
+        recorded
+    }
+}
+
+impl KeyClaim {
+    /// The `202` the claiming write was answered with.
+    fn ack(&self) -> SpoolAck {
+        SpoolAck {
+            rows: usize::try_from(self.rows).unwrap_or(0),
+            write_id: self.write_id,
+        }
     }
 }
 
@@ -89,23 +133,23 @@ impl Writes {
             decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
         })?;
         let rows = encoded.rows;
-        let found = records_on(&set, key).await?;
-        if found
-            .iter()
-            .any(|r| r.fingerprint != fingerprint.bytes() || r.table != schema.name)
-        {
-            return Err(KeyRefused::Reused(key.as_str().to_string()).into());
+        let earlier = self.earlier(&set, schema, key, fingerprint).await?;
+        let recorded = earlier.recorded();
+        if let Some(claim) = &earlier.claim {
+            return Ok(KeyedWrite {
+                rows,
+                recorded,
+                submitted: None,
+                spooled_before: Some(claim.ack()),
+            });
         }
-        let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
-        for record in &found {
-            *recorded.entry(record.shard.clone()).or_default() += usize::try_from(record.rows).unwrap_or(0);
-        }
-        keep_uncovered(&mut encoded, &set, schema, &found);
+        keep_uncovered(&mut encoded, &set, schema, &earlier.records);
         if encoded.rows == 0 {
             return Ok(KeyedWrite {
                 rows,
                 recorded,
                 submitted: None,
+                spooled_before: None,
             });
         }
         let record = |index: ShardIndex| {
@@ -121,7 +165,96 @@ impl Writes {
             rows,
             recorded,
             submitted: Some(submitted),
+            spooled_before: None,
         })
+    }
+
+    /// Decodes `body` like [`Writes::spool`] and spools the rows no earlier attempt of `key`
+    /// wrote, with the key, which the write then claims in the catalog: only the claiming
+    /// write of a key is drained, so a retry spooled again, here or on another proxy, is
+    /// answered with the first's `202` and writes nothing more.
+    pub async fn spool_keyed(
+        &self,
+        (table, schema): (TableId, &TableSchema),
+        format: BodyFormat,
+        body: &[u8],
+        (key, fingerprint): (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedAck, WriteRefused> {
+        let set = self.shards().load();
+        let mut encoded = self.decode(table, schema, |limited| {
+            decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
+        })?;
+        let rows = encoded.rows;
+        let earlier = self.earlier(&set, schema, key, fingerprint).await?;
+        if let Some(claim) = &earlier.claim {
+            let ack = claim.ack();
+            return Ok(KeyedAck::Spooled { ack, replayed: true });
+        }
+        keep_uncovered(&mut encoded, &set, schema, &earlier.records);
+        let replayed = !earlier.records.is_empty();
+        if encoded.rows == 0 {
+            let ack = WriteAck {
+                rows,
+                shards: earlier.recorded(),
+            };
+            return Ok(KeyedAck::Committed { ack, replayed });
+        }
+        let spooled_key = SpooledKey {
+            key: key.as_str().to_string(),
+            fingerprint: fingerprint.bytes(),
+        };
+        let spooling = self.spool_encoded(&set, table, schema, encoded, None, Some(spooled_key))?;
+        let write_id = spooling.durable().await?.write_id;
+        let ack = SpoolAck { rows, write_id };
+        let claim = KeyClaim {
+            key: key.as_str().to_string(),
+            table: schema.name.clone(),
+            fingerprint: fingerprint.bytes(),
+            write_id,
+            rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        };
+        match self.catalog().claim_key(&claim).await {
+            Ok(held) if held.write_id == write_id => Ok(KeyedAck::Spooled { ack, replayed }),
+            Ok(held) if held.fingerprint != claim.fingerprint || held.table != claim.table => {
+                Err(KeyRefused::Reused(key.as_str().to_string()).into())
+            }
+            Ok(held) => Ok(KeyedAck::Spooled {
+                ack: held.ack(),
+                replayed: true,
+            }),
+            Err(error) => {
+                // The drainer claims the key before it drains the write.
+                tracing::warn!(key = key.as_str(), %write_id, %error, "a spooled write's idempotency key is claimed when drained");
+                Ok(KeyedAck::Spooled { ack, replayed })
+            }
+        }
+    }
+
+    /// What earlier attempts of `key` left, read from every shard of `set` and the catalog
+    /// at once; refused when an attempt wrote another table or body.
+    async fn earlier(
+        &self,
+        set: &ShardSet,
+        schema: &TableSchema,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Earlier, KeyRefused> {
+        let (records, claim) = tokio::join!(records_on(set, key), self.catalog().key_claim(key.as_str()));
+        let records = records?;
+        let claim = claim.map_err(|e| KeyRefused::Unknown {
+            key: key.as_str().to_string(),
+            asked: "the catalog".to_string(),
+            reason: e.to_string(),
+        })?;
+        let other_request = records
+            .iter()
+            .map(|r| (&r.table, r.fingerprint.as_slice()))
+            .chain(claim.iter().map(|c| (&c.table, c.fingerprint.as_slice())))
+            .any(|(table, bytes)| bytes != fingerprint.bytes() || *table != schema.name);
+        if other_request {
+            return Err(KeyRefused::Reused(key.as_str().to_string()));
+        }
+        Ok(Earlier { records, claim })
     }
 }
 
@@ -130,7 +263,7 @@ async fn records_on(set: &ShardSet, key: &IdempotencyKey) -> Result<Vec<FoundRec
     let reads = set.iter().map(|(_, shard)| async move {
         let unknown = |reason: String| KeyRefused::Unknown {
             key: key.as_str().to_string(),
-            shard: shard.id.0.clone(),
+            asked: format!("shard {}", shard.id),
             reason,
         };
         let client = shard

@@ -72,13 +72,14 @@ pub enum KeyRefused {
         "Idempotency-Key {0} was used for a different request (another table or body); a key names one request"
     )]
     Reused(String),
-    /// A shard's records of the key could not be read, so whether the write happened is unknown.
-    #[error("cannot tell whether Idempotency-Key {key} was written: shard {shard}: {reason}")]
+    /// A shard's records of the key, or the catalog's claim on it, could not be read, so
+    /// whether the write happened is unknown.
+    #[error("cannot tell whether Idempotency-Key {key} was written: {asked}: {reason}")]
     Unknown {
         /// The key.
         key: String,
-        /// The shard that did not answer.
-        shard: String,
+        /// What did not answer: `shard NAME` or `the catalog`.
+        asked: String,
         /// Why.
         reason: String,
     },

@@ -8,6 +8,7 @@
 //! free the request body before [`Submitted::committed`] waits for the commits.
 
 use super::keys::{KeyRefused, KeysInFlight};
+use crate::catalog::Catalog;
 use crate::hotkeys::HotKeyWatch;
 use crate::hotkeys::cap::KeyOverLimit;
 use crate::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::schema::{TableId, TableSchema};
 use crate::shards::idempotency::KeyRecord;
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
 use crate::shards::set::{Published, ShardSet};
-use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledWrite, WriteStatuses};
+use crate::spool::{AppendError, ReplayedPart, SpoolAppender, SpooledKey, SpooledWrite, WriteStatuses};
 use crate::units::unix_micros_now;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -91,6 +92,7 @@ pub struct Writes {
     request_timeout: Duration,
     spool: Option<Spool>,
     keys_in_flight: KeysInFlight,
+    catalog: Arc<Catalog>,
 }
 
 /// The spool's side of the write path: where records are appended, and the queue bounds each
@@ -123,13 +125,15 @@ impl SpoolUse {
 
 impl Writes {
     /// Writes routed and queued by the current set of `shards`, counted for `hot_keys`; each
-    /// waits at most `request_timeout`.
+    /// waits at most `request_timeout`. The `catalog` holds the idempotency keys spooled
+    /// writes claimed.
     pub fn new(
         shards: Arc<Published>,
         metrics: Arc<Metrics>,
         hot_keys: Arc<HotKeyWatch>,
         request_timeout: Duration,
         spool: Option<Spool>,
+        catalog: Arc<Catalog>,
     ) -> Writes {
         Writes {
             shards,
@@ -138,6 +142,7 @@ impl Writes {
             request_timeout,
             spool,
             keys_in_flight: KeysInFlight::default(),
+            catalog,
         }
     }
 
@@ -149,6 +154,11 @@ impl Writes {
     /// The published shard set writes are routed with.
     pub(super) fn shards(&self) -> &Published {
         &self.shards
+    }
+
+    /// The catalog, which holds the idempotency keys spooled writes claimed.
+    pub(super) fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Decodes `body` as rows of `schema`, routes them with one snapshot and queues them: all
@@ -372,7 +382,7 @@ impl Writes {
         let encoded = self.decode(table, schema, |limited| {
             decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
         })?;
-        self.spool_encoded(&set, table, schema, encoded, replays)
+        self.spool_encoded(&set, table, schema, encoded, replays, None)
     }
 
     /// Decodes whole records of a COPY stream like [`Writes::submit_copy`], and makes the
@@ -387,7 +397,7 @@ impl Writes {
     ) -> Result<Spooling<'a>, WriteRefused> {
         let set = self.shards.load();
         let encoded = self.decode_copy(&set, table, schema, format, columns, data)?;
-        self.spool_encoded(&set, table, schema, encoded, None)
+        self.spool_encoded(&set, table, schema, encoded, None, None)
     }
 
     /// Encodes rows of values like [`Writes::submit_values`], and makes the record that keeps
@@ -401,23 +411,26 @@ impl Writes {
     ) -> Result<Spooling<'a>, WriteRefused> {
         let set = self.shards.load();
         let encoded = self.decode_values(&set, table, schema, columns, rows)?;
-        self.spool_encoded(&set, table, schema, encoded, None)
+        self.spool_encoded(&set, table, schema, encoded, None, None)
     }
 
     /// The spool record of rows decoded and routed with `set`, checked to fit the queues it
-    /// will be drained into, its keys counted for the hot-key watch.
-    fn spool_encoded<'a>(
+    /// will be drained into, its keys counted for the hot-key watch; it names the dead letter
+    /// it `replays` and the idempotency `key` it was sent with, if any.
+    pub(super) fn spool_encoded<'a>(
         &'a self,
         set: &ShardSet,
         table: TableId,
         schema: &'a TableSchema,
         mut encoded: EncodedRows,
         replays: Option<ReplayedPart>,
+        key: Option<SpooledKey>,
     ) -> Result<Spooling<'a>, WriteRefused> {
         let spool = self.spool.as_ref().expect("a table that may spool has a spool");
         let returned = std::mem::take(&mut encoded.returned);
         let mut write = SpooledWrite::from_encoded(Uuid::now_v7(), schema, &set.table, &mut encoded);
         write.replays = replays;
+        write.key = key;
         for part in &write.parts {
             let shard = || ShardId(part.shard.clone());
             spool

@@ -12,7 +12,6 @@ use crate::routing::{Epoch, ShardId};
 pub mod applied;
 pub mod fence;
 pub mod idempotency;
-pub mod pruning;
 pub mod queue;
 pub mod set;
 

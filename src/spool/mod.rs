@@ -19,7 +19,7 @@ mod writer;
 
 pub use log::{RecordAt, Recovery, SegmentInfo, SpoolLog, TornTail};
 pub use record::{Record, RecordSeq};
-pub use spooled::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledPart, SpooledWrite};
+pub use spooled::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledKey, SpooledPart, SpooledWrite};
 pub use status::{RowsOutcome, ShardRows, WriteStatus, WriteStatuses};
 pub use writer::{AppendError, SpoolAppender, SpoolWriter, WriterOptions};
 

@@ -17,9 +17,10 @@ use crate::schema::tuples::{MalformedTuple, Tuples};
 use bytes::Bytes;
 use uuid::Uuid;
 
-/// The first byte of every spooled write: the layout below (4: with the epoch its parts were
-/// routed with; 3, read too: without it; 2, read too: nor the dead letter a write replays).
-const LAYOUT: u8 = 4;
+/// The first byte of every spooled write: the layout below (5: with the idempotency key it
+/// was sent with; 4, read too: without it; 3, read too: nor the epoch its parts were routed
+/// with; 2, read too: nor the dead letter a write replays).
+const LAYOUT: u8 = 5;
 
 /// A request's rows in the spool, in parts: the rows each shard owned when the request was
 /// accepted, each part drained (and marked as applied) in one transaction on its shard.
@@ -41,6 +42,19 @@ pub struct SpooledWrite {
     /// and 3. Drained with that same routing, and no range being copied, every part's shard
     /// owns its rows as they are, so they are written without being looked at again.
     pub routed_at: Option<Epoch>,
+    /// The idempotency key the request was sent with: the write is drained only while it
+    /// holds the key's claim (a retry spooled again is dropped). Records the drainer makes
+    /// of a claimed write's parts carry none.
+    pub key: Option<SpooledKey>,
+}
+
+/// The idempotency key of a spooled write, and the fingerprint of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledKey {
+    /// The key, as sent.
+    pub key: String,
+    /// The request's fingerprint (table, format and body).
+    pub fingerprint: [u8; 16],
 }
 
 /// The spool part a dead letter came from: (spool, record, part), as the shards' marks name it.
@@ -147,6 +161,7 @@ impl SpooledWrite {
             supersedes: Vec::new(),
             replays: None,
             routed_at: Some(routing.epoch),
+            key: None,
         }
     }
 
@@ -181,6 +196,14 @@ impl SpooledWrite {
             }
         }
         out.extend_from_slice(&self.routed_at.map_or(0, |epoch| epoch.0).to_le_bytes());
+        match &self.key {
+            None => out.push(0),
+            Some(key) => {
+                out.push(1);
+                put_name(&mut out, &key.key);
+                out.extend_from_slice(&key.fingerprint);
+            }
+        }
         put_u32(&mut out, self.parts.len());
         for part in &self.parts {
             put_name(&mut out, &part.shard);
@@ -224,6 +247,17 @@ impl SpooledWrite {
             2 | 3 => None,
             _ => Some(Epoch(i64::from_le_bytes(reader.array()?))).filter(|epoch| epoch.0 > 0),
         };
+        let key = match layout {
+            2..=4 => None,
+            _ => match reader.take(1)?[0] {
+                0 => None,
+                1 => Some(SpooledKey {
+                    key: reader.name()?,
+                    fingerprint: reader.array()?,
+                }),
+                _ => return Err(MalformedWrite("unknown key flag")),
+            },
+        };
         let parts = (0..reader.u32()?)
             .map(|_| {
                 let shard = reader.name()?;
@@ -243,6 +277,7 @@ impl SpooledWrite {
             supersedes,
             replays,
             routed_at,
+            key,
         })
     }
 }

@@ -49,6 +49,9 @@ pub enum RowsOutcome {
     Moved,
     /// Refused by the shard for their data and recorded as dead letters.
     DeadLetter,
+    /// Not written: the write repeated an idempotency key whose first write carries the rows.
+    /// The write is forgotten (its status is asked by the first write's id).
+    Duplicate,
 }
 
 /// A write as `GET /v1/writes/{write_id}` shows it.
@@ -110,6 +113,10 @@ impl WriteStatuses {
     /// `rows` of `write_id` that waited for `shard` are done with, as `outcome` says.
     pub fn done(&self, write_id: Uuid, shard: &str, rows: usize, outcome: RowsOutcome) {
         let mut known = self.lock();
+        if outcome == RowsOutcome::Duplicate {
+            known.writes.remove(&write_id);
+            return;
+        }
         let Some(tracked) = known.writes.get_mut(&write_id) else {
             return;
         };
@@ -118,7 +125,7 @@ impl WriteStatuses {
         match outcome {
             RowsOutcome::Written => counts.written += rows,
             RowsOutcome::DeadLetter => counts.dead_letter += rows,
-            RowsOutcome::Moved => {}
+            RowsOutcome::Moved | RowsOutcome::Duplicate => {}
         }
         if tracked.settled() >= tracked.rows {
             known.finished.push_back((Instant::now(), write_id));

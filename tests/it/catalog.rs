@@ -150,7 +150,7 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     let stored = catalog
         .query(
             "SELECT name, url, ordinal FROM shardgate.shards ORDER BY name",
@@ -186,13 +186,13 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
     let journal = migrated_from(
         &catalog,
         &urls,
-        "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys, shardgate.dead_letters;
+        "DROP TABLE shardgate.migration_ranges, shardgate.migrations, shardgate.hot_keys, shardgate.dead_letters, shardgate.key_claims;
          ALTER TABLE shardgate.shards DROP COLUMN retired;
          UPDATE shardgate.catalog_version SET version = 2;",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'migration_ranges'",
     )
     .await;
-    assert_eq!(journal, (7, 1), "layout 2 is migrated to 7, with the journal");
+    assert_eq!(journal, (8, 1), "layout 2 is migrated to 8, with the journal");
 
     // Back to layout 3: a journal without the dual-write epoch and the failure.
     let columns = migrated_from(
@@ -200,38 +200,40 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         &urls,
         "ALTER TABLE shardgate.migration_ranges DROP COLUMN estimated_rows;
          ALTER TABLE shardgate.migrations DROP COLUMN dual_write_epoch, DROP COLUMN failure;
-         DROP TABLE shardgate.hot_keys, shardgate.dead_letters;
+         DROP TABLE shardgate.hot_keys, shardgate.dead_letters, shardgate.key_claims;
          UPDATE shardgate.catalog_version SET version = 3;",
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
          AND table_name = 'migrations' AND column_name IN ('dual_write_epoch', 'failure')",
     )
     .await;
-    assert_eq!(columns, (7, 2), "layout 3 is migrated to 7");
+    assert_eq!(columns, (8, 2), "layout 3 is migrated to 8");
 
     // Back to layout 4: no hot keys.
     let hot_keys = migrated_from(
         &catalog,
         &urls,
         "ALTER TABLE shardgate.migration_ranges DROP COLUMN estimated_rows;
-         DROP TABLE shardgate.hot_keys, shardgate.dead_letters; UPDATE shardgate.catalog_version SET version = 4;",
+         DROP TABLE shardgate.hot_keys, shardgate.dead_letters, shardgate.key_claims;
+         UPDATE shardgate.catalog_version SET version = 4;",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'hot_keys'",
     )
     .await;
-    assert_eq!(hot_keys, (7, 1), "layout 4 is migrated to 7, with the hot keys");
+    assert_eq!(hot_keys, (8, 1), "layout 4 is migrated to 8, with the hot keys");
 
     // Back to layout 5: no dead letters.
     let dead_letters = migrated_from(
         &catalog,
         &urls,
         "ALTER TABLE shardgate.migration_ranges DROP COLUMN estimated_rows;
-         DROP TABLE shardgate.dead_letters; UPDATE shardgate.catalog_version SET version = 5;",
+         DROP TABLE shardgate.dead_letters, shardgate.key_claims;
+         UPDATE shardgate.catalog_version SET version = 5;",
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'dead_letters'",
     )
     .await;
     assert_eq!(
         dead_letters,
-        (7, 1),
-        "layout 5 is migrated to 7, with the dead letters"
+        (8, 1),
+        "layout 5 is migrated to 8, with the dead letters"
     );
 
     // Back to layout 6: ranges without their estimated rows.
@@ -239,16 +241,26 @@ async fn a_catalog_of_the_previous_layout_is_migrated_forward_at_start() {
         &catalog,
         &urls,
         "ALTER TABLE shardgate.migration_ranges DROP COLUMN estimated_rows;
-         UPDATE shardgate.catalog_version SET version = 6;",
+         DROP TABLE shardgate.key_claims; UPDATE shardgate.catalog_version SET version = 6;",
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'shardgate' \
          AND table_name = 'migration_ranges' AND column_name = 'estimated_rows'",
     )
     .await;
     assert_eq!(
         estimates,
-        (7, 1),
-        "layout 6 is migrated to 7, with the ranges' estimates"
+        (8, 1),
+        "layout 6 is migrated to 8, with the ranges' estimates"
     );
+
+    // Back to layout 7: no claims of spooled writes' idempotency keys.
+    let claims = migrated_from(
+        &catalog,
+        &urls,
+        "DROP TABLE shardgate.key_claims; UPDATE shardgate.catalog_version SET version = 7;",
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'shardgate' AND tablename = 'key_claims'",
+    )
+    .await;
+    assert_eq!(claims, (8, 1), "layout 7 is migrated to 8, with the key claims");
 }
 
 /// Takes the catalog back to an older layout with `downgrade`, starts a proxy on it (which

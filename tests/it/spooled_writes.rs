@@ -5,7 +5,8 @@
 //! shard is added (only the rows being copied wait for the cutover), parts spooled for a shard
 //! drained away while their proxy was down, parts spooled before a restart whose rows are
 //! partly in ranges being copied, commit-mode requests that go ahead of a backlog draining to
-//! their shard, and a body over the limit refused with 413 before anything is spooled.
+//! their shard, a body over the limit refused with 413 before anything is spooled, and
+//! writes sent with an idempotency key spooled once, on one proxy or racing on two.
 
 use crate::common::{
     Reply, TestServer, clusters, config_for, connect, count_on, events, fresh_database, fresh_shards, sample,
@@ -289,8 +290,7 @@ async fn a_spooled_write_is_answered_202_and_its_rows_reach_their_shards_once() 
 }
 
 #[tokio::test]
-async fn a_keyed_write_is_answered_on_commit_where_the_spool_was_only_preferred_and_refused_where_it_is_required()
- {
+async fn a_keyed_spooled_write_is_spooled_once_and_every_retry_is_answered_with_its_202() {
     let urls = fresh_shards("spool_keyed").await;
     let dir = spool_dir("keyed");
     let gate = TestServer::start_with(spooling_config(&urls, &dir, ""), urls.clone()).await;
@@ -301,34 +301,114 @@ async fn a_keyed_write_is_answered_on_commit_where_the_spool_was_only_preferred_
     let rows = events(20, 3);
     let preferred = [("prefer", "respond-async"), ("idempotency-key", "spool-key-1")];
     let first = post(&gate.http, &events_url, &preferred, &rows).await;
-    assert_eq!(first.status, 200, "answered on commit: {}", first.body);
+    assert_eq!(
+        first.status, 200,
+        "a preference for the spool is answered on commit: {}",
+        first.body
+    );
     assert!(!first.headers.contains_key("preference-applied"));
     assert_eq!(first.body["rows"], 20);
     let again = post(&gate.http, &events_url, &preferred, &rows).await;
     assert_eq!((again.status, &again.body), (200, &first.body));
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    assert_eq!(gate.total("events").await, 20);
 
-    let refusal = "Idempotency-Key applies to writes acknowledged once committed; this one is spooled \
-                   (send it with Shardgate-Ack: commit where the table allows)";
+    let rows = events(20, 3);
     let asked = [("shardgate-ack", "spool"), ("idempotency-key", "spool-key-2")];
-    let refused = post(&gate.http, &events_url, &asked, &rows).await;
-    assert_eq!(
-        (refused.status, refused.error()),
-        (400, refusal),
-        "{}",
-        refused.body
+    let spooled = post(&gate.http, &events_url, &asked, &rows).await;
+    assert_eq!(spooled.status, 202, "{}", spooled.body);
+    assert!(!spooled.headers.contains_key("idempotent-replayed"));
+    for retry in [&asked[..], &[("idempotency-key", "spool-key-2")]] {
+        let again = post(&gate.http, &events_url, retry, &rows).await;
+        assert_eq!(
+            (again.status, &again.body),
+            (202, &spooled.body),
+            "answered as the first was, on commit or spool"
+        );
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
+    wait_for_rows(&urls, "events", 40, Duration::from_secs(20)).await;
+
+    let lines = log_rows("keyed", 5);
+    let key = [("idempotency-key", "spool-key-3")];
+    let first = post(&gate.http, &logs_url, &key, &lines).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    for _ in 0..3 {
+        let again = post(&gate.http, &logs_url, &key, &lines).await;
+        assert_eq!((again.status, &again.body), (202, &first.body));
+    }
+    let other = post(&gate.http, &logs_url, &key, &log_rows("other", 5)).await;
+    assert_refused(
+        &other,
+        422,
+        "Idempotency-Key spool-key-3 was used for a different request (another table or body); \
+         a key names one request",
     );
-    let spooled_table = [("idempotency-key", "spool-key-3")];
-    let refused = post(&gate.http, &logs_url, &spooled_table, &log_rows("keyed", 5)).await;
+    wait_for_rows(&urls, "logs", 5, Duration::from_secs(20)).await;
+    assert_eq!(distinct_lines(&urls).await, 5);
+    let status = gate
+        .http
+        .get(gate.url(&format!(
+            "/v1/writes/{}",
+            first.body["write_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    let status: Value = status.json().await.unwrap();
     assert_eq!(
-        (refused.status, refused.error()),
-        (400, refusal),
-        "{}",
-        refused.body
+        (&status["status"], &status["rows"]),
+        (&json!("committed"), &json!(5))
     );
-    assert_eq!(gate.total("logs").await, 0);
     gate.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_same_keyed_write_spooled_on_two_proxies_at_once_is_written_once() {
+    let urls = fresh_shards("spool_keyed_race").await;
+    let dirs = [spool_dir("keyed-race-a"), spool_dir("keyed-race-b")];
+    let mut gates = Vec::new();
+    for dir in &dirs {
+        gates.push(TestServer::start_with(spooling_config(&urls, dir, ""), urls.clone()).await);
+    }
+    let keys = 12;
+    let mut answers = Vec::new();
+    for k in 0..keys {
+        let key = format!("race-{k}");
+        let lines = log_rows(&format!("race{k}"), 30);
+        let sends = gates.iter().map(|gate| {
+            let (http, url, key, lines) = (
+                gate.http.clone(),
+                gate.url("/v1/tables/logs/rows"),
+                key.clone(),
+                lines.clone(),
+            );
+            async move { post(&http, &url, &[("idempotency-key", key.as_str())], &lines).await }
+        });
+        answers.push(futures_util::future::join_all(sends).await);
+    }
+    for (k, pair) in answers.iter().enumerate() {
+        assert_eq!(
+            (pair[0].status, pair[1].status),
+            (202, 202),
+            "key {k}: {} {}",
+            pair[0].body,
+            pair[1].body
+        );
+        assert_eq!(
+            pair[0].body["write_id"], pair[1].body["write_id"],
+            "key {k}: both proxies answer with the write that claimed the key"
+        );
+    }
+    wait_for_rows(&urls, "logs", keys * 30, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(distinct_lines(&urls).await, keys * 30, "every row once");
+    for gate in gates {
+        gate.stop().await;
+    }
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[tokio::test]

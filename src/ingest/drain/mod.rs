@@ -20,11 +20,15 @@
 //! - the shard refuses the part for its data: it is cut in halves until the refused row is
 //!   alone, which goes to the dead-letter table (module `refused`).
 //!
+//! A record sent with an idempotency key waits until it holds the key's claim in the catalog,
+//! and is dropped when another write holds it (module `claims`).
+//!
 //! A record written in full frees its place in the spool; segments whose records are all
 //! written are removed, and the shards' marks of their records pruned (module `upkeep`). Parts
 //! whose rows moved are in module `moved`, and shards that left the routing table while parts
 //! still named them in module `departed`.
 
+mod claims;
 mod departed;
 mod moved;
 mod refused;
@@ -200,6 +204,10 @@ enum Event {
     Removed {
         result: Result<RecordSeq, String>,
     },
+    Claimed {
+        seq: RecordSeq,
+        result: Result<bool, String>,
+    },
 }
 
 /// What to do with one waiting part.
@@ -227,6 +235,8 @@ struct Drainer {
     /// Marks before this record were pruned on the shards.
     pruned_before: RecordSeq,
     events: FuturesUnordered<BoxFuture<'static, Event>>,
+    /// Records sent with an idempotency key whose claim is not settled: their parts wait.
+    unclaimed: BTreeMap<RecordSeq, claims::Unclaimed>,
 }
 
 impl Drainer {
@@ -242,6 +252,7 @@ impl Drainer {
             removing: false,
             pruned_before: RecordSeq(0),
             events: FuturesUnordered::new(),
+            unclaimed: BTreeMap::new(),
         }
     }
 
@@ -268,7 +279,8 @@ impl Drainer {
         for superseded in &write.supersedes {
             self.finish(*superseded, RowsOutcome::Moved);
         }
-        for (index, part) in write.parts.iter().enumerate() {
+        let keyed = write.key.is_some();
+        for (index, part) in write.parts.iter().enumerate().filter(|_| !keyed) {
             let part_ref = PartRef {
                 seq: record.seq,
                 part: index as u16,
@@ -282,7 +294,8 @@ impl Drainer {
             .write_id
             .get_timestamp()
             .map_or(0, |t| t.to_unix().0 * 1000 + u64::from(t.to_unix().1 / 1_000_000));
-        let parts = vec![WAITING; write.parts.len()];
+        let held = if keyed { PartState::Busy } else { WAITING };
+        let parts = vec![held; write.parts.len()];
         let left = parts.len();
         self.records.insert(
             record.seq,
@@ -297,11 +310,14 @@ impl Drainer {
         );
         if left == 0 {
             self.records.remove(&record.seq);
+        } else if keyed {
+            self.hold_for_claim(record.seq);
         }
     }
 
     /// Queues, settles or leaves waiting every part whose shard can take work now.
     fn dispatch(&mut self) {
+        self.ask_claims();
         let set = self.settings.shards.load();
         let now = Instant::now();
         let names: Vec<String> = self.waiting.keys().cloned().collect();
@@ -519,6 +535,7 @@ impl Drainer {
                     self.retry_later(part, MAX_PAUSE);
                 }
             },
+            Event::Claimed { seq, result } => self.claimed(seq, result),
             Event::Removed { result } => {
                 self.removing = false;
                 match result {

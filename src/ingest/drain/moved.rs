@@ -50,6 +50,7 @@ impl Drainer {
             parts,
             supersedes: vec![part],
             routed_at,
+            key: None,
         };
         let appender = self.settings.appender.clone();
         self.events.push(Box::pin(async move {

@@ -3,7 +3,7 @@
 //! so the rest need not), and after the move it splits to the new owner, each row once, with
 //! the epoch it was drained with.
 
-use super::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledPart, SpooledWrite};
+use super::{MalformedWrite, PartRef, Placement, ReplayedPart, SpooledKey, SpooledPart, SpooledWrite};
 use crate::config::Config;
 use crate::routing::{Epoch, MovingRange, Ring, RoutingTable, ShardId, ShardIndex, Token};
 use crate::schema::TableSchema;
@@ -370,8 +370,9 @@ fn a_record_of_layout_3_is_read_without_the_epoch_it_was_routed_with() {
     let at = bytes
         .windows(8)
         .position(|window| window == epoch)
-        .expect("layout 4 holds the epoch");
-    bytes.drain(at..at + 8);
+        .expect("layout 5 holds the epoch");
+    assert_eq!(bytes[at + 8], 0, "and no key after it");
+    bytes.drain(at..at + 9);
     bytes[0] = 3;
     let read = SpooledWrite::decode(bytes.into()).unwrap();
     assert_eq!(read.routed_at, None);
@@ -381,4 +382,31 @@ fn a_record_of_layout_3_is_read_without_the_epoch_it_was_routed_with() {
         direct,
         "its parts are looked at row by row"
     );
+}
+
+#[test]
+fn a_write_s_idempotency_key_is_kept_and_a_record_of_layout_4_is_read_without_one() {
+    let table = tables().remove(0);
+    let routing = two_shards(1);
+    let mut encoded = decode(&table, &routing, &body(&table, 20));
+    let mut spooled = SpooledWrite::from_encoded(Uuid::now_v7(), &table, &routing, &mut encoded);
+    spooled.key = Some(SpooledKey {
+        key: "order-1042".into(),
+        fingerprint: [7; 16],
+    });
+    let read = SpooledWrite::decode(spooled.encode().into()).unwrap();
+    assert_eq!(read, spooled);
+
+    spooled.key = None;
+    spooled.routed_at = Some(Epoch(0x0102_0304_0506_0708));
+    let mut bytes = spooled.encode();
+    let epoch = 0x0102_0304_0506_0708_i64.to_le_bytes();
+    let at = bytes
+        .windows(8)
+        .position(|window| window == epoch)
+        .expect("the record holds its epoch");
+    bytes.remove(at + 8);
+    bytes[0] = 4;
+    let read = SpooledWrite::decode(bytes.into()).unwrap();
+    assert_eq!(read, spooled, "layout 4 has no key");
 }

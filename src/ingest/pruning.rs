@@ -1,16 +1,22 @@
-//! Keeping the idempotency records within `idempotency.retention` on every shard of the
-//! current set.
+//! Keeping the idempotency keys within `idempotency.retention`: the records on every shard of
+//! the current set, and the claims of spooled writes in the catalog.
 
-use super::idempotency::prune_older_than;
-use super::set::Published;
+use crate::catalog::Catalog;
+use crate::shards::idempotency::prune_older_than;
+use crate::shards::set::Published;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Prunes, every `retention / 12` (5 s to 1 h), the records older than `retention` on every
-/// shard of the current set, until `shutdown`. Several proxies pruning at once delete the
-/// same rows; that is harmless.
-pub async fn prune_periodically(shards: Arc<Published>, retention: Duration, shutdown: CancellationToken) {
+/// shard of the current set and the claims as old in the catalog, until `shutdown`. Several
+/// proxies pruning at once delete the same rows; that is harmless.
+pub async fn prune_periodically(
+    shards: Arc<Published>,
+    catalog: Arc<Catalog>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
     let period = (retention / 12).clamp(Duration::from_secs(5), Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -31,6 +37,13 @@ pub async fn prune_periodically(shards: Arc<Published>, retention: Duration, shu
                 Err(error) => {
                     tracing::warn!(shard = %shard.id, %error, "cannot prune idempotency records; trying again later")
                 }
+            }
+        }
+        match catalog.prune_key_claims(retention).await {
+            Ok(0) => {}
+            Ok(claims) => tracing::info!(claims, "pruned expired idempotency key claims"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune idempotency key claims; trying again later")
             }
         }
     }
