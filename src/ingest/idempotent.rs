@@ -15,7 +15,10 @@
 use super::keys::{Fingerprint, IdempotencyKey, KeyRefused};
 use super::write::{SpoolAck, Submitted, WriteAck, WriteRefused, Writes};
 use crate::catalog::key_claims::KeyClaim;
+use crate::config::AckMode;
 use crate::routing::{Epoch, ShardIndex};
+use crate::schema::decode::copy::{CopyFormat, decode_copy};
+use crate::schema::decode::values::{Value, ValueColumns, decode_values};
 use crate::schema::decode::{BodyFormat, EncodedRows, ShardRows, decode_rows};
 use crate::schema::tuples::Tuples;
 use crate::schema::{TableId, TableSchema};
@@ -126,14 +129,99 @@ impl Writes {
         (table, schema): (TableId, &TableSchema),
         format: BodyFormat,
         body: &[u8],
-        (key, fingerprint): (&IdempotencyKey, Fingerprint),
+        keyed: (&IdempotencyKey, Fingerprint),
     ) -> Result<KeyedWrite, WriteRefused> {
         let set = self.shards().load();
-        let mut encoded = self.decode(table, schema, |limited| {
+        let encoded = self.decode(table, schema, |limited| {
             decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
         })?;
+        self.queue_keyed(&set, (table, schema), encoded, keyed).await
+    }
+
+    /// Decodes `body` like [`Writes::spool`] and spools the rows no earlier attempt of `key`
+    /// wrote, with the key, which the write then claims in the catalog: only the claiming
+    /// write of a key is drained, so a retry spooled again, here or on another proxy, is
+    /// answered with the first's `202` and writes nothing more.
+    pub async fn spool_keyed(
+        &self,
+        (table, schema): (TableId, &TableSchema),
+        format: BodyFormat,
+        body: &[u8],
+        keyed: (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedAck, WriteRefused> {
+        let set = self.shards().load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
+        })?;
+        self.spool_keyed_rows(&set, (table, schema), encoded, keyed).await
+    }
+
+    /// A keyed write of whole records of a COPY stream (the Postgres listener's), committed
+    /// or spooled as the table acknowledges, and answered once it is.
+    pub async fn write_keyed_copy(
+        &self,
+        (table, schema): (TableId, &TableSchema),
+        (format, columns): (&CopyFormat, &[usize]),
+        data: &[u8],
+        keyed: (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedAck, WriteRefused> {
+        let set = self.shards().load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_copy(
+                schema,
+                &set.table,
+                format,
+                columns,
+                data,
+                unix_micros_now(),
+                limited,
+            )
+        })?;
+        self.write_keyed_rows(&set, (table, schema), encoded, keyed).await
+    }
+
+    /// A keyed write of rows of values (an `INSERT` of the Postgres listener), committed or
+    /// spooled as the table acknowledges, and answered once it is.
+    pub async fn write_keyed_values<'v>(
+        &self,
+        (table, schema): (TableId, &TableSchema),
+        columns: ValueColumns<'_>,
+        rows: impl ExactSizeIterator<Item = &'v [Value<'v>]>,
+        keyed: (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedAck, WriteRefused> {
+        let set = self.shards().load();
+        let encoded = self.decode(table, schema, |limited| {
+            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
+        })?;
+        self.write_keyed_rows(&set, (table, schema), encoded, keyed).await
+    }
+
+    /// Writes `encoded` with its key as the table acknowledges: on commit, or in the spool.
+    async fn write_keyed_rows(
+        &self,
+        set: &Arc<ShardSet>,
+        (table, schema): (TableId, &TableSchema),
+        encoded: EncodedRows,
+        keyed: (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedAck, WriteRefused> {
+        if schema.ack == AckMode::Spool {
+            return self.spool_keyed_rows(set, (table, schema), encoded, keyed).await;
+        }
+        let write = self.queue_keyed(set, (table, schema), encoded, keyed).await?;
+        write.committed().await
+    }
+
+    /// Reads what the shards recorded of `key` and queues the rows of `encoded` (routed with
+    /// `set`) no record covers, each shard's with a record of its own.
+    async fn queue_keyed(
+        &self,
+        set: &Arc<ShardSet>,
+        (table, schema): (TableId, &TableSchema),
+        mut encoded: EncodedRows,
+        (key, fingerprint): (&IdempotencyKey, Fingerprint),
+    ) -> Result<KeyedWrite, WriteRefused> {
         let rows = encoded.rows;
-        let earlier = self.earlier(&set, schema, key, fingerprint).await?;
+        let earlier = self.earlier(set, schema, key, fingerprint).await?;
         let recorded = earlier.recorded();
         if let Some(claim) = &earlier.claim {
             return Ok(KeyedWrite {
@@ -143,7 +231,7 @@ impl Writes {
                 spooled_before: Some(claim.ack()),
             });
         }
-        keep_uncovered(&mut encoded, &set, schema, &earlier.records);
+        keep_uncovered(&mut encoded, set, schema, &earlier.records);
         if encoded.rows == 0 {
             return Ok(KeyedWrite {
                 rows,
@@ -160,7 +248,7 @@ impl Writes {
                 covers: set.placed_intervals(index),
             }))
         };
-        let submitted = self.queue_recorded(&set, table, schema, encoded, record)?;
+        let submitted = self.queue_recorded(set, table, schema, encoded, record)?;
         Ok(KeyedWrite {
             rows,
             recorded,
@@ -169,28 +257,22 @@ impl Writes {
         })
     }
 
-    /// Decodes `body` like [`Writes::spool`] and spools the rows no earlier attempt of `key`
-    /// wrote, with the key, which the write then claims in the catalog: only the claiming
-    /// write of a key is drained, so a retry spooled again, here or on another proxy, is
-    /// answered with the first's `202` and writes nothing more.
-    pub async fn spool_keyed(
+    /// Spools the rows of `encoded` (routed with `set`) no earlier attempt of `key` wrote,
+    /// with the key, and claims the key for the spooled write (see [`Writes::spool_keyed`]).
+    async fn spool_keyed_rows(
         &self,
+        set: &Arc<ShardSet>,
         (table, schema): (TableId, &TableSchema),
-        format: BodyFormat,
-        body: &[u8],
+        mut encoded: EncodedRows,
         (key, fingerprint): (&IdempotencyKey, Fingerprint),
     ) -> Result<KeyedAck, WriteRefused> {
-        let set = self.shards().load();
-        let mut encoded = self.decode(table, schema, |limited| {
-            decode_rows(schema, &set.table, format, body, unix_micros_now(), limited)
-        })?;
         let rows = encoded.rows;
-        let earlier = self.earlier(&set, schema, key, fingerprint).await?;
+        let earlier = self.earlier(set, schema, key, fingerprint).await?;
         if let Some(claim) = &earlier.claim {
             let ack = claim.ack();
             return Ok(KeyedAck::Spooled { ack, replayed: true });
         }
-        keep_uncovered(&mut encoded, &set, schema, &earlier.records);
+        keep_uncovered(&mut encoded, set, schema, &earlier.records);
         let replayed = !earlier.records.is_empty();
         if encoded.rows == 0 {
             let ack = WriteAck {
@@ -203,7 +285,7 @@ impl Writes {
             key: key.as_str().to_string(),
             fingerprint: fingerprint.bytes(),
         };
-        let spooling = self.spool_encoded(&set, table, schema, encoded, None, Some(spooled_key))?;
+        let spooling = self.spool_encoded(set, table, schema, encoded, None, Some(spooled_key))?;
         let write_id = spooling.durable().await?.write_id;
         let ack = SpoolAck { rows, write_id };
         let claim = KeyClaim {

@@ -39,6 +39,12 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key of the `n`th of several writes this key names (`KEY#n`): a session of the
+    /// Postgres listener numbers the writes that follow its key.
+    pub fn numbered(&self, n: u64) -> IdempotencyKey {
+        IdempotencyKey(format!("{}#{n}", self.0))
+    }
 }
 
 /// What identifies one request among those sent with a key: its table, body format and body.
@@ -48,10 +54,16 @@ pub struct Fingerprint([u8; 16]);
 impl Fingerprint {
     /// The fingerprint of a request writing `body` in `format` to `table`.
     pub fn of(table: &str, format: BodyFormat, body: &[u8]) -> Fingerprint {
+        Fingerprint::of_spelled(table, &[0, format as u8], body)
+    }
+
+    /// The fingerprint of a write of `bytes` to `table`, which `spelling` says how to read
+    /// (the Postgres listener's statements: the columns filled and the COPY format).
+    pub fn of_spelled(table: &str, spelling: &[u8], bytes: &[u8]) -> Fingerprint {
         let mut hasher = XxHash3_128::new();
         hasher.write(table.as_bytes());
-        hasher.write(&[0, format as u8]);
-        hasher.write(body);
+        hasher.write(spelling);
+        hasher.write(bytes);
         Fingerprint(hasher.finish_128().to_be_bytes())
     }
 

@@ -10,8 +10,11 @@
 
 use super::errors::{self, refused, user_error};
 use super::insert::{BoundInsert, staged_rows};
+use super::keyed::{self, SessionKey};
 use super::pending::Pending;
 use crate::config::AckMode;
+use crate::ingest::idempotent::KeyedAck;
+use crate::ingest::keys::IdempotencyKey;
 use crate::ingest::write::{WriteRefused, Writes};
 use crate::schema::decode::copy::CopyFormat;
 use crate::schema::decode::values::ValueColumns;
@@ -150,17 +153,28 @@ impl BlockStage {
     }
 
     /// Writes every staged row, statement by statement, and returns how many committed.
-    /// A refusal stops the queueing of the statements after it.
-    pub async fn commit(mut self, tables: &Tables, writes: &Writes) -> PgWireResult<usize> {
+    /// A refusal stops the queueing of the statements after it. While the session has an
+    /// idempotency `key`, each statement is a keyed write of its own, written in turn.
+    pub async fn commit(mut self, tables: &Tables, writes: &Writes, key: &SessionKey) -> PgWireResult<usize> {
         let mut pending = Pending::default();
         let mut bytes = Vec::new();
         let statements = std::mem::take(&mut self.statements);
         for staged in &statements {
             self.read(staged, &mut bytes).await?;
             let table = staged.source.table();
+            if let Some(key) = key.next() {
+                match write_keyed(&staged.source, tables, writes, &bytes, &key).await {
+                    Ok(rows) => pending.acknowledged(rows),
+                    Err(refusal) => pending.refuse(table, refusal, 0),
+                }
+                if pending.has_refusal() {
+                    break;
+                }
+                continue;
+            }
             if tables.get(table).ack == AckMode::Spool {
                 match spool(&staged.source, tables, writes, &bytes).await {
-                    Ok(rows) => pending.spooled(rows),
+                    Ok(rows) => pending.acknowledged(rows),
                     Err(refusal) => pending.refuse(table, refusal, 0),
                 }
                 if pending.has_refusal() {
@@ -229,6 +243,44 @@ impl Source {
             Source::Insert { table, .. } | Source::Copy { table, .. } => *table,
         }
     }
+}
+
+/// Writes one staged statement's rows as a keyed write and waits until they are committed
+/// (or spooled); the rows written, now or before.
+async fn write_keyed(
+    source: &Source,
+    tables: &Tables,
+    writes: &Writes,
+    bytes: &[u8],
+    key: &IdempotencyKey,
+) -> Result<usize, WriteRefused> {
+    let table = source.table();
+    let schema = tables.get(table);
+    let ack = match source {
+        Source::Insert { columns, .. } => {
+            let fingerprint = keyed::fingerprint(&schema.name, "insert", columns, "", bytes);
+            let rows = staged_rows(bytes);
+            let columns = ValueColumns {
+                filled: columns,
+                returning: &[],
+            };
+            let rows = rows.iter().map(Vec::as_slice);
+            writes
+                .write_keyed_values((table, schema), columns, rows, (key, fingerprint))
+                .await?
+        }
+        Source::Copy { format, columns, .. } => {
+            let spelled = format!("{format:?}");
+            let fingerprint = keyed::fingerprint(&schema.name, "copy", columns, &spelled, bytes);
+            writes
+                .write_keyed_copy((table, schema), (format, columns), bytes, (key, fingerprint))
+                .await?
+        }
+    };
+    Ok(match ack {
+        KeyedAck::Committed { ack, .. } => ack.rows,
+        KeyedAck::Spooled { ack, .. } => ack.rows,
+    })
 }
 
 /// Writes one staged statement's rows into the spool and waits until its disk holds them;

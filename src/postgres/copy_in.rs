@@ -11,7 +11,10 @@
 
 use super::block::BlockStage;
 use super::errors::{self, CopyPlace, user_error};
+use super::keyed::{self, SessionKey};
 use crate::config::AckMode;
+use crate::ingest::idempotent::KeyedAck;
+use crate::ingest::keys::IdempotencyKey;
 use crate::ingest::write::{WriteAck, WriteRefused, Writes};
 use crate::schema::decode::copy::{CopyFormat, CopyKind, RecordScan, binary_header_len};
 use crate::schema::{TableId, Tables};
@@ -82,16 +85,19 @@ pub struct CopyIn {
     committed: usize,
     /// The transaction block the COPY runs in, which holds its rows until `COMMIT`.
     block: Option<BlockStage>,
+    /// The session's idempotency key: outside a block, each chunk is a keyed write.
+    key: Arc<SessionKey>,
 }
 
 impl CopyIn {
-    /// A COPY into `target`, through `writes`, or staged in `block` when it runs in one.
+    /// A COPY into `target`, through `writes`, or staged in `block` when it runs in one;
+    /// outside a block, each chunk is written under the session's `key` when it has one.
     pub fn new(
         target: CopyTarget,
         tables: Arc<Tables>,
         writes: Arc<Writes>,
         limits: ChunkLimits,
-        block: Option<BlockStage>,
+        (block, key): (Option<BlockStage>, Arc<SessionKey>),
     ) -> CopyIn {
         CopyIn {
             header_pending: target.header,
@@ -108,6 +114,7 @@ impl CopyIn {
             in_flight: FuturesUnordered::new(),
             committed: 0,
             block,
+            key,
         }
     }
 
@@ -185,6 +192,9 @@ impl CopyIn {
         if self.block.is_some() {
             return self.stage_whole_records().await;
         }
+        if let Some(key) = self.key.next() {
+            return self.write_keyed_records(&key).await;
+        }
         if self.tables.get(self.target.table).ack == AckMode::Spool {
             return self.spool_whole_records().await;
         }
@@ -221,6 +231,38 @@ impl CopyIn {
         let ack = spooled.map_err(|refusal| user_error(self.place_error(&refusal, self.lines_before + 1)))?;
         self.lines_before += ack.rows;
         self.committed += ack.rows;
+        self.buffer.drain(..self.cut);
+        (self.cut, self.records) = (0, 0);
+        Ok(())
+    }
+
+    /// Writes the whole records received as one keyed write, once the chunks before them
+    /// are answered, and waits until it is committed (or spooled).
+    async fn write_keyed_records(&mut self, key: &IdempotencyKey) -> PgWireResult<()> {
+        while let Some(outcome) = self.in_flight.next().await {
+            self.count(outcome)?;
+        }
+        let (table, schema) = (self.target.table, self.tables.get(self.target.table));
+        let target = &self.target;
+        let chunk = &self.buffer[..self.cut];
+        let spelled = format!("{:?}", target.format);
+        let fingerprint = keyed::fingerprint(&schema.name, "copy", &target.columns, &spelled, chunk);
+        let written = self
+            .writes
+            .write_keyed_copy(
+                (table, schema),
+                (&target.format, &target.columns),
+                chunk,
+                (key, fingerprint),
+            )
+            .await;
+        let rows = match written {
+            Ok(KeyedAck::Committed { ack, .. }) => ack.rows,
+            Ok(KeyedAck::Spooled { ack, .. }) => ack.rows,
+            Err(refusal) => return Err(user_error(self.place_error(&refusal, self.lines_before + 1))),
+        };
+        self.lines_before += rows;
+        self.committed += rows;
         self.buffer.drain(..self.cut);
         (self.cut, self.records) = (0, 0);
         Ok(())

@@ -5,9 +5,11 @@
 //! returns is what the rows are stored with.
 
 use super::errors::{self, refused};
+use super::keyed;
 use super::returning::Returning;
 use super::statement::{Insert, InsertValue};
 use super::types::{binary_as_text, parameter_type};
+use crate::ingest::keys::IdempotencyKey;
 use crate::ingest::write::{Spooling, Submitted, Writes};
 use crate::pgtype::ColumnType;
 use crate::schema::decode::values::{Value, ValueColumns};
@@ -128,6 +130,32 @@ impl BoundInsert {
         let rows = values.iter().map(Vec::as_slice);
         writes
             .submit_values(self.table, schema, self.value_columns(), rows)
+            .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
+    }
+
+    /// Writes the rows as one keyed write (committed or spooled, as the table acknowledges)
+    /// and waits until they are: when `key` was written before, writes only what it did not.
+    pub async fn write_keyed(
+        &self,
+        tables: &Tables,
+        writes: &Writes,
+        key: &IdempotencyKey,
+    ) -> PgWireResult<()> {
+        let schema = tables.get(self.table);
+        let mut staged = Vec::new();
+        self.stage(&mut staged);
+        let fingerprint = keyed::fingerprint(&schema.name, "insert", &self.columns, "", &staged);
+        let values = self.values();
+        let rows = values.iter().map(Vec::as_slice);
+        writes
+            .write_keyed_values(
+                (self.table, schema),
+                self.value_columns(),
+                rows,
+                (key, fingerprint),
+            )
+            .await
+            .map(|_| ())
             .map_err(|refusal| errors::user_error(errors::write_refused(&refusal, &schema.name)))
     }
 

@@ -17,6 +17,7 @@ pub mod copy_in;
 mod copy_out;
 mod errors;
 mod insert;
+mod keyed;
 pub mod metadata;
 mod params;
 mod pending;

@@ -43,8 +43,9 @@ impl Pending {
         }
     }
 
-    /// Counts rows of the set that are on the spool's disk, acknowledged as committed ones.
-    pub fn spooled(&mut self, rows: usize) {
+    /// Counts rows of the set acknowledged already: on the spool's disk, or committed by a
+    /// write that was waited for.
+    pub fn acknowledged(&mut self, rows: usize) {
         self.rows += rows;
         self.writes += 1;
         self.committed += rows;

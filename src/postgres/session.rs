@@ -12,6 +12,7 @@ use super::block::BlockStage;
 use super::copy_in::{CopyIn, CopyTarget};
 use super::errors::{self, refused};
 use super::insert::{BoundInsert, Parameters};
+use super::keyed::{KEY_PARAMETER, SessionKey};
 use super::pending::{Pending, Refused};
 use super::returning::Returning;
 use super::select;
@@ -81,6 +82,8 @@ pub struct Session {
     connection: std::sync::OnceLock<Arc<ConnectionHandle>>,
     /// The user who logged in, once the session has run a statement.
     caller: std::sync::OnceLock<Caller>,
+    /// The idempotency key naming the writes that follow, once set.
+    key: Arc<SessionKey>,
     parser: Arc<SqlText>,
 }
 
@@ -99,6 +102,7 @@ impl Session {
             descriptions: Mutex::default(),
             connection: std::sync::OnceLock::new(),
             caller: std::sync::OnceLock::new(),
+            key: Arc::default(),
             parser: Arc::new(SqlText { tables }),
         }
     }
@@ -165,8 +169,9 @@ impl Session {
                     return Ok(Response::TransactionEnd(Tag::new("ROLLBACK")));
                 }
                 if let Some(stage) = stage {
+                    let gateway = &self.services.gateway;
                     stage
-                        .commit(self.services.gateway.tables(), self.services.gateway.writes())
+                        .commit(gateway.tables(), gateway.writes(), &self.key)
                         .await?;
                 }
                 Response::TransactionEnd(Tag::new("COMMIT"))
@@ -181,11 +186,17 @@ impl Session {
                 if name == "statement_timeout" {
                     select::statement_timeout(value).map_err(|e| refused("22023", e))?;
                 }
+                if name == KEY_PARAMETER {
+                    self.key.set(value)?;
+                }
                 self.parameters().insert(name.clone(), value.clone());
                 Response::Execution(Tag::new("SET"))
             }
             Statement::Reset { name } => {
                 let mut parameters = self.parameters();
+                if name == "all" || name == KEY_PARAMETER {
+                    self.key.clear();
+                }
                 if name == "all" {
                     parameters.clear();
                 } else {
@@ -202,6 +213,7 @@ impl Session {
             }
             Statement::Discard => {
                 self.parameters().clear();
+                self.key.clear();
                 Response::Execution(Tag::new("DISCARD ALL"))
             }
             Statement::SelectInteger { value, label } => match i32::try_from(*value) {
@@ -247,6 +259,11 @@ impl Session {
         let mut bound = BoundInsert::bind(insert, tables, parameters)?;
         let schema = tables.get(bound.table());
         self.may_write(&schema.name)?;
+        if self.key.is_set() && !bound.returning().is_empty() {
+            return Err(errors::not_supported(&format!(
+                "INSERT ... RETURNING while {KEY_PARAMETER} is set (a retry would not return what the first attempt stored)"
+            )));
+        }
         let returned = if self.block() == Block::Open {
             let returned = bound.check(tables, self.services.gateway.writes())?;
             if !bound.returning().is_empty() {
@@ -256,6 +273,15 @@ impl Session {
             let stage = stage.get_or_insert_with(|| self.new_stage());
             stage.insert(&bound).await?;
             returned
+        } else if let Some(key) = self.key.next() {
+            let mut pipeline = self.pipeline.lock().await;
+            if let Err(refused) = pipeline.settle().await {
+                return Err(pipeline_error(refused, tables));
+            }
+            bound
+                .write_keyed(tables, self.services.gateway.writes(), &key)
+                .await?;
+            Vec::new()
         } else if schema.ack == AckMode::Spool {
             let mut spooling = bound.spool(tables, self.services.gateway.writes())?;
             let returned = spooling.take_returned();
@@ -377,7 +403,7 @@ impl Session {
             tables.clone(),
             self.services.gateway.writes().clone(),
             self.services.chunks,
-            block,
+            (block, Arc::clone(&self.key)),
         );
         *self.copy.lock().await = Some(copy_in);
         Ok(Response::CopyIn(CopyResponse::new(

@@ -13,6 +13,7 @@ mod lifecycle;
 mod listener_tls;
 mod moves;
 mod postgres;
+mod postgres_keys;
 mod postgres_reads;
 mod proxy;
 mod query;
