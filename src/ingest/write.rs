@@ -17,6 +17,7 @@ use crate::schema::decode::ShardRows;
 use crate::schema::decode::copy::{CopyFormat, decode_copy};
 use crate::schema::decode::values::{Value, ValueColumns, decode_values};
 use crate::schema::decode::{BodyFormat, DecodeError, EncodedRows, decode_rows};
+use crate::schema::tuples::Tuples;
 use crate::schema::{TableId, TableSchema};
 use crate::shards::idempotency::KeyRecord;
 use crate::shards::queue::{PendingWrite, QueueLimits, SubmitError, WriteError};
@@ -272,7 +273,7 @@ impl Writes {
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
         let returned = std::mem::take(&mut encoded.returned);
-        let copies = StreamCopies::take(set, table, &mut encoded);
+        let copies = StreamCopies::take((set, &self.shards), (table, schema), &mut encoded);
         let deadline = Instant::now() + self.request_timeout;
         let pending = set
             .submit_recorded(table, &schema.name, encoded, deadline, record)
@@ -294,7 +295,7 @@ impl Writes {
     ) -> Result<Submitted, WriteRefused> {
         let counts = Counts::of(&mut encoded);
         let returned = std::mem::take(&mut encoded.returned);
-        let copies = StreamCopies::take(set, table, &mut encoded);
+        let copies = StreamCopies::take((set, &self.shards), (table, schema), &mut encoded);
         let pending = set
             .submit_waiting(table, &schema.name, encoded, self.request_timeout)
             .await
@@ -618,34 +619,45 @@ pub struct Submitted {
 /// committed them (see [`EncodedRows::copies`]).
 struct StreamCopies {
     set: Arc<ShardSet>,
+    /// The routing as it changes, for copies a cutover fenced out.
+    published: Arc<Published>,
     table: TableId,
+    /// The table's schema, to read the copies' tuples again.
+    schema: TableSchema,
     /// At index `owner * shards + target`.
     copies: Vec<ShardRows>,
 }
 
 impl StreamCopies {
     /// Takes the copies out of `encoded`, if it has any.
-    fn take(set: &Arc<ShardSet>, table: TableId, encoded: &mut EncodedRows) -> Option<StreamCopies> {
+    fn take(
+        (set, published): (&Arc<ShardSet>, &Arc<Published>),
+        (table, schema): (TableId, &TableSchema),
+        encoded: &mut EncodedRows,
+    ) -> Option<StreamCopies> {
         let copies = std::mem::take(&mut encoded.copies);
         copies.iter().any(|c| c.rows > 0).then(|| StreamCopies {
             set: set.clone(),
+            published: published.clone(),
             table,
+            schema: schema.clone(),
             copies,
         })
     }
 
     /// Queues the copies of rows whose owner is in `committed`, then waits for them all until
-    /// the request's `deadline`; returns each copy's target, rows and outcome.
+    /// the request's `deadline`; returns each copy's target, rows and outcome. A copy the
+    /// cutover fenced out on its target (its owner committed just before) is written again
+    /// with the routing that followed ([`StreamCopies::rerouted`]).
     async fn write(
         self,
-        table_name: &str,
         committed: &[ShardIndex],
         deadline: Instant,
     ) -> Vec<(ShardId, usize, Result<(), WriteError>)> {
-        let shards = self.set.len();
+        let (shards, schema) = (self.set.len(), &self.schema);
         let mut queued = Vec::new();
         let mut outcomes = Vec::new();
-        for (index, rows) in self.copies.into_iter().enumerate() {
+        for (index, rows) in self.copies.iter().enumerate() {
             let (owner, target) = (ShardIndex(index / shards), ShardIndex(index % shards));
             if rows.rows == 0 || !committed.contains(&owner) {
                 continue;
@@ -654,10 +666,10 @@ impl StreamCopies {
             let left = deadline.saturating_duration_since(Instant::now());
             let submit = self
                 .set
-                .submit_stream_copy(target, (self.table, table_name), rows, left);
+                .submit_stream_copy(target, (self.table, &schema.name), copy_of(rows), left);
             let reason = match tokio::time::timeout_at(deadline, submit).await {
                 Ok(Ok(pending)) => {
-                    queued.push((shard, count, pending));
+                    queued.push((shard, rows, pending));
                     continue;
                 }
                 Ok(Err(refused)) => refused.to_string(),
@@ -669,20 +681,89 @@ impl StreamCopies {
                 Err(WriteError::Unavailable { shard, reason }),
             ));
         }
-        let waits = queued.into_iter().map(|(shard, count, pending)| async move {
-            let outcome = tokio::time::timeout_at(deadline, pending.outcome())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(WriteError::Unavailable {
-                        shard: shard.clone(),
-                        reason: "no commit of the copy within the request timeout".into(),
-                    })
-                });
-            (shard, count, outcome)
+        let this = &self;
+        let waits = queued.into_iter().map(|(shard, rows, pending)| async move {
+            let outcome = match copy_outcome(&shard, pending, deadline).await {
+                Err(WriteError::RoutingChanged { .. }) => this.rerouted(&shard, rows, deadline).await,
+                outcome => outcome,
+            };
+            (shard, rows.rows, outcome)
         });
         outcomes.extend(futures_util::future::join_all(waits).await);
         outcomes
     }
+
+    /// A copy to `target` that the cutover fenced out, written again once this proxy routes
+    /// with the routing that followed: the rows `target` owns now (or is copied) go to it;
+    /// those another shard owns (the migration was given up) are on that owner already.
+    async fn rerouted(
+        &self,
+        target: &ShardId,
+        rows: &ShardRows,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
+        let fenced_out = || {
+            WriteError::Unavailable {
+            shard: target.clone(),
+            reason: "the range's cutover fenced out the copy and the routing that followed did not arrive within the request timeout".into(),
+        }
+        };
+        let set = loop {
+            let set = self.published.load();
+            if set.epoch() > self.set.epoch() {
+                break set;
+            }
+            if Instant::now() >= deadline {
+                return Err(fenced_out());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        let Some((index, _)) = set.iter().find(|(_, shard)| shard.id == *target) else {
+            return Ok(());
+        };
+        let mut kept = ShardRows::default();
+        for tuple in Tuples::new(&rows.tuples, &self.schema) {
+            let tuple = tuple.expect("tuples the decoder encoded are whole");
+            let (owner, also) = set.table.place_position(tuple.position);
+            if owner == index || also == Some(index) {
+                kept.tuples.extend_from_slice(tuple.bytes);
+                kept.rows += 1;
+            }
+        }
+        if kept.rows == 0 {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let submit = set.submit_stream_copy(index, (self.table, &self.schema.name), kept, left);
+        match tokio::time::timeout_at(deadline, submit).await {
+            Ok(Ok(pending)) => copy_outcome(target, pending, deadline).await,
+            Ok(Err(refused)) => Err(WriteError::Unavailable {
+                shard: target.clone(),
+                reason: refused.to_string(),
+            }),
+            Err(_) => Err(fenced_out()),
+        }
+    }
+}
+
+/// Another copy of `rows`, kept to write them again when a cutover fences them out.
+fn copy_of(rows: &ShardRows) -> ShardRows {
+    ShardRows {
+        tuples: rows.tuples.clone(),
+        rows: rows.rows,
+    }
+}
+
+/// What became of a copy queued on `shard`, waited for until `deadline`.
+async fn copy_outcome(shard: &ShardId, pending: PendingWrite, deadline: Instant) -> Result<(), WriteError> {
+    tokio::time::timeout_at(deadline, pending.outcome())
+        .await
+        .unwrap_or_else(|_| {
+            Err(WriteError::Unavailable {
+                shard: shard.clone(),
+                reason: "no commit of the copy within the request timeout".into(),
+            })
+        })
 }
 
 impl Submitted {
@@ -742,7 +823,7 @@ impl Submitted {
             note(shard, rows, outcome, false);
         }
         if let Some(copies) = self.copies {
-            for (shard, rows, outcome) in copies.write(&self.table, &owners_committed, deadline).await {
+            for (shard, rows, outcome) in copies.write(&owners_committed, deadline).await {
                 note(shard, rows, outcome, true);
             }
         }

@@ -154,8 +154,8 @@ async fn appends_must_be_their_streams_next_versions_and_anything_else_is_409() 
 struct WriterLog {
     acknowledged: BTreeMap<(String, i64), String>,
     conflicts: usize,
-    /// Rows of appends answered 503 (a copy fenced out by a cutover): not acknowledged, so
-    /// each may or may not be stored.
+    /// Rows of appends answered 503 (a copy fenced out by a cutover and not written again
+    /// within the request's deadline): not acknowledged, so each may or may not be stored.
     unanswered: BTreeMap<(String, i64), String>,
 }
 
