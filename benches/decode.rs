@@ -25,6 +25,7 @@ fn body(with_ids: bool) -> Vec<u8> {
         hot_share: 0.0,
         payload_bytes: 100,
         with_ids,
+        retry_share: 0.0,
     };
     RowGenerator::new(&spec, 0)
         .expect("the workload is valid")

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub batch_rows: HistogramVec,
     /// Encoded bytes per flushed batch, by shard.
     pub batch_bytes: HistogramVec,
+    /// Batches committed, by table and the way they reached it (`copy`, `staged`,
+    /// `copy_then_staged`).
+    pub batches: IntCounterVec,
     /// Time to write one batch (checkout, COPY, commit), by shard and outcome.
     pub flush_duration: HistogramVec,
     /// Rows queued or being written, by shard.
@@ -200,6 +203,12 @@ impl Metrics {
                 "Rows per flushed batch.",
                 &["shard"],
                 ROW_BUCKETS,
+            ),
+            batches: counter(
+                "shardgate_batches_total",
+                "Batches committed, by table and path: copy (plain COPY into the table), staged \
+                 (through the staging table), copy_then_staged (a plain COPY met a stored id).",
+                &["table", "path"],
             ),
             batch_bytes: histogram(
                 "shardgate_batch_bytes",

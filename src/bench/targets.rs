@@ -306,7 +306,7 @@ async fn copy_batch(
     let pool = &target.pools[shard];
     let started = Instant::now();
     match write_batch(pool, &target.statements, target.epoch, &[Bytes::from(tuples)]).await {
-        Ok(()) => {
+        Ok(_) => {
             recorder.acknowledged(rows as u64, started.elapsed());
             progress.inc(rows as u64);
         }

@@ -40,7 +40,13 @@ pub struct WorkloadSpec {
     pub payload_bytes: usize,
     /// Whether rows carry an `event_id`.
     pub with_ids: bool,
+    /// Share of the rows, in [0, 1), that repeat one of the worker's last [`RECENT_ROWS`]
+    /// rows, id and all: retries, which a table with an id stores once.
+    pub retry_share: f64,
 }
+
+/// Rows a worker keeps to repeat as retries.
+pub const RECENT_ROWS: usize = 4096;
 
 /// One generated row.
 #[derive(Debug, Clone)]
@@ -63,6 +69,8 @@ pub struct RowGenerator {
     type_zipf: Option<Zipf<f64>>,
     seq: u64,
     padding: String,
+    /// The last rows made, to repeat as retries.
+    recent: std::collections::VecDeque<BenchRow>,
 }
 
 impl RowGenerator {
@@ -81,6 +89,7 @@ impl RowGenerator {
             seq: worker << 40,
             padding: "x".repeat(spec.payload_bytes),
             spec: spec.clone(),
+            recent: std::collections::VecDeque::new(),
         })
     }
 
@@ -89,8 +98,26 @@ impl RowGenerator {
         self.spec.with_ids
     }
 
-    /// The next row.
+    /// The next row: a new one, or with `retry_share` a recent one again.
     pub fn next_row(&mut self) -> BenchRow {
+        let retry = self.spec.retry_share > 0.0
+            && !self.recent.is_empty()
+            && self.rng.random_bool(self.spec.retry_share);
+        if retry {
+            let at = self.rng.random_range(0..self.recent.len());
+            return self.recent[at].clone();
+        }
+        let row = self.new_row();
+        if self.spec.retry_share > 0.0 {
+            if self.recent.len() == RECENT_ROWS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(row.clone());
+        }
+        row
+    }
+
+    fn new_row(&mut self) -> BenchRow {
         self.seq += 1;
         let hot = self.spec.hot_share > 0.0 && self.rng.random_bool(self.spec.hot_share);
         let (tenant, event_type) = if hot {
@@ -224,7 +251,29 @@ mod tests {
             hot_share: 0.0,
             payload_bytes: 10,
             with_ids: true,
+            retry_share: 0.0,
         }
+    }
+
+    #[test]
+    fn a_retry_share_repeats_that_share_of_recent_rows_whole() {
+        let spec = WorkloadSpec {
+            retry_share: 0.1,
+            ..spec(KeyDistribution::Uniform)
+        };
+        let mut generator = RowGenerator::new(&spec, 0).unwrap();
+        let mut seen = std::collections::HashMap::new();
+        let mut repeated = 0;
+        for _ in 0..20_000 {
+            let row = generator.next_row();
+            let key = (row.tenant, row.event_type, row.seq);
+            if let Some(before) = seen.insert(row.id.unwrap(), key) {
+                assert_eq!(before, key, "a retry is the same row");
+                repeated += 1;
+            }
+        }
+        let share = f64::from(repeated) / 20_000.0;
+        assert!((share - 0.1).abs() < 0.01, "{share}");
     }
 
     #[test]

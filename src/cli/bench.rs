@@ -34,8 +34,12 @@ const DEFAULT_ROWS: u64 = 1_000_000;
 pub enum Target {
     /// Through shardgate's HTTP write API.
     Shardgate,
-    /// Straight to the shards with binary COPY, batched and staged as shardgate does.
+    /// Straight to the shards with binary COPY, batched and loaded as shardgate loads them
+    /// (a table with an id by plain COPY, through staging when an id is stored already).
     Direct,
+    /// Straight to the shards with plain binary COPY into each table, batched as shardgate
+    /// does but never deduplicated: the shards' physical limit.
+    DirectCopy,
     /// One autocommit INSERT per row, straight to the shards.
     Insert,
     /// One prepared autocommit INSERT per row through shardgate's Postgres listener (what
@@ -90,7 +94,7 @@ pub struct BenchArgs {
     /// Send this share of the rows (0 to below 1) to one hot key, (tenant-0, type-0); the
     /// others follow --distribution. The report adds when the key was split, and the shards'
     /// skew and the total rows/s before and after.
-    #[arg(long, default_value_t = 0.0, value_parser = hot_share)]
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
     hot_share: f64,
     /// Bytes of padding in each row's payload.
     #[arg(long, default_value_t = 100)]
@@ -98,6 +102,10 @@ pub struct BenchArgs {
     /// Write rows without ids (plain COPY, no deduplication).
     #[arg(long)]
     no_ids: bool,
+    /// Send this share of the rows (0 to below 1) again: each repeats, id and all, one of the
+    /// worker's recent rows, as a client's retries do (stored once in a table with an id).
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    retry_share: f64,
     /// Build every request body before the clock starts (shardgate target; needs --rows), so
     /// the run times the proxy and not this client's JSON encoding. Without it each body is
     /// generated while timed, as a real client would.
@@ -164,8 +172,8 @@ impl BenchArgs {
     }
 }
 
-/// A `--hot-share`: a share in [0, 1).
-fn hot_share(text: &str) -> Result<f64, String> {
+/// A `--hot-share` or `--retry-share`: a share in [0, 1).
+fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(share) if (0.0..1.0).contains(&share) => Ok(share),
         _ => Err(format!("`{text}` is not a share from 0 up to (not including) 1")),
@@ -196,6 +204,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         hot_share: args.hot_share,
         payload_bytes: args.payload_bytes,
         with_ids: !args.no_ids,
+        retry_share: args.retry_share,
     };
     let total_rows = match (args.rows, args.duration) {
         (None, None) => Some(DEFAULT_ROWS),
@@ -242,8 +251,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             run_http(&args, &config, &table_name, &spec, pool, &plan, &progress).await?,
             "request",
         ),
-        Target::Direct => (
-            run_direct(&config, &table, &spec, &plan, &progress).await?,
+        Target::Direct | Target::DirectCopy => (
+            run_direct(&config, &table, &spec, (&plan, args.target), &progress).await?,
             "COPY batch",
         ),
         Target::Insert => (
@@ -583,11 +592,14 @@ async fn run_direct(
     config: &Config,
     table: &TableSchema,
     spec: &WorkloadSpec,
-    plan: &Arc<Plan>,
+    (plan, target): (&Arc<Plan>, Target),
     progress: &ProgressBar,
 ) -> Result<Recorder> {
     let stored = Catalog::connect(config)?.load(config).await?;
-    let statements = TableStatements::new(table);
+    let statements = match target {
+        Target::DirectCopy => TableStatements::without_deduplication(table),
+        _ => TableStatements::new(table),
+    };
     let session_setup = session_setup_sql(std::slice::from_ref(&statements));
     let target = Arc::new(DirectTarget {
         pools: direct_pools(&stored.shards, config, session_setup)?,

@@ -1,17 +1,21 @@
 //! One batch into one shard: a single transaction that checks the fence, streams the batch with
-//! binary COPY and, for tables with an id, moves it from a per-connection staging table with
-//! `INSERT ... ON CONFLICT (id) DO NOTHING` (invariant 6).
+//! binary COPY and, for tables with an id, skips the ids stored already (invariant 6).
 //!
-//! The conflict target is the id alone: a repeated id is a retry and is skipped, while a row that
-//! breaks any other unique or exclusion constraint fails the batch as a data error, so it is
-//! refused and never counted as stored. Rows are inserted in id order, so two transactions that
-//! insert some of the same ids (a migration's copy and a dual-written batch) wait for each other
-//! instead of deadlocking.
+//! A table with an id is first tried by plain COPY into the table ([`super::optimism`]); when
+//! that meets a stored id, the transaction is rolled back and the batch is written again
+//! through a per-connection staging table moved into the table with `INSERT ... ON CONFLICT
+//! (id) DO NOTHING`. The conflict target is the id alone: a repeated id is a retry and is
+//! skipped, while a row that breaks any other unique or exclusion constraint fails the batch as
+//! a data error on either path, so it is refused and never counted as stored. Rows are inserted
+//! from staging in id order, so two transactions that insert some of the same ids (a
+//! migration's copy and a dual-written batch) wait for each other instead of deadlocking.
+//! Stream tables always load through staging, where their versions are checked.
 //!
 //! The batch arrives already encoded; a connection is checked out only to send it. Statements
 //! are prepared once per connection. Any failure other than a data error discards the
 //! connection, so a half-finished COPY can never leave a session in an unknown state.
 
+use super::optimism::{LoadPath, Optimism};
 use crate::pg::describe_pool_error;
 use crate::routing::Epoch;
 use crate::schema::streams::{self, StreamConflict};
@@ -63,6 +67,11 @@ pub enum CopyError {
     /// this one was stored.
     #[error("the spool record or idempotency key was applied on this shard before")]
     AlreadyApplied,
+    /// A plain COPY met a unique or exclusion constraint (an id stored already, most often):
+    /// the batch is written again through the staging table, which skips stored ids and
+    /// refuses the rest, so this never reaches a request.
+    #[error("a row's id or another unique key is stored already")]
+    IdStored,
 }
 
 impl CopyError {
@@ -115,10 +124,30 @@ pub struct TableStatements {
     copy: String,
     create_staging: Option<String>,
     insert_from_staging: Option<String>,
+    /// For a table with an id (not a stream table), the plain COPY tried first and how those
+    /// tries went.
+    plain: Option<PlainCopy>,
     /// For a stream table, the query finding an append its stream does not allow.
     stream_check: Option<String>,
     /// For a stream table, its partition-key columns, which name a stream.
     stream_keys: Vec<String>,
+}
+
+/// A table with an id's plain COPY into the table, tried before its staging table.
+#[derive(Debug)]
+struct PlainCopy {
+    copy: String,
+    optimism: Optimism,
+}
+
+/// Whether `error` is a unique or exclusion violation: a stored id, or a row another
+/// constraint refuses, which the staging table's insert tells apart (skipping the one,
+/// refusing the other as it always did).
+fn staging_decides(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error
+        .as_db_error()
+        .is_some_and(|db| [SqlState::UNIQUE_VIOLATION, SqlState::EXCLUSION_VIOLATION].contains(db.code()))
 }
 
 impl TableStatements {
@@ -134,13 +163,7 @@ impl TableStatements {
         let columns = columns.join(", ");
         let target = quote_ident(&table.name);
         if table.id.is_none() && table.stream_version.is_none() {
-            return TableStatements {
-                copy: format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
-                create_staging: None,
-                insert_from_staging: None,
-                stream_check: None,
-                stream_keys: Vec::new(),
-            };
+            return TableStatements::without_deduplication(table);
         }
         let staging = quote_ident(&format!("shardgate_stage_{}", table.name));
         let typed_columns: Vec<String> = table
@@ -160,8 +183,16 @@ impl TableStatements {
             ),
             None => format!("INSERT INTO {target} ({columns}) SELECT {columns} FROM pg_temp.{staging}"),
         };
+        let plain = table
+            .id
+            .filter(|_| table.stream_version.is_none())
+            .map(|_| PlainCopy {
+                copy: format!("COPY {target} ({columns}) FROM STDIN (FORMAT binary)"),
+                optimism: Optimism::default(),
+            });
         TableStatements {
             copy: format!("COPY pg_temp.{staging} ({columns}) FROM STDIN (FORMAT binary)"),
+            plain,
             create_staging: Some(format!(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({}) ON COMMIT DELETE ROWS",
                 typed_columns.join(", ")
@@ -173,6 +204,32 @@ impl TableStatements {
                 .iter()
                 .map(|&i| table.columns[i].name.clone())
                 .collect(),
+        }
+    }
+}
+
+impl TableStatements {
+    /// Plain binary COPY into `table` and nothing else: how a table without an id loads, and
+    /// for any table the shards' physical limit a benchmark compares with (a retried id would
+    /// be stored twice, or refused by the primary key).
+    pub fn without_deduplication(table: &TableSchema) -> TableStatements {
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .chain(hidden_columns(table).iter().map(|c| quote_ident(c)))
+            .collect();
+        TableStatements {
+            copy: format!(
+                "COPY {} ({}) FROM STDIN (FORMAT binary)",
+                quote_ident(&table.name),
+                columns.join(", ")
+            ),
+            create_staging: None,
+            insert_from_staging: None,
+            plain: None,
+            stream_check: None,
+            stream_keys: Vec::new(),
         }
     }
 }
@@ -194,26 +251,26 @@ pub async fn write_batch(
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
-) -> Result<(), CopyError> {
+) -> Result<LoadPath, CopyError> {
     write_batch_recording(pool, statements, epoch, parts, (&[], false)).await
 }
 
 /// [`write_batch`], running `records` in the same transaction after the rows, and, when
 /// `check_streams` is set, the version check of a stream table's rows (not for copies of rows
-/// whose owner checked them).
+/// whose owner checked them). Answers how the rows reached the table.
 pub async fn write_batch_recording(
     pool: &Pool,
     statements: &TableStatements,
     epoch: Epoch,
     parts: &[Bytes],
     (records, check_streams): (&[AlsoRecord<'_>], bool),
-) -> Result<(), CopyError> {
+) -> Result<LoadPath, CopyError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| CopyError::Transient(describe_pool_error(&e)))?;
     let check = statements.stream_check.as_deref().filter(|_| check_streams);
-    let result = write_on(&mut client, (statements, check), epoch, parts, records).await;
+    let result = write_by_the_path(&mut client, (statements, check), epoch, parts, records).await;
     if matches!(result, Err(CopyError::Transient(_) | CopyError::Fatal(_))) {
         // Unknown session state: never hand this connection to another batch.
         drop(Object::take(client));
@@ -221,25 +278,66 @@ pub async fn write_batch_recording(
     result
 }
 
-async fn write_on(
+/// Writes the batch by plain COPY when its table may try that now, and through staging when
+/// it may not or the plain COPY met a stored id.
+async fn write_by_the_path(
     client: &mut Object,
     (statements, check): (&TableStatements, Option<&str>),
     epoch: Epoch,
     parts: &[Bytes],
     records: &[AlsoRecord<'_>],
+) -> Result<LoadPath, CopyError> {
+    let batch = (epoch, parts, records);
+    let Some(plain) = &statements.plain else {
+        write_on(client, (statements, check), batch, None).await?;
+        return Ok(if statements.insert_from_staging.is_some() {
+            LoadPath::Staged
+        } else {
+            LoadPath::Copy
+        });
+    };
+    if !plain.optimism.try_plain() {
+        write_on(client, (statements, check), batch, None).await?;
+        return Ok(LoadPath::Staged);
+    }
+    match write_on(client, (statements, check), batch, Some(plain)).await {
+        Ok(()) => {
+            plain.optimism.went_through();
+            Ok(LoadPath::Copy)
+        }
+        Err(CopyError::IdStored) => {
+            plain.optimism.fell_back();
+            write_on(client, (statements, check), batch, None).await?;
+            Ok(LoadPath::CopyThenStaged)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// One transaction of a batch: its rows by `plain` COPY into the table when given (a stored
+/// id, or another unique key, is [`CopyError::IdStored`]), else by the table's own statements.
+async fn write_on(
+    client: &mut Object,
+    (statements, check): (&TableStatements, Option<&str>),
+    (epoch, parts, records): (Epoch, &[Bytes], &[AlsoRecord<'_>]),
+    plain: Option<&PlainCopy>,
 ) -> Result<(), CopyError> {
-    let insert = match &statements.insert_from_staging {
-        Some(sql) => Some(client.prepare_cached(sql).await.map_err(CopyError::from_pg)?),
-        None => None,
+    let insert = match (&statements.insert_from_staging, plain) {
+        (Some(sql), None) => Some(client.prepare_cached(sql).await.map_err(CopyError::from_pg)?),
+        _ => None,
     };
     let fence = client
         .prepare_cached(fence::READ_FOR_BATCH_SQL)
         .await
         .map_err(CopyError::from_pg)?;
     let copy = client
-        .prepare_cached(&statements.copy)
+        .prepare_cached(plain.map_or(&statements.copy, |p| &p.copy))
         .await
         .map_err(CopyError::from_pg)?;
+    let classify = |error: tokio_postgres::Error| match plain {
+        Some(_) if staging_decides(&error) => CopyError::IdStored,
+        _ => CopyError::from_pg(error),
+    };
     let tx = client.transaction().await.map_err(CopyError::from_pg)?;
     let found = Epoch(
         tx.query_one(&fence, &[])
@@ -248,18 +346,18 @@ async fn write_on(
             .get(0),
     );
     fence::check(epoch, found)?;
-    let sink = tx.copy_in::<_, Bytes>(&copy).await.map_err(CopyError::from_pg)?;
+    let sink = tx.copy_in::<_, Bytes>(&copy).await.map_err(classify)?;
     futures_util::pin_mut!(sink);
     sink.feed(Bytes::from_static(COPY_HEADER))
         .await
-        .map_err(CopyError::from_pg)?;
+        .map_err(classify)?;
     for part in parts {
-        sink.feed(part.clone()).await.map_err(CopyError::from_pg)?;
+        sink.feed(part.clone()).await.map_err(classify)?;
     }
     sink.feed(Bytes::from_static(COPY_TRAILER))
         .await
-        .map_err(CopyError::from_pg)?;
-    sink.finish().await.map_err(CopyError::from_pg)?;
+        .map_err(classify)?;
+    sink.finish().await.map_err(classify)?;
     if let Some(check) = check {
         let check = client_check(&tx, check).await?;
         if let Some(row) = check {

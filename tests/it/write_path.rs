@@ -66,12 +66,32 @@ async fn each_row_lands_on_the_shard_its_key_hashes_to() {
 async fn a_repeated_request_stores_nothing_twice() {
     let gate = TestServer::start("dedup", "").await;
     let rows = events(250, 9);
-    for _ in 0..3 {
+    let first = gate.post_events(&rows).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let batches = |page: &str, path: &str| {
+        let series = format!("shardgate_batches_total{{path=\"{path}\",table=\"events\"}}");
+        if page.contains(&series) {
+            sample(page, &series)
+        } else {
+            0.0
+        }
+    };
+    let page = gate.metrics_page().await;
+    let copied = batches(&page, "copy");
+    assert!(copied >= 1.0, "new ids go by plain COPY: {copied}");
+    assert_eq!(batches(&page, "copy_then_staged"), 0.0);
+    for _ in 0..2 {
         let reply = gate.post_events(&rows).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body["rows"], 250);
     }
     assert_eq!(gate.total("events").await, 250);
+    let page = gate.metrics_page().await;
+    assert!(
+        batches(&page, "copy_then_staged") >= 2.0,
+        "a retry's plain COPY meets its stored ids and goes through staging"
+    );
+    assert_eq!(batches(&page, "copy"), copied);
     gate.stop().await;
 }
 

@@ -6,6 +6,7 @@
 use super::WriterSettings;
 use crate::config::BatchConfig;
 use crate::ingest::copy::{AlsoRecord, CopyError, TableStatements, write_batch_recording};
+use crate::ingest::optimism::LoadPath;
 use crate::routing::{Epoch, ShardId};
 use crate::schema::TableId;
 use crate::shards::applied::{self, Mark};
@@ -346,6 +347,7 @@ impl ShardWriter {
         rows: usize,
     ) -> Result<(), CopyError> {
         let shard = self.id.0.as_str();
+        let table = &self.settings.table_names[batch.table.0];
         let started = Instant::now();
         let result = if self.pools.is_prepared() {
             write_marked(&self.pools.copy, (statements, &self.id, batch), parts, records).await
@@ -354,6 +356,11 @@ impl ShardWriter {
                 "its tables are not verified yet (unreachable since start-up)".into(),
             ))
         };
+        if let Ok(path) = result {
+            let labels = [table.as_str(), path.label()];
+            self.settings.metrics.batches.with_label_values(&labels).inc();
+        }
+        let result = result.map(|_| ());
         let outcome = match &result {
             Ok(()) => "committed",
             Err(CopyError::Data { .. }) => "data_error",
@@ -361,7 +368,7 @@ impl ShardWriter {
             Err(CopyError::AlreadyApplied) => "already_applied",
             Err(CopyError::Stream(_)) => "stream_conflict",
             Err(CopyError::StreamRace) => "stream_race",
-            Err(CopyError::Transient(_) | CopyError::Fatal(_)) => "failed",
+            Err(CopyError::Transient(_) | CopyError::Fatal(_) | CopyError::IdStored) => "failed",
         };
         let seconds = started.elapsed().as_secs_f64();
         self.settings
@@ -411,7 +418,7 @@ async fn write_marked(
     (statements, shard, batch): (&TableStatements, &ShardId, BatchKind),
     parts: &[Bytes],
     records: BatchRecords<'_>,
-) -> Result<(), CopyError> {
+) -> Result<LoadPath, CopyError> {
     let epoch = batch.epoch;
     let marks = applied::mark_columns(records.marks);
     let mark_params = marks

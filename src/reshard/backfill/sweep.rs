@@ -236,7 +236,7 @@ impl<'a> RangesCopy<'a> {
                     attempt += 1;
                 }
                 result => {
-                    return result.map_err(|cause| BackfillError::Load {
+                    return result.map(|_| ()).map_err(|cause| BackfillError::Load {
                         shard: self.target.name.to_string(),
                         cause,
                     });
