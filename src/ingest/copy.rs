@@ -154,13 +154,7 @@ impl TableStatements {
     /// Builds the COPY statements of `table`: straight into the table, or, for tables with an
     /// id and stream tables, into a staging table moved into it by an insert.
     pub fn new(table: &TableSchema) -> TableStatements {
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .chain(hidden_columns(table).iter().map(|c| quote_ident(c)))
-            .collect();
-        let columns = columns.join(", ");
+        let columns = copied_columns(table);
         let target = quote_ident(&table.name);
         if table.id.is_none() && table.stream_version.is_none() {
             return TableStatements::without_deduplication(table);
@@ -213,17 +207,11 @@ impl TableStatements {
     /// for any table the shards' physical limit a benchmark compares with (a retried id would
     /// be stored twice, or refused by the primary key).
     pub fn without_deduplication(table: &TableSchema) -> TableStatements {
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .chain(hidden_columns(table).iter().map(|c| quote_ident(c)))
-            .collect();
         TableStatements {
             copy: format!(
                 "COPY {} ({}) FROM STDIN (FORMAT binary)",
                 quote_ident(&table.name),
-                columns.join(", ")
+                copied_columns(table)
             ),
             create_staging: None,
             insert_from_staging: None,
@@ -232,6 +220,17 @@ impl TableStatements {
             stream_keys: Vec::new(),
         }
     }
+}
+
+/// The columns a batch's tuples fill, declared and hidden, quoted and comma-separated.
+fn copied_columns(table: &TableSchema) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .chain(hidden_columns(table).iter().map(|c| quote_ident(c)))
+        .collect();
+    columns.join(", ")
 }
 
 /// A statement a batch runs in its own transaction after its rows, so what it records (how far

@@ -17,8 +17,8 @@ use super::write::{SpoolAck, Submitted, WriteAck, WriteRefused, Writes};
 use crate::catalog::key_claims::KeyClaim;
 use crate::config::AckMode;
 use crate::routing::{Epoch, ShardIndex};
-use crate::schema::decode::copy::{CopyFormat, decode_copy};
-use crate::schema::decode::values::{Value, ValueColumns, decode_values};
+use crate::schema::decode::copy::CopyFormat;
+use crate::schema::decode::values::{Value, ValueColumns};
 use crate::schema::decode::{BodyFormat, EncodedRows, ShardRows, decode_rows};
 use crate::schema::tuples::Tuples;
 use crate::schema::{TableId, TableSchema};
@@ -166,17 +166,7 @@ impl Writes {
         keyed: (&IdempotencyKey, Fingerprint),
     ) -> Result<KeyedAck, WriteRefused> {
         let set = self.shards().load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_copy(
-                schema,
-                &set.table,
-                format,
-                columns,
-                data,
-                unix_micros_now(),
-                limited,
-            )
-        })?;
+        let encoded = self.decode_copy(&set, table, schema, format, columns, data)?;
         self.write_keyed_rows(&set, (table, schema), encoded, keyed).await
     }
 
@@ -190,9 +180,7 @@ impl Writes {
         keyed: (&IdempotencyKey, Fingerprint),
     ) -> Result<KeyedAck, WriteRefused> {
         let set = self.shards().load();
-        let encoded = self.decode(table, schema, |limited| {
-            decode_values(schema, &set.table, columns, rows, unix_micros_now(), limited)
-        })?;
+        let encoded = self.decode_values(&set, table, schema, columns, rows)?;
         self.write_keyed_rows(&set, (table, schema), encoded, keyed).await
     }
 

@@ -471,7 +471,7 @@ impl Writes {
     }
 
     /// Decodes whole records of a COPY stream, routed with `set`.
-    fn decode_copy(
+    pub(super) fn decode_copy(
         &self,
         set: &ShardSet,
         table: TableId,
@@ -494,7 +494,7 @@ impl Writes {
     }
 
     /// Encodes rows of values, routed with `set`.
-    fn decode_values<'v>(
+    pub(super) fn decode_values<'v>(
         &self,
         set: &ShardSet,
         table: TableId,
