@@ -67,9 +67,9 @@ pub enum CopyError {
     /// this one was stored.
     #[error("the spool record or idempotency key was applied on this shard before")]
     AlreadyApplied,
-    /// A plain COPY met a unique or exclusion constraint (an id stored already, most often):
-    /// the batch is written again through the staging table, which skips stored ids and
-    /// refuses the rest, so this never reaches a request.
+    /// A plain COPY met a unique or exclusion constraint (an id stored already, most often) or
+    /// a deadlock over ids: the batch is written again through the staging table, which skips
+    /// stored ids, refuses the rest and inserts in id order, so this never reaches a request.
     #[error("a row's id or another unique key is stored already")]
     IdStored,
 }
@@ -140,14 +140,21 @@ struct PlainCopy {
     optimism: Optimism,
 }
 
-/// Whether `error` is a unique or exclusion violation: a stored id, or a row another
-/// constraint refuses, which the staging table's insert tells apart (skipping the one,
-/// refusing the other as it always did).
+/// Whether `error` is one the staging path settles: a unique or exclusion violation (a stored
+/// id, or a row another constraint refuses, which the staging table's insert tells apart,
+/// skipping the one and refusing the other as it always did), or a deadlock with another
+/// transaction inserting some of the same ids in another order (the staging path inserts in
+/// id order, so two such transactions wait for each other instead).
 fn staging_decides(error: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
+    let settled_by_staging = [
+        SqlState::UNIQUE_VIOLATION,
+        SqlState::EXCLUSION_VIOLATION,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ];
     error
         .as_db_error()
-        .is_some_and(|db| [SqlState::UNIQUE_VIOLATION, SqlState::EXCLUSION_VIOLATION].contains(db.code()))
+        .is_some_and(|db| settled_by_staging.contains(db.code()))
 }
 
 impl TableStatements {
