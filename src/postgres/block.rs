@@ -11,7 +11,7 @@
 use super::errors::{self, refused, user_error};
 use super::insert::{BoundInsert, staged_rows};
 use super::keyed::{self, SessionKey};
-use super::pending::Pending;
+use super::pending::{Pending, Refused};
 use crate::config::AckMode;
 use crate::ingest::idempotent::KeyedAck;
 use crate::ingest::keys::IdempotencyKey;
@@ -19,6 +19,7 @@ use crate::ingest::write::{WriteRefused, Writes};
 use crate::schema::decode::copy::CopyFormat;
 use crate::schema::decode::values::ValueColumns;
 use crate::schema::{TableId, Tables};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use pgwire::error::{PgWireError, PgWireResult};
 use std::io::SeekFrom;
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Bytes a block stages in memory; past them its rows move to a file.
 pub const MEMORY_BYTES: usize = 4 << 20;
+
+/// Keyed statements of a block written at once at its `COMMIT`, at most.
+const KEYED_IN_FLIGHT: usize = 64;
 
 /// Where blocks spill, and how much one may hold.
 #[derive(Debug, Clone)]
@@ -154,24 +158,17 @@ impl BlockStage {
 
     /// Writes every staged row, statement by statement, and returns how many committed.
     /// A refusal stops the queueing of the statements after it. While the session has an
-    /// idempotency `key`, each statement is a keyed write of its own, written in turn.
+    /// idempotency `key`, each statement is a keyed write of its own ([`BlockStage::commit_keyed`]).
     pub async fn commit(mut self, tables: &Tables, writes: &Writes, key: &SessionKey) -> PgWireResult<usize> {
+        if key.is_set() {
+            return self.commit_keyed(tables, writes, key).await;
+        }
         let mut pending = Pending::default();
         let mut bytes = Vec::new();
         let statements = std::mem::take(&mut self.statements);
         for staged in &statements {
             self.read(staged, &mut bytes).await?;
             let table = staged.source.table();
-            if let Some(key) = key.next() {
-                match write_keyed(&staged.source, tables, writes, &bytes, &key).await {
-                    Ok(rows) => pending.acknowledged(rows),
-                    Err(refusal) => pending.refuse(table, refusal, 0),
-                }
-                if pending.has_refusal() {
-                    break;
-                }
-                continue;
-            }
             if tables.get(table).ack == AckMode::Spool {
                 match spool(&staged.source, tables, writes, &bytes).await {
                     Ok(rows) => pending.acknowledged(rows),
@@ -208,16 +205,51 @@ impl BlockStage {
                 break;
             }
         }
-        pending.settle().await.map_err(|refused| {
-            let schema = tables.get(refused.table);
-            let mut info = errors::write_refused(&refused.refusal, &schema.name);
-            info.detail = Some(errors::commit_detail(
-                refused.committed,
-                self.rows,
-                schema.id.is_some(),
-            ));
-            user_error(info)
-        })
+        let rows = self.rows;
+        pending
+            .settle()
+            .await
+            .map_err(|refused| commit_error(refused, tables, rows))
+    }
+
+    /// `COMMIT` while the session has an idempotency `key`: each statement is a keyed write
+    /// of its own under the key's next number, in order, and up to [`KEYED_IN_FLIGHT`] of
+    /// them are written at once, so they share the shards' group commits.
+    async fn commit_keyed(
+        mut self,
+        tables: &Tables,
+        writes: &Writes,
+        key: &SessionKey,
+    ) -> PgWireResult<usize> {
+        let statements = std::mem::take(&mut self.statements);
+        let mut pending = Pending::default();
+        let mut in_flight = FuturesUnordered::new();
+        for staged in &statements {
+            let mut bytes = Vec::new();
+            self.read(staged, &mut bytes).await?;
+            let Some(numbered) = key.next() else { break };
+            let table = staged.source.table();
+            in_flight.push(async move {
+                let written = write_keyed(&staged.source, tables, writes, &bytes, &numbered).await;
+                (table, written)
+            });
+            if in_flight.len() >= KEYED_IN_FLIGHT
+                && let Some((table, written)) = in_flight.next().await
+            {
+                pending.keyed(table, written);
+            }
+            if pending.has_refusal() {
+                break;
+            }
+        }
+        while let Some((table, written)) = in_flight.next().await {
+            pending.keyed(table, written);
+        }
+        let rows = self.rows;
+        pending
+            .settle()
+            .await
+            .map_err(|refused| commit_error(refused, tables, rows))
     }
 
     /// Reads one statement's staged bytes into `bytes`.
@@ -243,6 +275,18 @@ impl Source {
             Source::Insert { table, .. } | Source::Copy { table, .. } => *table,
         }
     }
+}
+
+/// The error of a `COMMIT` whose writes were `refused`, of a block of `rows` rows.
+fn commit_error(refused: Refused, tables: &Tables, rows: usize) -> PgWireError {
+    let schema = tables.get(refused.table);
+    let mut info = errors::write_refused(&refused.refusal, &schema.name);
+    info.detail = Some(errors::commit_detail(
+        refused.committed,
+        rows,
+        schema.id.is_some(),
+    ));
+    user_error(info)
 }
 
 /// Writes one staged statement's rows as a keyed write and waits until they are committed

@@ -51,6 +51,15 @@ impl Pending {
         self.committed += rows;
     }
 
+    /// Counts a keyed write of `table` that was waited for: its rows acknowledged, or its
+    /// refusal.
+    pub fn keyed(&mut self, table: TableId, written: Result<usize, WriteRefused>) {
+        match written {
+            Ok(rows) => self.acknowledged(rows),
+            Err(refusal) => self.refuse(table, refusal, 0),
+        }
+    }
+
     /// Counts rows of the set that were not queued: refused before they reached a queue.
     pub fn refuse(&mut self, table: TableId, refusal: WriteRefused, rows: usize) {
         self.rows += rows;
