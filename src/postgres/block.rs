@@ -209,7 +209,7 @@ impl BlockStage {
         pending
             .settle()
             .await
-            .map_err(|refused| commit_error(refused, tables, rows))
+            .map_err(|refused| commit_error(refused, tables, (rows, false)))
     }
 
     /// `COMMIT` while the session has an idempotency `key`: each statement is a keyed write
@@ -249,7 +249,7 @@ impl BlockStage {
         pending
             .settle()
             .await
-            .map_err(|refused| commit_error(refused, tables, rows))
+            .map_err(|refused| commit_error(refused, tables, (rows, true)))
     }
 
     /// Reads one statement's staged bytes into `bytes`.
@@ -277,15 +277,13 @@ impl Source {
     }
 }
 
-/// The error of a `COMMIT` whose writes were `refused`, of a block of `rows` rows.
-fn commit_error(refused: Refused, tables: &Tables, rows: usize) -> PgWireError {
+/// The error of a `COMMIT` whose writes were `refused`, of a block of `rows` rows, written
+/// under an idempotency key or not (`keyed`).
+fn commit_error(refused: Refused, tables: &Tables, (rows, keyed): (usize, bool)) -> PgWireError {
     let schema = tables.get(refused.table);
     let mut info = errors::write_refused(&refused.refusal, &schema.name);
-    info.detail = Some(errors::commit_detail(
-        refused.committed,
-        rows,
-        schema.id.is_some(),
-    ));
+    let resend = errors::Resend::of(schema, keyed);
+    info.detail = Some(errors::commit_detail(refused.committed, rows, resend));
     user_error(info)
 }
 

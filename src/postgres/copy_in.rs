@@ -326,7 +326,7 @@ impl CopyIn {
             table: &schema.name,
             line,
             committed: self.block.is_none().then_some(self.committed),
-            has_id: schema.id.is_some(),
+            resend: errors::Resend::of(schema, self.key.is_set()),
         };
         errors::copy_refused(refusal, &place)
     }

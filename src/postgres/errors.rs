@@ -90,8 +90,31 @@ pub struct CopyPlace<'a> {
     /// Rows of the stream committed before it; none for a COPY in a transaction block,
     /// whose rows are written at `COMMIT`.
     pub committed: Option<usize>,
-    /// Whether the table has an id, so rows sent again are stored once.
-    pub has_id: bool,
+    /// Whether rows sent again are stored once, and why.
+    pub resend: Resend,
+}
+
+/// Whether a client may send again the rows of a refused write without storing some twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The table has an id: rows whose id is stored are skipped.
+    SkipsStoredIds,
+    /// The session's idempotency key names the writes: set it again and send the same
+    /// statements, and what was written is skipped.
+    UnderTheSameKey,
+    /// Neither: rows sent again are stored twice.
+    StoresTwice,
+}
+
+impl Resend {
+    /// How rows of `table` sent again fare, in a session whose writes are `keyed` or not.
+    pub fn of(table: &crate::schema::TableSchema, keyed: bool) -> Resend {
+        match (table.id.is_some(), keyed) {
+            (_, true) => Resend::UnderTheSameKey,
+            (true, false) => Resend::SkipsStoredIds,
+            (false, false) => Resend::StoresTwice,
+        }
+    }
 }
 
 impl CopyPlace<'_> {
@@ -100,7 +123,7 @@ impl CopyPlace<'_> {
         match self.committed {
             Some(committed) => format!(
                 "{committed} rows before it were committed; {}.",
-                sending_again(self.has_id)
+                sending_again(self.resend)
             ),
             None => "the transaction block is aborted: none of its rows were written.".into(),
         }
@@ -108,27 +131,31 @@ impl CopyPlace<'_> {
 }
 
 /// The detail of a `COMMIT` refused after `committed` of its block's `rows` committed.
-pub fn commit_detail(committed: usize, rows: usize, has_id: bool) -> String {
+pub fn commit_detail(committed: usize, rows: usize, resend: Resend) -> String {
     format!(
         "{committed} of the transaction block's {rows} rows were committed before the error; {}.",
-        sending_again(has_id)
+        sending_again(resend)
     )
 }
 
 /// The detail of a pipeline refused after `committed` of the `rows` its statements wrote
 /// since the last `Sync` committed.
-pub fn pipeline_detail(committed: usize, rows: usize, has_id: bool) -> String {
+pub fn pipeline_detail(committed: usize, rows: usize, resend: Resend) -> String {
     format!(
         "{committed} of the {rows} rows written since the last Sync were committed before the error; {}.",
-        sending_again(has_id)
+        sending_again(resend)
     )
 }
 
-fn sending_again(has_id: bool) -> &'static str {
-    if has_id {
-        "sending the same data again is safe: rows whose id is stored already are skipped"
-    } else {
-        "the table has no id, so sending those rows again would store them twice"
+fn sending_again(resend: Resend) -> &'static str {
+    match resend {
+        Resend::SkipsStoredIds => {
+            "sending the same data again is safe: rows whose id is stored already are skipped"
+        }
+        Resend::UnderTheSameKey => {
+            "sending the same statements again under the same shardgate.idempotency_key is safe: what was written is skipped"
+        }
+        Resend::StoresTwice => "the table has no id, so sending those rows again would store them twice",
     }
 }
 

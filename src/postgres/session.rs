@@ -419,11 +419,8 @@ fn pipeline_error(refused: Refused, tables: &Tables) -> PgWireError {
     let schema = tables.get(refused.table);
     let mut info = errors::write_refused(&refused.refusal, &schema.name);
     if refused.writes > 1 {
-        info.detail = Some(errors::pipeline_detail(
-            refused.committed,
-            refused.rows,
-            schema.id.is_some(),
-        ));
+        let resend = errors::Resend::of(schema, false);
+        info.detail = Some(errors::pipeline_detail(refused.committed, refused.rows, resend));
     }
     errors::user_error(info)
 }

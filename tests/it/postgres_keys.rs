@@ -65,6 +65,24 @@ async fn statements_sent_again_under_the_same_key_are_answered_as_before_and_wri
         other.as_db_error().unwrap().message(),
         "Idempotency-Key batch-7#0 was used for a different request (another table or body); a key names one request"
     );
+    let copy = client
+        .copy_in::<_, bytes::Bytes>("COPY logs (source, line) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(copy);
+    futures_util::SinkExt::send(&mut copy, bytes::Bytes::from_static(b"src-9\tother\n"))
+        .await
+        .unwrap();
+    let refused = copy.finish().await.unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    assert_eq!(
+        refused.as_db_error().unwrap().detail(),
+        Some(
+            "0 rows before it were committed; sending the same statements again under the same \
+             shardgate.idempotency_key is safe: what was written is skipped."
+        ),
+        "a keyed COPY is safe to send again, though the table has no id"
+    );
     let returning = client
         .query(
             "INSERT INTO logs (source, line) VALUES ('src-2', 'r') RETURNING line",
