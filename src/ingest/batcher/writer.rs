@@ -311,17 +311,9 @@ impl ShardWriter {
             let attempt = self.timed_write((statements, batch), (&parts, records), rows);
             let reason = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Err(CopyError::Transient(reason))) => reason,
-                Ok(Err(CopyError::StreamRace)) if batch.check_streams => {
+                Ok(Err(CopyError::StreamRace)) => {
                     tracing::debug!("another batch appended to one of the batch's streams; writing it again");
                     continue;
-                }
-                Ok(Err(CopyError::StreamRace)) => {
-                    // A copy is not checked, so written again it would meet the same row.
-                    return Err(CopyError::Data {
-                        sqlstate: "23505".into(),
-                        message: "another append took this stream's version on the shard its range moved to"
-                            .into(),
-                    });
                 }
                 Ok(result) => return result,
                 Err(_) => {
